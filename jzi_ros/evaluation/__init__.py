@@ -1,0 +1,1 @@
+"""Evaluation: metrics, rosbag replay, reports and plots."""

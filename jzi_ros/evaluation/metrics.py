@@ -1,0 +1,42 @@
+"""Localization metrics shared by training validation, replay and the demo."""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+
+DEFAULT_RECALL_M = (25.0, 50.0, 100.0, 250.0)
+
+
+def recall_at(errors_m: Sequence[float], thresholds_m: Iterable[float] = DEFAULT_RECALL_M
+              ) -> dict[float, float]:
+    """Fraction of errors <= each threshold (Recall@1 within d metres). Empty -> 0.0."""
+    errors = np.asarray(errors_m, dtype=np.float64)
+    return {float(d): float(np.mean(errors <= d)) if errors.size else 0.0 for d in thresholds_m}
+
+
+def error_summary(errors_m: Sequence[float]) -> dict[str, float]:
+    """Median, mean and 95th percentile error in metres (NaN-free: empty -> zeros, count 0)."""
+    errors = np.asarray(errors_m, dtype=np.float64)
+    if errors.size == 0:
+        return {"count": 0, "median_m": 0.0, "mean_m": 0.0, "p95_m": 0.0}
+    return {"count": int(errors.size), "median_m": float(np.median(errors)),
+            "mean_m": float(errors.mean()), "p95_m": float(np.percentile(errors, 95))}
+
+
+def nees_2d(error_en: np.ndarray, covariance_en: np.ndarray) -> np.ndarray:
+    """Normalised estimation error squared e^T P^-1 e for 2-D errors.
+
+    error_en: [N, 2] (estimate - truth, metres East/North); covariance_en: [N, 2, 2] m^2.
+    A consistent estimator has mean NEES ~= 2 in 2-D; NEES <= 2.30 is inside the 1-sigma
+    ellipse (68.3 % for chi-square with 2 dof is 2.30), <= 6.18 inside 2-sigma (95.4 %).
+    """
+    error_en = np.asarray(error_en, dtype=np.float64).reshape(-1, 2)
+    cov = np.asarray(covariance_en, dtype=np.float64).reshape(-1, 2, 2)
+    solved = np.linalg.solve(cov, error_en[..., None])[..., 0]
+    return np.einsum("ni,ni->n", error_en, solved)
+
+
+# chi-square(2 dof) quantiles for the 1-sigma and 2-sigma probability masses of a 1-D normal
+CHI2_2D_1SIGMA = 2.2957489288986
+CHI2_2D_2SIGMA = 6.1800743826

@@ -1,0 +1,1 @@
+"""Inference: the Localizer (image in -> Fix out), decoding, uncertainty and backends."""

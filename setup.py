@@ -1,0 +1,59 @@
+"""ament_python package that also installs with plain pip (no ROS 2 needed for the core)."""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "jzi_ros"
+
+EXTRAS = {
+    # building maps from GeoTIFF / COG / MBTiles / XYZ rasters
+    "maps": ["rasterio>=1.3"],
+    # rosbag replay without ROS 2, reports and plots
+    "replay": ["rosbags>=0.10", "rosbags-image>=0.9", "matplotlib>=3.6"],
+    # ONNX export and the ONNX Runtime backend
+    "export": ["onnx>=1.15", "onnxscript>=0.1", "onnxruntime>=1.17"],
+    # TensorRT backend (GPU machines only; usually installed with JetPack / NVIDIA's index)
+    "tensorrt": ["tensorrt>=10"],
+}
+EXTRAS["train"] = EXTRAS["maps"] + ["matplotlib>=3.6"]
+EXTRAS["all"] = sorted({dep for name, deps in EXTRAS.items() if name != "tensorrt" for dep in deps})
+EXTRAS["test"] = EXTRAS["all"] + ["pytest>=7", "hypothesis>=6", "catkin_pkg>=0.5", "flake8>=6"]
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(exclude=["test", "test.*"]),
+    package_data={PACKAGE: ["data/*"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
+        ("share/" + PACKAGE, ["package.xml"]),
+        ("share/" + PACKAGE + "/launch", glob("launch/*.launch.py")),
+        ("share/" + PACKAGE + "/config", glob("config/*.yaml")),
+    ],
+    python_requires=">=3.10",
+    install_requires=[
+        "setuptools",
+        "numpy>=1.23",
+        "pyproj>=3.4",
+        "opencv-python-headless>=4.6",
+        "torch>=2.2",
+        "transformers>=4.40",
+        "safetensors>=0.4",
+        "pyyaml>=6",
+        "tqdm>=4.60",
+    ],
+    extras_require=EXTRAS,
+    zip_safe=True,
+    maintainer="jzi_ros maintainers",
+    maintainer_email="maintainers@jzi-ros.dev",
+    description="Just Zoom In cross-view geo-localization for ROS 2: camera -> NavSatFix",
+    license="Apache-2.0",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            "jzi = jzi_ros.cli.main:main",
+            "jzi_localizer = jzi_ros.ros.node:main",
+            "replay = jzi_ros.cli.replay:main",
+        ],
+    },
+)

@@ -1,0 +1,45 @@
+"""Markers ``ros``, ``tensorrt``, ``gpu``: skipped with a reason when the dependency is absent."""
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def _missing(marker: str) -> str | None:
+    """Why tests with ``marker`` cannot run here, or None if they can."""
+    if marker == "ros":
+        if not (_has_module("rclpy") and _has_module("launch_testing")):
+            return "needs ROS 2 (rclpy and launch_testing not importable)"
+    elif marker == "gpu":
+        if not _cuda_available():
+            return "needs a CUDA GPU (torch.cuda.is_available() is False)"
+    elif marker == "tensorrt":
+        if not _has_module("tensorrt"):
+            return "needs TensorRT (the tensorrt module is not installed)"
+        if not _cuda_available():
+            return "needs a CUDA GPU for TensorRT"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    reasons = {m: _missing(m) for m in ("ros", "gpu", "tensorrt")}
+    for item in items:
+        for marker, reason in reasons.items():
+            if reason and item.get_closest_marker(marker):
+                item.add_marker(pytest.mark.skip(reason=reason))
