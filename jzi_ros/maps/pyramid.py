@@ -1,0 +1,323 @@
+"""The on-disk map: a manifest, a memory-mapped table of views and an optional embedding table.
+
+Layout of a map directory::
+
+    manifest.json             root (cell tree), tile size, source, creation time, nodata
+    views.npy                 uint8 [num_views, tile_px, tile_px, 3], RGB, north-up,
+                              row i = tree.view_index(path)
+    terminal.npy              optional, uint8 [K**(2D), tile_px, tile_px, 3] (visualisation)
+    embeddings.safetensors    optional, fp16 [num_views, C] + the encoder hash in its header
+
+``.npy`` is used for the views because numpy memory-maps it without a copy, so a robot opens a
+multi-GB map instantly and only touches the pages the beam search visits.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from numpy.lib.format import open_memmap
+
+from jzi_ros.errors import JziError
+from jzi_ros.files import atomic_directory, atomic_path, read_json, write_json
+from jzi_ros.geo import CellTree
+
+FORMAT = "jzi_ros.map"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+VIEWS = "views.npy"
+TERMINAL = "terminal.npy"
+EMBEDDINGS = "embeddings.safetensors"
+EMBEDDINGS_KEY = "embeddings"
+
+# A render function returns an RGB tile, or (tile, valid) where ``valid`` is a bool mask of the
+# pixels the source actually covers (for the per-level nodata report).
+RenderView = Callable[[tuple[int, ...]], "np.ndarray | tuple[np.ndarray, np.ndarray]"]
+
+
+def _embed_hint(path: Path) -> str:
+    return f"run `jzi map embed {path} --model CHECKPOINT`"
+
+
+def _open_npy(file: Path, shape: tuple[int, ...], what: str) -> np.ndarray:
+    try:
+        array = np.load(file, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise JziError(f"map {what} {file} does not exist") from None
+    except (ValueError, OSError, EOFError) as err:
+        raise JziError(f"map {what} {file} is corrupt or truncated: {err}") from None
+    if array.dtype != np.uint8 or tuple(array.shape) != shape:
+        raise JziError(f"map {what} {file} holds {array.dtype} {list(array.shape)}, "
+                       f"the manifest expects uint8 {list(shape)}")
+    return array
+
+
+class MapPyramid:
+    """An opened map directory. Views are a read-only memmap; nothing is loaded eagerly."""
+
+    def __init__(self, path: Path, manifest: dict, views: np.ndarray,
+                 terminal: np.ndarray | None) -> None:
+        self.path = Path(path)
+        self.manifest = manifest
+        self.tree = CellTree.from_dict(manifest["tree"])
+        self.tile_px = int(manifest["tile_px"])
+        self.views = views
+        self.terminal_views = terminal
+
+    # --- opening --------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | Path) -> "MapPyramid":
+        """Open a map directory; JziError for a missing/corrupt manifest or views file."""
+        path = Path(path)
+        if not path.is_dir():
+            raise JziError(f"map {path} is not a directory (build one with `jzi map build`)")
+        manifest_file = path / MANIFEST
+        manifest = read_json(manifest_file, "map manifest")
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            raise JziError(f"map manifest {manifest_file} is not a jzi_ros map "
+                           f"(expected \"format\": \"{FORMAT}\")")
+        version = manifest.get("format_version")
+        if version != FORMAT_VERSION:
+            raise JziError(f"map manifest {manifest_file} has format_version {version!r}, "
+                           f"this jzi_ros reads {FORMAT_VERSION}; rebuild the map")
+        try:
+            tree = CellTree.from_dict(manifest["tree"])
+            tile_px = int(manifest["tile_px"])
+            views_info = manifest["views"]
+            views_file = path / str(views_info["file"])
+            declared = tuple(int(n) for n in views_info["shape"])
+            dtype = str(views_info["dtype"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise JziError(f"map manifest {manifest_file} is corrupt: missing or bad field "
+                           f"{err}") from None
+        except JziError as err:
+            raise JziError(f"map manifest {manifest_file}: {err}") from None
+        expected = (tree.num_views, tile_px, tile_px, 3)
+        if declared != expected or dtype != "uint8":
+            raise JziError(f"map manifest {manifest_file} declares views {dtype} "
+                           f"{list(declared)}, but its tree and tile_px need uint8 "
+                           f"{list(expected)}")
+        views = _open_npy(views_file, expected, "views file")
+        terminal = None
+        if manifest.get("terminal"):
+            count = tree.num_actions ** tree.depth
+            terminal = _open_npy(path / TERMINAL, (count, tile_px, tile_px, 3),
+                                 "terminal tiles file")
+        return cls(path, manifest, views, terminal)
+
+    # --- views ----------------------------------------------------------------------------
+    def view(self, path: Sequence[int]) -> np.ndarray:
+        """The uint8 [tile_px, tile_px, 3] view of a non-terminal cell (levels 0..depth-1)."""
+        return self.views[self.tree.view_index(path)]
+
+    def tile(self, path: Sequence[int]) -> np.ndarray:
+        """A view at any level, terminal cells included when the map stores them."""
+        path = self.tree.check_path(path)
+        if len(path) < self.tree.depth:
+            return self.view(path)
+        if self.terminal_views is None:
+            raise JziError(f"map {self.path} stores no terminal tiles (path {list(path)}); "
+                           "rebuild with --terminal-tiles")
+        index = 0
+        for action in path:
+            index = index * self.tree.num_actions + action
+        return self.terminal_views[index]
+
+    @property
+    def nodata_fraction(self) -> dict[int, float]:
+        """Per level: fraction of view pixels the source did not cover."""
+        return {int(k): float(v) for k, v in self.manifest.get("nodata_fraction", {}).items()}
+
+    # --- embeddings -----------------------------------------------------------------------
+    @property
+    def embeddings_path(self) -> Path:
+        return self.path / EMBEDDINGS
+
+    def _embeddings_metadata(self) -> dict | None:
+        from safetensors import safe_open
+        if not self.embeddings_path.exists():
+            return None
+        try:
+            with safe_open(str(self.embeddings_path), framework="numpy") as handle:
+                return dict(handle.metadata() or {})
+        except Exception as err:  # safetensors raises its own error types
+            raise JziError(f"embedding file {self.embeddings_path} is corrupt: {err}; "
+                           f"{_embed_hint(self.path)}") from None
+
+    def embeddings_hash(self) -> str | None:
+        """Encoder hash the stored embeddings were made with, or None without embeddings."""
+        metadata = self._embeddings_metadata()
+        return None if metadata is None else metadata.get("encoder_hash")
+
+    def embeddings_info(self) -> dict:
+        """The ``info`` dict stored with the embeddings (empty without embeddings)."""
+        metadata = self._embeddings_metadata() or {}
+        try:
+            return json.loads(metadata.get("info", "{}"))
+        except json.JSONDecodeError:
+            return {}
+
+    def write_embeddings(self, embeddings: np.ndarray, encoder_hash: str,
+                         info: dict | None = None) -> None:
+        """Store one vector per view (as fp16), tagged with the encoder's hash; atomic."""
+        from safetensors.numpy import save_file
+        embeddings = np.asarray(embeddings)
+        if embeddings.ndim != 2 or embeddings.shape[0] != self.tree.num_views:
+            raise JziError(f"embeddings for map {self.path} must be [{self.tree.num_views}, C] "
+                           f"(one row per view), got {list(embeddings.shape)}")
+        if not np.all(np.isfinite(embeddings)):
+            raise JziError(f"embeddings for map {self.path} contain NaN or inf")
+        if not encoder_hash or not isinstance(encoder_hash, str):
+            raise JziError(f"embeddings for map {self.path}: encoder_hash must be a non-empty "
+                           f"string, got {encoder_hash!r}")
+        metadata = {"encoder_hash": encoder_hash, "format_version": str(FORMAT_VERSION),
+                    "num_views": str(self.tree.num_views), "info": json.dumps(info or {}),
+                    "created": _utc_now()}
+        table = np.ascontiguousarray(embeddings.astype(np.float16))
+        with atomic_path(self.embeddings_path) as tmp:
+            save_file({EMBEDDINGS_KEY: table}, str(tmp), metadata=metadata)
+
+    def load_embeddings(self, encoder_hash: str) -> np.ndarray:
+        """The float16 [num_views, C] table; JziError if missing, stale or the wrong size."""
+        from safetensors import safe_open
+        stored = self.embeddings_hash()
+        if stored is None:
+            raise JziError(f"map {self.path} has no embeddings ({EMBEDDINGS} missing); "
+                           f"{_embed_hint(self.path)}")
+        if stored != encoder_hash:
+            raise JziError(f"embeddings in {self.embeddings_path} were made with encoder "
+                           f"{stored}, but the model's encoder is {encoder_hash}; "
+                           f"{_embed_hint(self.path)}")
+        try:
+            with safe_open(str(self.embeddings_path), framework="numpy") as handle:
+                table = handle.get_tensor(EMBEDDINGS_KEY)
+        except Exception as err:  # a missing key or truncated data
+            raise JziError(f"embedding file {self.embeddings_path} is corrupt: {err}; "
+                           f"{_embed_hint(self.path)}") from None
+        if table.ndim != 2 or table.shape[0] != self.tree.num_views:
+            raise JziError(f"embedding file {self.embeddings_path} has shape "
+                           f"{list(table.shape)}, expected [{self.tree.num_views}, C]; "
+                           f"{_embed_hint(self.path)}")
+        return table.astype(np.float16, copy=False)
+
+    def __repr__(self) -> str:
+        return (f"MapPyramid({str(self.path)!r}, views={self.tree.num_views}, "
+                f"tile_px={self.tile_px}, size_m={self.tree.size_m:g})")
+
+
+def _utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _split_render(result, path: tuple[int, ...], tile_px: int) -> tuple[np.ndarray, float]:
+    """Check a render result; return the tile and its nodata fraction."""
+    valid = None
+    if isinstance(result, tuple):
+        result, valid = result
+    tile = np.asarray(result)
+    if tile.shape != (tile_px, tile_px, 3):
+        raise JziError(f"render of cell {list(path)} returned shape {list(tile.shape)}, "
+                       f"expected [{tile_px}, {tile_px}, 3]")
+    if tile.dtype != np.uint8:
+        raise JziError(f"render of cell {list(path)} returned {tile.dtype}, expected uint8")
+    if valid is None:
+        return tile, 0.0
+    valid = np.asarray(valid, dtype=bool)
+    return tile, 1.0 - float(valid.mean())
+
+
+def _render_level(table: np.ndarray, offset: int, tree: CellTree, level: int,
+                  tile_px: int, render_view: RenderView, bar) -> float:
+    """Render one level into rows offset.. of the memmap; return its mean nodata fraction."""
+    total = 0.0
+    count = 0
+    for index, path in enumerate(tree.level_paths(level)):
+        tile, nodata = _split_render(render_view(path), path, tile_px)
+        table[offset + index] = tile
+        total += nodata
+        count += 1
+        if bar is not None:
+            bar.update(1)
+    table.flush()
+    return total / max(count, 1)
+
+
+def _check_nodata(level: int, fraction: float, max_nodata: float | None) -> None:
+    if max_nodata is not None and fraction > max_nodata:
+        raise JziError(f"the source leaves {fraction:.1%} of level {level} without data "
+                       f"(limit --max-nodata {max_nodata:g}); the root square is not covered "
+                       "by the source; move/shrink the root or raise --max-nodata")
+
+
+def write_pyramid(out_dir: str | Path, tree: CellTree, tile_px: int, render_view: RenderView,
+                  source_info: dict, overwrite: bool = False, progress: bool = True,
+                  max_nodata: float | None = None, terminal: bool = False) -> MapPyramid:
+    """Render every view (in view order) straight into a memmapped ``.npy``; atomic directory.
+
+    ``render_view(path)`` returns a uint8 [tile_px, tile_px, 3] RGB tile, or ``(tile, valid)``
+    with a bool mask of covered pixels. Tiles go to disk one by one, so a paper-sized map
+    (4,369 views of 384 px, ~1.9 GB) never sits in RAM. With ``max_nodata`` a level whose mean
+    nodata fraction exceeds it aborts the build (nothing is left behind). ``terminal`` also
+    renders the level-``depth`` cells (for visualisation only).
+    """
+    from tqdm import tqdm
+    tile_px = int(tile_px)
+    if tile_px < 8:
+        raise JziError(f"tile_px must be >= 8 pixels, got {tile_px}")
+    try:
+        json.dumps(source_info)
+    except (TypeError, ValueError) as err:
+        raise JziError(f"map source_info must be JSON-serialisable: {err}") from None
+    out_dir = Path(out_dir)
+    shape = (tree.num_views, tile_px, tile_px, 3)
+    n_terminal = tree.num_actions ** tree.depth if terminal else 0
+    nodata: dict[str, float] = {}
+    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+        bar = tqdm(total=tree.num_views + n_terminal, desc=f"map {out_dir.name}", unit="tile",
+                   disable=not progress, dynamic_ncols=True)
+        try:
+            views = open_memmap(tmp / VIEWS, mode="w+", dtype=np.uint8, shape=shape)
+            for level in range(tree.depth):
+                fraction = _render_level(views, tree.level_offsets[level], tree, level,
+                                         tile_px, render_view, bar)
+                nodata[str(level)] = round(fraction, 6)
+                _check_nodata(level, fraction, max_nodata)
+            del views
+            if terminal:
+                tiles = open_memmap(tmp / TERMINAL, mode="w+", dtype=np.uint8,
+                                    shape=(n_terminal, tile_px, tile_px, 3))
+                fraction = _render_level(tiles, 0, tree, tree.depth, tile_px, render_view, bar)
+                nodata[str(tree.depth)] = round(fraction, 6)
+                del tiles
+        finally:
+            bar.close()
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "tree": tree.to_dict(),
+            "tile_px": tile_px,
+            "cell_side_m": [tree.cell_side(level) for level in range(tree.depth + 1)],
+            "metres_per_pixel": [tree.cell_side(level) / tile_px for level in range(tree.depth)],
+            "source": source_info,
+            "created": _utc_now(),
+            "nodata_fraction": nodata,
+            "views": {"file": VIEWS, "dtype": "uint8", "shape": list(shape),
+                      "layout": "row = tree.view_index(path); RGB; north-up"},
+            "terminal": ({"file": TERMINAL, "shape": [n_terminal, tile_px, tile_px, 3]}
+                         if terminal else None),
+        }
+        write_json(tmp / MANIFEST, manifest)
+    return MapPyramid.open(out_dir)
+
+
+def level_of_view(tree: CellTree, index: int) -> int:
+    """Level (0..depth-1) of a view-table row."""
+    return max(lv for lv in range(tree.depth) if tree.level_offsets[lv] <= index)
+
+
+def bytes_per_map(tree: CellTree, tile_px: int) -> int:
+    """Size of views.npy without header: a quick size estimate before building."""
+    return tree.num_views * tile_px * tile_px * 3
