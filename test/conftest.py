@@ -43,3 +43,19 @@ def pytest_collection_modifyitems(config, items):
         for marker, reason in reasons.items():
             if reason and item.get_closest_marker(marker):
                 item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture
+def tiny_map(tmp_path):
+    """A synthetic 4x4, depth-2 MapPyramid (17 views of 16 px); see test/support.py."""
+    from support import make_tiny_map
+
+    return make_tiny_map(tmp_path)
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path, tiny_map):
+    """(pyramid, checkpoint path): a random tiny model whose embeddings are in the map."""
+    from support import make_tiny_checkpoint
+
+    return tiny_map, make_tiny_checkpoint(tmp_path, tiny_map)

@@ -1,0 +1,188 @@
+"""Shared test helpers: a tiny synthetic map and a tiny checkpoint embedded into it.
+
+Used by the tests of every stream (maps, model, inference, ROS, replay, demo), so keep the
+signatures stable. Everything is deterministic for a given seed and small enough that a test
+builds a map + checkpoint in well under a second on a laptop CPU.
+
+The synthetic world is one smooth multi-octave colour field over the root square; each map view
+is that field rendered over the cell's bounds, so a child's view really is a zoomed part of its
+parent (like an orthophoto) and every cell looks different from every other.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from jzi_ros.geo import CellTree
+
+# Washington DC, the paper's area; any valid centre works.
+TINY_CENTER = (38.9, -77.03)
+
+
+class SyntheticWorld:
+    """A deterministic colour field over the root square of ``tree``.
+
+    The field is a stack of random octaves (coarse to fine) upsampled to ``resolution`` pixels,
+    so views at every level have structure: coarse octaves make the root-level cells differ,
+    fine octaves make the deepest cells differ.
+    """
+
+    def __init__(self, tree: CellTree, seed: int = 0, resolution: int | None = None) -> None:
+        self.tree = tree
+        rng = np.random.default_rng(seed)
+        finest = tree.grid ** tree.depth
+        self.resolution = int(resolution or max(256, finest * 8))
+        field = np.zeros((self.resolution, self.resolution, 3), np.float32)
+        size, weight = 2, 1.0
+        while size <= finest * 2:
+            octave = rng.uniform(-1.0, 1.0, (size, size, 3)).astype(np.float32)
+            field += weight * cv2.resize(octave, (self.resolution, self.resolution),
+                                         interpolation=cv2.INTER_CUBIC)
+            size, weight = size * 2, weight * 0.8
+        field -= field.min(axis=(0, 1))
+        field /= field.max(axis=(0, 1))
+        self.image = np.ascontiguousarray((field * 255).round().astype(np.uint8))
+
+    def _crop(self, west: float, south: float, east: float, north: float,
+              out_hw: tuple[int, int]) -> np.ndarray:
+        """Render the local-frame box (metres) into an ``out_hw`` RGB image (north-up)."""
+        half, res = self.tree.size_m / 2, self.resolution
+        # pixel x grows east, y grows south, origin at the root's north-west corner
+        x0, x1 = (west + half) / self.tree.size_m * res, (east + half) / self.tree.size_m * res
+        y0, y1 = (half - north) / self.tree.size_m * res, (half - south) / self.tree.size_m * res
+        height, width = out_hw
+        matrix = np.array([[(x1 - x0) / width, 0, x0], [0, (y1 - y0) / height, y0]], np.float32)
+        return cv2.warpAffine(self.image, matrix, (width, height),
+                              flags=cv2.INTER_AREA | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_REFLECT)
+
+    def render_view(self, path: Sequence[int], tile_px: int) -> np.ndarray:
+        """The map view of the cell at ``path``: uint8 [tile_px, tile_px, 3]."""
+        return self._crop(*self.tree.cell_bounds_local(path), (tile_px, tile_px))
+
+    def ground_image(self, east: float, north: float, extent_m: float | None = None,
+                     size: tuple[int, int] = (32, 64)) -> np.ndarray:
+        """A stand-in "ground photo" taken at a local point: the field around it, uint8 [H, W, 3].
+
+        Not a real perspective view; it only has to be a deterministic function of the
+        position so that a tiny model can learn it in tests.
+        """
+        extent = extent_m or self.tree.cell_side(self.tree.depth) * 2
+        height, width = size
+        half_w, half_h = extent / 2, extent / 2 * height / width
+        return self._crop(east - half_w, north - half_h, east + half_w, north + half_h, size)
+
+
+def tiny_tree(grid: int = 4, depth: int = 2, size_m: float = 1600.0) -> CellTree:
+    return CellTree(TINY_CENTER[0], TINY_CENTER[1], size_m, grid=grid, depth=depth)
+
+
+def make_tiny_map(tmp_path: str | Path, grid: int = 4, depth: int = 2, tile_px: int = 16,
+                  seed: int = 0, name: str = "map", size_m: float = 1600.0):
+    """Write a synthetic pyramid under ``tmp_path/name`` and return the opened MapPyramid.
+
+    ``grid=4, depth=2`` has 17 views; ``depth=3`` has 273 (still fast at tile_px 16).
+    """
+    from jzi_ros.maps.pyramid import write_pyramid
+
+    tree = tiny_tree(grid, depth, size_m)
+    world = SyntheticWorld(tree, seed)
+    return write_pyramid(Path(tmp_path) / name, tree, tile_px,
+                         lambda path: world.render_view(path, tile_px),
+                         {"synthetic": True, "seed": seed}, overwrite=False, progress=False)
+
+
+def world_of(pyramid, seed: int | None = None) -> SyntheticWorld:
+    """The SyntheticWorld a :func:`make_tiny_map` pyramid was rendered from."""
+    if seed is None:
+        seed = int(pyramid.manifest.get("source", {}).get("seed", 0))
+    return SyntheticWorld(pyramid.tree, seed)
+
+
+def tiny_model_config(grid: int, depth: int, preset: str = "tiny"):
+    from jzi_ros.model.config import ModelConfig
+
+    return dataclasses.replace(ModelConfig.preset(preset), grid=grid, depth=depth)
+
+
+def embed_views_into(pyramid, model) -> np.ndarray:
+    """Encode every map view with ``model`` and store the table next to the map."""
+    import torch
+
+    from jzi_ros.model.preprocess import view_pixels
+
+    model.eval()
+    rows = []
+    with torch.no_grad():
+        for start in range(0, pyramid.tree.num_views, 64):
+            views = np.asarray(pyramid.views[start:start + 64])
+            rows.append(model.encode_views(view_pixels(views, model.config)).float().numpy())
+    table = np.concatenate(rows).astype(np.float16)
+    pyramid.write_embeddings(table, model.encoder_hash(), {"source": "test.support"})
+    return table
+
+
+def make_tiny_model(pyramid, seed: int = 0, preset: str = "tiny"):
+    """A randomly initialised ZoomModel sized to the map's grid/depth (eval mode, CPU)."""
+    import torch
+
+    from jzi_ros.model.zoom import ZoomModel
+
+    torch.manual_seed(seed)
+    model = ZoomModel(tiny_model_config(pyramid.tree.grid, pyramid.tree.depth, preset))
+    return model.eval()
+
+
+def make_tiny_checkpoint(tmp_path: str | Path, pyramid, seed: int = 0, name: str = "tiny.ckpt",
+                         preset: str = "tiny", metadata: dict | None = None,
+                         embed: bool = True) -> Path:
+    """Save a random tiny model for ``pyramid`` and (by default) embed the map with it."""
+    from jzi_ros.model.checkpoint import save_checkpoint
+
+    model = make_tiny_model(pyramid, seed, preset)
+    path = Path(tmp_path) / name
+    save_checkpoint(path, model, dict(metadata or {"source": "test.support", "seed": seed}))
+    if embed:
+        embed_views_into(pyramid, model)
+    return path
+
+
+def make_geotiff(path: str | Path, tree: CellTree, seed: int = 0, px: int = 512,
+                 margin: float = 0.05) -> Path:
+    """Write the SyntheticWorld of ``tree`` as an EPSG:4326 GeoTIFF covering the root square.
+
+    Each lat/lon pixel samples the world at its true local-frame position, so a pyramid built
+    from this raster reproduces :func:`make_tiny_map`'s views (up to resampling).
+    """
+    import rasterio
+    from rasterio.transform import from_bounds
+
+    world = SyntheticWorld(tree, seed)
+    half = tree.size_m / 2 * (1 + margin)
+    lats, lons = tree.to_latlon(np.array([-half, half, -half, half]),
+                                np.array([-half, -half, half, half]))
+    south, north = float(np.min(lats)), float(np.max(lats))
+    west, east = float(np.min(lons)), float(np.max(lons))
+    lon_grid, lat_grid = np.meshgrid(west + (np.arange(px) + 0.5) / px * (east - west),
+                                     north - (np.arange(px) + 0.5) / px * (north - south))
+    x_m, y_m = tree.to_local(lat_grid, lon_grid)
+    res = world.resolution
+    map_x = ((np.asarray(x_m) + tree.size_m / 2) / tree.size_m * res - 0.5).astype(np.float32)
+    map_y = ((tree.size_m / 2 - np.asarray(y_m)) / tree.size_m * res - 0.5).astype(np.float32)
+    image = cv2.remap(world.image, map_x, map_y, cv2.INTER_LINEAR,
+                      borderMode=cv2.BORDER_REFLECT)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(path, "w", driver="GTiff", width=px, height=px, count=3, dtype="uint8",
+                       crs="EPSG:4326",
+                       transform=from_bounds(west, south, east, north, px, px)) as dst:
+        dst.write(np.moveaxis(image, 2, 0))
+    return path
+
+
+def random_rgb(height: int = 48, width: int = 96, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
