@@ -1,0 +1,170 @@
+"""Build a map pyramid from imagery: every cell rendered north-up in the tree's local frame.
+
+Per cell the renderer reads only the source window under the cell, already decimated to about
+``oversample`` x the tile resolution (GDAL then serves coarse levels from overviews, or from the
+JPEG decoder's reduced-resolution decode, instead of the full-resolution raster), and warps
+that small array into the cell's square with ``rasterio.warp.reproject``. A coverage mask is
+warped alongside so every level's nodata fraction is known.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from jzi_ros.errors import JziError
+from jzi_ros.geo import CellTree
+from jzi_ros.maps.pyramid import MapPyramid, write_pyramid
+from jzi_ros.maps.sources import Source, open_source
+
+LOG = logging.getLogger(__name__)
+DEFAULT_MAX_NODATA = 0.5
+
+
+def tree_crs(tree: CellTree) -> "rasterio.crs.CRS":  # noqa: F821 - lazy import
+    """The tree's local azimuthal-equidistant frame as a rasterio CRS (metres, north-up)."""
+    from rasterio.crs import CRS
+    return CRS.from_proj4(f"+proj=aeqd +lat_0={tree.center_lat!r} +lon_0={tree.center_lon!r} "
+                          "+datum=WGS84 +units=m +no_defs")
+
+
+@dataclass
+class BuildResult:
+    """What a build produced and how fast (for the CLI's summary line)."""
+
+    pyramid: MapPyramid
+    tiles: int
+    seconds: float
+
+    @property
+    def tiles_per_s(self) -> float:
+        return self.tiles / max(self.seconds, 1e-9)
+
+
+class CellRenderer:
+    """Callable ``path -> (rgb uint8 [T, T, 3], valid bool [T, T])`` for ``write_pyramid``."""
+
+    def __init__(self, source: Source, tree: CellTree, tile_px: int,
+                 oversample: float = 2.0) -> None:
+        self.source = source
+        self.tree = tree
+        self.tile_px = int(tile_px)
+        self.oversample = float(oversample)
+        self.dst_crs = tree_crs(tree)
+        # Corner + edge samples of a unit square; enough to bound a cell under any sane CRS.
+        t = np.linspace(0.0, 1.0, 9)
+        self._edge_u = np.concatenate([t, np.ones_like(t), t[::-1], np.zeros_like(t)])
+        self._edge_v = np.concatenate([np.zeros_like(t), t, np.ones_like(t), t[::-1]])
+
+    def _source_window(self, bounds) -> tuple[float, float, float, float]:
+        """Unclipped (col0, row0, col1, row1) of the source pixels under a local-frame box."""
+        from rasterio.warp import transform
+        west, south, east, north = bounds
+        xs = west + self._edge_u * (east - west)
+        ys = south + self._edge_v * (north - south)
+        sx, sy = transform(self.dst_crs, self.source.crs, xs.tolist(), ys.tolist())
+        cols, rows = ~self.source.dataset.transform * (np.asarray(sx), np.asarray(sy))
+        return (float(np.min(cols)), float(np.min(rows)),
+                float(np.max(cols)), float(np.max(rows)))
+
+    def _to_rgb(self, data: np.ndarray) -> np.ndarray:
+        """Band stack as read -> float32 RGB in 0..255 (palette, grey, >8-bit handled)."""
+        src = self.source
+        if src.colormap is not None:
+            data = np.moveaxis(src.colormap[data[0].astype(np.intp).clip(0, 255)], -1, 0)
+        data = data.astype(np.float32)
+        if src.stretch is not None:
+            low = src.stretch[0][:, None, None]
+            high = src.stretch[1][:, None, None]
+            data = np.clip((data - low) / (high - low) * 255.0, 0.0, 255.0)
+        if data.shape[0] == 1:
+            data = np.repeat(data, 3, axis=0)
+        return data
+
+    def __call__(self, path: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        from affine import Affine
+        from rasterio.enums import Resampling
+        from rasterio.warp import reproject
+        from rasterio.windows import Window
+
+        size = self.tile_px
+        dataset = self.source.dataset
+        bounds = self.tree.cell_bounds_local(path)
+        west, _, east, north = bounds
+        c0, r0, c1, r1 = self._source_window(bounds)
+        # Source pixels per tile pixel, from the unclipped footprint.
+        step = max(c1 - c0, r1 - r0) / size
+        c0 = max(0, math.floor(c0) - 2)
+        r0 = max(0, math.floor(r0) - 2)
+        c1 = min(dataset.width, math.ceil(c1) + 2)
+        r1 = min(dataset.height, math.ceil(r1) + 2)
+        rgb = np.zeros((size, size, 3), dtype=np.uint8)
+        if c1 <= c0 or r1 <= r0:
+            return rgb, np.zeros((size, size), dtype=bool)
+        width, height = c1 - c0, r1 - r0
+        decimate = max(1.0, step / self.oversample)
+        out_w = max(1, round(width / decimate))
+        out_h = max(1, round(height / decimate))
+        window = Window(c0, r0, width, height)
+        palette = self.source.colormap is not None
+        read_resampling = (Resampling.nearest if palette or decimate == 1.0
+                           else Resampling.average)
+        data = dataset.read(list(self.source.bands), window=window, out_shape=(
+            len(self.source.bands), out_h, out_w), resampling=read_resampling)
+        mask = dataset.dataset_mask(window=window, out_shape=(out_h, out_w),
+                                    resampling=Resampling.nearest)
+        stack = np.concatenate([self._to_rgb(data), (mask > 0)[None].astype(np.float32)])
+        src_transform = (dataset.transform * Affine.translation(c0, r0)
+                         * Affine.scale(width / out_w, height / out_h))
+        side = (east - west) / size
+        dst_transform = Affine(side, 0.0, west, 0.0, -side, north)
+        out = np.zeros((4, size, size), dtype=np.float32)
+        reproject(stack, out, src_transform=src_transform, src_crs=self.source.crs,
+                  dst_transform=dst_transform, dst_crs=self.dst_crs, dst_nodata=0.0,
+                  resampling=Resampling.bilinear)
+        valid = out[3] > 0.5
+        rgb = np.clip(np.rint(np.moveaxis(out[:3], 0, -1)), 0, 255).astype(np.uint8)
+        return rgb, valid
+
+
+def build_pyramid(source: str | os.PathLike, out_dir: str | os.PathLike, tree: CellTree,
+                  tile_px: int = 384, overwrite: bool = False, progress: bool = True,
+                  max_nodata: float | None = DEFAULT_MAX_NODATA, crs: str | None = None,
+                  terminal: bool = False) -> MapPyramid:
+    """Render ``source`` (GDAL raster with a CRS, MBTiles file or XYZ folder) into a map.
+
+    ``crs`` (file or string) supplies/overrides the source CRS. ``max_nodata`` refuses a map
+    whose views are more than that fraction uncovered at any level (None: never refuse).
+    """
+    return build_pyramid_timed(source, out_dir, tree, tile_px, overwrite, progress,
+                               max_nodata, crs, terminal).pyramid
+
+
+def build_pyramid_timed(source: str | os.PathLike, out_dir: str | os.PathLike,
+                        tree: CellTree, tile_px: int = 384, overwrite: bool = False,
+                        progress: bool = True,
+                        max_nodata: float | None = DEFAULT_MAX_NODATA,
+                        crs: str | None = None, terminal: bool = False) -> BuildResult:
+    """:func:`build_pyramid` that also reports the tile count and wall time."""
+    if max_nodata is not None and not 0.0 <= max_nodata <= 1.0:
+        raise JziError(f"--max-nodata must be a fraction in 0..1, got {max_nodata}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        # Checked before opening the source so a slow source is not touched for nothing.
+        raise JziError(f"output {out_dir} already exists (pass --overwrite to replace it)")
+    start = time.perf_counter()
+    with open_source(source, crs) as src:
+        renderer = CellRenderer(src, tree, tile_px)
+        info = dict(src.info, resampling="windowed average read + bilinear warp",
+                    local_crs=renderer.dst_crs.to_proj4())
+        pyramid = write_pyramid(out_dir, tree, tile_px, renderer, info, overwrite=overwrite,
+                                progress=progress, max_nodata=max_nodata, terminal=terminal)
+    seconds = time.perf_counter() - start
+    tiles = tree.num_views + (tree.num_actions ** tree.depth if terminal else 0)
+    LOG.info("built %s: %d tiles in %.1f s", out_dir, tiles, seconds)
+    return BuildResult(pyramid, tiles, seconds)
