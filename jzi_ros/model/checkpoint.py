@@ -1,0 +1,112 @@
+"""Checkpoints: one .safetensors file; the model config and metadata live as JSON in its header.
+
+Loading never unpickles anything: the config rebuilds the network, safetensors fills it.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from jzi_ros.errors import JziError
+from jzi_ros.files import atomic_path
+from jzi_ros.model.config import ModelConfig
+from jzi_ros.model.zoom import ZoomModel
+
+FORMAT = "jzi-zoom-model/1"
+
+
+def _header(model: ZoomModel, metadata: dict) -> dict[str, str]:
+    return {"format": FORMAT, "config": json.dumps(model.config.to_dict()),
+            "encoder_hash": model.encoder_hash(), "metadata": json.dumps(metadata)}
+
+
+def _tensors(model: ZoomModel) -> dict[str, torch.Tensor]:
+    # clone: safetensors refuses tensors that share storage, and must not see device memory
+    return {name: t.detach().to("cpu").contiguous().clone()
+            for name, t in model.state_dict().items()}
+
+
+def _write(path: Path, tensors: dict[str, torch.Tensor], header: dict[str, str]) -> None:
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=header)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+
+
+def save_checkpoint(path: str | os.PathLike, model: ZoomModel,
+                    metadata: dict | None = None) -> None:
+    """Write ``model`` (weights, config, encoder hash, JSON-able ``metadata``) atomically."""
+    metadata = dict(metadata or {})
+    try:
+        json.dumps(metadata)
+    except TypeError as err:
+        raise JziError(f"checkpoint metadata must be JSON-serialisable: {err}") from None
+    _write(Path(path), _tensors(model), _header(model, metadata))
+
+
+def read_header(path: str | os.PathLike) -> dict:
+    """``{"config": dict, "encoder_hash": str, "metadata": dict}`` without loading weights."""
+    path = Path(path)
+    if not path.is_file():
+        raise JziError(f"checkpoint {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise JziError(f"checkpoint {path} is not a readable .safetensors file ({err})") from None
+    if header.get("format") != FORMAT:
+        raise JziError(f"checkpoint {path}: header format is {header.get('format')!r}, "
+                       f"expected {FORMAT!r} (a file written by jzi train)")
+    try:
+        return {"config": json.loads(header["config"]),
+                "encoder_hash": header["encoder_hash"],
+                "metadata": json.loads(header.get("metadata", "{}"))}
+    except (KeyError, json.JSONDecodeError) as err:
+        raise JziError(f"checkpoint {path}: corrupt header ({err})") from None
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"
+                    ) -> tuple[ZoomModel, dict]:
+    """Rebuild the model from its config and weights; returns ``(model in eval mode,
+    metadata)``. The stored encoder hash is re-checked so a corrupted file cannot silently
+    be paired with a map embedding table made by another encoder."""
+    path = Path(path)
+    header = read_header(path)
+    config = ModelConfig.from_dict(header["config"])
+    model = ZoomModel(config, load_weights=False)
+    try:
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as err:
+        raise JziError(f"checkpoint {path}: cannot read weights ({err})") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[1:2] or [str(err)]
+        raise JziError(f"checkpoint {path}: weights do not match its config "
+                       f"({first[0].strip()})") from None
+    if model.encoder_hash() != header["encoder_hash"]:
+        raise JziError(f"checkpoint {path}: encoder weights hash to {model.encoder_hash()}, "
+                       f"header says {header['encoder_hash']} (file corrupt?)")
+    model.eval()
+    return model.to(device), header["metadata"]
+
+
+def update_checkpoint_metadata(path: str | os.PathLike, **metadata) -> dict:
+    """Merge ``metadata`` into the checkpoint's metadata (atomic rewrite); returns the result."""
+    path = Path(path)
+    header = read_header(path)
+    merged = {**header["metadata"], **metadata}
+    try:
+        json.dumps(merged)
+    except TypeError as err:
+        raise JziError(f"checkpoint metadata must be JSON-serialisable: {err}") from None
+    tensors = load_file(str(path), device="cpu")
+    _write(path, tensors, {"format": FORMAT, "config": json.dumps(header["config"]),
+                           "encoder_hash": header["encoder_hash"],
+                           "metadata": json.dumps(merged)})
+    return merged

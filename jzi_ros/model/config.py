@@ -1,0 +1,192 @@
+"""Model configuration: dataclasses for the encoder, the decoder and the combined zoom model.
+
+A config fully describes the network's shapes, so a checkpoint (config JSON + safetensors
+weights) can be rebuilt without executing any stored code.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from jzi_ros.errors import JziError
+
+GROUND_CROPS = ("split2", "single")
+
+
+def _from_dict(cls, data: Any, what: str):
+    """Build dataclass ``cls`` from a dict, naming unknown keys (typos) in the error."""
+    if not isinstance(data, dict):
+        raise JziError(f"{what}: expected a mapping, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise JziError(f"{what}: unknown key(s) {unknown}; expected some of {sorted(names)}")
+    try:
+        return cls(**data)
+    except TypeError as err:
+        raise JziError(f"{what}: {err}") from None
+
+
+def _check_positive(what: str, **values: int) -> None:
+    for name, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise JziError(f"{what}.{name} must be a positive integer, got {value!r}")
+
+
+@dataclass
+class EncoderConfig:
+    """DINOv2 ViT shapes plus where its weights come from.
+
+    ``image_size`` is the input resolution the model is run at (paper: 384);
+    ``pos_embed_size`` is the resolution the position table was trained for (518 for the
+    public DINOv2 checkpoints; transformers interpolates it to ``image_size``).
+    ``weights``: a local Hugging Face directory (config.json + model.safetensors) or a DINOv2
+    ``.pth`` state dict; None builds a randomly initialised encoder.
+    ``trainable_blocks``: None trains every parameter, N >= 0 freezes all but the last N
+    transformer blocks and the final norm (paper: 4; 0 freezes the whole encoder).
+    """
+
+    hidden_size: int = 384
+    num_layers: int = 12
+    num_heads: int = 6
+    mlp_ratio: int = 4
+    image_size: int = 384
+    patch_size: int = 14
+    pos_embed_size: int | None = None
+    use_swiglu_ffn: bool = False
+    layer_norm_eps: float = 1e-6
+    weights: str | None = None
+    trainable_blocks: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_positive("encoder", hidden_size=self.hidden_size, num_layers=self.num_layers,
+                        num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
+                        image_size=self.image_size, patch_size=self.patch_size)
+        if self.hidden_size % self.num_heads:
+            raise JziError(f"encoder.hidden_size {self.hidden_size} is not divisible by "
+                           f"encoder.num_heads {self.num_heads}")
+        if self.image_size < self.patch_size:
+            raise JziError(f"encoder.image_size {self.image_size} is smaller than "
+                           f"encoder.patch_size {self.patch_size}")
+        if self.trainable_blocks is not None and not 0 <= self.trainable_blocks:
+            raise JziError(f"encoder.trainable_blocks must be null or >= 0, "
+                           f"got {self.trainable_blocks!r}")
+
+    @property
+    def frozen(self) -> bool:
+        return self.trainable_blocks == 0
+
+    def shape_dict(self) -> dict:
+        """The fields that determine the encoder's outputs (not where weights came from)."""
+        data = dataclasses.asdict(self)
+        data.pop("weights")
+        data.pop("trainable_blocks")
+        data["pos_embed_size"] = self.pos_embed_size or self.image_size
+        return data
+
+
+@dataclass
+class DecoderConfig:
+    """Causal transformer over ``[g, m0, a0, m1, ..., m_{D-1}]``; ``width`` None = encoder's."""
+
+    layers: int = 6
+    heads: int = 8
+    width: int | None = None
+    mlp_ratio: float = 4.0
+    dropout: float = 0.1
+    rope_base: float = 10000.0
+
+    def __post_init__(self) -> None:
+        _check_positive("decoder", layers=self.layers, heads=self.heads)
+        if self.width is not None:
+            _check_positive("decoder", width=self.width)
+        if not 0.0 <= self.dropout < 1.0:
+            raise JziError(f"decoder.dropout must be in [0, 1), got {self.dropout!r}")
+        if self.mlp_ratio <= 0:
+            raise JziError(f"decoder.mlp_ratio must be > 0, got {self.mlp_ratio!r}")
+
+
+@dataclass
+class ModelConfig:
+    """Encoder + decoder + the cell tree's grid K and depth D (they fix the head and length)."""
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    grid: int = 4
+    depth: int = 4
+    ground_crops: str = "split2"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.encoder, dict):
+            self.encoder = _from_dict(EncoderConfig, self.encoder, "model.encoder")
+        if isinstance(self.decoder, dict):
+            self.decoder = _from_dict(DecoderConfig, self.decoder, "model.decoder")
+        _check_positive("model", depth=self.depth)
+        if not isinstance(self.grid, int) or self.grid < 2:
+            raise JziError(f"model.grid must be an integer >= 2, got {self.grid!r}")
+        if self.ground_crops not in GROUND_CROPS:
+            raise JziError(f"model.ground_crops must be one of {GROUND_CROPS}, "
+                           f"got {self.ground_crops!r}")
+        width = self.decoder_width
+        if width % self.decoder.heads or (width // self.decoder.heads) % 2:
+            raise JziError(f"decoder width {width} must split into {self.decoder.heads} heads "
+                           f"of even size (rotary embeddings rotate pairs)")
+
+    @property
+    def decoder_width(self) -> int:
+        return self.decoder.width or self.encoder.hidden_size
+
+    @property
+    def num_actions(self) -> int:
+        return self.grid * self.grid
+
+    @property
+    def n_crops(self) -> int:
+        return 2 if self.ground_crops == "split2" else 1
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        return _from_dict(cls, data, "model")
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "ModelConfig":
+        """Named sizes: tiny (tests), demo (CPU training), dinov2-s14 / dinov2-b14 (paper)."""
+        if name not in PRESETS:
+            raise JziError(f"model preset {name!r} is unknown; expected one of {sorted(PRESETS)}")
+        return cls.from_dict(deep_merge(PRESETS[name](), overrides))
+
+
+def deep_merge(base: dict, overrides: dict) -> dict:
+    """``base`` with ``overrides`` applied; nested dicts merge key by key instead of replacing."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _paper(hidden: int, layers: int, heads: int) -> dict:
+    return {"encoder": {"hidden_size": hidden, "num_layers": layers, "num_heads": heads,
+                        "image_size": 384, "pos_embed_size": 518, "trainable_blocks": 4},
+            "decoder": {"layers": 6, "heads": 8, "dropout": 0.1}}
+
+
+PRESETS = {
+    # milliseconds per forward pass on a CPU: unit tests and pipelines' smoke tests
+    "tiny": lambda: {"encoder": {"hidden_size": 64, "num_layers": 2, "num_heads": 4,
+                                 "image_size": 56},
+                     "decoder": {"layers": 2, "heads": 4, "dropout": 0.0}},
+    # trains from scratch on a couple of CPU cores in minutes (the synthetic demo world)
+    "demo": lambda: {"encoder": {"hidden_size": 192, "num_layers": 4, "num_heads": 3,
+                                 "image_size": 112},
+                     "decoder": {"layers": 4, "heads": 4, "dropout": 0.1}},
+    # the paper's model sizes: DINOv2 ViT-S/14 and ViT-B/14 at 384 px, last 4 blocks trained
+    "dinov2-s14": lambda: _paper(384, 12, 6),
+    "dinov2-b14": lambda: _paper(768, 12, 12),
+}

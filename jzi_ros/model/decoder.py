@@ -1,0 +1,162 @@
+"""The zooming policy: a small causal transformer over ``[g, m0, a0, m1, ..., m_{D-1}]``.
+
+Pre-norm blocks with RMSNorm, SwiGLU feed-forward and rotary position embeddings; attention is
+``F.scaled_dot_product_attention``. The KV cache is a tuple of ``(key, value)`` tensor pairs,
+one per layer, each ``[B, heads, T, head_dim]``, so incremental decoding can be traced and
+exported without Python objects in the graph.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from jzi_ros.model.config import ModelConfig
+
+KVCache = tuple[tuple[torch.Tensor, torch.Tensor], ...]
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat((-second, first), dim=-1)
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding tables for positions 0..max_len-1."""
+
+    def __init__(self, head_dim: int, max_len: int, base: float) -> None:
+        super().__init__()
+        inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        angles = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)
+        angles = torch.cat((angles, angles), dim=-1)
+        # not saved: derived from the config, so checkpoints hold only learned weights
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: torch.Tensor, start: int | torch.Tensor) -> torch.Tensor:
+        """Rotate ``x [B, H, T, hd]`` whose first token sits at position ``start``."""
+        length = x.shape[2]
+        cos = self.cos[start:start + length].to(x.dtype)
+        sin = self.sin[start:start + length].to(x.dtype)
+        return x * cos + _rotate_half(x) * sin
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, width: int, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.gate_up = nn.Linear(width, 2 * hidden, bias=False)
+        self.down = nn.Linear(hidden, width, bias=False)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.dropout(self.down(F.silu(gate) * up))
+
+
+class Block(nn.Module):
+    def __init__(self, width: int, heads: int, mlp_hidden: int, dropout: float,
+                 rotary: Rotary) -> None:
+        super().__init__()
+        self.heads = heads
+        self.dropout = dropout
+        self.norm1 = nn.RMSNorm(width)
+        self.qkv = nn.Linear(width, 3 * width, bias=False)
+        self.proj = nn.Linear(width, width, bias=False)
+        self.norm2 = nn.RMSNorm(width)
+        self.mlp = SwiGLU(width, mlp_hidden, dropout)
+        self.resid_dropout = nn.Dropout(dropout)
+        self.rotary = [rotary]  # shared table; a list keeps it out of this module's state
+
+    def forward(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None
+                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        batch, length, width = x.shape
+        q, k, v = (self.qkv(self.norm1(x)).view(batch, length, 3, self.heads, -1)
+                   .permute(2, 0, 3, 1, 4))
+        start = 0 if past is None else past[0].shape[2]
+        rotary = self.rotary[0]
+        q, k = rotary(q, start), rotary(k, start)
+        if past is not None:
+            k = torch.cat((past[0], k), dim=2)
+            v = torch.cat((past[1], v), dim=2)
+        if past is None:
+            mask, causal = None, True
+        else:
+            # new token i (absolute position start+i) sees every cached token and new ones <= i
+            mask = torch.ones(length, k.shape[2], dtype=torch.bool, device=x.device)
+            mask = mask.tril(diagonal=k.shape[2] - length)
+            causal = False
+        attn = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal,
+            dropout_p=self.dropout if self.training else 0.0)
+        attn = attn.transpose(1, 2).reshape(batch, length, width)
+        x = x + self.resid_dropout(self.proj(attn))
+        x = x + self.mlp(self.norm2(x))
+        return x, (k, v)
+
+
+class ZoomDecoder(nn.Module):
+    """Token embedding, causal blocks and the K*K-way head read at map-view tokens."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        width, dec = config.decoder_width, config.decoder
+        encoder_width = config.encoder.hidden_size
+        self.num_actions = config.num_actions
+        self.depth = config.depth
+        # separate projections let ground and map vectors live in different sub-spaces
+        self.ground_proj = nn.Linear(encoder_width, width)
+        self.view_proj = nn.Linear(encoder_width, width)
+        self.action_embed = nn.Embedding(config.num_actions, width)
+        self.rotary = Rotary(width // dec.heads, 2 * config.depth, dec.rope_base)
+        mlp_hidden = max(8, int(round(dec.mlp_ratio * width * 2 / 3 / 8)) * 8)
+        self.blocks = nn.ModuleList(
+            Block(width, dec.heads, mlp_hidden, dec.dropout, self.rotary)
+            for _ in range(dec.layers))
+        self.norm = nn.RMSNorm(width)
+        self.head = nn.Linear(width, config.num_actions)
+        self.embed_dropout = nn.Dropout(dec.dropout)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    def _run(self, tokens: torch.Tensor, cache: KVCache | None
+             ) -> tuple[torch.Tensor, KVCache]:
+        x = self.embed_dropout(tokens)
+        new_cache = []
+        for index, block in enumerate(self.blocks):
+            x, kv = block(x, None if cache is None else cache[index])
+            new_cache.append(kv)
+        return self.norm(x), tuple(new_cache)
+
+    def forward(self, ground: torch.Tensor, views: torch.Tensor,
+                actions: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: ``ground [B,C]``, ``views [B,L,C]``, ``actions [B,L-1]`` ->
+        logits ``[B, L, K*K]`` (logits at m_t depend only on g, m_0..m_t, a_0..a_{t-1})."""
+        batch, length = views.shape[:2]
+        g = self.ground_proj(ground)[:, None]
+        m = self.view_proj(views)
+        if length > 1:
+            a = self.action_embed(actions)
+            pairs = torch.stack((m[:, :-1], a), dim=2).reshape(batch, 2 * (length - 1), -1)
+            tokens = torch.cat((g, pairs, m[:, -1:]), dim=1)
+        else:
+            tokens = torch.cat((g, m), dim=1)
+        hidden, _ = self._run(tokens, None)
+        return self.head(hidden[:, 1::2])
+
+    def start(self, ground: torch.Tensor, root_view: torch.Tensor
+              ) -> tuple[torch.Tensor, KVCache]:
+        tokens = torch.stack((self.ground_proj(ground), self.view_proj(root_view)), dim=1)
+        hidden, cache = self._run(tokens, None)
+        return self.head(hidden[:, -1]), cache
+
+    def advance(self, actions: torch.Tensor, next_view: torch.Tensor, cache: KVCache
+                ) -> tuple[torch.Tensor, KVCache]:
+        tokens = torch.stack((self.action_embed(actions), self.view_proj(next_view)), dim=1)
+        hidden, cache = self._run(tokens, cache)
+        return self.head(hidden[:, -1]), cache

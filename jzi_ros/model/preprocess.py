@@ -1,0 +1,70 @@
+"""Image -> encoder input, in exactly one place (training, map embedding and inference).
+
+Ground images follow the paper: resized to S x 2S and split into left/right S x S halves
+("split2"), or resized to S x S ("single", for narrow cameras). Map views are resized to S x S.
+Both are ImageNet-normalised, channels first, float32.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+from jzi_ros.errors import JziError
+from jzi_ros.model.config import ModelConfig
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """cv2 resize; area averaging when shrinking (no aliasing), bilinear when enlarging."""
+    if image.shape[1] == width and image.shape[0] == height:
+        return image
+    shrinking = image.shape[1] > width or image.shape[0] > height
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return cv2.resize(image, (width, height), interpolation=interpolation)
+
+
+def _check_rgb(image: np.ndarray, what: str) -> None:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        dtype = getattr(image, "dtype", type(image).__name__)
+        raise JziError(f"{what}: expected a uint8 numpy array, got {dtype}")
+    if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 2:
+        raise JziError(f"{what}: expected an RGB array [H, W, 3] with H, W >= 2, "
+                       f"got shape {tuple(image.shape)}")
+
+
+def normalize(images: np.ndarray) -> torch.Tensor:
+    """uint8 ``[N, H, W, 3]`` RGB -> ImageNet-normalised float32 ``[N, 3, H, W]``."""
+    scaled = images.astype(np.float32) * np.float32(1.0 / 255.0)
+    scaled = (scaled - IMAGENET_MEAN) / IMAGENET_STD
+    return torch.from_numpy(np.ascontiguousarray(scaled.transpose(0, 3, 1, 2)))
+
+
+def ground_crops(image_rgb: np.ndarray, config: ModelConfig) -> np.ndarray:
+    """uint8 ``[H, W, 3]`` -> the uint8 crops ``[n_crops, S, S, 3]`` the encoder sees."""
+    _check_rgb(image_rgb, "ground image")
+    size = config.encoder.image_size
+    if config.ground_crops == "split2":
+        wide = resize(image_rgb, 2 * size, size)
+        return np.stack([wide[:, :size], wide[:, size:]])
+    return resize(image_rgb, size, size)[None]
+
+
+def ground_pixels(image_rgb: np.ndarray, config: ModelConfig) -> torch.Tensor:
+    """uint8 RGB ``[H, W, 3]`` -> float32 ``[n_crops, 3, S, S]``."""
+    return normalize(ground_crops(image_rgb, config))
+
+
+def view_pixels(views: np.ndarray, config: ModelConfig) -> torch.Tensor:
+    """uint8 RGB map views ``[B, h, w, 3]`` -> float32 ``[B, 3, S, S]``."""
+    views = np.asarray(views)
+    if views.ndim != 4:
+        raise JziError(f"map views: expected a uint8 array [B, h, w, 3], got shape "
+                       f"{tuple(views.shape)}")
+    if len(views):
+        _check_rgb(views[0], "map view")
+    size = config.encoder.image_size
+    return normalize(np.stack([resize(v, size, size) for v in views])
+                     if len(views) else np.zeros((0, size, size, 3), np.uint8))
