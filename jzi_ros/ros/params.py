@@ -1,0 +1,184 @@
+"""The node's parameters in one ROS-free table: the node declares from it, the config test
+checks ``config/localize.yaml`` against it, and the README table is generated from it.
+
+Read-only parameters (paths, topics, model settings) are fixed at start-up because changing them
+needs a reload or a new subscription; the others may be changed at runtime with ``ros2 param
+set`` and are validated by :meth:`NodeSettings.from_values` first.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from jzi_ros.errors import JziError
+
+NODE_NAME = "jzi_localizer"
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+IMAGE_TRANSPORTS = ("raw", "compressed")
+RELIABILITIES = ("reliable", "best_effort")
+COVARIANCE_TYPES = ("known", "approximated")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One declared parameter; its ROS type is the type of ``default``."""
+
+    name: str
+    default: bool | int | float | str
+    description: str
+    read_only: bool = True
+    min: float | None = None  # inclusive range (FloatingPointRange / IntegerRange)
+    max: float | None = None
+    choices: tuple[str, ...] = ()
+
+    def type_name(self) -> str:
+        return type(self.default).__name__
+
+
+def _p(name: str, default: Any, description: str, **kw: Any) -> ParamSpec:
+    return ParamSpec(name, default, description, **kw)
+
+
+PARAMETERS: tuple[ParamSpec, ...] = (
+    _p("map_dir", "", "Map pyramid directory (jzi map build + jzi map embed)."),
+    _p("model_file", "", "Model checkpoint (.safetensors) whose embeddings are in the map."),
+    _p("backend", "auto", "Inference backend for the ground encoder.", choices=BACKENDS),
+    _p("device", "auto", "Torch device: auto, cpu, cuda or cuda:N."),
+    _p("model_file_path", "", "ONNX ground encoder for onnxruntime/tensorrt (Isaac ROS name); "
+       "empty: exported next to the checkpoint."),
+    _p("engine_file_path", "", "TensorRT engine cache (Isaac ROS name); empty: next to the "
+       "ONNX file, keyed by GPU, TensorRT version and precision."),
+    _p("force_engine_update", False, "Rebuild the TensorRT engine even if a cached one fits."),
+    _p("enable_fp16", True, "Build the TensorRT engine in FP16 (checked against FP32)."),
+    _p("max_workspace_size", 1 << 30, "TensorRT builder workspace limit in bytes.",
+       min=1 << 20, max=1 << 40),
+    _p("beam_width", 4, "Beam width of the zoom-in decoder (1 = greedy).", min=1, max=64),
+    _p("confidence_threshold", 0.3, "Below this confidence a frame is NO_FIX.",
+       min=0.0, max=1.0),
+    _p("publish_no_fix", True, "Publish NO_FIX fixes for low-confidence frames (false: publish "
+       "nothing).", read_only=False),
+    _p("sigma_floor_m", 2.0, "Smallest horizontal standard deviation published (metres); keeps "
+       "the EKF's Mahalanobis gate from rejecting later fixes.", read_only=False,
+       min=0.01, max=10000.0),
+    _p("altitude_m", 0.0, "Altitude published in every fix (metres, WGS84 ellipsoid); "
+       "navsat_transform drops NaN altitudes.", read_only=False, min=-1000.0, max=100000.0),
+    _p("altitude_variance", 1.0e4, "Up variance in m^2 (large: the policy does not measure "
+       "height).", read_only=False, min=1.0e-3, max=1.0e12),
+    _p("covariance_type", "known", "NavSatFix position_covariance_type.", read_only=False,
+       choices=COVARIANCE_TYPES),
+    _p("max_rate_hz", 0.0, "Most frames localized per second (0: as fast as inference runs).",
+       read_only=False, min=0.0, max=1000.0),
+    _p("image_topic", "/camera/image_raw", "Camera topic (with image_transport 'compressed' the "
+       "node subscribes to <image_topic>/compressed)."),
+    _p("image_transport", "raw", "sensor_msgs/Image ('raw') or CompressedImage ('compressed').",
+       choices=IMAGE_TRANSPORTS),
+    _p("fix_topic", "/jzi/fix", "sensor_msgs/NavSatFix output topic."),
+    _p("fix_frame_id", "camera_link", "frame_id of the fix; a TF frame on the robot (navsat "
+       "looks up base_link -> this frame)."),
+    _p("reliability", "reliable", "QoS reliability of the fix publisher (reliable also matches "
+       "best-effort subscribers).", choices=RELIABILITIES),
+    _p("publish_pose", False, "Also publish geometry_msgs/PoseWithCovarianceStamped in the map "
+       "frame (for setups without navsat_transform)."),
+    _p("pose_topic", "/jzi/pose", "PoseWithCovarianceStamped output topic."),
+    _p("publish_hypotheses", True, "Publish the candidate cells as a PointCloud2 for RViz."),
+    _p("hypotheses_topic", "/jzi/hypotheses", "PointCloud2 output topic."),
+    _p("map_frame_id", "jzi_map", "Frame of the pose and hypotheses: local ENU, origin at the "
+       "map's root centre."),
+)
+PARAMETER_NAMES = tuple(spec.name for spec in PARAMETERS)
+_SPECS = {spec.name: spec for spec in PARAMETERS}
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """Validated parameter values (one field per entry of PARAMETERS)."""
+
+    map_dir: str
+    model_file: str
+    backend: str
+    device: str
+    model_file_path: str
+    engine_file_path: str
+    force_engine_update: bool
+    enable_fp16: bool
+    max_workspace_size: int
+    beam_width: int
+    confidence_threshold: float
+    publish_no_fix: bool
+    sigma_floor_m: float
+    altitude_m: float
+    altitude_variance: float
+    covariance_type: str
+    max_rate_hz: float
+    image_topic: str
+    image_transport: str
+    fix_topic: str
+    fix_frame_id: str
+    reliability: str
+    publish_pose: bool
+    pose_topic: str
+    publish_hypotheses: bool
+    hypotheses_topic: str
+    map_frame_id: str
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> "NodeSettings":
+        """Validate ``values`` (missing names take their defaults); JziError names the bad one."""
+        unknown = sorted(set(values) - set(_SPECS))
+        if unknown:
+            raise JziError(f"{NODE_NAME}: unknown parameter(s) {unknown} "
+                           f"(expected some of {list(PARAMETER_NAMES)})")
+        return cls(**{name: check_value(spec, values.get(name, spec.default))
+                      for name, spec in _SPECS.items()})
+
+    def replace(self, **changes: Any) -> "NodeSettings":
+        return NodeSettings.from_values({**dataclasses.asdict(self), **changes})
+
+    @property
+    def subscribed_topic(self) -> str:
+        """image_transport convention: the compressed stream is <base>/compressed."""
+        if self.image_transport == "compressed":
+            return self.image_topic.rstrip("/") + "/compressed"
+        return self.image_topic
+
+
+def check_value(spec: ParamSpec, value: Any) -> Any:
+    """``value`` converted to the spec's type, or a JziError naming parameter, value and rule."""
+    where = f"{NODE_NAME}: parameter '{spec.name}'"
+    kind = type(spec.default)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise JziError(f"{where} = {value!r}: expected true or false")
+        return value
+    if kind is str:
+        if not isinstance(value, str):
+            raise JziError(f"{where} = {value!r}: expected a string")
+        if spec.choices and value not in spec.choices:
+            raise JziError(f"{where} = {value!r}: expected one of {list(spec.choices)}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            kind is int and not float(value).is_integer()):
+        expected = "an integer" if kind is int else "a number"
+        raise JziError(f"{where} = {value!r}: expected {expected}")
+    number = kind(value)
+    if not math.isfinite(number):
+        raise JziError(f"{where} = {value!r}: expected a finite number")
+    if (spec.min is not None and number < spec.min) or (spec.max is not None
+                                                        and number > spec.max):
+        raise JziError(f"{where} = {value!r}: expected {spec.min} <= value <= {spec.max}")
+    return number
+
+
+def markdown_table() -> str:
+    """The README parameters table."""
+    lines = ["| name | type | default | runtime | description |", "|---|---|---|---|---|"]
+    for spec in PARAMETERS:
+        extra = f" One of: {', '.join(spec.choices)}." if spec.choices else ""
+        if spec.min is not None:
+            extra += f" Range [{spec.min:g}, {spec.max:g}]."
+        default = repr(spec.default) if isinstance(spec.default, str) else str(spec.default)
+        lines.append(f"| `{spec.name}` | {spec.type_name()} | `{default}` | "
+                     f"{'no' if spec.read_only else 'yes'} | {spec.description}{extra} |")
+    return "\n".join(lines)
