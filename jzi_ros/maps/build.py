@@ -68,7 +68,9 @@ class CellRenderer:
         xs = west + self._edge_u * (east - west)
         ys = south + self._edge_v * (north - south)
         sx, sy = transform(self.dst_crs, self.source.crs, xs.tolist(), ys.tolist())
-        cols, rows = ~self.source.dataset.transform * (np.asarray(sx), np.asarray(sy))
+        inv = ~self.source.dataset.transform
+        sx, sy = np.asarray(sx), np.asarray(sy)
+        cols, rows = inv.a * sx + inv.b * sy + inv.c, inv.d * sx + inv.e * sy + inv.f
         return (float(np.min(cols)), float(np.min(rows)),
                 float(np.max(cols)), float(np.max(rows)))
 
@@ -119,8 +121,8 @@ class CellRenderer:
         mask = dataset.dataset_mask(window=window, out_shape=(out_h, out_w),
                                     resampling=Resampling.nearest)
         stack = np.concatenate([self._to_rgb(data), (mask > 0)[None].astype(np.float32)])
-        src_transform = (dataset.transform * Affine.translation(c0, r0)
-                         * Affine.scale(width / out_w, height / out_h))
+        src_transform = (dataset.transform @ Affine.translation(c0, r0)
+                         @ Affine.scale(width / out_w, height / out_h))
         side = (east - west) / size
         dst_transform = Affine(side, 0.0, west, 0.0, -side, north)
         out = np.zeros((4, size, size), dtype=np.float32)

@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -66,22 +67,27 @@ def parse_crs(text: str) -> "rasterio.crs.CRS":  # noqa: F821
                        f"EPSG:<code>): {err}") from None
 
 
-def _xyz_levels(folder: Path) -> tuple[int, str]:
-    """Deepest zoom level and tile file extension of an XYZ tile folder."""
-    levels = sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+def _xyz_levels(folder: Path) -> tuple[int, int, str]:
+    """Deepest zoom, number of coarser zooms present below it, tile extension of a folder."""
+    levels = {int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()}
     if not levels:
         raise JziError(f"map source {folder} is a directory but holds no XYZ zoom folders "
                        "(expected z/x/y.png)")
-    zoom = levels[-1]
+    zoom = max(levels)
+    # GDAL serves decimated reads from coarser zooms; only announce the ones that exist so
+    # coarse levels never read missing (all-nodata) overview tiles.
+    overviews = 0
+    while zoom - overviews - 1 in levels:
+        overviews += 1
     for tile in (folder / str(zoom)).glob("*/*"):
         ext = tile.suffix.lower().lstrip(".")
         if ext in XYZ_EXTENSIONS and re.fullmatch(r"\d+", tile.stem):
-            return zoom, tile.suffix.lstrip(".")
+            return zoom, overviews, tile.suffix.lstrip(".")
     raise JziError(f"map source {folder}: zoom folder {zoom} holds no "
                    f"<x>/<y>.{{{','.join(XYZ_EXTENSIONS)}}} tiles")
 
 
-def xyz_wms_xml(folder: Path, zoom: int, ext: str, tile_size: int = 256) -> str:
+def xyz_wms_xml(folder: Path, zoom: int, overviews: int, ext: str, tile_size: int = 256) -> str:
     """GDAL_WMS description of an XYZ folder (TMS service, top origin, file:// URLs)."""
     url = f"{folder.resolve().as_uri()}/${{z}}/${{x}}/${{y}}.{ext}"
     h = MERCATOR_HALF
@@ -94,6 +100,7 @@ def xyz_wms_xml(folder: Path, zoom: int, ext: str, tile_size: int = 256) -> str:
     <YOrigin>top</YOrigin>
   </DataWindow>
   <Projection>EPSG:3857</Projection>
+  <OverviewCount>{overviews}</OverviewCount>
   <BlockSizeX>{tile_size}</BlockSizeX><BlockSizeY>{tile_size}</BlockSizeY>
   <BandsCount>4</BandsCount>
   <ZeroBlockHttpCodes>204,404</ZeroBlockHttpCodes>
@@ -105,7 +112,11 @@ def xyz_wms_xml(folder: Path, zoom: int, ext: str, tile_size: int = 256) -> str:
 def _xyz_tile_size(folder: Path, zoom: int, ext: str) -> int:
     import rasterio
     tile = next((folder / str(zoom)).glob(f"*/*.{ext}"))
-    with rasterio.open(tile) as handle:
+    with warnings.catch_warnings():
+        # A bare tile has no geotransform; only its size matters here.
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        handle = rasterio.open(tile)
+    with handle:
         if handle.width != handle.height:
             raise JziError(f"XYZ tile {tile} is {handle.width}x{handle.height}, expected square")
         return handle.width
@@ -131,25 +142,19 @@ def _choose_bands(dataset) -> tuple[tuple[int, ...], np.ndarray | None]:
 
 
 def _stretch(dataset, bands: tuple[int, ...]) -> np.ndarray | None:
-    """Percentile stretch (2..98 %) for rasters that are not 8-bit, from a decimated read."""
+    """Linear stretch for rasters that are not 8-bit: one 1..99 % range pooled over the bands
+    (pooled so the colour balance survives), from a decimated read."""
     if all(dataset.dtypes[b - 1] == "uint8" for b in bands):
         return None
     scale = max(1, max(dataset.width, dataset.height) // 1024)
     sample = dataset.read(list(bands), out_shape=(len(bands), max(1, dataset.height // scale),
                                                   max(1, dataset.width // scale)),
                           masked=True)
-    lows, highs = [], []
-    for band in sample:
-        values = band.compressed() if np.ma.isMaskedArray(band) else band.ravel()
-        values = values[np.isfinite(values)]
-        if values.size == 0:
-            lows.append(0.0)
-            highs.append(1.0)
-            continue
-        low, high = np.percentile(values, [2, 98])
-        lows.append(float(low))
-        highs.append(float(high) if high > low else float(low) + 1.0)
-    return np.array([lows, highs], dtype=np.float64)
+    values = sample.compressed() if np.ma.isMaskedArray(sample) else sample.ravel()
+    values = values[np.isfinite(values)]
+    low, high = (np.percentile(values, [1, 99]) if values.size else (0.0, 1.0))
+    high = high if high > low else low + 1.0
+    return np.array([[low] * len(bands), [high] * len(bands)], dtype=np.float64)
 
 
 @contextlib.contextmanager
@@ -163,8 +168,8 @@ def open_source(source: str | os.PathLike, crs: str | None = None) -> Iterator[S
     kind = "raster"
     target: str = str(path)
     if path.is_dir():
-        zoom, ext = _xyz_levels(path)
-        target = xyz_wms_xml(path, zoom, ext, _xyz_tile_size(path, zoom, ext))
+        zoom, overviews, ext = _xyz_levels(path)
+        target = xyz_wms_xml(path, zoom, overviews, ext, _xyz_tile_size(path, zoom, ext))
         kind = f"xyz (zoom {zoom}, .{ext})"
     elif path.suffix.lower() == ".mbtiles":
         kind = "mbtiles"
