@@ -137,13 +137,35 @@ def make_tiny_model(pyramid, seed: int = 0, preset: str = "tiny"):
     return model.eval()
 
 
+def sharpen_decoder(model, seed: int = 0):
+    """Re-draw the decoder's matrices with unit gain (in place; returns ``model``).
+
+    The model's own init (std 0.02) gives near-uniform policies that ignore the ground token,
+    so every frame decodes to the same path; tests of decoding/posteriors want random
+    policies that are decisive and depend on their input.
+    """
+    import torch
+
+    rng = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.decoder.parameters():
+            if param.ndim == 2:
+                torch.nn.init.normal_(param, std=2.0 / param.shape[1] ** 0.5, generator=rng)
+    return model
+
+
 def make_tiny_checkpoint(tmp_path: str | Path, pyramid, seed: int = 0, name: str = "tiny.ckpt",
                          preset: str = "tiny", metadata: dict | None = None,
-                         embed: bool = True) -> Path:
-    """Save a random tiny model for ``pyramid`` and (by default) embed the map with it."""
+                         embed: bool = True, sharpen: bool = False) -> Path:
+    """Save a random tiny model for ``pyramid`` and (by default) embed the map with it.
+
+    ``sharpen``: decisive, input-dependent random policy (see :func:`sharpen_decoder`).
+    """
     from jzi_ros.model.checkpoint import save_checkpoint
 
     model = make_tiny_model(pyramid, seed, preset)
+    if sharpen:
+        sharpen_decoder(model, seed)
     path = Path(tmp_path) / name
     save_checkpoint(path, model, dict(metadata or {"source": "test.support", "seed": seed}))
     if embed:

@@ -1,0 +1,162 @@
+"""Beam search down the cell tree with the decoder's KV cache.
+
+Per frame only the ground token is new: every map view is a row of the map's precomputed
+embedding table, so step t gathers the views of the current beam prefixes from the table and
+feeds one (action, view) token pair to the cached decoder. The whole search has static shapes
+(N frames x B beams x D steps, unrolled), which is what lets it be captured in one CUDA graph,
+compiled, or exported to ONNX/TensorRT as a single fixed-length graph.
+
+Beam width 1 is exactly the paper's greedy decoding (argmax at every step);
+:func:`greedy_reference` re-runs the uncached ``forward`` on the growing prefix, the paper's
+way, and is what the tests compare against.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from jzi_ros.errors import JziError
+from jzi_ros.geo import CellTree
+
+# Log-probability of padding beams (fewer distinct paths than beams at the first steps).
+# Finite so that exported graphs and fp16 engines never see inf - inf.
+PAD_LOG_PROB = -1.0e9
+
+
+def effective_beam_width(beam_width: int, grid: int, depth: int) -> int:
+    """The beam width actually used: at least 1, at most the number of terminal cells."""
+    if int(beam_width) != beam_width or beam_width < 1:
+        raise JziError(f"beam_width must be an integer >= 1, got {beam_width!r}")
+    return int(min(int(beam_width), (grid * grid) ** depth))
+
+
+class BeamSearch(nn.Module):
+    """Fixed-length beam search as a module: ``(ground [N, C], view_table [V, C]) ->
+    (paths long [N, B, D], log_probs float32 [N, B])``, beams sorted best first.
+
+    ``model`` must provide ``start``, ``advance`` and ``reorder_cache`` (see ZoomModel).
+    """
+
+    def __init__(self, model: nn.Module, grid: int, depth: int, beam_width: int) -> None:
+        super().__init__()
+        self.model = model
+        self.num_actions = int(grid) * int(grid)
+        self.depth = int(depth)
+        self.beam_width = effective_beam_width(beam_width, grid, depth)
+        # first row of each level in the flat view table (level 0 = root = row 0)
+        offsets, total = [], 0
+        for level in range(self.depth):
+            offsets.append(total)
+            total += self.num_actions ** level
+        self.level_offsets = tuple(offsets)
+        self.num_views = total
+
+    def forward(self, ground: torch.Tensor, view_table: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        n, width = ground.shape
+        beams, k = self.beam_width, self.num_actions
+        table = view_table.to(ground.dtype)
+        frames = torch.arange(n, device=ground.device)
+
+        logits, cache = self.model.start(ground, table[0].expand(n, width))
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        first = min(beams, k)
+        beam_lp, actions = log_probs.topk(first, dim=-1)
+        if first < beams:  # more beams than children of the root: pad with impossible beams
+            beam_lp = torch.cat([beam_lp, beam_lp.new_full((n, beams - first), PAD_LOG_PROB)], 1)
+            actions = torch.cat([actions, actions.new_zeros((n, beams - first))], 1)
+        paths = actions.unsqueeze(-1)
+        level_index = actions  # index of the chosen cell within its level
+        if self.depth > 1:
+            cache = self.model.reorder_cache(cache, frames.repeat_interleave(beams))
+
+        for step in range(1, self.depth):
+            views = table[self.level_offsets[step] + level_index.reshape(-1)]
+            logits, cache = self.model.advance(actions.reshape(-1), views, cache)
+            step_lp = torch.log_softmax(logits.float(), dim=-1).reshape(n, beams, k)
+            total = (beam_lp.unsqueeze(-1) + step_lp).reshape(n, beams * k)
+            beam_lp, flat = total.topk(beams, dim=-1)
+            parent = torch.div(flat, k, rounding_mode="floor")
+            actions = flat - parent * k
+            paths = torch.cat([paths.gather(1, parent.unsqueeze(-1).expand(-1, -1, step)),
+                               actions.unsqueeze(-1)], dim=-1)
+            level_index = level_index.gather(1, parent) * k + actions
+            if step < self.depth - 1:  # the last step's cache is never read again
+                cache = self.model.reorder_cache(cache, (frames.unsqueeze(1) * beams
+                                                         + parent).reshape(-1))
+        return paths, beam_lp
+
+
+def check_view_table(view_table: torch.Tensor, tree: CellTree, embed_dim: int) -> None:
+    if view_table.ndim != 2 or tuple(view_table.shape) != (tree.num_views, embed_dim):
+        raise JziError(f"view embedding table has shape {list(view_table.shape)}, expected "
+                       f"[{tree.num_views}, {embed_dim}] (num_views x model width)")
+
+
+@torch.no_grad()
+def beam_search(model: nn.Module, ground_tokens: torch.Tensor, view_table: torch.Tensor,
+                tree: CellTree, beam_width: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top ``beam_width`` paths per frame with their log-probabilities.
+
+    ground_tokens: [N, C] (``model.encode_ground`` output); view_table: [num_views, C] on the
+    same device. Returns ``(paths long [N, B, D], log_probs float32 [N, B])``, best first.
+    ``beam_width=1`` is greedy argmax decoding.
+    """
+    if ground_tokens.ndim != 2:
+        raise JziError(f"ground tokens must be [N, C], got shape {list(ground_tokens.shape)}")
+    check_view_table(view_table, tree, ground_tokens.shape[1])
+    search = BeamSearch(model, tree.grid, tree.depth, beam_width)
+    return search(ground_tokens, view_table)
+
+
+ViewFn = Callable[[np.ndarray], torch.Tensor]
+
+
+@torch.no_grad()
+def greedy_reference(model: nn.Module, ground_tokens: torch.Tensor, view_fn: ViewFn,
+                     depth: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper's decoding: at step t get the current view's token from ``view_fn(prefixes
+    int [N, t]) -> [N, C]`` (a table lookup, or re-encoding the rendered view as the paper
+    does), then re-run the uncached ``forward`` on the whole prefix and take the argmax.
+
+    Returns ``(paths long [N, D], log_probs float32 [N])``; slow by design (reference/bench).
+    """
+    n = ground_tokens.shape[0]
+    device = ground_tokens.device
+    actions = torch.zeros((n, 0), dtype=torch.long, device=device)
+    views: list[torch.Tensor] = []
+    total = torch.zeros(n, dtype=torch.float32, device=device)
+    for step in range(depth):
+        views.append(view_fn(actions.cpu().numpy()).to(device=device, dtype=ground_tokens.dtype))
+        logits = model(ground_tokens, torch.stack(views, dim=1), actions)[:, -1]
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        best = log_probs.argmax(dim=-1)
+        total += log_probs.gather(1, best.unsqueeze(1)).squeeze(1)
+        actions = torch.cat([actions, best.unsqueeze(1)], dim=1)
+    return actions, total
+
+
+def table_view_fn(view_table: torch.Tensor, tree: CellTree) -> ViewFn:
+    """A :data:`ViewFn` that looks prefixes up in the cached embedding table."""
+    def lookup(prefixes: np.ndarray) -> torch.Tensor:
+        index = torch.as_tensor(tree.view_indices(prefixes), device=view_table.device)
+        return view_table[index]
+    return lookup
+
+
+@torch.no_grad()
+def path_log_probs(model: nn.Module, ground_tokens: torch.Tensor, view_table: torch.Tensor,
+                   tree: CellTree, paths: torch.Tensor) -> torch.Tensor:
+    """Teacher-forced log-probability of given full paths: [N, P, D] -> [N, P] (uncached)."""
+    n, count, depth = paths.shape
+    flat = paths.reshape(n * count, depth)
+    prefixes = flat.cpu().numpy()
+    index = np.stack([tree.view_indices(prefixes[:, :t]) for t in range(depth)], axis=1)
+    views = view_table[torch.as_tensor(index, device=view_table.device)]
+    ground = ground_tokens.repeat_interleave(count, dim=0)
+    logits = model(ground, views.to(ground.dtype), flat[:, :-1])
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    return log_probs.gather(2, flat.unsqueeze(-1)).squeeze(-1).sum(-1).reshape(n, count)

@@ -1,0 +1,74 @@
+"""Beam search with the KV cache against the uncached teacher-forced forward pass."""
+import numpy as np
+import pytest
+import torch
+
+from jzi_ros.errors import JziError
+from jzi_ros.inference.decode import (beam_search, effective_beam_width, greedy_reference,
+                                      path_log_probs, table_view_fn)
+from support import make_tiny_map, make_tiny_model, sharpen_decoder
+
+
+def _setup(tmp_path, depth, frames=6, seed=0):
+    pyramid = make_tiny_map(tmp_path, depth=depth)
+    model = make_tiny_model(pyramid, seed)
+    sharpen_decoder(model, seed)
+    rng = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        table = torch.randn(pyramid.tree.num_views, model.embed_dim, generator=rng)
+        # random-weight encoders map any image to nearly the same vector: use random tokens
+        ground = torch.randn(frames, model.embed_dim, generator=rng)
+    return pyramid.tree, model, ground, table
+
+
+def test_beam_one_is_the_papers_greedy_decoding(tmp_path):
+    tree, model, ground, table = _setup(tmp_path, depth=3)
+    paths, log_probs = beam_search(model, ground, table, tree, beam_width=1)
+    ref_paths, ref_log_probs = greedy_reference(model, ground, table_view_fn(table, tree),
+                                                tree.depth)
+    assert paths.shape == (6, 1, 3) and log_probs.shape == (6, 1)
+    assert torch.equal(paths[:, 0], ref_paths)
+    assert torch.allclose(log_probs[:, 0], ref_log_probs, atol=1e-4)
+    assert len({tuple(p) for p in ref_paths.tolist()}) > 1  # the frames really differ
+
+
+def test_exhaustive_beam_enumerates_every_path_with_exact_log_probs(tmp_path):
+    tree, model, ground, table = _setup(tmp_path, depth=2, frames=3)
+    count = tree.num_actions ** tree.depth
+    paths, log_probs = beam_search(model, ground, table, tree, beam_width=count + 50)
+    assert paths.shape == (3, count, 2)  # clamped to the number of terminal cells
+    for frame in range(3):
+        assert len({tuple(p) for p in paths[frame].tolist()}) == count
+    assert torch.all(log_probs[:, :-1] >= log_probs[:, 1:])  # best first
+    assert torch.allclose(torch.logsumexp(log_probs, dim=1), torch.zeros(3), atol=1e-4)
+    teacher = path_log_probs(model, ground, table, tree, paths)
+    assert torch.allclose(teacher, log_probs, atol=1e-4)
+
+
+def test_wider_beam_never_finds_a_worse_top_path(tmp_path):
+    tree, model, ground, table = _setup(tmp_path, depth=3)
+    _, greedy = beam_search(model, ground, table, tree, 1)
+    paths, beam = beam_search(model, ground, table, tree, 8)
+    assert torch.all(beam[:, 0] >= greedy[:, 0] - 1e-5)
+    for frame in range(len(paths)):
+        assert len({tuple(p) for p in paths[frame].tolist()}) == 8
+    assert torch.allclose(path_log_probs(model, ground, table, tree, paths), beam, atol=1e-4)
+
+
+def test_batched_search_equals_frame_by_frame(tmp_path):
+    tree, model, ground, table = _setup(tmp_path, depth=3, frames=4)
+    paths, log_probs = beam_search(model, ground, table, tree, 5)
+    for frame in range(4):
+        one_paths, one_lp = beam_search(model, ground[frame:frame + 1], table, tree, 5)
+        assert torch.equal(one_paths[0], paths[frame])
+        assert torch.allclose(one_lp[0], log_probs[frame], atol=1e-5)
+
+
+def test_bad_arguments_are_clear_errors(tmp_path):
+    tree, model, ground, table = _setup(tmp_path, depth=2, frames=1)
+    with pytest.raises(JziError, match="beam_width"):
+        beam_search(model, ground, table, tree, 0)
+    with pytest.raises(JziError, match="view embedding table"):
+        beam_search(model, ground, table[:-1], tree, 1)
+    assert effective_beam_width(10**6, 4, 2) == 256
+    assert np.isfinite(beam_search(model, ground, table, tree, 300)[1].numpy()).all()
