@@ -40,3 +40,45 @@ def nees_2d(error_en: np.ndarray, covariance_en: np.ndarray) -> np.ndarray:
 # chi-square(2 dof) quantiles for the 1-sigma and 2-sigma probability masses of a 1-D normal
 CHI2_2D_1SIGMA = 2.2957489288986
 CHI2_2D_2SIGMA = 6.1800743826
+
+
+def path_accuracy(predicted: Sequence[Sequence[int] | None], truth: Sequence[Sequence[int]],
+                  depth: int) -> dict[int, float]:
+    """Fraction of frames whose predicted path agrees with the true path on the first ``level``
+    actions, for level 1..depth (the zoom step at which the policy first goes wrong shows as
+    the drop between levels). A missing prediction (None) counts as wrong at every level."""
+    if len(predicted) != len(truth):
+        raise ValueError(f"path_accuracy: {len(predicted)} predictions for {len(truth)} truths")
+    result = {}
+    for level in range(1, depth + 1):
+        hits = [p is not None and len(p) >= level and tuple(p[:level]) == tuple(t[:level])
+                for p, t in zip(predicted, truth)]
+        result[level] = float(np.mean(hits)) if hits else 0.0
+    return result
+
+
+def latency_summary(values_ms: Sequence[float]) -> dict[str, float]:
+    """Median, 95th percentile and mean of latencies in milliseconds (empty -> zeros)."""
+    values = np.asarray(values_ms, dtype=np.float64)
+    if values.size == 0:
+        return {"count": 0, "median_ms": 0.0, "p95_ms": 0.0, "mean_ms": 0.0}
+    return {"count": int(values.size), "median_ms": float(np.median(values)),
+            "p95_ms": float(np.percentile(values, 95)), "mean_ms": float(values.mean())}
+
+
+def calibration_summary(error_en: np.ndarray, covariance_en: np.ndarray) -> dict[str, float]:
+    """Covariance consistency: mean NEES (ideal 2) and the fractions of errors inside the
+    1-sigma and 2-sigma ellipses (ideal 0.683 and 0.954). Empty -> count 0 and zeros."""
+    nees = nees_2d(error_en, covariance_en) if len(error_en) else np.zeros(0)
+    if nees.size == 0:
+        return {"count": 0, "mean_nees": 0.0, "median_nees": 0.0, "inside_1sigma": 0.0,
+                "inside_2sigma": 0.0}
+    return {"count": int(nees.size), "mean_nees": float(nees.mean()),
+            "median_nees": float(np.median(nees)),
+            "inside_1sigma": float(np.mean(nees <= CHI2_2D_1SIGMA)),
+            "inside_2sigma": float(np.mean(nees <= CHI2_2D_2SIGMA))}
+
+
+# what a perfectly calibrated 2-D Gaussian estimator would score
+IDEAL_CALIBRATION = {"mean_nees": 2.0, "median_nees": float(2 * np.log(2)),
+                     "inside_1sigma": 0.6826894921370859, "inside_2sigma": 0.9544997361036416}

@@ -1,0 +1,165 @@
+"""``jzi replay`` (also ``ros2 run jzi_ros replay``): evaluate a localizer on a recorded bag."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from jzi_ros.errors import JziError
+
+COMMAND = "replay"
+HELP = "replay a rosbag (sqlite3/mcap) through the localizer: metrics, plots, output bag"
+DESCRIPTION = """\
+Replay camera frames of a ROS 2 bag through the localizer (no ROS 2 needed) and score them
+against a NavSatFix ground-truth topic, interpolated to each image stamp. Writes report.json,
+report.md, frames.csv and PNG plots to --out; with --write-bag also a copy of the bag with the
+fixes on /jzi/fix (header stamp = image stamp) for robot_localization. Ctrl-C writes the partial
+report."""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bag", type=Path,
+                        help="ROS 2 bag: a directory with metadata.yaml, or a .db3 / .mcap file")
+    parser.add_argument("--map", required=True, type=Path, help="map directory (jzi map build)")
+    parser.add_argument("--model", required=True, type=Path,
+                        help="checkpoint (.safetensors) the map was embedded with")
+    parser.add_argument("--image-topic", required=True,
+                        help="camera topic (sensor_msgs/Image or sensor_msgs/CompressedImage)")
+    parser.add_argument("--gt-topic", required=True,
+                        help="ground-truth sensor_msgs/NavSatFix topic (fixes with status >= 0)")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="report directory to create (report.json, report.md, plots)")
+    parser.add_argument("--backend", default="auto",
+                        help="inference backend: auto, torch, onnxruntime or tensorrt")
+    parser.add_argument("--device", default=None,
+                        help="torch device, e.g. cpu or cuda (default: the localizer's choice)")
+    parser.add_argument("--beam", type=_positive_int, default=None,
+                        help="beam width (default: the localizer's default)")
+    parser.add_argument("--every", type=_positive_int, default=1,
+                        help="use every N-th frame (in header-stamp order)")
+    parser.add_argument("--start", type=_seconds, default=0.0,
+                        help="skip the first S seconds after the first image stamp")
+    parser.add_argument("--duration", type=_seconds, default=None,
+                        help="replay only S seconds from --start (default: to the end)")
+    parser.add_argument("--limit", type=_positive_int, default=None,
+                        help="stop after N frames")
+    parser.add_argument("--gt-tolerance", type=_seconds, default=0.5,
+                        help="max seconds between an image stamp and the ground-truth fixes "
+                             "used for it; frames without GT that close are skipped")
+    parser.add_argument("--write-bag", type=Path, default=None, metavar="OUT",
+                        help="also write a copy of the bag plus the fixes as NavSatFix")
+    parser.add_argument("--bag-version", type=int, choices=(8, 9), default=8,
+                        help="rosbag2 format of --write-bag: 8 opens in Humble, 9 needs Jazzy+")
+    parser.add_argument("--bag-storage", choices=("auto", "sqlite3", "mcap"), default="auto",
+                        help="storage of --write-bag (auto: same as the input bag)")
+    parser.add_argument("--fix-topic", default="/jzi/fix",
+                        help="topic of the fixes in --write-bag")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out directory / --write-bag bag")
+
+
+def _localizer(args: argparse.Namespace):
+    from jzi_ros.inference.localizer import Localizer, LocalizerConfig
+
+    config = LocalizerConfig()
+    changes = {"backend": args.backend}
+    if args.beam is not None:
+        changes["beam_width"] = args.beam
+    if args.device is not None:
+        changes["device"] = args.device
+    config = dataclasses.replace(config, **changes)
+    return Localizer.from_paths(args.map, args.model, config)
+
+
+def run(args: argparse.Namespace) -> int:
+    from jzi_ros.evaluation.outbag import BagOutputOptions, write_fix_bag
+    from jzi_ros.evaluation.replay import ReplayOptions, replay_bag
+    from jzi_ros.evaluation.report import write_report
+
+    options = ReplayOptions(args.image_topic, args.gt_topic, every=args.every,
+                            start_s=args.start, duration_s=args.duration, limit=args.limit,
+                            gt_tolerance_s=args.gt_tolerance, progress=not args.no_progress)
+    options.validate()
+    bag_options = BagOutputOptions(version=args.bag_version, storage=args.bag_storage,
+                                   topic=args.fix_topic)
+    bag_options.validate()
+    # fail before minutes of inference, not after
+    for path, what in ((args.out, "--out"), (args.write_bag, "--write-bag")):
+        if path is not None and path.exists() and not args.overwrite:
+            raise JziError(f"{what} {path} already exists (pass --overwrite to replace it)")
+    if not args.bag.exists():
+        raise JziError(f"bag {args.bag} does not exist")
+    localizer = _localizer(args)
+    result = replay_bag(args.bag, localizer, options)
+    summary = write_report(result, args.out, getattr(localizer, "pyramid", None),
+                           overwrite=args.overwrite, plots=not args.no_plots)
+    top1, fix = summary["top1"], summary["fix"]
+    print(f"{summary['frames']['used']} frames scored ({summary['frames']['read']} read, "
+          f"backend {result.backend}): R@25/50/100/250 m "
+          f"{'/'.join(f'{100 * v:.0f}' for v in top1['recall'].values())} %, "
+          f"median {top1['median_m']:.1f} m; fix rate {100 * summary['fix_rate']:.0f} %, "
+          f"FIX median {fix['median_m']:.1f} m; report in {args.out}")
+    if result.interrupted:
+        if args.write_bag is not None:
+            print(f"interrupted: partial report written, {args.write_bag} not written",
+                  file=sys.stderr)
+        return 130
+    if args.write_bag is not None:
+        write_fix_bag(result, args.write_bag, bag_options, overwrite=args.overwrite)
+        print(f"wrote {len(result.localized)} fixes on {args.fix_topic} into {args.write_bag}")
+    return 0
+
+
+def _strip_ros_args(argv: Sequence[str]) -> list[str]:
+    """Drop ``--ros-args ... [--]`` that ``ros2 run`` may append; this is not a ROS node."""
+    out, skipping = [], False
+    for arg in argv:
+        if arg == "--ros-args":
+            skipping = True
+        elif skipping and arg == "--":
+            skipping = False
+        elif not skipping:
+            out.append(arg)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console script ``replay`` (``ros2 run jzi_ros replay BAG --map ...``)."""
+    parser = argparse.ArgumentParser(prog="replay", description=DESCRIPTION,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_arguments(parser)
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    args = parser.parse_args(_strip_ros_args(sys.argv[1:] if argv is None else argv))
+    logging.basicConfig(level=logging.WARNING if not args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return run(args)
+    except JziError as err:
+        print(f"replay: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("replay: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

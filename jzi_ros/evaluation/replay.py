@@ -1,0 +1,226 @@
+"""Replay a ROS 2 bag through a Localizer: camera frames in, one record per frame out.
+
+``replay_bag(bag, localizer, options)`` is the whole job as a plain function (the CLI and the
+demo both call it with an already-constructed Localizer). It never writes anything; the report
+(:mod:`jzi_ros.evaluation.report`) and the output bag (:mod:`jzi_ros.evaluation.outbag`) are
+made from its :class:`ReplayResult`. Ctrl-C stops the loop and returns the partial result with
+``interrupted=True``, so the caller can still write a report.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from tqdm import tqdm
+
+from jzi_ros.errors import BadImageError, JziError
+from jzi_ros.evaluation.bags import (COMPRESSED_TYPE, IMAGE_TYPES, NAVSATFIX_TYPE, FrameScan,
+                                     deserialize, iter_frames, open_bag, require_topic,
+                                     scan_frames, select_frames)
+from jzi_ros.evaluation.groundtruth import GroundTruth, GtSample, read_ground_truth
+from jzi_ros.geo import CellTree
+from jzi_ros.inference.fix import Fix
+from jzi_ros.ros.convert import compressed_msg_to_rgb, image_msg_to_rgb
+
+log = logging.getLogger(__name__)
+
+# Why a selected frame did not make it into the metrics (keys of the report's skip table).
+SKIP_CORRUPT = "corrupt_message"
+SKIP_BAD_IMAGE = "bad_image"
+SKIP_NO_GT = "no_ground_truth"
+SKIP_GT_OUTSIDE = "gt_outside_map"
+SKIP_REASONS = {
+    SKIP_CORRUPT: "message could not be deserialized",
+    SKIP_BAD_IMAGE: "image could not be decoded or localized (BadImageError)",
+    SKIP_NO_GT: "no ground-truth fix within the tolerance (localized, not scored)",
+    SKIP_GT_OUTSIDE: "ground truth outside the map's root square (localized, not scored)",
+}
+
+
+class LocalizerLike(Protocol):
+    """What replay needs of :class:`jzi_ros.inference.localizer.Localizer`."""
+
+    tree: CellTree
+    backend_name: str
+
+    def localize(self, image_rgb: np.ndarray) -> Fix: ...
+
+
+@dataclass
+class ReplayOptions:
+    """What to replay. Times are seconds; ``start_s`` counts from the first image stamp."""
+
+    image_topic: str
+    gt_topic: str
+    every: int = 1
+    start_s: float = 0.0
+    duration_s: float | None = None
+    limit: int | None = None
+    gt_tolerance_s: float = 0.5
+    progress: bool = True
+
+    def validate(self) -> None:
+        checks = [("every", self.every, self.every >= 1, "an integer >= 1"),
+                  ("start", self.start_s, self.start_s >= 0, "seconds >= 0"),
+                  ("duration", self.duration_s,
+                   self.duration_s is None or self.duration_s > 0, "seconds > 0"),
+                  ("limit", self.limit, self.limit is None or self.limit >= 1,
+                   "an integer >= 1"),
+                  ("gt-tolerance", self.gt_tolerance_s, self.gt_tolerance_s >= 0,
+                   "seconds >= 0")]
+        for name, value, ok, expected in checks:
+            if not ok:
+                raise JziError(f"replay option --{name}: got {value!r}, expected {expected}")
+
+
+@dataclass
+class FrameRecord:
+    """One selected camera frame and what became of it."""
+
+    index: int  # position in header-stamp order among the selected frames
+    ordinal: int  # position among the image topic's messages in the bag
+    stamp_ns: int  # header stamp (log time if the header was unreadable or zero)
+    log_time_ns: int  # record time in the bag
+    frame_id: str = ""
+    fix: Fix | None = None  # None: the image never reached the localizer
+    gt: GtSample | None = None
+    skip: str = ""  # a SKIP_* key, empty when the frame is scored
+    detail: str = ""  # the concrete reason (exception text, GT gap)
+    decode_ms: float = 0.0  # message -> RGB array
+    localize_ms: float = 0.0  # wall time of Localizer.localize
+
+    @property
+    def used(self) -> bool:
+        return not self.skip and self.fix is not None and self.gt is not None
+
+
+@dataclass
+class ReplayResult:
+    """Everything a report or an output bag needs; no file has been written yet."""
+
+    bag: Path
+    options: ReplayOptions
+    image_msgtype: str
+    tree: CellTree
+    backend: str
+    frames_in_bag: int
+    frames_selected: int
+    ground_truth: GroundTruth
+    records: list[FrameRecord] = field(default_factory=list)
+    stamps_from_log_time: int = 0
+    interrupted: bool = False
+    wall_s: float = 0.0
+
+    @property
+    def used(self) -> list[FrameRecord]:
+        return [r for r in self.records if r.used]
+
+    @property
+    def localized(self) -> list[FrameRecord]:
+        return [r for r in self.records if r.fix is not None]
+
+    def options_dict(self) -> dict[str, Any]:
+        return asdict(self.options)
+
+
+def _gt_for(gt: GroundTruth, tree: CellTree, stamp: int, tolerance_s: float
+            ) -> tuple[GtSample | None, str, str]:
+    """(sample, skip key, detail) for one stamp."""
+    sample = gt.lookup(stamp, tolerance_s)
+    if isinstance(sample, str):
+        return None, SKIP_NO_GT, sample
+    half = tree.size_m / 2
+    if abs(sample.east_m) > half or abs(sample.north_m) > half:
+        return sample, SKIP_GT_OUTSIDE, (f"ground truth {sample.east_m:.0f} m east, "
+                                         f"{sample.north_m:.0f} m north of the map centre")
+    return sample, "", ""
+
+
+def _check_overlap(bag: Path, options: ReplayOptions, scan: FrameScan, selected: np.ndarray,
+                   gt: GroundTruth, lookups: list[tuple[GtSample | None, str, str]]) -> None:
+    if any(sample is not None for sample, _, _ in lookups):
+        return
+    stamps = scan.stamps_ns[selected] / 1e9
+    g0, g1 = gt.span_s()
+    raise JziError(
+        f"bag {bag}: no selected image on {options.image_topic} has a ground-truth fix on "
+        f"{options.gt_topic} within {options.gt_tolerance_s:g} s (images span header stamps "
+        f"{stamps.min():.3f}..{stamps.max():.3f} s, ground truth {g0:.3f}..{g1:.3f} s); "
+        "check --gt-topic, --start/--duration or --gt-tolerance")
+
+
+def replay_bag(bag: str | Path, localizer: LocalizerLike, options: ReplayOptions
+               ) -> ReplayResult:
+    """Localize the selected frames of ``bag`` and pair each with interpolated ground truth.
+
+    Raises JziError for an unreadable bag, a missing/mistyped topic, GT that lies outside the
+    map or never overlaps the selected frames. Corrupt messages and unusable images are
+    recorded as skipped frames, never raised.
+    """
+    options.validate()
+    bag = Path(bag)
+    tree = localizer.tree
+    began = time.perf_counter()
+    with open_bag(bag) as reader:
+        msgtype = require_topic(reader, bag, options.image_topic, IMAGE_TYPES,
+                                "camera images", "--image-topic")
+        require_topic(reader, bag, options.gt_topic, (NAVSATFIX_TYPE,), "ground truth",
+                      "--gt-topic")
+        gt = read_ground_truth(reader, bag, options.gt_topic, tree)
+        scan = scan_frames(reader, bag, options.image_topic, msgtype)
+        selected = select_frames(scan, options.every, options.start_s, options.duration_s,
+                                 options.limit)
+        if selected.size == 0:
+            raise JziError(f"bag {bag}: no frame on {options.image_topic} within --start "
+                           f"{options.start_s:g} s / --duration {options.duration_s} s "
+                           f"(the topic has {scan.count} frames)")
+        lookups = [_gt_for(gt, tree, int(scan.stamps_ns[o]), options.gt_tolerance_s)
+                   for o in selected]
+        _check_overlap(bag, options, scan, selected, gt, lookups)
+        result = ReplayResult(bag, options, msgtype, tree, str(localizer.backend_name),
+                              scan.count, int(selected.size), gt,
+                              stamps_from_log_time=scan.from_log_time)
+        to_rgb = compressed_msg_to_rgb if msgtype == COMPRESSED_TYPE else image_msg_to_rgb
+        bar = tqdm(total=int(selected.size), unit="frame", desc="replay",
+                   disable=not options.progress, dynamic_ncols=True)
+        try:
+            frames = iter_frames(reader, bag, options.image_topic, selected)
+            for index, (ordinal, log_time, raw) in enumerate(frames):
+                gt_sample, skip, detail = lookups[index]
+                record = FrameRecord(index, ordinal, int(scan.stamps_ns[ordinal]), log_time,
+                                     gt=gt_sample, skip=skip, detail=detail)
+                _localize_frame(reader, raw, msgtype, to_rgb, localizer, record)
+                result.records.append(record)
+                bar.update(1)
+        except KeyboardInterrupt:
+            result.interrupted = True
+            log.warning("replay interrupted after %d of %d frames", len(result.records),
+                        selected.size)
+        finally:
+            bar.close()
+    result.wall_s = time.perf_counter() - began
+    return result
+
+
+def _localize_frame(reader: Any, raw: bytes, msgtype: str, to_rgb: Any,
+                    localizer: LocalizerLike, record: FrameRecord) -> None:
+    """Fill ``record`` in place: decode, localize, or mark the frame skipped with why."""
+    try:
+        msg = deserialize(reader, raw, msgtype)
+        record.frame_id = str(msg.header.frame_id)
+    except (ValueError, AttributeError) as err:
+        record.skip, record.detail = SKIP_CORRUPT, str(err)
+        return
+    t0 = time.perf_counter()
+    try:
+        rgb = to_rgb(msg)
+        t1 = time.perf_counter()
+        record.decode_ms = (t1 - t0) * 1e3
+        record.fix = localizer.localize(rgb)
+        record.localize_ms = (time.perf_counter() - t1) * 1e3
+    except BadImageError as err:
+        record.skip, record.detail = SKIP_BAD_IMAGE, str(err)
