@@ -106,7 +106,7 @@ def test_parameter_table_matches_settings_fields():
     fields = list(params.NodeSettings.__dataclass_fields__)
     assert fields == list(params.PARAMETER_NAMES)
     defaults = params.NodeSettings.from_values({})
-    assert defaults.fix_topic == "/jzi/fix" and defaults.image_transport == "raw"
+    assert defaults.fix_topic == "jzi/fix" and defaults.image_transport == "raw"
     for spec in params.PARAMETERS:
         assert spec.description, spec.name
         assert type(getattr(defaults, spec.name)) is type(spec.default)
@@ -155,7 +155,7 @@ def test_compressed_topic_follows_image_transport_convention():
     s = params.NodeSettings.from_values({"image_topic": "/cam/image/",
                                          "image_transport": "compressed"})
     assert s.subscribed_topic == "/cam/image/compressed"
-    assert params.NodeSettings.from_values({}).subscribed_topic == "/camera/image_raw"
+    assert params.NodeSettings.from_values({}).subscribed_topic == "camera/image_raw"
 
 
 def test_markdown_table_lists_every_parameter():

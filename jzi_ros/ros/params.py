@@ -1,6 +1,9 @@
 """The node's parameters in one ROS-free table: the node declares from it, the config test
 checks ``config/localize.yaml`` against it, and the README table is generated from it.
 
+Topic defaults are relative ("jzi/fix" is /jzi/fix in the root namespace) so that a launch
+``namespace`` moves them along with the node.
+
 Read-only parameters (paths, topics, model settings) are fixed at start-up because changing them
 needs a reload or a new subscription; the others may be changed at runtime with ``ros2 param
 set`` and are validated by :meth:`NodeSettings.from_values` first.
@@ -9,8 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Mapping
+
+import yaml
 
 from jzi_ros.errors import JziError
 
@@ -70,20 +76,20 @@ PARAMETERS: tuple[ParamSpec, ...] = (
        choices=COVARIANCE_TYPES),
     _p("max_rate_hz", 0.0, "Most frames localized per second (0: as fast as inference runs).",
        read_only=False, min=0.0, max=1000.0),
-    _p("image_topic", "/camera/image_raw", "Camera topic (with image_transport 'compressed' the "
+    _p("image_topic", "camera/image_raw", "Camera topic (with image_transport 'compressed' the "
        "node subscribes to <image_topic>/compressed)."),
     _p("image_transport", "raw", "sensor_msgs/Image ('raw') or CompressedImage ('compressed').",
        choices=IMAGE_TRANSPORTS),
-    _p("fix_topic", "/jzi/fix", "sensor_msgs/NavSatFix output topic."),
+    _p("fix_topic", "jzi/fix", "sensor_msgs/NavSatFix output topic."),
     _p("fix_frame_id", "camera_link", "frame_id of the fix; a TF frame on the robot (navsat "
        "looks up base_link -> this frame)."),
     _p("reliability", "reliable", "QoS reliability of the fix publisher (reliable also matches "
        "best-effort subscribers).", choices=RELIABILITIES),
     _p("publish_pose", False, "Also publish geometry_msgs/PoseWithCovarianceStamped in the map "
        "frame (for setups without navsat_transform)."),
-    _p("pose_topic", "/jzi/pose", "PoseWithCovarianceStamped output topic."),
+    _p("pose_topic", "jzi/pose", "PoseWithCovarianceStamped output topic."),
     _p("publish_hypotheses", True, "Publish the candidate cells as a PointCloud2 for RViz."),
-    _p("hypotheses_topic", "/jzi/hypotheses", "PointCloud2 output topic."),
+    _p("hypotheses_topic", "jzi/hypotheses", "PointCloud2 output topic."),
     _p("map_frame_id", "jzi_map", "Frame of the pose and hypotheses: local ENU, origin at the "
        "map's root centre."),
 )
@@ -182,3 +188,51 @@ def markdown_table() -> str:
         lines.append(f"| `{spec.name}` | {spec.type_name()} | `{default}` | "
                      f"{'no' if spec.read_only else 'yes'} | {spec.description}{extra} |")
     return "\n".join(lines)
+
+
+def load_params_file(path: str | Path) -> dict[str, Any]:
+    """The ``jzi_localizer`` parameters of a ROS 2 params YAML, validated and typed.
+
+    Accepts the usual root keys ("/**" wildcard first, then "jzi_localizer" or
+    "/jzi_localizer" or "/**/jzi_localizer"); the launch file passes the result as a dict, so
+    the file works with any launch namespace and a wrong value fails before the node starts.
+    """
+    path = Path(path).expanduser()
+    try:
+        document = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise JziError(f"{path}: cannot read the params file ({err})") from None
+    if not isinstance(document, dict):
+        raise JziError(f"{path}: expected a mapping '{NODE_NAME}: ros__parameters: ...'")
+    values: dict[str, Any] = {}
+    found = False
+    for key in ("/**", NODE_NAME, "/" + NODE_NAME, "/**/" + NODE_NAME):
+        section = document.get(key)
+        if section is None:
+            continue
+        block = section.get("ros__parameters") if isinstance(section, dict) else None
+        if not isinstance(block, dict):
+            raise JziError(f"{path}: '{key}' must contain a 'ros__parameters' mapping")
+        found = True
+        values.update({k: v for k, v in block.items() if k != "use_sim_time"})
+    if not found:
+        raise JziError(f"{path}: no '{NODE_NAME}' (or '/**') section with ros__parameters")
+    try:
+        NodeSettings.from_values(values)
+    except JziError as err:
+        raise JziError(f"{path}: {err}") from None
+    return values
+
+
+def launch_parameters(params_file: str | Path | None,
+                      overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """What localize.launch.py passes to the node: the params file's values updated with the
+    non-empty launch-argument overrides, validated and converted to the declared types (ROS
+    rejects an integer YAML value for a double parameter)."""
+    values = load_params_file(params_file) if params_file else {}
+    values.update({k: v for k, v in overrides.items() if v not in ("", None)})
+    for key in ("map_dir", "model_file", "model_file_path", "engine_file_path"):
+        if isinstance(values.get(key), str) and values[key]:
+            values[key] = str(Path(values[key]).expanduser())
+    settings = NodeSettings.from_values(values)
+    return {name: getattr(settings, name) for name in values}

@@ -1,0 +1,53 @@
+"""Start jzi_localizer: camera image in, /jzi/fix (sensor_msgs/NavSatFix) out.
+
+ros2 launch jzi_ros localize.launch.py map_dir:=~/maps/site model_file:=~/models/site.safetensors
+    [params_file:=my.yaml] [image_topic:=/camera/image_raw] [namespace:=robot1]
+    [use_sim_time:=true]
+"""
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from jzi_ros.ros.params import NODE_NAME, launch_parameters
+
+OVERRIDES = ("map_dir", "model_file", "image_topic", "image_transport")
+
+
+def _start_node(context):
+    def arg(name):
+        return LaunchConfiguration(name).perform(context)
+
+    # Read and validate the params file here (ROS-free helper): a bad value stops the launch
+    # with one clear line, and the values apply under any namespace.
+    parameters = launch_parameters(arg("params_file"), {k: arg(k) for k in OVERRIDES})
+    parameters["use_sim_time"] = arg("use_sim_time").lower() in ("true", "1", "yes")
+    return [Node(package="jzi_ros", executable="jzi_localizer", name=NODE_NAME,
+                 namespace=arg("namespace"), parameters=[parameters], output="screen",
+                 emulate_tty=True)]
+
+
+def generate_launch_description():
+    default_params = os.path.join(get_package_share_directory("jzi_ros"), "config",
+                                  "localize.yaml")
+    return LaunchDescription([
+        DeclareLaunchArgument("params_file", default_value=default_params,
+                              description="YAML with a 'jzi_localizer: ros__parameters:' "
+                                          "section"),
+        DeclareLaunchArgument("map_dir", default_value="",
+                              description="Map directory (overrides the params file)"),
+        DeclareLaunchArgument("model_file", default_value="",
+                              description="Checkpoint .safetensors (overrides the params file)"),
+        DeclareLaunchArgument("image_topic", default_value="",
+                              description="Camera topic (overrides the params file)"),
+        DeclareLaunchArgument("image_transport", default_value="",
+                              description="raw or compressed (overrides the params file)"),
+        DeclareLaunchArgument("namespace", default_value="",
+                              description="Namespace of the node and its relative topics"),
+        DeclareLaunchArgument("use_sim_time", default_value="false",
+                              description="Use /clock (bag playback, simulation)"),
+        OpaqueFunction(function=_start_node),
+    ])
