@@ -9,6 +9,7 @@ worker thread decodes, localizes and publishes, so a slow frame never blocks the
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 from typing import Any
@@ -99,12 +100,16 @@ class LocalizerNode(Node):
             if not getattr(s, name):
                 raise JziError(f"{NODE_NAME}: parameter '{name}' is empty; set it in the params "
                                f"file or with {name}:=PATH on the launch command line")
+            if not os.path.exists(os.path.expanduser(getattr(s, name))):
+                raise JziError(f"{NODE_NAME}: parameter '{name}' = {getattr(s, name)!r}: no "
+                               "such file or directory")
         from jzi_ros.inference.localizer import Localizer
 
         if s.backend == "tensorrt":
             self.get_logger().info("backend tensorrt: the first engine build can take minutes")
         started = time.perf_counter()
-        self.localizer = Localizer.from_paths(s.map_dir, s.model_file, localizer_config(s))
+        self.localizer = Localizer.from_paths(
+            os.path.expanduser(s.map_dir), os.path.expanduser(s.model_file), localizer_config(s))
         self.get_logger().info(
             f"localizer ready in {time.perf_counter() - started:.1f} s: map {s.map_dir}, "
             f"model {s.model_file}, backend {self.localizer.backend_name}")
