@@ -69,6 +69,8 @@ def plot_trajectory(result: Any, scored: Any, path: Path, pyramid: Any = None) -
     ax.plot(gt_track.east_m, gt_track.north_m, color="white", lw=3, alpha=0.7)
     ax.plot(gt_track.east_m, gt_track.north_m, color="tab:green", lw=1.5, label="ground truth")
     fix = scored.is_fix
+    for est, gt in zip(scored.est_en, scored.gt_en):  # which estimate belongs to which GT
+        ax.plot([est[0], gt[0]], [est[1], gt[1]], color="black", lw=0.4, alpha=0.4)
     if (~fix).any():
         ax.scatter(*scored.est_en[~fix].T, s=10, marker="x", color="tab:grey",
                    label="NO_FIX estimate")

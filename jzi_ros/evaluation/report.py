@@ -246,4 +246,3 @@ def write_report(result: ReplayResult, out_dir: str | Path, pyramid: Any = None,
         if plots:
             plotting.write_plots(result, score(result), tmp, pyramid)
     return summary
-
