@@ -18,8 +18,8 @@ def _replay(tmp_path, storage="sqlite3", kind="raw"):
     spec = standard_spec(tree, N, kind=kind, corrupt=(7,))
     bag = write_bag(tmp_path / "in", spec, storage)
     loc = IndexLocalizer(tree, spec, offsets_for(N), no_fix=(2,))
-    return bag, replay_bag(bag, loc, ReplayOptions("/camera/image", "/gps/fix",
-                                                    progress=False)), loc
+    options = ReplayOptions("/camera/image", "/gps/fix", progress=False)
+    return bag, replay_bag(bag, loc, options), loc
 
 
 def _all_messages(bag):
