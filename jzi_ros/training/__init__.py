@@ -1,0 +1,1 @@
+"""Training the zoom model: manifests, the paper importer, augmentation, the loop, DDP."""

@@ -1,0 +1,166 @@
+"""Training configuration: a YAML file -> :class:`TrainConfig`, plus ``key=value`` overrides.
+
+Relative paths in the YAML file are relative to the file; relative paths given as overrides
+are relative to the current directory. Dotted keys reach into the model config
+(``model.encoder.trainable_blocks=0``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from jzi_ros.errors import JziError
+from jzi_ros.model.config import PRESETS, ModelConfig, deep_merge
+
+PATH_FIELDS = ("manifest", "map", "out", "init")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+FLOAT_FIELDS = ("lr", "encoder_lr_scale", "weight_decay", "warmup", "label_smoothing",
+                "grad_clip", "val_fraction")
+METRICS = ("recall@25m", "recall@50m", "recall@100m", "exact", "val_loss")
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs (see config/train_demo.yaml for an annotated one)."""
+
+    manifest: str = ""
+    map: str = ""
+    out: str = ""
+    model_preset: str = "demo"
+    model: dict = field(default_factory=dict)
+    init: str | None = None
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 3e-4
+    encoder_lr_scale: float = 1.0
+    weight_decay: float = 0.05
+    warmup: float = 0.05
+    label_smoothing: float = 0.1
+    grad_clip: float = 1.0
+    amp: str = "auto"
+    device: str = "auto"
+    num_workers: int = 2
+    seed: int = 0
+    val_every: int = 1
+    val_fraction: float = 0.1
+    val_batch_size: int = 64
+    best_metric: str = "recall@50m"
+    augment: bool = True
+    max_steps_per_epoch: int | None = None
+    embed_batch_size: int = 64
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        for name in FLOAT_FIELDS:
+            value = getattr(self, name)
+            # YAML reads '3e-4' (no dot in the mantissa) as a string
+            try:
+                if isinstance(value, bool):
+                    raise ValueError
+                setattr(self, name, float(value))
+            except (TypeError, ValueError):
+                raise JziError(f"training config: {name} must be a number, "
+                               f"got {value!r}") from None
+        for name in ("manifest", "map", "out"):
+            if not getattr(self, name):
+                raise JziError(f"training config: '{name}' is required")
+        if self.model_preset not in PRESETS:
+            raise JziError(f"training config: model_preset {self.model_preset!r} is unknown; "
+                           f"expected one of {sorted(PRESETS)}")
+        if not isinstance(self.model, dict):
+            raise JziError(f"training config: 'model' must be a mapping of overrides, "
+                           f"got {self.model!r}")
+        for name in ("epochs", "batch_size", "val_every", "val_batch_size", "embed_batch_size",
+                     "log_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise JziError(f"training config: {name} must be an integer >= 1, "
+                               f"got {value!r}")
+        if self.num_workers < 0:
+            raise JziError(f"training config: num_workers must be >= 0, got {self.num_workers}")
+        for name, low, high in (("lr", 0.0, 1.0), ("warmup", 0.0, 1.0),
+                                ("label_smoothing", 0.0, 1.0), ("val_fraction", 0.0, 1.0)):
+            value = getattr(self, name)
+            if not low <= value < high:
+                raise JziError(f"training config: {name} must be in [{low}, {high}), "
+                               f"got {value!r}")
+        if self.lr <= 0:
+            raise JziError(f"training config: lr must be > 0, got {self.lr}")
+        if self.amp not in AMP_MODES:
+            raise JziError(f"training config: amp must be one of {AMP_MODES}, got {self.amp!r}")
+        if self.best_metric not in METRICS:
+            raise JziError(f"training config: best_metric must be one of {METRICS}, "
+                           f"got {self.best_metric!r}")
+        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
+            raise JziError("training config: max_steps_per_epoch must be null or >= 1")
+        self.model_config()  # validate the model overrides now, not after data loading
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig.preset(self.model_preset, **self.model)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``'model.encoder.trainable_blocks=0'`` -> (['model', 'encoder', 'trainable_blocks'], 0)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise JziError(f"override {text!r}: expected key=value, e.g. epochs=5")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise JziError(f"override {text!r}: value is not valid YAML ({err})") from None
+    return key.strip().split("."), value
+
+
+def _resolve(value: Any, base: Path) -> Any:
+    if value in (None, ""):
+        return value
+    return str((base / os.path.expanduser(str(value))).resolve())
+
+
+def load_train_config(path: str | os.PathLike | None, overrides: list[str] = ()
+                      ) -> TrainConfig:
+    """Read the YAML file (if any), apply ``key=value`` overrides, validate."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise JziError(f"training config {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise JziError(f"training config {path} is not valid YAML: {err}") from None
+        if not isinstance(data, dict):
+            raise JziError(f"training config {path}: expected a mapping at the top level")
+        for name in PATH_FIELDS:
+            if name in data:
+                data[name] = _resolve(data[name], path.parent)
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    for text in overrides:
+        keys, value = parse_override(text)
+        if keys[0] in PATH_FIELDS and len(keys) == 1:
+            value = _resolve(value, Path.cwd())
+        nested: Any = value
+        for key in reversed(keys[1:]):
+            nested = {key: nested}
+        if len(keys) > 1:
+            if not isinstance(data.get(keys[0], {}), dict):
+                raise JziError(f"override {text!r}: {keys[0]} is not a mapping")
+            data[keys[0]] = deep_merge(data.get(keys[0]) or {}, nested)
+        else:
+            data[keys[0]] = nested
+    unknown = sorted(set(data) - names)
+    where = f"training config {path}" if path else "training overrides"
+    if unknown:
+        raise JziError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(names)}")
+    try:
+        return TrainConfig(**data)
+    except TypeError as err:
+        raise JziError(f"{where}: {err}") from None

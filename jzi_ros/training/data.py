@@ -1,0 +1,107 @@
+"""Torch dataset and batch collation for training the zoom model.
+
+A sample is (ground crops, action path, the view-table rows of its D map views). When the
+encoder is trained, the collate function also loads the batch's *unique* map views (the root
+view is shared by every sample, level-1 views by many) so each is encoded once per batch; it
+runs inside the DataLoader workers, in parallel with the training step.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from jzi_ros.errors import JziError
+from jzi_ros.geo import CellTree
+from jzi_ros.maps.pyramid import MapPyramid
+from jzi_ros.model.config import ModelConfig
+from jzi_ros.model.preprocess import ground_crops, normalize, resize
+from jzi_ros.training.augment import GROUND, MAP_VIEW, augment
+from jzi_ros.training.manifest import LabeledSamples
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise JziError(f"ground image {path} is missing or not a readable image")
+    return np.ascontiguousarray(image[..., ::-1])
+
+
+def prefix_view_indices(tree: CellTree, paths: np.ndarray) -> np.ndarray:
+    """Rows of the view table seen along each path: ``int [N, D]`` (m_0 .. m_{D-1})."""
+    return np.stack([tree.view_indices(paths[:, :t]) for t in range(tree.depth)], axis=1)
+
+
+class ZoomDataset(Dataset):
+    """Ground crops ``float [n_crops, 3, S, S]``, path ``long [D]``, view rows ``long [D]``."""
+
+    def __init__(self, data: LabeledSamples, tree: CellTree, config: ModelConfig,
+                 augment: bool, seed: int = 0) -> None:
+        self.data = data
+        self.config = config
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+        self.view_rows = prefix_view_indices(tree, data.paths)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> dict:
+        image = read_rgb(self.data.samples[index].image)
+        if self.augment:
+            # a generator per (seed, epoch, item): reproducible whatever the worker count
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            image = augment(image, GROUND, rng)
+        return {"ground": normalize(ground_crops(image, self.config)),
+                "path": torch.from_numpy(self.data.paths[index].copy()),
+                "view_rows": torch.from_numpy(self.view_rows[index].copy()),
+                "index": index}
+
+
+class Collate:
+    """Stack samples; with ``load_views`` also add ``views [U, 3, S, S]`` for the batch's
+    unique view rows and ``view_slots [B, D]`` pointing into them."""
+
+    def __init__(self, map_dir: Path, config: ModelConfig, load_views: bool,
+                 augment_views: bool, seed: int = 0) -> None:
+        self.map_dir = Path(map_dir)
+        self.config = config
+        self.load_views = load_views
+        self.augment_views = augment_views
+        self.seed = seed
+        self._pyramid: MapPyramid | None = None  # opened lazily in each worker process
+
+    def __getstate__(self) -> dict:
+        # never pickle the memmap into workers (that would copy the whole view file)
+        return {**self.__dict__, "_pyramid": None}
+
+    def __call__(self, items: list[dict]) -> dict:
+        batch = {"ground": torch.stack([i["ground"] for i in items]),
+                 "path": torch.stack([i["path"] for i in items]),
+                 "view_rows": torch.stack([i["view_rows"] for i in items]),
+                 "index": torch.tensor([i["index"] for i in items])}
+        if self.load_views:
+            unique, slots = torch.unique(batch["view_rows"], return_inverse=True)
+            batch["views"] = self._views(unique.numpy(), int(batch["index"].sum()))
+            batch["view_slots"] = slots
+        return batch
+
+    def _views(self, rows: np.ndarray, salt: int) -> torch.Tensor:
+        if self._pyramid is None:
+            self._pyramid = MapPyramid.open(self.map_dir)
+        size = self.config.encoder.image_size
+        rng = np.random.default_rng([self.seed, salt, len(rows)])
+        images = []
+        for row in rows:
+            view = np.asarray(self._pyramid.views[row])
+            if self.augment_views and row > 0:  # the root view is left as the map shows it
+                view = augment(view, MAP_VIEW, rng)
+            images.append(resize(view, size, size))
+        return normalize(np.stack(images))

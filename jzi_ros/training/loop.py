@@ -1,0 +1,336 @@
+"""The training loop: teacher forcing, AdamW, warm-up + cosine, AMP, DDP, resumable.
+
+Two modes, decided by the model config: with a frozen encoder every map-view token is a row of
+the map's precomputed embedding table (only ground images go through the encoder); with a
+(partly) trainable encoder the batch's unique map views are encoded in the step, and the map
+is re-embedded with the shipped checkpoint's encoder at the end.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from tqdm import tqdm
+
+from jzi_ros.errors import JziError
+from jzi_ros.files import atomic_open, write_json
+from jzi_ros.maps.embed import check_model_matches_tree, embed_views, write_map_embeddings
+from jzi_ros.maps.pyramid import MapPyramid
+from jzi_ros.model.checkpoint import load_checkpoint, save_checkpoint
+from jzi_ros.model.zoom import ZoomModel
+from jzi_ros.training import ddp
+from jzi_ros.training.config import TrainConfig
+from jzi_ros.training.data import Collate, ZoomDataset
+from jzi_ros.training.manifest import label_samples, read_manifest, split_train_val
+from jzi_ros.training.state import load_train_state, save_train_state
+from jzi_ros.training.validate import evaluate
+
+LAST, BEST, STATE = "last.safetensors", "best.safetensors", "last.state.safetensors"
+METRICS_LOG, SUMMARY = "metrics.jsonl", "summary.json"
+
+
+class TrainStep(nn.Module):
+    """Everything differentiable in one ``forward`` so DDP can hook the gradients."""
+
+    def __init__(self, model: ZoomModel, frozen: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.frozen = frozen
+
+    def forward(self, batch: dict, view_table: torch.Tensor | None) -> torch.Tensor:
+        model = self.model
+        if self.frozen:
+            with torch.no_grad():
+                ground = model.encode_ground(batch["ground"])
+            views = view_table[batch["view_rows"]]
+        else:
+            ground = model.encode_ground(batch["ground"])
+            views = model.encode_views(batch["views"])[batch["view_slots"]]
+        return model(ground, views.to(ground.dtype), batch["path"][:, :-1])
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up to 1, then cosine decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: ZoomModel, config: TrainConfig,
+                   device: torch.device) -> torch.optim.AdamW:
+    groups: dict[tuple[str, bool], list] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        part = "encoder" if name.startswith("encoder.") else "decoder"
+        # no weight decay on biases, norms, layer scales and embedding tokens (all < 2-D)
+        groups.setdefault((part, param.ndim >= 2), []).append(param)
+    param_groups = []
+    for (part, decay), params in sorted(groups.items()):
+        lr = config.lr * (config.encoder_lr_scale if part == "encoder" else 1.0)
+        param_groups.append({"params": params, "lr": lr, "base_lr": lr,
+                             "weight_decay": config.weight_decay if decay else 0.0})
+    return torch.optim.AdamW(param_groups, lr=config.lr, betas=(0.9, 0.999),
+                             fused=device.type == "cuda")
+
+
+def amp_settings(config: TrainConfig, device: torch.device) -> tuple[dict, bool]:
+    """(autocast kwargs, use a GradScaler): bf16 where supported, fp16 + scaler otherwise."""
+    mode = config.amp
+    if mode == "auto":
+        if device.type != "cuda":
+            mode = "off"
+        else:
+            mode = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if mode == "off":
+        return {"device_type": device.type, "enabled": False}, False
+    if mode == "fp16" and device.type != "cuda":
+        raise JziError("training config: amp=fp16 needs a CUDA device (use bf16 or off on CPU)")
+    dtype = torch.bfloat16 if mode == "bf16" else torch.float16
+    return {"device_type": device.type, "dtype": dtype, "enabled": True}, mode == "fp16"
+
+
+def _better(metric: str, value: float, best: float | None) -> bool:
+    if best is None:
+        return True
+    return value < best if metric == "val_loss" else value > best
+
+
+def _build_model(config: TrainConfig, pyramid: MapPyramid, out: Path, resume: bool
+                 ) -> ZoomModel:
+    if resume:
+        model, _ = load_checkpoint(out / LAST)
+    elif config.init:
+        model, _ = load_checkpoint(config.init)
+        encoder_overrides = config.model.get("encoder", {})
+        if "trainable_blocks" in encoder_overrides:
+            model.encoder.apply_trainable_blocks(encoder_overrides["trainable_blocks"])
+    else:
+        model_config = config.model_config()
+        model_config.grid, model_config.depth = pyramid.tree.grid, pyramid.tree.depth
+        model = ZoomModel(model_config)
+    check_model_matches_tree(model, pyramid, str(config.init or "being trained"))
+    return model
+
+
+def _map_table(pyramid: MapPyramid, model: ZoomModel, config: TrainConfig,
+               info: ddp.DistInfo, log: Callable[[str], None]) -> torch.Tensor:
+    """The map's stored table for this encoder, computing and storing it when missing."""
+    encoder_hash = model.encoder_hash()
+    if info.is_main and pyramid.embeddings_hash() != encoder_hash:
+        log(f"embedding {pyramid.tree.num_views} map views with encoder {encoder_hash}")
+        write_map_embeddings(pyramid, model.to(info.device), config.embed_batch_size,
+                             info.device, progress=True, info={"source": "jzi train"})
+    ddp.barrier(info)
+    table = pyramid.load_embeddings(encoder_hash)
+    return torch.from_numpy(table.astype(np.float32)).to(info.device)
+
+
+def train(config: TrainConfig, resume: bool = False, progress: bool = True,
+          log: Callable[[str], None] = print) -> dict:
+    """Run a training job; returns (and writes to OUT/summary.json) the final summary."""
+    info = ddp.setup(config.device)
+    try:
+        return _train(config, resume, progress and info.is_main,
+                      log if info.is_main else (lambda _msg: None), info)
+    finally:
+        ddp.teardown(info)
+
+
+def _train(config: TrainConfig, resume: bool, progress: bool, log: Callable[[str], None],
+           info: ddp.DistInfo) -> dict:
+    started = time.time()
+    out, device = Path(config.out), info.device
+    if not resume and (out / LAST).exists():
+        raise JziError(f"output {out} already holds a training run ({LAST}); pass --resume to "
+                       f"continue it or choose another 'out'")
+    torch.manual_seed(config.seed)
+    pyramid = MapPyramid.open(config.map)
+    tree = pyramid.tree
+    model = _build_model(config, pyramid, out, resume)
+    labeled = label_samples(read_manifest(config.manifest), tree)
+    if labeled.skipped:
+        first = labeled.skipped[0]
+        log(f"skipped {len(labeled.skipped)} sample(s) outside the map's root square "
+            f"(first: {first.image.name} at {first.latitude:.6f}, {first.longitude:.6f})")
+    train_set, val_set = split_train_val(labeled, config.val_fraction, config.seed)
+    if not len(train_set):
+        raise JziError(f"dataset manifest {config.manifest}: no training samples inside map "
+                       f"{config.map} ({len(labeled.skipped)} outside its root square)")
+    frozen = model.config.encoder.frozen
+    mc = model.config
+    log(f"training on {len(train_set)} samples, validating on {len(val_set)}; encoder "
+        f"{'frozen (map views from the embedding table)' if frozen else 'trainable'}; "
+        f"device {device}, {info.world_size} process(es)")
+
+    model.to(device)
+    view_table = _map_table(pyramid, model, config, info, log) if frozen else None
+    dataset = ZoomDataset(train_set, tree, mc, augment=config.augment, seed=config.seed)
+    sampler = (DistributedSampler(dataset, info.world_size, info.rank, shuffle=True,
+                                  seed=config.seed) if info.distributed
+               else RandomSampler(dataset, generator=torch.Generator().manual_seed(config.seed)))
+    per_rank = math.ceil(len(dataset) / info.world_size)
+    loader = DataLoader(dataset, config.batch_size, sampler=sampler,
+                        num_workers=config.num_workers, pin_memory=device.type == "cuda",
+                        drop_last=per_rank >= 2 * config.batch_size,
+                        collate_fn=Collate(pyramid.path, mc, not frozen, config.augment,
+                                           config.seed))
+    val_loader = DataLoader(ZoomDataset(val_set, tree, mc, augment=False),
+                            config.val_batch_size, shuffle=False,
+                            num_workers=config.num_workers,
+                            collate_fn=Collate(pyramid.path, mc, False, False))
+    steps_per_epoch = len(loader)
+    if config.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
+    total_steps = steps_per_epoch * config.epochs
+    warmup_steps = max(1, int(config.warmup * total_steps))
+    optimizer = make_optimizer(model, config, device)
+    autocast, use_scaler = amp_settings(config, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+
+    start_epoch, global_step, best, history = 0, 0, None, []
+    if resume:
+        state = load_train_state(out / STATE, optimizer)
+        start_epoch, global_step, best = state["epoch"], state["global_step"], state["best"]
+        history = _read_history(out / METRICS_LOG)
+        log(f"resuming after epoch {start_epoch} (step {global_step})")
+
+    step_module: nn.Module = TrainStep(model, frozen)
+    if info.distributed:
+        step_module = DistributedDataParallel(
+            step_module, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=mc.depth == 1)
+    params = [p for p in model.parameters() if p.requires_grad]
+    metadata = {"tree": tree.to_dict(), "map": str(pyramid.path),
+                "train_config": config.to_dict()}
+    last_metrics: dict = {}
+    for epoch in range(start_epoch, config.epochs):
+        if info.distributed:
+            sampler.set_epoch(epoch)
+        dataset.set_epoch(epoch)
+        step_module.train()
+        epoch_start, loss_sum, seen = time.time(), 0.0, 0
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
+                   unit="step", disable=not progress)
+        for step, batch in enumerate(loader):
+            if step >= steps_per_epoch:
+                break
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            factor = lr_factor(global_step, total_steps, warmup_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = group["base_lr"] * factor
+            with torch.autocast(**autocast):
+                logits = step_module(batch, view_table)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), batch["path"].flatten(),
+                                   label_smoothing=config.label_smoothing)
+            if not torch.isfinite(loss):
+                raise JziError(f"training diverged: loss is {loss.item()} at step "
+                               f"{global_step} (lower lr or use amp=bf16/off)")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            global_step += 1
+            loss_sum += loss.item() * len(batch["path"])
+            seen += len(batch["path"])
+            bar.update(1)
+            if step % config.log_every == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}",
+                                lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+        bar.close()
+        elapsed = time.time() - epoch_start
+        record = {"epoch": epoch + 1, "step": global_step,
+                  "train_loss": ddp.all_reduce_mean(loss_sum / max(1, seen), info),
+                  "lr": optimizer.param_groups[0]["lr"], "epoch_s": round(elapsed, 3),
+                  "samples_per_s": round(seen * info.world_size / max(elapsed, 1e-9), 2)}
+        validate_now = len(val_set) and ((epoch + 1) % config.val_every == 0
+                                         or epoch + 1 == config.epochs)
+        if validate_now and info.is_main:
+            table = view_table if frozen else torch.from_numpy(embed_views(
+                pyramid, model, config.embed_batch_size, device, progress=False
+            ).astype(np.float32)).to(device)
+            last_metrics = evaluate(model, val_loader, table, tree, device, progress, autocast)
+            record.update(last_metrics)
+        if info.is_main:
+            history.append(record)
+            _write_history(out / METRICS_LOG, history)
+            log(_epoch_line(record, config.best_metric))
+            epoch_meta = {**metadata, "epoch": epoch + 1, "metrics": record}
+            if validate_now and _better(config.best_metric, record[config.best_metric], best):
+                best = record[config.best_metric]
+                save_checkpoint(out / BEST, model, {**epoch_meta, "best_metric":
+                                                    config.best_metric})
+            save_checkpoint(out / LAST, model, epoch_meta)
+            save_train_state(out / STATE, optimizer, {"epoch": epoch + 1,
+                                                      "global_step": global_step,
+                                                      "best": best})
+        ddp.barrier(info)
+    return _finish(config, pyramid, model, history, best, frozen, info, started, log,
+                   len(train_set), len(val_set), len(labeled.skipped))
+
+
+def _finish(config: TrainConfig, pyramid: MapPyramid, model: ZoomModel, history: list,
+            best: float | None, frozen: bool, info: ddp.DistInfo, started: float,
+            log: Callable[[str], None], n_train: int, n_val: int, n_skipped: int) -> dict:
+    out = Path(config.out)
+    summary: dict = {}
+    if info.is_main:
+        if not (out / BEST).exists():  # no validation ran: the last epoch is what we ship
+            save_checkpoint(out / BEST, model, {"tree": pyramid.tree.to_dict(),
+                                                "map": str(pyramid.path),
+                                                "epoch": len(history), "best_metric": None})
+        shipped, _ = load_checkpoint(out / BEST, device=info.device)
+        if pyramid.embeddings_hash() != shipped.encoder_hash():
+            # the encoder changed in training: the map's table must match what we ship
+            log("re-embedding the map with the trained encoder of best.safetensors")
+            write_map_embeddings(pyramid, shipped, config.embed_batch_size, info.device,
+                                 progress=True, info={"source": "jzi train",
+                                                      "model": str((out / BEST).resolve())})
+        summary = {"best_checkpoint": str(out / BEST), "last_checkpoint": str(out / LAST),
+                   "best_metric": config.best_metric, "best_value": best,
+                   "epochs": len(history), "train_samples": n_train, "val_samples": n_val,
+                   "skipped_outside_root": n_skipped, "encoder_frozen": frozen,
+                   "encoder_hash": shipped.encoder_hash(),
+                   "map_embeddings_hash": pyramid.embeddings_hash(),
+                   "wall_s": round(time.time() - started, 1),
+                   "final": history[-1] if history else {}}
+        write_json(out / SUMMARY, summary)
+    ddp.barrier(info)
+    return summary
+
+
+def _epoch_line(record: dict, metric: str) -> str:
+    text = (f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, "
+            f"{record['samples_per_s']:.1f} samples/s")
+    if "val_loss" in record:
+        text += (f"; val loss {record['val_loss']:.4f}, R@25/50/100m "
+                 f"{record['recall@25m']:.3f}/{record['recall@50m']:.3f}/"
+                 f"{record['recall@100m']:.3f}, exact {record['exact']:.3f} "
+                 f"({metric} {record[metric]:.4f})")
+    return text
+
+
+def _write_history(path: Path, history: list[dict]) -> None:
+    import json
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        for record in history:
+            handle.write(json.dumps(record) + "\n")
+
+
+def _read_history(path: Path) -> list[dict]:
+    import json
+    if not path.exists():
+        return []
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]

@@ -1,0 +1,157 @@
+"""Dataset manifests: one row per ground image with its GPS position (CSV or JSONL).
+
+Columns / keys: ``image`` (path relative to the manifest), ``latitude``, ``longitude``, and
+optionally ``heading`` (degrees), ``time`` (free text or seconds) and ``split`` ("train",
+"val" or "test"; default "train"). Labels (action paths) are not stored: they are computed
+from latitude/longitude with the map's cell tree, so one manifest serves any map.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from jzi_ros.errors import JziError
+from jzi_ros.files import atomic_open
+from jzi_ros.geo import CellTree
+
+SPLITS = ("train", "val", "test")
+COLUMNS = ("image", "latitude", "longitude", "heading", "time", "split")
+
+
+@dataclass(frozen=True)
+class Sample:
+    image: Path
+    latitude: float
+    longitude: float
+    heading: float | None = None
+    time: str | None = None
+    split: str = "train"
+
+
+@dataclass
+class LabeledSamples:
+    """Samples inside the map's root square with their action paths ``int64 [N, D]``."""
+
+    samples: list[Sample]
+    paths: np.ndarray
+    skipped: list[Sample] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def subset(self, indices) -> "LabeledSamples":
+        indices = list(indices)
+        return LabeledSamples([self.samples[i] for i in indices],
+                              self.paths[indices].reshape(len(indices), self.paths.shape[1]))
+
+
+def _number(value, name: str, where: str, optional: bool = False) -> float | None:
+    if optional and (value is None or value == ""):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise JziError(f"{where}: {name} must be a finite number, got {value!r}")
+    return number
+
+
+def _sample(row: dict, base: Path, where: str) -> Sample:
+    if not row.get("image"):
+        raise JziError(f"{where}: missing 'image' (path of the ground image)")
+    latitude = _number(row.get("latitude"), "latitude", where)
+    longitude = _number(row.get("longitude"), "longitude", where)
+    if not -90 <= latitude <= 90 or not -180 <= longitude <= 180:
+        raise JziError(f"{where}: latitude/longitude {latitude}, {longitude} out of range")
+    split = str(row.get("split") or "train").strip().lower()
+    if split not in SPLITS:
+        raise JziError(f"{where}: split {split!r} is not one of {SPLITS}")
+    time = row.get("time")
+    return Sample(image=(base / str(row["image"])).resolve(), latitude=latitude,
+                  longitude=longitude, heading=_number(row.get("heading"), "heading", where,
+                                                       optional=True),
+                  time=None if time in (None, "") else str(time), split=split)
+
+
+def read_manifest(path: str | os.PathLike) -> list[Sample]:
+    """Read a .csv or .jsonl manifest; image paths are resolved against its directory."""
+    path = Path(path)
+    if not path.is_file():
+        raise JziError(f"dataset manifest {path} does not exist")
+    base = path.parent
+    samples = []
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                where = f"dataset manifest {path} line {number}"
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise JziError(f"{where}: not valid JSON ({err})") from None
+                if not isinstance(row, dict):
+                    raise JziError(f"{where}: expected a JSON object per line")
+                samples.append(_sample(row, base, where))
+    elif path.suffix.lower() == ".csv":
+        with open(path, encoding="utf-8", newline="") as handle:
+            reader = csv.DictReader(handle)
+            missing = {"image", "latitude", "longitude"} - set(reader.fieldnames or ())
+            if missing:
+                raise JziError(f"dataset manifest {path}: missing column(s) {sorted(missing)}; "
+                               f"expected a header with image, latitude, longitude")
+            for number, row in enumerate(reader, 2):
+                samples.append(_sample(row, base, f"dataset manifest {path} line {number}"))
+    else:
+        raise JziError(f"dataset manifest {path}: expected a .csv or .jsonl file")
+    if not samples:
+        raise JziError(f"dataset manifest {path} has no samples")
+    return samples
+
+
+def write_manifest(path: str | os.PathLike, samples: list[Sample]) -> None:
+    """Write a CSV manifest (atomic) with image paths relative to its directory."""
+    path = Path(path)
+    base = path.parent.resolve()
+    with atomic_open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(COLUMNS)
+        for s in samples:
+            image = os.path.relpath(Path(s.image).resolve(), base)
+            writer.writerow([image, repr(s.latitude), repr(s.longitude),
+                             "" if s.heading is None else repr(s.heading),
+                             s.time or "", s.split])
+
+
+def label_samples(samples: list[Sample], tree: CellTree) -> LabeledSamples:
+    """Action paths for samples inside the root square; others go to ``skipped``."""
+    kept, paths, skipped = [], [], []
+    for sample in samples:
+        path = tree.try_path_of(sample.latitude, sample.longitude)
+        if path is None:
+            skipped.append(sample)
+        else:
+            kept.append(sample)
+            paths.append(path)
+    array = np.asarray(paths, dtype=np.int64).reshape(len(kept), tree.depth)
+    return LabeledSamples(kept, array, skipped)
+
+
+def split_train_val(labeled: LabeledSamples, val_fraction: float, seed: int
+                    ) -> tuple[LabeledSamples, LabeledSamples]:
+    """The manifest's own split when it names validation rows; else a seeded random share."""
+    splits = [s.split for s in labeled.samples]
+    train = [i for i, s in enumerate(splits) if s == "train"]
+    val = [i for i, s in enumerate(splits) if s == "val"]
+    if not val and val_fraction > 0 and len(train) > 1:
+        order = np.random.default_rng(seed).permutation(train)
+        count = min(len(train) - 1, max(1, int(round(val_fraction * len(train)))))
+        val, train = sorted(order[:count].tolist()), sorted(order[count:].tolist())
+    return labeled.subset(train), labeled.subset(val)
