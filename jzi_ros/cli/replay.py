@@ -37,34 +37,36 @@ def _seconds(text: str) -> float:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bag", type=Path,
                         help="ROS 2 bag: a directory with metadata.yaml, or a .db3 / .mcap file")
-    parser.add_argument("--map", required=True, type=Path, help="map directory (jzi map build)")
-    parser.add_argument("--model", required=True, type=Path,
+    parser.add_argument("--map", required=True, default=argparse.SUPPRESS, type=Path,
+                        help="map directory (jzi map build)")
+    parser.add_argument("--model", required=True, default=argparse.SUPPRESS, type=Path,
                         help="checkpoint (.safetensors) the map was embedded with")
-    parser.add_argument("--image-topic", required=True,
+    parser.add_argument("--image-topic", required=True, default=argparse.SUPPRESS,
                         help="camera topic (sensor_msgs/Image or sensor_msgs/CompressedImage)")
-    parser.add_argument("--gt-topic", required=True,
+    parser.add_argument("--gt-topic", required=True, default=argparse.SUPPRESS,
                         help="ground-truth sensor_msgs/NavSatFix topic (fixes with status >= 0)")
-    parser.add_argument("--out", required=True, type=Path,
+    parser.add_argument("--out", required=True, default=argparse.SUPPRESS, type=Path,
                         help="report directory to create (report.json, report.md, plots)")
     parser.add_argument("--backend", default="auto",
                         help="inference backend: auto, torch, onnxruntime or tensorrt")
     parser.add_argument("--device", default=None,
-                        help="torch device, e.g. cpu or cuda (default: the localizer's choice)")
+                        help="torch device, e.g. cpu or cuda; unset: the localizer's choice")
     parser.add_argument("--beam", type=_positive_int, default=None,
-                        help="beam width (default: the localizer's default)")
+                        help="beam width; unset: the localizer's default")
     parser.add_argument("--every", type=_positive_int, default=1,
                         help="use every N-th frame (in header-stamp order)")
     parser.add_argument("--start", type=_seconds, default=0.0,
                         help="skip the first S seconds after the first image stamp")
     parser.add_argument("--duration", type=_seconds, default=None,
-                        help="replay only S seconds from --start (default: to the end)")
+                        help="replay only S seconds from --start; unset: to the end")
     parser.add_argument("--limit", type=_positive_int, default=None,
-                        help="stop after N frames")
+                        help="stop after N frames; unset: no limit")
     parser.add_argument("--gt-tolerance", type=_seconds, default=0.5,
                         help="max seconds between an image stamp and the ground-truth fixes "
                              "used for it; frames without GT that close are skipped")
     parser.add_argument("--write-bag", type=Path, default=None, metavar="OUT",
-                        help="also write a copy of the bag plus the fixes as NavSatFix")
+                        help="also write a copy of the bag plus the fixes as NavSatFix (header "
+                             "stamp = image stamp) into this new bag directory")
     parser.add_argument("--bag-version", type=int, choices=(8, 9), default=8,
                         help="rosbag2 format of --write-bag: 8 opens in Humble, 9 needs Jazzy+")
     parser.add_argument("--bag-storage", choices=("auto", "sqlite3", "mcap"), default="auto",

@@ -48,12 +48,13 @@ def plot_error_cdf(scored: Any, path: Path) -> None:
     for d in DEFAULT_RECALL_M:
         ax.axvline(d, color="grey", lw=0.6, ls=":")
     ax.set_xscale("symlog", linthresh=10)
+    ax.set_xlim(left=0)
     ax.set_xlabel("horizontal error [m]")
     ax.set_ylabel("fraction of frames")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    ax.set_title("Error CDF")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title("Error CDF (dotted: 25 / 50 / 100 / 250 m)")
     _save(fig, path)
 
 
@@ -107,7 +108,7 @@ def plot_error_time(scored: Any, path: Path) -> None:
         ax.plot(t[fix], bound[fix], "-", color="tab:orange", lw=0.8,
                 label="2-sigma semi-major axis")
         ax.set_yscale("symlog", linthresh=10)
-        ax.legend(loc="upper right", fontsize=8)
+        ax.legend(loc="best", fontsize=8)
     ax.set_xlabel("time since first scored frame [s]")
     ax.set_ylabel("error [m]")
     ax.grid(alpha=0.3)
