@@ -1,0 +1,360 @@
+"""Runs jzi_ros/ros/node.py here, without ROS 2, on small stand-ins for the rclpy API it uses.
+
+The stand-ins record what the node declares, subscribes and publishes; messages are rosbags
+classes (same fields as ROS). This checks the node's own logic (parameters and descriptors,
+QoS, which messages go out for FIX / NO_FIX / bad frames, diagnostics, runtime parameter
+changes, main()'s exit codes and shutdown). The real-ROS check is test_ros_node.py.
+"""
+import importlib
+import sys
+import time
+import types as pytypes
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from jzi_ros.errors import BadImageError, JziError
+from jzi_ros.inference.fix import Fix, FixStatus, Hypothesis
+
+rosbags_typesys = pytest.importorskip("rosbags.typesys")
+STORE = rosbags_typesys.get_typestore(rosbags_typesys.Stores.ROS2_HUMBLE)
+T = STORE.types
+
+
+class Record(SimpleNamespace):
+    """A message/descriptor stand-in: keyword fields, attribute assignment."""
+
+
+class Logger:
+    def __init__(self, lines):
+        self.lines = lines
+
+    def _log(self, level, text, **kw):
+        self.lines.append((level, text, kw))
+
+    def info(self, text, **kw):
+        self._log("info", text, **kw)
+
+    def warning(self, text, **kw):
+        self._log("warning", text, **kw)
+
+    def error(self, text, **kw):
+        self._log("error", text, **kw)
+
+
+LOGS: list = []
+
+
+class FakeNode:
+    overrides: dict = {}
+
+    def __init__(self, name, **kwargs):
+        self.name, self.params, self.descriptors = name, {}, {}
+        self.publishers, self.subscriptions, self.param_callbacks = {}, [], []
+        self.destroyed = False
+
+    def declare_parameter(self, name, value, descriptor):
+        value = self.overrides.get(name, value)
+        self.params[name], self.descriptors[name] = value, descriptor
+        return SimpleNamespace(value=value)
+
+    def get_parameter(self, name):
+        return SimpleNamespace(value=self.params[name])
+
+    def get_logger(self):
+        return Logger(LOGS)
+
+    def create_publisher(self, msg_type, topic, qos):
+        publisher = SimpleNamespace(msg_type=msg_type, qos=qos, sent=[])
+        publisher.publish = publisher.sent.append
+        self.publishers[topic] = publisher
+        return publisher
+
+    def create_subscription(self, msg_type, topic, callback, qos):
+        self.subscriptions.append(SimpleNamespace(msg_type=msg_type, topic=topic,
+                                                  callback=callback, qos=qos))
+
+    def add_on_set_parameters_callback(self, callback):
+        self.param_callbacks.append(callback)
+
+    def destroy_node(self):
+        self.destroyed = True
+
+
+class Updater:
+    def __init__(self, node):
+        self.tasks, self.hwid = {}, ""
+
+    def setHardwareID(self, hwid):
+        self.hwid = hwid
+
+    def add(self, name, task):
+        self.tasks[name] = task
+
+
+class StatusWrapper:
+    def __init__(self):
+        self.level, self.message, self.values = None, "", {}
+
+    def summary(self, level, message):
+        self.level, self.message = level, message
+
+    def add(self, key, value):
+        assert isinstance(value, str), key
+        self.values[key] = value
+
+
+class ParamTypeError(Exception):
+    pass
+
+
+def _module(name, **attrs):
+    module = pytypes.ModuleType(name)
+    module.__dict__.update(attrs)
+    return module
+
+
+def _enum(*names):
+    return SimpleNamespace(**{n: n for n in names})
+
+
+RCLPY_STATE = {"ok": True, "spin": None, "shutdown": 0}
+
+
+def _fake_modules():
+    rclpy = _module(
+        "rclpy", init=lambda args=None: RCLPY_STATE.update(ok=True),
+        ok=lambda: RCLPY_STATE["ok"],
+        shutdown=lambda: RCLPY_STATE.update(ok=False, shutdown=RCLPY_STATE["shutdown"] + 1),
+        spin=lambda node: RCLPY_STATE["spin"](node))
+    rclpy.logging = _module("rclpy.logging", get_logger=lambda name: Logger(LOGS))
+    modules = {
+        "rclpy": rclpy, "rclpy.logging": rclpy.logging,
+        "rclpy.node": _module("rclpy.node", Node=FakeNode),
+        "rclpy.qos": _module("rclpy.qos", QoSProfile=Record,
+                             HistoryPolicy=_enum("KEEP_LAST"),
+                             ReliabilityPolicy=_enum("RELIABLE", "BEST_EFFORT"),
+                             DurabilityPolicy=_enum("VOLATILE")),
+        "rclpy.exceptions": _module("rclpy.exceptions",
+                                    InvalidParameterTypeException=ParamTypeError,
+                                    InvalidParameterValueException=ParamTypeError),
+        "rclpy.executors": _module("rclpy.executors",
+                                   ExternalShutdownException=type("ESE", (Exception,), {})),
+        "rcl_interfaces.msg": _module("rcl_interfaces.msg", ParameterDescriptor=Record,
+                                      FloatingPointRange=Record, IntegerRange=Record,
+                                      SetParametersResult=Record),
+        "diagnostic_msgs.msg": _module("diagnostic_msgs.msg", DiagnosticStatus=SimpleNamespace(
+            OK=b"\x00", WARN=b"\x01", ERROR=b"\x02")),
+        "diagnostic_updater": _module("diagnostic_updater", Updater=Updater,
+                                      DiagnosticStatusWrapper=StatusWrapper),
+        "sensor_msgs_py": _module("sensor_msgs_py"),
+        "builtin_interfaces.msg": _module("builtin_interfaces.msg",
+                                          Time=T["builtin_interfaces/msg/Time"]),
+        "std_msgs.msg": _module("std_msgs.msg", Header=T["std_msgs/msg/Header"]),
+    }
+    modules["sensor_msgs_py.point_cloud2"] = _module(
+        "sensor_msgs_py.point_cloud2",
+        create_cloud=lambda header, fields, points: Record(header=header, fields=fields,
+                                                           points=list(points)))
+    modules["sensor_msgs_py"].point_cloud2 = modules["sensor_msgs_py.point_cloud2"]
+    modules["sensor_msgs.msg"] = _module("sensor_msgs.msg", **{
+        n: T[f"sensor_msgs/msg/{n}"] for n in ("Image", "CompressedImage", "NavSatFix",
+                                               "NavSatStatus", "PointCloud2", "PointField")})
+    modules["geometry_msgs.msg"] = _module("geometry_msgs.msg", **{
+        n: T[f"geometry_msgs/msg/{n}"] for n in ("Point", "Pose", "PoseWithCovariance",
+                                                 "PoseWithCovarianceStamped", "Quaternion")})
+    return modules
+
+
+class FakeLocalizer:
+    """Answers FIX or NO_FIX depending on the image's mean brightness; rejects tiny images."""
+
+    backend_name = "torch"
+    calls = 0
+
+    @classmethod
+    def from_paths(cls, map_dir, model_path, config=None):
+        if "broken" in str(map_dir):
+            raise JziError(f"{map_dir}: manifest.json missing (expected a map directory)")
+        FakeLocalizer.config = config
+        return cls()
+
+    def localize(self, image):
+        FakeLocalizer.calls += 1
+        if image.shape[0] < 4:
+            raise BadImageError("image too small")
+        hyps = (Hypothesis((1,), 1.0, 0.0, 5.0, 6.0, 38.9, -77.03),)
+        if image.mean() > 100:
+            return Fix(FixStatus.FIX, 38.9, -77.03, 0.0, np.diag([4.0, 9.0, 100.0]), 0.8,
+                       5.0, 6.0, hyps)
+        return Fix.no_fix("low confidence", 38.9, -77.03, 0.0, 1e8, hypotheses=hyps)
+
+
+@pytest.fixture
+def node_module(monkeypatch, tmp_path):
+    for name, module in _fake_modules().items():
+        monkeypatch.setitem(sys.modules, name, module)
+    import dataclasses
+
+    @dataclasses.dataclass
+    class LocalizerConfig:
+        beam_width: int = 4
+        confidence_threshold: float = 0.3
+        backend: str = "auto"
+
+    monkeypatch.setitem(sys.modules, "jzi_ros.inference.localizer",
+                        _module("jzi_ros.inference.localizer", Localizer=FakeLocalizer,
+                                LocalizerConfig=LocalizerConfig))
+    monkeypatch.delitem(sys.modules, "jzi_ros.ros.node", raising=False)
+    module = importlib.import_module("jzi_ros.ros.node")
+    (tmp_path / "map").mkdir()
+    (tmp_path / "model.safetensors").write_bytes(b"x")
+    FakeNode.overrides = {"map_dir": str(tmp_path / "map"),
+                          "model_file": str(tmp_path / "model.safetensors"),
+                          "fix_frame_id": "cam", "publish_pose": True, "beam_width": 7}
+    LOGS.clear()
+    yield module
+    monkeypatch.delitem(sys.modules, "jzi_ros.ros.node", raising=False)
+
+
+def _image(value, stamp_sec, height=8, encoding="rgb8"):
+    width = 8
+    return T["sensor_msgs/msg/Image"](
+        header=T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](
+            sec=stamp_sec, nanosec=5), frame_id="cam"),
+        height=height, width=width, encoding=encoding, is_bigendian=0, step=width * 3,
+        data=np.full(height * width * 3, value, np.uint8))
+
+
+def _wait(predicate, timeout_s=3.0):
+    deadline = time.monotonic() + timeout_s
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return predicate()
+
+
+def test_setup_declares_parameters_qos_and_publishers(node_module):
+    node = node_module.LocalizerNode()
+    node.setup()
+    try:
+        assert set(node.params) == set(node_module.PARAMETER_NAMES)
+        beam = node.descriptors["beam_width"]
+        assert beam.read_only and beam.integer_range[0].from_value == 1
+        assert node.descriptors["confidence_threshold"].floating_point_range[0].to_value == 1.0
+        assert not node.descriptors["publish_no_fix"].read_only
+        assert "tensorrt" in node.descriptors["backend"].additional_constraints
+        assert FakeLocalizer.config.beam_width == 7  # only fields LocalizerConfig has
+        (sub,) = node.subscriptions
+        assert sub.topic == "camera/image_raw" and sub.msg_type.__name__.endswith("Image")
+        assert (sub.qos.depth, sub.qos.reliability) == (1, "BEST_EFFORT")
+        assert node.publishers["jzi/fix"].qos.reliability == "RELIABLE"
+        assert {"jzi/fix", "jzi/pose", "jzi/hypotheses"} <= set(node.publishers)
+    finally:
+        node.close()
+    assert node.destroyed
+
+
+def test_frames_become_fixes_no_fixes_and_bad_messages_are_skipped(node_module):
+    node = node_module.LocalizerNode()
+    node.setup()
+    callback = node.subscriptions[0].callback
+    fixes = node.publishers["jzi/fix"].sent
+    try:
+        callback(_image(200, 10))
+        assert _wait(lambda: len(fixes) == 1)
+        callback(_image(10, 11))
+        assert _wait(lambda: len(fixes) == 2)
+        callback(_image(200, 12, encoding="16UC1"))  # unsupported encoding
+        assert _wait(lambda: node.stats.bad_messages == 1)
+        callback(_image(200, 13, height=2))  # the localizer rejects it
+        assert _wait(lambda: node.stats.bad_messages == 2)
+        callback(_image(200, 14))
+        assert _wait(lambda: len(fixes) == 3)
+    finally:
+        node.close()
+    ok, no_fix, last = fixes
+    assert (ok.header.stamp.sec, ok.header.stamp.nanosec, ok.header.frame_id) == (10, 5, "cam")
+    assert ok.status.status == 0 and no_fix.status.status == -1 and last.header.stamp.sec == 14
+    assert ok.position_covariance[0] == 4.0 and ok.position_covariance[8] == 1e4
+    assert np.all(np.isfinite(no_fix.position_covariance))
+    poses = node.publishers["jzi/pose"].sent
+    assert [p.header.stamp.sec for p in poses] == [10, 14]  # FIX only
+    assert poses[0].header.frame_id == "jzi_map" and poses[0].pose.pose.position.x == 5.0
+    clouds = node.publishers["jzi/hypotheses"].sent
+    assert len(clouds) == 3 and clouds[0].points == [(5.0, 6.0, 0.0, 1.0)]
+    warnings = [text for level, text, kw in LOGS if level == "warning"]
+    assert any("16UC1" in w for w in warnings) and any("too small" in w for w in warnings)
+    assert all(kw.get("throttle_duration_sec") for level, _, kw in LOGS if level == "warning")
+
+
+def test_publish_no_fix_false_and_runtime_parameter_change(node_module):
+    FakeNode.overrides["publish_no_fix"] = False
+    node = node_module.LocalizerNode()
+    node.setup()
+    callback, fixes = node.subscriptions[0].callback, node.publishers["jzi/fix"].sent
+    try:
+        callback(_image(10, 1))
+        assert _wait(lambda: node.stats.frames == 1)
+        assert fixes == []
+        (on_set,) = node.param_callbacks
+        bad = on_set([SimpleNamespace(name="max_rate_hz", value=-3.0)])
+        assert not bad.successful and "max_rate_hz" in bad.reason
+        good = on_set([SimpleNamespace(name="publish_no_fix", value=True),
+                       SimpleNamespace(name="max_rate_hz", value=0.5),
+                       SimpleNamespace(name="diagnostic_updater.period", value=2.0)])
+        assert good.successful and node.settings.publish_no_fix
+        assert node.limiter.max_rate_hz == 0.5
+        callback(_image(10, 4))
+        assert _wait(lambda: len(fixes) == 1)
+        callback(_image(10, 5))  # within 2 s of the last admitted stamp: dropped by the limit
+        time.sleep(0.1)
+        assert len(fixes) == 1
+    finally:
+        node.close()
+
+
+def test_diagnostics_report_rates_latency_and_counts(node_module):
+    node = node_module.LocalizerNode()
+    node.setup()
+    task = node.updater.tasks["localizer"]
+    stat = task(StatusWrapper())
+    assert stat.level == b"\x01" and "no images" in stat.message
+    node.subscriptions[0].callback(_image(200, 3))
+    assert _wait(lambda: node.stats.fixes == 1)
+    stat = task(StatusWrapper())
+    node.close()
+    assert stat.level == b"\x00"
+    for key in ("backend", "input rate (Hz)", "fix rate (Hz)", "inference latency mean (ms)",
+                "last confidence", "bad messages"):
+        assert key in stat.values
+    assert stat.values["backend"] == "torch" and stat.values["last confidence"] == "0.800"
+    assert node.updater.hwid.endswith("torch")
+
+
+def test_main_exit_codes(node_module, tmp_path):
+    def interrupt(node):
+        raise KeyboardInterrupt
+
+    RCLPY_STATE["spin"] = interrupt
+    before = RCLPY_STATE["shutdown"]
+    assert node_module.main([]) == 0
+    assert RCLPY_STATE["shutdown"] == before + 1
+
+    LOGS.clear()
+    FakeNode.overrides["map_dir"] = str(tmp_path / "does_not_exist")
+    assert node_module.main([]) == 1
+    errors = [text for level, text, _ in LOGS if level == "error"]
+    assert len(errors) == 1 and "does_not_exist" in errors[0] and "map_dir" in errors[0]
+
+    LOGS.clear()
+    (tmp_path / "broken_map").mkdir()
+    FakeNode.overrides["map_dir"] = str(tmp_path / "broken_map")
+    assert node_module.main([]) == 1
+    assert [t for lvl, t, _ in LOGS if lvl == "error"] == [
+        f"{tmp_path / 'broken_map'}: manifest.json missing (expected a map directory)"]
+
+    FakeNode.overrides["beam_width"] = 0  # out of range: one line, exit 1
+    LOGS.clear()
+    assert node_module.main([]) == 1
+    assert "beam_width" in [t for lvl, t, _ in LOGS if lvl == "error"][0]
