@@ -118,7 +118,7 @@ def summarize(result: ReplayResult, map_path: str | Path | None = None) -> dict[
         "options": result.options_dict(),
         "interrupted": result.interrupted,
         "wall_s": result.wall_s,
-        "frames_per_s": processed / result.wall_s if result.wall_s > 0 else 0.0,
+        "frames_per_s": processed / result.loop_s if result.loop_s > 0 else 0.0,
         "frames": {
             "in_bag": result.frames_in_bag,
             "selected": result.frames_selected,
@@ -155,8 +155,8 @@ def render_markdown(summary: dict[str, Any]) -> str:
     lines += [f"- bag: `{s['bag']}`", f"- map: `{s['map']}`", f"- backend: {s['backend']}",
               f"- images: `{s['image_topic']}` ({s['image_type']}), ground truth: "
               f"`{s['gt_topic']}`",
-              f"- {frames['read']} frames in {s['wall_s']:.1f} s ({s['frames_per_s']:.2f} "
-              "frames/s)", "",
+              f"- {frames['read']} frames, {s['frames_per_s']:.2f} frames/s "
+              f"({s['wall_s']:.1f} s in all, bag scanning included)", "",
               "## Frames", "", "| | count |", "|---|---:|",
               f"| in bag | {frames['in_bag']} |", f"| selected | {frames['selected']} |",
               f"| read | {frames['read']} |", f"| localized | {frames['localized']} |",
