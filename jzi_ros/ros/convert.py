@@ -77,7 +77,7 @@ class MessageTypes:
 
 
 def ros_message_types() -> MessageTypes:
-    """The rclpy message classes (imported here, so this module loads without ROS)."""
+    """Collect the rclpy message classes (imported here: this module loads without ROS)."""
     from builtin_interfaces.msg import Time
     from geometry_msgs.msg import (Point, Pose, PoseWithCovariance,
                                    PoseWithCovarianceStamped, Quaternion)
@@ -93,7 +93,7 @@ def ros_message_types() -> MessageTypes:
 
 
 def rosbags_message_types(typestore: Any) -> MessageTypes:
-    """The dataclasses of a rosbags typestore, e.g. ``get_typestore(Stores.ROS2_HUMBLE)``."""
+    """Collect the classes of a rosbags typestore, e.g. ``get_typestore(Stores.ROS2_HUMBLE)``."""
     t = typestore.types
     return MessageTypes(Time=t["builtin_interfaces/msg/Time"], Header=t["std_msgs/msg/Header"],
                         NavSatFix=t["sensor_msgs/msg/NavSatFix"],
@@ -117,7 +117,7 @@ def stamp_to_ns(stamp: Any) -> int:
 
 
 def make_header(stamp_ns: int, frame_id: str, types: MessageTypes) -> Any:
-    """A std_msgs/Header; ``stamp_ns`` must be >= 0 (ROS time cannot be negative)."""
+    """Build a std_msgs/Header; ``stamp_ns`` must be >= 0 (ROS time cannot be negative)."""
     stamp_ns = int(stamp_ns)
     if stamp_ns < 0:
         raise ValueError(f"stamp_ns must be >= 0, got {stamp_ns}")
@@ -128,7 +128,7 @@ def make_header(stamp_ns: int, frame_id: str, types: MessageTypes) -> Any:
 # --------------------------------------------------------------------------- images in
 
 def _uint8_buffer(data: Any, what: str) -> np.ndarray:
-    """The bytes of a uint8[] field: numpy (rosbags), array.array / bytes / list (rclpy)."""
+    """View a uint8[] field as numpy: numpy (rosbags), array.array / bytes / list (rclpy)."""
     if isinstance(data, (bytes, bytearray, memoryview, array.array)):
         return np.frombuffer(data, dtype=np.uint8)
     buffer = np.asarray(data)
@@ -207,8 +207,10 @@ def compressed_msg_to_rgb(msg: Any) -> np.ndarray:
 
 def floored_covariance_enu(fix: Fix, sigma_floor_m: float,
                            up_variance_m2: float | None = None) -> np.ndarray:
-    """The fix's 3x3 ENU covariance with every horizontal standard deviation (along any
-    direction, i.e. the eigenvalues of the East-North block) at least ``sigma_floor_m``.
+    """Return the fix's 3x3 ENU covariance with a floor on the horizontal sigma.
+
+    Every horizontal standard deviation (along any direction, i.e. the eigenvalues of the
+    East-North block) becomes at least ``sigma_floor_m``.
 
     Up is decoupled from East/North (the policy does not estimate height) and gets
     ``up_variance_m2`` when given, else the fix's own Up variance, floored the same way.
@@ -234,7 +236,7 @@ def fix_to_navsatfix(fix: Fix, stamp_ns: int, frame_id: str, types: MessageTypes
                      sigma_floor_m: float = 1.0, altitude_m: float | None = None,
                      altitude_variance_m2: float | None = None,
                      covariance_type: str = "known") -> Any:
-    """A sensor_msgs/NavSatFix for ``fix``, stamped with the image stamp ``stamp_ns``.
+    """Build a sensor_msgs/NavSatFix for ``fix``, stamped with the image stamp ``stamp_ns``.
 
     ``altitude_m`` / ``altitude_variance_m2`` override the fix's altitude and Up variance
     (navsat_transform drops fixes whose altitude is NaN, so it must be finite). A NO_FIX fix
@@ -263,9 +265,11 @@ def fix_to_navsatfix(fix: Fix, stamp_ns: int, frame_id: str, types: MessageTypes
 def fix_to_pose_with_covariance(fix: Fix, stamp_ns: int, frame_id: str, types: MessageTypes,
                                 *, sigma_floor_m: float = 1.0,
                                 altitude_variance_m2: float | None = None) -> Any:
-    """geometry_msgs/PoseWithCovarianceStamped in the map's local ENU frame (origin = map root
-    centre, x east, y north, z 0). It has no status field: publish it for FIX fixes only.
-    Orientation is identity with "unknown" (huge) rotation variances."""
+    """Build a geometry_msgs/PoseWithCovarianceStamped in the map's local ENU frame.
+
+    Origin = map root centre, x east, y north, z 0. It has no status field: publish it for FIX
+    fixes only. Orientation is identity with "unknown" (huge) rotation variances.
+    """
     cov3 = floored_covariance_enu(fix, sigma_floor_m, altitude_variance_m2)
     cov6 = np.zeros((6, 6))
     cov6[:3, :3] = cov3
@@ -281,7 +285,7 @@ def fix_to_pose_with_covariance(fix: Fix, stamp_ns: int, frame_id: str, types: M
 # --------------------------------------------------------------------------- hypotheses cloud
 
 def cloud_fields(types: MessageTypes) -> list[Any]:
-    """PointFields of the hypotheses cloud: x, y, z, probability, float32, 16 bytes a point."""
+    """Describe the hypotheses cloud's points: x, y, z, probability, float32, 16 bytes a point."""
     float32 = int(types.PointField.FLOAT32)
     return [types.PointField(name=name, offset=4 * i, datatype=float32, count=1)
             for i, name in enumerate(CLOUD_FIELD_NAMES)]
@@ -297,13 +301,13 @@ def hypotheses_points(hypotheses: Sequence[Hypothesis] | Iterable[Hypothesis]) -
 
 
 def hypotheses_cloud_data(hypotheses: Iterable[Hypothesis]) -> bytes:
-    """The packed little-endian point data matching :func:`cloud_fields`."""
+    """Pack the points little-endian, matching :func:`cloud_fields`."""
     return hypotheses_points(hypotheses).astype("<f4").tobytes()
 
 
 def hypotheses_to_pointcloud2(hypotheses: Iterable[Hypothesis], stamp_ns: int, frame_id: str,
                               types: MessageTypes) -> Any:
-    """A complete unorganised sensor_msgs/PointCloud2 (height 1) of the hypotheses."""
+    """Build an unorganised sensor_msgs/PointCloud2 (height 1) of the hypotheses."""
     data = hypotheses_cloud_data(hypotheses)
     width = len(data) // CLOUD_POINT_STEP
     return types.PointCloud2(header=make_header(stamp_ns, frame_id, types), height=1,

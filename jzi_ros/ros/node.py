@@ -1,6 +1,8 @@
-"""``jzi_localizer``: camera image in, ``sensor_msgs/NavSatFix`` out (plus pose, hypotheses cloud
-and diagnostics). Thin on purpose: conversions live in ``convert``, plumbing in ``runtime``,
-parameters in ``params``, localization in ``jzi_ros.inference.localizer``.
+"""``jzi_localizer``: camera image in, ``sensor_msgs/NavSatFix`` out.
+
+Also publishes a pose, the hypotheses cloud and diagnostics. Thin on purpose: conversions
+live in ``convert``, plumbing in ``runtime``, parameters in ``params``, localization in
+``jzi_ros.inference.localizer``.
 
 Threading: the subscription callback only puts the newest message in a one-slot mailbox; a
 worker thread decodes, localizes and publishes, so a slow frame never blocks the executor
@@ -52,7 +54,7 @@ def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
 
 
 def localizer_config(settings: NodeSettings) -> Any:
-    """LocalizerConfig from the node settings (only fields this LocalizerConfig has)."""
+    """Build the LocalizerConfig from the node settings (only fields it has)."""
     from jzi_ros.inference.localizer import LocalizerConfig
 
     wanted = {

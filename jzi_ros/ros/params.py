@@ -1,5 +1,7 @@
-"""The node's parameters in one ROS-free table: the node declares from it, the config test
-checks ``config/localize.yaml`` against it, and the README table is generated from it.
+"""The node's parameters in one ROS-free table.
+
+The node declares from it, the config test checks ``config/localize.yaml`` against it, and the
+README table is generated from it.
 
 Topic defaults are relative ("jzi/fix" is /jzi/fix in the root namespace) so that a launch
 ``namespace`` moves them along with the node.
@@ -178,7 +180,7 @@ def check_value(spec: ParamSpec, value: Any) -> Any:
 
 
 def markdown_table() -> str:
-    """The README parameters table."""
+    """Render the README parameters table."""
     lines = ["| name | type | default | runtime | description |", "|---|---|---|---|---|"]
     for spec in PARAMETERS:
         extra = f" One of: {', '.join(spec.choices)}." if spec.choices else ""
@@ -191,7 +193,7 @@ def markdown_table() -> str:
 
 
 def load_params_file(path: str | Path) -> dict[str, Any]:
-    """The ``jzi_localizer`` parameters of a ROS 2 params YAML, validated and typed.
+    """Read the ``jzi_localizer`` parameters of a ROS 2 params YAML, validated.
 
     Accepts the usual root keys ("/**" wildcard first, then "jzi_localizer" or
     "/jzi_localizer" or "/**/jzi_localizer"); the launch file passes the result as a dict, so
@@ -226,9 +228,12 @@ def load_params_file(path: str | Path) -> dict[str, Any]:
 
 def launch_parameters(params_file: str | Path | None,
                       overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """What localize.launch.py passes to the node: the params file's values updated with the
-    non-empty launch-argument overrides, validated and converted to the declared types (ROS
-    rejects an integer YAML value for a double parameter)."""
+    """Build the parameters localize.launch.py passes to the node.
+
+    The params file's values updated with the non-empty launch-argument overrides, validated
+    and converted to the declared types (ROS rejects an integer YAML value for a double
+    parameter).
+    """
     values = load_params_file(params_file) if params_file else {}
     values.update({k: v for k, v in overrides.items() if v not in ("", None)})
     for key in ("map_dir", "model_file", "model_file_path", "engine_file_path"):

@@ -1,5 +1,6 @@
-"""ROS-free plumbing of the node: latest-frame slot, rate limiter, rate meters, statistics and
-the inference worker thread. Kept here so it is unit-tested without ROS 2.
+"""ROS-free plumbing of the node, unit-tested without ROS 2.
+
+Latest-frame slot, rate limiter, rate meters, statistics and the inference worker thread.
 
 Why a one-slot mailbox and a worker: inference takes tens to hundreds of milliseconds, cameras
 publish at 10-30 Hz. Queueing frames would make every fix older than the last; blocking the
@@ -35,7 +36,7 @@ class LatestSlot(Generic[T]):
             self._cond.notify()
 
     def take(self, timeout: float | None = None) -> T | None:
-        """The newest item (removing it), or None on timeout or after ``close``."""
+        """Remove and return the newest item; None on timeout or after ``close``."""
         with self._cond:
             if self._item is None and not self._closed:
                 self._cond.wait(timeout)
@@ -54,8 +55,11 @@ class LatestSlot(Generic[T]):
 
 
 class RateLimiter:
-    """Admits at most ``max_rate_hz`` events per second (0 = no limit). The node feeds image
-    stamps, so the limit holds in sim time and in bag playback at any speed."""
+    """Admits at most ``max_rate_hz`` events per second (0 = no limit).
+
+    The node feeds image stamps, so the limit holds in sim time and in bag playback at any
+    speed.
+    """
 
     def __init__(self, max_rate_hz: float = 0.0) -> None:
         self.max_rate_hz = float(max_rate_hz)
@@ -185,8 +189,10 @@ class Worker:
                 self._on_error(err)
 
     def stop(self, timeout_s: float = 3.0) -> bool:
-        """Close the slot and join; False if the thread is still busy after ``timeout_s``
-        (a long inference; the thread is a daemon so the process can still exit)."""
+        """Close the slot and join; False if the thread is still busy after ``timeout_s``.
+
+        (A long inference: the thread is a daemon, so the process can still exit.)
+        """
         self.slot.close()
         if self._thread.is_alive():
             self._thread.join(timeout_s)
