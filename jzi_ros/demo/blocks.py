@@ -185,8 +185,8 @@ def _industrial(rng, layers, frame, u0, v0, u1, v1) -> None:
         building(layers, frame, us + 3, v0 + 3, u1 - 3, (v0 + v1) / 2 - 2,
                  rng.uniform(6, 12), _flat_tone(rng), "flat")
     for _ in range(int(rng.integers(0, 4))):
-        x, y = frame.px([[rng.uniform(us + 8, u1 - 8), rng.uniform((v0 + v1) / 2 + 8,
-                                                                    v1 - 8)]])[0]
+        yard = [[rng.uniform(us + 8, u1 - 8), rng.uniform((v0 + v1) / 2 + 8, v1 - 8)]]
+        x, y = frame.px(yard)[0]
         if layers.inside(x, y) and not layers.blocked[int(y), int(x)]:
             layers.disc(x, y, rng.uniform(4, 8) * layers.s, BUILDING, int(rng.integers(0, 40)),
                         int(rng.integers(8, 15)))

@@ -88,4 +88,3 @@ def make_dataset(world: World, tree: CellTree, out_dir: str | os.PathLike,
             "sampling": sampling.to_dict(), "styles": [s.to_dict() for s in styles],
             "seconds": round(time.perf_counter() - start, 1)})
     return out_dir
-

@@ -138,7 +138,7 @@ def crs_wkt(spec: WorldSpec) -> str:
 def write_geotiff(world: World, rgb: np.ndarray, path: str | Path) -> Path:
     """Write an RGB rendering of ``world`` as a tiled, compressed, georeferenced GeoTIFF."""
     import rasterio
-    from rasterio.transform import from_origin
+    from rasterio.transform import Affine
 
     from jzi_ros.files import atomic_path
 
@@ -146,7 +146,7 @@ def write_geotiff(world: World, rgb: np.ndarray, path: str | Path) -> Path:
         raise JziError(f"write_geotiff: image shape {rgb.shape} does not match the world "
                        f"{world.shape} x 3")
     h = world.half_extent_m
-    transform = from_origin(-h, h, world.spec.gsd_m, world.spec.gsd_m)
+    transform = Affine(world.spec.gsd_m, 0.0, -h, 0.0, -world.spec.gsd_m, h)
     path = Path(path)
     with atomic_path(path) as tmp:
         with rasterio.open(tmp, "w", driver="GTiff", width=rgb.shape[1], height=rgb.shape[0],

@@ -1,0 +1,131 @@
+"""How the shipped demo model is made: ``benchmarks/train_demo_model.sh`` runs these steps.
+
+``prepare``: the demo world, its map pyramid and a training/validation image set;
+``finalize``: take ``jzi train``'s best checkpoint, calibrate its covariance scale on the
+validation images (held-out styles), write the demo card (world, tile size) into its metadata,
+store it in fp16 and copy it, with a small JSON card, to ``jzi_ros/data/``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from jzi_ros.demo.dataset import MANIFEST, DatasetSpec, make_dataset
+from jzi_ros.demo.flow import DEMO_CARD_KEY
+from jzi_ros.demo.stages import make_map, make_world
+from jzi_ros.demo.world import WorldSpec
+from jzi_ros.errors import JziError
+from jzi_ros.files import atomic_path, write_json
+
+GRID, DEPTH, TILE_PX = 4, 3, 112
+
+
+def prepare(out: Path, spec: WorldSpec, dataset: DatasetSpec, progress: bool = True) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    tree = spec.tree(GRID, DEPTH)
+    start = time.perf_counter()
+    world = make_world(spec, out / "world.tif")
+    print(f"world: {time.perf_counter() - start:.1f} s")
+    make_map(out / "world.tif", out / "map", tree, TILE_PX, progress)
+    print(f"map: {time.perf_counter() - start:.1f} s")
+    make_dataset(world, tree, out / "dataset", dataset, overwrite=True, progress=progress)
+    print(f"dataset: {time.perf_counter() - start:.1f} s")
+    write_json(out / "demo_card.json", {"world": spec.to_dict(), "tile_px": TILE_PX,
+                                        "grid": GRID, "depth": DEPTH})
+
+
+def _validation_estimates(model_path: Path, map_dir: Path, manifest: Path, beam: int):
+    """(estimate_en, truth_en, raw covariance) for every validation image."""
+    import cv2
+
+    from jzi_ros.inference.localizer import Localizer, LocalizerConfig
+    from jzi_ros.training.manifest import read_manifest
+
+    localizer = Localizer.from_paths(map_dir, model_path,
+                                     LocalizerConfig(device="cpu", beam_width=beam))
+    tree = localizer.tree
+    rows = []
+    for sample in read_manifest(manifest):
+        if sample.split != "val":
+            continue
+        image = cv2.cvtColor(cv2.imread(str(sample.image)), cv2.COLOR_BGR2RGB)
+        raw = localizer.raw_estimate(image)
+        truth = np.array(tree.to_local(sample.latitude, sample.longitude))
+        rows.append((raw[0], truth, raw[1]))
+    return rows, localizer
+
+
+def finalize(run_dir: Path, prepared: Path, out: Path, beam: int = 4) -> dict:
+    """Calibrate, stamp the demo card, store fp16 and write ``out`` + its JSON card."""
+    import torch
+
+    from jzi_ros.inference.calibration import calibrate, save_calibration
+    from jzi_ros.model.checkpoint import load_checkpoint, save_checkpoint
+
+    best = run_dir / "best.safetensors"
+    model, metadata = load_checkpoint(best)
+    card = {**_read_card(prepared), "trained": metadata.get("metrics"),
+            "created": datetime.date.today().isoformat()}
+    with atomic_path(out) as tmp:
+        save_checkpoint(tmp, model.to(torch.float16), {**metadata, DEMO_CARD_KEY: card})
+        rows, localizer = _validation_estimates(tmp, prepared / "map",
+                                                prepared / "dataset" / MANIFEST, beam)
+        calibration = calibrate(rows, beam, localizer.config.position,
+                                localizer.config.sigma_floor_m)
+        save_calibration(tmp, calibration)
+    info = {"file": out.name, "bytes": out.stat().st_size,
+            "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "model_config": model.config.to_dict(), "demo": card,
+            "calibration": calibration.to_dict(),
+            "reproduce": "benchmarks/train_demo_model.sh"}
+    write_json(out.with_suffix(".json"), info)
+    return info
+
+
+def _read_card(prepared: Path) -> dict:
+    from jzi_ros.files import read_json
+
+    card = read_json(prepared / "demo_card.json", "demo card")
+    return {"world": card["world"], "tile_px": card["tile_px"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jzi_ros.demo.recipe", description=__doc__)
+    sub = parser.add_subparsers(dest="step", required=True)
+    p = sub.add_parser("prepare", help="world, map pyramid and training images")
+    p.add_argument("dir", type=Path, help="output directory")
+    p.add_argument("--world-seed", type=int, default=0, help="seed of the demo world")
+    p.add_argument("--train", type=int, default=DatasetSpec.train, help="training images")
+    p.add_argument("--val", type=int, default=DatasetSpec.val, help="validation images")
+    p.add_argument("--styles", type=int, default=DatasetSpec.train_styles,
+                   help="random styles (days) the training images are rendered in")
+    f = sub.add_parser("finalize", help="calibrate and ship the trained checkpoint")
+    f.add_argument("run", type=Path, help="jzi train output directory (has best.safetensors)")
+    f.add_argument("dir", type=Path, help="the directory `prepare` wrote")
+    f.add_argument("--out", type=Path, default=Path("jzi_ros/data/demo_model.safetensors"),
+                   help="where the shipped checkpoint goes")
+    f.add_argument("--beam", type=int, default=4, help="beam width used for calibration")
+    args = parser.parse_args(argv)
+    try:
+        if args.step == "prepare":
+            prepare(args.dir, WorldSpec(seed=args.world_seed),
+                    DatasetSpec(train=args.train, val=args.val, train_styles=args.styles))
+        else:
+            info = finalize(args.run, args.dir, args.out, args.beam)
+            print(f"wrote {args.out} ({info['bytes'] / 1e6:.1f} MB), covariance scale "
+                  f"{info['calibration']['covariance_scale']:.3g}")
+    except JziError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

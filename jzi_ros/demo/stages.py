@@ -1,0 +1,91 @@
+"""The stages of `jzi demo`, each a function of its inputs that writes one output."""
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jzi_ros.demo.bag import GT_TOPIC, IMAGE_TOPIC, write_bag
+from jzi_ros.demo.flight import FlightSpec, fly
+from jzi_ros.demo.style import Style, render
+from jzi_ros.demo.views import capture
+from jzi_ros.demo.world import World, WorldSpec, generate_world, write_geotiff
+from jzi_ros.geo import CellTree
+
+LOG = logging.getLogger(__name__)
+VERSION = 1  # bump when the world generator or the bag renderer changes their output
+
+
+@functools.lru_cache(maxsize=1)
+def world_of(spec: WorldSpec) -> World:
+    """The generated world, kept for the next stage of the same run (it is deterministic)."""
+    return generate_world(spec)
+
+
+def make_world(spec: WorldSpec, tif: Path) -> World:
+    """Generate the world and write its map-style rendering as the orthophoto GeoTIFF."""
+    world = world_of(spec)
+    write_geotiff(world, render(world, Style.map()), tif)
+    return world
+
+
+def make_map(tif: Path, map_dir: Path, tree: CellTree, tile_px: int, progress: bool) -> None:
+    from jzi_ros.maps.build import build_pyramid
+
+    build_pyramid(tif, map_dir, tree, tile_px=tile_px, overwrite=True, progress=progress)
+
+
+def encoder_hash(model: Path) -> str:
+    from jzi_ros.model.checkpoint import read_header
+
+    return str(read_header(model)["encoder_hash"])
+
+
+def make_embeddings(map_dir: Path, model: Path, progress: bool) -> None:
+    from jzi_ros.maps.embed import embed_map
+
+    embed_map(map_dir, model, batch_size=32, device="cpu", progress=progress)
+
+
+def flight_day(seed: int) -> tuple[np.random.Generator, Style]:
+    """The flight's random stream and the (never the map's) style of the day it is flown."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xf1, 0x9e]))
+    return rng, Style.random(rng, f"flight{seed}")
+
+
+def make_bag(spec: WorldSpec, tif: Path, tree: CellTree, flight: FlightSpec, seed: int,
+             bag_dir: Path) -> None:
+    """Fly over the world on another day and record the camera and the true position."""
+    world = world_of(spec)
+    rng, style = flight_day(seed)
+    styled = render(world, style)
+    poses, stamps = fly(rng, tree.size_m, flight)
+    camera = flight.camera
+    frames = ((stamp, capture(world, styled, camera, pose, rng),
+               (pose.east_m, pose.north_m, pose.altitude_m))
+              for stamp, pose in zip(stamps, poses))
+    write_bag(bag_dir, tree, frames, overwrite=True)
+
+
+def replay(map_dir: Path, model: Path, bag_dir: Path, report_dir: Path,
+           beam_width: int | None, progress: bool) -> tuple[dict[str, Any], np.ndarray]:
+    """Localize every bag frame, write the report; returns its summary and the true
+    positions (east/north metres) of the scored frames."""
+    from dataclasses import replace
+
+    from jzi_ros.evaluation.replay import ReplayOptions, replay_bag
+    from jzi_ros.evaluation.report import write_report
+    from jzi_ros.inference.localizer import Localizer, LocalizerConfig
+
+    config = LocalizerConfig(device="cpu")
+    if beam_width is not None:
+        config = replace(config, beam_width=beam_width)
+    localizer = Localizer.from_paths(map_dir, model, config)
+    options = ReplayOptions(IMAGE_TOPIC, GT_TOPIC, progress=progress)
+    result = replay_bag(bag_dir, localizer, options)
+    summary = write_report(result, report_dir, localizer.pyramid, overwrite=True)
+    truth = np.array([(r.gt.east_m, r.gt.north_m) for r in result.used], np.float64)
+    return summary, truth.reshape(-1, 2)
