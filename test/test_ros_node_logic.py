@@ -186,7 +186,7 @@ class FakeLocalizer:
             raise BadImageError("image too small")
         hyps = (Hypothesis((1,), 1.0, 0.0, 5.0, 6.0, 38.9, -77.03),)
         if image.mean() > 100:
-            return Fix(FixStatus.FIX, 38.9, -77.03, 0.0, np.diag([4.0, 9.0, 100.0]), 0.8,
+            return Fix(FixStatus.FIX, 38.9, -77.03, 0.0, np.diag([4.0, 49.0, 100.0]), 0.8,
                        5.0, 6.0, hyps)
         return Fix.no_fix("low confidence", 38.9, -77.03, 0.0, 1e8, hypotheses=hyps)
 
@@ -195,14 +195,9 @@ class FakeLocalizer:
 def node_module(monkeypatch, tmp_path):
     for name, module in _fake_modules().items():
         monkeypatch.setitem(sys.modules, name, module)
-    import dataclasses
+    from jzi_ros.inference.localizer import LocalizerConfig
 
-    @dataclasses.dataclass
-    class LocalizerConfig:
-        beam_width: int = 4
-        confidence_threshold: float = 0.3
-        backend: str = "auto"
-
+    # the real config class (its validation runs), a scripted Localizer
     monkeypatch.setitem(sys.modules, "jzi_ros.inference.localizer",
                         _module("jzi_ros.inference.localizer", Localizer=FakeLocalizer,
                                 LocalizerConfig=LocalizerConfig))
@@ -276,7 +271,8 @@ def test_frames_become_fixes_no_fixes_and_bad_messages_are_skipped(node_module):
     ok, no_fix, last = fixes
     assert (ok.header.stamp.sec, ok.header.stamp.nanosec, ok.header.frame_id) == (10, 5, "cam")
     assert ok.status.status == 0 and no_fix.status.status == -1 and last.header.stamp.sec == 14
-    assert ok.position_covariance[0] == 4.0 and ok.position_covariance[8] == 1e4
+    # var(E) 4 is lifted to the 5 m default floor, var(N) 49 is kept, Up = altitude_variance
+    assert list(ok.position_covariance[[0, 4, 8]]) == [25.0, 49.0, 1e4]
     assert np.all(np.isfinite(no_fix.position_covariance))
     poses = node.publishers["jzi/pose"].sent
     assert [p.header.stamp.sec for p in poses] == [10, 14]  # FIX only
@@ -358,3 +354,40 @@ def test_main_exit_codes(node_module, tmp_path):
     LOGS.clear()
     assert node_module.main([]) == 1
     assert "beam_width" in [t for lvl, t, _ in LOGS if lvl == "error"][0]
+
+
+@pytest.mark.slow
+def test_node_with_the_real_localizer_on_a_tiny_map(monkeypatch, tmp_path):
+    """End to end through the real Localizer (tiny map + checkpoint), rclpy stood in."""
+    from support import make_tiny_checkpoint, make_tiny_map
+
+    pyramid = make_tiny_map(tmp_path)
+    model = make_tiny_checkpoint(tmp_path, pyramid, sharpen=True)
+    for name, module in _fake_modules().items():
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.delitem(sys.modules, "jzi_ros.ros.node", raising=False)
+    node_module = importlib.import_module("jzi_ros.ros.node")
+    FakeNode.overrides = {"map_dir": str(pyramid.path), "model_file": str(model),
+                          "backend": "torch", "device": "cpu", "beam_width": 3,
+                          "fix_frame_id": "cam"}
+    node = node_module.LocalizerNode()
+    node.setup()
+    fixes = node.publishers["jzi/fix"].sent
+    try:
+        assert node.localizer.backend_name.startswith("torch")
+        image = _image(0, 42, height=48)
+        image.data = np.random.default_rng(1).integers(0, 256, image.data.size, np.uint8)
+        node.subscriptions[0].callback(image)
+        assert _wait(lambda: len(fixes) == 1, timeout_s=30.0)
+    finally:
+        node.close()
+        monkeypatch.delitem(sys.modules, "jzi_ros.ros.node", raising=False)
+    fix = fixes[0]
+    assert (fix.header.stamp.sec, fix.header.frame_id) == (42, "cam")
+    assert fix.status.status in (0, -1)
+    values = [fix.latitude, fix.longitude, fix.altitude, *fix.position_covariance]
+    assert all(np.isfinite(values))
+    assert fix.position_covariance[0] >= 25.0 * (1 - 1e-9)  # the 5 m default sigma floor
+    cloud = node.publishers["jzi/hypotheses"].sent[0]
+    assert 1 <= len(cloud.points) <= 3
+    assert abs(sum(p[3] for p in cloud.points) - 1.0) < 1e-4

@@ -118,8 +118,7 @@ def test_parameter_table_matches_settings_fields():
 
 def test_paths_and_topics_are_read_only():
     specs = {spec.name: spec for spec in params.PARAMETERS}
-    for name in ("map_dir", "model_file", "model_file_path", "engine_file_path", "image_topic",
-                 "fix_topic", "backend"):
+    for name in ("map_dir", "model_file", "export_dir", "image_topic", "fix_topic", "backend"):
         assert specs[name].read_only, name
     assert not specs["publish_no_fix"].read_only and not specs["max_rate_hz"].read_only
 
@@ -162,3 +161,17 @@ def test_markdown_table_lists_every_parameter():
     table = params.markdown_table()
     for spec in params.PARAMETERS:
         assert f"| `{spec.name}` |" in table
+
+
+def test_parameter_defaults_match_the_localizer_config():
+    localizer = pytest.importorskip("jzi_ros.inference.localizer")
+    from jzi_ros.inference.backends import BACKENDS
+
+    config = localizer.LocalizerConfig()
+    s = params.NodeSettings.from_values({})
+    for name in ("beam_width", "position", "confidence_threshold", "sigma_floor_m",
+                 "altitude_m", "backend", "device", "force_engine_update",
+                 "max_workspace_size"):
+        assert getattr(s, name) == getattr(config, name), name
+    assert s.altitude_variance == pytest.approx(config.altitude_sigma_m ** 2)
+    assert set(params.BACKENDS) == set(BACKENDS)

@@ -10,7 +10,7 @@ worker thread decodes, localizes and publishes, so a slow frame never blocks the
 """
 from __future__ import annotations
 
-import dataclasses
+import math
 import os
 import sys
 import time
@@ -54,24 +54,22 @@ def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
 
 
 def localizer_config(settings: NodeSettings) -> Any:
-    """Build the LocalizerConfig from the node settings (only fields it has)."""
+    """Build the LocalizerConfig from the node settings at start-up.
+
+    Runtime-changeable values (sigma_floor_m, altitude) are applied again by ``convert`` when
+    each message is built, so a later ``ros2 param set`` takes effect without a reload.
+    """
     from jzi_ros.inference.localizer import LocalizerConfig
 
-    wanted = {
-        "beam_width": settings.beam_width,
-        "confidence_threshold": settings.confidence_threshold,
-        "sigma_floor_m": settings.sigma_floor_m,
-        "altitude_m": settings.altitude_m,
-        "backend": settings.backend,
-        "device": settings.device,
-        "precision": "fp16" if settings.enable_fp16 else "fp32",
-        "onnx_path": settings.model_file_path or None,
-        "engine_path": settings.engine_file_path or None,
-        "force_engine_update": settings.force_engine_update,
-        "max_workspace_size": settings.max_workspace_size,
-    }
-    names = {f.name for f in dataclasses.fields(LocalizerConfig)}
-    return LocalizerConfig(**{k: v for k, v in wanted.items() if k in names})
+    return LocalizerConfig(
+        beam_width=settings.beam_width, position=settings.position,
+        confidence_threshold=settings.confidence_threshold,
+        sigma_floor_m=settings.sigma_floor_m, altitude_m=settings.altitude_m,
+        altitude_sigma_m=math.sqrt(settings.altitude_variance), backend=settings.backend,
+        device=settings.device, precision="auto" if settings.enable_fp16 else "fp32",
+        export_dir=os.path.expanduser(settings.export_dir) if settings.export_dir else None,
+        force_engine_update=settings.force_engine_update,
+        max_workspace_size=settings.max_workspace_size)
 
 
 class LocalizerNode(Node):

@@ -26,6 +26,7 @@ NODE_NAME = "jzi_localizer"
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 IMAGE_TRANSPORTS = ("raw", "compressed")
 RELIABILITIES = ("reliable", "best_effort")
+POSITION_MODES = ("top", "mean")
 COVARIANCE_TYPES = ("known", "approximated")
 
 
@@ -54,20 +55,23 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _p("model_file", "", "Model checkpoint (.safetensors) whose embeddings are in the map."),
     _p("backend", "auto", "Inference backend for the ground encoder.", choices=BACKENDS),
     _p("device", "auto", "Torch device: auto, cpu, cuda or cuda:N."),
-    _p("model_file_path", "", "ONNX ground encoder for onnxruntime/tensorrt (Isaac ROS name); "
-       "empty: exported next to the checkpoint."),
-    _p("engine_file_path", "", "TensorRT engine cache (Isaac ROS name); empty: next to the "
-       "ONNX file, keyed by GPU, TensorRT version and precision."),
+    _p("export_dir", "", "Folder of the ONNX export (jzi export) where TensorRT engines are "
+       "also cached, keyed by GPU, TensorRT version, precision and shapes; it plays the role of "
+       "Isaac ROS' model_file_path + engine_file_path. Empty: <model_file>.onnx/."),
     _p("force_engine_update", False, "Rebuild the TensorRT engine even if a cached one fits."),
-    _p("enable_fp16", True, "Build the TensorRT engine in FP16 (checked against FP32)."),
+    _p("enable_fp16", True, "FP16 on CUDA (TensorRT engine / torch); false: FP32 everywhere. "
+       "CPU always runs FP32."),
     _p("max_workspace_size", 1 << 30, "TensorRT builder workspace limit in bytes.",
        min=1 << 20, max=1 << 40),
-    _p("beam_width", 4, "Beam width of the zoom-in decoder (1 = greedy).", min=1, max=64),
-    _p("confidence_threshold", 0.3, "Below this confidence a frame is NO_FIX.",
+    _p("beam_width", 4, "Beam width of the zoom-in decoder (1 = the paper's greedy decoding).",
+       min=1, max=64),
+    _p("position", "top", "Fix position: 'top' = best cell's centre (paper), 'mean' = "
+       "beam-weighted mean.", choices=POSITION_MODES),
+    _p("confidence_threshold", 0.0, "Below this confidence a frame is NO_FIX (0 disables).",
        min=0.0, max=1.0),
     _p("publish_no_fix", True, "Publish NO_FIX fixes for low-confidence frames (false: publish "
        "nothing).", read_only=False),
-    _p("sigma_floor_m", 2.0, "Smallest horizontal standard deviation published (metres); keeps "
+    _p("sigma_floor_m", 5.0, "Smallest horizontal standard deviation (metres) of the fix; keeps "
        "the EKF's Mahalanobis gate from rejecting later fixes.", read_only=False,
        min=0.01, max=10000.0),
     _p("altitude_m", 0.0, "Altitude published in every fix (metres, WGS84 ellipsoid); "
@@ -107,12 +111,12 @@ class NodeSettings:
     model_file: str
     backend: str
     device: str
-    model_file_path: str
-    engine_file_path: str
+    export_dir: str
     force_engine_update: bool
     enable_fp16: bool
     max_workspace_size: int
     beam_width: int
+    position: str
     confidence_threshold: float
     publish_no_fix: bool
     sigma_floor_m: float
@@ -236,7 +240,7 @@ def launch_parameters(params_file: str | Path | None,
     """
     values = load_params_file(params_file) if params_file else {}
     values.update({k: v for k, v in overrides.items() if v not in ("", None)})
-    for key in ("map_dir", "model_file", "model_file_path", "engine_file_path"):
+    for key in ("map_dir", "model_file", "export_dir"):
         if isinstance(values.get(key), str) and values[key]:
             values[key] = str(Path(values[key]).expanduser())
     settings = NodeSettings.from_values(values)
