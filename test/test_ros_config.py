@@ -121,3 +121,12 @@ def test_setup_installs_launch_and_config():
     setup = (ROOT / "setup.py").read_text()
     assert 'glob("launch/*.launch.py")' in setup and 'glob("config/*.yaml")' in setup
     assert "jzi_localizer = jzi_ros.ros.node:main" in setup
+
+
+def test_demo_launch_matches_the_demo_bag():
+    bag = pytest.importorskip("jzi_ros.demo.bag")
+    # demo.launch.py subscribes <base>/compressed: the bag's topic must follow the convention
+    assert bag.IMAGE_TOPIC.endswith("/compressed")
+    assert bag.IMAGE_TYPE == "sensor_msgs/msg/CompressedImage"
+    strings = _strings(LAUNCH / "demo.launch.py")
+    assert {"demo_dir", "model_file", "params_file", "rate", "--clock"} <= strings
