@@ -57,7 +57,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _p("device", "auto", "Torch device: auto, cpu, cuda or cuda:N."),
     _p("export_dir", "", "Folder of the ONNX export (jzi export) where TensorRT engines are "
        "also cached, keyed by GPU, TensorRT version, precision and shapes; it plays the role of "
-       "Isaac ROS' model_file_path + engine_file_path. Empty: <model_file>.onnx/."),
+       "Isaac ROS' model_file_path + engine_file_path. Empty: beside the checkpoint (site.safetensors -> site.onnx/)."),
     _p("force_engine_update", False, "Rebuild the TensorRT engine even if a cached one fits."),
     _p("enable_fp16", True, "FP16 on CUDA (TensorRT engine / torch); false: FP32 everywhere. "
        "CPU always runs FP32."),
@@ -189,7 +189,10 @@ def markdown_table() -> str:
     for spec in PARAMETERS:
         extra = f" One of: {', '.join(spec.choices)}." if spec.choices else ""
         if spec.min is not None:
-            extra += f" Range [{spec.min:g}, {spec.max:g}]."
+            if isinstance(spec.default, int):
+                extra += f" Range [{int(spec.min)}, {int(spec.max)}]."
+            else:
+                extra += f" Range [{spec.min:g}, {spec.max:g}]."
         default = repr(spec.default) if isinstance(spec.default, str) else str(spec.default)
         lines.append(f"| `{spec.name}` | {spec.type_name()} | `{default}` | "
                      f"{'no' if spec.read_only else 'yes'} | {spec.description}{extra} |")
