@@ -57,7 +57,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _p("device", "auto", "Torch device: auto, cpu, cuda or cuda:N."),
     _p("export_dir", "", "Folder of the ONNX export (jzi export) where TensorRT engines are "
        "also cached, keyed by GPU, TensorRT version, precision and shapes; it plays the role of "
-       "Isaac ROS' model_file_path + engine_file_path. Empty: beside the checkpoint (site.safetensors -> site.onnx/)."),
+       "Isaac ROS' model_file_path + engine_file_path. Empty: beside the checkpoint "
+       "(site.safetensors -> site.onnx/)."),
     _p("force_engine_update", False, "Rebuild the TensorRT engine even if a cached one fits."),
     _p("enable_fp16", True, "FP16 on CUDA (TensorRT engine / torch); false: FP32 everywhere. "
        "CPU always runs FP32."),
@@ -83,7 +84,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _p("max_rate_hz", 0.0, "Most frames localized per second (0: as fast as inference runs).",
        read_only=False, min=0.0, max=1000.0),
     _p("image_topic", "camera/image_raw", "Camera topic (with image_transport 'compressed' the "
-       "node subscribes to <image_topic>/compressed)."),
+       "node subscribes to IMAGE_TOPIC/compressed)."),
     _p("image_transport", "raw", "sensor_msgs/Image ('raw') or CompressedImage ('compressed').",
        choices=IMAGE_TRANSPORTS),
     _p("fix_topic", "jzi/fix", "sensor_msgs/NavSatFix output topic."),
