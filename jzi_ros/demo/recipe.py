@@ -50,14 +50,18 @@ def _validation_estimates(model_path: Path, map_dir: Path, manifest: Path, beam:
     localizer = Localizer.from_paths(map_dir, model_path,
                                      LocalizerConfig(device="cpu", beam_width=beam))
     tree = localizer.tree
+    samples = [s for s in read_manifest(manifest) if s.split == "val"]
     rows = []
-    for sample in read_manifest(manifest):
-        if sample.split != "val":
-            continue
-        image = cv2.cvtColor(cv2.imread(str(sample.image)), cv2.COLOR_BGR2RGB)
-        raw = localizer.raw_estimate(image)
-        truth = np.array(tree.to_local(sample.latitude, sample.longitude))
-        rows.append((raw[0], truth, raw[1]))
+    for start in range(0, len(samples), 32):
+        batch = samples[start:start + 32]
+        images = [cv2.cvtColor(cv2.imread(str(s.image)), cv2.COLOR_BGR2RGB) for s in batch]
+        posteriors, _ = localizer.posteriors(images)
+        for sample, posterior in zip(batch, posteriors):
+            if posterior is None:
+                continue
+            position, _, raw = localizer.estimate(posterior)
+            truth = np.array(tree.to_local(sample.latitude, sample.longitude), np.float64)
+            rows.append((position, truth, raw))
     return rows, localizer
 
 
