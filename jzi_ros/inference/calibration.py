@@ -121,6 +121,26 @@ def calibrate(estimates: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
     return result
 
 
+def calibrate_localizer(localizer, samples: Iterable[tuple[np.ndarray, float, float]],
+                        target: str = "mean", progress: bool = False,
+                        total: int | None = None) -> Calibration:
+    """Fit the covariance scale of ``localizer`` (its beam width, position mode and sigma
+    floor) on ``(image_rgb, latitude, longitude)`` validation samples."""
+    from tqdm import tqdm
+
+    tree = localizer.tree
+    rows = []
+    for image, lat, lon in tqdm(samples, desc="calibrating", unit="frame", total=total,
+                                disable=not progress):
+        position, raw = localizer.raw_estimate(image)
+        truth = np.array(tree.to_local(lat, lon), dtype=np.float64)
+        rows.append((position, truth, raw))
+    from jzi_ros.inference.localizer import backend_beam
+
+    return calibrate(rows, backend_beam(localizer), localizer.config.position,
+                     localizer.config.sigma_floor_m, target)
+
+
 def save_calibration(model_path: str | Path, calibration: Calibration) -> None:
     """Store the calibration in the checkpoint's metadata (atomic, via the checkpoint API)."""
     from jzi_ros.model.checkpoint import update_checkpoint_metadata

@@ -1,0 +1,56 @@
+"""The one small interface every inference backend implements.
+
+A backend owns the two networks of a frame: the ground encoder (preprocessed pixels ->
+ground token) and the fixed-length beam-search decoder (ground token -> top paths and their
+log-probabilities over the map's cached view table). The Localizer does everything else
+(image checks, preprocessing, posterior, covariance) in numpy, so backends stay small and
+interchangeable.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import numpy as np
+
+PRECISIONS = ("fp32", "fp16")
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """Everything a backend needs to be built (the Localizer fills it from its config)."""
+
+    model_path: str  # the checkpoint (.safetensors)
+    view_table: np.ndarray  # float16 [num_views, C], the map's embedding table
+    grid: int
+    depth: int
+    beam_width: int
+    device: str = "cpu"  # "cpu", "cuda", "cuda:N"
+    precision: str = "fp32"
+    batch_size: int = 1  # frames per call (fixed for ONNX/TensorRT graphs)
+    export_dir: str | None = None  # ONNX export (and TensorRT engine cache) directory
+    force_engine_update: bool = False
+    max_workspace_size: int = 1 << 30  # bytes TensorRT may use while building
+    cuda_graph: bool = True  # torch on CUDA: replay captured graphs instead of eager calls
+
+
+class Backend(abc.ABC):
+    """Ground encoder + beam decoder on some runtime/device/precision."""
+
+    name: str = "backend"  # e.g. "torch", "onnxruntime", "tensorrt"
+    device: str = "cpu"
+    precision: str = "fp32"
+
+    @abc.abstractmethod
+    def encode(self, pixels: np.ndarray) -> np.ndarray:
+        """float32 ``[N, n_crops, 3, S, S]`` (normalised) -> float32 ``[N, C]`` ground tokens."""
+
+    @abc.abstractmethod
+    def decode(self, ground: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """float32 ``[N, C]`` -> ``(paths int64 [N, B, D], log_probs float32 [N, B])``."""
+
+    def describe(self) -> str:
+        return f"{self.name} on {self.device} ({self.precision})"
+
+    def close(self) -> None:
+        """Free device memory (the ROS node calls this on shutdown)."""

@@ -1,0 +1,91 @@
+"""ONNX Runtime backend: the exported encoder and beam-decoder graphs (CPU, or CUDA EP).
+
+The graphs have a static batch size; calls with another number of frames are split into
+chunks of that size and the last chunk is zero-padded (the padding rows are discarded).
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from jzi_ros.errors import JziError
+from jzi_ros.inference.backends.base import Backend, BackendSpec
+
+LOG = logging.getLogger(__name__)
+
+
+def available_providers() -> list[str]:
+    try:
+        import onnxruntime
+    except ImportError:
+        return []
+    return list(onnxruntime.get_available_providers())
+
+
+def run_in_chunks(run, array: np.ndarray, batch: int) -> list[np.ndarray]:
+    """``run(chunk [batch, ...]) -> list of outputs``, over any number of rows."""
+    outputs: list[list[np.ndarray]] = []
+    for start in range(0, len(array), batch):
+        chunk = array[start:start + batch]
+        rows = len(chunk)
+        if rows < batch:
+            chunk = np.concatenate([chunk, np.zeros((batch - rows,) + chunk.shape[1:],
+                                                    chunk.dtype)])
+        outputs.append([out[:rows] for out in run(np.ascontiguousarray(chunk))])
+    return [np.concatenate(parts) for parts in zip(*outputs)]
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, spec: BackendSpec) -> None:
+        try:
+            import onnxruntime
+        except ImportError:
+            raise JziError("backend onnxruntime: the onnxruntime package is not installed "
+                           "(pip install onnxruntime, or onnxruntime-gpu for CUDA)") from None
+        from jzi_ros.inference.export import ensure_export
+
+        if spec.precision != "fp32":
+            raise JziError(f"backend onnxruntime runs the fp32 export; precision "
+                           f"{spec.precision!r} is not supported (use tensorrt for fp16)")
+        wants_cuda = spec.device.startswith("cuda")
+        providers = ["CPUExecutionProvider"]
+        if wants_cuda:
+            if "CUDAExecutionProvider" not in available_providers():
+                raise JziError("backend onnxruntime on CUDA needs onnxruntime-gpu "
+                               "(CUDAExecutionProvider is not available)")
+            index = int(spec.device.split(":")[1]) if ":" in spec.device else 0
+            providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+        encoder_path, decoder_path, info = ensure_export(spec.model_path, spec.export_dir,
+                                                         spec.beam_width, spec.batch_size)
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # warnings about unused initialisers are noise here
+        self.encoder = onnxruntime.InferenceSession(str(encoder_path), options,
+                                                    providers=providers)
+        self.decoder = onnxruntime.InferenceSession(str(decoder_path), options,
+                                                    providers=providers)
+        self.device = "cuda" if wants_cuda else "cpu"
+        self.precision = "fp32"
+        self.batch = spec.batch_size
+        self.table = np.ascontiguousarray(np.asarray(spec.view_table, np.float32))
+        self.files = (encoder_path, decoder_path)
+        LOG.info("onnxruntime sessions on %s from %s", self.encoder.get_providers()[0],
+                 encoder_path.parent)
+
+    def encode(self, pixels: np.ndarray) -> np.ndarray:
+        pixels = np.asarray(pixels, np.float32)
+        return run_in_chunks(lambda x: self.encoder.run(["ground"], {"pixels": x}),
+                             pixels, self.batch)[0]
+
+    def decode(self, ground: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ground = np.asarray(ground, np.float32)
+        paths, log_probs = run_in_chunks(
+            lambda g: self.decoder.run(["paths", "log_probs"],
+                                       {"ground": g, "view_table": self.table}),
+            ground, self.batch)
+        return paths.astype(np.int64), log_probs.astype(np.float32)
+
+    def close(self) -> None:
+        self.encoder = self.decoder = None

@@ -1,0 +1,129 @@
+"""PyTorch backend: the checkpoint's own modules on CPU or CUDA, fp32 or fp16.
+
+On CUDA a frame is latency bound (two 384 px crops, then D tiny decoder steps), so eager
+execution would spend most of its time launching kernels: with ``cuda_graph`` the encoder and
+the whole fixed-length beam search are each captured once per batch size into a CUDA graph
+and replayed, with static input buffers the next frame is copied into. A graph that fails to
+capture (an op that syncs the host) falls back to eager execution with a warning.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import numpy as np
+import torch
+
+from jzi_ros.errors import JziError
+from jzi_ros.inference.backends.base import Backend, BackendSpec
+from jzi_ros.inference.decode import BeamSearch
+
+LOG = logging.getLogger(__name__)
+
+
+def torch_device(device: str) -> torch.device:
+    """Parse ``cpu``/``cuda``/``cuda:N``; JziError when CUDA is asked for but absent."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise JziError(f"device {device!r}: expected 'cpu', 'cuda' or 'cuda:N'") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise JziError(f"device {device!r}: CUDA is not available to PyTorch here")
+    if parsed.type not in ("cpu", "cuda"):
+        raise JziError(f"device {device!r}: only 'cpu' and 'cuda' are supported")
+    return parsed
+
+
+class _Graphed:
+    """A function of one tensor, replayed from a CUDA graph per input shape."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], tuple], what: str) -> None:
+        self.fn = fn
+        self.what = what
+        self.graphs: dict[tuple, tuple] = {}
+        self.failed = False
+
+    def __call__(self, x: torch.Tensor):
+        if self.failed:
+            return self.fn(x)
+        key = (tuple(x.shape), x.dtype)
+        if key not in self.graphs:
+            try:
+                self.graphs[key] = self._capture(x)
+            except RuntimeError as err:  # e.g. an op that needs a host sync
+                LOG.warning("CUDA graph capture of the %s failed (%s); running it eagerly",
+                            self.what, str(err).splitlines()[0])
+                self.failed = True
+                return self.fn(x)
+        graph, static_in, static_out = self.graphs[key]
+        static_in.copy_(x)
+        graph.replay()
+        return static_out
+
+    def _capture(self, x: torch.Tensor):
+        static_in = x.clone()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3):  # warm-up: cuBLAS handles, autotuning, lazy init
+                self.fn(static_in)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = self.fn(static_in)
+        return graph, static_in, static_out
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, spec: BackendSpec) -> None:
+        from jzi_ros.model.checkpoint import load_checkpoint
+
+        device = torch_device(spec.device)
+        if spec.precision not in ("fp32", "fp16"):
+            raise JziError(f"precision {spec.precision!r}: expected fp32 or fp16")
+        if spec.precision == "fp16" and device.type != "cuda":
+            raise JziError("precision fp16 needs a CUDA device for the torch backend; use "
+                           "fp32 on CPU")
+        self.device = str(device)
+        self.precision = spec.precision
+        self.dtype = torch.float16 if spec.precision == "fp16" else torch.float32
+        model, _ = load_checkpoint(spec.model_path, device=device)
+        self.model = model.to(self.dtype).eval()
+        self.search = BeamSearch(self.model, spec.grid, spec.depth, spec.beam_width)
+        self.table = torch.as_tensor(np.asarray(spec.view_table), device=device).to(self.dtype)
+        self._encode: Callable = self._encode_eager
+        self._decode: Callable = self._decode_eager
+        if device.type == "cuda" and spec.cuda_graph:
+            self._encode = _Graphed(self._encode_eager, "ground encoder")
+            self._decode = _Graphed(self._decode_eager, "beam decoder")
+
+    @torch.inference_mode()
+    def _encode_eager(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_ground(pixels)
+
+    @torch.inference_mode()
+    def _decode_eager(self, ground: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.search(ground, self.table)
+
+    def encode_tensor(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Device tensors in and out (no host copy): the benchmark's and parity tests' path."""
+        return self._encode(pixels.to(self.device, self.dtype, non_blocking=True))
+
+    def decode_tensor(self, ground: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._decode(ground.to(self.device, self.dtype, non_blocking=True))
+
+    def encode(self, pixels: np.ndarray) -> np.ndarray:
+        out = self.encode_tensor(torch.as_tensor(np.asarray(pixels, np.float32)))
+        return out.float().cpu().numpy()
+
+    def decode(self, ground: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        paths, log_probs = self.decode_tensor(torch.as_tensor(np.asarray(ground, np.float32)))
+        return paths.cpu().numpy(), log_probs.float().cpu().numpy()
+
+    def close(self) -> None:
+        self.model = self.search = self.table = None
+        self._encode = self._decode = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

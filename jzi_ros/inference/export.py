@@ -1,0 +1,220 @@
+"""ONNX export of the ground encoder and of the fixed-length beam-search decoder.
+
+Two graphs, both with fully static shapes:
+
+- ``encoder.onnx``: ``pixels float32 [N, n_crops, 3, S, S]`` -> ``ground float32 [N, C]``
+  (crops encoded and averaged, exactly ``ZoomModel.encode_ground``).
+- ``decoder_b{B}_n{N}.onnx``: ``ground [N, C]`` + ``view_table [V, C]`` -> ``paths int32
+  [N, B, D]``, ``log_probs float32 [N, B]``: the whole beam search, D steps unrolled, KV
+  cache, view gathers and top-k included.
+
+Why one fixed-length decoder graph instead of a per-step graph with explicit KV inputs: the
+per-step graph would need D engine launches per frame with host-side beam bookkeeping in
+between (each launch costs about as much as the tiny decoder itself on a GPU), and a KV input
+that grows every step means dynamic shapes / optimisation profiles in TensorRT. The unrolled
+graph is static, runs as one TensorRT enqueue, and TensorRT's TopK/Gather/Softmax layers cover
+everything in it. The view table is an input (not a constant) so one engine serves every map
+with the same tree, and re-embedding a map does not need a rebuild.
+
+``export.json`` describes the files, their inputs/outputs and the preprocessing, and records
+a hash of all weights so stale exports are detected.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from jzi_ros.errors import JziError
+from jzi_ros.files import atomic_path, read_json, write_json
+from jzi_ros.inference.decode import BeamSearch, effective_beam_width
+
+LOG = logging.getLogger(__name__)
+
+EXPORT_JSON = "export.json"
+ENCODER_FILE = "encoder.onnx"
+FORMAT = "jzi-onnx-export/1"
+OPSET = 18
+
+
+def decoder_file(beam_width: int, batch_size: int) -> str:
+    return f"decoder_b{beam_width}_n{batch_size}.onnx"
+
+
+def default_export_dir(model_path: str | Path) -> Path:
+    """Where backends look for (and write) the ONNX files of a checkpoint by default."""
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.stem + ".onnx")
+
+
+def weights_hash(model: nn.Module) -> str:
+    """SHA-256 prefix over every weight (float32): an export is stale when this changes.
+
+    Not the checkpoint file's hash: recalibrating rewrites the file's metadata only.
+    """
+    digest = hashlib.sha256()
+    state = model.state_dict()
+    for name in sorted(state):
+        tensor = state[name].detach().to("cpu", torch.float32).contiguous()
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+class GroundEncoderGraph(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_ground(pixels).float()
+
+
+class DecoderGraph(nn.Module):
+    def __init__(self, model: nn.Module, beam_width: int) -> None:
+        super().__init__()
+        config = model.config
+        self.search = BeamSearch(model, config.grid, config.depth, beam_width)
+
+    def forward(self, ground: torch.Tensor, view_table: torch.Tensor):
+        paths, log_probs = self.search(ground, view_table)
+        # int32: TensorRT's native index type
+        return paths.to(torch.int32), log_probs
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The exporter logs hundreds of INFO lines (and a torchvision warning) per graph."""
+    names = ("onnx_ir", "onnxscript", "torch.onnx")
+    levels = {name: logging.getLogger(name).level for name in names}
+    try:
+        for name in names:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def _onnx_export(module: nn.Module, args: tuple, path: Path, inputs: list[str],
+                 outputs: list[str]) -> None:
+    with atomic_path(path) as tmp, warnings.catch_warnings(), _quiet_exporter():
+        warnings.simplefilter("ignore")
+        tmp_onnx = tmp.with_suffix(".onnx")
+        try:
+            program = torch.onnx.export(module, args, dynamo=True, opset_version=OPSET,
+                                        input_names=inputs, output_names=outputs,
+                                        verbose=False, external_data=False)
+            program.save(str(tmp_onnx))
+        except Exception as err:  # the exporter raises many types
+            tmp_onnx.unlink(missing_ok=True)
+            raise JziError(f"ONNX export of {path.name} failed: "
+                           f"{str(err).splitlines()[0]}") from err
+        tmp_onnx.replace(tmp)
+
+
+def _io(name: str, shape: list[int], dtype: str) -> dict:
+    return {"name": name, "shape": shape, "dtype": dtype}
+
+
+def _preprocessing(config) -> dict:
+    from jzi_ros.model.preprocess import IMAGENET_MEAN, IMAGENET_STD
+
+    size = config.encoder.image_size
+    return {"input": "uint8 RGB [H, W, 3]",
+            "resize": ([size, 2 * size] if config.ground_crops == "split2" else [size, size]),
+            "resize_interpolation": "area when shrinking, bilinear when enlarging (OpenCV)",
+            "crops": ("left and right square halves" if config.ground_crops == "split2"
+                      else "the whole resized image"),
+            "scale": 1.0 / 255.0, "mean": IMAGENET_MEAN.tolist(), "std": IMAGENET_STD.tolist(),
+            "layout": "[N, n_crops, 3, S, S] float32 RGB"}
+
+
+def read_export(export_dir: str | Path) -> dict | None:
+    path = Path(export_dir) / EXPORT_JSON
+    if not path.exists():
+        return None
+    info = read_json(path, "ONNX export description")
+    return info if info.get("format") == FORMAT else None
+
+
+def export_model(model_path: str | Path, out_dir: str | Path | None = None,
+                 beam_width: int = 1, batch_size: int = 1) -> dict:
+    """Export (or update) the ONNX files for a checkpoint; returns the export description.
+
+    Reuses an existing ``encoder.onnx`` and decoders when the weights hash still matches.
+    """
+    from jzi_ros.model.checkpoint import load_checkpoint
+
+    if batch_size < 1:
+        raise JziError(f"batch_size must be >= 1, got {batch_size}")
+    model_path = Path(model_path)
+    out_dir = Path(out_dir) if out_dir else default_export_dir(model_path)
+    model, _ = load_checkpoint(model_path, device="cpu")
+    model = model.float().eval()
+    config = model.config
+    beam = effective_beam_width(beam_width, config.grid, config.depth)
+    whash = weights_hash(model)
+    info = read_export(out_dir)
+    if info is None or info.get("weights_hash") != whash:
+        info = None
+    size, crops, width = config.encoder.image_size, config.n_crops, model.embed_dim
+    num_views = sum(config.num_actions ** level for level in range(config.depth))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if info is None or not (out_dir / ENCODER_FILE).exists():
+        LOG.info("exporting the ground encoder to %s", out_dir / ENCODER_FILE)
+        _onnx_export(GroundEncoderGraph(model), (torch.zeros(batch_size, crops, 3, size, size),),
+                     out_dir / ENCODER_FILE, ["pixels"], ["ground"])
+        info = {"format": FORMAT, "checkpoint": str(model_path.resolve()),
+                "weights_hash": whash, "encoder_hash": model.encoder_hash(),
+                "model_config": config.to_dict(), "grid": config.grid, "depth": config.depth,
+                "embed_dim": width, "num_views": num_views, "image_size": size,
+                "n_crops": crops, "opset": OPSET, "torch": torch.__version__,
+                "preprocessing": _preprocessing(config), "encoder": None, "decoders": {}}
+    encoder = info.get("encoder")
+    if encoder is None or encoder["inputs"][0]["shape"][0] != batch_size:
+        if encoder is not None:  # the encoder graph has a static batch: re-export it
+            _onnx_export(GroundEncoderGraph(model),
+                         (torch.zeros(batch_size, crops, 3, size, size),),
+                         out_dir / ENCODER_FILE, ["pixels"], ["ground"])
+        info["encoder"] = {"file": ENCODER_FILE, "batch_size": batch_size,
+                           "inputs": [_io("pixels", [batch_size, crops, 3, size, size],
+                                          "float32")],
+                           "outputs": [_io("ground", [batch_size, width], "float32")]}
+    key = f"b{beam}_n{batch_size}"
+    if key not in info["decoders"] or not (out_dir / decoder_file(beam, batch_size)).exists():
+        LOG.info("exporting the beam-%d decoder to %s", beam, out_dir)
+        generator = torch.Generator().manual_seed(0)
+        example = (torch.randn(batch_size, width, generator=generator),
+                   torch.randn(num_views, width, generator=generator))
+        _onnx_export(DecoderGraph(model, beam), example, out_dir / decoder_file(beam, batch_size),
+                     ["ground", "view_table"], ["paths", "log_probs"])
+        info["decoders"][key] = {
+            "file": decoder_file(beam, batch_size), "beam_width": beam,
+            "batch_size": batch_size,
+            "inputs": [_io("ground", [batch_size, width], "float32"),
+                       _io("view_table", [num_views, width], "float32")],
+            "outputs": [_io("paths", [batch_size, beam, config.depth], "int32"),
+                        _io("log_probs", [batch_size, beam], "float32")]}
+    write_json(out_dir / EXPORT_JSON, info)
+    return info
+
+
+def ensure_export(model_path: str | Path, export_dir: str | Path | None, beam_width: int,
+                  batch_size: int) -> tuple[Path, Path, dict]:
+    """Paths of an up-to-date (encoder, decoder) pair, exporting what is missing or stale."""
+    info = export_model(model_path, export_dir, beam_width, batch_size)
+    out_dir = Path(export_dir) if export_dir else default_export_dir(model_path)
+    key = f"b{effective_beam_width(beam_width, info['grid'], info['depth'])}_n{batch_size}"
+    return out_dir / info["encoder"]["file"], out_dir / info["decoders"][key]["file"], info
+
+
+def describe(info: dict) -> str:
+    return json.dumps({k: info[k] for k in ("encoder", "decoders")}, indent=1)

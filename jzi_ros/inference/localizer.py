@@ -1,0 +1,280 @@
+"""The Localizer: one camera image in, one :class:`Fix` out.
+
+Built once from a map directory and a checkpoint (checked against each other: grid, depth,
+embedding width, encoder hash), it keeps the map's embedding table on the backend's device.
+Per frame: image checks/conversion -> preprocessing -> ground encoder -> fixed-length beam
+search over the cached view table -> posterior, position, covariance, confidence -> Fix.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from jzi_ros.errors import BadImageError, JziError
+from jzi_ros.inference.backends import BACKENDS, Backend, BackendSpec, create_backend
+from jzi_ros.inference.calibration import Calibration
+from jzi_ros.inference.fix import Fix, FixStatus, Hypothesis
+from jzi_ros.inference.image import as_rgb_uint8
+from jzi_ros.inference.posterior import (POSITION_MODES, Posterior, apply_scale_and_floor,
+                                         enu_covariance, posterior_from_beam, raw_estimate)
+
+LOG = logging.getLogger(__name__)
+
+__all__ = ["BadImageError", "DEFAULT_BEAM_WIDTH", "Localizer", "LocalizerConfig"]
+
+# Chosen by measurement (see the inference README fragment): on the demo setup beam 4 recovers
+# most of what wider beams gain in accuracy and feeds the covariance several hypotheses, for a
+# decoder cost that stays small next to the encoder.
+DEFAULT_BEAM_WIDTH = 4
+
+
+@dataclass
+class LocalizerConfig:
+    """How the Localizer decodes, estimates and runs (ROS parameters map 1:1 onto it)."""
+
+    beam_width: int = DEFAULT_BEAM_WIDTH  # 1 = the paper's greedy decoding
+    position: str = "top"  # "top": best cell's centre (paper); "mean": beam-weighted mean
+    confidence_threshold: float = 0.0  # below it the result is NO_FIX (0 disables)
+    sigma_floor_m: float = 5.0  # minimum 1-sigma of the horizontal covariance
+    covariance_scale: float | None = None  # None: the checkpoint's calibration, else 1.0
+    altitude_m: float = 0.0  # reported altitude (the policy does not estimate it)
+    altitude_sigma_m: float = 100.0  # 1-sigma of that altitude (Up variance = this^2)
+    backend: str = "auto"  # auto, tensorrt, onnxruntime, torch
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    precision: str = "auto"  # auto (fp16 on CUDA, fp32 on CPU), fp32, fp16
+    max_image_side: int = 4096  # larger images are subsampled first (bounded time/memory)
+    export_dir: str | None = None  # ONNX/engine folder; default: <checkpoint>.onnx/
+    force_engine_update: bool = False  # rebuild TensorRT engines even if cached
+    max_workspace_size: int = 1 << 30  # TensorRT builder workspace, bytes
+    cuda_graph: bool = True  # torch on CUDA: capture encoder/decoder in CUDA graphs
+    warmup_frames: int = 1  # grey frames run by from_paths so the first real one is fast
+
+    def __post_init__(self) -> None:
+        if int(self.beam_width) != self.beam_width or self.beam_width < 1:
+            raise JziError(f"localizer.beam_width must be an integer >= 1, "
+                           f"got {self.beam_width!r}")
+        if self.position not in POSITION_MODES:
+            raise JziError(f"localizer.position must be one of {POSITION_MODES}, "
+                           f"got {self.position!r}")
+        if not 0.0 <= self.confidence_threshold <= 1.0:
+            raise JziError(f"localizer.confidence_threshold must be in [0, 1], "
+                           f"got {self.confidence_threshold!r}")
+        for name in ("sigma_floor_m", "altitude_sigma_m"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise JziError(f"localizer.{name} must be a finite number > 0, got {value!r}")
+        if self.covariance_scale is not None and not (
+                math.isfinite(self.covariance_scale) and self.covariance_scale > 0):
+            raise JziError(f"localizer.covariance_scale must be null or > 0, "
+                           f"got {self.covariance_scale!r}")
+        if not math.isfinite(self.altitude_m):
+            raise JziError(f"localizer.altitude_m must be finite, got {self.altitude_m!r}")
+        if self.backend not in BACKENDS:
+            raise JziError(f"localizer.backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.max_image_side < 16:
+            raise JziError(f"localizer.max_image_side must be >= 16, "
+                           f"got {self.max_image_side!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "LocalizerConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise JziError(f"localizer config: unknown key(s) {unknown}; expected some of "
+                           f"{sorted(names)}")
+        return cls(**data)
+
+
+def _check_model_against_map(header: dict, pyramid, model_path: Path) -> None:
+    from jzi_ros.model.config import ModelConfig
+
+    config = ModelConfig.from_dict(header["config"])
+    tree = pyramid.tree
+    if (config.grid, config.depth) != (tree.grid, tree.depth):
+        raise JziError(f"model {model_path} was trained for a {config.grid}x{config.grid} grid "
+                       f"with depth {config.depth}, but map {pyramid.path} has grid {tree.grid} "
+                       f"and depth {tree.depth}; use a model trained on this map's tree")
+
+
+class Localizer:
+    """Image -> Fix over one map with one model. Not thread-safe: one caller at a time."""
+
+    def __init__(self, pyramid, model_path: str | Path, config: LocalizerConfig,
+                 backend: Backend, model_config, metadata: dict) -> None:
+        self.pyramid = pyramid
+        self.tree = pyramid.tree
+        self.model_path = Path(model_path)
+        self.config = config
+        self.backend = backend
+        self.backend_name = backend.name
+        self.model_config = model_config
+        self.calibration = Calibration.from_metadata(metadata)
+        self.covariance_scale = (config.covariance_scale if config.covariance_scale is not None
+                                 else self.calibration.covariance_scale if self.calibration
+                                 else 1.0)
+        if self.calibration and config.covariance_scale is None and (
+                self.calibration.beam_width != backend_beam(self)
+                or self.calibration.position != config.position):
+            LOG.warning("covariance calibrated for beam %d / position %s, running beam %d / "
+                        "%s: recalibrate for consistent covariances",
+                        self.calibration.beam_width, self.calibration.position,
+                        backend_beam(self), config.position)
+        center = self.tree.cell_center(())
+        self._no_fix_at = (center[0], center[1])
+        self._no_fix_variance = self.tree.size_m ** 2 / 12.0
+
+    @classmethod
+    def from_paths(cls, map_dir: str | Path, model_path: str | Path,
+                   config: LocalizerConfig | None = None) -> "Localizer":
+        """Open the map, check the model against it, load the embeddings, build a backend."""
+        from jzi_ros.maps.pyramid import MapPyramid
+        from jzi_ros.model.checkpoint import read_header
+        from jzi_ros.model.config import ModelConfig
+
+        config = config or LocalizerConfig()
+        model_path = Path(model_path)
+        pyramid = MapPyramid.open(map_dir)
+        header = read_header(model_path)
+        _check_model_against_map(header, pyramid, model_path)
+        model_config = ModelConfig.from_dict(header["config"])
+        table = pyramid.load_embeddings(header["encoder_hash"])
+        width = model_config.encoder.hidden_size
+        if table.shape[1] != width:
+            raise JziError(f"embeddings in {pyramid.embeddings_path} are {table.shape[1]} wide, "
+                           f"model {model_path} encodes {width}-wide vectors; run `jzi map "
+                           f"embed {pyramid.path} --model {model_path}`")
+        if not np.all(np.isfinite(table)):
+            raise JziError(f"embeddings in {pyramid.embeddings_path} contain NaN/inf; re-embed")
+        spec = BackendSpec(model_path=str(model_path), view_table=table,
+                           grid=pyramid.tree.grid, depth=pyramid.tree.depth,
+                           beam_width=config.beam_width, export_dir=config.export_dir,
+                           force_engine_update=config.force_engine_update,
+                           max_workspace_size=config.max_workspace_size,
+                           cuda_graph=config.cuda_graph)
+        backend = create_backend(config.backend, spec, config.device, config.precision)
+        localizer = cls(pyramid, model_path, config, backend, model_config, header["metadata"])
+        localizer.warmup(config.warmup_frames)
+        return localizer
+
+    # --- per frame ---------------------------------------------------------------------------
+    def preprocess(self, image_rgb: np.ndarray) -> np.ndarray:
+        """Checked/converted image -> float32 ``[n_crops, 3, S, S]``; BadImageError."""
+        from jzi_ros.model.preprocess import ground_pixels
+
+        image = as_rgb_uint8(image_rgb, self.config.max_image_side)
+        return ground_pixels(image, self.model_config).numpy()
+
+    def posteriors(self, images: Sequence[np.ndarray]
+                   ) -> tuple[list[Posterior | None], dict[str, float]]:
+        """Beam posteriors for a batch of images (None where decoding gave non-finite
+        values) and the batch's stage timings in ms. BadImageError for an unusable image."""
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        pixels = np.stack([self.preprocess(image) for image in images])
+        mark = time.perf_counter()
+        timings["preprocess"] = (mark - start) * 1e3
+        ground = self.backend.encode(pixels)
+        now = time.perf_counter()
+        timings["encode"], mark = (now - mark) * 1e3, now
+        paths, log_probs = self.backend.decode(ground)
+        now = time.perf_counter()
+        timings["decode"], mark = (now - mark) * 1e3, now
+        out: list[Posterior | None] = []
+        for frame in range(len(images)):
+            if np.all(np.isfinite(log_probs[frame])) and np.all(np.isfinite(ground[frame])):
+                out.append(posterior_from_beam(self.tree, paths[frame], log_probs[frame]))
+            else:
+                out.append(None)
+        timings["posterior"] = (time.perf_counter() - mark) * 1e3
+        return out, timings
+
+    def localize(self, image_rgb: np.ndarray) -> Fix:
+        """One image -> Fix. BadImageError for an unusable array; NO_FIX (never NaN) for a
+        frame that decodes to nothing usable or falls below the confidence threshold."""
+        return self.localize_batch([image_rgb])[0]
+
+    def localize_batch(self, images: Sequence[np.ndarray]) -> list[Fix]:
+        """Several images in one backend call (replay, calibration); same rules as localize."""
+        start = time.perf_counter()
+        try:
+            posteriors, timings = self.posteriors(images)
+        except RuntimeError as err:  # a runtime failure must not take the robot down
+            LOG.exception("inference failed")
+            reason = f"inference failed: {str(err).splitlines()[0]}"
+            return [self._no_fix(reason, {}) for _ in images]
+        fixes = []
+        for posterior in posteriors:
+            mark = time.perf_counter()
+            fix_timings = dict(timings)
+            fix_timings["posterior"] += (time.perf_counter() - mark) * 1e3
+            fix_timings["total"] = (time.perf_counter() - start) * 1e3
+            if posterior is None:
+                fixes.append(self._no_fix("decoder produced non-finite values", fix_timings))
+            else:
+                fixes.append(self.fix_from_posterior(posterior, fix_timings))
+        return fixes
+
+    def estimate(self, posterior: Posterior) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(position [2], calibrated covariance [2, 2], raw covariance [2, 2]) E/N metres."""
+        position, raw = raw_estimate(posterior, self.config.position)
+        cov = apply_scale_and_floor(raw, self.covariance_scale, self.config.sigma_floor_m)
+        return position, cov, raw
+
+    def raw_estimate(self, image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(position [2], uncalibrated covariance [2, 2]) in metres E/N of the root: what
+        covariance calibration fits its scale on. JziError if the frame decodes to nothing."""
+        (posterior,), _ = self.posteriors([image_rgb])
+        if posterior is None:
+            raise JziError("decoder produced non-finite values for this frame")
+        position, _, raw = self.estimate(posterior)
+        return position, raw
+
+    def warmup(self, frames: int = 2) -> None:
+        """Run a few grey frames: lazy init, CUDA graph capture and autotuning happen here,
+        not on the first camera frame."""
+        size = self.model_config.encoder.image_size
+        grey = np.full((size, 2 * size, 3), 128, np.uint8)
+        for _ in range(frames):
+            self.localize(grey)
+
+    def fix_from_posterior(self, posterior: Posterior, timings: dict[str, float]) -> Fix:
+        position, cov, _ = self.estimate(posterior)
+        lat, lon = (float(v) for v in self.tree.to_latlon(position[0], position[1]))
+        lats, lons = self.tree.to_latlon(posterior.centers_en[:, 0], posterior.centers_en[:, 1])
+        hypotheses = tuple(
+            Hypothesis(tuple(int(a) for a in path), float(p), float(lp), float(e), float(n),
+                       float(la), float(lo))
+            for path, p, lp, (e, n), la, lo in zip(
+                posterior.paths, posterior.probs, posterior.log_probs, posterior.centers_en,
+                np.atleast_1d(lats), np.atleast_1d(lons)))
+        confidence = posterior.confidence
+        if confidence < self.config.confidence_threshold:
+            return Fix.no_fix(f"confidence {confidence:.3g} below threshold "
+                              f"{self.config.confidence_threshold:g}", lat, lon,
+                              self.config.altitude_m, self._no_fix_variance, timings,
+                              hypotheses, confidence, float(position[0]), float(position[1]))
+        return Fix(FixStatus.FIX, lat, lon, self.config.altitude_m,
+                   enu_covariance(cov, self.config.altitude_sigma_m), confidence,
+                   float(position[0]), float(position[1]), hypotheses, "", timings)
+
+    def _no_fix(self, reason: str, timings: dict[str, float]) -> Fix:
+        return Fix.no_fix(reason, self._no_fix_at[0], self._no_fix_at[1],
+                          self.config.altitude_m, self._no_fix_variance, timings)
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def backend_beam(localizer: Localizer) -> int:
+    """The beam width actually searched (clamped to the number of terminal cells)."""
+    from jzi_ros.inference.decode import effective_beam_width
+
+    tree = localizer.tree
+    return effective_beam_width(localizer.config.beam_width, tree.grid, tree.depth)
