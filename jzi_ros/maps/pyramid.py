@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -229,19 +230,43 @@ def _split_render(result, path: tuple[int, ...], tile_px: int) -> tuple[np.ndarr
     return tile, 1.0 - float(valid.mean())
 
 
-def _render_level(table: np.ndarray, offset: int, tree: CellTree, level: int,
+class _RowWriter:
+    """Writes rows of a ``.npy`` table in order with plain file writes.
+
+    ``open_memmap`` lays down the header and the full-size file; the rows then go through a
+    normal file handle rather than the mapping, so written tiles leave the process's resident
+    memory (a memmap keeps every dirty page mapped: ~2 GB RSS for a paper-sized map).
+    """
+
+    def __init__(self, file: Path, shape: tuple[int, ...]) -> None:
+        table = open_memmap(file, mode="w+", dtype=np.uint8, shape=shape)
+        self.offset = table.offset
+        self.row_bytes = int(np.prod(shape[1:]))
+        del table
+        self.handle = open(file, "r+b")
+
+    def write(self, row: int, tile: np.ndarray) -> None:
+        self.handle.seek(self.offset + row * self.row_bytes)
+        self.handle.write(np.ascontiguousarray(tile).tobytes())
+
+    def close(self) -> None:
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+
+
+def _render_level(table: _RowWriter, offset: int, tree: CellTree, level: int,
                   tile_px: int, render_view: RenderView, bar) -> float:
-    """Render one level into rows offset.. of the memmap; return its mean nodata fraction."""
+    """Render one level into rows offset.. of the table; return its mean nodata fraction."""
     total = 0.0
     count = 0
     for index, path in enumerate(tree.level_paths(level)):
         tile, nodata = _split_render(render_view(path), path, tile_px)
-        table[offset + index] = tile
+        table.write(offset + index, tile)
         total += nodata
         count += 1
         if bar is not None:
             bar.update(1)
-    table.flush()
     return total / max(count, 1)
 
 
@@ -255,7 +280,7 @@ def _check_nodata(level: int, fraction: float, max_nodata: float | None) -> None
 def write_pyramid(out_dir: str | Path, tree: CellTree, tile_px: int, render_view: RenderView,
                   source_info: dict, overwrite: bool = False, progress: bool = True,
                   max_nodata: float | None = None, terminal: bool = False) -> MapPyramid:
-    """Render every view (in view order) straight into a memmapped ``.npy``; atomic directory.
+    """Render every view (in view order) into a ``.npy`` table row by row; atomic directory.
 
     ``render_view(path)`` returns a uint8 [tile_px, tile_px, 3] RGB tile, or ``(tile, valid)``
     with a bool mask of covered pixels. Tiles go to disk one by one, so a paper-sized map
@@ -279,19 +304,23 @@ def write_pyramid(out_dir: str | Path, tree: CellTree, tile_px: int, render_view
         bar = tqdm(total=tree.num_views + n_terminal, desc=f"map {out_dir.name}", unit="tile",
                    disable=not progress, dynamic_ncols=True)
         try:
-            views = open_memmap(tmp / VIEWS, mode="w+", dtype=np.uint8, shape=shape)
-            for level in range(tree.depth):
-                fraction = _render_level(views, tree.level_offsets[level], tree, level,
-                                         tile_px, render_view, bar)
-                nodata[str(level)] = round(fraction, 6)
-                _check_nodata(level, fraction, max_nodata)
-            del views
+            views = _RowWriter(tmp / VIEWS, shape)
+            try:
+                for level in range(tree.depth):
+                    fraction = _render_level(views, tree.level_offsets[level], tree, level,
+                                             tile_px, render_view, bar)
+                    nodata[str(level)] = round(fraction, 6)
+                    _check_nodata(level, fraction, max_nodata)
+            finally:
+                views.close()
             if terminal:
-                tiles = open_memmap(tmp / TERMINAL, mode="w+", dtype=np.uint8,
-                                    shape=(n_terminal, tile_px, tile_px, 3))
-                fraction = _render_level(tiles, 0, tree, tree.depth, tile_px, render_view, bar)
+                tiles = _RowWriter(tmp / TERMINAL, (n_terminal, tile_px, tile_px, 3))
+                try:
+                    fraction = _render_level(tiles, 0, tree, tree.depth, tile_px, render_view,
+                                             bar)
+                finally:
+                    tiles.close()
                 nodata[str(tree.depth)] = round(fraction, 6)
-                del tiles
         finally:
             bar.close()
         manifest = {
