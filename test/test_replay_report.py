@@ -161,3 +161,18 @@ def test_ctrl_c_returns_the_partial_result(tmp_path):
     assert "Interrupted" in (tmp_path / "partial" / "report.md").read_text()
     with pytest.raises(JziError, match="already exists"):
         write_report(result, tmp_path / "partial", plots=False)
+
+
+def test_report_with_no_fix_frames_and_with_nothing_scored(tmp_path):
+    tree = tiny_tree()
+    spec = standard_spec(tree, 6, corrupt=(), swap=None)
+    bag = write_bag(tmp_path / "bag", spec)
+    loc = IndexLocalizer(tree, spec, offsets_for(6), no_fix=range(6))
+    summary = write_report(replay_bag(bag, loc, _options()), tmp_path / "nofix")
+    assert summary["fix_rate"] == 0.0 and summary["fix"]["count"] == 0
+    assert summary["calibration"]["count"] == 0 and summary["top1"]["count"] == 6
+    empty = replay_bag(bag, IndexLocalizer(tree, spec, {}, interrupt_at=0), _options())
+    summary = write_report(empty, tmp_path / "empty")
+    assert summary["frames"]["read"] == 0 and summary["top1"]["count"] == 0
+    assert summary["path_accuracy"] == {"1": 0.0, "2": 0.0}
+    assert (tmp_path / "empty" / "trajectory.png").stat().st_size > 0

@@ -53,7 +53,8 @@ def plot_error_cdf(scored: Any, path: Path) -> None:
     ax.set_ylabel("fraction of frames")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper left", fontsize=8)
     ax.set_title("Error CDF (dotted: 25 / 50 / 100 / 250 m)")
     _save(fig, path)
 
