@@ -75,6 +75,9 @@ class FakeNode:
         self.subscriptions.append(SimpleNamespace(msg_type=msg_type, topic=topic,
                                                   callback=callback, qos=qos))
 
+    def get_clock(self):
+        return SimpleNamespace(now=lambda: SimpleNamespace(nanoseconds=7_000_000_123))
+
     def add_on_set_parameters_callback(self, callback):
         self.param_callbacks.append(callback)
 
@@ -266,19 +269,24 @@ def test_frames_become_fixes_no_fixes_and_bad_messages_are_skipped(node_module):
         assert _wait(lambda: node.stats.bad_messages == 2)
         callback(_image(200, 14))
         assert _wait(lambda: len(fixes) == 3)
+        unstamped = _image(200, 0)
+        unstamped.header.stamp.nanosec = 0
+        callback(unstamped)
+        assert _wait(lambda: len(fixes) == 4)
     finally:
         node.close()
-    ok, no_fix, last = fixes
+    ok, no_fix, last, receive_time = fixes
+    assert (receive_time.header.stamp.sec, receive_time.header.stamp.nanosec) == (7, 123)
     assert (ok.header.stamp.sec, ok.header.stamp.nanosec, ok.header.frame_id) == (10, 5, "cam")
     assert ok.status.status == 0 and no_fix.status.status == -1 and last.header.stamp.sec == 14
     # var(E) 4 is lifted to the 5 m default floor, var(N) 49 is kept, Up = altitude_variance
     assert list(ok.position_covariance[[0, 4, 8]]) == [25.0, 49.0, 1e4]
     assert np.all(np.isfinite(no_fix.position_covariance))
     poses = node.publishers["jzi/pose"].sent
-    assert [p.header.stamp.sec for p in poses] == [10, 14]  # FIX only
+    assert [p.header.stamp.sec for p in poses] == [10, 14, 7]  # FIX only
     assert poses[0].header.frame_id == "jzi_map" and poses[0].pose.pose.position.x == 5.0
     clouds = node.publishers["jzi/hypotheses"].sent
-    assert len(clouds) == 3 and clouds[0].points == [(5.0, 6.0, 0.0, 1.0)]
+    assert len(clouds) == 4 and clouds[0].points == [(5.0, 6.0, 0.0, 1.0)]
     warnings = [text for level, text, kw in LOGS if level == "warning"]
     assert any("16UC1" in w for w in warnings) and any("too small" in w for w in warnings)
     assert all(kw.get("throttle_duration_sec") for level, _, kw in LOGS if level == "warning")

@@ -143,6 +143,12 @@ class LocalizerNode(Node):
     def _on_image(self, msg: Any) -> None:
         self.stats.frame_received()
         stamp_ns = convert.stamp_to_ns(msg.header.stamp)
+        if stamp_ns == 0:
+            # an unstamped camera driver: the receive time is the best stand-in for the
+            # exposure time (the EKF needs some stamp; 0 would be rejected as too old)
+            stamp_ns = self.get_clock().now().nanoseconds
+            self.get_logger().warning("camera image has no header stamp; using receive time",
+                                      throttle_duration_sec=BAD_MESSAGE_LOG_PERIOD_S)
         if self.limiter.admit(stamp_ns * 1e-9):
             self.slot.put((stamp_ns, msg))
 
