@@ -63,8 +63,7 @@ class Calibration:
 
 
 def _nees(errors: np.ndarray, raw: np.ndarray, scale: float, floor: float) -> np.ndarray:
-    cov = np.stack([apply_scale_and_floor(c, scale, floor) for c in raw])
-    return nees_2d(errors, cov)
+    return nees_2d(errors, apply_scale_and_floor(raw, scale, floor))
 
 
 def fit_covariance_scale(errors_en: np.ndarray, raw_cov_en: np.ndarray, sigma_floor_m: float,

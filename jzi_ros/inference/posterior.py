@@ -76,12 +76,14 @@ def raw_estimate(posterior: Posterior, position: str = "top") -> tuple[np.ndarra
 
 
 def apply_scale_and_floor(cov: np.ndarray, scale: float, sigma_floor_m: float) -> np.ndarray:
-    """Scale a 2x2 covariance and clip its eigenvalues to at least ``sigma_floor_m``^2."""
+    """Scale 2x2 covariance(s) ``[..., 2, 2]`` and clip their eigenvalues to at least
+    ``sigma_floor_m``^2."""
     cov = np.asarray(cov, dtype=np.float64) * float(scale)
-    values, vectors = np.linalg.eigh(0.5 * (cov + cov.T))
+    sym = 0.5 * (cov + np.swapaxes(cov, -1, -2))
+    values, vectors = np.linalg.eigh(sym)
     values = np.maximum(values, float(sigma_floor_m) ** 2)
-    out = (vectors * values) @ vectors.T
-    return 0.5 * (out + out.T)
+    out = (vectors * values[..., None, :]) @ np.swapaxes(vectors, -1, -2)
+    return 0.5 * (out + np.swapaxes(out, -1, -2))
 
 
 def enu_covariance(cov_en: np.ndarray, up_sigma_m: float) -> np.ndarray:
