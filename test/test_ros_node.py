@@ -65,11 +65,12 @@ class Graph:
 
     def __init__(self, namespace):
         import rclpy
+        from rclpy.context import Context
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image, NavSatFix, PointCloud2
 
-        self.context = rclpy.context.Context()
+        self.context = Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node("jzi_smoke_test", namespace=namespace,
                                       context=self.context)

@@ -20,6 +20,7 @@ import rclpy
 import rclpy.logging
 from diagnostic_msgs.msg import DiagnosticStatus
 from diagnostic_updater import DiagnosticStatusWrapper, Updater
+from geometry_msgs.msg import PoseWithCovarianceStamped
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
@@ -28,7 +29,6 @@ from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
 from sensor_msgs.msg import CompressedImage, Image, NavSatFix, PointCloud2
 from sensor_msgs_py import point_cloud2
-from geometry_msgs.msg import PoseWithCovarianceStamped
 
 from jzi_ros.errors import BadImageError, JziError
 from jzi_ros.ros import convert
