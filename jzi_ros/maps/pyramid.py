@@ -270,11 +270,16 @@ def _render_level(table: _RowWriter, offset: int, tree: CellTree, level: int,
     return total / max(count, 1)
 
 
-def _check_nodata(level: int, fraction: float, max_nodata: float | None) -> None:
-    if max_nodata is not None and fraction > max_nodata:
-        raise JziError(f"the source leaves {fraction:.1%} of level {level} without data "
-                       f"(limit --max-nodata {max_nodata:g}); the root square is not covered "
-                       "by the source; move/shrink the root or raise --max-nodata")
+def _check_nodata(nodata: dict[str, float], max_nodata: float | None, source: str) -> None:
+    """Refuse once a level is less covered than allowed; names every level over the limit."""
+    if max_nodata is None:
+        return
+    bad = {level: v for level, v in nodata.items() if v > max_nodata}
+    if bad:
+        levels = ", ".join(f"level {level} {v:.1%}" for level, v in bad.items())
+        raise JziError(f"source {source} does not cover the root square: nodata {levels} "
+                       f"(limit --max-nodata {max_nodata:g}); move/shrink the root "
+                       "(--center/--size/--bounds) or raise --max-nodata")
 
 
 def write_pyramid(out_dir: str | Path, tree: CellTree, tile_px: int, render_view: RenderView,
@@ -310,7 +315,7 @@ def write_pyramid(out_dir: str | Path, tree: CellTree, tile_px: int, render_view
                     fraction = _render_level(views, tree.level_offsets[level], tree, level,
                                              tile_px, render_view, bar)
                     nodata[str(level)] = round(fraction, 6)
-                    _check_nodata(level, fraction, max_nodata)
+                    _check_nodata(nodata, max_nodata, str(source_info.get("path", "?")))
             finally:
                 views.close()
             if terminal:
