@@ -17,6 +17,8 @@ from replay_support import (NAVSAT, T0, BagSpec, gt_interp, image_message, track
 from support import make_tiny_checkpoint, make_tiny_map, world_of
 
 N = 10
+OPTION = {"beam_width": "--beam", "position": "--position",
+          "confidence_threshold": "--confidence-threshold"}
 
 
 def _world_bag(tmp_path, pyramid, kind, storage):
@@ -43,8 +45,10 @@ def _decoded(image, kind):
     return cv2.cvtColor(cv2.imdecode(np.asarray(msg.data), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
-@pytest.mark.parametrize("kind,storage", [("raw", "sqlite3"), ("jpeg", "mcap")])
-def test_jzi_replay_end_to_end(tmp_path, kind, storage):
+@pytest.mark.parametrize("kind,storage,config", [
+    ("raw", "sqlite3", {}),
+    ("jpeg", "mcap", {"beam_width": 2, "position": "mean", "confidence_threshold": 0.1})])
+def test_jzi_replay_end_to_end(tmp_path, kind, storage, config):
     localizer_mod = pytest.importorskip("jzi_ros.inference.localizer")
     pyramid = make_tiny_map(tmp_path)
     ckpt = make_tiny_checkpoint(tmp_path, pyramid)
@@ -52,11 +56,14 @@ def test_jzi_replay_end_to_end(tmp_path, kind, storage):
     out, out_bag = tmp_path / "report", tmp_path / "out_bag"
     rc = jzi_main.main(["replay", str(bag), "--map", str(pyramid.path), "--model", str(ckpt),
                         "--image-topic", "/camera/image", "--gt-topic", "/gps/fix",
-                        "--out", str(out), "--no-progress", "--write-bag", str(out_bag)])
+                        "--out", str(out), "--no-progress", "--write-bag", str(out_bag)]
+                       + [arg for name, value in config.items()
+                          for arg in (OPTION[name], str(value))])
     assert rc == 0
     report = json.loads((out / "report.json").read_text())
 
-    localizer = localizer_mod.Localizer.from_paths(pyramid.path, ckpt)
+    localizer = localizer_mod.Localizer.from_paths(
+        pyramid.path, ckpt, localizer_mod.LocalizerConfig(**config))
     tree = localizer.tree
     fixes = [localizer.localize(_decoded(image, kind)) for image in spec.images]
     truth = np.array([gt_interp(spec, tree, s) for s in spec.image_stamps])

@@ -53,6 +53,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch device, e.g. cpu or cuda; unset: the localizer's choice")
     parser.add_argument("--beam", type=_positive_int, default=None,
                         help="beam width; unset: the localizer's default")
+    parser.add_argument("--position", choices=("top", "mean"), default=None,
+                        help="published position: top = best cell's centre (paper), mean = "
+                             "beam-weighted mean; unset: the localizer's default")
+    parser.add_argument("--confidence-threshold", type=float, default=None,
+                        help="confidence (0..1) below which a frame is NO_FIX, as the node's "
+                             "parameter; unset: the localizer's default")
     parser.add_argument("--every", type=_positive_int, default=1,
                         help="use every N-th frame (in header-stamp order)")
     parser.add_argument("--start", type=_seconds, default=0.0,
@@ -82,13 +88,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _localizer(args: argparse.Namespace):
     from jzi_ros.inference.localizer import Localizer, LocalizerConfig
 
-    config = LocalizerConfig()
-    changes = {"backend": args.backend}
-    if args.beam is not None:
-        changes["beam_width"] = args.beam
-    if args.device is not None:
-        changes["device"] = args.device
-    config = dataclasses.replace(config, **changes)
+    chosen = {"backend": args.backend, "beam_width": args.beam, "device": args.device,
+              "position": args.position, "confidence_threshold": args.confidence_threshold}
+    # unset options keep LocalizerConfig's defaults (the same as the node's)
+    config = dataclasses.replace(LocalizerConfig(),
+                                 **{k: v for k, v in chosen.items() if v is not None})
     return Localizer.from_paths(args.map, args.model, config)
 
 
