@@ -107,6 +107,14 @@ def test_console_script_main_and_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no topic '/nope'" in err and "/camera/image (sensor_msgs/msg/Image" in err
     assert not (tmp_path / "r2").exists()
+    # a checkpoint the map was not embedded with: one clear error, no report
+    other = make_tiny_checkpoint(tmp_path, pyramid, seed=1, name="other.ckpt", embed=False)
+    args = base + ["--image-topic", "/camera/image", "--out", str(tmp_path / "r3")]
+    args[args.index(str(ckpt))] = str(other)
+    assert replay_cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("replay: error:") and "jzi map embed" in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "r3").exists()
 
 
 def test_cli_refuses_before_loading_anything(tmp_path, capsys):
