@@ -162,3 +162,12 @@ def test_embeddings_wrong_row_count_on_disk(pyramid, tmp_path):
               metadata={"encoder_hash": "enc"})
     with pytest.raises(JziError, match=r"shape \[3, 4\], expected \[21, C\]"):
         pyramid.load_embeddings("enc")
+
+
+def test_map_is_readable_by_other_users(pyramid):
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (pyramid.path.stat().st_mode & 0o777) == 0o777 & ~mask
+    assert ((pyramid.path / "manifest.json").stat().st_mode & 0o777) == 0o666 & ~mask
+    pyramid.write_embeddings(np.zeros((tree().num_views, 2)), "enc")
+    assert (pyramid.embeddings_path.stat().st_mode & 0o777) == 0o666 & ~mask
