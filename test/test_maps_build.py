@@ -204,3 +204,18 @@ def test_xyz_folder_without_tiles_is_refused(tmp_path):
     with pytest.raises(JziError, match="no XYZ zoom folders"):
         build_pyramid(tmp_path / "tiles", tmp_path / "map", tree(2), tile_px=TILE,
                       progress=False)
+
+
+def test_grey_single_band_source_gives_grey_views(tmp_path):
+    t = tree(depth=2)
+    to_utm = pyproj.Transformer.from_crs("EPSG:4326", "EPSG:32610", always_xy=True)
+    cx, cy = to_utm.transform(CENTER[1], CENTER[0])
+    ramp = np.tile(np.linspace(0, 250, 1000).astype(np.uint8), (1000, 1))  # dark west
+    with rasterio.open(tmp_path / "grey.tif", "w", driver="GTiff", width=1000, height=1000,
+                       count=1, dtype="uint8", crs="EPSG:32610",
+                       transform=Affine(1.0, 0.0, cx - 500, 0.0, -1.0, cy + 500)) as dst:
+        dst.write(ramp[None])
+    root = build_pyramid(tmp_path / "grey.tif", tmp_path / "map", t, tile_px=TILE,
+                         progress=False).view(()).astype(int)
+    assert np.abs(root[..., 0] - root[..., 2]).max() == 0
+    assert root[TILE // 2, 2, 0] + 100 < root[TILE // 2, TILE - 3, 0]
