@@ -1,0 +1,77 @@
+"""``jzi export``: ONNX files (ground encoder + beam decoder) for ONNX Runtime and TensorRT."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from jzi_ros.errors import JziError
+
+COMMAND = "export"
+HELP = "export a checkpoint to ONNX (ground encoder + fixed-length beam decoder)"
+DESCRIPTION = """\
+Write encoder.onnx (pixels -> ground token), decoder_b{B}_n{N}.onnx (ground token + map view
+table -> top-B paths and log-probabilities, the whole D-step beam search in one static graph)
+and export.json (inputs, outputs, preprocessing, weights hash). The ONNX Runtime and TensorRT
+backends read this folder; TensorRT engines are built from it on the target and cached next to
+it. After exporting, ONNX Runtime (CPU) is checked against PyTorch fp32 on random inputs.
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, type=Path,
+                        help="checkpoint (.safetensors) written by jzi train")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: next to the checkpoint, <name>.onnx/; "
+                             "the backends look there by default)")
+    parser.add_argument("--beam", type=int, default=None,
+                        help="beam width baked into the decoder graph (default: the "
+                             "localizer's default beam width)")
+    parser.add_argument("--batch", type=int, default=1,
+                        help="frames per call baked into both graphs (static shapes)")
+    parser.add_argument("--no-check", action="store_true",
+                        help="skip the ONNX Runtime vs PyTorch parity check")
+
+
+def run(args: argparse.Namespace) -> int:
+    from jzi_ros.inference.export import default_export_dir, export_model
+    from jzi_ros.inference.localizer import DEFAULT_BEAM_WIDTH
+
+    beam = DEFAULT_BEAM_WIDTH if args.beam is None else args.beam
+    out = args.out or default_export_dir(args.model)
+    info = export_model(args.model, out, beam, args.batch)
+    files = [info["encoder"]["file"]] + [d["file"] for d in info["decoders"].values()]
+    print(f"exported {args.model} -> {out}")
+    for name in files:
+        print(f"  {name:28s} {(out / name).stat().st_size / 1e6:8.2f} MB")
+    print(f"  {'export.json':28s} weights {info['weights_hash']}, encoder "
+          f"{info['encoder_hash']}, input {info['n_crops']} x 3 x {info['image_size']}^2")
+    if args.no_check:
+        return 0
+    return _check(args.model, out, beam, args.batch)
+
+
+def _check(model_path: Path, out: Path, beam: int, batch: int) -> int:
+    import numpy as np
+
+    from jzi_ros.inference.backends import BackendSpec, create_backend
+    from jzi_ros.inference.parity import compare
+    from jzi_ros.model.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(model_path)
+    config = model.config
+    views = sum(config.num_actions ** level for level in range(config.depth))
+    table = np.random.default_rng(0).standard_normal((views, model.embed_dim)).astype(np.float16)
+    spec = BackendSpec(str(model_path), table, config.grid, config.depth, beam,
+                       batch_size=batch, export_dir=str(out))
+    try:
+        backend = create_backend("onnxruntime", spec, "cpu", "fp32")
+    except JziError as err:
+        print(f"parity check skipped: {err}")
+        return 0
+    parity = compare(backend, model, table, beam, frames=max(batch, 2))
+    verdict = "OK" if parity.ok() else "MISMATCH"
+    print(f"parity onnxruntime-cpu vs torch fp32: {verdict} (ground cosine "
+          f"{parity.ground_cosine_min:.6f}, max |diff| {parity.ground_max_abs_diff:.2e}; "
+          f"same paths {parity.same_paths}; log-prob max |diff| "
+          f"{parity.log_prob_max_abs_diff:.2e})")
+    return 0 if parity.ok() else 1

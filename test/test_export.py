@@ -1,0 +1,103 @@
+"""ONNX export: files + description, ONNX Runtime parity with PyTorch fp32, staleness."""
+import dataclasses
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from jzi_ros.inference.backends import BackendSpec, create_backend
+from jzi_ros.inference.backends.onnxruntime_backend import run_in_chunks
+from jzi_ros.inference.export import (EXPORT_JSON, default_export_dir, export_model,
+                                      weights_hash)
+from jzi_ros.inference.localizer import Localizer, LocalizerConfig
+from jzi_ros.inference.parity import compare
+from jzi_ros.model.checkpoint import load_checkpoint
+from support import make_tiny_checkpoint, make_tiny_map, world_of
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+pytestmark = pytest.mark.slow  # one ONNX export (~5 s idle, more on a loaded machine)
+BEAM = 3
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("export")
+    pyramid = make_tiny_map(tmp, depth=2)
+    ckpt = make_tiny_checkpoint(tmp, pyramid, sharpen=True)
+    info = export_model(ckpt, None, beam_width=BEAM, batch_size=1)
+    return pyramid, ckpt, info
+
+
+def test_export_writes_graphs_and_a_description(exported):
+    onnx = pytest.importorskip("onnx")
+    pyramid, ckpt, info = exported
+    folder = default_export_dir(ckpt)
+    assert (folder / EXPORT_JSON).is_file()
+    encoder = folder / info["encoder"]["file"]
+    decoder = folder / info["decoders"][f"b{BEAM}_n1"]["file"]
+    for path in (encoder, decoder):
+        onnx.checker.check_model(str(path))
+    size = info["image_size"]
+    assert info["encoder"]["inputs"][0]["shape"] == [1, 2, 3, size, size]
+    assert info["decoders"][f"b{BEAM}_n1"]["outputs"][0]["shape"] == [1, BEAM, 2]
+    assert info["num_views"] == pyramid.tree.num_views
+    assert info["preprocessing"]["resize"] == [size, 2 * size]
+    graph = onnx.load(str(decoder)).graph
+    assert [i.name for i in graph.input] == ["ground", "view_table"]
+    assert [o.name for o in graph.output] == ["paths", "log_probs"]
+
+
+def test_onnxruntime_cpu_matches_torch_fp32(exported):
+    pyramid, ckpt, _ = exported
+    model, _ = load_checkpoint(ckpt)
+    table = pyramid.load_embeddings(model.encoder_hash())
+    spec = BackendSpec(str(ckpt), table, 4, 2, BEAM)
+    backend = create_backend("onnxruntime", spec, "cpu", "fp32")
+    parity = compare(backend, model, table, BEAM, frames=3)
+    assert parity.ok(), parity
+    assert parity.same_paths and parity.log_prob_max_abs_diff < 1e-3
+
+
+def test_localizer_on_onnxruntime_equals_torch_and_auto_prefers_it(exported, caplog):
+    pyramid, ckpt, _ = exported
+    base = LocalizerConfig(beam_width=BEAM, device="cpu", warmup_frames=0)
+    torch_loc = Localizer.from_paths(pyramid.path, ckpt,
+                                     dataclasses.replace(base, backend="torch"))
+    with caplog.at_level(logging.INFO, logger="jzi_ros.inference.backends"):
+        auto = Localizer.from_paths(pyramid.path, ckpt, base)
+    assert auto.backend_name == "onnxruntime"
+    assert "picked onnxruntime" in caplog.text and "device cpu was requested" in caplog.text
+    world = world_of(pyramid)
+    for east in (-300.0, 50.0, 420.0):
+        image = world.ground_image(east, -east, size=(40, 80))
+        a, b = torch_loc.localize(image), auto.localize(image)
+        assert [h.path for h in a.hypotheses] == [h.path for h in b.hypotheses]
+        assert np.allclose([h.log_prob for h in a.hypotheses],
+                           [h.log_prob for h in b.hypotheses], atol=1e-3)
+
+
+def test_export_is_reused_until_the_weights_change(exported):
+    pyramid, ckpt, info = exported
+    folder = default_export_dir(ckpt)
+    stamp = (folder / "encoder.onnx").stat().st_mtime_ns
+    again = export_model(ckpt, None, beam_width=BEAM)
+    assert again["weights_hash"] == info["weights_hash"]
+    assert (folder / "encoder.onnx").stat().st_mtime_ns == stamp
+    model, _ = load_checkpoint(ckpt)
+    assert weights_hash(model) == info["weights_hash"]
+    with torch.no_grad():
+        model.decoder.head.bias.add_(1e-3)  # a decoder-only change (frozen encoder training)
+    assert weights_hash(model) != info["weights_hash"]
+
+
+def test_static_batch_chunks_and_pads():
+    calls = []
+
+    def run(chunk):
+        calls.append(chunk.shape[0])
+        return [chunk * 2, chunk[:, :1]]
+    out = run_in_chunks(run, np.arange(10, dtype=np.float32).reshape(5, 2), 2)
+    assert calls == [2, 2, 2]
+    assert np.array_equal(out[0], np.arange(10).reshape(5, 2) * 2) and out[1].shape == (5, 1)
