@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override config entries, e.g. epochs=5 batch_size=16 "
                              "model.encoder.trainable_blocks=0")
     parser.add_argument("--config", metavar="FILE.yaml",
-                        help="training config (see config/train_demo.yaml)")
+                        help="training config (examples: jzi_ros/training/configs/*.yaml)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in the config's 'out' directory from its "
                              "last.safetensors and last.state.safetensors")

@@ -26,7 +26,7 @@ METRICS = ("recall@25m", "recall@50m", "recall@100m", "exact", "val_loss")
 
 @dataclass
 class TrainConfig:
-    """Everything one training run needs (see config/train_demo.yaml for an annotated one)."""
+    """Everything one training run needs (annotated examples: jzi_ros/training/configs/)."""
 
     manifest: str = ""
     map: str = ""
@@ -142,10 +142,14 @@ def load_train_config(path: str | os.PathLike | None, overrides: list[str] = ()
         for name in PATH_FIELDS:
             if name in data:
                 data[name] = _resolve(data[name], path.parent)
+        encoder = (data.get("model") or {}).get("encoder")
+        if isinstance(encoder, dict) and encoder.get("weights"):
+            encoder["weights"] = _resolve(encoder["weights"], path.parent)
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     for text in overrides:
         keys, value = parse_override(text)
-        if keys[0] in PATH_FIELDS and len(keys) == 1:
+        if (keys[0] in PATH_FIELDS and len(keys) == 1) or keys == ["model", "encoder",
+                                                                  "weights"]:
             value = _resolve(value, Path.cwd())
         nested: Any = value
         for key in reversed(keys[1:]):
