@@ -16,8 +16,8 @@ from replay_support import (NAVSAT, T0, BagSpec, gt_interp, image_message, track
                             write_bag)
 from support import make_tiny_checkpoint, make_tiny_map, world_of
 
-N = 10
-OPTION = {"beam_width": "--beam", "position": "--position",
+N = 6
+OPTION = {"backend": "--backend", "beam_width": "--beam", "position": "--position",
           "confidence_threshold": "--confidence-threshold"}
 
 
@@ -45,9 +45,12 @@ def _decoded(image, kind):
     return cv2.cvtColor(cv2.imdecode(np.asarray(msg.data), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,storage,config", [
-    ("raw", "sqlite3", {}),
-    ("jpeg", "mcap", {"beam_width": 2, "position": "mean", "confidence_threshold": 0.1})])
+    # torch backend: "auto" would export ONNX first (the localizer's tests cover that)
+    ("raw", "sqlite3", {"backend": "torch"}),
+    ("jpeg", "mcap", {"backend": "torch", "beam_width": 2, "position": "mean",
+                      "confidence_threshold": 0.1})])
 def test_jzi_replay_end_to_end(tmp_path, kind, storage, config):
     localizer_mod = pytest.importorskip("jzi_ros.inference.localizer")
     pyramid = make_tiny_map(tmp_path)
@@ -91,13 +94,14 @@ def test_jzi_replay_end_to_end(tmp_path, kind, storage, config):
     assert [m.latitude for m in got] == pytest.approx([f.latitude for f in fixes], abs=1e-9)
 
 
+@pytest.mark.slow
 def test_console_script_main_and_errors(tmp_path, capsys):
     pytest.importorskip("jzi_ros.inference.localizer")
     pyramid = make_tiny_map(tmp_path)
     ckpt = make_tiny_checkpoint(tmp_path, pyramid)
     spec, bag = _world_bag(tmp_path, pyramid, "raw", "sqlite3")
     base = [str(bag), "--map", str(pyramid.path), "--model", str(ckpt), "--gt-topic",
-            "/gps/fix", "--no-progress", "--no-plots"]
+            "/gps/fix", "--no-progress", "--no-plots", "--backend", "torch"]
     # ros2 run may append ROS arguments: ignored
     assert replay_cli.main(base + ["--image-topic", "/camera/image", "--out",
                                    str(tmp_path / "r1"), "--limit", "3",
