@@ -131,3 +131,32 @@ def test_cli_refuses_before_loading_anything(tmp_path, capsys):
     assert "nobag does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         jzi_main.main(args + [str(tmp_path / "new"), "--every", "0"])
+
+
+def test_cli_flow_with_a_test_double_localizer(tmp_path, monkeypatch, capsys):
+    """run(): report + output bag, and Ctrl-C -> partial report, no bag, exit 130."""
+    from replay_support import IndexLocalizer, offsets_for, standard_spec
+    from support import tiny_tree
+
+    tree = tiny_tree()
+    spec = standard_spec(tree, 8, corrupt=(), swap=None)
+    bag = write_bag(tmp_path / "bag", spec, "mcap")
+    doubles = [IndexLocalizer(tree, spec, offsets_for(8)),
+               IndexLocalizer(tree, spec, offsets_for(8), interrupt_at=3)]
+    monkeypatch.setattr(replay_cli, "_localizer", lambda args: doubles.pop(0))
+    args = ["replay", str(bag), "--map", "unused", "--model", "unused", "--image-topic",
+            "/camera/image", "--gt-topic", "/gps/fix", "--no-progress", "--no-plots",
+            "--every", "2", "--bag-storage", "sqlite3", "--bag-version", "9"]
+    assert jzi_main.main(args + ["--out", str(tmp_path / "r"),
+                                 "--write-bag", str(tmp_path / "b")]) == 0
+    assert "4 frames scored" in capsys.readouterr().out
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["frames"]["read"] == 4 and report["options"]["every"] == 2
+    assert (tmp_path / "b" / "b.db3").exists()
+    assert "version: 9" in (tmp_path / "b" / "metadata.yaml").read_text()
+    rc = jzi_main.main(args + ["--out", str(tmp_path / "p"), "--write-bag", str(tmp_path / "c")])
+    assert rc == 130
+    partial = json.loads((tmp_path / "p" / "report.json").read_text())
+    assert partial["interrupted"] and partial["frames"]["read"] == 3
+    assert not (tmp_path / "c").exists()
+    assert "not written" in capsys.readouterr().err

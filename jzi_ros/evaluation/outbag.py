@@ -82,6 +82,9 @@ def write_fix_bag(result: ReplayResult, out: str | Path, options: BagOutputOptio
     typestore = get_typestore(Stores.ROS2_HUMBLE if options.version == 8 else Stores.ROS2_JAZZY)
     fixes = _fix_messages(result, options, typestore)
     with open_bag(result.bag) as reader:
+        if not reader.is2:
+            raise JziError(f"bag {result.bag} is a ROS 1 bag; --write-bag copies ROS 2 bags "
+                           "only (convert it first, e.g. `rosbags-convert`)")
         if options.topic in reader.topics:
             raise JziError(f"bag {result.bag} already has a topic {options.topic}; choose "
                            "another output topic")
