@@ -181,7 +181,7 @@ def build_pyramid_timed(source: str | os.PathLike, out_dir: str | os.PathLike,
     """:func:`build_pyramid` that also reports the tile count and wall time."""
     if max_nodata is not None and not 0.0 <= max_nodata <= 1.0:
         raise JziError(f"--max-nodata must be a fraction in 0..1, got {max_nodata}")
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).expanduser()
     if out_dir.exists() and not overwrite:
         # Checked before opening the source so a slow source is not touched for nothing.
         raise JziError(f"output {out_dir} already exists (pass --overwrite to replace it)")

@@ -72,7 +72,7 @@ class MapPyramid:
     @classmethod
     def open(cls, path: str | Path) -> "MapPyramid":
         """Open a map directory; JziError for a missing/corrupt manifest or views file."""
-        path = Path(path)
+        path = Path(path).expanduser()
         if not path.is_dir():
             raise JziError(f"map {path} is not a directory (build one with `jzi map build`)")
         manifest_file = path / MANIFEST
@@ -310,7 +310,7 @@ def write_pyramid(out_dir: str | Path, tree: CellTree, tile_px: int, render_view
         json.dumps(source_info)
     except (TypeError, ValueError) as err:
         raise JziError(f"map source_info must be JSON-serialisable: {err}") from None
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).expanduser()
     shape = (tree.num_views, tile_px, tile_px, 3)
     n_terminal = tree.num_actions ** tree.depth if terminal else 0
     nodata: dict[str, float] = {}

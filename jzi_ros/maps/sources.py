@@ -162,7 +162,7 @@ def open_source(source: str | os.PathLike, crs: str | None = None) -> Iterator[S
     """Open ``source`` (raster file, MBTiles, XYZ folder); JziError if unusable."""
     import rasterio
     from rasterio.errors import RasterioIOError
-    path = Path(source)
+    path = Path(source).expanduser()
     if not path.exists():
         raise JziError(f"map source {path} does not exist")
     kind = "raster"
