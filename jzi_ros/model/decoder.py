@@ -65,7 +65,8 @@ class Block(nn.Module):
         self.norm2 = nn.RMSNorm(width)
         self.mlp = SwiGLU(width, mlp_hidden, dropout)
         self.resid_dropout = nn.Dropout(dropout)
-        self.rotary = [rotary]  # shared table; a list keeps it out of this module's state
+        # one shared table registered in every block (non-persistent: not in the state dict)
+        self.rotary = rotary
 
     def forward(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None
                 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
@@ -73,8 +74,7 @@ class Block(nn.Module):
         q, k, v = (self.qkv(self.norm1(x)).view(batch, length, 3, self.heads, -1)
                    .permute(2, 0, 3, 1, 4))
         start = 0 if past is None else past[0].shape[2]
-        rotary = self.rotary[0]
-        q, k = rotary(q, start), rotary(k, start)
+        q, k = self.rotary(q, start), self.rotary(k, start)
         if past is not None:
             k = torch.cat((past[0], k), dim=2)
             v = torch.cat((past[1], v), dim=2)
