@@ -86,6 +86,11 @@ class CellRenderer:
         LOG.debug("no explicit PROJ operation for %s; GDAL chooses per tile", src.name)
         return pyproj.Transformer.from_crs(src, dst, always_xy=True), None
 
+    @property
+    def operation(self) -> str | None:
+        """The PROJ pipeline used for every warp (None: GDAL's own choice per tile)."""
+        return self._operation
+
     def _source_window(self, bounds) -> tuple[float, float, float, float]:
         """Unclipped (col0, row0, col1, row1) of the source pixels under a local-frame box."""
         west, south, east, north = bounds
@@ -160,6 +165,16 @@ class CellRenderer:
         return rgb, valid
 
 
+def _warn_without_overviews(src: Source, tree: CellTree, tile_px: int) -> None:
+    """Coarse levels of a big raster without overviews decode the full raster per tile."""
+    dataset = src.dataset
+    big = max(dataset.width, dataset.height) > 16 * tile_px
+    if big and not dataset.overviews(src.bands[0]) and dataset.driver != "WMS":
+        LOG.warning("%s (%d x %d px) has no overviews: the coarse levels read it at full "
+                    "resolution; `gdaladdo -r average %s` makes the build faster",
+                    dataset.name, dataset.width, dataset.height, dataset.name)
+
+
 def build_pyramid(source: str | os.PathLike, out_dir: str | os.PathLike, tree: CellTree,
                   tile_px: int = 384, overwrite: bool = False, progress: bool = True,
                   max_nodata: float | None = DEFAULT_MAX_NODATA, crs: str | None = None,
@@ -188,8 +203,10 @@ def build_pyramid_timed(source: str | os.PathLike, out_dir: str | os.PathLike,
     start = time.perf_counter()
     with open_source(source, crs) as src:
         renderer = CellRenderer(src, tree, tile_px)
+        _warn_without_overviews(src, tree, tile_px)
         info = dict(src.info, resampling="windowed average read + bilinear warp",
-                    local_crs=renderer.dst_crs.to_proj4())
+                    local_crs=renderer.dst_crs.to_proj4(),
+                    coordinate_operation=renderer.operation)
         pyramid = write_pyramid(out_dir, tree, tile_px, renderer, info, overwrite=overwrite,
                                 progress=progress, max_nodata=max_nodata, terminal=terminal)
     seconds = time.perf_counter() - start
