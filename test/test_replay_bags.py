@@ -78,3 +78,13 @@ def test_unreadable_bags_are_one_clear_error(tmp_path):
     with pytest.raises(JziError, match=f"bag {bag} cannot be read"):
         with open_bag(bag):
             pass
+
+
+@pytest.mark.parametrize("storage,suffix", [("sqlite3", "db3"), ("mcap", "mcap")])
+def test_a_bare_storage_file_is_a_bag_too(tmp_path, storage, suffix):
+    bag = write_bag(tmp_path / "bag", _spec(n=3, swap=()), storage)
+    single = bag / f"bag.{suffix}"
+    assert bag_storage(single) == storage
+    with open_bag(single) as reader:
+        assert require_topic(reader, single, "/camera/image", IMAGE_TYPES, "x", "y") == IMAGE
+        assert scan_frames(reader, single, "/camera/image", IMAGE).count == 3
