@@ -51,8 +51,10 @@ def test_lookup_interpolates_holds_and_refuses(tmp_path):
     assert (mid.east_m, mid.north_m) == pytest.approx((30.0, 0.0), abs=1e-6)
     back = tree.to_local(mid.latitude, mid.longitude)
     assert back == pytest.approx((30.0, 0.0), abs=1e-4)
-    # the neighbour after is 0.7 s away: outside a 0.5 s tolerance -> the nearer one (0.3 s)
-    held = truth.lookup(T0 + 300_000_000, 0.5)
+    # fixes 1 s apart are interpolated down to a 0.5 s tolerance ...
+    assert truth.lookup(T0 + 300_000_000, 0.5).interpolated
+    # ... not with 0.4 s (1 s > 2 x 0.4 s): the nearer fix (0.3 s away) is taken as is
+    held = truth.lookup(T0 + 300_000_000, 0.4)
     assert not held.interpolated and held.east_m == pytest.approx(0.0, abs=1e-6)
     # in the 3 s gap, 1.5 s from both sides: no ground truth, with the gaps in the reason
     reason = truth.lookup(T0 + 2_500_000_000, 1.0)

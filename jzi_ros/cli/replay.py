@@ -68,8 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=_positive_int, default=None,
                         help="stop after N frames; unset: no limit")
     parser.add_argument("--gt-tolerance", type=_seconds, default=0.5,
-                        help="max seconds between an image stamp and the ground-truth fixes "
-                             "used for it; frames without GT that close are skipped")
+                        help="a frame is scored when a ground-truth fix lies within S seconds "
+                             "of its stamp; GT is interpolated between the fixes around it "
+                             "when they are at most 2 S apart, else the nearer fix is used")
     parser.add_argument("--write-bag", type=Path, default=None, metavar="OUT",
                         help="also write a copy of the bag plus the fixes as NavSatFix (header "
                              "stamp = image stamp) into this new bag directory")

@@ -1,9 +1,10 @@
 """Ground truth from a NavSatFix topic, interpolated to camera stamps in the map's metric frame.
 
 Rule for one image stamp t (``tolerance`` = --gt-tolerance):
-- the valid fixes just before and just after t both lie within the tolerance: linear
+- the valid fixes just before and just after t are at most 2 x tolerance apart: linear
   interpolation between them in the map's local East/North frame (metres, so a straight segment
-  really is straight; lat/lon interpolation would bend it);
+  really is straight; lat/lon interpolation would bend it). The nearer one is then within the
+  tolerance, and 1 Hz GNSS is interpolated with the default 0.5 s;
 - otherwise the nearer of the two if it lies within the tolerance (ends of the track, a GT
   dropout on one side);
 - otherwise no ground truth: the frame is skipped with that reason.
@@ -61,7 +62,7 @@ class GroundTruth:
         after = i if i < stamps.size else None
         gap_before = stamp - int(stamps[before]) if before is not None else None
         gap_after = int(stamps[after]) - stamp if after is not None else None
-        if gap_before is not None and gap_after is not None and max(gap_before, gap_after) <= tol:
+        if gap_before is not None and gap_after is not None and gap_before + gap_after <= 2 * tol:
             return self._sample(before, after, gap_before / (gap_before + gap_after))
         near = [(gap, idx) for gap, idx in ((gap_before, before), (gap_after, after))
                 if gap is not None and gap <= tol]
