@@ -246,14 +246,17 @@ class Localizer:
 
     def fix_from_posterior(self, posterior: Posterior, timings: dict[str, float]) -> Fix:
         position, cov, _ = self.estimate(posterior)
-        lat, lon = (float(v) for v in self.tree.to_latlon(position[0], position[1]))
-        lats, lons = self.tree.to_latlon(posterior.centers_en[:, 0], posterior.centers_en[:, 1])
+        # one projection call for the estimate and every hypothesis (pyproj has call overhead)
+        points = np.vstack([position[None], posterior.centers_en])
+        all_lats, all_lons = self.tree.to_latlon(points[:, 0], points[:, 1])
+        lat, lon = float(all_lats[0]), float(all_lons[0])
+        lats, lons = np.asarray(all_lats)[1:], np.asarray(all_lons)[1:]
         hypotheses = tuple(
             Hypothesis(tuple(int(a) for a in path), float(p), float(lp), float(e), float(n),
                        float(la), float(lo))
             for path, p, lp, (e, n), la, lo in zip(
                 posterior.paths, posterior.probs, posterior.log_probs, posterior.centers_en,
-                np.atleast_1d(lats), np.atleast_1d(lons)))
+                lats, lons))
         confidence = posterior.confidence
         if confidence < self.config.confidence_threshold:
             return Fix.no_fix(f"confidence {confidence:.3g} below threshold "

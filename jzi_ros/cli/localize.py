@@ -1,0 +1,158 @@
+"""``jzi localize``: images in, fixes out; ``--calibrate`` fits the covariance scale."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from jzi_ros.errors import JziError
+
+COMMAND = "localize"
+HELP = "localize images on a map (or calibrate the covariance with --calibrate)"
+DESCRIPTION = """\
+Localize one or more ground images with a trained checkpoint over an embedded map and print
+one fix per image (status, lat/lon, 1-sigma East/North, confidence, top path, latency).
+
+With --calibrate MANIFEST the validation frames of a dataset manifest (split 'val', or all
+frames with --split all) are localized with the given beam/position/floor settings, the
+covariance scale that makes the mean 2-D NEES equal 2 is fitted, and it is stored in the
+checkpoint's metadata, where every Localizer built from it picks it up.
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from jzi_ros.inference.backends import BACKENDS
+    from jzi_ros.inference.localizer import DEFAULT_BEAM_WIDTH, LocalizerConfig
+    from jzi_ros.inference.posterior import POSITION_MODES
+
+    defaults = LocalizerConfig()
+    parser.add_argument("images", nargs="*", type=Path, help="image files (any OpenCV format)")
+    parser.add_argument("--map", required=True, type=Path, dest="map_dir",
+                        help="map directory built by `jzi map build` and embedded by "
+                             "`jzi map embed` with this model")
+    parser.add_argument("--model", required=True, type=Path, help="checkpoint (.safetensors)")
+    parser.add_argument("--backend", choices=BACKENDS, default=defaults.backend,
+                        help="inference runtime; auto: TensorRT > ONNX Runtime CUDA > torch "
+                             "CUDA > ONNX Runtime CPU > torch CPU (ONNX ones need `jzi export`)")
+    parser.add_argument("--device", default=defaults.device,
+                        help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--precision", choices=("auto", "fp32", "fp16"),
+                        default=defaults.precision,
+                        help="auto: fp16 on CUDA, fp32 on CPU")
+    parser.add_argument("--beam", type=int, default=DEFAULT_BEAM_WIDTH,
+                        help="beam width (1 = the paper's greedy decoding)")
+    parser.add_argument("--position", choices=POSITION_MODES, default=defaults.position,
+                        help="top: centre of the best cell (paper); mean: beam-weighted mean")
+    parser.add_argument("--threshold", type=float, default=defaults.confidence_threshold,
+                        help="confidence (top path probability) below which a frame is NO_FIX")
+    parser.add_argument("--sigma-floor", type=float, default=defaults.sigma_floor_m,
+                        help="minimum 1-sigma of the horizontal covariance, metres")
+    parser.add_argument("--altitude", type=float, default=defaults.altitude_m,
+                        help="altitude reported with every fix, metres")
+    parser.add_argument("--export-dir", default=None,
+                        help="ONNX/engine folder for the onnxruntime/tensorrt backends "
+                             "(default: <checkpoint>.onnx/ next to the checkpoint)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object per image instead of a text line")
+    parser.add_argument("--calibrate", type=Path, default=None, metavar="MANIFEST",
+                        help="fit and store the covariance scale on this dataset manifest's "
+                             "validation frames instead of localizing IMAGES")
+    parser.add_argument("--split", choices=("val", "test", "train", "all"), default="val",
+                        help="manifest split used by --calibrate")
+    parser.add_argument("--target", choices=("mean", "median"), default="mean",
+                        help="--calibrate: match the mean NEES to 2, or the median to 1.386 "
+                             "(robust to a few gross errors)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="--calibrate: print the fitted scale without writing it")
+
+
+def fix_to_dict(fix, image: str) -> dict:
+    """A JSON-able summary of a Fix (what --json prints)."""
+    return {"image": image, "status": fix.status.name, "reason": fix.reason,
+            "latitude": fix.latitude, "longitude": fix.longitude, "altitude": fix.altitude,
+            "east_m": fix.east_m, "north_m": fix.north_m, "confidence": fix.confidence,
+            "covariance_enu": fix.covariance_enu.reshape(-1).tolist(),
+            "hypotheses": [{"path": list(h.path), "probability": h.probability,
+                            "log_prob": h.log_prob, "latitude": h.latitude,
+                            "longitude": h.longitude} for h in fix.hypotheses],
+            "timings_ms": fix.timings_ms}
+
+
+def _line(fix, image: str) -> str:
+    sigma_e, sigma_n = fix.sigma_en_m
+    path = ",".join(str(a) for a in fix.hypotheses[0].path) if fix.hypotheses else "-"
+    head = (f"{image}: {fix.status.name} {fix.latitude:.7f} {fix.longitude:.7f} "
+            f"sigma {sigma_e:.1f}/{sigma_n:.1f} m conf {fix.confidence:.3f} path {path} "
+            f"({fix.timings_ms.get('total', 0.0):.1f} ms)")
+    return head + (f" [{fix.reason}]" if fix.reason else "")
+
+
+def read_image(path: Path):
+    """Any OpenCV-readable file -> RGB(A)/gray array as stored (the Localizer converts)."""
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise JziError(f"image {path} is missing or not a readable image file")
+    if image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
+    return image
+
+
+def _config(args: argparse.Namespace):
+    from jzi_ros.inference.localizer import LocalizerConfig
+
+    return LocalizerConfig(beam_width=args.beam, position=args.position,
+                           confidence_threshold=args.threshold, sigma_floor_m=args.sigma_floor,
+                           altitude_m=args.altitude, backend=args.backend, device=args.device,
+                           precision=args.precision, export_dir=args.export_dir)
+
+
+def run(args: argparse.Namespace) -> int:
+    from jzi_ros.errors import BadImageError
+    from jzi_ros.inference.localizer import Localizer
+
+    if args.calibrate is None and not args.images:
+        raise JziError("give IMAGE files to localize, or --calibrate MANIFEST")
+    localizer = Localizer.from_paths(args.map_dir, args.model, _config(args))
+    if args.calibrate is not None:
+        return _calibrate(localizer, args)
+    failures = 0
+    for path in args.images:
+        try:
+            fix = localizer.localize(read_image(path))
+        except (BadImageError, JziError) as err:
+            failures += 1
+            print(json.dumps({"image": str(path), "error": str(err)}) if args.json
+                  else f"{path}: error: {err}", file=sys.stdout if args.json else sys.stderr)
+            continue
+        print(json.dumps(fix_to_dict(fix, str(path))) if args.json else _line(fix, str(path)))
+    return 1 if failures else 0
+
+
+def _calibrate(localizer, args: argparse.Namespace) -> int:
+    from jzi_ros.inference.calibration import calibrate_localizer, save_calibration
+    from jzi_ros.training.manifest import read_manifest
+
+    samples = [s for s in read_manifest(args.calibrate)
+               if args.split == "all" or s.split == args.split]
+    inside = [s for s in samples if localizer.tree.try_path_of(s.latitude, s.longitude)]
+    if len(inside) < 2:
+        raise JziError(f"manifest {args.calibrate}: {len(inside)} '{args.split}' frame(s) "
+                       "inside the map; calibration needs at least 2 (try --split all)")
+    rows = ((read_image(s.image), s.latitude, s.longitude) for s in inside)
+    result = calibrate_localizer(localizer, rows, args.target, progress=True, total=len(inside))
+    print(f"calibration on {result.frames} frames (beam {result.beam_width}, position "
+          f"{result.position}, floor {result.sigma_floor_m:g} m): scale "
+          f"{result.covariance_scale:.4g}; mean NEES {result.raw_mean_nees:.2f} -> "
+          f"{result.mean_nees:.2f} (median {result.median_nees:.2f}); median error "
+          f"{result.median_error_m:.1f} m")
+    if args.dry_run:
+        print("dry run: checkpoint not modified")
+    else:
+        save_calibration(args.model, result)
+        print(f"stored in {args.model} (metadata 'calibration')")
+    return 0

@@ -1,0 +1,157 @@
+"""Latency benchmark: ground encoder alone, a full Localizer frame, and the paper's way.
+
+- ``encoder_ms``: the backend's ground encoder on one preprocessed frame (all crops).
+- ``frame_ms``: ``Localizer.localize`` end to end (image checks, preprocessing, encoder,
+  D-step cached beam search over the map's embedding table, posterior, covariance, Fix).
+- ``paper_way_ms``: the same frame decoded as the paper's evaluation code does it (greedy):
+  at every step the current map view is read and re-encoded with the encoder, and the decoder
+  is re-run on the whole prefix without a KV cache. Only for the torch backend (it needs the
+  view encoder as a module).
+
+Each figure is the median and 95th percentile over ``frames`` runs after ``warmup`` runs;
+CUDA work is synchronised before a clock is read.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from jzi_ros.inference.decode import greedy_reference
+
+
+def stats(samples_ms: list[float]) -> dict[str, float]:
+    values = np.asarray(samples_ms, dtype=np.float64)
+    return {"median": round(float(np.median(values)), 3),
+            "p95": round(float(np.percentile(values, 95)), 3)}
+
+
+@dataclass
+class BenchRow:
+    backend: str
+    device: str
+    dtype: str
+    beam_width: int
+    frames: int
+    encoder_ms: dict[str, float]
+    frame_ms: dict[str, float]
+    paper_way_ms: dict[str, float] | None
+    accuracy: dict = field(default_factory=dict)  # filled when labelled frames are given
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def frame_over_encoder(self) -> float:
+        return self.frame_ms["median"] / max(self.encoder_ms["median"], 1e-9)
+
+    @property
+    def speedup_vs_paper(self) -> float | None:
+        if not self.paper_way_ms:
+            return None
+        return self.paper_way_ms["median"] / max(self.frame_ms["median"], 1e-9)
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _time(fn: Callable[[], object], frames: int, warmup: int, device: str) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    out = []
+    for _ in range(frames):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        out.append((time.perf_counter() - start) * 1e3)
+    return out
+
+
+@torch.inference_mode()
+def paper_way_frame(model: torch.nn.Module, image_rgb: np.ndarray, pyramid,
+                    device: str, dtype: torch.dtype) -> np.ndarray:
+    """One frame the paper's way; returns the greedy path's terminal cell centre (E, N)."""
+    from jzi_ros.model.preprocess import ground_pixels, view_pixels
+
+    config, tree = model.config, pyramid.tree
+    pixels = ground_pixels(image_rgb, config)[None].to(device, dtype)
+    ground = model.encode_ground(pixels)
+
+    def encode_current_view(prefixes: np.ndarray) -> torch.Tensor:
+        views = np.asarray(pyramid.views[tree.view_indices(prefixes)])
+        return model.encode_views(view_pixels(views, config).to(device, dtype))
+
+    paths, _ = greedy_reference(model, ground, encode_current_view, tree.depth)
+    return tree.cell_centers_local(paths.cpu().numpy())[0]
+
+
+def bench_localizer(localizer, image_rgb: np.ndarray, frames: int = 30, warmup: int = 5,
+                    paper_way: bool = True) -> BenchRow:
+    """Time one Localizer (its backend, device and beam) on ``image_rgb``."""
+    backend = localizer.backend
+    device = backend.device
+    pixels = localizer.preprocess(image_rgb)[None]
+    encoder = _time(lambda: backend.encode(pixels), frames, warmup, device)
+    frame = _time(lambda: localizer.localize(image_rgb), frames, warmup, device)
+    paper = None
+    model = getattr(backend, "model", None)
+    if paper_way and model is not None:
+        dtype = next(model.parameters()).dtype
+        paper = stats(_time(lambda: paper_way_frame(model, image_rgb, localizer.pyramid,
+                                                    device, dtype),
+                            frames, warmup, device))
+    from jzi_ros.inference.localizer import backend_beam
+
+    return BenchRow(backend.name, device, backend.precision, backend_beam(localizer), frames,
+                    stats(encoder), stats(frame), paper)
+
+
+def accuracy(localizer, samples: list[tuple[np.ndarray, float, float]]) -> dict:
+    """Median error, recall at 1/2/4 terminal-cell sides and mean NEES over labelled frames."""
+    from jzi_ros.evaluation.metrics import nees_2d
+
+    tree = localizer.tree
+    errors, nees_rows = [], []
+    for image, lat, lon in samples:
+        fix = localizer.localize(image)
+        truth = np.array(tree.to_local(lat, lon), dtype=np.float64)
+        error = np.array([fix.east_m, fix.north_m]) - truth
+        errors.append(float(np.hypot(*error)))
+        nees_rows.append(float(nees_2d(error[None], fix.covariance_enu[None, :2, :2])[0]))
+    side = tree.cell_side(tree.depth)
+    errors_arr = np.asarray(errors)
+    return {"frames": len(errors), "median_error_m": round(float(np.median(errors_arr)), 2),
+            **{f"recall_{k}cell": round(float(np.mean(errors_arr <= k * side)), 4)
+               for k in (1, 2, 4)},
+            "mean_nees": round(float(np.mean(nees_rows)), 3)}
+
+
+def format_table(rows: list[BenchRow]) -> str:
+    head = ("| backend | device | dtype | beam | encoder ms (med / p95) | frame ms (med / p95) "
+            "| paper way ms (med / p95) | frame / encoder | vs paper way |")
+    lines = [head, "|" + "---|" * 9]
+    for r in rows:
+        paper = (f"{r.paper_way_ms['median']:.2f} / {r.paper_way_ms['p95']:.2f}"
+                 if r.paper_way_ms else "-")
+        speed = f"{r.speedup_vs_paper:.2f}x faster" if r.speedup_vs_paper else "-"
+        lines.append(f"| {r.backend} | {r.device} | {r.dtype} | {r.beam_width} | "
+                     f"{r.encoder_ms['median']:.2f} / {r.encoder_ms['p95']:.2f} | "
+                     f"{r.frame_ms['median']:.2f} / {r.frame_ms['p95']:.2f} | {paper} | "
+                     f"{r.frame_over_encoder:.2f} | {speed} |")
+    if any(r.accuracy for r in rows):
+        lines += ["", "| backend | beam | frames | median error m | R@1 cell | R@2 cells "
+                  "| R@4 cells | mean NEES |", "|" + "---|" * 8]
+        for r in rows:
+            a = r.accuracy
+            if a:
+                lines.append(f"| {r.backend} | {r.beam_width} | {a['frames']} | "
+                             f"{a['median_error_m']:.1f} | {a['recall_1cell']:.3f} | "
+                             f"{a['recall_2cell']:.3f} | {a['recall_4cell']:.3f} | "
+                             f"{a['mean_nees']:.2f} |")
+    return "\n".join(lines)

@@ -1,0 +1,88 @@
+"""jzi localize / jzi localize --calibrate / jzi bench on a tiny synthetic map."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from jzi_ros.cli.main import main
+from jzi_ros.model.checkpoint import read_header
+from jzi_ros.training.manifest import Sample, write_manifest
+from support import make_tiny_checkpoint, make_tiny_map, world_of
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    pyramid = make_tiny_map(tmp, depth=2)
+    ckpt = make_tiny_checkpoint(tmp, pyramid, sharpen=True)
+    world, tree = world_of(pyramid), pyramid.tree
+    rng = np.random.default_rng(0)
+    samples = []
+    for index in range(12):
+        east, north = rng.uniform(-700, 700, 2)
+        image = tmp / f"frame{index}.png"
+        cv2.imwrite(str(image), world.ground_image(east, north, size=(40, 80))[..., ::-1])
+        lat, lon = tree.to_latlon(east, north)
+        samples.append(Sample(image, float(lat), float(lon),
+                              split="val" if index % 2 else "train"))
+    manifest = tmp / "manifest.csv"
+    write_manifest(manifest, samples)
+    return pyramid, ckpt, samples, manifest
+
+
+def test_localize_prints_text_and_json(scene, capsys):
+    pyramid, ckpt, samples, _ = scene
+    common = ["--map", str(pyramid.path), "--model", str(ckpt), "--backend", "torch",
+              "--device", "cpu", "--beam", "3"]
+    assert main(["localize", str(samples[0].image), str(samples[1].image)] + common) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and all(": FIX " in line for line in lines)
+    assert main(["localize", str(samples[0].image), "--json"] + common) == 0
+    fix = json.loads(capsys.readouterr().out)
+    assert fix["status"] == "FIX" and len(fix["hypotheses"]) == 3
+    assert len(fix["covariance_enu"]) == 9 and np.isfinite(fix["latitude"])
+    # an unreadable file is reported, the others still run, exit code 1
+    bad = pyramid.path.parent / "broken.png"
+    bad.write_bytes(b"not a png")
+    assert main(["localize", str(bad), str(samples[0].image)] + common) == 1
+    captured = capsys.readouterr()
+    assert "not a readable image" in captured.err and ": FIX " in captured.out
+
+
+def test_localize_mismatch_is_a_one_line_error(scene, tmp_path, capsys):
+    _, ckpt, _, _ = scene
+    other = make_tiny_map(tmp_path, depth=3)
+    code = main(["localize", "x.png", "--map", str(other.path), "--model", str(ckpt)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "depth" in err
+
+
+def test_calibrate_stores_the_scale_in_the_checkpoint(scene, capsys):
+    pyramid, ckpt, _, manifest = scene
+    args = ["localize", "--map", str(pyramid.path), "--model", str(ckpt), "--backend",
+            "torch", "--device", "cpu", "--calibrate", str(manifest)]
+    assert main(args + ["--dry-run"]) == 0
+    assert "calibration" not in read_header(ckpt)["metadata"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "scale" in out and "stored in" in out
+    stored = read_header(ckpt)["metadata"]["calibration"]
+    assert stored["frames"] == 6 and stored["mean_nees"] == pytest.approx(2.0, rel=1e-2)
+    assert stored["beam_width"] == 4
+
+
+def test_bench_writes_the_json_keys(scene, tmp_path, capsys):
+    pyramid, ckpt, _, manifest = scene
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--map", str(pyramid.path), "--model", str(ckpt), "--backend",
+                 "torch", "--device", "cpu", "--frames", "3", "--warmup", "1", "--beam", "1",
+                 "2", "--manifest", str(manifest), "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [r["beam_width"] for r in rows] == [1, 2]
+    for row in rows:
+        assert {"backend", "device", "dtype", "encoder_ms", "frame_ms", "paper_way_ms"} <= set(row)
+        for key in ("encoder_ms", "frame_ms", "paper_way_ms"):
+            assert row[key]["median"] > 0 and row[key]["p95"] >= row[key]["median"]
+        assert row["accuracy"]["frames"] == 6
+    assert "| torch | cpu | fp32 | 2 |" in capsys.readouterr().out
