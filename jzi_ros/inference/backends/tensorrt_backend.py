@@ -134,7 +134,11 @@ class TensorRTEngine:
                         engine_path, stored.get("key") if stored else "unknown", key)
             return None
         runtime = self.trt.Runtime(self.logger)
-        engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
+        try:
+            engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
+        except Exception as err:  # some TensorRT versions raise instead of returning None
+            LOG.warning("TensorRT engine %s: %s", engine_path, err)
+            engine = None
         if engine is None:
             LOG.warning("TensorRT engine %s failed to deserialise: rebuilding", engine_path)
             return None
