@@ -12,6 +12,14 @@ from typing import IO, Iterator
 from jzi_ros.errors import JziError
 
 
+def _default_mode(directory: bool) -> int:
+    """The mode plain open()/mkdir() would give. mkstemp/mkdtemp make 0600/0700, but maps,
+    models and reports are read by other accounts (e.g. the ROS node's)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically."""
@@ -20,6 +28,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
+    os.chmod(tmp, _default_mode(directory=False))
     try:
         yield tmp
         os.replace(tmp, path)
@@ -66,6 +75,7 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterat
         raise JziError(f"output {path} already exists (pass --overwrite to replace it)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, _default_mode(directory=True))
     try:
         yield tmp
         if path.exists():

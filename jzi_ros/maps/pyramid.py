@@ -180,7 +180,6 @@ class MapPyramid:
         table = np.ascontiguousarray(embeddings.astype(np.float16))
         with atomic_path(self.embeddings_path) as tmp:
             save_file({EMBEDDINGS_KEY: table}, str(tmp), metadata=metadata)
-            os.chmod(tmp, _umask_mode(False))
 
     def load_embeddings(self, encoder_hash: str) -> np.ndarray:
         """The float16 [num_views, C] table; JziError if missing, stale or the wrong size."""
@@ -208,14 +207,6 @@ class MapPyramid:
     def __repr__(self) -> str:
         return (f"MapPyramid({str(self.path)!r}, views={self.tree.num_views}, "
                 f"tile_px={self.tile_px}, size_m={self.tree.size_m:g})")
-
-
-def _umask_mode(directory: bool) -> int:
-    """Mode a plain ``open``/``mkdir`` would give: temp files are 0600/0700, but a map is read
-    by other users (e.g. the ROS node's account)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return (0o777 if directory else 0o666) & ~mask
 
 
 def _utc_now() -> str:
@@ -353,9 +344,6 @@ def write_pyramid(out_dir: str | Path, tree: CellTree, tile_px: int, render_view
                          if terminal else None),
         }
         write_json(tmp / MANIFEST, manifest)
-        for file in tmp.iterdir():
-            os.chmod(file, _umask_mode(False))
-        os.chmod(tmp, _umask_mode(True))
     return MapPyramid.open(out_dir)
 
 
