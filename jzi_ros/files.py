@@ -28,9 +28,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
-    os.chmod(tmp, _default_mode(directory=False))
     try:
         yield tmp
+        # after the caller's writes: some writers (safetensors) replace the file we made
+        os.chmod(tmp, _default_mode(directory=False))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
