@@ -111,19 +111,11 @@ def tiny_model_config(grid: int, depth: int, preset: str = "tiny"):
 
 def embed_views_into(pyramid, model) -> np.ndarray:
     """Encode every map view with ``model`` and store the table next to the map."""
-    import torch
+    from jzi_ros.maps.embed import write_map_embeddings
 
-    from jzi_ros.model.preprocess import view_pixels
-
-    model.eval()
-    rows = []
-    with torch.no_grad():
-        for start in range(0, pyramid.tree.num_views, 64):
-            views = np.asarray(pyramid.views[start:start + 64])
-            rows.append(model.encode_views(view_pixels(views, model.config)).float().numpy())
-    table = np.concatenate(rows).astype(np.float16)
-    pyramid.write_embeddings(table, model.encoder_hash(), {"source": "test.support"})
-    return table
+    write_map_embeddings(pyramid, model, batch_size=64, progress=False,
+                         info={"source": "test.support"})
+    return pyramid.load_embeddings(model.encoder_hash())
 
 
 def make_tiny_model(pyramid, seed: int = 0, preset: str = "tiny"):
