@@ -175,3 +175,18 @@ def test_train_config_yaml_overrides_and_errors(tmp_path):
         load_train_config(None, ["manifest=a.csv", "map=m"])
     with pytest.raises(JziError, match="does not exist"):
         load_train_config(tmp_path / "missing.yaml")
+
+
+def test_cli_import_paper(tmp_path, capsys):
+    from jzi_ros.cli.main import main
+
+    csv_path = tmp_path / "meta.csv"
+    csv_path.write_text("image_id,latitude,longitude,sequence\n"
+                        + "".join(f'{i},{lat},{lon},"{seq}"\n' for i, lat, lon, seq in PAPER_ROWS))
+    out = tmp_path / "train.csv"
+    assert main(["train", "--import-paper", str(csv_path), "--images", str(tmp_path),
+                 "--manifest-out", str(out), "--allow-missing-images"]) == 0
+    assert "2 written" in capsys.readouterr().out
+    assert len(read_manifest(out)) == 2
+    assert main(["train", "--import-paper", str(csv_path)]) == 2
+    assert "--images DIR and --manifest-out" in capsys.readouterr().err
