@@ -18,7 +18,7 @@ class FlightSpec:
 
     frames: int = 200
     rate_hz: float = 1.0
-    speed_mps: float = 15.0
+    speed_mps: float = 18.0
     altitude_m: tuple[float, float] = (95.0, 135.0)
     pitch_deg: tuple[float, float] = (72.0, 90.0)
     hfov_deg: float = 70.0
@@ -63,7 +63,7 @@ def fly(rng: np.random.Generator, size_m: float, spec: FlightSpec
         pitch = pitch_lo + (pitch_hi - pitch_lo) * (0.5 + 0.5 * math.sin(phase_p + t / 25))
         look = math.degrees(heading) + rng.normal(0, 8)
         poses.append(CameraPose(float(pos[0]), float(pos[1]), altitude, look % 360, pitch))
-        turn = 0.9 * turn + rng.normal(0, 0.04)
+        turn = 0.85 * turn + rng.normal(0, 0.012)
         ahead = pos + spec.speed_mps * dt * 8 * np.array([math.sin(heading), math.cos(heading)])
         if np.any(np.abs(ahead) > half - margin):
             # steer towards the centre, at most 20 degrees per frame

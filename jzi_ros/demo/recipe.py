@@ -2,8 +2,8 @@
 
 ``prepare``: the demo world, its map pyramid and a training/validation image set;
 ``finalize``: take ``jzi train``'s best checkpoint, calibrate its covariance scale on the
-validation images (held-out styles), write the demo card (world, tile size) into its metadata,
-store it in fp16 and copy it, with a small JSON card, to ``jzi_ros/data/``.
+validation images (held-out styles), write the demo card (world, tile size) into its metadata
+and copy it, with a small JSON card, to ``jzi_ros/data/`` (fp32: the model is a few MB).
 """
 from __future__ import annotations
 
@@ -66,10 +66,9 @@ def _validation_estimates(model_path: Path, map_dir: Path, manifest: Path, beam:
 
 
 def finalize(run_dir: Path, prepared: Path, out: Path, beam: int = 4) -> dict:
-    """Calibrate, stamp the demo card, store fp16 and write ``out`` + its JSON card."""
-    import torch
-
+    """Calibrate, stamp the demo card and write ``out`` + its JSON card."""
     from jzi_ros.inference.calibration import calibrate, save_calibration
+    from jzi_ros.maps.embed import embed_map
     from jzi_ros.model.checkpoint import load_checkpoint, save_checkpoint
 
     best = run_dir / "best.safetensors"
@@ -77,7 +76,8 @@ def finalize(run_dir: Path, prepared: Path, out: Path, beam: int = 4) -> dict:
     card = {**_read_card(prepared), "trained": metadata.get("metrics"),
             "created": datetime.date.today().isoformat()}
     with atomic_path(out) as tmp:
-        save_checkpoint(tmp, model.to(torch.float16), {**metadata, DEMO_CARD_KEY: card})
+        save_checkpoint(tmp, model, {**metadata, DEMO_CARD_KEY: card})
+        embed_map(prepared / "map", tmp, progress=False)
         rows, localizer = _validation_estimates(tmp, prepared / "map",
                                                 prepared / "dataset" / MANIFEST, beam)
         calibration = calibrate(rows, beam, localizer.config.position,
