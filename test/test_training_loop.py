@@ -167,3 +167,15 @@ def test_ddp_two_processes_gloo(tmp_path):
     assert [h["step"] for h in history] == [2, 4]
     assert history[-1]["val_samples"] == 2
     load_checkpoint(tmp_path / "run" / "best.safetensors")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("amp", ["auto", "fp16"])
+def test_cuda_mixed_precision_training(tmp_path, amp):
+    pyramid = make_tiny_map(tmp_path)
+    manifest = make_dataset(tmp_path, pyramid, 8)
+    summary = train(_config(manifest, pyramid, tmp_path / "run", "epochs=2", "batch_size=4",
+                            "device=cuda", f"amp={amp}", "val_fraction=0.25"), progress=False)
+    assert np.isfinite(summary["final"]["train_loss"]) and summary["val_samples"] == 2
+    model, _ = load_checkpoint(tmp_path / "run" / "best.safetensors", device="cuda")
+    assert next(model.parameters()).dtype == torch.float32
