@@ -140,14 +140,14 @@ def _load_pth(path: Path) -> Dinov2Model:
     if blocks and any(re.match(r"blocks\.\d+\.\d+\.", k) for k in state):
         raise JziError(f"encoder.weights {path}: chunked block layout is not supported")
     swiglu = "blocks.0.mlp.w12.weight" in state
-    mlp_out = (state["blocks.0.mlp.w12.weight"].shape[0] // 2 if swiglu
-               else state["blocks.0.mlp.fc1.weight"].shape[0])
+    # SwiGLU (ViT-g) shrinks a ratio-4 hidden size by 2/3 internally in both implementations
+    mlp_ratio = 4 if swiglu else round(state["blocks.0.mlp.fc1.weight"].shape[0] / hidden)
     grid = math.isqrt(state["pos_embed"].shape[1] - 1)
     patch = state["patch_embed.proj.weight"].shape[-1]
     config = Dinov2Config(
         hidden_size=hidden, num_hidden_layers=len(blocks),
         # every released DINOv2 ViT uses 64-dimensional heads
-        num_attention_heads=hidden // 64, mlp_ratio=round(mlp_out / hidden),
+        num_attention_heads=hidden // 64, mlp_ratio=mlp_ratio,
         image_size=grid * patch, patch_size=patch, use_swiglu_ffn=swiglu)
     model = Dinov2Model(config)
     mapped = _map_pth_names(state)
