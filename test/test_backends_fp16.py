@@ -1,0 +1,24 @@
+"""FP16 drift check that runs without a GPU: the torch backend in half precision on the CPU
+against fp32 (CLS cosine >= 0.999 and the same top path on a fixed set of frames)."""
+import numpy as np
+
+from jzi_ros.inference.backends import BackendSpec, create_backend
+from jzi_ros.inference.parity import compare
+from jzi_ros.model.checkpoint import load_checkpoint
+from support import make_tiny_checkpoint, make_tiny_map
+
+
+def test_fp16_encoder_and_decoder_stay_close_to_fp32(tmp_path):
+    pyramid = make_tiny_map(tmp_path, depth=3)
+    ckpt = make_tiny_checkpoint(tmp_path, pyramid, sharpen=True)
+    model, _ = load_checkpoint(ckpt)
+    table = pyramid.load_embeddings(model.encoder_hash())
+    spec = BackendSpec(str(ckpt), table, 4, 3, 4)
+    half = create_backend("torch", spec, "cpu", "fp16")
+    assert half.precision == "fp16" and half.dtype.itemsize == 2
+    parity = compare(half, model, table, 4, frames=8)
+    assert parity.ok(fp16=True), parity
+    assert parity.ground_cosine_min >= 0.999
+    # and fp16 is really different arithmetic (the check is not comparing fp32 with itself)
+    assert parity.ground_max_abs_diff > 0 or parity.log_prob_max_abs_diff > 0
+    assert np.isfinite(parity.log_prob_max_abs_diff)
