@@ -90,7 +90,15 @@ def _to_dinov2_names(model: ZoomModel) -> dict:
         rest = (rest.replace("attention.o_proj", "attn.proj")
                 .replace("layer_scale1.lambda1", "ls1.gamma")
                 .replace("layer_scale2.lambda1", "ls2.gamma"))
-        if rest.startswith("attention.q_proj"):
+        if rest.startswith("mlp.gate_proj"):  # SwiGLU: DINOv2 fuses gate and up into w12
+            kind = rest.rsplit(".", 1)[1]
+            up = state[f"encoder.layer.{index}.mlp.up_proj.{kind}"]
+            out[f"blocks.{index}.mlp.w12.{kind}"] = torch.cat([value, up], 0)
+        elif rest.startswith("mlp.down_proj"):
+            out[f"blocks.{index}.{rest.replace('down_proj', 'w3')}"] = value
+        elif rest.startswith("mlp.up_proj"):
+            continue
+        elif rest.startswith("attention.q_proj"):
             kind = rest.rsplit(".", 1)[1]
             parts = [state[f"encoder.layer.{index}.attention.{p}.{kind}"]
                      for p in ("q_proj", "k_proj", "v_proj")]
@@ -100,9 +108,10 @@ def _to_dinov2_names(model: ZoomModel) -> dict:
     return {"model": {"backbone." + k: v for k, v in out.items()}}
 
 
-def test_pth_and_hf_directory_weights_load(tmp_path):
+@pytest.mark.parametrize("swiglu", [False, True])
+def test_pth_and_hf_directory_weights_load(tmp_path, swiglu):
     # heads = hidden / 64 in every DINOv2 release, which the .pth loader relies on
-    source = _tiny(encoder={"hidden_size": 128, "num_heads": 2})
+    source = _tiny(encoder={"hidden_size": 128, "num_heads": 2, "use_swiglu_ffn": swiglu})
     pixels = view_pixels(np.random.default_rng(1).integers(0, 256, (2, 56, 56, 3), np.uint8),
                          source.config)
     with torch.no_grad():

@@ -23,7 +23,7 @@ _BLOCK_RENAMES = {
     "attn.proj": "attention.o_proj",
     "ls1.gamma": "layer_scale1.lambda1", "ls2.gamma": "layer_scale2.lambda1",
     "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2",
-    "mlp.w12": "mlp.weights_in", "mlp.w3": "mlp.weights_out",
+    "mlp.w3": "mlp.down_proj",
 }
 _GLOBAL_RENAMES = {
     "cls_token": "embeddings.cls_token",
@@ -186,6 +186,10 @@ def _map_pth_names(state: dict) -> dict:
             # one fused projection in DINOv2, three separate ones in transformers
             for part, chunk in zip(("q_proj", "k_proj", "v_proj"), value.chunk(3, dim=0)):
                 mapped[f"{prefix}attention.{part}.{kind}"] = chunk.clone()
+        elif name == "mlp.w12":
+            # DINOv2's fused SwiGLU input: first half gates (silu), second half is "up"
+            for part, chunk in zip(("gate_proj", "up_proj"), value.chunk(2, dim=0)):
+                mapped[f"{prefix}mlp.{part}.{kind}"] = chunk.clone()
         elif f"{name}.{kind}" in _BLOCK_RENAMES:
             mapped[prefix + _BLOCK_RENAMES[f"{name}.{kind}"]] = value
         elif name in _BLOCK_RENAMES:
