@@ -201,7 +201,8 @@ def _train(config: TrainConfig, resume: bool, progress: bool, log: Callable[[str
     if resume:
         state = load_train_state(out / STATE, optimizer)
         start_epoch, global_step, best = state["epoch"], state["global_step"], state["best"]
-        history = _read_history(out / METRICS_LOG)
+        # a crash between the log and the state write must not duplicate an epoch
+        history = [h for h in _read_history(out / METRICS_LOG) if h["epoch"] <= start_epoch]
         log(f"resuming after epoch {start_epoch} (step {global_step})")
 
     step_module: nn.Module = TrainStep(model, frozen)
