@@ -18,6 +18,7 @@ from jzi_ros.errors import JziError
 from jzi_ros.model.config import PRESETS, ModelConfig, deep_merge
 
 PATH_FIELDS = ("manifest", "map", "out", "init")
+WEIGHTS_KEY = ["model", "encoder", "weights"]
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 FLOAT_FIELDS = ("lr", "encoder_lr_scale", "weight_decay", "warmup", "label_smoothing",
                 "grad_clip", "val_fraction")
@@ -148,8 +149,8 @@ def load_train_config(path: str | os.PathLike | None, overrides: list[str] = ()
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     for text in overrides:
         keys, value = parse_override(text)
-        if (keys[0] in PATH_FIELDS and len(keys) == 1) or keys == ["model", "encoder",
-                                                                  "weights"]:
+        is_path = (len(keys) == 1 and keys[0] in PATH_FIELDS) or keys == WEIGHTS_KEY
+        if is_path:
             value = _resolve(value, Path.cwd())
         nested: Any = value
         for key in reversed(keys[1:]):
