@@ -126,12 +126,15 @@ def test_trainable_encoder_validation_resume_and_reembedding(tmp_path):
     assert metadata["epoch"] == 3
 
 
-def test_resume_without_state_is_a_clear_error(tmp_path):
+def test_resume_without_state_and_missing_images_are_clear_errors(tmp_path):
     pyramid = make_tiny_map(tmp_path)
     manifest = make_dataset(tmp_path, pyramid, 4)
     with pytest.raises(JziError, match="does not exist"):
         train(_config(manifest, pyramid, tmp_path / "run", "epochs=1"), resume=True,
               progress=False)
+    (tmp_path / "images" / "2.png").unlink()
+    with pytest.raises(JziError, match=r"1 image file\(s\) missing \(first: .*2.png\)"):
+        train(_config(manifest, pyramid, tmp_path / "run", "epochs=1"), progress=False)
 
 
 def test_cli_train_with_yaml_config(tmp_path):

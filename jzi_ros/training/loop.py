@@ -162,6 +162,10 @@ def _train(config: TrainConfig, resume: bool, progress: bool, log: Callable[[str
         first = labeled.skipped[0]
         log(f"skipped {len(labeled.skipped)} sample(s) outside the map's root square "
             f"(first: {first.image.name} at {first.latitude:.6f}, {first.longitude:.6f})")
+    missing = [s.image for s in labeled.samples if not s.image.is_file()]
+    if missing:  # fail now, not hours later inside a DataLoader worker
+        raise JziError(f"dataset manifest {config.manifest}: {len(missing)} image file(s) "
+                       f"missing (first: {missing[0]})")
     train_set, val_set = split_train_val(labeled, config.val_fraction, config.seed)
     if not len(train_set):
         raise JziError(f"dataset manifest {config.manifest}: no training samples inside map "
