@@ -82,3 +82,14 @@ def test_tensorrt_fp16_parity_and_engine_cache(setup):
     assert create_backend("tensorrt", spec, "cuda", "fp16").encoder.built
     forced = dataclasses.replace(spec, force_engine_update=True)
     assert create_backend("tensorrt", forced, "cuda", "fp16").decoder.built
+
+
+@pytest.mark.gpu
+def test_onnxruntime_cuda_matches_torch_fp32(setup):
+    from jzi_ros.inference.backends.onnxruntime_backend import available_providers
+    if "CUDAExecutionProvider" not in available_providers():
+        pytest.skip("onnxruntime-gpu (CUDAExecutionProvider) is not installed")
+    spec, model, table = setup
+    backend = create_backend("onnxruntime", spec, "cuda", "fp32")
+    parity = compare(backend, model, table, BEAM, frames=3)
+    assert parity.same_paths and parity.log_prob_max_abs_diff < 1e-3, parity
