@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import warnings
 from pathlib import Path
@@ -214,7 +213,3 @@ def ensure_export(model_path: str | Path, export_dir: str | Path | None, beam_wi
     out_dir = Path(export_dir) if export_dir else default_export_dir(model_path)
     key = f"b{effective_beam_width(beam_width, info['grid'], info['depth'])}_n{batch_size}"
     return out_dir / info["encoder"]["file"], out_dir / info["decoders"][key]["file"], info
-
-
-def describe(info: dict) -> str:
-    return json.dumps({k: info[k] for k in ("encoder", "decoders")}, indent=1)
