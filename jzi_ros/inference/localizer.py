@@ -212,13 +212,15 @@ class Localizer:
         fixes = []
         for posterior in posteriors:
             mark = time.perf_counter()
-            fix_timings = dict(timings)
-            fix_timings["posterior"] += (time.perf_counter() - mark) * 1e3
-            fix_timings["total"] = (time.perf_counter() - start) * 1e3
             if posterior is None:
-                fixes.append(self._no_fix("decoder produced non-finite values", fix_timings))
+                fix = self._no_fix("decoder produced non-finite values", {})
             else:
-                fixes.append(self.fix_from_posterior(posterior, fix_timings))
+                fix = self.fix_from_posterior(posterior, {})
+            now = time.perf_counter()
+            fix_timings = dict(timings)
+            fix_timings["posterior"] += (now - mark) * 1e3  # + building this frame's Fix
+            fix_timings["total"] = (now - start) * 1e3
+            fixes.append(dataclasses.replace(fix, timings_ms=fix_timings))
         return fixes
 
     def estimate(self, posterior: Posterior) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
