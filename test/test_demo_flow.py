@@ -111,6 +111,21 @@ def test_demo_runs_end_to_end_at_miniature_scale(tiny_model, tmp_path):
     assert other.ran == ["bag"]
 
 
+def test_shipped_demo_model_is_small_and_names_its_world():
+    from jzi_ros.demo.flow import shipped_model
+    from jzi_ros.model.checkpoint import read_header
+
+    path = shipped_model()
+    if not path.exists():
+        pytest.skip(f"{path} not built yet (benchmarks/train_demo_model.sh)")
+    assert path.stat().st_size < 20e6
+    world, tree, tile_px = model_card(path)
+    assert (tree.size_m, tree.grid, tree.depth) == (world.size_m, 4, 3)
+    assert tile_px > 0
+    calibration = read_header(path)["metadata"].get("calibration")
+    assert calibration and calibration["covariance_scale"] > 0
+
+
 def test_demo_cli_reports_a_missing_model(tmp_path, capsys):
     from jzi_ros.cli.main import main
 

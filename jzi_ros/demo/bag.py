@@ -18,7 +18,8 @@ from jzi_ros.files import atomic_directory
 from jzi_ros.geo import CellTree
 from jzi_ros.inference.fix import Fix, FixStatus
 
-IMAGE_TOPIC = "/camera/image_raw/compressed"
+IMAGE_BASE_TOPIC = "/camera/image_raw"  # image_transport base; the node: transport compressed
+IMAGE_TOPIC = IMAGE_BASE_TOPIC + "/compressed"
 GT_TOPIC = "/ground_truth/fix"
 CAMERA_FRAME = "camera"
 GT_FRAME = "gps"

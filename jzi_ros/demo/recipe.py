@@ -65,14 +65,14 @@ def _validation_estimates(model_path: Path, map_dir: Path, manifest: Path, beam:
     return rows, localizer
 
 
-def finalize(run_dir: Path, prepared: Path, out: Path, beam: int = 4) -> dict:
+def finalize(run_dir: Path, prepared: Path, out: Path, beam: int = 4,
+             checkpoint: str = "best.safetensors") -> dict:
     """Calibrate, stamp the demo card and write ``out`` + its JSON card."""
     from jzi_ros.inference.calibration import calibrate, save_calibration
     from jzi_ros.maps.embed import embed_map
     from jzi_ros.model.checkpoint import load_checkpoint, save_checkpoint
 
-    best = run_dir / "best.safetensors"
-    model, metadata = load_checkpoint(best)
+    model, metadata = load_checkpoint(run_dir / checkpoint)
     card = {**_read_card(prepared), "trained": metadata.get("metrics"),
             "created": datetime.date.today().isoformat()}
     with atomic_path(out) as tmp:
@@ -116,13 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--out", type=Path, default=Path("jzi_ros/data/demo_model.safetensors"),
                    help="where the shipped checkpoint goes")
     f.add_argument("--beam", type=int, default=4, help="beam width used for calibration")
+    f.add_argument("--checkpoint", default="best.safetensors",
+                   help="which checkpoint of the run to ship")
     args = parser.parse_args(argv)
     try:
         if args.step == "prepare":
             prepare(args.dir, WorldSpec(seed=args.world_seed),
                     DatasetSpec(train=args.train, val=args.val, train_styles=args.styles))
         else:
-            info = finalize(args.run, args.dir, args.out, args.beam)
+            info = finalize(args.run, args.dir, args.out, args.beam, args.checkpoint)
             print(f"wrote {args.out} ({info['bytes'] / 1e6:.1f} MB), covariance scale "
                   f"{info['calibration']['covariance_scale']:.3g}")
     except JziError as err:
