@@ -47,6 +47,13 @@ def test_flight_stays_inside_the_root_and_moves_smoothly():
     assert np.all(steps <= 15.0 + 1e-6) and np.median(steps) > 10.0
     assert np.all(np.diff(stamps) == 1_000_000_000)
     assert all(72 <= p.pitch_deg <= 90 and 95 <= p.altitude_m <= 135 for p in poses)
+    # yaw-stabilised: the image top stays within the jitter of north
+    assert all(min(p.heading_deg % 360, 360 - p.heading_deg % 360) <= spec.yaw_jitter_deg
+               for p in poses)
+    track, _ = fly(np.random.default_rng(2), 1000.0, FlightSpec(frames=50, yaw_mode="track"))
+    assert np.ptp([p.heading_deg for p in track]) > 30
+    with pytest.raises(JziError, match="yaw_mode"):
+        FlightSpec(yaw_mode="sideways")
 
 
 def test_bag_holds_frames_and_ground_truth(tmp_path):

@@ -25,8 +25,14 @@ class FlightSpec:
     width: int = 320
     height: int = 240
     edge_margin_m: float = 200.0  # the path turns back before getting this close to the edge
+    # "north": a yaw-stabilised gimbal keeps the image top north (+- yaw_jitter_deg), as mapping
+    # drones fly; "track": the camera looks along the flight direction
+    yaw_mode: str = "north"
+    yaw_jitter_deg: float = 8.0
 
     def __post_init__(self) -> None:
+        if self.yaw_mode not in ("north", "track"):
+            raise JziError(f"flight: yaw_mode must be 'north' or 'track', got {self.yaw_mode!r}")
         if self.frames < 1 or self.rate_hz <= 0 or self.speed_mps < 0:
             raise JziError(f"flight: need frames >= 1, rate_hz > 0, speed_mps >= 0, got "
                            f"{self.frames}, {self.rate_hz}, {self.speed_mps}")
@@ -44,8 +50,8 @@ def fly(rng: np.random.Generator, size_m: float, spec: FlightSpec
     """Camera poses and header stamps (ns) of a flight inside a ``size_m`` root square.
 
     The path wanders with a smoothly varying turn rate and steers back towards the centre
-    when it nears the edge; the camera looks roughly along the flight direction, its pitch and
-    altitude drifting slowly, as a survey drone's would.
+    when it nears the edge; the camera is held north-up (or looks along the track), its pitch
+    and altitude drifting slowly, as a survey drone's would.
     """
     half = size_m / 2
     margin = min(spec.edge_margin_m, 0.3 * half)
@@ -61,7 +67,9 @@ def fly(rng: np.random.Generator, size_m: float, spec: FlightSpec
         t = i * dt
         altitude = alt_lo + (alt_hi - alt_lo) * (0.5 + 0.5 * math.sin(phase_a + t / 40))
         pitch = pitch_lo + (pitch_hi - pitch_lo) * (0.5 + 0.5 * math.sin(phase_p + t / 25))
-        look = math.degrees(heading) + rng.normal(0, 8)
+        base = math.degrees(heading) if spec.yaw_mode == "track" else 0.0
+        look = base + float(np.clip(rng.normal(0, spec.yaw_jitter_deg / 2),
+                                    -spec.yaw_jitter_deg, spec.yaw_jitter_deg))
         poses.append(CameraPose(float(pos[0]), float(pos[1]), altitude, look % 360, pitch))
         turn = 0.85 * turn + rng.normal(0, 0.012)
         ahead = pos + spec.speed_mps * dt * 8 * np.array([math.sin(heading), math.cos(heading)])

@@ -19,11 +19,15 @@ import numpy as np
 from jzi_ros.demo.dataset import MANIFEST, DatasetSpec, make_dataset
 from jzi_ros.demo.flow import DEMO_CARD_KEY
 from jzi_ros.demo.stages import make_map, make_world
+from jzi_ros.demo.views import ViewSampling
 from jzi_ros.demo.world import WorldSpec
 from jzi_ros.errors import JziError
 from jzi_ros.files import atomic_path, write_json
 
 GRID, DEPTH, TILE_PX = 4, 3, 112
+# The demo flight's camera is yaw-stabilised north-up (FlightSpec.yaw_mode "north"); training
+# views get a wider yaw spread than the flight's jitter so the model tolerates gimbal error.
+SAMPLING = ViewSampling(heading_deg=(-20.0, 20.0))
 
 
 def prepare(out: Path, spec: WorldSpec, dataset: DatasetSpec, progress: bool = True) -> None:
@@ -34,7 +38,8 @@ def prepare(out: Path, spec: WorldSpec, dataset: DatasetSpec, progress: bool = T
     print(f"world: {time.perf_counter() - start:.1f} s")
     make_map(out / "world.tif", out / "map", tree, TILE_PX, progress)
     print(f"map: {time.perf_counter() - start:.1f} s")
-    make_dataset(world, tree, out / "dataset", dataset, overwrite=True, progress=progress)
+    make_dataset(world, tree, out / "dataset", dataset, SAMPLING, overwrite=True,
+                 progress=progress)
     print(f"dataset: {time.perf_counter() - start:.1f} s")
     write_json(out / "demo_card.json", {"world": spec.to_dict(), "tile_px": TILE_PX,
                                         "grid": GRID, "depth": DEPTH})
@@ -100,6 +105,17 @@ def _read_card(prepared: Path) -> dict:
     return {"world": card["world"], "tile_px": card["tile_px"]}
 
 
+def docs_plot(report_dir: Path, out: Path, max_side: int = 720) -> Path:
+    """A small palette PNG of the demo's trajectory plot for the README."""
+    from PIL import Image
+
+    image = Image.open(report_dir / "trajectory.png").convert("RGB")
+    image.thumbnail((max_side, max_side))
+    with atomic_path(out) as tmp:
+        image.quantize(colors=96).save(tmp, format="PNG", optimize=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jzi_ros.demo.recipe", description=__doc__)
     sub = parser.add_subparsers(dest="step", required=True)
@@ -118,9 +134,16 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--beam", type=int, default=4, help="beam width used for calibration")
     f.add_argument("--checkpoint", default="best.safetensors",
                    help="which checkpoint of the run to ship")
+    d = sub.add_parser("docs-plot", help="copy a demo report's trajectory plot for the README")
+    d.add_argument("report", type=Path, help="the demo's report directory")
+    d.add_argument("--out", type=Path, default=Path("docs/demo_trajectory.png"),
+                   help="where the small PNG goes")
     args = parser.parse_args(argv)
     try:
-        if args.step == "prepare":
+        if args.step == "docs-plot":
+            path = docs_plot(args.report, args.out)
+            print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB)")
+        elif args.step == "prepare":
             prepare(args.dir, WorldSpec(seed=args.world_seed),
                     DatasetSpec(train=args.train, val=args.val, train_styles=args.styles))
         else:

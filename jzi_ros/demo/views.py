@@ -19,17 +19,19 @@ from jzi_ros.errors import JziError
 
 @dataclass(frozen=True)
 class ViewSampling:
-    """Ranges the query camera is drawn from (uniform; heading always 0..360)."""
+    """Ranges the query camera is drawn from (uniform). ``heading_deg`` (-10, 10) is a
+    yaw-stabilised camera held north-up (a mapping drone's gimbal); (0, 360) any heading."""
 
     width: int = 320
     height: int = 240
+    heading_deg: tuple[float, float] = (0.0, 360.0)
     hfov_deg: tuple[float, float] = (60.0, 80.0)
     altitude_m: tuple[float, float] = (80.0, 150.0)
     pitch_deg: tuple[float, float] = (65.0, 90.0)
     degrade: float = 1.0  # scales blur, noise and occluder probability (0 = clean images)
 
     def __post_init__(self) -> None:
-        for name in ("hfov_deg", "altitude_m", "pitch_deg"):
+        for name in ("heading_deg", "hfov_deg", "altitude_m", "pitch_deg"):
             low, high = getattr(self, name)
             if not low <= high:
                 raise JziError(f"view sampling: {name} range ({low}, {high}) has low > high")
@@ -48,7 +50,8 @@ def sample_pose(rng: np.random.Generator, sampling: ViewSampling, east_m: float,
                 ) -> tuple[CameraModel, CameraPose]:
     """A camera and pose above (east, north); heading random unless given."""
     camera = CameraModel(sampling.width, sampling.height, float(rng.uniform(*sampling.hfov_deg)))
-    heading = float(rng.uniform(0, 360)) if heading_deg is None else heading_deg
+    heading = (float(rng.uniform(*sampling.heading_deg)) % 360 if heading_deg is None
+               else heading_deg)
     pose = CameraPose(float(east_m), float(north_m), float(rng.uniform(*sampling.altitude_m)),
                       heading, float(rng.uniform(*sampling.pitch_deg)))
     return camera, pose
