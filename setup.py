@@ -30,8 +30,12 @@ EXTRAS = {
     "tensorrt": ["tensorrt>=10"],
 }
 EXTRAS["train"] = EXTRAS["maps"] + ["matplotlib>=3.6"]
-EXTRAS["all"] = sorted({dep for name, deps in EXTRAS.items() if name != "tensorrt" for dep in deps})
-EXTRAS["test"] = EXTRAS["all"] + ["pytest>=7", "hypothesis>=6", "catkin_pkg>=0.5", "flake8>=6"]
+EXTRAS["all"] = sorted({dep for name, deps in EXTRAS.items() if name != "tensorrt"
+                        for dep in deps})
+# flake8 with the plugins ament_flake8 uses, and pydocstyle (ament_pep257): test/test_style.py
+LINT = ["flake8>=6", "flake8-builtins", "flake8-comprehensions", "flake8-docstrings",
+        "flake8-import-order", "flake8-quotes", "pydocstyle>=6"]
+EXTRAS["test"] = EXTRAS["all"] + ["pytest>=7", "hypothesis>=6", "catkin_pkg>=0.5"] + LINT
 
 setup(
     name=PACKAGE,
