@@ -35,7 +35,7 @@ from jzi_ros.geo import CellTree
 from jzi_ros.model import ModelConfig, ZoomModel
 from jzi_ros.training.config import TrainConfig
 from jzi_ros.training.data import prefix_view_indices
-from jzi_ros.training.loop import TrainStep, amp_settings, make_optimizer
+from jzi_ros.training.loop import amp_settings, make_optimizer, TrainStep
 
 
 def synthetic_batch(config: ModelConfig, batch: int, device: torch.device,

@@ -18,9 +18,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from pathlib import Path
 import shutil
 import tempfile
-from pathlib import Path
 from typing import IO, Iterator
 
 from jzi_ros.errors import JziError

@@ -28,7 +28,7 @@ from launch_ros.actions import Node
 
 from jzi_ros.demo.bag import CAMERA_FRAME, IMAGE_TOPIC
 from jzi_ros.demo.flow import default_workdir, shipped_model
-from jzi_ros.ros.params import NODE_NAME, launch_parameters
+from jzi_ros.ros.params import launch_parameters, NODE_NAME
 
 COMPRESSED_SUFFIX = "/compressed"
 

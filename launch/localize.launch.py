@@ -26,7 +26,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from jzi_ros.ros.params import NODE_NAME, launch_parameters
+from jzi_ros.ros.params import launch_parameters, NODE_NAME
 
 OVERRIDES = ("map_dir", "model_file", "image_topic", "image_transport")
 

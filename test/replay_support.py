@@ -16,15 +16,15 @@
 localizer whose answers the tests know in advance."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
+import math
 from pathlib import Path
 from typing import Sequence
 
 import cv2
 import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
-from rosbags.typesys import Stores, get_typestore
+from rosbags.typesys import get_typestore, Stores
 
 from jzi_ros.errors import BadImageError
 from jzi_ros.geo import CellTree

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from jzi_ros.errors import JziError
-from jzi_ros.inference.backends import BackendSpec, auto_candidates, create_backend
+from jzi_ros.inference.backends import auto_candidates, BackendSpec, create_backend
 from support import make_tiny_checkpoint, make_tiny_map
 
 

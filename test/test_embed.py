@@ -16,12 +16,12 @@
 import numpy as np
 import pytest
 import torch
-from support import make_tiny_checkpoint, make_tiny_map, make_tiny_model
 
 from jzi_ros.errors import JziError
 from jzi_ros.maps.embed import embed_map, embed_views
 from jzi_ros.maps.pyramid import MapPyramid
 from jzi_ros.model import load_checkpoint, view_pixels
+from support import make_tiny_checkpoint, make_tiny_map, make_tiny_model
 
 
 def test_embed_map_writes_table_matching_the_encoder(tmp_path):

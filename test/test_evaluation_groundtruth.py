@@ -19,7 +19,7 @@ import pytest
 from jzi_ros.errors import JziError
 from jzi_ros.evaluation.bags import open_bag
 from jzi_ros.evaluation.groundtruth import read_ground_truth
-from replay_support import T0, BagSpec, code_image, write_bag
+from replay_support import BagSpec, code_image, T0, write_bag
 from support import tiny_tree
 
 

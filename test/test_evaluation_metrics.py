@@ -16,8 +16,8 @@
 import numpy as np
 import pytest
 
-from jzi_ros.evaluation.metrics import (CHI2_2D_1SIGMA, CHI2_2D_2SIGMA, IDEAL_CALIBRATION,
-                                        calibration_summary, latency_summary, path_accuracy)
+from jzi_ros.evaluation.metrics import (calibration_summary, CHI2_2D_1SIGMA, CHI2_2D_2SIGMA,
+                                        IDEAL_CALIBRATION, latency_summary, path_accuracy)
 
 
 def test_path_accuracy_counts_prefixes():

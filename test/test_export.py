@@ -22,8 +22,7 @@ import torch
 
 from jzi_ros.inference.backends import BackendSpec, create_backend
 from jzi_ros.inference.backends.onnxruntime_backend import run_in_chunks
-from jzi_ros.inference.export import (EXPORT_JSON, default_export_dir, export_model,
-                                      weights_hash)
+from jzi_ros.inference.export import default_export_dir, EXPORT_JSON, export_model, weights_hash
 from jzi_ros.inference.localizer import Localizer, LocalizerConfig
 from jzi_ros.inference.parity import compare
 from jzi_ros.model.checkpoint import load_checkpoint

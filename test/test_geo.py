@@ -14,12 +14,13 @@
 
 import math
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
 
 from jzi_ros.errors import JziError
-from jzi_ros.geo import CellTree, OutsideRootError, haversine_m, offset_latlon, parse_path
+from jzi_ros.geo import CellTree, haversine_m, offset_latlon, OutsideRootError, parse_path
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from jzi_ros.errors import JziError
-from jzi_ros.inference.calibration import (Calibration, calibrate, fit_covariance_scale)
+from jzi_ros.inference.calibration import calibrate, Calibration, fit_covariance_scale
 from jzi_ros.inference.posterior import (apply_scale_and_floor, enu_covariance,
                                          posterior_from_beam, raw_estimate)
 from support import tiny_tree

@@ -16,7 +16,7 @@
 import numpy as np
 import pytest
 
-from support import SyntheticWorld, make_geotiff, tiny_tree
+from support import make_geotiff, SyntheticWorld, tiny_tree
 
 
 def test_synthetic_views_are_distinct_and_deterministic():

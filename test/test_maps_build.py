@@ -18,15 +18,15 @@ at the expected pixel of the view that contains it, at every level and from ever
 from __future__ import annotations
 
 import os
-import sqlite3
 from pathlib import Path
+import sqlite3
 
 import numpy as np
 import pyproj
 import pytest
 
 rasterio = pytest.importorskip("rasterio")
-from affine import Affine  # noqa: E402
+from affine import Affine  # noqa: E402, I100 (after the importorskip)
 
 from jzi_ros.errors import JziError  # noqa: E402
 from jzi_ros.geo import CellTree  # noqa: E402
@@ -73,9 +73,9 @@ def write_geotiff(path: Path, crs: str, marker: tuple[float, float], half_m: flo
     if dtype == "uint16":
         data = data * 16
     transform = Affine(res, 0.0, west, 0.0, -res, north)
-    profile = dict(driver="GTiff", width=n, height=n, count=3, dtype=dtype,
-                   crs=crs if with_crs else None, transform=transform, tiled=True,
-                   blockxsize=256, blockysize=256)
+    profile = {"driver": "GTiff", "width": n, "height": n, "count": 3, "dtype": dtype,
+               "crs": crs if with_crs else None, "transform": transform, "tiled": True,
+               "blockxsize": 256, "blockysize": 256}
     if west_only:
         profile["nodata"] = 0
     with rasterio.open(path, "w", **profile) as dst:

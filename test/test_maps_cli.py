@@ -25,7 +25,7 @@ import pyproj
 import pytest
 
 rasterio = pytest.importorskip("rasterio")
-from affine import Affine  # noqa: E402
+from affine import Affine  # noqa: E402, I100 (after the importorskip)
 
 from jzi_ros.cli.main import main  # noqa: E402
 from jzi_ros.maps.pyramid import MapPyramid  # noqa: E402

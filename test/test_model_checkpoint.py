@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from jzi_ros.errors import JziError
-from jzi_ros.model import (ModelConfig, ZoomModel, load_checkpoint, read_header,
-                           save_checkpoint, update_checkpoint_metadata, view_pixels)
+from jzi_ros.model import (load_checkpoint, ModelConfig, read_header, save_checkpoint,
+                           update_checkpoint_metadata, view_pixels, ZoomModel)
 
 
 def _tiny(**overrides) -> ZoomModel:

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from jzi_ros.errors import JziError
-from jzi_ros.model import ModelConfig, ZoomModel, ground_pixels, view_pixels
+from jzi_ros.model import ground_pixels, ModelConfig, view_pixels, ZoomModel
 
 
 def _model(**overrides) -> ZoomModel:

@@ -14,9 +14,9 @@
 
 """The package is a real ament_python package, and its core never imports ROS."""
 import ast
+from pathlib import Path
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -84,7 +84,8 @@ def test_core_imports_without_ros_installed():
         "    except ModuleNotFoundError as err:\n"
         "        if err.name == 'jzi_ros.' + name: continue\n"
         "        raise\n"
-        "    for info in pkgutil.walk_packages(getattr(mod, '__path__', []), mod.__name__ + '.'):\n"
+        "    for info in pkgutil.walk_packages(getattr(mod, '__path__', []), "
+        "mod.__name__ + '.'):\n"
         "        importlib.import_module(info.name)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from jzi_ros.errors import JziError
-from jzi_ros.evaluation.bags import (IMAGE_TYPES, bag_storage, iter_frames, open_bag,
+from jzi_ros.evaluation.bags import (bag_storage, IMAGE_TYPES, iter_frames, open_bag,
                                      require_topic, scan_frames, select_frames)
-from replay_support import IMAGE, T0, BagSpec, code_image, decode_index, write_bag
+from replay_support import BagSpec, code_image, decode_index, IMAGE, T0, write_bag
 
 
 def _spec(n=10, swap=((2, 5),), corrupt=()):

@@ -26,8 +26,7 @@ import pytest
 from jzi_ros.cli import main as jzi_main
 from jzi_ros.cli import replay as replay_cli
 from jzi_ros.evaluation.bags import open_bag
-from replay_support import (NAVSAT, T0, BagSpec, gt_interp, image_message, track,
-                            write_bag)
+from replay_support import BagSpec, gt_interp, image_message, NAVSAT, T0, track, write_bag
 from support import make_tiny_checkpoint, make_tiny_map, world_of
 
 N = 6

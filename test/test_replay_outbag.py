@@ -20,8 +20,8 @@ import yaml
 from jzi_ros.errors import JziError
 from jzi_ros.evaluation.bags import open_bag
 from jzi_ros.evaluation.outbag import BagOutputOptions, write_fix_bag
-from jzi_ros.evaluation.replay import ReplayOptions, replay_bag
-from replay_support import NAVSAT, IndexLocalizer, offsets_for, standard_spec, write_bag
+from jzi_ros.evaluation.replay import replay_bag, ReplayOptions
+from replay_support import IndexLocalizer, NAVSAT, offsets_for, standard_spec, write_bag
 from support import tiny_tree
 
 N = 12

@@ -26,8 +26,8 @@ import pytest
 
 from jzi_ros.errors import JziError
 from jzi_ros.evaluation.metrics import CHI2_2D_1SIGMA, CHI2_2D_2SIGMA
-from jzi_ros.evaluation.replay import (SKIP_BAD_IMAGE, SKIP_CORRUPT, SKIP_GT_OUTSIDE,
-                                       SKIP_NO_GT, ReplayOptions, replay_bag)
+from jzi_ros.evaluation.replay import (replay_bag, ReplayOptions, SKIP_BAD_IMAGE, SKIP_CORRUPT,
+                                       SKIP_GT_OUTSIDE, SKIP_NO_GT)
 from jzi_ros.evaluation.report import summarize, write_report
 from replay_support import IndexLocalizer, offsets_for, standard_spec, write_bag
 from support import tiny_tree
@@ -141,7 +141,7 @@ def test_gt_tolerance_and_outside_map_skip_but_still_localize(tmp_path):
     assert len(result.localized) == N  # skipped for scoring, still localized (output bag)
     for r in result.records:
         t = (r.stamp_ns - spec.image_stamps[0]) / 1e9
-        gt_t = sorted((s - spec.image_stamps[0]) / 1e9 for s, *_ , st in spec.gt if st >= 0)
+        gt_t = sorted((s - spec.image_stamps[0]) / 1e9 for s, *_, st in spec.gt if st >= 0)
         before = max((g for g in gt_t if g <= t), default=-99)
         after = min((g for g in gt_t if g >= t), default=99)
         if min(t - before, after - t) > 0.5:

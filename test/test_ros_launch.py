@@ -19,22 +19,22 @@ Runs under ``colcon test`` (needs the installed package, rclpy and launch_testin
 the node process in more detail (NO_FIX, bad frames, missing map).
 """
 import math
+from pathlib import Path
 import tempfile
 import time
 import unittest
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 launch_testing = pytest.importorskip("launch_testing", reason="needs ROS 2 launch_testing")
 
+from ament_index_python.packages import get_package_share_directory  # noqa: E402, I100
 import launch  # noqa: E402
+from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
 import launch_testing.actions  # noqa: E402
 import launch_testing.asserts  # noqa: E402
 import rclpy  # noqa: E402
-from ament_index_python.packages import get_package_share_directory  # noqa: E402
-from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image, NavSatFix, NavSatStatus  # noqa: E402
 

@@ -18,16 +18,16 @@ import json
 import numpy as np
 import pytest
 import torch
-from support import make_tiny_map, random_rgb
 
 from jzi_ros.errors import JziError
 from jzi_ros.geo import CellTree
-from jzi_ros.training.augment import GROUND, MAP_VIEW, augment
+from jzi_ros.training.augment import augment, GROUND, MAP_VIEW
 from jzi_ros.training.config import load_train_config
-from jzi_ros.training.data import Collate, ZoomDataset, prefix_view_indices
-from jzi_ros.training.manifest import (Sample, label_samples, read_manifest, split_train_val,
+from jzi_ros.training.data import Collate, prefix_view_indices, ZoomDataset
+from jzi_ros.training.manifest import (label_samples, read_manifest, Sample, split_train_val,
                                        write_manifest)
 from jzi_ros.training.paper import import_paper, paper_tree, parse_sequence
+from support import make_tiny_map, random_rgb
 
 # Rows of the paper's DC metadata with their published action sequences.
 PAPER_ROWS = [("a1", 38.908513, -76.940898, "7 6 6 5"),

@@ -15,15 +15,14 @@
 """The training loop: overfits a tiny synthetic set, resumes, re-embeds, runs under DDP."""
 import json
 import os
+from pathlib import Path
 import subprocess
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
-from support import make_tiny_map, world_of
 
 from jzi_ros.errors import JziError
 from jzi_ros.inference.decode import beam_search
@@ -31,7 +30,8 @@ from jzi_ros.maps.pyramid import MapPyramid
 from jzi_ros.model import ground_pixels, load_checkpoint
 from jzi_ros.training.config import load_train_config
 from jzi_ros.training.loop import lr_factor, train
-from jzi_ros.training.manifest import Sample, label_samples, read_manifest, write_manifest
+from jzi_ros.training.manifest import label_samples, read_manifest, Sample, write_manifest
+from support import make_tiny_map, world_of
 
 ROOT = Path(__file__).resolve().parents[1]
 

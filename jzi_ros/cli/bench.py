@@ -18,8 +18,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import tempfile
 from pathlib import Path
+import tempfile
 
 from jzi_ros.errors import JziError
 

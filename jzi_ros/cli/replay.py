@@ -18,8 +18,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import sys
 from pathlib import Path
+import sys
 from typing import Sequence
 
 from jzi_ros.errors import JziError
@@ -113,7 +113,7 @@ def _localizer(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from jzi_ros.evaluation.outbag import BagOutputOptions, write_fix_bag
-    from jzi_ros.evaluation.replay import ReplayOptions, replay_bag
+    from jzi_ros.evaluation.replay import replay_bag, ReplayOptions
     from jzi_ros.evaluation.report import write_report
 
     options = ReplayOptions(args.image_topic, args.gt_topic, every=args.every,

@@ -26,8 +26,8 @@ Only fixes with ``status.status >= STATUS_FIX`` (0) and finite latitude/longitud
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+import math
 from pathlib import Path
 from typing import Any
 

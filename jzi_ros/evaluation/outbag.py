@@ -22,14 +22,14 @@ Version 8 by default: Humble's ``ros2 bag`` cannot open version 9 bags.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 import heapq
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from jzi_ros.errors import JziError
-from jzi_ros.evaluation.bags import NAVSATFIX_TYPE, STORAGES, bag_storage, open_bag
+from jzi_ros.evaluation.bags import bag_storage, NAVSATFIX_TYPE, open_bag, STORAGES
 from jzi_ros.evaluation.replay import ReplayResult
 from jzi_ros.files import atomic_directory
 from jzi_ros.ros.convert import fix_to_navsatfix, rosbags_message_types
@@ -86,7 +86,7 @@ def write_fix_bag(result: ReplayResult, out: str | Path, options: BagOutputOptio
                   overwrite: bool = False) -> Path:
     """Write the output bag directory ``out`` atomically and return its path."""
     from rosbags.rosbag2 import StoragePlugin, Writer
-    from rosbags.typesys import Stores, get_typestore
+    from rosbags.typesys import get_typestore, Stores
 
     options = options or BagOutputOptions()
     options.validate()

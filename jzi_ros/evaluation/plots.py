@@ -23,9 +23,9 @@ import matplotlib
 
 matplotlib.use("Agg")  # before pyplot: headless robots and CI have no display
 
+from matplotlib.patches import Ellipse  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.patches import Ellipse  # noqa: E402
 
 from jzi_ros.evaluation.metrics import CHI2_2D_1SIGMA, CHI2_2D_2SIGMA, DEFAULT_RECALL_M  # noqa
 from jzi_ros.files import atomic_path  # noqa: E402

@@ -22,18 +22,18 @@ made from its :class:`ReplayResult`. Ctrl-C stops the loop and returns the parti
 """
 from __future__ import annotations
 
-import logging
-import time
 from dataclasses import asdict, dataclass, field
+import logging
 from pathlib import Path
+import time
 from typing import Any, Protocol
 
 import numpy as np
 from tqdm import tqdm
 
 from jzi_ros.errors import BadImageError, JziError
-from jzi_ros.evaluation.bags import (COMPRESSED_TYPE, IMAGE_TYPES, NAVSATFIX_TYPE, FrameScan,
-                                     deserialize, iter_frames, open_bag, require_topic,
+from jzi_ros.evaluation.bags import (COMPRESSED_TYPE, deserialize, FrameScan, IMAGE_TYPES,
+                                     iter_frames, NAVSATFIX_TYPE, open_bag, require_topic,
                                      scan_frames, select_frames)
 from jzi_ros.evaluation.groundtruth import GroundTruth, GtSample, read_ground_truth
 from jzi_ros.geo import CellTree

@@ -24,18 +24,18 @@ Errors are horizontal distances in the map's local metric frame (metres).
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 import datetime
 import io
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from jzi_ros.evaluation.metrics import (DEFAULT_RECALL_M, IDEAL_CALIBRATION,
-                                        calibration_summary, error_summary, latency_summary,
-                                        nees_2d, path_accuracy, recall_at)
-from jzi_ros.evaluation.replay import SKIP_REASONS, ReplayResult
+from jzi_ros.evaluation.metrics import (calibration_summary, DEFAULT_RECALL_M, error_summary,
+                                        IDEAL_CALIBRATION, latency_summary, nees_2d, path_accuracy,
+                                        recall_at)
+from jzi_ros.evaluation.replay import ReplayResult, SKIP_REASONS
 from jzi_ros.files import atomic_directory, atomic_open, write_json
 from jzi_ros.inference.fix import Fix, FixStatus
 

@@ -27,8 +27,8 @@ CUDA work is synchronised before a clock is read.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
+import time
 from typing import Callable
 
 import numpy as np

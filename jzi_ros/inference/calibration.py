@@ -26,10 +26,10 @@ price of under-covering those frames. The result is stored in the checkpoint's m
 """
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
 import datetime
 import logging
 import math
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 

@@ -38,8 +38,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import warnings
 from pathlib import Path
+import warnings
 
 import torch
 from torch import nn

@@ -15,9 +15,9 @@
 """``Fix``: the one result type of the localizer, read by the ROS node, replay and the CLI."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 import enum
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 

@@ -22,22 +22,22 @@ search over the cached view table -> posterior, position, covariance, confidence
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 import logging
 import math
-import time
-from dataclasses import dataclass
 from pathlib import Path
+import time
 from typing import Any, Sequence
 
 import numpy as np
 
 from jzi_ros.errors import BadImageError, JziError
-from jzi_ros.inference.backends import BACKENDS, Backend, BackendSpec, create_backend
+from jzi_ros.inference.backends import Backend, BACKENDS, BackendSpec, create_backend
 from jzi_ros.inference.calibration import Calibration
 from jzi_ros.inference.fix import Fix, FixStatus, Hypothesis
 from jzi_ros.inference.image import as_rgb_uint8
-from jzi_ros.inference.posterior import (POSITION_MODES, Posterior, apply_scale_and_floor,
-                                         enu_covariance, posterior_from_beam, raw_estimate)
+from jzi_ros.inference.posterior import (apply_scale_and_floor, enu_covariance, POSITION_MODES,
+                                         Posterior, posterior_from_beam, raw_estimate)
 
 LOG = logging.getLogger(__name__)
 

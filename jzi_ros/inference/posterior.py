@@ -27,8 +27,8 @@ p_0 it does not become 1 for beam width 1, and a near-uniform policy gives a tin
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+import math
 
 import numpy as np
 

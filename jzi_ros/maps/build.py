@@ -22,19 +22,19 @@ warped alongside so every level's nodata fraction is known.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 import logging
 import math
 import os
-import time
-from dataclasses import dataclass
 from pathlib import Path
+import time
 
 import numpy as np
 
 from jzi_ros.errors import JziError
 from jzi_ros.geo import CellTree
 from jzi_ros.maps.pyramid import MapPyramid, write_pyramid
-from jzi_ros.maps.sources import Source, open_source
+from jzi_ros.maps.sources import open_source, Source
 
 LOG = logging.getLogger(__name__)
 DEFAULT_MAX_NODATA = 0.5

@@ -84,7 +84,7 @@ class MapPyramid:
 
     # --- opening --------------------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | Path) -> "MapPyramid":
+    def open(cls, path: str | Path) -> "MapPyramid":  # noqa: A003 (public API name)
         """Open a map directory; JziError for a missing/corrupt manifest or views file."""
         path = Path(path).expanduser()
         if not path.is_dir():
@@ -93,7 +93,7 @@ class MapPyramid:
         manifest = read_json(manifest_file, "map manifest")
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise JziError(f"map manifest {manifest_file} is not a jzi_ros map "
-                           f"(expected \"format\": \"{FORMAT}\")")
+                           f'(expected "format": "{FORMAT}")')
         version = manifest.get("format_version")
         if version != FORMAT_VERSION:
             raise JziError(f"map manifest {manifest_file} has format_version {version!r}, "

@@ -21,13 +21,13 @@ through GDAL's own WMS/TMS driver with ``file://`` URLs rather than a home-made 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass, field
 import hashlib
 import os
-import re
-import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
+import re
 from typing import Iterator
+import warnings
 from xml.sax.saxutils import escape
 
 import numpy as np

@@ -22,8 +22,8 @@ exported without Python objects in the graph.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+import torch.nn.functional as F
 
 from jzi_ros.model.config import ModelConfig
 

@@ -21,8 +21,8 @@ or nowhere (random initialisation at any size: tests and the demo).
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
+import re
 
 import torch
 from torch import nn

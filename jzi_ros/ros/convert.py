@@ -28,8 +28,8 @@ Mahalanobis gate makes robot_localization reject every later fix.
 from __future__ import annotations
 
 import array
-import math
 from dataclasses import dataclass
+import math
 from typing import Any, Callable, Iterable, Sequence
 
 import cv2
@@ -93,8 +93,8 @@ class MessageTypes:
 def ros_message_types() -> MessageTypes:
     """Collect the rclpy message classes (imported here: this module loads without ROS)."""
     from builtin_interfaces.msg import Time
-    from geometry_msgs.msg import (Point, Pose, PoseWithCovariance,
-                                   PoseWithCovarianceStamped, Quaternion)
+    from geometry_msgs.msg import (Point, Pose, PoseWithCovariance, PoseWithCovarianceStamped,
+                                   Quaternion)
     from sensor_msgs.msg import NavSatFix, NavSatStatus, PointCloud2, PointField
     from std_msgs.msg import Header
 

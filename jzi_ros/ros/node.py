@@ -30,24 +30,23 @@ import sys
 import time
 from typing import Any
 
-import rclpy
-import rclpy.logging
 from diagnostic_msgs.msg import DiagnosticStatus
 from diagnostic_updater import DiagnosticStatusWrapper, Updater
 from geometry_msgs.msg import PoseWithCovarianceStamped
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
+import rclpy
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException
+import rclpy.logging
 from rclpy.node import Node
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image, NavSatFix, PointCloud2
 from sensor_msgs_py import point_cloud2
 
 from jzi_ros.errors import BadImageError, JziError
 from jzi_ros.ros import convert
-from jzi_ros.ros.params import (NODE_NAME, PARAMETER_NAMES, PARAMETERS, NodeSettings,
-                                ParamSpec)
+from jzi_ros.ros.params import NODE_NAME, NodeSettings, PARAMETER_NAMES, PARAMETERS, ParamSpec
 from jzi_ros.ros.runtime import LatestSlot, NodeStats, RateLimiter, Worker
 
 BAD_MESSAGE_LOG_PERIOD_S = 5.0

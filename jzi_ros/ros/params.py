@@ -27,9 +27,9 @@ set`` and are validated by :meth:`NodeSettings.from_values` first.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 import math
 from pathlib import Path
-from dataclasses import dataclass
 from typing import Any, Mapping
 
 import yaml
@@ -52,8 +52,8 @@ class ParamSpec:
     default: bool | int | float | str
     description: str
     read_only: bool = True
-    min: float | None = None  # inclusive range (FloatingPointRange / IntegerRange)
-    max: float | None = None
+    min: float | None = None  # noqa: A003  inclusive range (FloatingPointRange / IntegerRange)
+    max: float | None = None  # noqa: A003
     choices: tuple[str, ...] = ()
 
     def type_name(self) -> str:

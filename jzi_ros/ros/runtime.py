@@ -25,9 +25,9 @@ newest.
 from __future__ import annotations
 
 import collections
+from dataclasses import dataclass
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Generic, TypeVar
 
 T = TypeVar("T")

@@ -21,15 +21,15 @@ are relative to the current directory. Dotted keys reach into the model config
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
+import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from jzi_ros.errors import JziError
-from jzi_ros.model.config import PRESETS, ModelConfig, deep_merge
+from jzi_ros.model.config import deep_merge, ModelConfig, PRESETS
 
 PATH_FIELDS = ("manifest", "map", "out", "init")
 WEIGHTS_KEY = ["model", "encoder", "weights"]
@@ -44,7 +44,7 @@ class TrainConfig:
     """Everything one training run needs (annotated examples: jzi_ros/training/configs/)."""
 
     manifest: str = ""
-    map: str = ""
+    map: str = ""  # noqa: A003 (the config file's key)
     out: str = ""
     model_preset: str = "demo"
     model: dict = field(default_factory=dict)

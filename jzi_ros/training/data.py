@@ -33,7 +33,7 @@ from jzi_ros.geo import CellTree
 from jzi_ros.maps.pyramid import MapPyramid
 from jzi_ros.model.config import ModelConfig
 from jzi_ros.model.preprocess import ground_crops, normalize, resize
-from jzi_ros.training.augment import GROUND, MAP_VIEW, augment
+from jzi_ros.training.augment import augment, GROUND, MAP_VIEW
 from jzi_ros.training.manifest import LabeledSamples
 
 

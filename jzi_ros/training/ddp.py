@@ -19,8 +19,8 @@ we join the process group (NCCL on CUDA, gloo on CPU). Rank 0 alone writes files
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+import os
 
 import torch
 import torch.distributed as dist

@@ -22,14 +22,14 @@ is re-embedded with the shipped checkpoint's encoder at the end.
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
+import time
 from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
+import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm

@@ -22,10 +22,10 @@ from latitude/longitude with the map's cell tree, so one manifest serves any map
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass, field
 import json
 import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np

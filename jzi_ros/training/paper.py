@@ -23,14 +23,14 @@ path our cell tree computes, so a mismatch in geometry is caught before training
 from __future__ import annotations
 
 import csv
-import os
-import re
 from dataclasses import dataclass, field
+import os
 from pathlib import Path
+import re
 
 from jzi_ros.errors import JziError
 from jzi_ros.geo import CellTree, offset_latlon
-from jzi_ros.training.manifest import SPLITS, Sample, write_manifest
+from jzi_ros.training.manifest import Sample, SPLITS, write_manifest
 
 REQUIRED = ("image_id", "latitude", "longitude")
 

@@ -23,9 +23,9 @@ import json
 import os
 from pathlib import Path
 
-import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import safe_open, SafetensorError
 from safetensors.torch import load_file, save_file
+import torch
 
 from jzi_ros.errors import JziError
 from jzi_ros.files import atomic_path

@@ -28,7 +28,7 @@ import logging
 from pathlib import Path
 
 from jzi_ros.errors import JziError
-from jzi_ros.inference.backends.base import PRECISIONS, Backend, BackendSpec
+from jzi_ros.inference.backends.base import Backend, BackendSpec, PRECISIONS
 
 LOG = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def _has(module: str) -> bool:
 
 
 def _export_exists(spec: BackendSpec) -> bool:
-    from jzi_ros.inference.export import EXPORT_JSON, default_export_dir
+    from jzi_ros.inference.export import default_export_dir, EXPORT_JSON
 
     folder = Path(spec.export_dir) if spec.export_dir else default_export_dir(spec.model_path)
     return (folder / EXPORT_JSON).is_file()

@@ -29,9 +29,9 @@ so FP16 would save nothing while risking a different beam order.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 import hashlib
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
