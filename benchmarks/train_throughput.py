@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Training throughput (samples/s) of the zoom model's training step.
+"""
+Training throughput (samples/s) of the zoom model's training step.
 
 Times the real step of ``jzi train`` (jzi_ros.training.loop.TrainStep + AdamW + grad clipping,
 AMP on CUDA) on synthetic tensors, so the number is the model's cost without disk or JPEG
@@ -103,7 +104,7 @@ def measure(preset: str, mode: str, batch: int, steps: int, device: torch.device
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(description=__doc__.lstrip("\n"),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     cuda = torch.cuda.is_available()
     parser.add_argument("--presets", default="demo,dinov2-s14,dinov2-b14" if cuda else "demo",

@@ -27,8 +27,12 @@ from jzi_ros.errors import JziError
 
 
 def _default_mode(directory: bool) -> int:
-    """The mode plain open()/mkdir() would give. mkstemp/mkdtemp make 0600/0700, but maps,
-    models and reports are read by other accounts (e.g. the ROS node's)."""
+    """
+    Return the mode plain open()/mkdir() would give.
+
+    mkstemp/mkdtemp make 0600/0700, but maps, models and reports are read by other accounts
+    (e.g. the ROS node's).
+    """
     mask = os.umask(0)
     os.umask(mask)
     return (0o777 if directory else 0o666) & ~mask
@@ -80,7 +84,8 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> dict:
 
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Build a directory in a temporary sibling; it replaces ``path`` only on success.
+    """
+    Build a directory in a temporary sibling; it replaces ``path`` only on success.
 
     Refuses an existing ``path`` unless ``overwrite``; with ``overwrite`` the old directory
     stays intact until the new one is complete.

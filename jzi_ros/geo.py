@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The geographic cell tree: a square root region split K x K for D levels.
+"""
+The geographic cell tree: a square root region split K x K for D levels.
 
 Cells are addressed by action paths (tuples of ints): at each level the child index is
 ``row * K + col`` with row 0 the northern row and column 0 the western column. Geometry lives
@@ -40,14 +41,14 @@ class OutsideRootError(JziError, ValueError):
 
 
 def local_frame(lat: float, lon: float) -> pyproj.Transformer:
-    """Transformer lat/lon (WGS84) <-> metres east/north of (lat, lon)."""
+    """Return a Transformer lat/lon (WGS84) <-> metres east/north of (lat, lon)."""
     aeqd = pyproj.CRS.from_proj4(
         f"+proj=aeqd +lat_0={lat!r} +lon_0={lon!r} +datum=WGS84 +units=m +no_defs")
     return pyproj.Transformer.from_crs("EPSG:4326", aeqd, always_xy=True)
 
 
 def offset_latlon(lat: float, lon: float, east_m: float, north_m: float) -> tuple[float, float]:
-    """The lat/lon that lies ``east_m``/``north_m`` metres from (lat, lon)."""
+    """Return the lat/lon that lies ``east_m``/``north_m`` metres from (lat, lon)."""
     lon2, lat2 = local_frame(lat, lon).transform(east_m, north_m, direction="INVERSE")
     return float(lat2), float(lon2)
 
@@ -70,7 +71,8 @@ def _check_finite(name: str, value: float) -> float:
 
 @dataclass(frozen=True)
 class CellTree:
-    """Root square (centre + side in metres), a ``grid`` x ``grid`` split, ``depth`` levels.
+    """
+    Root square (centre + side in metres), a ``grid`` x ``grid`` split, ``depth`` levels.
 
     Level 0 is the root; level ``depth`` holds the terminal cells. A full path has ``depth``
     actions. The map views the policy sees are the cells of levels 0..depth-1.
@@ -103,7 +105,7 @@ class CellTree:
     @classmethod
     def from_bounds(cls, south: float, west: float, north: float, east: float,
                     grid: int = 4, depth: int = 4) -> "CellTree":
-        """The smallest root square (centred on the box) that covers a lat/lon bounding box."""
+        """Return the smallest root square (centred on the box) covering a lat/lon bounding box."""
         if not (south < north and west < east):
             raise JziError(f"cell tree: bounds need south < north and west < east, got "
                            f"south={south} west={west} north={north} east={east}")
@@ -158,7 +160,7 @@ class CellTree:
 
     @property
     def num_views(self) -> int:
-        """Number of non-terminal cells (levels 0..depth-1): the map views the policy sees."""
+        """Count the non-terminal cells (levels 0..depth-1): the views the policy sees."""
         return self.level_offsets[self.depth]
 
     # --- paths --------------------------------------------------------------------------
@@ -196,7 +198,7 @@ class CellTree:
         return tuple(path)
 
     def path_of(self, lat: float, lon: float, depth: int | None = None) -> Path:
-        """The ground-truth action path of a lat/lon; raises OutsideRootError outside the root."""
+        """Return the ground-truth action path of a lat/lon; OutsideRootError outside the root."""
         east, north = self.to_local(lat, lon)
         try:
             return self.path_of_local(east, north, depth)

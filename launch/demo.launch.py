@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The demo on a real ROS 2 graph: play the demo bag and localize its camera frames.
+"""
+The demo on a real ROS 2 graph: play the demo bag and localize its camera frames.
 
 jzi demo            # once: builds ~/.cache/jzi_ros/demo/{map,bag} (or $JZI_DEMO_DIR)
 ros2 launch jzi_ros demo.launch.py [demo_dir:=DIR] [rate:=1.0]

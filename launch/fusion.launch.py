@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Example fusion: jzi_localizer + robot_localization dual EKF + navsat_transform_node.
+"""
+Example fusion: jzi_localizer + robot_localization dual EKF + navsat_transform_node.
 
 ros2 launch jzi_ros fusion.launch.py map_dir:=... model_file:=... image_topic:=...
     [imu_topic:=imu/data] [use_odometry_yaw:=false] [fusion_params_file:=my_fusion.yaml]

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Start jzi_localizer: camera image in, /jzi/fix (sensor_msgs/NavSatFix) out.
+"""
+Start jzi_localizer: camera image in, /jzi/fix (sensor_msgs/NavSatFix) out.
 
 ros2 launch jzi_ros localize.launch.py map_dir:=~/maps/site model_file:=~/models/site.safetensors
     [params_file:=my.yaml] [image_topic:=/camera/image_raw] [namespace:=robot1]

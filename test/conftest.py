@@ -61,7 +61,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture
 def tiny_map(tmp_path):
-    """A synthetic 4x4, depth-2 MapPyramid (17 views of 16 px); see test/support.py."""
+    """Provide a synthetic 4x4, depth-2 MapPyramid (17 views of 16 px); see test/support.py."""
     from support import make_tiny_map
 
     return make_tiny_map(tmp_path)

@@ -12,8 +12,12 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Helpers for the replay tests: small ROS 2 bags written with rosbags, and a test-double
-localizer whose answers the tests know in advance."""
+"""
+Helpers for the replay tests.
+
+Small ROS 2 bags written with rosbags, and a test-double localizer whose answers the tests
+know in advance.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -44,7 +48,7 @@ def header(stamp_ns: int, frame_id: str):
 
 
 def code_image(index: int, size: int = 8) -> np.ndarray:
-    """An RGB image whose pixels encode ``index`` (losslessly through PNG)."""
+    """Return an RGB image whose pixels encode ``index`` (losslessly through PNG)."""
     image = np.zeros((size, size, 3), np.uint8)
     image[..., 0], image[..., 1] = index % 256, index // 256
     image[..., 2] = 77
@@ -119,7 +123,7 @@ def write_bag(path: Path, spec: BagSpec, storage: str = "sqlite3") -> Path:
 
 
 def track(t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The robot's true path (local metres): a curve, so interpolation is not trivial."""
+    """Return the robot's true path (local metres): a curve, so interpolation is not trivial."""
     t_s = np.asarray(t_s, float)
     return -300 + 25 * t_s, 80 * np.sin(t_s / 3.0)
 
@@ -127,8 +131,11 @@ def track(t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def standard_spec(tree: CellTree, n_frames: int = 24, image_hz: float = 5.0,
                   gt_hz: float = 2.0, kind: str = "raw", corrupt: Sequence[int] = (7,),
                   swap: tuple[int, int] | None = (3, 4)) -> BagSpec:
-    """Images at ``image_hz``, GT at ``gt_hz`` with an offset (so interpolation matters), a
-    NO_FIX GT message, a corrupt frame and two frames recorded out of stamp order."""
+    """
+    Images at ``image_hz``, GT at ``gt_hz`` with an offset (so interpolation matters).
+
+    Also a NO_FIX GT message, a corrupt frame and two frames recorded out of stamp order.
+    """
     stamps = [T0 + int(i * 1e9 / image_hz) + 1_000_000 for i in range(n_frames)]
     logs = [s + 20_000_000 for s in stamps]
     if swap:
@@ -154,9 +161,13 @@ def gt_interp(spec: BagSpec, tree: CellTree, stamp_ns: int) -> tuple[float, floa
 
 
 class IndexLocalizer:
-    """Test double for Localizer: reads the frame index from the image and answers with a
-    position the test chose in advance (truth + a known offset), a known covariance and a known
-    status. Frames whose index is in ``bad`` raise BadImageError like the real one does."""
+    """
+    Test double for Localizer: reads the frame index from the image and answers.
+
+    It answers with a position the test chose in advance (truth + a known offset), a known
+    covariance and a known status. Frames whose index is in ``bad`` raise BadImageError like the
+    real one does.
+    """
 
     backend_name = "test-double"
 

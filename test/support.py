@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Shared test helpers: a tiny synthetic map and a tiny checkpoint embedded into it.
+"""
+Shared test helpers: a tiny synthetic map and a tiny checkpoint embedded into it.
 
 Used by the tests of every stream (maps, model, inference, ROS, replay, demo), so keep the
 signatures stable. Everything is deterministic for a given seed and small enough that a test
@@ -38,7 +39,8 @@ TINY_CENTER = (38.9, -77.03)
 
 
 class SyntheticWorld:
-    """A deterministic colour field over the root square of ``tree``.
+    """
+    A deterministic colour field over the root square of ``tree``.
 
     The field is a stack of random octaves (coarse to fine) upsampled to ``resolution`` pixels,
     so views at every level have structure: coarse octaves make the root-level cells differ,
@@ -75,12 +77,13 @@ class SyntheticWorld:
                               borderMode=cv2.BORDER_REFLECT)
 
     def render_view(self, path: Sequence[int], tile_px: int) -> np.ndarray:
-        """The map view of the cell at ``path``: uint8 [tile_px, tile_px, 3]."""
+        """Return the map view of the cell at ``path``: uint8 [tile_px, tile_px, 3]."""
         return self._crop(*self.tree.cell_bounds_local(path), (tile_px, tile_px))
 
     def ground_image(self, east: float, north: float, extent_m: float | None = None,
                      size: tuple[int, int] = (32, 64)) -> np.ndarray:
-        """A stand-in "ground photo" taken at a local point: the field around it, uint8 [H, W, 3].
+        """
+        Return a stand-in "ground photo" taken at a local point: the field around it, [H, W, 3].
 
         Not a real perspective view; it only has to be a deterministic function of the
         position so that a tiny model can learn it in tests.
@@ -97,7 +100,8 @@ def tiny_tree(grid: int = 4, depth: int = 2, size_m: float = 1600.0) -> CellTree
 
 def make_tiny_map(tmp_path: str | Path, grid: int = 4, depth: int = 2, tile_px: int = 16,
                   seed: int = 0, name: str = "map", size_m: float = 1600.0):
-    """Write a synthetic pyramid under ``tmp_path/name`` and return the opened MapPyramid.
+    """
+    Write a synthetic pyramid under ``tmp_path/name`` and return the opened MapPyramid.
 
     ``grid=4, depth=2`` has 17 views; ``depth=3`` has 273 (still fast at tile_px 16).
     """
@@ -111,7 +115,7 @@ def make_tiny_map(tmp_path: str | Path, grid: int = 4, depth: int = 2, tile_px: 
 
 
 def world_of(pyramid, seed: int | None = None) -> SyntheticWorld:
-    """The SyntheticWorld a :func:`make_tiny_map` pyramid was rendered from."""
+    """Return the SyntheticWorld a :func:`make_tiny_map` pyramid was rendered from."""
     if seed is None:
         seed = int(pyramid.manifest.get("source", {}).get("seed", 0))
     return SyntheticWorld(pyramid.tree, seed)
@@ -133,7 +137,7 @@ def embed_views_into(pyramid, model) -> np.ndarray:
 
 
 def make_tiny_model(pyramid, seed: int = 0, preset: str = "tiny"):
-    """A randomly initialised ZoomModel sized to the map's grid/depth (eval mode, CPU)."""
+    """Return a randomly initialised ZoomModel sized to the map's grid/depth (eval mode, CPU)."""
     import torch
 
     from jzi_ros.model.zoom import ZoomModel
@@ -144,7 +148,8 @@ def make_tiny_model(pyramid, seed: int = 0, preset: str = "tiny"):
 
 
 def sharpen_decoder(model, seed: int = 0):
-    """Re-draw the decoder's matrices with unit gain (in place; returns ``model``).
+    """
+    Re-draw the decoder's matrices with unit gain (in place; returns ``model``).
 
     The model's own init (std 0.02) gives near-uniform policies that ignore the ground token,
     so every frame decodes to the same path; tests of decoding/posteriors want random
@@ -163,7 +168,8 @@ def sharpen_decoder(model, seed: int = 0):
 def make_tiny_checkpoint(tmp_path: str | Path, pyramid, seed: int = 0, name: str = "tiny.ckpt",
                          preset: str = "tiny", metadata: dict | None = None,
                          embed: bool = True, sharpen: bool = False) -> Path:
-    """Save a random tiny model for ``pyramid`` and (by default) embed the map with it.
+    """
+    Save a random tiny model for ``pyramid`` and (by default) embed the map with it.
 
     ``sharpen``: decisive, input-dependent random policy (see :func:`sharpen_decoder`).
     """
@@ -181,7 +187,8 @@ def make_tiny_checkpoint(tmp_path: str | Path, pyramid, seed: int = 0, name: str
 
 def make_geotiff(path: str | Path, tree: CellTree, seed: int = 0, px: int = 512,
                  margin: float = 0.05) -> Path:
-    """Write the SyntheticWorld of ``tree`` as an EPSG:4326 GeoTIFF covering the root square.
+    """
+    Write the SyntheticWorld of ``tree`` as an EPSG:4326 GeoTIFF covering the root square.
 
     Each lat/lon pixel samples the world at its true local-frame position, so a pyramid built
     from this raster reproduces :func:`make_tiny_map`'s views (up to resampling).

@@ -12,8 +12,12 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""FP16 drift check that runs without a GPU: the torch backend in half precision on the CPU
-against fp32 (CLS cosine >= 0.999 and the same top path on a fixed set of frames)."""
+"""
+FP16 drift check that runs without a GPU.
+
+The torch backend in half precision on the CPU against fp32 (CLS cosine >= 0.999 and the
+same top path on a fixed set of frames).
+"""
 import numpy as np
 
 from jzi_ros.inference.backends import BackendSpec, create_backend

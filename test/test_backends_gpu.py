@@ -12,8 +12,12 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""GPU backends against PyTorch fp32 on the CPU: torch CUDA (fp32, fp16, CUDA graphs) and
-TensorRT (FP16 encoder, engine cache). Skipped without a CUDA GPU / TensorRT."""
+"""
+GPU backends against PyTorch fp32 on the CPU.
+
+Torch CUDA (fp32, fp16, CUDA graphs) and TensorRT (FP16 encoder, engine cache). Skipped
+without a CUDA GPU / TensorRT.
+"""
 import json
 
 import numpy as np

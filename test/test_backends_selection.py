@@ -12,8 +12,11 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Backend selection and its errors (CPU-only checks; GPU/TensorRT ones are in
-test_backends_gpu.py)."""
+"""
+Backend selection and its errors.
+
+CPU-only checks; GPU/TensorRT ones are in test_backends_gpu.py.
+"""
 import importlib.util
 import logging
 

@@ -12,9 +12,13 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Building pyramids from rasters the tests write: a red marker at a known lat/lon must show up
-at the expected pixel of the view that contains it, at every level and from every source kind
-(GeoTIFF in UTM, Web-Mercator MBTiles, an XYZ tile folder)."""
+"""
+Building pyramids from rasters the tests write.
+
+A red marker at a known lat/lon must show up at the expected pixel of the view that contains
+it, at every level and from every source kind (GeoTIFF in UTM, Web-Mercator MBTiles, an XYZ
+tile folder).
+"""
 from __future__ import annotations
 
 import os
@@ -52,7 +56,7 @@ def marker_latlon(t: CellTree) -> tuple[float, float]:
 def write_geotiff(path: Path, crs: str, marker: tuple[float, float], half_m: float = 500.0,
                   res: float = 1.0, west_only: bool = False, with_crs: bool = True,
                   dtype: str = "uint8") -> Path:
-    """An RGB raster centred on CENTER in ``crs``: flat background, a red square at marker."""
+    """Write an RGB raster centred on CENTER in ``crs``: flat background, red square at marker."""
     to_crs = pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True)
     cx, cy = to_crs.transform(CENTER[1], CENTER[0])
     mx, my = to_crs.transform(marker[1], marker[0])
@@ -184,7 +188,7 @@ def test_sixteen_bit_source_is_stretched(tmp_path):
 
 @pytest.fixture(scope="module")
 def mercator_sources(tmp_path_factory):
-    """A Web-Mercator GeoTIFF turned into MBTiles by GDAL, and that MBTiles unpacked to z/x/y."""
+    """Provide a Web-Mercator GeoTIFF made into MBTiles by GDAL, and those unpacked to z/x/y."""
     folder = tmp_path_factory.mktemp("mercator")
     t = tree(depth=2)
     marker = marker_latlon(t)

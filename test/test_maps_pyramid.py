@@ -33,7 +33,7 @@ def tree() -> CellTree:
 
 
 def render(path):
-    """A tile that encodes its path: red = depth, green = view-order code, blue = 7."""
+    """Return a tile that encodes its path: red = depth, green = view-order code, blue = 7."""
     tile = np.zeros((TILE, TILE, 3), dtype=np.uint8)
     code = 0
     for action in path:

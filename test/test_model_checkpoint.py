@@ -88,7 +88,7 @@ def test_config_mismatch_is_reported(tmp_path):
 
 
 def _to_dinov2_names(model: ZoomModel) -> dict:
-    """A DINOv2-release-style state dict (fused qkv, ls1.gamma, ...) from a HF model."""
+    """Return a DINOv2-release-style state dict (fused qkv, ls1.gamma, ...) from a HF model."""
     out = {}
     state = model.encoder.backbone.state_dict()
     renames = {"embeddings.cls_token": "cls_token", "embeddings.mask_token": "mask_token",

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""`jzi replay` / `ros2 run jzi_ros replay` end to end through the real Localizer and tiny model.
+"""
+`jzi replay` / `ros2 run jzi_ros replay` end to end through the real Localizer and tiny model.
 
 The expected numbers come from running the same Localizer on the same decoded images directly
 and comparing its fixes with np.interp of the ground-truth track.
@@ -51,7 +52,7 @@ def _world_bag(tmp_path, pyramid, kind, storage):
 
 
 def _decoded(image, kind):
-    """What the replay feeds the localizer: the raw array, or the JPEG round trip."""
+    """Return what the replay feeds the localizer: the raw array, or the JPEG round trip."""
     if kind == "raw":
         return image
     msg = image_message(image, T0, kind)

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Replay + report against numbers the test computes on its own.
+"""
+Replay + report against numbers the test computes on its own.
 
 The localizer here is a test double that reads the frame index from the image and answers
 truth + a known offset (truth = np.interp of the GT track, computed in the test), so every

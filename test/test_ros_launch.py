@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""launch_testing: the installed ``localize.launch.py`` brings the node up and /jzi/fix arrives.
+"""
+launch_testing: the installed ``localize.launch.py`` brings the node up and /jzi/fix arrives.
 
 Runs under ``colcon test`` (needs the installed package, rclpy and launch_testing; marker
 ``ros``); the whole module is skipped where launch_testing is missing. test_ros_node.py covers

@@ -12,8 +12,11 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Smoke test of the real node on a ROS 2 graph (marker ``ros``: runs where rclpy and
-launch_testing are installed, e.g. ``colcon test``; skipped elsewhere).
+"""
+Smoke test of the real node on a ROS 2 graph.
+
+Marker ``ros``: runs where rclpy and launch_testing are installed, e.g. ``colcon test``;
+skipped elsewhere.
 
 The node runs as its own process exactly as ``ros2 run`` starts it, with a tiny map and model
 from test/support.py; the test publishes camera frames and checks /jzi/fix (stamp, frame,

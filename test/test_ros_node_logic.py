@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Runs jzi_ros/ros/node.py here, without ROS 2, on small stand-ins for the rclpy API it uses.
+"""
+Runs jzi_ros/ros/node.py here, without ROS 2, on small stand-ins for the rclpy API it uses.
 
 The stand-ins record what the node declares, subscribes and publishes; messages are rosbags
 classes (same fields as ROS). This checks the node's own logic (parameters and descriptors,

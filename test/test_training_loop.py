@@ -47,8 +47,11 @@ def one_thread():
 
 def make_dataset(tmp_path, pyramid, count: int, seed: int = 0, outside: int = 0,
                  repeat: int = 1) -> Path:
-    """Ground images rendered from the map's synthetic world at random points + a manifest
-    (each listed ``repeat`` times: more steps per epoch, fewer checkpoint writes)."""
+    """
+    Ground images rendered from the map's synthetic world at random points + a manifest.
+
+    Each image is listed ``repeat`` times: more steps per epoch, fewer checkpoint writes.
+    """
     world, tree = world_of(pyramid), pyramid.tree
     rng = np.random.default_rng(seed)
     images = Path(tmp_path) / "images"

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The ``jzi`` command line: argument parsing only; each subcommand calls one core function.
+"""
+The ``jzi`` command line: argument parsing only; each subcommand calls one core function.
 
 Every module in this package that defines ``COMMAND``, ``HELP``, ``add_arguments(parser)`` and
 ``run(args) -> int`` becomes a subcommand (see main.py).

@@ -78,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _preset_setup(name: str, grid: int, depth: int, folder: Path) -> tuple[Path, Path]:
-    """A random model of a named size + a synthetic map embedded with random vectors."""
+    """Build a random model of a named size + a synthetic map embedded with random vectors."""
     import numpy as np
     import torch
 

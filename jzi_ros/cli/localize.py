@@ -82,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def fix_to_dict(fix, image: str) -> dict:
-    """A JSON-able summary of a Fix (what --json prints)."""
+    """Return a JSON-able summary of a Fix (what --json prints)."""
     return {"image": image, "status": fix.status.name, "reason": fix.reason,
             "latitude": fix.latitude, "longitude": fix.longitude, "altitude": fix.altitude,
             "east_m": fix.east_m, "north_m": fix.north_m, "confidence": fix.confidence,

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Reading ROS 2 bags (sqlite3 and mcap) with ``rosbags``: no ROS installation needed.
+"""
+Reading ROS 2 bags (sqlite3 and mcap) with ``rosbags``: no ROS installation needed.
 
 Replay wants camera frames in header-stamp order, but bags store messages in record (log) time
 order and the two can disagree (driver buffering, several publishers). :func:`scan_frames` reads
@@ -47,7 +48,8 @@ def stamp_ns(msg: Any) -> int:
 
 @contextlib.contextmanager
 def open_bag(path: str | Path) -> Iterator[Any]:
-    """An open ``rosbags.highlevel.AnyReader`` on a bag directory, .db3 or .mcap file.
+    """
+    Open a ``rosbags.highlevel.AnyReader`` on a bag directory, .db3 or .mcap file.
 
     Any failure to open becomes one JziError naming the bag: the reader raises a zoo of
     exception types (yaml, sqlite, mcap, KeyError on odd metadata) for the same user problem.
@@ -93,7 +95,7 @@ def bag_storage(path: str | Path) -> str:
 
 
 def describe_topics(reader: Any) -> str:
-    """'/a (sensor_msgs/msg/Image, 10 msgs), /b (...)' for error messages."""
+    """Describe the topics for error messages: '/a (sensor_msgs/msg/Image, 10 msgs), /b (...)'."""
     topics = reader.topics
     if not topics:
         return "no topics at all"
@@ -103,8 +105,11 @@ def describe_topics(reader: Any) -> str:
 
 def require_topic(reader: Any, bag: Path, topic: str, types: Collection[str], role: str,
                   option: str) -> str:
-    """The message type of ``topic``; JziError (listing the bag's topics) if it is missing,
-    empty, or of a type not in ``types``."""
+    """
+    Return the message type of ``topic``.
+
+    JziError (listing the bag's topics) if it is missing, empty, or of a type not in ``types``.
+    """
     info = reader.topics.get(topic)
     if info is None:
         raise JziError(f"bag {bag}: no topic {topic!r} for the {role} ({option}); "
@@ -118,7 +123,8 @@ def require_topic(reader: Any, bag: Path, topic: str, types: Collection[str], ro
 
 
 def iter_topic(reader: Any, bag: Path, topic: str) -> Iterator[tuple[int, int, bytes, str]]:
-    """(ordinal, log_time_ns, raw bytes, msgtype) of every message on ``topic`` in bag order.
+    """
+    (ordinal, log_time_ns, raw bytes, msgtype) of every message on ``topic`` in bag order.
 
     A storage error mid-way (truncated file) ends the replay with a JziError; a single corrupt
     *message* is the caller's business (it deserializes and counts).
@@ -139,7 +145,8 @@ def iter_topic(reader: Any, bag: Path, topic: str) -> Iterator[tuple[int, int, b
 
 
 def deserialize(reader: Any, raw: bytes, msgtype: str) -> Any:
-    """A message, or raises ValueError with the deserializer's complaint.
+    """
+    Return a message, or raise ValueError with the deserializer's complaint.
 
     The CDR decoder fails with assorted exception types (struct.error, IndexError, its own
     errors) on malformed bytes; callers count such a message as corrupt and move on.
@@ -152,7 +159,8 @@ def deserialize(reader: Any, raw: bytes, msgtype: str) -> Any:
 
 @dataclass(frozen=True)
 class FrameScan:
-    """Header stamps of every message on an image topic (pass 1 of a replay).
+    """
+    Header stamps of every message on an image topic (pass 1 of a replay).
 
     ``stamps_ns[i]`` belongs to the i-th message in bag order; a message whose header cannot be
     decoded gets its log time instead and ``stamp_ok[i]`` False (it is still a frame: pass 2
@@ -192,7 +200,8 @@ def scan_frames(reader: Any, bag: Path, topic: str, msgtype: str) -> FrameScan:
 
 def select_frames(scan: FrameScan, every: int = 1, start_s: float = 0.0,
                   duration_s: float | None = None, limit: int | None = None) -> np.ndarray:
-    """Ordinals (bag order) of the frames to replay, sorted by header stamp.
+    """
+    Ordinals (bag order) of the frames to replay, sorted by header stamp.
 
     ``start_s``/``duration_s`` are seconds after the first image stamp; ``every`` keeps every
     N-th frame of that window; ``limit`` caps the count. Ties in stamp keep bag order.
@@ -213,7 +222,8 @@ def select_frames(scan: FrameScan, every: int = 1, start_s: float = 0.0,
 
 def iter_frames(reader: Any, bag: Path, topic: str, selected: np.ndarray
                 ) -> Iterator[tuple[int, int, bytes]]:
-    """Pass 2: (ordinal, log_time_ns, raw) of the ``selected`` ordinals, in that order.
+    """
+    Pass 2: (ordinal, log_time_ns, raw) of the ``selected`` ordinals, in that order.
 
     ``selected`` is stamp order; the bag is read in log order, so a message that arrives before
     its turn waits in ``pending`` until every earlier-stamped frame has been handed out.

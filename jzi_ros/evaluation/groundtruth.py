@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Ground truth from a NavSatFix topic, interpolated to camera stamps in the map's metric frame.
+"""
+Ground truth from a NavSatFix topic, interpolated to camera stamps in the map's metric frame.
 
 Rule for one image stamp t (``tolerance`` = --gt-tolerance):
 - the valid fixes just before and just after t are at most 2 x tolerance apart: linear
@@ -67,7 +68,7 @@ class GroundTruth:
         return int(self.stamps_ns.size)
 
     def lookup(self, stamp: int, tolerance_s: float) -> GtSample | str:
-        """The GT at ``stamp`` (ns), or the reason there is none (see the module rule)."""
+        """Return the GT at ``stamp`` (ns), or the reason there is none (see the module rule)."""
         stamps, tol = self.stamps_ns, int(round(tolerance_s * 1e9))
         i = int(np.searchsorted(stamps, stamp, side="left"))
         if i < stamps.size and stamps[i] == stamp:
@@ -101,7 +102,8 @@ class GroundTruth:
 
 
 def read_ground_truth(reader: Any, bag: Path, topic: str, tree: CellTree) -> GroundTruth:
-    """Every valid fix on ``topic``, sorted by header stamp, projected into ``tree``'s frame.
+    """
+    Every valid fix on ``topic``, sorted by header stamp, projected into ``tree``'s frame.
 
     JziError when no usable fix remains, or when the whole track lies outside the map's root
     square (the bag and the map do not belong together).

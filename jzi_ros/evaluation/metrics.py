@@ -39,7 +39,8 @@ def error_summary(errors_m: Sequence[float]) -> dict[str, float]:
 
 
 def nees_2d(error_en: np.ndarray, covariance_en: np.ndarray) -> np.ndarray:
-    """Normalised estimation error squared e^T P^-1 e for 2-D errors.
+    """
+    Normalised estimation error squared e^T P^-1 e for 2-D errors.
 
     error_en: [N, 2] (estimate - truth, metres East/North); covariance_en: [N, 2, 2] m^2.
     A consistent estimator has mean NEES ~= 2 in 2-D; NEES <= 2.30 is inside the 1-sigma
@@ -58,9 +59,12 @@ CHI2_2D_2SIGMA = 6.1800743826
 
 def path_accuracy(predicted: Sequence[Sequence[int] | None], truth: Sequence[Sequence[int]],
                   depth: int) -> dict[int, float]:
-    """Fraction of frames whose predicted path agrees with the true path on the first ``level``
-    actions, for level 1..depth (the zoom step at which the policy first goes wrong shows as
-    the drop between levels). A missing prediction (None) counts as wrong at every level."""
+    """
+    Fraction of frames whose predicted path is right on the first ``level`` actions.
+
+    For level 1..depth (the zoom step at which the policy first goes wrong shows as the drop
+    between levels). A missing prediction (None) counts as wrong at every level.
+    """
     if len(predicted) != len(truth):
         raise ValueError(f"path_accuracy: {len(predicted)} predictions for {len(truth)} truths")
     result = {}
@@ -81,8 +85,12 @@ def latency_summary(values_ms: Sequence[float]) -> dict[str, float]:
 
 
 def calibration_summary(error_en: np.ndarray, covariance_en: np.ndarray) -> dict[str, float]:
-    """Covariance consistency: mean NEES (ideal 2) and the fractions of errors inside the
-    1-sigma and 2-sigma ellipses (ideal 0.683 and 0.954). Empty -> count 0 and zeros."""
+    """
+    Covariance consistency: mean NEES and the fractions of errors inside the 1/2-sigma ellipses.
+
+    Ideal: mean NEES 2; 0.683 of the errors inside the 1-sigma and 0.954 inside the 2-sigma
+    ellipse. Empty -> count 0 and zeros.
+    """
     nees = nees_2d(error_en, covariance_en) if len(error_en) else np.zeros(0)
     if nees.size == 0:
         return {"count": 0, "mean_nees": 0.0, "median_nees": 0.0, "inside_1sigma": 0.0,

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""``--write-bag``: a copy of the input bag plus the localizer's fixes as NavSatFix messages.
+"""
+``--write-bag``: a copy of the input bag plus the localizer's fixes as NavSatFix messages.
 
 Every input message is copied byte for byte with its connection (type definition, QoS) and
 record time. Each localized frame adds one ``/jzi/fix`` message whose header stamp is the
@@ -74,8 +75,11 @@ def _fix_messages(result: ReplayResult, options: BagOutputOptions, typestore: An
 
 def _merged(reader: Any, fixes: list[tuple[int, int, bytes]]
             ) -> Iterator[tuple[Any, int, bytes]]:
-    """Input messages and fixes merged by record time (None connection = a fix); a fix follows
-    its image (an input message with the same time sorts first)."""
+    """
+    Input messages and fixes merged by record time (None connection = a fix).
+
+    A fix follows its image (an input message with the same time sorts first).
+    """
     inputs = ((t, 0, i, conn, raw) for i, (conn, t, raw) in enumerate(reader.messages()))
     extra = ((t, 1, seq, None, raw) for t, seq, raw in fixes)
     for t, _, _, conn, raw in heapq.merge(inputs, extra, key=lambda m: m[:3]):
@@ -127,8 +131,12 @@ def write_fix_bag(result: ReplayResult, out: str | Path, options: BagOutputOptio
 
 
 def _copy_connection(writer: Any, conn: Any, typestore: Any) -> Any:
-    """The same topic/type/definition/QoS on the writer (definition from the standard store
-    when the input bag carries none, as Humble's sqlite3 bags do)."""
+    """
+    Add the same topic/type/definition/QoS on the writer.
+
+    The definition comes from the standard store when the input bag carries none, as Humble's
+    sqlite3 bags do.
+    """
     ext = conn.ext
     kwargs = {"serialization_format": getattr(ext, "serialization_format", "cdr"),
               "offered_qos_profiles": list(getattr(ext, "offered_qos_profiles", []))}

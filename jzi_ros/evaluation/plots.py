@@ -12,8 +12,12 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Replay plots (matplotlib, Agg backend: no display needed): error CDF, trajectory over the
-map's root view with covariance ellipses, error over time. Written as PNG, atomically."""
+"""
+Replay plots (matplotlib, Agg backend: no display needed).
+
+Error CDF, trajectory over the map's root view with covariance ellipses, error over time.
+Written as PNG, atomically.
+"""
 from __future__ import annotations
 
 from pathlib import Path

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Replay a ROS 2 bag through a Localizer: camera frames in, one record per frame out.
+"""
+Replay a ROS 2 bag through a Localizer: camera frames in, one record per frame out.
 
 ``replay_bag(bag, localizer, options)`` is the whole job as a plain function (the CLI and the
 demo both call it with an already-constructed Localizer). It never writes anything; the report
@@ -170,7 +171,8 @@ def _check_overlap(bag: Path, options: ReplayOptions, scan: FrameScan, selected:
 
 def replay_bag(bag: str | Path, localizer: LocalizerLike, options: ReplayOptions
                ) -> ReplayResult:
-    """Localize the selected frames of ``bag`` and pair each with interpolated ground truth.
+    """
+    Localize the selected frames of ``bag`` and pair each with interpolated ground truth.
 
     Raises JziError for an unreadable bag, a missing/mistyped topic, GT that lies outside the
     map or never overlaps the selected frames. Corrupt messages and unusable images are

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The replay report: numbers (JSON), a readable summary (Markdown), per-frame CSV and plots.
+"""
+The replay report: numbers (JSON), a readable summary (Markdown), per-frame CSV and plots.
 
 Two error families, because they answer different questions:
 - ``top1``: the policy's best terminal cell (first hypothesis) on every scored frame, whatever
@@ -45,7 +46,7 @@ FRAMES_CSV = "frames.csv"
 
 
 def top_hypothesis(fix: Fix):
-    """The most probable hypothesis, or None when the fix carries none."""
+    """Return the most probable hypothesis, or None when the fix carries none."""
     return max(fix.hypotheses, key=lambda h: h.probability) if fix.hypotheses else None
 
 
@@ -100,7 +101,7 @@ def _errors_block(errors: np.ndarray) -> dict[str, Any]:
 
 
 def summarize(result: ReplayResult, map_path: str | Path | None = None) -> dict[str, Any]:
-    """The report as a JSON-ready dict (see the module docstring for the two error blocks)."""
+    """Return the report as a JSON-ready dict (see the module docstring: two error blocks)."""
     scored = score(result)
     localized = result.localized
     skipped: dict[str, int] = {}
@@ -161,7 +162,7 @@ def _pct(value: float) -> str:
 
 
 def render_markdown(summary: dict[str, Any]) -> str:
-    """A human-readable report.md from :func:`summarize`'s dict."""
+    """Render a human-readable report.md from :func:`summarize`'s dict."""
     s, frames = summary, summary["frames"]
     lines = ["# jzi replay report", ""]
     if s["interrupted"]:
@@ -246,8 +247,11 @@ def frames_csv(result: ReplayResult) -> str:
 
 def write_report(result: ReplayResult, out_dir: str | Path, pyramid: Any = None,
                  overwrite: bool = False, plots: bool = True) -> dict[str, Any]:
-    """Write report.json, report.md, frames.csv and the PNG plots into ``out_dir`` (atomically:
-    the directory appears complete or not at all). Returns the summary dict."""
+    """
+    Write report.json, report.md, frames.csv and the PNG plots into ``out_dir``.
+
+    Atomically: the directory appears complete or not at all. Returns the summary dict.
+    """
     from jzi_ros.evaluation import plots as plotting
 
     summary = summarize(result, getattr(pyramid, "path", None))

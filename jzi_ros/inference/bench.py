@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Latency benchmark: ground encoder alone, a full Localizer frame, and the paper's way.
+"""
+Latency benchmark: ground encoder alone, a full Localizer frame, and the paper's way.
 
 - ``encoder_ms``: the backend's ground encoder on one preprocessed frame (all crops).
 - ``frame_ms``: ``Localizer.localize`` end to end (image checks, preprocessing, encoder,

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Calibrate the covariance scale so that the mean 2-D NEES on validation frames is ~2.
+"""
+Calibrate the covariance scale so that the mean 2-D NEES on validation frames is ~2.
 
 The raw covariance (beam spread + within-cell variance) has the right shape but not the right
 size: a trained policy is over- or under-confident. One scalar s multiplies it; the sigma floor
@@ -82,7 +83,8 @@ def _nees(errors: np.ndarray, raw: np.ndarray, scale: float, floor: float) -> np
 
 def fit_covariance_scale(errors_en: np.ndarray, raw_cov_en: np.ndarray, sigma_floor_m: float,
                          target: str = "mean") -> float:
-    """The scale s with statistic(NEES(s * raw, floored)) == the chi-square(2) target.
+    """
+    Return the scale s with statistic(NEES(s * raw, floored)) == the chi-square(2) target.
 
     errors_en: [N, 2] estimate - truth (metres); raw_cov_en: [N, 2, 2] unscaled covariances.
     """
@@ -137,8 +139,12 @@ def calibrate(estimates: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
 def calibrate_localizer(localizer, samples: Iterable[tuple[np.ndarray, float, float]],
                         target: str = "mean", progress: bool = False,
                         total: int | None = None) -> Calibration:
-    """Fit the covariance scale of ``localizer`` (its beam width, position mode and sigma
-    floor) on ``(image_rgb, latitude, longitude)`` validation samples."""
+    """
+    Fit the covariance scale of ``localizer`` on validation samples.
+
+    The samples are ``(image_rgb, latitude, longitude)``; the scale holds for the localizer's
+    beam width, position mode and sigma floor.
+    """
     from tqdm import tqdm
 
     tree = localizer.tree

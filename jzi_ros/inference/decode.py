@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Beam search down the cell tree with the decoder's KV cache.
+"""
+Beam search down the cell tree with the decoder's KV cache.
 
 Per frame only the ground token is new: every map view is a row of the map's precomputed
 embedding table, so step t gathers the views of the current beam prefixes from the table and
@@ -41,15 +42,18 @@ PAD_LOG_PROB = -1.0e9
 
 
 def effective_beam_width(beam_width: int, grid: int, depth: int) -> int:
-    """The beam width actually used: at least 1, at most the number of terminal cells."""
+    """Return the beam width actually used: at least 1, at most the number of terminal cells."""
     if int(beam_width) != beam_width or beam_width < 1:
         raise JziError(f"beam_width must be an integer >= 1, got {beam_width!r}")
     return int(min(int(beam_width), (grid * grid) ** depth))
 
 
 class BeamSearch(nn.Module):
-    """Fixed-length beam search as a module: ``(ground [N, C], view_table [V, C]) ->
-    (paths long [N, B, D], log_probs float32 [N, B])``, beams sorted best first.
+    """
+    Fixed-length beam search as a module.
+
+    ``(ground [N, C], view_table [V, C]) -> (paths long [N, B, D], log_probs float32 [N, B])``,
+    beams sorted best first.
 
     ``model`` must provide ``start``, ``advance`` and ``reorder_cache`` (see ZoomModel).
     """
@@ -113,7 +117,8 @@ def check_view_table(view_table: torch.Tensor, tree: CellTree, embed_dim: int) -
 @torch.no_grad()
 def beam_search(model: nn.Module, ground_tokens: torch.Tensor, view_table: torch.Tensor,
                 tree: CellTree, beam_width: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top ``beam_width`` paths per frame with their log-probabilities.
+    """
+    Top ``beam_width`` paths per frame with their log-probabilities.
 
     ground_tokens: [N, C] (``model.encode_ground`` output); view_table: [num_views, C] on the
     same device. Returns ``(paths long [N, B, D], log_probs float32 [N, B])``, best first.
@@ -132,9 +137,12 @@ ViewFn = Callable[[np.ndarray], torch.Tensor]
 @torch.no_grad()
 def greedy_reference(model: nn.Module, ground_tokens: torch.Tensor, view_fn: ViewFn,
                      depth: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The paper's decoding: at step t get the current view's token from ``view_fn(prefixes
-    int [N, t]) -> [N, C]`` (a table lookup, or re-encoding the rendered view as the paper
-    does), then re-run the uncached ``forward`` on the whole prefix and take the argmax.
+    """
+    Decode greedily as the paper does.
+
+    At step t get the current view's token from ``view_fn(prefixes int [N, t]) -> [N, C]`` (a
+    table lookup, or re-encoding the rendered view as the paper does), then re-run the uncached
+    ``forward`` on the whole prefix and take the argmax.
 
     Returns ``(paths long [N, D], log_probs float32 [N])``; slow by design (reference/bench).
     """
@@ -154,7 +162,7 @@ def greedy_reference(model: nn.Module, ground_tokens: torch.Tensor, view_fn: Vie
 
 
 def table_view_fn(view_table: torch.Tensor, tree: CellTree) -> ViewFn:
-    """A :data:`ViewFn` that looks prefixes up in the cached embedding table."""
+    """Return a :data:`ViewFn` that looks prefixes up in the cached embedding table."""
     def lookup(prefixes: np.ndarray) -> torch.Tensor:
         index = torch.as_tensor(tree.view_indices(prefixes), device=view_table.device)
         return view_table[index]

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""ONNX export of the ground encoder and of the fixed-length beam-search decoder.
+"""
+ONNX export of the ground encoder and of the fixed-length beam-search decoder.
 
 Two graphs, both with fully static shapes:
 
@@ -67,7 +68,8 @@ def default_export_dir(model_path: str | Path) -> Path:
 
 
 def weights_hash(model: nn.Module) -> str:
-    """SHA-256 prefix over every weight (float32): an export is stale when this changes.
+    """
+    SHA-256 prefix over every weight (float32): an export is stale when this changes.
 
     Not the checkpoint file's hash: recalibrating rewrites the file's metadata only.
     """
@@ -104,7 +106,7 @@ class DecoderGraph(nn.Module):
 
 @contextlib.contextmanager
 def _quiet_exporter():
-    """The exporter logs hundreds of INFO lines (and a torchvision warning) per graph."""
+    """Quiet the exporter: it logs hundreds of INFO lines (and a torchvision warning) per graph."""
     names = ("onnx_ir", "onnxscript", "torch.onnx")
     levels = {name: logging.getLogger(name).level for name in names}
     try:
@@ -160,7 +162,8 @@ def read_export(export_dir: str | Path) -> dict | None:
 
 def export_model(model_path: str | Path, out_dir: str | Path | None = None,
                  beam_width: int = 1, batch_size: int = 1) -> dict:
-    """Export (or update) the ONNX files for a checkpoint; returns the export description.
+    """
+    Export (or update) the ONNX files for a checkpoint; returns the export description.
 
     Reuses an existing ``encoder.onnx`` and decoders when the weights hash still matches.
     """

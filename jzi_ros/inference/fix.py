@@ -89,8 +89,12 @@ class Fix:
                variance_m2: float, timings_ms: dict[str, float] | None = None,
                hypotheses: tuple[Hypothesis, ...] = (), confidence: float = 0.0,
                east_m: float = 0.0, north_m: float = 0.0) -> "Fix":
-        """An explicit no-fix: finite placeholder position (e.g. the map centre) with a huge
-        covariance, so nothing downstream ever sees NaN."""
+        """
+        Return an explicit no-fix.
+
+        Finite placeholder position (e.g. the map centre) with a huge covariance, so nothing
+        downstream ever sees NaN.
+        """
         return cls(FixStatus.NO_FIX, latitude, longitude, altitude,
                    np.diag([variance_m2, variance_m2, variance_m2]), confidence, east_m,
                    north_m, tuple(hypotheses), reason, dict(timings_ms or {}))

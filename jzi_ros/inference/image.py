@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Turn whatever array a camera/driver/user hands over into the uint8 RGB the encoder needs.
+"""
+Turn whatever array a camera/driver/user hands over into the uint8 RGB the encoder needs.
 
 Handled (converted): 2-D grayscale, [H, W, 1], RGBA (alpha dropped), uint16 (scaled),
 float images in [0, 1] or [0, 255], bool masks, non-contiguous views, and huge images
@@ -29,7 +30,7 @@ MIN_SIDE = 2
 
 
 def as_rgb_uint8(image, max_side: int = 4096) -> np.ndarray:
-    """A contiguous uint8 ``[H, W, 3]`` RGB copy/view of ``image``; BadImageError if unusable."""
+    """Return a contiguous uint8 ``[H, W, 3]`` RGB copy/view of ``image``; BadImageError if bad."""
     if not isinstance(image, np.ndarray):
         raise BadImageError(f"image must be a numpy array, got {type(image).__name__}")
     if image.size == 0:

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The Localizer: one camera image in, one :class:`Fix` out.
+"""
+The Localizer: one camera image in, one :class:`Fix` out.
 
 Built once from a map directory and a checkpoint (checked against each other: grid, depth,
 embedding width, encoder hash), it keeps the map's embedding table on the backend's device.
@@ -189,8 +190,12 @@ class Localizer:
 
     def posteriors(self, images: Sequence[np.ndarray]
                    ) -> tuple[list[Posterior | None], dict[str, float]]:
-        """Beam posteriors for a batch of images (None where decoding gave non-finite
-        values) and the batch's stage timings in ms. BadImageError for an unusable image."""
+        """
+        Return beam posteriors for a batch of images and the batch's stage timings in ms.
+
+        A posterior is None where decoding gave non-finite values. BadImageError for an unusable
+        image.
+        """
         timings: dict[str, float] = {}
         start = time.perf_counter()
         pixels = np.stack([self.preprocess(image) for image in images])
@@ -212,8 +217,12 @@ class Localizer:
         return out, timings
 
     def localize(self, image_rgb: np.ndarray) -> Fix:
-        """One image -> Fix. BadImageError for an unusable array; NO_FIX (never NaN) for a
-        frame that decodes to nothing usable or falls below the confidence threshold."""
+        """
+        Localize one image: image -> Fix.
+
+        BadImageError for an unusable array; NO_FIX (never NaN) for a frame that decodes to nothing
+        usable or falls below the confidence threshold.
+        """
         return self.localize_batch([image_rgb])[0]
 
     def localize_batch(self, images: Sequence[np.ndarray]) -> list[Fix]:
@@ -246,8 +255,12 @@ class Localizer:
         return position, cov, raw
 
     def raw_estimate(self, image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(position [2], uncalibrated covariance [2, 2]) in metres E/N of the root: what
-        covariance calibration fits its scale on. JziError if the frame decodes to nothing."""
+        """
+        Return (position [2], uncalibrated covariance [2, 2]) in metres E/N of the root.
+
+        This is what covariance calibration fits its scale on. JziError if the frame decodes to
+        nothing.
+        """
         (posterior,), _ = self.posteriors([image_rgb])
         if posterior is None:
             raise JziError("decoder produced non-finite values for this frame")
@@ -255,8 +268,11 @@ class Localizer:
         return position, raw
 
     def warmup(self, frames: int = 2) -> None:
-        """Run a few grey frames: lazy init, CUDA graph capture and autotuning happen here,
-        not on the first camera frame."""
+        """
+        Run a few grey frames.
+
+        Lazy init, CUDA graph capture and autotuning happen here, not on the first camera frame.
+        """
         size = self.model_config.encoder.image_size
         grey = np.full((size, 2 * size, 3), 128, np.uint8)
         for _ in range(frames):
@@ -294,7 +310,7 @@ class Localizer:
 
 
 def backend_beam(localizer: Localizer) -> int:
-    """The beam width actually searched (clamped to the number of terminal cells)."""
+    """Return the beam width actually searched (clamped to the number of terminal cells)."""
     from jzi_ros.inference.decode import effective_beam_width
 
     tree = localizer.tree

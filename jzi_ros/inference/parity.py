@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Numerical parity of a backend against the PyTorch fp32 reference.
+"""
+Numerical parity of a backend against the PyTorch fp32 reference.
 
 Same random pixels and view table through both: the ground tokens are compared by cosine
 similarity (the FP16 criterion, >= 0.999) and max abs difference, the beams by exact paths and
@@ -39,8 +40,12 @@ class Parity:
     log_prob_max_abs_diff: float
 
     def ok(self, fp16: bool = False) -> bool:
-        """fp32: identical paths and log-probs within 1e-3; fp16: cosine >= 0.999 and the
-        same top path (lower-ranked beams may swap when their scores are near-ties)."""
+        """
+        Return whether the outputs agree within the tolerance for the precision.
+
+        fp32: identical paths and log-probs within 1e-3; fp16: cosine >= 0.999 and the same top
+        path (lower-ranked beams may swap when their scores are near-ties).
+        """
         if fp16:
             return self.ground_cosine_min >= 0.999 and self.same_top_path
         return (self.same_paths and self.ground_cosine_min >= 0.99999

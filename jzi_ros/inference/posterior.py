@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""From beam paths to a position, a 2x2 East/North covariance and a confidence.
+"""
+From beam paths to a position, a 2x2 East/North covariance and a confidence.
 
 The beam is a (truncated) posterior over terminal cells: hypothesis i has the model's path
 log-probability l_i; renormalised over the beam, p_i = softmax(l)_i. The position is the top
@@ -50,7 +51,7 @@ class Posterior:
 
     @property
     def confidence(self) -> float:
-        """The model's probability of the top path (0..1)."""
+        """Return the model's probability of the top path (0..1)."""
         return float(np.clip(np.exp(self.log_probs[0]), 0.0, 1.0))
 
     @property
@@ -90,8 +91,7 @@ def raw_estimate(posterior: Posterior, position: str = "top") -> tuple[np.ndarra
 
 
 def apply_scale_and_floor(cov: np.ndarray, scale: float, sigma_floor_m: float) -> np.ndarray:
-    """Scale 2x2 covariance(s) ``[..., 2, 2]`` and clip their eigenvalues to at least
-    ``sigma_floor_m``^2."""
+    """Scale 2x2 covariance(s) ``[..., 2, 2]``; clip eigenvalues to >= ``sigma_floor_m``^2."""
     cov = np.asarray(cov, dtype=np.float64) * float(scale)
     sym = 0.5 * (cov + np.swapaxes(cov, -1, -2))
     values, vectors = np.linalg.eigh(sym)
@@ -101,7 +101,7 @@ def apply_scale_and_floor(cov: np.ndarray, scale: float, sigma_floor_m: float) -
 
 
 def enu_covariance(cov_en: np.ndarray, up_sigma_m: float) -> np.ndarray:
-    """The 3x3 East-North-Up covariance a NavSatFix carries (Up: a large fixed variance)."""
+    """Return the 3x3 East-North-Up covariance a NavSatFix carries (Up: a large fixed variance)."""
     out = np.zeros((3, 3), dtype=np.float64)
     out[:2, :2] = cov_en
     out[2, 2] = float(up_sigma_m) ** 2

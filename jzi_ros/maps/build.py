@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Build a map pyramid from imagery: every cell rendered north-up in the tree's local frame.
+"""
+Build a map pyramid from imagery: every cell rendered north-up in the tree's local frame.
 
 Per cell the renderer reads only the source window under the cell, already decimated to about
 ``oversample`` x the tile resolution (GDAL then serves coarse levels from overviews, or from the
@@ -41,7 +42,7 @@ DEFAULT_MAX_NODATA = 0.5
 
 
 def tree_crs(tree: CellTree) -> "rasterio.crs.CRS":  # noqa: F821 - lazy import
-    """The tree's local azimuthal-equidistant frame as a rasterio CRS (metres, north-up)."""
+    """Return the tree's local azimuthal-equidistant frame as a rasterio CRS (metres, north-up)."""
     from rasterio.crs import CRS
     return CRS.from_proj4(f"+proj=aeqd +lat_0={tree.center_lat!r} +lon_0={tree.center_lon!r} "
                           "+datum=WGS84 +units=m +no_defs")
@@ -77,7 +78,8 @@ class CellRenderer:
         self._edge_v = np.concatenate([np.zeros_like(t), t, np.ones_like(t), t[::-1]])
 
     def _coordinate_operation(self):
-        """One PROJ operation source CRS -> local frame, chosen once for the whole root.
+        """
+        One PROJ operation source CRS -> local frame, chosen once for the whole root.
 
         Left to itself GDAL picks the operation per warp call from that call's area of
         interest, which costs ~40 ms of PROJ database lookups per tile (4x the warp itself).
@@ -102,7 +104,7 @@ class CellRenderer:
 
     @property
     def operation(self) -> str | None:
-        """The PROJ pipeline used for every warp (None: GDAL's own choice per tile)."""
+        """Return the PROJ pipeline used for every warp (None: GDAL's own choice per tile)."""
         return self._operation
 
     def _source_window(self, bounds) -> tuple[float, float, float, float]:
@@ -193,7 +195,8 @@ def build_pyramid(source: str | os.PathLike, out_dir: str | os.PathLike, tree: C
                   tile_px: int = 384, overwrite: bool = False, progress: bool = True,
                   max_nodata: float | None = DEFAULT_MAX_NODATA, crs: str | None = None,
                   terminal: bool = False) -> MapPyramid:
-    """Render ``source`` (GDAL raster with a CRS, MBTiles file or XYZ folder) into a map.
+    """
+    Render ``source`` (GDAL raster with a CRS, MBTiles file or XYZ folder) into a map.
 
     ``crs`` (file or string) supplies/overrides the source CRS. ``max_nodata`` refuses a map
     whose views are more than that fraction uncovered at any level (None: never refuse).

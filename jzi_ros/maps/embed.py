@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Encode every map view once and store the table next to the map (keyed by encoder hash).
+"""
+Encode every map view once and store the table next to the map (keyed by encoder hash).
 
 The decoder only ever sees one vector per map view, and the views are fixed, so the localizer
 looks them up instead of running the encoder on up to D views per frame.
@@ -34,7 +35,7 @@ from jzi_ros.model.zoom import ZoomModel
 
 
 def check_model_matches_tree(model: ZoomModel, pyramid: MapPyramid, model_name: str) -> None:
-    """The decoder's head (K*K) and length (D) are fixed at training; the map must agree."""
+    """Check the map against the decoder's head (K*K) and length (D), fixed at training."""
     tree, config = pyramid.tree, model.config
     if (config.grid, config.depth) != (tree.grid, tree.depth):
         raise JziError(f"model {model_name} was built for a {config.grid}x{config.grid} grid "

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The on-disk map: a manifest, a memory-mapped table of views and an optional embedding table.
+"""
+The on-disk map: a manifest, a memory-mapped table of views and an optional embedding table.
 
 Layout of a map directory::
 
@@ -125,11 +126,11 @@ class MapPyramid:
 
     # --- views ----------------------------------------------------------------------------
     def view(self, path: Sequence[int]) -> np.ndarray:
-        """The uint8 [tile_px, tile_px, 3] view of a non-terminal cell (levels 0..depth-1)."""
+        """Return the uint8 [tile_px, tile_px, 3] view of a non-terminal cell (level < depth)."""
         return self.views[self.tree.view_index(path)]
 
     def tile(self, path: Sequence[int]) -> np.ndarray:
-        """A view at any level, terminal cells included when the map stores them."""
+        """Return a view at any level, terminal cells included when the map stores them."""
         path = self.tree.check_path(path)
         if len(path) < self.tree.depth:
             return self.view(path)
@@ -163,12 +164,12 @@ class MapPyramid:
                            f"{_embed_hint(self.path)}") from None
 
     def embeddings_hash(self) -> str | None:
-        """Encoder hash the stored embeddings were made with, or None without embeddings."""
+        """Return the encoder hash the stored embeddings were made with (None without them)."""
         metadata = self._embeddings_metadata()
         return None if metadata is None else metadata.get("encoder_hash")
 
     def embeddings_info(self) -> dict:
-        """The ``info`` dict stored with the embeddings (empty without embeddings)."""
+        """Return the ``info`` dict stored with the embeddings (empty without embeddings)."""
         metadata = self._embeddings_metadata() or {}
         try:
             return json.loads(metadata.get("info", "{}"))
@@ -196,7 +197,7 @@ class MapPyramid:
             save_file({EMBEDDINGS_KEY: table}, str(tmp), metadata=metadata)
 
     def load_embeddings(self, encoder_hash: str) -> np.ndarray:
-        """The float16 [num_views, C] table; JziError if missing, stale or the wrong size."""
+        """Return the float16 [num_views, C] table; JziError if missing, stale or wrong-sized."""
         from safetensors import safe_open
         stored = self.embeddings_hash()
         if stored is None:
@@ -245,7 +246,8 @@ def _split_render(result, path: tuple[int, ...], tile_px: int) -> tuple[np.ndarr
 
 
 class _RowWriter:
-    """Writes rows of a ``.npy`` table in order with plain file writes.
+    """
+    Writes rows of a ``.npy`` table in order with plain file writes.
 
     ``open_memmap`` lays down the header and the full-size file; the rows then go through a
     normal file handle rather than the mapping, so written tiles leave the process's resident
@@ -299,7 +301,8 @@ def _check_nodata(nodata: dict[str, float], max_nodata: float | None, source: st
 def write_pyramid(out_dir: str | Path, tree: CellTree, tile_px: int, render_view: RenderView,
                   source_info: dict, overwrite: bool = False, progress: bool = True,
                   max_nodata: float | None = None, terminal: bool = False) -> MapPyramid:
-    """Render every view (in view order) into a ``.npy`` table row by row; atomic directory.
+    """
+    Render every view (in view order) into a ``.npy`` table row by row; atomic directory.
 
     ``render_view(path)`` returns a uint8 [tile_px, tile_px, 3] RGB tile, or ``(tile, valid)``
     with a bool mask of covered pixels. Tiles go to disk one by one, so a paper-sized map

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Open map imagery with GDAL (rasterio): georeferenced rasters, MBTiles, XYZ tile folders.
+"""
+Open map imagery with GDAL (rasterio): georeferenced rasters, MBTiles, XYZ tile folders.
 
 Every source ends up as one rasterio dataset with a CRS and a geotransform, so the renderer in
 :mod:`jzi_ros.maps.build` needs only one code path. An XYZ folder (``z/x/y.png``) is exposed
@@ -65,7 +66,7 @@ def sha256_files(paths: list[Path], root: Path | None = None) -> str:
 
 
 def parse_crs(text: str) -> "rasterio.crs.CRS":  # noqa: F821
-    """A CRS from a file (WKT/PROJ text) or a string such as ``EPSG:32610``."""
+    """Return a CRS from a file (WKT/PROJ text) or a string such as ``EPSG:32610``."""
     from rasterio.crs import CRS
     from rasterio.errors import CRSError
     candidate = Path(text)
@@ -156,8 +157,12 @@ def _choose_bands(dataset) -> tuple[tuple[int, ...], np.ndarray | None]:
 
 
 def _stretch(dataset, bands: tuple[int, ...]) -> np.ndarray | None:
-    """Linear stretch for rasters that are not 8-bit: one 1..99 % range pooled over the bands
-    (pooled so the colour balance survives), from a decimated read."""
+    """
+    Linear stretch for rasters that are not 8-bit.
+
+    One 1..99 % range pooled over the bands (pooled so the colour balance survives), from a
+    decimated read.
+    """
     if all(dataset.dtypes[b - 1] == "uint8" for b in bands):
         return None
     scale = max(1, max(dataset.width, dataset.height) // 1024)

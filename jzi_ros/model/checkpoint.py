@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Checkpoints: one .safetensors file; the model config and metadata live as JSON in its header.
+"""
+Checkpoints: one .safetensors file; the model config and metadata live as JSON in its header.
 
 Loading never unpickles anything: the config rebuilds the network, safetensors fills it.
 """
@@ -86,9 +87,12 @@ def read_header(path: str | os.PathLike) -> dict:
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"
                     ) -> tuple[ZoomModel, dict]:
-    """Rebuild the model from its config and weights; returns ``(model in eval mode,
-    metadata)``. The stored encoder hash is re-checked so a corrupted file cannot silently
-    be paired with a map embedding table made by another encoder."""
+    """
+    Rebuild the model from its config and weights.
+
+    Returns ``(model in eval mode, metadata)``. The stored encoder hash is re-checked so a
+    corrupted file cannot silently be paired with a map embedding table made by another encoder.
+    """
     path = Path(path)
     header = read_header(path)
     config = ModelConfig.from_dict(header["config"])

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Model configuration: dataclasses for the encoder, the decoder and the combined zoom model.
+"""
+Model configuration: dataclasses for the encoder, the decoder and the combined zoom model.
 
 A config fully describes the network's shapes, so a checkpoint (config JSON + safetensors
 weights) can be rebuilt without executing any stored code.
@@ -50,7 +51,8 @@ def _check_positive(what: str, **values: int) -> None:
 
 @dataclass
 class EncoderConfig:
-    """DINOv2 ViT shapes plus where its weights come from.
+    """
+    DINOv2 ViT shapes plus where its weights come from.
 
     ``image_size`` is the input resolution the model is run at (paper: 384);
     ``pos_embed_size`` is the resolution the position table was trained for (518 for the
@@ -92,7 +94,7 @@ class EncoderConfig:
         return self.trainable_blocks == 0
 
     def shape_dict(self) -> dict:
-        """The fields that determine the encoder's outputs (not where weights came from)."""
+        """Return the fields that determine the encoder's outputs (not where weights came from)."""
         data = dataclasses.asdict(self)
         data.pop("weights")
         data.pop("trainable_blocks")
@@ -175,7 +177,7 @@ class ModelConfig:
 
 
 def deep_merge(base: dict, overrides: dict) -> dict:
-    """``base`` with ``overrides`` applied; nested dicts merge key by key instead of replacing."""
+    """Return ``base`` with ``overrides`` applied; nested dicts merge key by key, not replace."""
     merged = dict(base)
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):

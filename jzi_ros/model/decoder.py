@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The zooming policy: a small causal transformer over ``[g, m0, a0, m1, ..., m_{D-1}]``.
+"""
+The zooming policy: a small causal transformer over ``[g, m0, a0, m1, ..., m_{D-1}]``.
 
 Pre-norm blocks with RMSNorm, SwiGLU feed-forward and rotary position embeddings; attention is
 ``F.scaled_dot_product_attention``. The KV cache is a tuple of ``(key, value)`` tensor pairs,
@@ -149,8 +150,11 @@ class ZoomDecoder(nn.Module):
 
     def forward(self, ground: torch.Tensor, views: torch.Tensor,
                 actions: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing: ``ground [B,C]``, ``views [B,L,C]``, ``actions [B,L-1]`` ->
-        logits ``[B, L, K*K]`` (logits at m_t depend only on g, m_0..m_t, a_0..a_{t-1})."""
+        """
+        Teacher forcing: ``ground [B,C]``, ``views [B,L,C]``, ``actions [B,L-1]`` -> logits.
+
+        The logits are ``[B, L, K*K]`` (logits at m_t depend only on g, m_0..m_t, a_0..a_{t-1}).
+        """
         batch, length = views.shape[:2]
         g = self.ground_proj(ground)[:, None]
         m = self.view_proj(views)

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The shared image encoder: a transformers ``Dinov2Model``, one CLS vector per image.
+"""
+The shared image encoder: a transformers ``Dinov2Model``, one CLS vector per image.
 
 Weights come from a local Hugging Face directory, from a DINOv2 ``.pth`` state dict (the
 format of the original facebookresearch release, mapped onto transformers' parameter names),
@@ -106,7 +107,7 @@ def _load_pretrained(config: EncoderConfig) -> Dinov2Model:
 
 
 def _adopt_shapes(config: EncoderConfig, loaded: Dinov2Config) -> None:
-    """The weights decide the architecture; the config records it so checkpoints rebuild it."""
+    """Record the weights' architecture in the config so checkpoints rebuild it."""
     config.hidden_size = loaded.hidden_size
     config.num_layers = loaded.num_hidden_layers
     config.num_heads = loaded.num_attention_heads

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Image -> encoder input, in exactly one place (training, map embedding and inference).
+"""
+Image -> encoder input, in exactly one place (training, map embedding and inference).
 
 Ground images follow the paper: resized to S x 2S and split into left/right S x S halves
 ("split2"), or resized to S x S ("single", for narrow cameras). Map views are resized to S x S.

@@ -28,7 +28,8 @@ from jzi_ros.model.encoder import ImageEncoder
 
 
 class ZoomModel(nn.Module):
-    """Encoder (ground crops and map views -> vectors) and decoder (vectors -> action logits).
+    """
+    Encoder (ground crops and map views -> vectors) and decoder (vectors -> action logits).
 
     ``load_weights=False`` skips ``config.encoder.weights`` (a checkpoint carries all weights).
     """
@@ -68,8 +69,11 @@ class ZoomModel(nn.Module):
     # --- decoder -------------------------------------------------------------------------
     def forward(self, ground: torch.Tensor, views: torch.Tensor,
                 actions: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing: ``ground [B,C]``, ``views [B,L,C]``, ``actions [B,L-1]`` ->
-        ``[B, L, K*K]`` logits, for any 1 <= L <= depth."""
+        """
+        Teacher forcing: ``ground [B,C]``, ``views [B,L,C]``, ``actions [B,L-1]`` -> logits.
+
+        The logits are ``[B, L, K*K]``, for any 1 <= L <= depth.
+        """
         length = views.shape[1]
         if not 1 <= length <= self.config.depth:
             raise JziError(f"forward: {length} map views, expected 1..{self.config.depth}")
@@ -95,9 +99,12 @@ class ZoomModel(nn.Module):
 
     # --- identity ------------------------------------------------------------------------
     def encoder_hash(self) -> str:
-        """SHA-256 prefix of the encoder's weights (as float32) and the shapes that fix its
-        outputs: map embedding tables are keyed by it. Independent of device and of where
-        the weights were loaded from."""
+        """
+        Return a SHA-256 prefix of the encoder's weights (as float32) and output shapes.
+
+        The shapes are those that fix its outputs. Map embedding tables are keyed by it.
+        Independent of device and of where the weights were loaded from.
+        """
         digest = hashlib.sha256()
         digest.update(json.dumps(self.config.encoder.shape_dict(), sort_keys=True).encode())
         state = self.encoder.state_dict()

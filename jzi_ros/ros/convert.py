@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Conversions between ROS messages and jzi_ros types, without importing ROS.
+"""
+Conversions between ROS messages and jzi_ros types, without importing ROS.
 
 Every function takes "message-like" objects: rclpy message instances or the dataclasses of a
 ``rosbags`` typestore (same field names and constants). Messages are built with keyword
@@ -155,7 +156,8 @@ def _uint8_buffer(data: Any, what: str) -> np.ndarray:
 
 
 def image_msg_to_rgb(msg: Any) -> np.ndarray:
-    """sensor_msgs/Image -> owned uint8 [H, W, 3] RGB array.
+    """
+    sensor_msgs/Image -> owned uint8 [H, W, 3] RGB array.
 
     Handles row padding (``step`` > width * bytes per pixel). Raises BadImageError for
     unsupported encodings (16-bit, float, Bayer, ...), zero size and inconsistent step/data.
@@ -199,7 +201,8 @@ def image_msg_to_rgb(msg: Any) -> np.ndarray:
 
 
 def compressed_msg_to_rgb(msg: Any) -> np.ndarray:
-    """sensor_msgs/CompressedImage (JPEG, PNG, anything OpenCV decodes) -> uint8 [H, W, 3] RGB.
+    """
+    sensor_msgs/CompressedImage (JPEG, PNG, anything OpenCV decodes) -> uint8 [H, W, 3] RGB.
 
     Raises BadImageError for empty or corrupt data and for compressedDepth images.
     """
@@ -221,7 +224,8 @@ def compressed_msg_to_rgb(msg: Any) -> np.ndarray:
 
 def floored_covariance_enu(fix: Fix, sigma_floor_m: float,
                            up_variance_m2: float | None = None) -> np.ndarray:
-    """Return the fix's 3x3 ENU covariance with a floor on the horizontal sigma.
+    """
+    Return the fix's 3x3 ENU covariance with a floor on the horizontal sigma.
 
     Every horizontal standard deviation (along any direction, i.e. the eigenvalues of the
     East-North block) becomes at least ``sigma_floor_m``.
@@ -250,7 +254,8 @@ def fix_to_navsatfix(fix: Fix, stamp_ns: int, frame_id: str, types: MessageTypes
                      sigma_floor_m: float = 1.0, altitude_m: float | None = None,
                      altitude_variance_m2: float | None = None,
                      covariance_type: str = "known") -> Any:
-    """Build a sensor_msgs/NavSatFix for ``fix``, stamped with the image stamp ``stamp_ns``.
+    """
+    Build a sensor_msgs/NavSatFix for ``fix``, stamped with the image stamp ``stamp_ns``.
 
     ``altitude_m`` / ``altitude_variance_m2`` override the fix's altitude and Up variance
     (navsat_transform drops fixes whose altitude is NaN, so it must be finite). A NO_FIX fix
@@ -279,7 +284,8 @@ def fix_to_navsatfix(fix: Fix, stamp_ns: int, frame_id: str, types: MessageTypes
 def fix_to_pose_with_covariance(fix: Fix, stamp_ns: int, frame_id: str, types: MessageTypes,
                                 *, sigma_floor_m: float = 1.0,
                                 altitude_variance_m2: float | None = None) -> Any:
-    """Build a geometry_msgs/PoseWithCovarianceStamped in the map's local ENU frame.
+    """
+    Build a geometry_msgs/PoseWithCovarianceStamped in the map's local ENU frame.
 
     Origin = map root centre, x east, y north, z 0. It has no status field: publish it for FIX
     fixes only. Orientation is identity with "unknown" (huge) rotation variances.

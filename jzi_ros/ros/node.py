@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""``jzi_localizer``: camera image in, ``sensor_msgs/NavSatFix`` out.
+"""
+``jzi_localizer``: camera image in, ``sensor_msgs/NavSatFix`` out.
 
 Also publishes a pose, the hypotheses cloud and diagnostics. Thin on purpose: conversions
 live in ``convert``, plumbing in ``runtime``, parameters in ``params``, localization in
@@ -67,7 +68,8 @@ def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
 
 
 def localizer_config(settings: NodeSettings) -> Any:
-    """Build the LocalizerConfig from the node settings at start-up.
+    """
+    Build the LocalizerConfig from the node settings at start-up.
 
     Runtime-changeable values (sigma_floor_m, altitude) are applied again by ``convert`` when
     each message is built, so a later ``ros2 param set`` takes effect without a reload.

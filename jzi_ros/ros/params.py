@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The node's parameters in one ROS-free table.
+"""
+The node's parameters in one ROS-free table.
 
 The node declares from it, the config test checks ``config/localize.yaml`` against it, and the
 README table is generated from it.
@@ -215,7 +216,8 @@ def markdown_table() -> str:
 
 
 def load_params_file(path: str | Path) -> dict[str, Any]:
-    """Read the ``jzi_localizer`` parameters of a ROS 2 params YAML, validated.
+    """
+    Read the ``jzi_localizer`` parameters of a ROS 2 params YAML, validated.
 
     Accepts the usual root keys ("/**" wildcard first, then "jzi_localizer" or
     "/jzi_localizer" or "/**/jzi_localizer"); the launch file passes the result as a dict, so
@@ -250,7 +252,8 @@ def load_params_file(path: str | Path) -> dict[str, Any]:
 
 def launch_parameters(params_file: str | Path | None,
                       overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Build the parameters localize.launch.py passes to the node.
+    """
+    Build the parameters localize.launch.py passes to the node.
 
     The params file's values updated with the non-empty launch-argument overrides, validated
     and converted to the declared types (ROS rejects an integer YAML value for a double

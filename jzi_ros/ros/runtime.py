@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""ROS-free plumbing of the node, unit-tested without ROS 2.
+"""
+ROS-free plumbing of the node, unit-tested without ROS 2.
 
 Latest-frame slot, rate limiter, rate meters, statistics and the inference worker thread.
 
@@ -69,7 +70,8 @@ class LatestSlot(Generic[T]):
 
 
 class RateLimiter:
-    """Admits at most ``max_rate_hz`` events per second (0 = no limit).
+    """
+    Admits at most ``max_rate_hz`` events per second (0 = no limit).
 
     The node feeds image stamps, so the limit holds in sim time and in bag playback at any
     speed.
@@ -176,7 +178,8 @@ class NodeStats:
 
 
 class Worker:
-    """Runs ``handle(item)`` for the newest item of ``slot`` on its own thread until stopped.
+    """
+    Runs ``handle(item)`` for the newest item of ``slot`` on its own thread until stopped.
 
     An exception from ``handle`` goes to ``on_error`` and the loop continues: one bad frame must
     not end localization.
@@ -203,7 +206,8 @@ class Worker:
                 self._on_error(err)
 
     def stop(self, timeout_s: float = 3.0) -> bool:
-        """Close the slot and join; False if the thread is still busy after ``timeout_s``.
+        """
+        Close the slot and join; False if the thread is still busy after ``timeout_s``.
 
         (A long inference: the thread is a daemon, so the process can still exit.)
         """

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Photometric and crop augmentation like the paper's, with numpy + OpenCV only.
+"""
+Photometric and crop augmentation like the paper's, with numpy + OpenCV only.
 
 Ground images get the full set (JPEG re-compression, random resized crop 0.7-1.0, colour
 jitter, grayscale, blur or sharpen, coarse dropout). Map views get a lighter set (mild colour
@@ -61,8 +62,11 @@ def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
 
 def random_resized_crop(image: np.ndarray, scale: tuple[float, float],
                         rng: np.random.Generator) -> np.ndarray:
-    """Crop a random area fraction in ``scale`` with the image's aspect ratio (+-10%); the
-    result keeps the input size so later resizing sees the same shapes."""
+    """
+    Crop a random area fraction in ``scale`` with the image's aspect ratio (+-10%).
+
+    The result keeps the input size so later resizing sees the same shapes.
+    """
     height, width = image.shape[:2]
     area = rng.uniform(*scale) * height * width
     aspect = width / height * rng.uniform(0.9, 1.1)

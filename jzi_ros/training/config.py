@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Training configuration: a YAML file -> :class:`TrainConfig`, plus ``key=value`` overrides.
+"""
+Training configuration: a YAML file -> :class:`TrainConfig`, plus ``key=value`` overrides.
 
 Relative paths in the YAML file are relative to the file; relative paths given as overrides
 are relative to the current directory. Dotted keys reach into the model config

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Torch dataset and batch collation for training the zoom model.
+"""
+Torch dataset and batch collation for training the zoom model.
 
 A sample is (ground crops, action path, the view-table rows of its D map views). When the
 encoder is trained, the collate function also loads the batch's *unique* map views (the root
@@ -80,8 +81,12 @@ class ZoomDataset(Dataset):
 
 
 class Collate:
-    """Stack samples; with ``load_views`` also add ``views [U, 3, S, S]`` for the batch's
-    unique view rows and ``view_slots [B, D]`` pointing into them."""
+    """
+    Stack samples.
+
+    With ``load_views`` also add ``views [U, 3, S, S]`` for the batch's unique view rows and
+    ``view_slots [B, D]`` pointing into them.
+    """
 
     def __init__(self, map_dir: Path, config: ModelConfig, load_views: bool,
                  augment_views: bool, seed: int = 0) -> None:

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Distributed data parallel through ``torchrun``; a plain single process otherwise.
+"""
+Distributed data parallel through ``torchrun``; a plain single process otherwise.
 
 torchrun sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT; when WORLD_SIZE > 1
 we join the process group (NCCL on CUDA, gloo on CPU). Rank 0 alone writes files.

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The training loop: teacher forcing, AdamW, warm-up + cosine, AMP, DDP, resumable.
+"""
+The training loop: teacher forcing, AdamW, warm-up + cosine, AMP, DDP, resumable.
 
 Two modes, decided by the model config: with a frozen encoder every map-view token is a row of
 the map's precomputed embedding table (only ground images go through the encoder); with a
@@ -138,7 +139,7 @@ def _build_model(config: TrainConfig, pyramid: MapPyramid, out: Path, resume: bo
 
 def _map_table(pyramid: MapPyramid, model: ZoomModel, config: TrainConfig,
                info: ddp.DistInfo, log: Callable[[str], None]) -> torch.Tensor:
-    """The map's stored table for this encoder, computing and storing it when missing."""
+    """Return the map's stored table for this encoder, computing and storing it when missing."""
     encoder_hash = model.encoder_hash()
     if info.is_main and pyramid.embeddings_hash() != encoder_hash:
         log(f"embedding {pyramid.tree.num_views} map views with encoder {encoder_hash}")

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Dataset manifests: one row per ground image with its GPS position (CSV or JSONL).
+"""
+Dataset manifests: one row per ground image with its GPS position (CSV or JSONL).
 
 Columns / keys: ``image`` (path relative to the manifest), ``latitude``, ``longitude``, and
 optionally ``heading`` (degrees), ``time`` (free text or seconds) and ``split`` ("train",
@@ -145,7 +146,7 @@ def write_manifest(path: str | os.PathLike, samples: list[Sample]) -> None:
 
 
 def label_samples(samples: list[Sample], tree: CellTree) -> LabeledSamples:
-    """Action paths for samples inside the root square; others go to ``skipped``."""
+    """Label samples inside the root square with action paths; others go to ``skipped``."""
     kept, paths, skipped = [], [], []
     for sample in samples:
         path = tree.try_path_of(sample.latitude, sample.longitude)
@@ -160,7 +161,7 @@ def label_samples(samples: list[Sample], tree: CellTree) -> LabeledSamples:
 
 def split_train_val(labeled: LabeledSamples, val_fraction: float, seed: int
                     ) -> tuple[LabeledSamples, LabeledSamples]:
-    """The manifest's own split when it names validation rows; else a seeded random share."""
+    """Use the manifest's own split when it names validation rows; else a seeded random share."""
     splits = [s.split for s in labeled.samples]
     train = [i for i, s in enumerate(splits) if s == "train"]
     val = [i for i, s in enumerate(splits) if s == "val"]

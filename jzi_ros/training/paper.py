@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Importer for the Just Zoom In paper's benchmark layout.
+"""
+Importer for the Just Zoom In paper's benchmark layout.
 
 The paper's metadata CSV has ``image_id, latitude, longitude, sequence`` (the ground-truth
 action path) and its images are named ``<image_id>_undistorted.jpg``. Its tree is a 10 km
@@ -36,7 +37,7 @@ REQUIRED = ("image_id", "latitude", "longitude")
 
 
 def paper_tree() -> CellTree:
-    """The paper's DC tree: 10 km root 2 km east of (38.8936, -77.0116), K=4, D=4."""
+    """Return the paper's DC tree: 10 km root 2 km east of (38.8936, -77.0116), K=4, D=4."""
     lat, lon = offset_latlon(38.8936, -77.0116, 2000.0, 0.0)
     return CellTree(lat, lon, 10000.0, grid=4, depth=4)
 
@@ -74,7 +75,8 @@ class ImportReport:
 def import_paper(csv_path: str | os.PathLike, images_dir: str | os.PathLike,
                  manifest_out: str | os.PathLike, split: str = "train",
                  tree: CellTree | None = None, require_images: bool = True) -> ImportReport:
-    """Convert the paper's metadata CSV into a manifest at ``manifest_out``.
+    """
+    Convert the paper's metadata CSV into a manifest at ``manifest_out``.
 
     Rows whose image is missing (when ``require_images``) or that fall outside ``tree``'s
     root (default: the paper's tree) are reported and left out. Raises JziError when the CSV's

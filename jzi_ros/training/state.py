@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Resumable training state (optimizer moments, step counters) as a .safetensors file.
+"""
+Resumable training state (optimizer moments, step counters) as a .safetensors file.
 
 Optimizer state is flattened to named tensors plus a JSON header, so resuming never
 unpickles anything, like the model checkpoint itself.

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Validation: greedy autoregressive decoding (beam 1) against held-out samples.
+"""
+Validation: greedy autoregressive decoding (beam 1) against held-out samples.
 
 Metrics: Recall@1 within 25/50/100 m (terminal-cell centre vs GPS), exact-path accuracy per
 level (first l actions all right), and the teacher-forced cross-entropy.

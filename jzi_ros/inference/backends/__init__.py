@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Backend selection: ``torch``, ``onnxruntime``, ``tensorrt`` or ``auto``.
+"""
+Backend selection: ``torch``, ``onnxruntime``, ``tensorrt`` or ``auto``.
 
 ``auto`` tries, in order: TensorRT (FP16) > ONNX Runtime CUDA > PyTorch CUDA (FP16) > ONNX
 Runtime CPU > PyTorch CPU, and logs what it picked and why each earlier candidate was skipped.

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The one small interface every inference backend implements.
+"""
+The one small interface every inference backend implements.
 
 A backend owns the two networks of a frame: the ground encoder (preprocessed pixels ->
 ground token) and the fixed-length beam-search decoder (ground token -> top paths and their

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""ONNX Runtime backend: the exported encoder and beam-decoder graphs (CPU, or CUDA EP).
+"""
+ONNX Runtime backend: the exported encoder and beam-decoder graphs (CPU, or CUDA EP).
 
 The graphs have a static batch size; calls with another number of frames are split into
 chunks of that size and the last chunk is zero-padded (the padding rows are discarded).

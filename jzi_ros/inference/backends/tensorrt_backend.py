@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""TensorRT backend: engines built from the ONNX export, cached next to it.
+"""
+TensorRT backend: engines built from the ONNX export, cached next to it.
 
 Parameter names follow Isaac ROS (``model_file_path``, ``engine_file_path``,
 ``force_engine_update``, ``enable_fp16``, ``max_workspace_size``). An engine is tied to the GPU

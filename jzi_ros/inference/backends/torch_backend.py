@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""PyTorch backend: the checkpoint's own modules on CPU or CUDA, fp32 or fp16.
+"""
+PyTorch backend: the checkpoint's own modules on CPU or CUDA, fp32 or fp16.
 
 On CUDA a frame is latency bound (two 384 px crops, then D tiny decoder steps), so eager
 execution would spend most of its time launching kernels: with ``cuda_graph`` the encoder and
