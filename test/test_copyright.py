@@ -12,14 +12,19 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
+from pathlib import Path
+
 import pytest
 
 ament_copyright_main = pytest.importorskip(
     "ament_copyright.main", reason="ament_copyright not installed (ROS 2 only)").main
 
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+
 
 @pytest.mark.copyright
 @pytest.mark.linter
 def test_copyright():
-    rc = ament_copyright_main(argv=[".", "test"])
+    # the package root: every source file, plus LICENSE and CONTRIBUTING.md at a repository root
+    rc = ament_copyright_main(argv=[str(PACKAGE_ROOT)])
     assert rc == 0, "Found errors"
