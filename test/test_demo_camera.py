@@ -1,3 +1,17 @@
+# Copyright 2026 jzi_ros contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """The demo camera: ground homography geometry and view rendering."""
 import math
 
@@ -5,9 +19,8 @@ import numpy as np
 import pytest
 
 from jzi_ros.demo.camera import (CameraModel, CameraPose, footprint, ground_to_image,
-                                 image_to_ground, project, render_view,
-                                 rotation_world_to_camera)
-from jzi_ros.demo.views import ViewSampling, degrade_frame, sample_pose
+                                 image_to_ground, project, render_view, rotation_world_to_camera)
+from jzi_ros.demo.views import degrade_frame, sample_pose, ViewSampling
 from jzi_ros.errors import JziError
 
 
@@ -78,8 +91,11 @@ def test_pose_that_sees_the_horizon_is_rejected():
 
 
 def _marker_raster():
-    """A 200 m x 200 m raster at 1 m/px, centred on the origin, with a red square at
-    east 30..40, north 10..20."""
+    """
+    Return a 200 m x 200 m raster at 1 m/px, centred on the origin.
+
+    It has a red square at east 30..40, north 10..20.
+    """
     raster = np.zeros((200, 200, 3), np.uint8)
     raster[:] = (40, 120, 40)
     col0, row0 = 100 + 30, 100 - 20

@@ -1,3 +1,17 @@
+# Copyright 2026 jzi_ros contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """`jzi demo` end to end at miniature scale, the demo bag, and chance recall."""
 import json
 from pathlib import Path
@@ -7,7 +21,7 @@ import pytest
 
 from jzi_ros.demo.bag import GT_TOPIC, IMAGE_TOPIC, write_bag
 from jzi_ros.demo.flight import FlightSpec, fly
-from jzi_ros.demo.flow import DEMO_CARD_KEY, DemoOptions, chance_recall, model_card, run_demo
+from jzi_ros.demo.flow import chance_recall, DEMO_CARD_KEY, DemoOptions, model_card, run_demo
 from jzi_ros.demo.world import WorldSpec
 from jzi_ros.errors import JziError
 from jzi_ros.geo import CellTree, haversine_m
@@ -17,7 +31,7 @@ TINY_WORLD = WorldSpec(seed=5, size_m=480.0, margin_m=120.0, gsd_m=2.0)
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    """An untrained tiny model whose card names the tiny world (grid 4, depth 2)."""
+    """Save an untrained tiny model whose card names the tiny world (grid 4, depth 2)."""
     import torch
 
     from jzi_ros.model.checkpoint import save_checkpoint

@@ -1,9 +1,23 @@
+# Copyright 2026 jzi_ros contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """The demo world: deterministic by seed, varied, georeferenced; styles and shadows."""
 import numpy as np
 import pytest
 
-from jzi_ros.demo.style import Style, render, shadow_mask
-from jzi_ros.demo.world import (BUILDING, CLASS_NAMES, WATER, WorldSpec, generate_world,
+from jzi_ros.demo.style import render, shadow_mask, Style
+from jzi_ros.demo.world import (BUILDING, CLASS_NAMES, generate_world, WATER, WorldSpec,
                                 write_geotiff)
 from jzi_ros.errors import JziError
 

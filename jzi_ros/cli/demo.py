@@ -1,3 +1,17 @@
+# Copyright 2026 jzi_ros contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """``jzi demo``: the whole pipeline on a generated world, on the CPU, in a few minutes."""
 from __future__ import annotations
 
@@ -16,7 +30,7 @@ rebuilt only when their parameters change (or with --force).
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from jzi_ros.demo.flow import ENV_DIR, default_workdir
+    from jzi_ros.demo.flow import default_workdir, ENV_DIR
 
     parser.add_argument("--workdir", type=Path, default=None,
                         help=f"where the world, map, bag and report go (default: ${ENV_DIR} or "
@@ -36,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def format_table(summary: dict, chance: dict) -> str:
-    """The metrics table: Recall@1 at each distance for the localizer and for chance."""
+    """Return the metrics table: Recall@1 at each distance for the localizer and for chance."""
     top1, fix = summary["top1"], summary["fix"]
     distances = list(top1["recall"])
     head = "| | " + " | ".join(f"R@{d} m" for d in distances) + " | median error |"
@@ -54,7 +68,7 @@ def format_table(summary: dict, chance: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jzi_ros.demo.flow import DemoOptions, default_workdir, run_demo
+    from jzi_ros.demo.flow import default_workdir, DemoOptions, run_demo
     from jzi_ros.errors import JziError
 
     if args.frames < 1:

@@ -1,4 +1,19 @@
-"""The embedded demo: a generated aerial world, drone views of it, a bag, and `jzi demo`.
+# Copyright 2026 jzi_ros contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+The embedded demo: a generated aerial world, drone views of it, a bag, and `jzi demo`.
 
 Everything here is deterministic by seed and needs only numpy, OpenCV, rasterio and rosbags,
 so a fresh machine without data, GPU or ROS 2 can see the localizer work.

@@ -1,4 +1,19 @@
-"""The demo bag: JPEG camera frames and ground-truth fixes, written with rosbags (no ROS 2).
+# Copyright 2026 jzi_ros contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+The demo bag: JPEG camera frames and ground-truth fixes, written with rosbags (no ROS 2).
 
 Version-8 mcap bags, so that Humble's ``ros2 bag play`` opens them as well as Jazzy's.
 Ground truth uses the same NavSatFix conversion the node publishes with
@@ -29,7 +44,7 @@ NAVSAT_TYPE = "sensor_msgs/msg/NavSatFix"
 
 
 def truth_fix(tree: CellTree, east_m: float, north_m: float, altitude_m: float) -> Fix:
-    """A Fix at a known local position (what a perfect GNSS receiver would report)."""
+    """Return a Fix at a known local position (what a perfect GNSS receiver would report)."""
     lat, lon = tree.to_latlon(east_m, north_m)
     cov = np.diag([GT_SIGMA_M ** 2, GT_SIGMA_M ** 2, (2 * GT_SIGMA_M) ** 2])
     return Fix(FixStatus.FIX, float(lat), float(lon), float(altitude_m), cov, 1.0,
@@ -47,13 +62,14 @@ def encode_jpeg(image_rgb: np.ndarray, quality: int = 85) -> bytes:
 def write_bag(path: str | os.PathLike, tree: CellTree,
               frames: Iterable[tuple[int, np.ndarray, tuple[float, float, float]]],
               overwrite: bool = False, jpeg_quality: int = 85) -> Path:
-    """Write ``(stamp_ns, image_rgb, (east, north, altitude))`` frames as an mcap bag.
+    """
+    Write ``(stamp_ns, image_rgb, (east, north, altitude))`` frames as an mcap bag.
 
     Each frame gives one CompressedImage on :data:`IMAGE_TOPIC` and one NavSatFix on
     :data:`GT_TOPIC` with the same header stamp (recorded at that time, too).
     """
     from rosbags.rosbag2 import StoragePlugin, Writer
-    from rosbags.typesys import Stores, get_typestore
+    from rosbags.typesys import get_typestore, Stores
 
     from jzi_ros.ros.convert import fix_to_navsatfix, make_header, rosbags_message_types
 

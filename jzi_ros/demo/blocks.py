@@ -1,4 +1,19 @@
-"""Urban districts: a rotated street grid with sidewalks, and blocks filled by district kind.
+# Copyright 2026 jzi_ros contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Urban districts: a rotated street grid with sidewalks, and blocks filled by district kind.
 
 Core blocks get perimeter buildings around courtyards or towers, residential blocks rows of
 houses with gardens, industrial blocks warehouses, yards and parking; a few blocks of any kind
@@ -10,7 +25,7 @@ import math
 
 import numpy as np
 
-from jzi_ros.demo.draw import Frame, Layers, building, parking_lot, thick_polyline
+from jzi_ros.demo.draw import building, Frame, Layers, parking_lot, thick_polyline
 from jzi_ros.demo.world import BUILDING, GRASS, PAVED, ROAD, SOIL, TREE, WATER
 
 # kind: (block length range m, block depth range m, street width range m, sidewalk m)
@@ -96,7 +111,7 @@ def _pitched_tone(rng: np.random.Generator) -> int:
 
 
 def _perimeter(rng, layers, frame, u0, v0, u1, v1) -> None:
-    """Buildings around the block edge enclosing a courtyard, split into parcels."""
+    """Draw buildings around the block edge enclosing a courtyard, split into parcels."""
     depth = rng.uniform(11, 18)
     base_h = rng.uniform(12, 28)
     for side in range(4):
@@ -174,7 +189,7 @@ def _houses(rng, layers, frame, u0, v0, u1, v1) -> None:
 
 
 def _industrial(rng, layers, frame, u0, v0, u1, v1) -> None:
-    """A warehouse or two, a parking lot, storage tanks on a bare yard."""
+    """Draw a warehouse or two, a parking lot, storage tanks on a bare yard."""
     split = rng.uniform(0.45, 0.75)
     us = u0 + split * (u1 - u0)
     building(layers, frame, u0 + 4, v0 + 4, us - 4, v1 - rng.uniform(4, 25),

@@ -1,4 +1,19 @@
-"""A pinhole camera above flat ground: the exact plane-to-image homography and view rendering.
+# Copyright 2026 jzi_ros contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+A pinhole camera above flat ground: the exact plane-to-image homography and view rendering.
 
 Frames: the world is local East-North-Up metres (ground plane z = 0). The camera frame is
 OpenCV's (x right, y down, z forward along the optical axis). A pose is the camera position
@@ -11,8 +26,8 @@ r1, r2 the first two columns of the world-to-camera rotation R: a 3x3 homography
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+import math
 
 import cv2
 import numpy as np
@@ -44,7 +59,8 @@ class CameraModel:
         return math.degrees(2 * math.atan((self.height / 2) / self.focal_px))
 
     def K(self, scale: float = 1.0) -> np.ndarray:
-        """Intrinsics for the image scaled by ``scale``; principal point at the centre.
+        """
+        Intrinsics for the image scaled by ``scale``; principal point at the centre.
 
         OpenCV puts pixel centres at integer coordinates, so the centre of a W-wide image is
         at (W - 1) / 2.
@@ -119,7 +135,8 @@ def footprint(camera: CameraModel, pose: CameraPose) -> np.ndarray:
 
 def render_view(source: np.ndarray, source_to_local: np.ndarray, camera: CameraModel,
                 pose: CameraPose, supersample: int = 2) -> np.ndarray:
-    """The camera's image of a north-up raster lying on the ground.
+    """
+    Render the camera's image of a north-up raster lying on the ground.
 
     ``source_to_local`` is the 3x3 affine from the raster's pixel coordinates in the GDAL
     convention (pixel (i, j) covers [i, i + 1) x [j, j + 1)) to local east/north metres.

@@ -1,4 +1,19 @@
-"""Training and validation images of the demo world, with a dataset manifest for `jzi train`.
+# Copyright 2026 jzi_ros contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Training and validation images of the demo world, with a dataset manifest for `jzi train`.
 
 Camera positions are uniform over the map root; each image comes from one of several random
 styles (season, sun, colours) that are never the map's, and training and validation use
@@ -6,17 +21,17 @@ disjoint styles so validation measures generalisation to an unseen day.
 """
 from __future__ import annotations
 
-import os
-import time
 from dataclasses import dataclass
+import os
 from pathlib import Path
+import time
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from jzi_ros.demo.style import Style, render
-from jzi_ros.demo.views import ViewSampling, capture, sample_pose
+from jzi_ros.demo.style import render, Style
+from jzi_ros.demo.views import capture, sample_pose, ViewSampling
 from jzi_ros.demo.world import World
 from jzi_ros.errors import JziError
 from jzi_ros.files import atomic_directory, write_json

@@ -1,12 +1,27 @@
-"""Drawing primitives on the world's layers: rotated frames, buildings, parking lots, trees.
+# Copyright 2026 jzi_ros contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Drawing primitives on the world's layers: rotated frames, buildings, parking lots, trees.
 
 All geometry here is in world pixels (x east, y south). A :class:`Frame` is a rotated local
 coordinate system (u, v) in metres, used for street grids, blocks and field parcels.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+import math
 
 import cv2
 import numpy as np
@@ -36,7 +51,7 @@ class Layers:
         return 0 <= x < self.size and 0 <= y < self.size
 
     def is_free(self, points: np.ndarray) -> bool:
-        """True when every point (pixel xy) is inside the raster and not blocked."""
+        """Return True when every point (pixel xy) is inside the raster and not blocked."""
         xi = np.floor(points[:, 0]).astype(int)
         yi = np.floor(points[:, 1]).astype(int)
         if np.any((xi < 0) | (yi < 0) | (xi >= self.size) | (yi >= self.size)):
@@ -62,7 +77,7 @@ class Layers:
 
     def tree(self, rng: np.random.Generator, x: float, y: float, radius_m: float,
              allowed: tuple[int, ...]) -> None:
-        """A single tree crown, only where the ground is one of ``allowed`` classes."""
+        """Draw a single tree crown, only where the ground is one of ``allowed`` classes."""
         xi, yi = int(x), int(y)
         if not self.inside(x, y) or self.labels[yi, xi] not in allowed or self.blocked[yi, xi]:
             return
@@ -108,7 +123,8 @@ class Frame:
 
 def building(layers: Layers, frame: Frame, u0: float, v0: float, u1: float, v1: float,
              height_m: float, tone: int, roof: str = "flat") -> bool:
-    """Draw a building footprint with a roof of type flat, gable_u, gable_v or hip.
+    """
+    Draw a building footprint with a roof of type flat, gable_u, gable_v or hip.
 
     Returns False (and draws nothing) if any part would stand on blocked ground.
     """

@@ -1,8 +1,22 @@
+# Copyright 2026 jzi_ros contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """A drone flight over the demo world: smooth path, camera poses and frame stamps."""
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
+import math
 
 import numpy as np
 
@@ -47,7 +61,8 @@ class FlightSpec:
 
 def fly(rng: np.random.Generator, size_m: float, spec: FlightSpec
         ) -> tuple[list[CameraPose], np.ndarray]:
-    """Camera poses and header stamps (ns) of a flight inside a ``size_m`` root square.
+    """
+    Camera poses and header stamps (ns) of a flight inside a ``size_m`` root square.
 
     The path wanders with a smoothly varying turn rate and steers back towards the centre
     when it nears the edge; the camera is held north-up (or looks along the track), its pitch

@@ -1,4 +1,19 @@
-"""`jzi demo`: world -> map pyramid -> embeddings -> bag -> replay -> report, all cached.
+# Copyright 2026 jzi_ros contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+`jzi demo`: world -> map pyramid -> embeddings -> bag -> replay -> report, all cached.
 
 Each stage's output is keyed by the parameters it was made from (and the keys of the stages
 it depends on) in ``state.json``; a stage runs again only when its key changed, its output is
@@ -7,14 +22,14 @@ model was trained on one particular world); ``seed`` picks the flight and the da
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 import hashlib
+from importlib import resources
 import json
 import logging
 import os
-import time
-from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
+import time
 from typing import Any, Callable
 
 import numpy as np
@@ -37,7 +52,7 @@ def default_workdir() -> Path:
 
 
 def shipped_model() -> Path:
-    """The demo model inside the installed package."""
+    """Return the demo model inside the installed package."""
     return Path(str(resources.files("jzi_ros").joinpath(DEMO_MODEL)))
 
 
@@ -105,8 +120,11 @@ def model_card(model_path: Path) -> tuple[WorldSpec, CellTree, int]:
 
 def chance_recall(tree: CellTree, truth_en: np.ndarray,
                   thresholds_m=THRESHOLDS_M) -> dict[str, float]:
-    """Recall a guess of a uniformly random terminal cell centre would get on these positions:
-    for each true position, the fraction of terminal cell centres within d, averaged."""
+    """
+    Compute the recall of a uniformly random terminal cell centre on these positions.
+
+    For each true position, the fraction of terminal cell centres within d, averaged.
+    """
     n = tree.grid ** tree.depth
     side = tree.cell_side(tree.depth)
     coords = -tree.size_m / 2 + side * (np.arange(n) + 0.5)

@@ -1,4 +1,19 @@
-"""The world's layout: districts, water, arterial roads, then urban and rural content.
+# Copyright 2026 jzi_ros contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+The world's layout: districts, water, arterial roads, then urban and rural content.
 
 Order matters: water and arterials are planned first (as a *blocked* mask) so that blocks and
 fields never end up under them; they are painted last, which also makes bridges.
@@ -11,9 +26,9 @@ import cv2
 import numpy as np
 
 from jzi_ros.demo import blocks, rural
-from jzi_ros.demo.draw import Layers, dashed_polyline, thick_polyline
+from jzi_ros.demo.draw import dashed_polyline, Layers, thick_polyline
 from jzi_ros.demo.noise import fbm
-from jzi_ros.demo.world import (GRASS, MAJOR_ROAD, SAND, SOIL, WATER, World, WorldSpec)
+from jzi_ros.demo.world import GRASS, MAJOR_ROAD, SAND, SOIL, WATER, World, WorldSpec
 
 # District kinds.
 CORE, RESIDENTIAL, INDUSTRIAL, FIELDS, FOREST_LAND = range(5)
@@ -120,7 +135,7 @@ def _bbox(districts: np.ndarray, d: int) -> tuple[slice, slice] | None:
 
 def _wander(rng: np.random.Generator, n: int, start: np.ndarray, heading: float,
             step: float, turn: float) -> np.ndarray:
-    """A smooth random walk from ``start`` until it leaves the raster (with some slack)."""
+    """Return a smooth random walk from ``start`` until it leaves the raster (with some slack)."""
     pts, pos, dh = [start.copy()], start.astype(np.float64), 0.0
     for _ in range(int(6 * n / step)):
         dh = 0.8 * dh + rng.normal(0, turn)
@@ -133,7 +148,7 @@ def _wander(rng: np.random.Generator, n: int, start: np.ndarray, heading: float,
 
 
 def _edge_start(rng: np.random.Generator, n: int) -> tuple[np.ndarray, float]:
-    """A point on a random edge of the raster and a heading pointing inwards."""
+    """Return a point on a random edge of the raster and a heading pointing inwards."""
     side = int(rng.integers(0, 4))
     t = rng.uniform(0.2, 0.8) * n
     start = [np.array([t, -5.0]), np.array([n + 5.0, t]), np.array([t, n + 5.0]),
@@ -144,7 +159,7 @@ def _edge_start(rng: np.random.Generator, n: int) -> tuple[np.ndarray, float]:
 
 def _water(rng: np.random.Generator, n: int, s: float, kinds: list[int],
            districts: np.ndarray) -> np.ndarray:
-    """A river crossing the world and one or two lakes in rural districts."""
+    """Return a river crossing the world and one or two lakes in rural districts."""
     water = np.zeros((n, n), np.uint8)
     start, heading = _edge_start(rng, n)
     river = _wander(rng, n, start, heading, 25 * s, 0.05)
@@ -185,7 +200,7 @@ def _arterials(rng: np.random.Generator, n: int, s: float,
 
 
 def _ground(rng: np.random.Generator, layers: Layers) -> None:
-    """Base cover: grass with patches of bare soil, and a smooth tone for colour variation."""
+    """Draw base cover: grass with patches of bare soil, and a smooth tone for colour variation."""
     n = layers.size
     noise = fbm(rng, (n, n), [220 * layers.s, 70 * layers.s, 20 * layers.s])
     layers.labels[:] = np.where(noise > 1.1, SOIL, GRASS)

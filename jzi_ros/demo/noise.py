@@ -1,4 +1,19 @@
-"""Smooth random fields (value-noise octaves) made by upsampling small random grids.
+# Copyright 2026 jzi_ros contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Smooth random fields (value-noise octaves) made by upsampling small random grids.
 
 cv2.resize with bicubic interpolation is the cheap way to get band-limited noise over a
 multi-megapixel canvas; summing a few octaves gives natural-looking variation.

@@ -1,4 +1,19 @@
-"""How the shipped demo model is made: ``benchmarks/train_demo_model.sh`` runs these steps.
+# Copyright 2026 jzi_ros contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+How the shipped demo model is made: ``benchmarks/train_demo_model.sh`` runs these steps.
 
 ``prepare``: the demo world, its map pyramid and a training/validation image set;
 ``finalize``: take ``jzi train``'s best checkpoint, calibrate its covariance scale on the
@@ -10,13 +25,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import hashlib
+from pathlib import Path
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-from jzi_ros.demo.dataset import MANIFEST, DatasetSpec, make_dataset
+from jzi_ros.demo.dataset import DatasetSpec, make_dataset, MANIFEST
 from jzi_ros.demo.flow import DEMO_CARD_KEY
 from jzi_ros.demo.stages import make_map, make_world
 from jzi_ros.demo.views import ViewSampling
@@ -106,7 +121,7 @@ def _read_card(prepared: Path) -> dict:
 
 
 def docs_plot(report_dir: Path, out: Path, max_side: int = 720) -> Path:
-    """A small palette PNG of the demo's trajectory plot for the README."""
+    """Write a small palette PNG of the demo's trajectory plot for the README."""
     from PIL import Image
 
     image = Image.open(report_dir / "trajectory.png").convert("RGB")

@@ -1,3 +1,17 @@
+# Copyright 2026 jzi_ros contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """Rural districts: field parcels with plough stripes, hedgerows, tracks, farmsteads, forest."""
 from __future__ import annotations
 
@@ -6,7 +20,7 @@ import math
 import cv2
 import numpy as np
 
-from jzi_ros.demo.draw import Frame, Layers, building, thick_polyline
+from jzi_ros.demo.draw import building, Frame, Layers, thick_polyline
 from jzi_ros.demo.noise import fbm
 from jzi_ros.demo.world import BUILDING, FIELD, FOREST, GRASS, SOIL, TREE
 

@@ -1,3 +1,17 @@
+# Copyright 2026 jzi_ros contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """The stages of `jzi demo`, each a function of its inputs that writes one output."""
 from __future__ import annotations
 
@@ -10,9 +24,9 @@ import numpy as np
 
 from jzi_ros.demo.bag import GT_TOPIC, IMAGE_TOPIC, write_bag
 from jzi_ros.demo.flight import FlightSpec, fly
-from jzi_ros.demo.style import Style, render
+from jzi_ros.demo.style import render, Style
 from jzi_ros.demo.views import capture
-from jzi_ros.demo.world import World, WorldSpec, generate_world, write_geotiff
+from jzi_ros.demo.world import generate_world, World, WorldSpec, write_geotiff
 from jzi_ros.geo import CellTree
 
 LOG = logging.getLogger(__name__)
@@ -21,7 +35,7 @@ VERSION = 1  # bump when the world generator or the bag renderer changes their o
 
 @functools.lru_cache(maxsize=1)
 def world_of(spec: WorldSpec) -> World:
-    """The generated world, kept for the next stage of the same run (it is deterministic)."""
+    """Return the generated world, kept for the next stage of a run (it is deterministic)."""
     return generate_world(spec)
 
 
@@ -51,7 +65,7 @@ def make_embeddings(map_dir: Path, model: Path, progress: bool) -> None:
 
 
 def flight_day(seed: int) -> tuple[np.random.Generator, Style]:
-    """The flight's random stream and the (never the map's) style of the day it is flown."""
+    """Return the flight's random stream and the (never the map's) style of the day it is flown."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xf1, 0x9e]))
     return rng, Style.random(rng, f"flight{seed}")
 
@@ -72,11 +86,14 @@ def make_bag(spec: WorldSpec, tif: Path, tree: CellTree, flight: FlightSpec, see
 
 def replay(map_dir: Path, model: Path, bag_dir: Path, report_dir: Path,
            beam_width: int | None, progress: bool) -> tuple[dict[str, Any], np.ndarray]:
-    """Localize every bag frame, write the report; returns its summary and the true
-    positions (east/north metres) of the scored frames."""
+    """
+    Localize every bag frame and write the report.
+
+    Returns its summary and the true positions (east/north metres) of the scored frames.
+    """
     from dataclasses import replace
 
-    from jzi_ros.evaluation.replay import ReplayOptions, replay_bag
+    from jzi_ros.evaluation.replay import replay_bag, ReplayOptions
     from jzi_ros.evaluation.report import write_report
     from jzi_ros.inference.localizer import Localizer, LocalizerConfig
 

@@ -1,4 +1,19 @@
-"""Rendering a world's layers into an RGB aerial image in a given style.
+# Copyright 2026 jzi_ros contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Rendering a world's layers into an RGB aerial image in a given style.
 
 The map is rendered in the fixed :meth:`Style.map` style (midsummer, sun high in the south);
 camera views come from :meth:`Style.random` styles: another season (crops, grass, foliage),
@@ -7,8 +22,8 @@ parked cars and other fine texture. Same geometry, different pixels.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
+import math
 
 import cv2
 import numpy as np
@@ -62,13 +77,13 @@ class Style:
     seed: int = 0
 
     @classmethod
-    def map(cls) -> "Style":
-        """The orthophoto's style: a clear midsummer day around noon."""
+    def map(cls) -> "Style":  # noqa: A003
+        """Return the orthophoto's style: a clear midsummer day around noon."""
         return cls()
 
     @classmethod
     def random(cls, rng: np.random.Generator, name: str = "query") -> "Style":
-        """A different day: any season, sun from any side, other light and colours."""
+        """Return a different day: any season, sun from any side, other light and colours."""
         return cls(name=name, season=str(rng.choice(SEASONS)),
                    sun_azimuth_deg=float(rng.uniform(0, 360)),
                    sun_elevation_deg=float(rng.uniform(25, 70)),
@@ -118,7 +133,8 @@ def _lut(style: Style, rng: np.random.Generator) -> np.ndarray:
 
 def shadow_mask(height: np.ndarray, azimuth_deg: float, elevation_deg: float,
                 gsd_m: float = 1.0) -> np.ndarray:
-    """Where objects of ``height`` (metres) cast shadows for a sun at azimuth/elevation.
+    """
+    Where objects of ``height`` (metres) cast shadows for a sun at azimuth/elevation.
 
     A pixel p is shadowed if some q = p + k * u (u: unit step towards the sun) is higher than
     height(p) + k * gsd * tan(elevation). The running maximum over k is built by doubling

@@ -1,4 +1,19 @@
-"""Drone-like query views: random poses and the camera's own imperfections.
+# Copyright 2026 jzi_ros contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Drone-like query views: random poses and the camera's own imperfections.
 
 A view is rendered from a styled world (see :mod:`jzi_ros.demo.style`) through the exact
 ground homography, then degraded like a real frame: exposure drift, defocus or motion blur,
@@ -6,8 +21,8 @@ vignetting, sensor noise, and occluders (a landing leg or propeller in a corner,
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
+import math
 
 import cv2
 import numpy as np
@@ -19,8 +34,12 @@ from jzi_ros.errors import JziError
 
 @dataclass(frozen=True)
 class ViewSampling:
-    """Ranges the query camera is drawn from (uniform). ``heading_deg`` (-10, 10) is a
-    yaw-stabilised camera held north-up (a mapping drone's gimbal); (0, 360) any heading."""
+    """
+    Ranges the query camera is drawn from (uniform).
+
+    ``heading_deg`` (-10, 10) is a yaw-stabilised camera held north-up (a mapping drone's
+    gimbal); (0, 360) any heading.
+    """
 
     width: int = 320
     height: int = 240
@@ -48,7 +67,7 @@ class ViewSampling:
 def sample_pose(rng: np.random.Generator, sampling: ViewSampling, east_m: float,
                 north_m: float, heading_deg: float | None = None
                 ) -> tuple[CameraModel, CameraPose]:
-    """A camera and pose above (east, north); heading random unless given."""
+    """Sample a camera and pose above (east, north); heading random unless given."""
     camera = CameraModel(sampling.width, sampling.height, float(rng.uniform(*sampling.hfov_deg)))
     heading = (float(rng.uniform(*sampling.heading_deg)) % 360 if heading_deg is None
                else heading_deg)
@@ -99,7 +118,7 @@ def degrade_frame(image: np.ndarray, rng: np.random.Generator, amount: float = 1
 
 
 def _landing_gear(img: np.ndarray, rng: np.random.Generator) -> None:
-    """A dark, out-of-focus strut entering from a top corner (what drone cameras often see)."""
+    """Add a dark, out-of-focus strut entering from a top corner (what drone cameras often see)."""
     h, w = img.shape[:2]
     mask = np.zeros((h, w), np.float32)
     x = 0 if rng.random() < 0.5 else w - 1

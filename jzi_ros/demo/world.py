@@ -1,4 +1,19 @@
-"""The demo world: semantic layers of a generated landscape, georeferenced in the tree's frame.
+# Copyright 2026 jzi_ros contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+The demo world: semantic layers of a generated landscape, georeferenced in the tree's frame.
 
 The world is stored as layers (class, per-object tone, height, texture pattern, roof aspect)
 rather than as colours, so that the map orthophoto and the camera's views can be rendered from
@@ -9,9 +24,9 @@ the ground truth).
 """
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+import time
 
 import numpy as np
 
@@ -32,8 +47,12 @@ DEMO_LON = -83.0197
 
 @dataclass(frozen=True)
 class WorldSpec:
-    """Size and seed of a generated world. ``size_m`` is the map root; the raster extends
-    ``margin_m`` beyond it on every side so that cameras near the edge still see ground."""
+    """
+    Size and seed of a generated world.
+
+    ``size_m`` is the map root; the raster extends ``margin_m`` beyond it on every side so
+    that cameras near the edge still see ground.
+    """
 
     seed: int = 0
     size_m: float = 2500.0
@@ -60,7 +79,7 @@ class WorldSpec:
         return int(round(self.extent_m / self.gsd_m))
 
     def tree(self, grid: int = 4, depth: int = 3) -> CellTree:
-        """The cell tree whose root is this world's root square."""
+        """Return the cell tree whose root is this world's root square."""
         return CellTree(self.center_lat, self.center_lon, self.size_m, grid, depth)
 
     def to_dict(self) -> dict:
@@ -69,7 +88,8 @@ class WorldSpec:
 
 @dataclass
 class World:
-    """Layers of a generated world, all ``[pixels, pixels]``, row 0 = north, column 0 = west.
+    """
+    Layers of a generated world, all ``[pixels, pixels]``, row 0 = north, column 0 = west.
 
     ``tone`` is a per-object random value (which crop, which roof paint); ``pattern`` a texture
     phase (plough stripes); ``aspect`` the azimuth a roof facet faces (FLAT for flat roofs).
@@ -95,7 +115,8 @@ class World:
         return self.spec.extent_m / 2
 
     def pixel_to_local(self) -> np.ndarray:
-        """3x3 affine: homogeneous pixel (col, row) -> local (east, north) metres.
+        """
+        3x3 affine: homogeneous pixel (col, row) -> local (east, north) metres.
 
         Pixel centres sit at half-integer coordinates: (0.5, 0.5) is the centre of the
         north-west pixel, (0, 0) its outer corner (the GDAL convention).
