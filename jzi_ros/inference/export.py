@@ -37,7 +37,6 @@ a hash of all weights so stale exports are detected.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 from pathlib import Path
 import warnings
@@ -48,6 +47,7 @@ from torch import nn
 from jzi_ros.errors import JziError
 from jzi_ros.files import atomic_path, read_json, write_json
 from jzi_ros.inference.decode import BeamSearch, effective_beam_width
+from jzi_ros.model.zoom import weights_hash
 
 LOG = logging.getLogger(__name__)
 
@@ -65,22 +65,6 @@ def default_export_dir(model_path: str | Path) -> Path:
     """Where backends look for (and write) the ONNX files of a checkpoint by default."""
     model_path = Path(model_path)
     return model_path.with_name(model_path.stem + ".onnx")
-
-
-def weights_hash(model: nn.Module) -> str:
-    """
-    SHA-256 prefix over every weight (float32): an export is stale when this changes.
-
-    Not the checkpoint file's hash: recalibrating rewrites the file's metadata only.
-    """
-    digest = hashlib.sha256()
-    state = model.state_dict()
-    for name in sorted(state):
-        tensor = state[name].detach().to("cpu", torch.float32).contiguous()
-        digest.update(name.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 class GroundEncoderGraph(nn.Module):
@@ -177,7 +161,7 @@ def export_model(model_path: str | Path, out_dir: str | Path | None = None,
     model = model.float().eval()
     config = model.config
     beam = effective_beam_width(beam_width, config.grid, config.depth)
-    whash = weights_hash(model)
+    whash = weights_hash(model)  # not the file's hash: recalibration keeps exports
     info = read_export(out_dir)
     if info is None or info.get("weights_hash") != whash:
         info = None

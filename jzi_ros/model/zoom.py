@@ -105,12 +105,22 @@ class ZoomModel(nn.Module):
         The shapes are those that fix its outputs. Map embedding tables are keyed by it.
         Independent of device and of where the weights were loaded from.
         """
-        digest = hashlib.sha256()
-        digest.update(json.dumps(self.config.encoder.shape_dict(), sort_keys=True).encode())
-        state = self.encoder.state_dict()
-        for name in sorted(state):
-            tensor = state[name].detach().to("cpu", torch.float32).contiguous()
-            digest.update(name.encode())
-            digest.update(str(tuple(tensor.shape)).encode())
-            digest.update(tensor.numpy().tobytes())
-        return digest.hexdigest()[:16]
+        shapes = json.dumps(self.config.encoder.shape_dict(), sort_keys=True).encode()
+        return weights_hash(self.encoder, header=shapes)
+
+
+def weights_hash(module: nn.Module, header: bytes = b"") -> str:
+    """
+    Return a SHA-256 prefix over ``header`` and every weight of ``module`` (as float32).
+
+    Independent of device and dtype; names and shapes are hashed with the values.
+    """
+    digest = hashlib.sha256()
+    digest.update(header)
+    state = module.state_dict()
+    for name in sorted(state):
+        tensor = state[name].detach().to("cpu", torch.float32).contiguous()
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()[:16]
