@@ -33,8 +33,8 @@ class FlightSpec:
     frames: int = 200
     rate_hz: float = 1.0
     speed_mps: float = 18.0
-    altitude_m: tuple[float, float] = (95.0, 135.0)
-    pitch_deg: tuple[float, float] = (72.0, 90.0)
+    altitude_m: tuple[float, float] = (220.0, 290.0)
+    pitch_deg: tuple[float, float] = (84.0, 90.0)
     hfov_deg: float = 70.0
     width: int = 320
     height: int = 240

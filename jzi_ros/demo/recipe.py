@@ -42,7 +42,12 @@ from jzi_ros.files import atomic_path, write_json
 GRID, DEPTH, TILE_PX = 4, 3, 112
 # The demo flight's camera is yaw-stabilised north-up (FlightSpec.yaw_mode "north"); training
 # views get a wider yaw spread than the flight's jitter so the model tolerates gimbal error.
-SAMPLING = ViewSampling(heading_deg=(-20.0, 20.0))
+# Survey-drone views like the demo flight's (jzi_ros/demo/flight.py): north-up gimbal, near
+# nadir, 200-320 m up, so a frame spans ~300 m and shows layout (roads, field edges, water)
+# that a small encoder trained from scratch can place; lower, oblique views of uniform fields
+# or housing are ambiguous at the map's 625 m / 156 m levels.
+SAMPLING = ViewSampling(heading_deg=(-20.0, 20.0), altitude_m=(200.0, 320.0),
+                        pitch_deg=(82.0, 90.0))
 
 
 def prepare(out: Path, spec: WorldSpec, dataset: DatasetSpec, progress: bool = True) -> None:
