@@ -77,11 +77,12 @@ def test_stats_counts_and_mean_latency():
 
 def test_worker_processes_newest_survives_errors_and_stops():
     slot, seen, errors = LatestSlot(), [], []
-    gate = threading.Event()
+    gate, started = threading.Event(), threading.Event()
 
     def handle(item):
         if item == "boom":
             raise RuntimeError("bad frame")
+        started.set()
         gate.wait(2.0)
         seen.append(item)
 
@@ -92,7 +93,7 @@ def test_worker_processes_newest_survives_errors_and_stops():
     while not errors and time.monotonic() < deadline:
         time.sleep(0.01)
     slot.put("a")  # the worker blocks on the gate with "a"...
-    time.sleep(0.05)
+    assert started.wait(2.0)
     for frame in ("b", "c", "d"):  # ...meanwhile only the newest survives
         slot.put(frame)
     gate.set()
@@ -105,11 +106,11 @@ def test_worker_processes_newest_survives_errors_and_stops():
 
 
 def test_worker_stop_times_out_on_a_stuck_handler():
-    slot, release = LatestSlot(), threading.Event()
-    worker = Worker(slot, lambda item: release.wait(5.0), lambda err: None)
+    slot, release, started = LatestSlot(), threading.Event(), threading.Event()
+    worker = Worker(slot, lambda item: (started.set(), release.wait(5.0)), lambda err: None)
     worker.start()
     slot.put(1)
-    time.sleep(0.05)
+    assert started.wait(2.0)
     assert worker.stop(timeout_s=0.1) is False
     release.set()
 
