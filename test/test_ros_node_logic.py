@@ -240,7 +240,7 @@ def _image(value, stamp_sec, height=8, encoding="rgb8"):
         data=np.full(height * width * 3, value, np.uint8))
 
 
-def _wait(predicate, timeout_s=3.0):
+def _wait(predicate, timeout_s=10.0):
     deadline = time.monotonic() + timeout_s
     while not predicate() and time.monotonic() < deadline:
         time.sleep(0.01)
