@@ -138,12 +138,10 @@ def _combinations(args: argparse.Namespace) -> list[tuple[str, str, str, int]]:
 
 
 def _samples(args: argparse.Namespace, tree) -> list:
-    from jzi_ros.cli.localize import read_image
-    from jzi_ros.training.manifest import read_manifest
+    from jzi_ros.inference.image import read_image
+    from jzi_ros.training.manifest import samples_in_map
 
-    rows = [s for s in read_manifest(args.manifest)
-            if (args.split == "all" or s.split == args.split)
-            and tree.try_path_of(s.latitude, s.longitude)][:args.limit]
+    rows = samples_in_map(args.manifest, tree, args.split)[:args.limit]
     if not rows:
         raise JziError(f"manifest {args.manifest}: no '{args.split}' frames inside the map")
     return [(read_image(s.image), s.latitude, s.longitude) for s in rows]

@@ -102,20 +102,6 @@ def _line(fix, image: str) -> str:
     return head + (f" [{fix.reason}]" if fix.reason else "")
 
 
-def read_image(path: Path):
-    """Any OpenCV-readable file -> RGB(A)/gray array as stored (the Localizer converts)."""
-    import cv2
-
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise JziError(f"image {path} is missing or not a readable image file")
-    if image.ndim == 3 and image.shape[2] == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    elif image.ndim == 3 and image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
-    return image
-
-
 def _config(args: argparse.Namespace):
     from jzi_ros.inference.localizer import LocalizerConfig
 
@@ -127,6 +113,7 @@ def _config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from jzi_ros.errors import BadImageError
+    from jzi_ros.inference.image import read_image
     from jzi_ros.inference.localizer import Localizer
 
     if args.calibrate is None and not args.images:
@@ -149,11 +136,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _calibrate(localizer, args: argparse.Namespace) -> int:
     from jzi_ros.inference.calibration import calibrate_localizer, save_calibration
-    from jzi_ros.training.manifest import read_manifest
+    from jzi_ros.inference.image import read_image
+    from jzi_ros.training.manifest import samples_in_map
 
-    samples = [s for s in read_manifest(args.calibrate)
-               if args.split == "all" or s.split == args.split]
-    inside = [s for s in samples if localizer.tree.try_path_of(s.latitude, s.longitude)]
+    inside = samples_in_map(args.calibrate, localizer.tree, args.split)
     if len(inside) < 2:
         raise JziError(f"manifest {args.calibrate}: {len(inside)} '{args.split}' frame(s) "
                        "inside the map; calibration needs at least 2 (try --split all)")

@@ -29,8 +29,6 @@ from pathlib import Path
 import sys
 import time
 
-import numpy as np
-
 from jzi_ros.demo.dataset import DatasetSpec, make_dataset, MANIFEST
 from jzi_ros.demo.flow import DEMO_CARD_KEY
 from jzi_ros.demo.stages import make_map, make_world
@@ -65,37 +63,15 @@ def prepare(out: Path, spec: WorldSpec, dataset: DatasetSpec, progress: bool = T
                                         "grid": GRID, "depth": DEPTH})
 
 
-def _validation_estimates(model_path: Path, map_dir: Path, manifest: Path, beam: int):
-    """(estimate_en, truth_en, raw covariance) for every validation image."""
-    import cv2
-
-    from jzi_ros.inference.localizer import Localizer, LocalizerConfig
-    from jzi_ros.training.manifest import read_manifest
-
-    localizer = Localizer.from_paths(map_dir, model_path,
-                                     LocalizerConfig(device="cpu", beam_width=beam))
-    tree = localizer.tree
-    samples = [s for s in read_manifest(manifest) if s.split == "val"]
-    rows = []
-    for start in range(0, len(samples), 32):
-        batch = samples[start:start + 32]
-        images = [cv2.cvtColor(cv2.imread(str(s.image)), cv2.COLOR_BGR2RGB) for s in batch]
-        posteriors, _ = localizer.posteriors(images)
-        for sample, posterior in zip(batch, posteriors):
-            if posterior is None:
-                continue
-            position, _, raw = localizer.estimate(posterior)
-            truth = np.array(tree.to_local(sample.latitude, sample.longitude), np.float64)
-            rows.append((position, truth, raw))
-    return rows, localizer
-
-
 def finalize(run_dir: Path, prepared: Path, out: Path, beam: int = 4,
              checkpoint: str = "best.safetensors") -> dict:
     """Calibrate, stamp the demo card and write ``out`` + its JSON card."""
-    from jzi_ros.inference.calibration import calibrate, save_calibration
+    from jzi_ros.inference.calibration import calibrate_localizer, save_calibration
+    from jzi_ros.inference.image import read_image
+    from jzi_ros.inference.localizer import Localizer, LocalizerConfig
     from jzi_ros.maps.embed import embed_map
     from jzi_ros.model.checkpoint import load_checkpoint, save_checkpoint
+    from jzi_ros.training.manifest import samples_in_map
 
     model, metadata = load_checkpoint(run_dir / checkpoint)
     card = {**_read_card(prepared), "trained": metadata.get("metrics"),
@@ -103,10 +79,11 @@ def finalize(run_dir: Path, prepared: Path, out: Path, beam: int = 4,
     with atomic_path(out) as tmp:
         save_checkpoint(tmp, model, {**metadata, DEMO_CARD_KEY: card})
         embed_map(prepared / "map", tmp, progress=False)
-        rows, localizer = _validation_estimates(tmp, prepared / "map",
-                                                prepared / "dataset" / MANIFEST, beam)
-        calibration = calibrate(rows, beam, localizer.config.position,
-                                localizer.config.sigma_floor_m)
+        localizer = Localizer.from_paths(prepared / "map", tmp,
+                                         LocalizerConfig(device="cpu", beam_width=beam))
+        samples = samples_in_map(prepared / "dataset" / MANIFEST, localizer.tree, "val")
+        calibration = calibrate_localizer(
+            localizer, ((read_image(s.image), s.latitude, s.longitude) for s in samples))
         save_calibration(tmp, calibration)
     info = {"file": out.name, "bytes": out.stat().st_size,
             "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),

@@ -22,9 +22,11 @@ float images in [0, 1] or [0, 255], bool masks, non-contiguous views, and huge i
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
-from jzi_ros.errors import BadImageError
+from jzi_ros.errors import BadImageError, JziError
 
 MIN_SIDE = 2
 
@@ -70,3 +72,17 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
         return np.clip(image.astype(np.float32) * scale, 0, 255).round().astype(np.uint8)
     raise BadImageError(f"image dtype {image.dtype} is not supported; expected uint8 "
                         "(also accepted: uint16, float in [0, 1] or [0, 255], bool)")
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read any OpenCV-readable file as RGB(A)/gray, as stored (:func:`as_rgb_uint8` converts)."""
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise JziError(f"image {path} is missing or not a readable image file")
+    if image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
+    return image

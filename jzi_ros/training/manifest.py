@@ -159,6 +159,13 @@ def label_samples(samples: list[Sample], tree: CellTree) -> LabeledSamples:
     return LabeledSamples(kept, array, skipped)
 
 
+def samples_in_map(path: str | os.PathLike, tree: CellTree, split: str = "all"
+                   ) -> list[Sample]:
+    """Return a manifest's rows of ``split`` (``all``: every row) that lie inside the root."""
+    samples = [s for s in read_manifest(path) if split == "all" or s.split == split]
+    return label_samples(samples, tree).samples
+
+
 def split_train_val(labeled: LabeledSamples, val_fraction: float, seed: int
                     ) -> tuple[LabeledSamples, LabeledSamples]:
     """Use the manifest's own split when it names validation rows; else a seeded random share."""
