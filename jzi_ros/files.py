@@ -82,6 +82,31 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> dict:
         raise JziError(f"{what} {path} is corrupt: {err}") from None
 
 
+def _within(path: Path, other: Path) -> bool:
+    return path == other or other in path.parents
+
+
+def refuse_overlap(output: str | os.PathLike, source: str | os.PathLike, option: str,
+                   what: str) -> None:
+    """
+    Refuse an output that is, contains or lies inside an input (``--overwrite`` would lose it).
+
+    ``source`` may be a file inside a directory dataset (a bag's .db3 next to metadata.yaml):
+    that directory counts as the input too.
+    """
+    out = Path(output).expanduser().resolve()
+    src = Path(source).expanduser().resolve()
+    inputs = [src]
+    if src.is_file() and (src.parent / "metadata.yaml").exists():
+        inputs.append(src.parent)
+    for item in inputs:
+        if _within(out, item) or _within(item, out):
+            relation = ("is" if out == item else "lies inside" if _within(out, item)
+                        else "contains")
+            raise JziError(f"{option} {output} {relation} the {what} {source}: writing it "
+                           f"would replace the input; choose another {option}")
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """

@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from jzi_ros.errors import JziError
 from jzi_ros.files import atomic_open, write_json
+from jzi_ros.inference.image import check_image_files
 from jzi_ros.maps.embed import check_model_matches_tree, embed_views, write_map_embeddings
 from jzi_ros.maps.pyramid import MapPyramid
 from jzi_ros.model.checkpoint import load_checkpoint, save_checkpoint
@@ -177,10 +178,9 @@ def _train(config: TrainConfig, resume: bool, progress: bool, log: Callable[[str
         first = labeled.skipped[0]
         log(f"skipped {len(labeled.skipped)} sample(s) outside the map's root square "
             f"(first: {first.image.name} at {first.latitude:.6f}, {first.longitude:.6f})")
-    missing = [s.image for s in labeled.samples if not s.image.is_file()]
-    if missing:  # fail now, not hours later inside a DataLoader worker
-        raise JziError(f"dataset manifest {config.manifest}: {len(missing)} image file(s) "
-                       f"missing (first: {missing[0]})")
+    # every image checked now (missing, truncated, undecodable), not mid-epoch in a worker
+    check_image_files([s.image for s in labeled.samples], f"dataset manifest {config.manifest}",
+                      workers=max(2, config.num_workers))
     train_set, val_set = split_train_val(labeled, config.val_fraction, config.seed)
     if not len(train_set):
         raise JziError(f"dataset manifest {config.manifest}: no training samples inside map "
