@@ -72,6 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--manifest: at most this many frames")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--export-dir", default=None, metavar="DIR",
+                        help="ONNX/engine folder for onnxruntime/tensorrt (default: "
+                             "$XDG_CACHE_HOME/jzi_ros/exports/<weights hash>/)")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE",
                         help="also write the rows as JSON (backend, device, dtype, encoder_ms, "
                              "frame_ms, paper_way_ms, each {median, p95})")
@@ -174,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
         for backend, device, precision, beam in _combinations(args):
             label = f"{backend}/{device}/{precision}/beam {beam}"
             config = LocalizerConfig(beam_width=beam, backend=backend, device=device,
-                                     precision=precision, warmup_frames=0)
+                                     precision=precision, warmup_frames=0,
+                                     export_dir=args.export_dir)
             try:
                 localizer = Localizer.from_paths(map_dir, model_path, config)
             except JziError as err:

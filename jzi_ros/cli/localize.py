@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="altitude reported with every fix, metres")
     parser.add_argument("--export-dir", default=None,
                         help="ONNX/engine folder for the onnxruntime/tensorrt backends "
-                             "(default: <checkpoint>.onnx/ next to the checkpoint)")
+                             "(default: $XDG_CACHE_HOME/jzi_ros/exports/<weights hash>/)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object per image instead of a text line")
     parser.add_argument("--calibrate", type=Path, default=None, metavar="MANIFEST",

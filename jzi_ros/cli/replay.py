@@ -176,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_arguments(parser)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     args = parser.parse_args(_strip_ros_args(sys.argv[1:] if argv is None else argv))
+    from jzi_ros.cli.main import terminate_like_interrupt
+    terminate_like_interrupt()
     logging.basicConfig(level=logging.WARNING if not args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -67,7 +67,7 @@ class LocalizerConfig:
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     precision: str = "auto"  # auto (fp16 on CUDA, fp32 on CPU), fp32, fp16
     max_image_side: int = 4096  # larger images are subsampled first (bounded time/memory)
-    export_dir: str | None = None  # ONNX/engine folder; default: <checkpoint>.onnx/
+    export_dir: str | None = None  # ONNX/engine folder; default: the user cache (export.py)
     force_engine_update: bool = False  # rebuild TensorRT engines even if cached
     max_workspace_size: int = 1 << 30  # TensorRT builder workspace, bytes
     cuda_graph: bool = True  # torch on CUDA: capture encoder/decoder in CUDA graphs
