@@ -142,7 +142,7 @@ def _map_table(pyramid: MapPyramid, model: ZoomModel, config: TrainConfig,
                info: ddp.DistInfo, log: Callable[[str], None]) -> torch.Tensor:
     """Return the map's stored table for this encoder, computing and storing it when missing."""
     encoder_hash = model.encoder_hash()
-    if info.is_main and pyramid.embeddings_hash() != encoder_hash:
+    if info.is_main and not pyramid.has_embeddings(encoder_hash):
         log(f"embedding {pyramid.tree.num_views} map views with encoder {encoder_hash}")
         write_map_embeddings(pyramid, model.to(info.device), config.embed_batch_size,
                              info.device, progress=True, info={"source": "jzi train"})
@@ -311,7 +311,7 @@ def _finish(config: TrainConfig, pyramid: MapPyramid, model: ZoomModel, history:
                                                 "map": str(pyramid.path),
                                                 "epoch": len(history), "best_metric": None})
         shipped, _ = load_checkpoint(out / BEST, device=info.device)
-        if pyramid.embeddings_hash() != shipped.encoder_hash():
+        if not pyramid.has_embeddings(shipped.encoder_hash()):
             # the encoder changed in training: the map's table must match what we ship
             log("re-embedding the map with the trained encoder of best.safetensors")
             write_map_embeddings(pyramid, shipped, config.embed_batch_size, info.device,
