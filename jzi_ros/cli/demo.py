@@ -76,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.frames < 1:
         raise JziError(f"--frames must be >= 1, got {args.frames}")
+    from jzi_ros.extras import require_extra
+    require_extra("jzi demo", "maps", "replay")  # the world GeoTIFF, the bag, the plots
     options = DemoOptions(workdir=args.workdir or default_workdir(), frames=args.frames,
                           seed=args.seed, force=args.force, model=args.model,
                           progress=not args.no_progress, beam_width=args.beam)

@@ -104,6 +104,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except JziError as err:
         print(f"jzi {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as err:
+        from jzi_ros.extras import missing_extra_message
+        message = missing_extra_message(err)
+        if message is None:
+            raise
+        print(f"jzi {args.command}: error: {message}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as err:
         terminated = isinstance(err, Terminated)
         print(f"jzi {args.command}: {'terminated' if terminated else 'interrupted'}",

@@ -125,6 +125,8 @@ def _embed(map_dir, model, batch_size: int, device: str, progress: bool) -> None
 
 
 def _build(args) -> int:
+    from jzi_ros.extras import require_extra
+    require_extra("jzi map build", "maps")
     from jzi_ros.maps.build import build_pyramid_timed
     tree = _tree(args)
     if args.model:  # before minutes of rendering, not after

@@ -112,6 +112,8 @@ def _localizer(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from jzi_ros.extras import require_extra
+    require_extra("replay", "replay", modules=None if not args.no_plots else ("rosbags",))
     from jzi_ros.evaluation.metrics import fmt
     from jzi_ros.evaluation.outbag import BagOutputOptions, write_fix_bag
     from jzi_ros.evaluation.replay import replay_bag, ReplayOptions
@@ -184,6 +186,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args)
     except JziError as err:
         print(f"replay: error: {err}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:
+        from jzi_ros.extras import missing_extra_message
+        message = missing_extra_message(err)
+        if message is None:
+            raise
+        print(f"replay: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("replay: interrupted", file=sys.stderr)
