@@ -108,8 +108,8 @@ def decode_image(data, what: str) -> np.ndarray:
                             f"{data.size} bytes)")
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0:
-        raise BadImageError(f"{what} ({data.size} bytes) could not be decoded (corrupt, "
-                            "truncated or not an image format OpenCV reads)")
+        raise BadImageError(f"{what} ({data.size} bytes) is not a readable image (corrupt, "
+                            "truncated or a format OpenCV does not read)")
     if image.ndim == 3 and image.shape[2] == 3:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     elif image.ndim == 3 and image.shape[2] == 4:
@@ -172,3 +172,30 @@ def check_image_files(paths, what: str, workers: int = 4) -> None:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise BadImageError(f"{what}: {len(problems)} of {len(paths)} image file(s) unusable: "
                             f"{shown}{more}; fix or remove them from the manifest")
+
+
+MAX_ASPECT = 8.0  # wider/taller frames are slivers, not camera views (a 750 x 2 px frame)
+MIN_CONTRAST = 8  # grey levels between the 1st and 99th percentile; below: a uniform frame
+
+
+def degenerate_reason(image: np.ndarray) -> str | None:
+    """
+    Return why a converted uint8 RGB frame carries no place information, or None if it may.
+
+    A sliver (aspect ratio above :data:`MAX_ASPECT`) or a uniform frame (black, lens cap,
+    overexposed, a dead sensor: less than :data:`MIN_CONTRAST` grey levels between its 1st and
+    99th percentile). The Localizer makes these NO_FIX with this reason instead of letting the
+    policy pick a cell for them.
+    """
+    height, width = image.shape[:2]
+    aspect = max(height, width) / max(1, min(height, width))
+    if aspect > MAX_ASPECT:
+        return (f"degenerate frame: {width} x {height} px, aspect ratio {aspect:.0f}:1 "
+                f"(above {MAX_ASPECT:g}:1)")
+    step = max(1, max(height, width) // 256)  # percentiles of a subsample: bounded cost
+    grey = image[::step, ::step].mean(axis=2)
+    low, high = np.percentile(grey, [1, 99])
+    if high - low < MIN_CONTRAST:
+        return (f"degenerate frame: no texture (grey levels {low:.0f}..{high:.0f}: black, "
+                f"lens cap, overexposed or uniform)")
+    return None
