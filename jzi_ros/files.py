@@ -143,12 +143,12 @@ def refuse_overlap(output: str | os.PathLike, source: str | os.PathLike, option:
     src = Path(source).expanduser().resolve()
     inputs = [src]
     if src.is_file() and (src.parent / "metadata.yaml").exists():
-        inputs.append(src.parent)
+        inputs.insert(0, src.parent)
     for item in inputs:
         if _within(out, item) or _within(item, out):
             relation = ("is" if out == item else "lies inside" if _within(out, item)
                         else "contains")
-            raise JziError(f"{option} {output} {relation} the {what} {source}: writing it "
+            raise JziError(f"{option} {output} {relation} the {what} {item}: writing it "
                            f"would replace the input; choose another {option}")
 
 

@@ -78,24 +78,26 @@ def _raise_terminated(signum, frame) -> None:
     raise Terminated()
 
 
-def terminate_like_interrupt() -> None:
+def terminate_like_interrupt():
     """
     Make SIGTERM unwind like SIGINT (``kill``, systemd, docker stop, a timeout).
 
     Python's default SIGTERM ends the process without running ``finally`` blocks, which left
-    multi-GB ``.NAME.*.tmp`` map builds and partial exports behind.
+    multi-GB ``.NAME.*.tmp`` map builds and partial exports behind. Returns the previous
+    handler (None off the main thread, where signals cannot be set).
     """
     import signal
     import threading
 
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_terminated)
+        return signal.signal(signal.SIGTERM, _raise_terminated)
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    terminate_like_interrupt()
+    previous = terminate_like_interrupt()
     level = logging.WARNING if args.verbose == 0 else (
         logging.INFO if args.verbose == 1 else logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
@@ -116,6 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"jzi {args.command}: {'terminated' if terminated else 'interrupted'}",
               file=sys.stderr)
         return 143 if terminated else 130
+    finally:
+        if previous is not None:  # main() called from Python (tests): leave it as it was
+            import signal
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -183,7 +183,8 @@ def calibrate(estimates: Iterable[tuple], beam_width: int, position: str, sigma_
         confidence = np.array([r[3] for r in rows], dtype=np.float64)
         threshold = fit_confidence_gate(confidence, distance <= placed_radius_m)
         accepted = confidence >= threshold
-        levels = sorted({0.0, threshold, *np.quantile(confidence, [0.25, 0.5, 0.75, 0.9])})
+        quantiles = np.quantile(confidence, [0.25, 0.5, 0.75, 0.9])
+        levels = sorted({round(float(t), 6) for t in (0.0, threshold, *quantiles)})
         tradeoff = gate_tradeoff(confidence, distance, placed_radius_m, levels)
         if accepted.sum() < 2:  # too few to fit a scale on: fit it on every frame
             LOG.warning("confidence gate %.3g keeps %d validation frame(s); the covariance "
