@@ -53,7 +53,7 @@ def rss_mib() -> float:
 
 
 def read_demo_frames(bag: Path, tree) -> list[tuple[np.ndarray, tuple[float, float, float]]]:
-    """Decoded frames of the demo bag with their ground-truth (east, north, altitude)."""
+    """Return the demo bag's decoded frames with their ground truth (east, north, altitude)."""
     frames, truth = [], []
     with open_bag(bag) as reader:
         for conn, _, raw in reader.messages():

@@ -21,7 +21,6 @@ named ``test_13_N_...`` after the item it closes. The docs table is docs/bad-inp
 import json
 import os
 from pathlib import Path
-import signal
 import subprocess
 import sys
 import textwrap
@@ -238,7 +237,7 @@ def test_13_6_gate_is_fitted_on_validation_and_used_by_default(tiny_checkpoint):
     result.confidence_threshold = 1.0  # nothing passes: every frame NO_FIX
     save_calibration(ckpt, result)
     image = world_of(pyramid).ground_image(0.0, 0.0)
-    base = dict(backend="torch", device="cpu", warmup_frames=0)
+    base = {"backend": "torch", "device": "cpu", "warmup_frames": 0}
     gated = Localizer.from_paths(pyramid.path, ckpt, LocalizerConfig(**base)).localize(image)
     assert not gated.ok and "below threshold 1" in gated.reason
     for override in (0.0, 1e-9):  # 0 disables, a number overrides

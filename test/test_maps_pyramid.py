@@ -151,7 +151,8 @@ def test_embeddings_round_trip_and_stale_hash(pyramid):
     loaded = MapPyramid.open(pyramid.path).load_embeddings("enc-a")
     assert loaded.dtype == np.float16 and loaded.shape == (t.num_views, 12)
     np.testing.assert_allclose(loaded, table, rtol=2e-3, atol=2e-3)
-    with pytest.raises(JziError, match=r"encoder\(s\) enc-a, but.*encoder is enc-b.*jzi map embed"):
+    with pytest.raises(JziError,
+                       match=r"encoder\(s\) enc-a, but.*encoder is enc-b.*jzi map embed"):
         pyramid.load_embeddings("enc-b")
     # Embedding with another encoder adds a table: the first model keeps working (issue 13.2).
     pyramid.write_embeddings(table[:, :4], "enc-b", {"model": "second.safetensors"})
