@@ -129,7 +129,7 @@ def bench_localizer(localizer, image_rgb: np.ndarray, frames: int = 30, warmup: 
 
 def accuracy(localizer, samples: list[tuple[np.ndarray, float, float]]) -> dict:
     """Median error, recall at 1/2/4 terminal-cell sides and mean NEES over labelled frames."""
-    from jzi_ros.evaluation.metrics import nees_2d
+    from jzi_ros.inference.posterior import nees_2d
 
     tree = localizer.tree
     errors, nees_rows = [], []
@@ -147,6 +147,15 @@ def accuracy(localizer, samples: list[tuple[np.ndarray, float, float]]) -> dict:
             "mean_nees": round(float(np.mean(nees_rows)), 3)}
 
 
+def speed_words(speedup: float | None) -> str:
+    """Say ``2.50x faster`` or ``1.61x slower`` (never "0.62x faster"); "-" when unknown."""
+    if not speedup:
+        return "-"
+    if speedup >= 1.0:
+        return f"{speedup:.2f}x faster"
+    return f"{1.0 / speedup:.2f}x slower"
+
+
 def format_table(rows: list[BenchRow]) -> str:
     head = ("| backend | device | dtype | beam | encoder ms (med / p95) | frame ms (med / p95) "
             "| paper way ms (med / p95) | frame / encoder | vs paper way |")
@@ -154,7 +163,7 @@ def format_table(rows: list[BenchRow]) -> str:
     for r in rows:
         paper = (f"{r.paper_way_ms['median']:.2f} / {r.paper_way_ms['p95']:.2f}"
                  if r.paper_way_ms else "-")
-        speed = f"{r.speedup_vs_paper:.2f}x faster" if r.speedup_vs_paper else "-"
+        speed = speed_words(r.speedup_vs_paper)
         lines.append(f"| {r.backend} | {r.device} | {r.dtype} | {r.beam_width} | "
                      f"{r.encoder_ms['median']:.2f} / {r.encoder_ms['p95']:.2f} | "
                      f"{r.frame_ms['median']:.2f} / {r.frame_ms['p95']:.2f} | {paper} | "
