@@ -30,12 +30,14 @@ from jzi_ros.errors import JziError
 T = TypeVar("T")
 
 
-def reject_unknown(given: Iterable[str], allowed: Iterable[str], what: str) -> None:
+def reject_unknown(given: Iterable[str], allowed: Iterable[str], what: str,
+                   noun: str = "key") -> None:
     """Raise a JziError naming ``what``, the unknown keys and the allowed ones, if any."""
     allowed = set(allowed)
     unknown = sorted(set(given) - allowed)
     if unknown:
-        raise JziError(f"{what}: unknown key(s) {unknown}; expected some of {sorted(allowed)}")
+        raise JziError(f"{what}: unknown {noun}(s) {unknown}; expected some of "
+                       f"{sorted(allowed)}")
 
 
 def from_mapping(cls: type[T], data: Any, what: str) -> T:

@@ -51,7 +51,7 @@ def import_graph() -> dict[str, set[str]]:
 
 
 def unit_of(module: str) -> str:
-    """Return the subpackage (or top-level module) a module belongs to: jzi_ros.maps.build -> maps."""
+    """Return the subpackage (or top-level module) of a module: jzi_ros.maps.build -> maps."""
     return module.split(".")[1] if "." in module else module
 
 

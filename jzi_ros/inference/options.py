@@ -38,7 +38,7 @@ from jzi_ros.inference.backends.base import PRECISIONS
 from jzi_ros.inference.localizer import LocalizerConfig
 from jzi_ros.inference.posterior import POSITION_MODES
 
-__all__ = ["add_localizer_arguments", "BACKENDS", "localizer_config", 
+__all__ = ["add_localizer_arguments", "BACKENDS", "localizer_config",
            "POSITION_MODES", "PRECISIONS", "SWEEPABLE"]
 
 # options `jzi bench` may take several values of (it times every combination)
@@ -60,27 +60,30 @@ def _positive_int(text: str) -> int:
 def _options() -> list[tuple[tuple[str, ...], dict[str, Any]]]:
     """Return (flags, add_argument keywords) of every option; dest = the config field."""
     return [
-        (("--backend",), dict(choices=BACKENDS, help="inference runtime; auto: TensorRT > "
-                              "ONNX Runtime CUDA > torch CUDA > ONNX Runtime CPU > torch CPU")),
-        (("--device",), dict(help="auto, cpu, cuda or cuda:N")),
-        (("--precision",), dict(choices=("auto",) + PRECISIONS, help="auto: fp16 on CUDA, fp32 on CPU")),
-        (("--beam-width", "--beam"), dict(type=_positive_int,
-                                          help="beam width (1 = the paper's greedy decoding)")),
-        (("--position",), dict(choices=POSITION_MODES, help="top: centre of the best cell "
-                               "(paper); mean: beam-weighted mean")),
-        (("--confidence-threshold", "--threshold"), dict(
-            type=float, help="confidence (top path probability, 0..1) below which a frame is "
-                             "NO_FIX; 0 disables")),
-        (("--sigma-floor-m", "--sigma-floor"), dict(
-            type=float, help="minimum 1-sigma of the horizontal covariance, metres")),
-        (("--covariance-scale",), dict(
-            type=float, help="multiply the covariance by this instead of the checkpoint's "
-                             "calibrated scale")),
-        (("--altitude-m", "--altitude"), dict(type=float,
-                                              help="altitude reported with every fix, metres")),
-        (("--max-image-side",), dict(type=int, help="larger images are subsampled first")),
-        (("--export-dir",), dict(help="ONNX/engine folder of the onnxruntime/tensorrt backends "
-                                      "(default: <checkpoint>.onnx/ beside the checkpoint)")),
+        (("--backend",), {"choices": BACKENDS,
+                          "help": "inference runtime; auto: TensorRT > ONNX Runtime CUDA > "
+                                  "torch CUDA > ONNX Runtime CPU > torch CPU"}),
+        (("--device",), {"help": "auto, cpu, cuda or cuda:N"}),
+        (("--precision",), {"choices": ("auto",) + PRECISIONS,
+                            "help": "auto: fp16 on CUDA, fp32 on CPU"}),
+        (("--beam-width", "--beam"), {"type": _positive_int,
+                                      "help": "beam width (1 = the paper's greedy decoding)"}),
+        (("--position",), {"choices": POSITION_MODES,
+                           "help": "top: centre of the best cell (paper); mean: beam-weighted "
+                                   "mean"}),
+        (("--confidence-threshold", "--threshold"), {
+            "type": float, "help": "confidence (top path probability, 0..1) below which a "
+                                   "frame is NO_FIX; 0 disables"}),
+        (("--sigma-floor-m", "--sigma-floor"), {
+            "type": float, "help": "minimum 1-sigma of the horizontal covariance, metres"}),
+        (("--covariance-scale",), {
+            "type": float, "help": "multiply the covariance by this instead of the "
+                                   "checkpoint's calibrated scale"}),
+        (("--altitude-m", "--altitude"), {"type": float,
+                                          "help": "altitude reported with every fix, metres"}),
+        (("--max-image-side",), {"type": int, "help": "larger images are subsampled first"}),
+        (("--export-dir",), {"help": "ONNX/engine folder of the onnxruntime/tensorrt backends "
+                                     "(default: <checkpoint>.onnx/ beside the checkpoint)"}),
     ]
 
 
@@ -105,7 +108,7 @@ def add_localizer_arguments(parser: argparse.ArgumentParser, *, sweep: bool = Fa
         dest = flags[0][2:].replace("-", "_")
         value = getattr(config, dest)
         if sweep and dest in SWEEPABLE:
-            kwargs = dict(kwargs, nargs="+")
+            kwargs = {**kwargs, "nargs": "+"}
             value = [value]
         group.add_argument(*flags, dest=dest, default=value, metavar=dest.upper()
                            if "choices" not in kwargs else None, **kwargs)
