@@ -30,7 +30,7 @@ import sys
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PATHS = ("jzi_ros", "test", "launch", "benchmarks", "setup.py")
+PATHS = ("jzi_ros", "test", "launch", "benchmarks", "tools", "setup.py")
 
 # ament_flake8 loads these plugins; without one its codes would silently go unchecked.
 FLAKE8_PLUGINS = ("flake8_builtins", "flake8_comprehensions", "flake8_docstrings",

@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default: next to the checkpoint, <name>.onnx/; "
                              "the backends look there by default)")
-    parser.add_argument("--beam", type=int, default=None,
+    parser.add_argument("--beam-width", "--beam", dest="beam", type=int, default=None,
                         help="beam width baked into the decoder graph (default: the "
                              "localizer's default beam width)")
     parser.add_argument("--batch", type=int, default=1,
