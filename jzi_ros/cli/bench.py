@@ -67,34 +67,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "frame_ms, paper_way_ms, each {median, p95})")
 
 
-def _preset_setup(name: str, grid: int, depth: int, folder: Path) -> tuple[Path, Path]:
-    """Build a random model of a named size + a synthetic map embedded with random vectors."""
-    import numpy as np
-    import torch
-
-    from jzi_ros.geo import CellTree
-    from jzi_ros.maps.pyramid import write_pyramid
-    from jzi_ros.model.checkpoint import save_checkpoint
-    from jzi_ros.model.config import ModelConfig
-    from jzi_ros.model.zoom import ZoomModel
-
-    torch.manual_seed(0)
-    model = ZoomModel(ModelConfig.preset(name, grid=grid, depth=depth))
-    model_path = folder / f"{name}.safetensors"
-    save_checkpoint(model_path, model, {"source": "jzi bench --preset (random weights)"})
-    tree = CellTree(38.9, -77.03, 10_000.0, grid=grid, depth=depth)
-
-    def render(path):
-        # small tiles: the paper way resizes them to the encoder size anyway
-        seed = tree.view_index(path) if len(path) < depth else 0
-        return np.random.default_rng(seed).integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    pyramid = write_pyramid(folder / "map", tree, 32, render, {"synthetic": "bench"},
-                            progress=False)
-    table = np.random.default_rng(1).standard_normal((tree.num_views, model.embed_dim))
-    pyramid.write_embeddings(table.astype(np.float16), model.encoder_hash())
-    return pyramid.path, model_path
-
-
 def _combinations(args: argparse.Namespace) -> list[tuple[str, str, str, int]]:
     import torch
 
@@ -141,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from jzi_ros.files import write_json
-    from jzi_ros.inference.bench import accuracy, bench_localizer, format_table
+    from jzi_ros.inference.bench import (accuracy, bench_localizer, format_table,
+                                         synthetic_setup)
     from jzi_ros.inference.localizer import Localizer
     from jzi_ros.inference.options import localizer_config
 
@@ -156,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         if args.preset is not None:
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="jzi-bench-")))
             print(f"building a random {args.preset} model and a synthetic map in {folder} ...")
-            map_dir, model_path = _preset_setup(args.preset, args.grid, args.depth, folder)
+            map_dir, model_path = synthetic_setup(args.preset, args.grid, args.depth, folder)
         image = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
         samples = None
         for backend, device, precision, beam in _combinations(args):
