@@ -24,6 +24,9 @@ libraries' own choice (all cores), which is faster only on an otherwise idle mac
 """
 from __future__ import annotations
 
+import os
+import sys
+
 from jzi_ros.errors import JziError
 
 # measured: `jzi bench --preset demo --backend torch --device cpu --threads 1|2`, idle and with
@@ -39,13 +42,20 @@ def check_threads(threads: int, what: str = "threads") -> int:
 
 
 def set_threads(threads: int) -> None:
-    """Limit torch's and OpenCV's CPU threads to ``threads`` (0: leave the libraries' choice)."""
+    """
+    Limit torch's and OpenCV's CPU threads to ``threads`` (0: leave the libraries' choice).
+
+    Before torch is imported this only sets ``OMP_NUM_THREADS``, which torch reads when it
+    starts, so a command that never needs torch (``jzi map info``) does not pay its import.
+    """
     threads = check_threads(threads)
     if threads == 0:
         return
     import cv2
-    import torch
 
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
+    torch = sys.modules.get("torch")
+    if torch is None:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+    elif torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)

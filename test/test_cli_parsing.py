@@ -146,6 +146,7 @@ def test_bench_says_slower_when_slower():
     assert speed_words(None) == "-"
 
 
+@pytest.mark.slow  # a jzi process
 def test_closed_pipe_is_not_a_traceback(tiny_map):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(ROOT), os.environ.get("PYTHONPATH", "")]))

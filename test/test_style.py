@@ -102,6 +102,7 @@ def test_license_file():
     assert "Apache 2 License" in (ROOT / "CONTRIBUTING.md").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow  # flake8 over the whole tree
 def test_flake8():
     missing = _missing("flake8", *FLAKE8_PLUGINS)
     if missing:

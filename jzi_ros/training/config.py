@@ -31,6 +31,7 @@ import yaml
 
 from jzi_ros.config import from_mapping
 from jzi_ros.errors import JziError
+from jzi_ros.evaluation.metrics import DEFAULT_RECALL_M
 from jzi_ros.model.config import deep_merge, ModelConfig, PRESETS
 
 PATH_FIELDS = ("manifest", "map", "out", "init")
@@ -38,7 +39,7 @@ WEIGHTS_KEY = ["model", "encoder", "weights"]
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 FLOAT_FIELDS = ("lr", "encoder_lr_scale", "weight_decay", "warmup", "label_smoothing",
                 "grad_clip", "val_fraction")
-METRICS = ("recall@25m", "recall@50m", "recall@100m", "exact", "val_loss")
+METRICS = tuple(f"recall@{d:g}m" for d in DEFAULT_RECALL_M) + ("exact", "val_loss")
 
 
 @dataclass
