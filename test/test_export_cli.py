@@ -20,6 +20,7 @@ import pytest
 
 from jzi_ros.cli.main import main
 from jzi_ros.inference.export import EXPORT_JSON
+from jzi_ros.inference.localizer import Localizer, LocalizerConfig
 from jzi_ros.inference.parity import check_export
 from support import make_tiny_checkpoint, make_tiny_map
 
@@ -41,6 +42,12 @@ def test_export_command_writes_the_folder_and_checks_parity(tmp_path, capsys):
     # the library harness the command prints
     parity = check_export(ckpt, out, 3)
     assert parity.ok() and parity.frames == 2
+    # the thread setting reaches ONNX Runtime's own pool
+    config = LocalizerConfig(backend="onnxruntime", device="cpu", beam_width=3, threads=1,
+                             export_dir=str(out))
+    localizer = Localizer.from_paths(pyramid.path, ckpt, config)
+    assert localizer.backend.encoder.get_session_options().intra_op_num_threads == 1
+    localizer.close()
     # a bad value is one line, exit code 2, and nothing is written
     assert main(["export", "--model", str(tmp_path / "missing.safetensors"), "--out",
                  str(tmp_path / "x")]) == 2

@@ -20,6 +20,7 @@ The graph is read from the source (AST), imports inside functions included: an i
 into a function to break a cycle is still a cycle for a reader.
 """
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,7 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+@functools.lru_cache(maxsize=1)
 def import_graph() -> dict[str, set[str]]:
     """Return module -> the jzi_ros modules it imports (anywhere in the file)."""
     modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
@@ -103,7 +105,7 @@ def test_no_import_cycle_between_files():
 
 def test_no_import_cycle_between_subpackages():
     units: dict[str, set[str]] = {}
-    for module, targets in import_graph().items():
+    for module, targets in import_graph().items():  # read only: the graph is cached
         units.setdefault(unit_of(module), set()).update(
             unit_of(t) for t in targets if unit_of(t) != unit_of(module))
     assert cycles(units) == []

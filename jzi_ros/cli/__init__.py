@@ -16,7 +16,10 @@
 The ``jzi`` command line: argument parsing only; each subcommand calls one core function.
 
 Every module in this package that defines ``COMMAND``, ``HELP``, ``add_arguments(parser)`` and
-``run(args) -> int`` becomes a subcommand (see main.py).
+``run(args) -> int`` becomes a subcommand (see main.py). A command that localizes adds the
+shared localizer options with ``jzi_ros.inference.options.add_localizer_arguments``; main.py
+adds ``-v`` and ``--threads`` to every command (:func:`add_common_arguments`). Adding a flag to
+a command is one ``add_argument`` line in its module.
 """
 from __future__ import annotations
 

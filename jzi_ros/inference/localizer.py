@@ -174,7 +174,7 @@ class Localizer:
                            beam_width=config.beam_width, export_dir=config.export_dir,
                            force_engine_update=config.force_engine_update,
                            max_workspace_size=config.max_workspace_size,
-                           cuda_graph=config.cuda_graph)
+                           cuda_graph=config.cuda_graph, threads=config.threads)
         backend = create_backend(config.backend, spec, config.device, config.precision)
         localizer = cls(pyramid, model_path, config, backend, model_config, header["metadata"])
         localizer.warmup(config.warmup_frames)
