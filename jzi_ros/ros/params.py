@@ -16,7 +16,7 @@
 The node's parameters in one ROS-free table.
 
 The node declares from it, the config test checks ``config/localize.yaml`` against it, and the
-README table is generated from it.
+parameter table in docs/ros.md is generated from it (tools/update_docs.py).
 
 Topic defaults are relative ("jzi/fix" is /jzi/fix in the root namespace) so that a launch
 ``namespace`` moves them along with the node.
@@ -202,7 +202,7 @@ def check_value(spec: ParamSpec, value: Any) -> Any:
 
 
 def markdown_table() -> str:
-    """Render the README parameters table."""
+    """Render the parameters table of docs/ros.md."""
     lines = ["| name | type | default | runtime | description |", "|---|---|---|---|---|"]
     for spec in PARAMETERS:
         extra = f" One of: {', '.join(spec.choices)}." if spec.choices else ""
