@@ -46,7 +46,7 @@ LOG = logging.getLogger(__name__)
 
 __all__ = ["BadImageError", "DEFAULT_BEAM_WIDTH", "Localizer", "LocalizerConfig"]
 
-# Chosen by measurement (`jzi bench --manifest ... --beam 1 2 4 8 16`, table in docs/benchmarks.md):
+# Chosen by measurement (`jzi bench --manifest ... --beam 1 2 4 8 16`, docs/benchmarks.md):
 # on the demo setup beam 4 costs ~1 ms more per frame than greedy (beam 16: ~6 ms), and its
 # spread gives the covariance several hypotheses (mean NEES 1.9 after calibration vs 22 for
 # greedy, whose covariance is only the within-cell term). Accuracy did not separate the widths

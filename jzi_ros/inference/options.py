@@ -18,9 +18,10 @@ One set of localizer options for every command that localizes, and their one loa
 
 ``jzi localize``, ``replay``, ``bench`` and ``demo`` take the same flags with the same names;
 each flag is named after its :class:`LocalizerConfig` field (``--beam-width`` is
-``beam_width``), as is the node's parameter, so a setting reads the same in a command line, a
-params file and the docs. A new LocalizerConfig setting becomes a flag here, once. (``threads``
-is a process setting every ``jzi`` command takes; see jzi_ros.cli.add_common_arguments.)
+``beam_width``), as is the node's parameter where the node has one, so a setting reads the
+same in a command line, a params file and the docs. A new LocalizerConfig setting becomes a
+flag here, once. (``threads`` is a process setting every ``jzi`` command takes; see
+jzi_ros.cli.add_common_arguments.)
 
 The choice tuples live where their meaning is defined (``BACKENDS`` with the backends,
 ``POSITION_MODES`` with the posterior, ``PRECISIONS`` with the backend spec) and are
@@ -99,7 +100,8 @@ def add_localizer_arguments(parser: argparse.ArgumentParser, *, sweep: bool = Fa
     if reject:
         raise ValueError(f"add_localizer_arguments: unknown default(s) {sorted(reject)}")
     config = dataclasses.replace(LocalizerConfig(warmup_frames=0), **defaults)
-    about = "the same options in every command that localizes; named as the node's parameters"
+    about = ("the same options in every command that localizes, named after LocalizerConfig "
+             "fields and the node's parameters")
     if sweep:
         about += (f"; {', '.join(SWEEPABLE)} take several values (every combination is timed; "
                   "backend auto: every installed one; device auto: cpu and cuda)")

@@ -31,6 +31,7 @@ from jzi_ros.geo import CellTree, haversine_m
 from jzi_ros.inference.decode import beam_search
 from jzi_ros.model.zoom import ZoomModel
 
+
 def path_errors_m(tree: CellTree, predicted: np.ndarray, latitudes: np.ndarray,
                   longitudes: np.ndarray) -> np.ndarray:
     """Metres between each predicted cell's centre and the true position."""
