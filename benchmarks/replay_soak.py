@@ -18,8 +18,9 @@ Replay soak: a 10,000-frame bag through ``replay_bag`` with memory sampled every
 Issue 13's "Done when": a long replay must keep its memory flat (no per-frame leak in decoding,
 the localizer or the bag reader). The bag repeats the frames of a ``jzi demo`` bag with new,
 increasing stamps (frames repeated are fine for a soak); the localizer is the demo's (shipped
-model, torch CPU). Prints the resident set size (VmRSS) and Python's traced heap every
-``--every`` frames, and the growth per frame after the first sample. The replay keeps one
+model, torch CPU). Prints the resident set size (VmRSS) and the number of live Python objects
+(after a collection) every ``--every`` frames, and the growth per frame after the first
+sample. The replay keeps one
 small FrameRecord per frame for its report by design: that is the only expected growth.
 
     jzi demo --workdir /tmp/soak-demo          # once: world, map, embeddings, 200-frame bag
@@ -33,7 +34,6 @@ import itertools
 from pathlib import Path
 import sys
 import time
-import tracemalloc
 
 import numpy as np
 
@@ -76,15 +76,14 @@ class SampledLocalizer:
         self.every = every
         self.calls = 0
         self.started = time.perf_counter()
-        self.samples: list[tuple[int, float, float, float]] = []
+        self.samples: list[tuple[int, float, int, float]] = []
 
     def sample(self) -> None:
         gc.collect()
-        heap, _ = tracemalloc.get_traced_memory()
-        self.samples.append((self.calls, rss_mib(), heap / 2**20,
+        self.samples.append((self.calls, rss_mib(), len(gc.get_objects()),
                              time.perf_counter() - self.started))
-        frames, rss, heap_mib, seconds = self.samples[-1]
-        print(f"frame {frames:6d}: RSS {rss:8.1f} MiB, traced heap {heap_mib:7.1f} MiB, "
+        frames, rss, objects, seconds = self.samples[-1]
+        print(f"frame {frames:6d}: RSS {rss:8.1f} MiB, {objects:9,d} Python objects, "
               f"{seconds:6.0f} s", flush=True)
 
     def localize(self, image_rgb):
@@ -120,19 +119,17 @@ def main(argv: list[str] | None = None) -> int:
     write_bag(bag, localizer.tree, frames, overwrite=True)
     print(f"soak bag: {args.frames} frames (the demo's {len(source)} repeated) in "
           f"{time.perf_counter() - began:.0f} s -> {bag}", flush=True)
-    tracemalloc.start()
     sampled = SampledLocalizer(localizer, args.every)
     sampled.sample()  # frame 0: after the bag scan and model load, before any frame
     result = replay_bag(bag, sampled, ReplayOptions(IMAGE_TOPIC, GT_TOPIC, progress=False))
-    tracemalloc.stop()
     samples = sampled.samples
     first, last = samples[1], samples[-1]  # growth from the first 1,000 frames on
     frames = max(1, last[0] - first[0])
     print(f"replayed {len(result.records)} frames ({len(result.localized)} localized) at "
           f"{len(result.records) / result.loop_s:.1f} frames/s")
     print(f"RSS {first[1]:.1f} -> {last[1]:.1f} MiB over frames {first[0]}..{last[0]}: "
-          f"{(last[1] - first[1]) * 1024 / frames:+.2f} KiB/frame; traced heap "
-          f"{(last[2] - first[2]) * 1024 / frames:+.2f} KiB/frame (the report's FrameRecords)")
+          f"{(last[1] - first[1]) * 1024 / frames:+.2f} KiB/frame; Python objects "
+          f"{(last[2] - first[2]) / frames:+.1f}/frame (the report's FrameRecords)")
     return 0
 
 

@@ -118,8 +118,10 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def run_command(name: str, function, args: argparse.Namespace) -> int:
     """
-    Run a command: a JziError is one line (rc 2), Ctrl-C rc 130, SIGTERM rc 143, a closed pipe
-    rc 141, a missing optional dependency one line naming its extra (rc 2).
+    Run a command and turn what ends it into one line and an exit status.
+
+    A JziError or a missing optional dependency: one line, rc 2; Ctrl-C rc 130; SIGTERM (which
+    unwinds like Ctrl-C, so temporaries are removed) rc 143; a closed pipe rc 141.
     """
     previous = terminate_like_interrupt()
     try:
