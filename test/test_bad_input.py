@@ -99,7 +99,7 @@ def test_13_3_and_12_exports_go_to_the_cache_and_damage_is_repaired(tmp_path, ca
     pytest.importorskip("onnxscript")
     from jzi_ros.inference.backends import BackendSpec, create_backend
     from jzi_ros.inference.export import (default_export_dir, ENCODER_FILE, ensure_export,
-                                          export_cache_root)
+                                          export_cache_root, export_key)
     from jzi_ros.model.checkpoint import read_header
 
     pyramid = make_tiny_map(tmp_path / "m")
@@ -109,7 +109,8 @@ def test_13_3_and_12_exports_go_to_the_cache_and_damage_is_repaired(tmp_path, ca
     with caplog.at_level("WARNING", logger="jzi_ros.inference.export"):
         encoder, decoder, info = ensure_export(ckpt, None, 2, 1)
     folder = default_export_dir(ckpt)
-    assert folder == export_cache_root() / read_header(ckpt)["weights_hash"]
+    header = read_header(ckpt)
+    assert folder == export_cache_root() / export_key(header["weights_hash"], header["config"])
     assert encoder.parent == folder and decoder.parent == folder
     assert sorted(p.name for p in models.iterdir()) == ["tiny.ckpt"]  # nothing beside it
     assert str(folder) in caplog.text  # says where

@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, type=Path,
                         help="checkpoint (.safetensors) written by jzi train")
     parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (default: $XDG_CACHE_HOME/jzi_ros/exports/<weights "
+                        help="output folder (default: $XDG_CACHE_HOME/jzi_ros/exports/<model "
                              "hash>/; "
                              "the backends look there by default)")
     parser.add_argument("--beam-width", "--beam", dest="beam", type=int, default=None,

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -74,12 +75,20 @@ def default_export_dir(model_path: str | Path) -> Path:
     """
     Where backends look for (and write) a checkpoint's ONNX files unless told otherwise.
 
-    A user cache folder keyed by the hash of every weight, never next to the checkpoint: that
-    may be the source tree (the shipped demo model) or a read-only site-packages.
+    A user cache folder keyed by the hash of every weight and the model config (the graphs
+    depend on both: crops, depth), never next to the checkpoint: that may be the source tree
+    (the shipped demo model) or a read-only site-packages.
     """
-    from jzi_ros.model.checkpoint import checkpoint_weights_hash
+    from jzi_ros.model.checkpoint import checkpoint_weights_hash, read_header
 
-    return export_cache_root() / checkpoint_weights_hash(model_path)
+    return export_cache_root() / export_key(checkpoint_weights_hash(model_path),
+                                            read_header(model_path)["config"])
+
+
+def export_key(whash: str, config: dict) -> str:
+    """Return the cache key of an export: weights hash + a hash of the model config."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{whash}-{digest}"
 
 
 def file_sha256(path: Path) -> str:
@@ -214,7 +223,8 @@ def _export_model(model_path: Path, out_dir: Path, beam_width: int, batch_size: 
     except JziError as err:  # a damaged export.json: export again
         LOG.warning("%s; exporting again", err)
         info = None
-    if info is None or info.get("weights_hash") != whash:
+    if info is None or info.get("weights_hash") != whash or (
+            info.get("model_config") != config.to_dict()):
         info = None
     size, crops, width = config.encoder.image_size, config.n_crops, model.embed_dim
     num_views = sum(config.num_actions ** level for level in range(config.depth))

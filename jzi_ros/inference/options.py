@@ -85,7 +85,7 @@ def _options() -> list[tuple[tuple[str, ...], dict[str, Any]]]:
                                           "help": "altitude reported with every fix, metres"}),
         (("--max-image-side",), {"type": int, "help": "larger images are subsampled first"}),
         (("--export-dir",), {"help": "ONNX/engine folder of the onnxruntime/tensorrt backends "
-                                     "(default: $XDG_CACHE_HOME/jzi_ros/exports/<weights "
+                                     "(default: $XDG_CACHE_HOME/jzi_ros/exports/<model "
                                      "hash>/)"}),
     ]
 
