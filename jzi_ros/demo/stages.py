@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from jzi_ros.demo import odometry
 from jzi_ros.demo.bag import GT_TOPIC, IMAGE_TOPIC, write_bag
 from jzi_ros.demo.flight import FlightSpec, fly
 from jzi_ros.demo.style import render, Style
@@ -30,7 +31,7 @@ from jzi_ros.demo.world import generate_world, World, WorldSpec, write_geotiff
 from jzi_ros.geo import CellTree
 
 LOG = logging.getLogger(__name__)
-VERSION = 1  # bump when the world generator or the bag renderer changes their output
+VERSION = 2  # bump when the world generator or the bag renderer changes their output
 
 
 @functools.lru_cache(maxsize=1)
@@ -81,7 +82,9 @@ def make_bag(spec: WorldSpec, tif: Path, tree: CellTree, flight: FlightSpec, see
     frames = ((stamp, capture(world, styled, camera, pose, rng),
                (pose.east_m, pose.north_m, pose.altitude_m))
               for stamp, pose in zip(stamps, poses))
-    write_bag(bag_dir, tree, frames, overwrite=True)
+    track = np.array([(pose.east_m, pose.north_m) for pose in poses])
+    write_bag(bag_dir, tree, frames, overwrite=True,
+              odometry=odometry.simulate(seed, track, stamps))
 
 
 def replay(map_dir: Path, model: Path, bag_dir: Path, report_dir: Path,
