@@ -100,11 +100,16 @@ def replay(map_dir: Path, model: Path, bag_dir: Path, report_dir: Path,
     from jzi_ros.evaluation.report import write_report
     from jzi_ros.inference.localizer import Localizer, LocalizerConfig
 
+    from jzi_ros.evaluation.fusion_replay import FusionOptions
+    from jzi_ros.inference.fusion import FusionConfig
+
     config = LocalizerConfig(device="cpu")
     if beam_width is not None:
         config = replace(config, beam_width=beam_width)
     localizer = Localizer.from_paths(map_dir, model, config)
-    options = ReplayOptions(IMAGE_TOPIC, GT_TOPIC, progress=progress)
+    # temporal fusion next to the single frames: a random walk, and the bag's odometry
+    fusion = FusionOptions(FusionConfig(), odom_topic=odometry.ODOM_TOPIC)
+    options = ReplayOptions(IMAGE_TOPIC, GT_TOPIC, progress=progress, fusion=fusion)
     result = replay_bag(bag_dir, localizer, options)
     summary = write_report(result, report_dir, localizer.pyramid, overwrite=True)
     truth = np.array([(r.gt.east_m, r.gt.north_m) for r in result.used], np.float64)

@@ -83,7 +83,7 @@ class FusionConfig:
     odom_noise_fraction: float = 0.1  # odometry: 1-sigma per axis, fraction of the distance
     odom_noise_mps: float = 1.0  # odometry: plus this 1-sigma per axis per second
     max_gap_s: float = 10.0  # a longer gap between frames restarts the filter
-    reset_nats: float = 8.0  # CUSUM threshold of the kidnap test (log-likelihood ratio)
+    reset_nats: float = 4.0  # CUSUM threshold of the kidnap test (log-likelihood ratio)
     mode_radius_m: float = 150.0  # particles this close to a peak form one mode
     fix_mode_mass: float = 0.7  # FIX once the heaviest mode holds this share of the belief
     fix_sigma_m: float = 150.0  # ... and its 1-sigma (major axis) is below this
