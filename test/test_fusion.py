@@ -21,6 +21,7 @@ import torch
 
 from jzi_ros.errors import JziError
 from jzi_ros.geo import CellTree
+from jzi_ros.inference.bench import simulated_steps as synthetic_steps
 from jzi_ros.inference.decode import BeamSearch, BeamSteps, PAD_LOG_PROB, path_log_probs
 from jzi_ros.inference.fusion import (CellFilter, FusionConfig, Measurement,
                                       terminal_indices_local)
@@ -34,37 +35,6 @@ def _level_index(path):
     for action in path:
         index = index * TREE.num_actions + action
     return index
-
-
-def synthetic_steps(tree, east, north, right, rng, beam=4, sharpness=4.0):
-    """
-    A zoom's measurement: each step favours the true child when ``right``, else a random one.
-
-    Built like the beam search builds it (top-``beam`` prefixes by path probability).
-    """
-    k, depth = tree.num_actions, tree.depth
-    truth = tree.path_of_local(east, north)
-    wrong = tree.path_of_local(*rng.uniform(-tree.size_m / 2, tree.size_m / 2, 2))
-    favoured = truth if right else wrong
-
-    def child_lp(prefix):
-        logits = rng.normal(0, 0.5, k)
-        if tuple(prefix) == tuple(favoured[:len(prefix)]):
-            logits[favoured[len(prefix)]] += sharpness
-        return logits - np.logaddexp.reduce(logits)
-
-    root_lp = child_lp(())
-    beams = [((int(a),), float(root_lp[a])) for a in np.argsort(-root_lp)[:beam]]
-    prefix_index, prefix_lp, step_lp = [], [], []
-    for _ in range(1, depth):
-        rows = [child_lp(p) for p, _ in beams]
-        prefix_index.append([_level_index(p) for p, _ in beams])
-        prefix_lp.append([lp for _, lp in beams])
-        step_lp.append(rows)
-        options = [(p + (a,), lp + row[a]) for (p, lp), row in zip(beams, rows)
-                   for a in range(k)]
-        beams = sorted(options, key=lambda o: -o[1])[:beam]
-    return BeamSteps(root_lp, np.array(prefix_index), np.array(prefix_lp), np.array(step_lp))
 
 
 def _grid_integral(tree, measurement, n=256):

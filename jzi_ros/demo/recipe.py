@@ -95,6 +95,44 @@ def finalize(run_dir: Path, prepared: Path, out: Path, beam: int = 4,
     return info
 
 
+def fit_fusion(workdir: Path, seeds: list[int], frames: int = 200) -> dict:
+    """
+    Fit the fusion parameters on validation flights (other days than the demo's seed 0).
+
+    Flies each seed over the demo world (``jzi demo``'s world and map in ``workdir``, made
+    first if missing), replays it with the filters, fits the likelihood exponent and the
+    covariance scale pooled over all flights. The result is FusionConfig's default.
+    """
+    from jzi_ros.demo import stages
+    from jzi_ros.demo.bag import GT_TOPIC, IMAGE_TOPIC
+    from jzi_ros.demo.flight import FlightSpec
+    from jzi_ros.demo.flow import DemoOptions, model_card, run_demo, shipped_model
+    from jzi_ros.demo.odometry import ODOM_TOPIC
+    from jzi_ros.evaluation.fusion_replay import fit_fusion as fit, FusionOptions
+    from jzi_ros.evaluation.replay import replay_bag, ReplayOptions
+    from jzi_ros.inference.fusion import FusionConfig
+    from jzi_ros.inference.localizer import Localizer, LocalizerConfig
+
+    if 0 in seeds:
+        raise JziError("fit-fusion: seed 0 is the demo's test flight; validate on others")
+    model = shipped_model()
+    world_spec, tree, _ = model_card(model)
+    if not (workdir / "map" / "embeddings.safetensors").exists():
+        run_demo(DemoOptions(workdir=workdir, frames=frames, progress=False))
+    localizer = Localizer.from_paths(workdir / "map", model, LocalizerConfig(device="cpu"))
+    results = []
+    for seed in seeds:
+        bag = workdir / f"validation_seed{seed}"
+        if not bag.exists():
+            stages.make_bag(world_spec, workdir / "world.tif", tree, FlightSpec(frames=frames),
+                            seed, bag)
+        options = ReplayOptions(IMAGE_TOPIC, GT_TOPIC, progress=False,
+                                fusion=FusionOptions(FusionConfig(), ODOM_TOPIC))
+        results.append(replay_bag(bag, localizer, options))
+        print(f"validation flight seed {seed}: {len(results[-1].used)} frames")
+    return fit(results, FusionConfig())
+
+
 def _read_card(prepared: Path) -> dict:
     from jzi_ros.files import read_json
 
@@ -135,9 +173,19 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("report", type=Path, help="the demo's report directory")
     d.add_argument("--out", type=Path, default=Path("docs/demo_trajectory.png"),
                    help="where the small PNG goes")
+    v = sub.add_parser("fit-fusion", help="fit the temporal filter on validation flights")
+    v.add_argument("--workdir", type=Path, required=True, help="a `jzi demo` work directory")
+    v.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3],
+                   help="validation flight seeds (not 0: the demo's test flight)")
     args = parser.parse_args(argv)
     try:
-        if args.step == "docs-plot":
+        if args.step == "fit-fusion":
+            fitted = fit_fusion(args.workdir, args.seeds)
+            print(f"fitted on {fitted['frames']} frames: likelihood_exponent "
+                  f"{fitted['likelihood_exponent']:g}, covariance_scale "
+                  f"{fitted['covariance_scale']:.4g}; R@100 m by exponent "
+                  f"{fitted['recall_100_by_exponent']}")
+        elif args.step == "docs-plot":
             path = docs_plot(args.report, args.out)
             print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB)")
         elif args.step == "prepare":

@@ -347,11 +347,13 @@ class CellFilter:
         outside = max(0.0, area - float(areas.sum())) * floor ** alpha
         return piece, outside, float(piece.sum() + outside)
 
-    def _draw(self, measurement: Measurement, count: int) -> np.ndarray:
+    def _draw(self, measurement: Measurement, count: int,
+              pieces: tuple[np.ndarray, float, float] | None = None) -> np.ndarray:
         """Sample positions from the tempered measurement (the belief after a restart)."""
-        piece, outside, total = self._tempered_pieces(measurement)
-        probs = np.append(piece, outside) / total
-        choice = self.rng.choice(len(probs), size=count, p=probs)
+        piece, outside, total = pieces or self._tempered_pieces(measurement)
+        cumulative = np.cumsum(np.append(piece, outside))
+        choice = np.searchsorted(cumulative, self.rng.uniform(0, total, count), side="right")
+        np.minimum(choice, len(cumulative) - 1, out=choice)
         in_piece = choice < len(piece)
         out = self.rng.uniform(-self.half, self.half, (count, 2))
         chosen = choice[in_piece]
@@ -362,9 +364,10 @@ class CellFilter:
         out[in_piece, 1] = north - unit[:, 1] * side
         return out
 
-    def _initialise(self, measurement: Measurement, stamp_ns: int) -> None:
+    def _initialise(self, measurement: Measurement, stamp_ns: int,
+                    pieces: tuple[np.ndarray, float, float] | None = None) -> None:
         n = self.config.particles
-        self.particles = self._draw(measurement, n)
+        self.particles = self._draw(measurement, n, pieces)
         self.velocity = self._velocities(n)
         self.weights = np.full(n, 1.0 / n)
         self.last_stamp_ns = int(stamp_ns)
@@ -426,15 +429,18 @@ class CellFilter:
         self.predict(dt, displacement_en)
         if measurement is None:
             return self._estimate("")
-        likelihood = self._tempered(measurement, self.particles[:, 0], self.particles[:, 1])
-        z_filter = float(self.weights @ likelihood)
-        _, _, total = self._tempered_pieces(measurement)
-        z_uniform = total / self.tree.size_m ** 2
+        pieces = self._tempered_pieces(measurement)
+        n = len(self.particles)
+        drawn = self._draw(measurement, int(round(self.config.proposal_fraction * n)), pieces)
+        points = np.concatenate([self.particles, drawn])
+        likelihood = self._tempered(measurement, points[:, 0], points[:, 1])
+        z_filter = float(self.weights @ likelihood[:n])
+        z_uniform = pieces[2] / self.tree.size_m ** 2
         self.cusum = max(0.0, self.cusum + math.log(z_uniform) - math.log(max(z_filter, 1e-300)))
         if self.cusum > self.config.reset_nats:
-            self._initialise(measurement, stamp_ns)
+            self._initialise(measurement, stamp_ns, pieces)
             return self._estimate("kidnap: frames keep disagreeing with the filter")
-        self._mixture_update(measurement, total)
+        self._mixture_update(drawn, likelihood, pieces[2])
         return self._estimate(event)
 
     def _bin_keys(self, points: np.ndarray, side: float) -> np.ndarray:
@@ -442,32 +448,33 @@ class CellFilter:
         cells = np.clip(((points + self.half) / side).astype(np.int64), 0, width - 1)
         return cells[:, 0] * width + cells[:, 1]
 
-    def _mixture_update(self, measurement: Measurement, total: float) -> None:
+    def _mixture_update(self, drawn: np.ndarray, likelihood: np.ndarray, total: float) -> None:
         """
         Sample the next particle set from a mixture and weight it by importance.
 
         Proposal: (1 - phi) x the predicted cloud (resampled by weight) + phi x the tempered
-        measurement q. Target: likelihood x prior, the prior being (1 - eps) x the cloud's
-        histogram density + eps uniform. So a place the cloud has lost is re-found at the
-        rate Bayes allows, not only when a random walk happens to drift there.
+        measurement q (``drawn``). Target: likelihood x prior, the prior being (1 - eps) x the
+        cloud's histogram density + eps uniform. So a place the cloud has lost is re-found at
+        the rate Bayes allows, not only when a random walk happens to drift there.
+        ``likelihood``: tempered, of the predicted particles then of ``drawn``.
         """
-        cfg, n = self.config, len(self.particles)
+        cfg, n, m = self.config, len(self.particles), len(drawn)
         side = max(self.tree.size_m / 64, self.tree.cell_side(self.tree.depth))
         width = int(math.ceil(self.tree.size_m / side))
-        hist = np.bincount(self._bin_keys(self.particles, side), weights=self.weights,
-                           minlength=width * width) / side ** 2
-        drawn = int(round(cfg.proposal_fraction * n))
-        positions = (self.rng.uniform() + np.arange(n - drawn)) / (n - drawn)
-        index = np.minimum(np.searchsorted(np.cumsum(self.weights), positions), n - 1)
-        points = np.concatenate([self.particles[index], self._draw(measurement, drawn)])
-        self.velocity = np.concatenate([self.velocity[index], self._velocities(drawn)])
-        likelihood = self._tempered(measurement, points[:, 0], points[:, 1])
+        keys = self._bin_keys(np.concatenate([self.particles, drawn]), side)
+        hist = np.bincount(keys[:n], weights=self.weights, minlength=width * width)
+        positions = (self.rng.uniform() + np.arange(n - m)) / (n - m)
+        index = np.searchsorted(np.cumsum(self.weights), positions)
+        np.minimum(index, n - 1, out=index)
+        take = np.concatenate([index, np.arange(n, n + m)])
         area = self.tree.size_m ** 2
-        cloud = hist[self._bin_keys(points, side)]
+        cloud = hist[keys[take]] / side ** 2
+        lik = likelihood[take]
         prior = (1 - cfg.anywhere_prob) * cloud + cfg.anywhere_prob / area
-        proposal = (1 - cfg.proposal_fraction) * cloud + cfg.proposal_fraction * likelihood / total
-        weights = likelihood * prior / np.maximum(proposal, 1e-300)
-        self.particles = points
+        proposal = (1 - cfg.proposal_fraction) * cloud + cfg.proposal_fraction * lik / total
+        weights = lik * prior / np.maximum(proposal, 1e-300)
+        self.particles = np.concatenate([self.particles[index], drawn])
+        self.velocity = np.concatenate([self.velocity[index], self._velocities(m)])
         self.weights = weights / weights.sum()
 
     # --- output ----------------------------------------------------------------------------
@@ -498,30 +505,35 @@ class CellFilter:
         """
         radius = self.config.mode_radius_m
         w, x = self.weights, self.particles
-        side = radius / 2
-        keys = self._bin_keys(x, side)
+        keys = self._bin_keys(x, radius / 2)
         uniq, inverse = np.unique(keys, return_inverse=True)
-        m = len(uniq)
-        mass = np.bincount(inverse, weights=w, minlength=m)
-        first = np.stack([np.bincount(inverse, weights=w * x[:, i], minlength=m)
-                          for i in range(2)], axis=1)
-        second = np.stack([np.bincount(inverse, weights=w * x[:, i] * x[:, j], minlength=m)
-                           for i, j in ((0, 0), (0, 1), (1, 1))], axis=1)
-        centre = first / np.maximum(mass, 1e-300)[:, None]
-        free = mass > 0
+        # per occupied bin: mass, first and second moments [m, 6]
+        wx = w[:, None] * x
+        moments = np.stack([w, wx[:, 0], wx[:, 1], wx[:, 0] * x[:, 0], wx[:, 0] * x[:, 1],
+                            wx[:, 1] * x[:, 1]], axis=1)
+        sums = np.zeros((len(uniq), 6))
+        np.add.at(sums, inverse, moments)
+        mass = sums[:, 0]
+        centre = sums[:, 1:3] / np.maximum(mass, 1e-300)[:, None]
+        free = np.ones(len(uniq), bool)
         modes = []
-        while len(modes) < MAX_MODES and mass[free].sum() > MIN_MODE_MASS:
+        left = 1.0
+        while len(modes) < MAX_MODES and left > MIN_MODE_MASS:
             seed = centre[int(np.argmax(np.where(free, mass, -1.0)))]
-            for _ in range(3):  # re-centre twice on the bins within the radius
-                member = free & (np.hypot(*(centre - seed).T) <= radius)
-                total = float(mass[member].sum())
-                seed = first[member].sum(0) / total
+            for _ in range(2):  # re-centre once on the bins within the radius
+                d = centre - seed
+                member = free & (np.einsum("ij,ij->i", d, d) <= radius * radius)
+                total_moments = sums[member].sum(0)
+                seed = total_moments[1:3] / total_moments[0]
             free &= ~member
+            total = float(total_moments[0])
+            left -= total
             if total < MIN_MODE_MASS and modes:
                 continue
-            xx, xy, yy = second[member].sum(0) / total
-            cov = np.array([[xx, xy], [xy, yy]]) - np.outer(seed, seed)
-            modes.append(Mode(total, seed, 0.5 * (cov + cov.T)))
+            xx, xy, yy = total_moments[3:] / total
+            cov = np.array([[xx - seed[0] ** 2, xy - seed[0] * seed[1]],
+                            [xy - seed[0] * seed[1], yy - seed[1] ** 2]])
+            modes.append(Mode(total, seed, cov))
         modes.sort(key=lambda mode: -mode.mass)
         return tuple(modes)
 
