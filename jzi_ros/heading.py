@@ -13,8 +13,7 @@
 # limitations under the License.
 
 """
-Earth-referenced heading: one source of yaw for motion (temporal fusion) and for rotating
-camera frames north-up.
+Earth-referenced heading for motion (temporal fusion) and for rotating frames north-up.
 
 Convention accepted everywhere in jzi_ros: ROS REP 103/105 ENU, i.e. yaw is the rotation about
 Up, 0 = facing East, positive counter-clockwise (90 deg = facing North). A heading comes from
@@ -51,7 +50,7 @@ def yaw_from_quaternion(x: float, y: float, z: float, w: float) -> float:
 
 
 def check_enu_frame(frame_id: str, what: str) -> None:
-    """JziError for a frame that declares itself NED (jzi_ros takes ENU headings only)."""
+    """Raise JziError for a frame that declares itself NED (jzi_ros takes ENU headings only)."""
     name = str(frame_id).strip().lower()
     if name == "ned" or name.endswith("_ned") or name.startswith("ned_"):
         raise JziError(f"{what}: frame {frame_id!r} is NED; jzi_ros takes ENU headings only "
@@ -74,7 +73,7 @@ def compass_deg(yaw_rad: float) -> float:
 def yaw_from_compass(heading_deg: float) -> float:
     """Compass heading (degrees clockwise from North) -> ENU yaw in radians in (-pi, pi]."""
     yaw = math.radians(90.0 - float(heading_deg))
-    return math.atan2(math.sin(yaw), math.cos(yaw))
+    return math.pi - (math.pi - yaw) % (2 * math.pi)
 
 
 def north_up_rotation_deg(camera_yaw_rad: float) -> float:

@@ -83,7 +83,8 @@ def test_measurement_from_the_real_beam_search_matches_teacher_forced_probabilit
             index = _level_index_tree(tree, path)
             hit = (m.levels == tree.depth) & (m.indices == index)
             assert hit.sum() == 1 and m.mass[hit][0] == pytest.approx(math.exp(lp), rel=1e-4)
-        teacher = path_log_probs(model, ground[frame:frame + 1], table, tree, paths[frame:frame + 1])
+        teacher = path_log_probs(model, ground[frame:frame + 1], table, tree,
+                                 paths[frame:frame + 1])
         assert torch.allclose(teacher[0], log_probs[frame], atol=1e-4)
         assert m.mass.sum() == pytest.approx(1.0)
 
@@ -112,7 +113,7 @@ def test_measurement_from_beam_keeps_the_unexplained_mass_uniform():
 
 
 def _flight(n=120, speed=15.0, seed=0):
-    """A straight-ish constant-speed track inside the demo-sized root (local metres)."""
+    """Return a straight-ish constant-speed track inside the demo-sized root (local metres)."""
     rng = np.random.default_rng(seed)
     heading = 0.6
     pos = np.array([-700.0, -500.0])
@@ -229,8 +230,8 @@ def test_bad_fusion_config_is_a_clear_error(field, value):
 def test_padding_beams_are_ignored():
     k = TREE.num_actions
     steps = BeamSteps(np.log(np.full(k, 1.0 / k)), np.zeros((2, 2), np.int64),
-                      np.array([[math.log(1 / k), PAD_LOG_PROB], [math.log(1 / k ** 2),
-                                                                   PAD_LOG_PROB]]),
+                      np.array([[math.log(1 / k), PAD_LOG_PROB],
+                                [math.log(1 / k ** 2), PAD_LOG_PROB]]),
                       np.log(np.full((2, 2, k), 1.0 / k)))
     m = Measurement.from_steps(TREE, steps)
     assert m.mass.sum() == pytest.approx(1.0)

@@ -177,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
 
         for name, row in summary["fusion"]["runs"].items():
             cal = row["calibration"]
-            print(f"  {LABELS.get(name, name)}: R@100 m {100 * row['all']['recall']['100']:.1f} %, "
+            recall = row["all"]["recall"]["100"]
+            print(f"  {LABELS.get(name, name)}: R@100 m {100 * recall:.1f} %, "
                   f"median {row['all']['median_m']:.1f} m; FIX {100 * row['fix_fraction']:.0f} %"
                   f" of frames, mean NEES {cal['mean_nees']:.2f}, first FIX "
                   f"{row['time_to_first_fix_s']} s")

@@ -13,8 +13,7 @@
 # limitations under the License.
 
 """
-Temporal fusion in replay: filters run over the frames' measurements, scored next to the
-single-frame fixes.
+Temporal fusion in replay: filters over the frames' measurements, next to single frames.
 
 The localizer runs once per frame (it stores each frame's :class:`Measurement`); the filters
 run after the frame loop, in stamp order, so several motion models (the random walk, and the
@@ -67,7 +66,7 @@ class FusionOptions:
 
 
 def read_odometry(reader: Any, bag: Path, options: FusionOptions) -> OdometryTrack | None:
-    """The bag's odometry (twist + heading) as an :class:`OdometryTrack`; None without topic."""
+    """Read the bag's odometry (twist + heading) into an OdometryTrack; None without topic."""
     if not options.odom_topic:
         return None
     heading = HeadingSeries(options.heading_source, math.radians(options.heading_yaw_deg))
@@ -177,7 +176,7 @@ def track_summary(result: Any, fixes: Sequence[Fix | None]) -> dict[str, Any]:
 
 
 def fusion_summary(result: Any) -> dict[str, Any] | None:
-    """The side-by-side block of the report (None when the replay ran without fusion)."""
+    """Return the side-by-side block of the report (None when the replay ran without fusion)."""
     fused = getattr(result, "fused", None)
     if not fused:
         return None

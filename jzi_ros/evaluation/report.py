@@ -33,10 +33,10 @@ from typing import Any
 
 import numpy as np
 
+from jzi_ros.evaluation.fusion_replay import fusion_markdown, fusion_summary
 from jzi_ros.evaluation.metrics import (calibration_summary, DEFAULT_RECALL_M, error_summary,
                                         IDEAL_CALIBRATION, latency_summary, nees_2d, path_accuracy,
                                         recall_at)
-from jzi_ros.evaluation.fusion_replay import fusion_markdown, fusion_summary
 from jzi_ros.evaluation.replay import ReplayResult, SKIP_REASONS
 from jzi_ros.files import atomic_directory, atomic_open, write_json
 from jzi_ros.inference.fix import Fix, FixStatus

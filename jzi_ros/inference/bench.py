@@ -150,7 +150,7 @@ def accuracy(localizer, samples: list[tuple[np.ndarray, float, float]]) -> dict:
 def simulated_steps(tree, east: float, north: float, right: bool, rng: np.random.Generator,
                     beam: int = 4, sharpness: float = 4.0):
     """
-    A simulated zoom measurement (:class:`~jzi_ros.inference.decode.BeamSteps`) at a point.
+    Simulate a zoom measurement (:class:`~jzi_ros.inference.decode.BeamSteps`) at a point.
 
     Every step favours the true child when ``right`` (else the children towards a random
     point), with noise; the beam keeps the top ``beam`` prefixes as the real search does.

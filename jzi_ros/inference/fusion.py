@@ -539,7 +539,7 @@ class CellFilter:
 
     def fix(self, estimate: FilterEstimate, altitude_m: float, altitude_sigma_m: float,
             timings_ms: dict[str, float] | None = None) -> Fix:
-        """The estimate as a Fix: the heaviest mode's mean and covariance, NO_FIX until converged."""
+        """Return the estimate as a Fix (heaviest mode's mean; NO_FIX until converged)."""
         tree, cfg = self.tree, self.config
         timings = dict(timings_ms or {})
         if not estimate.modes:

@@ -13,8 +13,7 @@
 # limitations under the License.
 
 """
-Odometry as the temporal filter's motion input: body-frame twist + an ENU heading -> the
-East/North displacement between two frame stamps.
+Odometry as the temporal filter's motion: twist + ENU heading -> East/North displacement.
 
 nav_msgs/Odometry carries its twist in the body frame (``child_frame_id``, x forward, y left)
 and its pose in ``header.frame_id``. Rotating the twist into East/North needs an
@@ -26,6 +25,7 @@ their own messages.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 import math
 
@@ -33,6 +33,7 @@ import numpy as np
 
 from jzi_ros.errors import JziError
 from jzi_ros.heading import body_to_en, HEADING_SOURCES
+from jzi_ros.inference.fix import Fix
 
 
 @dataclass
@@ -102,6 +103,17 @@ class OdometryTrack:
             if old.size > 1:
                 del series.stamps_ns[:int(old[-1])], series.yaw_rad[:int(old[-1])]
 
+    def drop_after(self, stamp_ns: int) -> None:
+        """Forget samples stamped after ``stamp_ns`` (time jumped back: a bag played again)."""
+        keep = [i for i, t in enumerate(self.stamps_ns) if t <= stamp_ns]
+        self.stamps_ns = [self.stamps_ns[i] for i in keep]
+        self.forward_mps = [self.forward_mps[i] for i in keep]
+        self.left_mps = [self.left_mps[i] for i in keep]
+        series = self.heading
+        keep = [i for i, t in enumerate(series.stamps_ns) if t <= stamp_ns]
+        series.stamps_ns = [series.stamps_ns[i] for i in keep]
+        series.yaw_rad = [series.yaw_rad[i] for i in keep]
+
     def displacement(self, start_ns: int, end_ns: int) -> np.ndarray | None:
         """
         East/North metres moved from ``start_ns`` to ``end_ns``.
@@ -131,3 +143,58 @@ class OdometryTrack:
         left = np.asarray(self.left_mps)[index]
         east, north = body_to_en(forward, left, yaw)
         return np.array([float(east @ hold_s), float(north @ hold_s)])
+
+
+class OnlineFusion:
+    """
+    The filter as a live stream (the ROS node's worker): frames in, fused fixes out.
+
+    Odometry and IMU samples arrive from other threads (subscription callbacks); a lock keeps
+    the track consistent while the worker integrates it. Frames must come in stamp order
+    (the node's one-slot mailbox keeps the newest); a time jump backwards (a bag played
+    again) restarts the filter, as does a gap over ``max_gap_s``. Without odometry samples
+    covering an interval the filter falls back to its random walk for that interval.
+    """
+
+    def __init__(self, tree, config, heading: HeadingSeries | None = None,
+                 use_odometry: bool = True) -> None:
+        import threading
+
+        from jzi_ros.inference.fusion import CellFilter
+
+        self.filter = CellFilter(tree, config)
+        self.track = OdometryTrack(heading or HeadingSeries())
+        self.use_odometry = bool(use_odometry)
+        self.lock = threading.Lock()
+        self.previous_ns: int | None = None
+        self.last_estimate = None
+
+    def add_odometry(self, stamp_ns: int, forward_mps: float, left_mps: float,
+                     yaw_rad: float | None) -> None:
+        with self.lock:
+            self.track.add(stamp_ns, forward_mps, left_mps, yaw_rad)
+
+    def add_heading(self, stamp_ns: int, yaw_rad: float) -> None:
+        """Add an IMU orientation's yaw (heading source ``imu``)."""
+        with self.lock:
+            self.track.heading.add(stamp_ns, yaw_rad)
+
+    def fuse(self, stamp_ns: int, measurement, altitude_m: float,
+             altitude_sigma_m: float) -> Fix:
+        """Fold in one frame's measurement (None: nothing usable) and return the fused Fix."""
+        import time
+
+        start = time.perf_counter()
+        displacement = None
+        with self.lock:
+            if self.previous_ns is not None and stamp_ns < self.previous_ns:
+                self.track.drop_after(stamp_ns)  # the filter restarts itself
+            elif self.use_odometry and self.previous_ns is not None:
+                displacement = self.track.displacement(self.previous_ns, stamp_ns)
+            self.track.forget_before(stamp_ns - int(60e9))  # bounded memory
+        estimate = self.filter.step(stamp_ns, measurement, displacement)
+        self.previous_ns = int(stamp_ns)
+        self.last_estimate = estimate
+        fix = self.filter.fix(estimate, altitude_m, altitude_sigma_m)
+        return dataclasses.replace(fix, timings_ms={
+            "filter": (time.perf_counter() - start) * 1e3})
