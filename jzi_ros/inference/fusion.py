@@ -72,9 +72,11 @@ class FusionConfig:
     """Filter parameters (ROS parameters ``fusion.*`` map 1:1 onto it)."""
 
     particles: int = 2048
-    # tempering of each frame's likelihood: fitted on a validation flight with
-    # `jzi replay --fusion --fit-exponent` (docs/fusion.md); 1 = frames independent
-    likelihood_exponent: float = 0.5
+    # tempering of each frame's likelihood, 1 = frames independent. Default and
+    # covariance_scale: fitted on three validation flights of the demo world (seeds 1-3,
+    # not the demo's seed 0) by `python -m jzi_ros.demo.recipe fit-fusion` (docs/fusion.md);
+    # refit for another model/map with `jzi replay --fusion --fit-fusion` on a validation bag
+    likelihood_exponent: float = 0.3
     uniform_weight: float = 0.05  # share of each frame's likelihood spread over the whole map
     proposal_fraction: float = 0.1  # share of particles drawn from each frame's measurement
     anywhere_prob: float = 0.01  # prior chance per frame of being anywhere (unmodelled moves)
@@ -88,7 +90,7 @@ class FusionConfig:
     fix_mode_mass: float = 0.7  # FIX once the heaviest mode holds this share of the belief
     fix_sigma_m: float = 150.0  # ... and its 1-sigma (major axis) is below this
     sigma_floor_m: float = 5.0  # minimum 1-sigma of the published covariance
-    covariance_scale: float = 1.0  # multiplies the mode's particle covariance
+    covariance_scale: float = 0.82  # multiplies the belief's covariance (fitted, see above)
     seed: int = 0  # random stream of the filter (replays are reproducible)
 
     def __post_init__(self) -> None:
