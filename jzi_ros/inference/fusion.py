@@ -293,7 +293,7 @@ class FilterEstimate:
     converged: bool
     modes: tuple[Mode, ...]  # heaviest first
     mean_en: np.ndarray  # the published position: the heaviest mode's mean
-    cov_en: np.ndarray  # the whole belief's second moment about it
+    cov_en: np.ndarray  # the modes' second moment about it
     event: str = ""  # "init", "reset: ...", "kidnap" on the frame that restarted the filter
     llr_cusum: float = 0.0
 
@@ -485,13 +485,17 @@ class CellFilter:
             zero = np.zeros(2)
             return FilterEstimate(False, (), zero, np.eye(2) * self.tree.size_m ** 2 / 12,
                                   event, 0.0)
-        w, x = self.weights, self.particles
         modes = self._modes()
         main = modes[0]
-        # second moment of the whole belief about the published position (the heaviest
-        # mode's mean): a second mode far away widens it, as the beam spread does per frame
-        d = x - main.mean_en
-        cov = (w[:, None] * d).T @ d
+        # second moment of the reported modes about the published position (the heaviest
+        # mode's mean): a second mode far away widens it, as the beam spread does per frame;
+        # the diffuse rest (each cluster under MIN_MODE_MASS, e.g. the anywhere_prob share)
+        # does not, or one per cent of mass 2 km away alone would make a 200 m sigma
+        cov = np.zeros((2, 2))
+        for mode in modes:
+            d = mode.mean_en - main.mean_en
+            cov += mode.mass * (mode.cov_en + np.outer(d, d))
+        cov /= sum(mode.mass for mode in modes)
         sigma = math.sqrt(float(np.linalg.eigvalsh(cov)[-1]))
         converged = main.mass >= self.config.fix_mode_mass and sigma <= self.config.fix_sigma_m
         return FilterEstimate(converged, modes, main.mean_en, 0.5 * (cov + cov.T), event,
