@@ -25,10 +25,12 @@ import numpy as np
 from jzi_ros.demo import odometry
 from jzi_ros.demo.bag import GT_TOPIC, IMAGE_TOPIC, write_bag
 from jzi_ros.demo.flight import FlightSpec, fly
+from jzi_ros.demo.layout import generate_world
 from jzi_ros.demo.style import render, Style
 from jzi_ros.demo.views import capture
-from jzi_ros.demo.world import generate_world, World, WorldSpec, write_geotiff
+from jzi_ros.demo.world import World, WorldSpec, write_geotiff
 from jzi_ros.geo import CellTree
+from jzi_ros.inference.localizer import LocalizerConfig
 
 LOG = logging.getLogger(__name__)
 VERSION = 2  # bump when the world generator or the bag renderer changes their output
@@ -88,25 +90,21 @@ def make_bag(spec: WorldSpec, tif: Path, tree: CellTree, flight: FlightSpec, see
 
 
 def replay(map_dir: Path, model: Path, bag_dir: Path, report_dir: Path,
-           beam_width: int | None, progress: bool) -> tuple[dict[str, Any], np.ndarray]:
+           config: LocalizerConfig | None, progress: bool
+           ) -> tuple[dict[str, Any], np.ndarray]:
     """
     Localize every bag frame and write the report.
 
     Returns its summary and the true positions (east/north metres) of the scored frames.
     """
-    from dataclasses import replace
-
     from jzi_ros.evaluation.replay import replay_bag, ReplayOptions
     from jzi_ros.evaluation.report import write_report
-    from jzi_ros.inference.localizer import Localizer, LocalizerConfig
+    from jzi_ros.inference.localizer import Localizer
 
     from jzi_ros.evaluation.fusion_replay import FusionOptions
     from jzi_ros.inference.fusion import FusionConfig
 
-    config = LocalizerConfig(device="cpu")
-    if beam_width is not None:
-        config = replace(config, beam_width=beam_width)
-    localizer = Localizer.from_paths(map_dir, model, config)
+    localizer = Localizer.from_paths(map_dir, model, config or LocalizerConfig(device="cpu"))
     # temporal fusion next to the single frames: a random walk, and the bag's odometry
     fusion = FusionOptions(FusionConfig(), odom_topic=odometry.ODOM_TOPIC)
     options = ReplayOptions(IMAGE_TOPIC, GT_TOPIC, progress=progress, fusion=fusion)
