@@ -438,7 +438,10 @@ class CellFilter:
         likelihood = self._tempered(measurement, points[:, 0], points[:, 1])
         z_filter = float(self.weights @ likelihood[:n])
         z_uniform = pieces[2] / self.tree.size_m ** 2
-        self.cusum = max(0.0, self.cusum + math.log(z_uniform) - math.log(max(z_filter, 1e-300)))
+        # log-likelihood ratio "anywhere" vs "the filter's prior", in untempered nats (the
+        # tempered ratio divided by the exponent), so reset_nats does not depend on it
+        llr = (math.log(z_uniform) - math.log(max(z_filter, 1e-300)))
+        self.cusum = max(0.0, self.cusum + llr / self.config.likelihood_exponent)
         if self.cusum > self.config.reset_nats:
             self._initialise(measurement, stamp_ns, pieces)
             return self._estimate("kidnap: frames keep disagreeing with the filter")
