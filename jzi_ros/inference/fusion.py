@@ -76,7 +76,7 @@ class FusionConfig:
     # covariance_scale: fitted on three validation flights of the demo world (seeds 1-3,
     # not the demo's seed 0) by `python -m jzi_ros.demo.recipe fit-fusion` (docs/fusion.md);
     # refit for another model/map with `jzi replay --fusion --fit-fusion` on a validation bag
-    likelihood_exponent: float = 0.3
+    likelihood_exponent: float = 0.2
     uniform_weight: float = 0.05  # share of each frame's likelihood spread over the whole map
     proposal_fraction: float = 0.1  # share of particles drawn from each frame's measurement
     anywhere_prob: float = 0.01  # prior chance per frame of being anywhere (unmodelled moves)
@@ -90,7 +90,7 @@ class FusionConfig:
     fix_mode_mass: float = 0.7  # FIX once the heaviest mode holds this share of the belief
     fix_sigma_m: float = 150.0  # ... and its 1-sigma (major axis) is below this
     sigma_floor_m: float = 5.0  # minimum 1-sigma of the published covariance
-    covariance_scale: float = 0.82  # multiplies the belief's covariance (fitted, see above)
+    covariance_scale: float = 1.14  # multiplies the belief's covariance (fitted, see above)
     seed: int = 0  # random stream of the filter (replays are reproducible)
 
     def __post_init__(self) -> None:
@@ -207,33 +207,32 @@ class Measurement:
     def from_steps(cls, tree: CellTree, steps: BeamSteps) -> "Measurement":
         """Every step's children of every beam prefix; expanded children hand their mass on."""
         k, depth = tree.num_actions, tree.depth
-        expanded: list[set[int]] = [set() for _ in range(depth + 1)]
         valid = steps.prefix_lp > PAD_LOG_PROB / 2
-        if depth > 1:
-            for t in range(1, depth):
-                expanded[t] = {int(i) for i in steps.prefix_index[t - 1][valid[t - 1]]}
-        levels, indices, log_mass = [], [], []
-        root = np.arange(k)
-        keep = np.array([int(a) not in expanded[1] for a in root], bool)
-        levels.append(np.ones(int(keep.sum()), np.int64))
-        indices.append(root[keep])
-        log_mass.append(steps.root_lp[keep])
+        # the beam's distinct prefixes at levels 1..D-1 (first occurrence of each)
+        rows: list[np.ndarray] = []
         for t in range(1, depth):
-            seen: set[int] = set()
-            for b in np.flatnonzero(valid[t - 1]):
-                prefix = int(steps.prefix_index[t - 1, b])
-                if prefix in seen:
-                    continue
-                seen.add(prefix)
-                children = prefix * k + np.arange(k)
-                keep = np.array([int(c) not in expanded[t + 1] for c in children], bool)
-                levels.append(np.full(int(keep.sum()), t + 1, np.int64))
-                indices.append(children[keep])
-                log_mass.append(steps.prefix_lp[t - 1, b] + steps.step_lp[t - 1, b][keep])
+            index = steps.prefix_index[t - 1]
+            first = np.flatnonzero(valid[t - 1])
+            _, unique = np.unique(index[first], return_index=True)
+            rows.append(first[np.sort(unique)])
+        expanded = [np.zeros(0, np.int64)] + [steps.prefix_index[t - 1][rows[t - 1]]
+                                              for t in range(1, depth)] + [np.zeros(0, np.int64)]
+        root = np.arange(k)
+        keep = ~np.isin(root, expanded[1])
+        levels, indices, log_mass = [np.ones(int(keep.sum()), np.int64)], [root[keep]], [
+            steps.root_lp[keep]]
+        for t in range(1, depth):
+            beams = rows[t - 1]
+            children = (steps.prefix_index[t - 1][beams][:, None] * k + root[None]).ravel()
+            lp = (steps.prefix_lp[t - 1][beams][:, None] + steps.step_lp[t - 1][beams]).ravel()
+            keep = ~np.isin(children, expanded[t + 1])
+            levels.append(np.full(int(keep.sum()), t + 1, np.int64))
+            indices.append(children[keep])
+            log_mass.append(lp[keep])
         log_mass_all = np.concatenate(log_mass).astype(np.float64)
         mass = np.exp(log_mass_all - log_mass_all.max())
         return cls(np.concatenate(levels), np.concatenate(indices).astype(np.int64),
-                   mass / mass.sum() * 1.0, 0.0)
+                   mass / mass.sum(), 0.0)
 
     @classmethod
     def from_beam(cls, tree: CellTree, paths: np.ndarray, log_probs: np.ndarray
@@ -538,7 +537,7 @@ class CellFilter:
             total = float(total_moments[0])
             left -= total
             if total < MIN_MODE_MASS and modes:
-                continue
+                break  # seeds come heaviest first: the rest is a diffuse tail, not modes
             xx, xy, yy = total_moments[3:] / total
             cov = np.array([[xx - seed[0] ** 2, xy - seed[0] * seed[1]],
                             [xy - seed[0] * seed[1], yy - seed[1] ** 2]])
