@@ -74,7 +74,7 @@ class FusionConfig:
     particles: int = 2048
     # tempering of each frame's likelihood, 1 = frames independent. Default and
     # covariance_scale: fitted on three validation flights of the demo world (seeds 1-3,
-    # not the demo's seed 0) by `python -m jzi_ros.demo.recipe fit-fusion` (docs/fusion.md);
+    # not the demo's seed 0) by `benchmarks/demo_recipe.py fit-fusion` (docs/fusion.md);
     # refit for another model/map with `jzi replay --fusion --fit-fusion` on a validation bag
     likelihood_exponent: float = 0.2
     uniform_weight: float = 0.05  # share of each frame's likelihood spread over the whole map
