@@ -236,3 +236,25 @@ def test_padding_beams_are_ignored():
     m = Measurement.from_steps(TREE, steps)
     assert m.mass.sum() == pytest.approx(1.0)
     assert len(m.mass) == (k - 1) + (k - 1) + k
+
+
+def test_localize_measured_gives_the_same_fix_and_a_full_measurement(tmp_path):
+    from jzi_ros.inference.localizer import Localizer, LocalizerConfig
+    from support import make_tiny_checkpoint, world_of
+
+    pyramid = make_tiny_map(tmp_path, depth=3)
+    ckpt = make_tiny_checkpoint(tmp_path, pyramid, sharpen=True)
+    localizer = Localizer.from_paths(pyramid.path, ckpt, LocalizerConfig(backend="torch"))
+    image = world_of(pyramid).ground_image(100.0, -50.0)
+    plain = localizer.localize(image)
+    fix, measurement = localizer.localize_measured(image)
+    assert (fix.latitude, fix.longitude) == (plain.latitude, plain.longitude)
+    assert np.allclose(fix.covariance_enu, plain.covariance_enu)
+    assert {"encode", "decode", "posterior", "total"} <= set(fix.timings_ms)
+    assert measurement.mass.sum() == pytest.approx(1.0) and measurement.background == 0.0
+    # the published top cell carries its path probability in the measurement
+    top = fix.hypotheses[0]
+    east, north = top.east_m, top.north_m
+    density = measurement.densities(pyramid.tree, np.array([east]), np.array([north]))[0]
+    side = pyramid.tree.cell_side(pyramid.tree.depth)
+    assert density * side ** 2 == pytest.approx(math.exp(top.log_prob), rel=1e-3)

@@ -53,8 +53,14 @@ NODE_PARAMETERS = {
 
 
 def _declare(node: Any, name: str, default: Any, description: str) -> Any:
-    node.declare_parameter(PREFIX + name, default, ParameterDescriptor(
-        description=description, read_only=True))
+    from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+
+    try:
+        node.declare_parameter(PREFIX + name, default, ParameterDescriptor(
+            description=description, read_only=True))
+    except (InvalidParameterTypeException, InvalidParameterValueException) as err:
+        # e.g. fusion.max_speed_mps: 20 (an integer) in YAML for a double parameter
+        raise JziError(f"parameter {PREFIX}{name}: {err}") from None
     return node.get_parameter(PREFIX + name).value
 
 
@@ -135,7 +141,8 @@ def attach(node: Any, tree: Any, out_qos: QoSProfile) -> NodeFusion | None:
                        f"{values['heading_source']!r}")
     if not values["enabled"]:
         return None
-    fusion = NodeFusion(node, tree, FusionConfig(**fields), values, out_qos)
+    config = FusionConfig(**fields)  # JziError names the bad fusion.* value
+    fusion = NodeFusion(node, tree, config, values, out_qos)
     node.get_logger().info(
         f"fusion on: filtered fix on the fix topic, single-frame fix on "
         f"{values['single_fix_topic']}; motion: "
