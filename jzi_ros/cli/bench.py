@@ -177,7 +177,9 @@ def run(args: argparse.Namespace) -> int:
         raise JziError("no backend could be timed (see the 'skipped' lines above)")
     print(format_table(rows))
     filter_rows = _bench_filter(rows, tree) if not args.no_fusion else []
+    for row in rows:
+        row.fusion_filter = filter_rows
     if args.json:
-        write_json(args.json, [row.to_dict() for row in rows] + filter_rows)
+        write_json(args.json, [row.to_dict() for row in rows])
         print(f"wrote {args.json}")
     return 0

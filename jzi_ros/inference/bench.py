@@ -56,6 +56,8 @@ class BenchRow:
     frame_ms: dict[str, float]
     paper_way_ms: dict[str, float] | None
     accuracy: dict = field(default_factory=dict)  # filled when labelled frames are given
+    # temporal filter per frame on this map and a 65,536-cell map (jzi bench, once per run)
+    fusion_filter: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
