@@ -198,10 +198,10 @@ def simulated_steps(tree, east: float, north: float, right: bool, rng: np.random
 def bench_filter(tree, frames: int = 200, warmup: int = 20, config=None,
                  right_rate: float = 0.5, seed: int = 0) -> dict[str, float]:
     """
-    Time the temporal filter per frame on ``tree``: measurement from the zoom's steps, filter
-    step and the fused Fix.
+    Time the temporal filter per frame on ``tree``.
 
-    The zooms are simulated (:func:`simulated_steps`) along a track crossing the map at
+    Each frame: the measurement from the zoom's steps, the filter step and the fused Fix. The
+    zooms are simulated (:func:`simulated_steps`) along a track crossing the map at
     15 m/s; simulating them is not timed. Returns median and p95 in ms and the map's size.
     """
     from jzi_ros.inference.fusion import CellFilter, FusionConfig, Measurement

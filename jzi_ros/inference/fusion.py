@@ -400,6 +400,8 @@ class CellFilter:
             sigma = (self.config.odom_noise_fraction * float(np.hypot(*d))
                      + self.config.odom_noise_mps * dt_s)
             step = d + self.rng.normal(0, max(sigma, 1e-6), (n, 2))
+            if dt_s > 0:  # should odometry drop out, the random walk carries on from here
+                self.velocity = step / dt_s
         self.particles = np.clip(self.particles + step, -self.half, self.half)
 
     # --- one frame -------------------------------------------------------------------------

@@ -127,7 +127,7 @@ class NodeFusion:
                                 math.sqrt(settings.altitude_variance))
 
 
-def attach(node: Any, tree: Any, out_qos: QoSProfile) -> NodeFusion | None:
+def attach(node: Any, localizer: Any, out_qos: QoSProfile) -> NodeFusion | None:
     """Declare the ``fusion.*`` parameters; build the node's fusion when enabled (else None)."""
     values = {name: _declare(node, name, default, text)
               for name, (default, text) in NODE_PARAMETERS.items()}
@@ -142,7 +142,7 @@ def attach(node: Any, tree: Any, out_qos: QoSProfile) -> NodeFusion | None:
     if not values["enabled"]:
         return None
     config = FusionConfig(**fields)  # JziError names the bad fusion.* value
-    fusion = NodeFusion(node, tree, config, values, out_qos)
+    fusion = NodeFusion(node, localizer.tree, config, values, out_qos)
     node.get_logger().info(
         f"fusion on: filtered fix on the fix topic, single-frame fix on "
         f"{values['single_fix_topic']}; motion: "

@@ -143,7 +143,7 @@ class LocalizerNode(Node):
                           if s.publish_hypotheses else None)
         self.cloud_fields = convert.cloud_fields(self.types)
         from jzi_ros.ros import motion  # temporal fusion: fusion.* parameters, subscriptions
-        self.fusion = motion.attach(self, self.localizer.tree, out_qos)
+        self.fusion = motion.attach(self, self.localizer, out_qos)
 
         self.updater = Updater(self)
         self.updater.setHardwareID(f"jzi_localizer/{self.localizer.backend_name}")
@@ -190,8 +190,8 @@ class LocalizerNode(Node):
             else:
                 rgb = convert.image_msg_to_rgb(msg)
             if self.fusion is None:
-                fix = self.localizer.localize(rgb)
-            else:
+                fix = single = self.localizer.localize(rgb)
+            else:  # fix_topic gets the filtered fix, the cloud this frame's own hypotheses
                 single, measurement = self.localizer.localize_measured(rgb)
                 fix = self.fusion.fuse(single, measurement, stamp_ns, s)
         except BadImageError as err:
@@ -213,7 +213,7 @@ class LocalizerNode(Node):
         if self.cloud_pub is not None:
             header = convert.make_header(stamp_ns, s.map_frame_id, self.types)
             # tuples work with every sensor_msgs_py version (older ones take no numpy array)
-            points = [tuple(row) for row in convert.hypotheses_points(fix.hypotheses).tolist()]
+            points = [tuple(row) for row in convert.hypotheses_points(single.hypotheses).tolist()]
             self.cloud_pub.publish(point_cloud2.create_cloud(header, self.cloud_fields, points))
 
     def _on_worker_error(self, err: BaseException) -> None:
