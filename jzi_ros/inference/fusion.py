@@ -518,11 +518,9 @@ class CellFilter:
         keys = self._bin_keys(x, radius / 2)
         uniq, inverse = np.unique(keys, return_inverse=True)
         # per occupied bin: mass, first and second moments [m, 6]
-        wx = w[:, None] * x
-        moments = np.stack([w, wx[:, 0], wx[:, 1], wx[:, 0] * x[:, 0], wx[:, 0] * x[:, 1],
-                            wx[:, 1] * x[:, 1]], axis=1)
-        sums = np.zeros((len(uniq), 6))
-        np.add.at(sums, inverse, moments)
+        we, wn = w * x[:, 0], w * x[:, 1]
+        sums = np.stack([np.bincount(inverse, weights=v, minlength=len(uniq)) for v in (
+            w, we, wn, we * x[:, 0], we * x[:, 1], wn * x[:, 1])], axis=1)
         mass = sums[:, 0]
         centre = sums[:, 1:3] / np.maximum(mass, 1e-300)[:, None]
         free = np.ones(len(uniq), bool)
