@@ -179,10 +179,10 @@ def test_markdown_table_lists_every_parameter():
 
 
 def test_parameter_defaults_match_the_localizer_config():
-    localizer = pytest.importorskip("jzi_ros.inference.localizer")
     from jzi_ros.inference.backends import BACKENDS
+    from jzi_ros.inference.localizer import LocalizerConfig
 
-    config = localizer.LocalizerConfig()
+    config = LocalizerConfig()
     s = params.NodeSettings.from_values({})
     for name in ("beam_width", "position", "confidence_threshold", "sigma_floor_m",
                  "altitude_m", "backend", "device", "force_engine_update",
