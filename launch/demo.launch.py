@@ -58,8 +58,9 @@ def _start(context):
     overrides = {"map_dir": map_dir, "model_file": model, "image_topic": base,
                  "image_transport": "compressed", "fix_frame_id": CAMERA_FRAME,
                  "use_sim_time": True}  # the bag publishes /clock
+    parameters = ([arg("params_file")] if arg("params_file") else []) + [overrides]
     node = Node(package="jzi_ros", executable="jzi_localizer", name=NODE_NAME,
-                parameters=[arg("params_file"), overrides], output="screen", emulate_tty=True)
+                parameters=parameters, output="screen", emulate_tty=True)
     play = ExecuteProcess(cmd=["ros2", "bag", "play", bag, "--clock", "--rate", arg("rate")],
                           output="screen")
     started = []

@@ -21,8 +21,8 @@ ROS-free core: offline tools never import ``jzi_ros.ros``.
 Every function takes "message-like" objects: rclpy message instances or the dataclasses of a
 ``rosbags`` typestore (same field names and constants). Messages are built with keyword
 arguments for every field, which both kinds accept (rosbags requires all of them). Which
-classes to build comes from a :class:`MessageTypes` namespace: :func:`ros_message_types` on a
-robot, :func:`rosbags_message_types` when writing bags offline.
+classes to build comes from a :class:`MessageTypes` namespace: the node fills one with rclpy's
+classes, :func:`rosbags_message_types` with a rosbags typestore's when writing bags offline.
 
 Images in: pixels are converted by ``rosbags-image`` (OpenCV underneath), which accepts rclpy's
 messages as they are; this module adds what it leaves out: the checks that turn a malformed
@@ -102,22 +102,6 @@ class MessageTypes:
     PoseWithCovariance: Any
     PoseWithCovarianceStamped: Any
     byte_array: Callable[[bytes], Any]  # how a uint8[] field wants its bytes
-
-
-def ros_message_types() -> MessageTypes:
-    """Collect the rclpy message classes (imported here: this module loads without ROS)."""
-    from builtin_interfaces.msg import Time
-    from geometry_msgs.msg import (Point, Pose, PoseWithCovariance, PoseWithCovarianceStamped,
-                                   Quaternion)
-    from sensor_msgs.msg import NavSatFix, NavSatStatus, PointCloud2, PointField
-    from std_msgs.msg import Header
-
-    return MessageTypes(Time=Time, Header=Header, NavSatFix=NavSatFix,
-                        NavSatStatus=NavSatStatus, PointField=PointField,
-                        PointCloud2=PointCloud2, Point=Point, Quaternion=Quaternion, Pose=Pose,
-                        PoseWithCovariance=PoseWithCovariance,
-                        PoseWithCovarianceStamped=PoseWithCovarianceStamped,
-                        byte_array=lambda data: array.array("B", data))
 
 
 def rosbags_message_types(typestore: Any) -> MessageTypes:

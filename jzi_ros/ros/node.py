@@ -33,14 +33,17 @@ frame, so raising and lowering ``sigma_floor_m`` both take effect on the next fi
 """
 from __future__ import annotations
 
+import array
 import math
 import os
 import sys
 import time
 from typing import Any, Callable
 
+from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticStatus
-from geometry_msgs.msg import PoseWithCovarianceStamped
+from geometry_msgs.msg import (Point, Pose, PoseWithCovariance, PoseWithCovarianceStamped,
+                               Quaternion)
 import numpy as np
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
@@ -51,7 +54,9 @@ import rclpy.logging
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
-from sensor_msgs.msg import CompressedImage, Image, NavSatFix, PointCloud2
+from sensor_msgs.msg import (CompressedImage, Image, NavSatFix, NavSatStatus, PointCloud2,
+                             PointField)
+from std_msgs.msg import Header
 
 from jzi_ros.errors import BadImageError, JziError
 from jzi_ros.inference import messages
@@ -94,6 +99,16 @@ def localizer_config(settings: NodeSettings) -> Any:
         export_dir=os.path.expanduser(settings.export_dir) if settings.export_dir else None,
         force_engine_update=settings.force_engine_update,
         max_workspace_size=settings.max_workspace_size)
+
+
+def ros_message_types() -> messages.MessageTypes:
+    """Return the rclpy message classes the conversions build."""
+    return messages.MessageTypes(
+        Time=Time, Header=Header, NavSatFix=NavSatFix, NavSatStatus=NavSatStatus,
+        PointField=PointField, PointCloud2=PointCloud2, Point=Point, Quaternion=Quaternion,
+        Pose=Pose, PoseWithCovariance=PoseWithCovariance,
+        PoseWithCovarianceStamped=PoseWithCovarianceStamped,
+        byte_array=lambda data: array.array("B", data))
 
 
 def image_converter(transport: str) -> tuple[Callable[[Any], np.ndarray], str]:
@@ -158,7 +173,7 @@ class LocalizerNode(Node):
                                f"{str(err).strip()}{hint}") from None
         self.settings = NodeSettings.from_values(
             {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS})
-        self.types = messages.ros_message_types()
+        self.types = ros_message_types()
         self.stats = NodeStats()
         self.slot: LatestSlot[tuple[int, Any]] = LatestSlot()
         self.limiter = RateLimiter(self.settings.max_rate_hz)
