@@ -131,7 +131,7 @@ def test_console_script_main_and_errors(tmp_path, capsys):
     args[args.index(str(ckpt))] = str(other)
     assert replay_cli.main(args) == 2
     err = capsys.readouterr().err
-    assert err.startswith("replay: error:") and "jzi map embed" in err, err
+    assert err.startswith("jzi_replay: error:") and "jzi map embed" in err, err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "r3").exists()
 
 

@@ -164,8 +164,8 @@ def _strip_ros_args(argv: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console script ``replay`` (``ros2 run jzi_ros replay BAG --map ...``)."""
-    parser = argparse.ArgumentParser(prog="replay", description=DESCRIPTION,
+    """Console script ``jzi_replay`` (``ros2 run jzi_ros jzi_replay BAG --map ...``)."""
+    parser = argparse.ArgumentParser(prog="jzi_replay", description=DESCRIPTION,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_arguments(parser)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
@@ -175,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args)
     except JziError as err:
-        print(f"replay: error: {err}", file=sys.stderr)
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("replay: interrupted", file=sys.stderr)

@@ -129,13 +129,18 @@ class RateMeter:
         self._times: collections.deque[float] = collections.deque()
 
     def tick(self, now_s: float | None = None) -> None:
-        self._times.append(time.monotonic() if now_s is None else now_s)
+        now = time.monotonic() if now_s is None else now_s
+        self._times.append(now)
+        self._forget_before(now - self.window_s)  # bounded even if nobody reads the rate
 
     def rate(self, now_s: float | None = None) -> float:
         now = time.monotonic() if now_s is None else now_s
-        while self._times and self._times[0] < now - self.window_s:
-            self._times.popleft()
+        self._forget_before(now - self.window_s)
         return len(self._times) / self.window_s
+
+    def _forget_before(self, oldest_s: float) -> None:
+        while self._times and self._times[0] < oldest_s:
+            self._times.popleft()
 
 
 @dataclass
