@@ -139,6 +139,8 @@ def image_converter(transport: str) -> tuple[Callable[[Any], np.ndarray], str]:
         if image is None or image.size == 0:
             raise BadImageError("CompressedImage message: could not be decoded (expected valid "
                                 "JPEG or PNG data)")
+        if image.dtype == np.uint16:  # a 16-bit PNG: 8 bits, as rosbags-image decodes it
+            image = (image >> 8).astype(np.uint8)
         code = (cv2.COLOR_GRAY2RGB if image.ndim == 2 else cv2.COLOR_BGRA2RGB
                 if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
         return messages.owned_rgb(cv2.cvtColor(image, code))
