@@ -201,6 +201,33 @@ def test_fusion_launch_wires_navsat_to_the_fix_and_the_map_ekf(launch_api):
     assert include.args[0].args[0] == str(LAUNCH / "localize.launch.py")
 
 
+def test_what_the_launch_files_start_is_declared_in_package_xml(launch_api, tmp_path):
+    from test_ros_package import package_xml_dependencies
+
+    declared = package_xml_dependencies()
+    for sub in ("bag", "map"):
+        (tmp_path / sub).mkdir()
+    (tmp_path / "m.safetensors").write_bytes(b"x")
+    started = []
+    for name, values in (("localize", {"map_dir": "/maps/site"}), ("fusion", {}),
+                         ("demo", {"demo_dir": str(tmp_path),
+                                   "model_file": str(tmp_path / "m.safetensors")})):
+        description = launch_api(name)
+        started += [a for a in description.args[0] if a.kind == "Node"]
+        if any(a.kind == "OpaqueFunction" for a in description.args[0]):
+            started += _run_opaque(description, **values)
+    packages = {a.package for a in started if a.kind == "Node"}
+    assert {"jzi_ros", "robot_localization"} <= packages
+    assert packages - {"jzi_ros"} <= declared
+    # demo.launch.py plays its bag with `ros2 bag play` (once the node is ready)
+    (handler,) = [a.args[0] for a in started if a.kind == "RegisterEventHandler"
+                  and a.args[0].kind == "OnProcessIO"]
+    play = [a for a in handler.on_stderr(SimpleNamespace(text=READY_MESSAGE.encode()))
+            if a.kind == "ExecuteProcess"]
+    assert play[0].cmd[:3] == ["ros2", "bag", "play"] and "ros2bag" in declared
+    assert {"launch", "launch_ros"} <= declared
+
+
 # --------------------------------------------------------------------------- YAML configs
 
 def test_localize_yaml_sets_exactly_the_declared_parameters_with_their_types():
