@@ -36,10 +36,10 @@ from launch_ros.actions import Node
 
 from jzi_ros.demo.bag import CAMERA_FRAME, IMAGE_TOPIC
 from jzi_ros.demo.flow import default_workdir, shipped_model
+from jzi_ros.ros.params import NODE_NAME
 from jzi_ros.ros.runtime import READY_MESSAGE
 
 COMPRESSED_SUFFIX = "/compressed"
-NODE_NAME = "jzi_localizer"
 
 
 def _start(context):

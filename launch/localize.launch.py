@@ -32,7 +32,8 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-NODE_NAME = "jzi_localizer"
+from jzi_ros.ros.params import NODE_NAME
+
 OVERRIDES = ("map_dir", "model_file", "image_topic", "image_transport")
 
 
