@@ -22,8 +22,8 @@ the same frames go through the same Localizer offline (``localizer_config`` of t
 prints how many fixes came back, whether their stamps are the image stamps, and the largest
 distance between the graph's fix and the offline fix of each frame.
 
-    jzi demo --workdir /tmp/demo
-    .venv/bin/python benchmarks/ros_play_bag.py /tmp/demo/bag --map-dir /tmp/demo/map
+    jzi demo --workdir ~/jzi-demo
+    .venv/bin/python benchmarks/ros_play_bag.py ~/jzi-demo/bag --map-dir ~/jzi-demo/map
 """
 from __future__ import annotations
 
