@@ -1,10 +1,13 @@
 # Two entry points for a fresh machine: `make demo` and `make test` (see README "Quick start").
-# Both create the virtual environment in .venv on first use.
+# Both create the virtual environment in .venv on first use. EXTRAS picks the pip extras:
+# `make test EXTRAS=test,ros-pip` adds rclpy from PyPI so the `ros` tests run (.ci/run does).
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= test
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.jzi-installed
+comma := ,
+STAMP := $(VENV)/.jzi-installed-$(subst $(comma),-,$(EXTRAS))
 
 .PHONY: demo test venv clean-venv
 
@@ -13,7 +16,7 @@ venv: $(STAMP)
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -e ".[test]"
+	$(BIN)/python -m pip install -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 demo: $(STAMP)

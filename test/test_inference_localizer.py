@@ -137,6 +137,17 @@ def test_confidence_threshold_gives_no_fix_with_reason(setup):
     assert fix.hypotheses  # still reported for diagnostics
 
 
+def test_runtime_config_change_resolves_gate_and_scale(setup):
+    pyramid, ckpt = setup
+    loc = Localizer.from_paths(pyramid.path, ckpt, CPU)
+    assert loc.localize(_image(pyramid)).ok
+    loc.config = dataclasses.replace(CPU, confidence_threshold=1.0, covariance_scale=3.0)
+    assert (loc.confidence_threshold, loc.covariance_scale) == (1.0, 3.0)
+    assert loc.localize(_image(pyramid)).status == FixStatus.NO_FIX
+    loc.config = dataclasses.replace(CPU, confidence_threshold=0.0, sigma_floor_m=1.0)
+    assert loc.confidence_threshold == 0.0 and loc.localize(_image(pyramid)).ok
+
+
 def test_non_finite_decoder_output_is_no_fix(setup, monkeypatch):
     pyramid, ckpt = setup
     loc = Localizer.from_paths(pyramid.path, ckpt, CPU)

@@ -206,11 +206,11 @@ def _strip_ros_args(argv: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console script ``replay`` (``ros2 run jzi_ros replay BAG --map ...``)."""
+    """Console script ``jzi_replay`` (``ros2 run jzi_ros jzi_replay BAG --map ...``)."""
     from jzi_ros.cli.main import run_command
     from jzi_ros.threads import set_threads
 
-    parser = argparse.ArgumentParser(prog="replay", description=DESCRIPTION,
+    parser = argparse.ArgumentParser(prog="jzi_replay", description=DESCRIPTION,
                                      formatter_class=HelpFormatter)
     add_arguments(parser)
     add_common_arguments(parser)
@@ -219,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if not args.verbose_after else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     set_threads(args.threads)
-    return run_command("replay", run, args)
+    return run_command(parser.prog, run, args)
 
 
 if __name__ == "__main__":

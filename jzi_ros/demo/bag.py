@@ -17,7 +17,7 @@ The demo bag: JPEG camera frames and ground-truth fixes, written with rosbags (n
 
 Version-8 mcap bags, so that Humble's ``ros2 bag play`` opens them as well as Jazzy's.
 Ground truth uses the same NavSatFix conversion the node publishes with
-(:func:`jzi_ros.ros.convert.fix_to_navsatfix`), from a :class:`Fix` at the true position.
+(:func:`jzi_ros.inference.messages.fix_to_navsatfix`), from a :class:`Fix` at the true position.
 """
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def write_bag(path: str | os.PathLike, tree: CellTree,
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import get_typestore, Stores
 
-    from jzi_ros.ros.convert import fix_to_navsatfix, make_header, rosbags_message_types
+    from jzi_ros.inference.messages import fix_to_navsatfix, make_header, rosbags_message_types
 
     store = get_typestore(Stores.ROS2_HUMBLE)
     types = rosbags_message_types(store)
@@ -101,7 +101,7 @@ def write_bag(path: str | os.PathLike, tree: CellTree,
                                  data=np.frombuffer(encode_jpeg(image, jpeg_quality), np.uint8))
                 writer.write(images, stamp_ns, store.serialize_cdr(msg, IMAGE_TYPE))
                 fix = fix_to_navsatfix(truth_fix(tree, east, north, altitude), stamp_ns,
-                                       GT_FRAME, types, sigma_floor_m=GT_SIGMA_M)
+                                       GT_FRAME, types)
                 writer.write(fixes, stamp_ns, store.serialize_cdr(fix, NAVSAT_TYPE))
                 count += 1
         if count == 0:

@@ -94,7 +94,7 @@ def simulate(seed: int, positions_en: np.ndarray, stamps_ns: np.ndarray,
 
 def odometry_message(store: Any, types: Any, sample: OdometrySample) -> Any:
     """Build a nav_msgs/Odometry (rosbags typestore classes) from a sample."""
-    from jzi_ros.ros.convert import make_header
+    from jzi_ros.inference.messages import make_header
 
     t = store.types
     half = sample.yaw_rad / 2

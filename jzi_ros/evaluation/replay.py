@@ -39,7 +39,7 @@ from jzi_ros.evaluation.bags import (COMPRESSED_TYPE, deserialize, FrameScan, IM
 from jzi_ros.evaluation.groundtruth import GroundTruth, GtSample, read_ground_truth
 from jzi_ros.geo import CellTree
 from jzi_ros.inference.fix import Fix
-from jzi_ros.ros.convert import compressed_msg_to_rgb, image_msg_to_rgb
+from jzi_ros.inference.messages import compressed_msg_to_rgb, image_msg_to_rgb
 
 log = logging.getLogger(__name__)
 

@@ -130,30 +130,40 @@ class Localizer:
         self.pyramid = pyramid
         self.tree = pyramid.tree
         self.model_path = Path(model_path)
-        self.config = config
         self.backend = backend
         self.backend_name = backend.name
         self.model_config = model_config
         self.calibration = Calibration.from_metadata(metadata)
-        self.covariance_scale = (config.covariance_scale if config.covariance_scale is not None
-                                 else self.calibration.covariance_scale if self.calibration
-                                 else 1.0)
-        if self.calibration and config.covariance_scale is None and (
-                self.calibration.beam_width != backend_beam(self)
-                or self.calibration.position != config.position):
-            LOG.warning("covariance calibrated for beam %d / position %s, running beam %d / "
-                        "%s: recalibrate for consistent covariances",
-                        self.calibration.beam_width, self.calibration.position,
-                        backend_beam(self), config.position)
-        self.confidence_threshold = (
-            config.confidence_threshold if config.confidence_threshold is not None
-            else self.calibration.confidence_threshold if self.calibration else 0.0)
-        if config.confidence_threshold is None and not self.calibration:
-            LOG.warning("checkpoint %s has no calibrated confidence gate: every frame the "
-                        "model decodes is a FIX (run `jzi localize --calibrate`)", model_path)
+        self.config = config  # resolves the covariance scale and the gate (see the setter)
         center = self.tree.cell_center(())
         self._no_fix_at = (center[0], center[1])
         self._no_fix_variance = self.tree.size_m ** 2 / 12.0
+
+    @property
+    def config(self) -> LocalizerConfig:
+        """How this Localizer runs; assigning a new one (a runtime change) re-resolves the rest."""
+        return self._config
+
+    @config.setter
+    def config(self, config: LocalizerConfig) -> None:
+        from jzi_ros.inference.decode import effective_beam_width
+
+        calibration, model_path = self.calibration, self.model_path
+        beam = effective_beam_width(config.beam_width, self.tree.grid, self.tree.depth)
+        self.covariance_scale = (config.covariance_scale if config.covariance_scale is not None
+                                 else calibration.covariance_scale if calibration else 1.0)
+        if calibration and config.covariance_scale is None and (
+                calibration.beam_width != beam or calibration.position != config.position):
+            LOG.warning("covariance calibrated for beam %d / position %s, running beam %d / "
+                        "%s: recalibrate for consistent covariances",
+                        calibration.beam_width, calibration.position, beam, config.position)
+        self.confidence_threshold = (
+            config.confidence_threshold if config.confidence_threshold is not None
+            else calibration.confidence_threshold if calibration else 0.0)
+        if config.confidence_threshold is None and not calibration:
+            LOG.warning("checkpoint %s has no calibrated confidence gate: every frame the "
+                        "model decodes is a FIX (run `jzi localize --calibrate`)", model_path)
+        self._config = config
 
     @classmethod
     def from_paths(cls, map_dir: str | Path, model_path: str | Path,

@@ -35,9 +35,9 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from jzi_ros.errors import JziError
 from jzi_ros.heading import check_enu_frame, HEADING_SOURCES, yaw_from_quaternion
+from jzi_ros.inference import messages
 from jzi_ros.inference.fusion import FusionConfig
 from jzi_ros.inference.motion import HeadingSeries, OnlineFusion
-from jzi_ros.ros import convert
 
 PREFIX = "fusion."
 NODE_PARAMETERS = {
@@ -102,7 +102,7 @@ class NodeFusion:
             self.node.get_logger().error(str(err), throttle_duration_sec=10.0)
             return
         twist = msg.twist.twist.linear
-        self.online.add_odometry(convert.stamp_to_ns(msg.header.stamp), float(twist.x),
+        self.online.add_odometry(messages.stamp_to_ns(msg.header.stamp), float(twist.x),
                                  float(twist.y), yaw)
 
     def _on_imu(self, msg: Any) -> None:
@@ -113,18 +113,17 @@ class NodeFusion:
         except JziError as err:
             self.node.get_logger().error(str(err), throttle_duration_sec=10.0)
             return
-        self.online.add_heading(convert.stamp_to_ns(msg.header.stamp), yaw)
+        self.online.add_heading(messages.stamp_to_ns(msg.header.stamp), yaw)
 
     def fuse(self, fix: Any, measurement: Any, stamp_ns: int, settings: Any) -> Any:
         """Publish the single-frame fix on its own topic; return the fused fix for fix_topic."""
         if fix.ok or settings.publish_no_fix:
-            self.single_pub.publish(convert.fix_to_navsatfix(
+            self.single_pub.publish(messages.fix_to_navsatfix(
                 fix, stamp_ns, settings.fix_frame_id, self.node.types,
-                sigma_floor_m=settings.sigma_floor_m, altitude_m=settings.altitude_m,
-                altitude_variance_m2=settings.altitude_variance,
                 covariance_type=settings.covariance_type))
-        return self.online.fuse(stamp_ns, measurement, settings.altitude_m,
-                                math.sqrt(settings.altitude_variance))
+        # the Localizer owns altitude and Up variance: the fused fix carries the frame's
+        return self.online.fuse(stamp_ns, measurement, fix.altitude,
+                                math.sqrt(float(fix.covariance_enu[2][2])))
 
 
 def attach(node: Any, localizer: Any, out_qos: QoSProfile) -> NodeFusion | None:
