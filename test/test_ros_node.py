@@ -59,8 +59,9 @@ class NodeProcess:
                 f"__ns:=/{namespace}"]
         for path in params_files:  # later files win, -p wins over all
             args += ["--params-file", str(path)]
+        # single-frame fixes on jzi/fix unless a test turns temporal fusion on
         params = {"map_dir": map_dir, "model_file": model, "backend": "torch",
-                  "device": "cpu", "fix_frame_id": FRAME, **params}
+                  "device": "cpu", "fix_frame_id": FRAME, "fusion.enabled": False, **params}
         for name, value in params.items():
             text = str(value).lower() if isinstance(value, bool) else str(value)
             args += ["-p", f"{name}:={text}"]
@@ -455,6 +456,35 @@ def test_compressed_jpeg_png_corrupt_and_explicit_no_fix(tiny_assets):
 
 def _error_lines(output):
     return [line for line in output.splitlines() if "[ERROR]" in line]
+
+
+def test_fusion_on_filters_jzi_fix_and_keeps_the_single_frame_fix(tiny_assets):
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import NavSatFix, NavSatStatus
+
+    _, map_dir, model = tiny_assets
+    node = NodeProcess(map_dir, model, "fgraph", altitude_m=ALTITUDE, confidence_threshold=0.0,
+                       **{"fusion.enabled": True})
+    graph = Graph("fgraph")
+    singles = {}
+    single_sub = graph.node.create_subscription(
+        NavSatFix, "jzi/fix_single", lambda m: singles.setdefault(_stamp(m), m),
+        QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+    try:
+        graph.wait_ready(node)
+        assert graph.spin_until(lambda: single_sub.get_publisher_count() >= 1, node)
+        assert "fusion on" in node.output
+        for _ in range(3):
+            stamp = graph.next_stamp()
+            fused, _ = graph.localize(graph.raw(SCENE, "rgb8", stamp), node)
+            _check_fix(fused, stamp)  # filtered: NO_FIX until converged, never NaN
+            assert graph.spin_until(lambda: stamp in singles, node), node.output
+            single = singles[stamp]
+            _check_fix(single, stamp)
+            assert single.status.status == NavSatStatus.STATUS_FIX  # the gate is off
+    finally:
+        graph.close()
+        assert node.stop()[0] == 0
 
 
 def test_missing_map_is_one_error_line_naming_the_parameter_and_exit_1(tmp_path):

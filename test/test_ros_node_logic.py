@@ -444,7 +444,7 @@ def test_fusion_puts_the_filtered_fix_on_fix_topic_and_the_single_one_apart(node
         odom = [s for s in node.subscriptions if s.topic == "odom"]
         assert len(odom) == 1 and odom[0].msg_type is T["nav_msgs/msg/Odometry"]
         camera = [s for s in node.subscriptions if s.topic != "odom"][0].callback
-        fused, single = node.publishers["jzi/fix"].sent, node.publishers["/jzi/fix_single"].sent
+        fused, single = node.publishers["jzi/fix"].sent, node.publishers["jzi/fix_single"].sent
         for second in range(10, 22):
             camera(_image(200, second))
             assert _wait(lambda: len(fused) == second - 9)

@@ -48,7 +48,7 @@ NODE_PARAMETERS = {
     "heading_source": ("odometry", "yaw that rotates the odometry twist to East/North: "
                                    + ", ".join(HEADING_SOURCES)),
     "heading_yaw_deg": (0.0, "ENU yaw for heading_source fixed (0 = East, 90 = North)"),
-    "single_fix_topic": ("/jzi/fix_single", "single-frame NavSatFix when fusion is on"),
+    "single_fix_topic": ("jzi/fix_single", "single-frame NavSatFix when fusion is on"),
 }
 
 
