@@ -124,3 +124,47 @@ class Collate:
                 view = augment(view, MAP_VIEW, rng)
             images.append(resize(view, size, size))
         return normalize(np.stack(images))
+
+
+class RenderedZoomDataset(Dataset):
+    """
+    Fresh views rendered on the fly from rasters (:mod:`jzi_ros.training.render`).
+
+    Item ``i`` of epoch ``e`` is drawn with a generator seeded by (seed, e, i), so a run is
+    reproducible whatever the worker count and every epoch sees new views; nothing is written
+    to disk. The rasters are opened lazily in each DataLoader worker (datasets cannot be
+    pickled).
+    """
+
+    def __init__(self, spec: "RenderSpec", tree: CellTree, config: ModelConfig,  # noqa: F821
+                 augment: bool, seed: int = 0) -> None:
+        self.spec = spec
+        self.tree = tree
+        self.config = config
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+        self._renderer = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_renderer": None}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.spec.samples_per_epoch
+
+    def __getitem__(self, index: int) -> dict:
+        from jzi_ros.training.render import ViewRenderer
+
+        if self._renderer is None:
+            self._renderer = ViewRenderer.from_spec(self.spec, self.tree)
+        rng = np.random.default_rng([self.seed, self.epoch, index, 0x4e4d])
+        view = self._renderer.draw(rng)
+        image = augment(view.image, GROUND, rng) if self.augment else view.image
+        path = np.asarray(self.tree.path_of_local(view.east_m, view.north_m), np.int64)
+        return {"ground": normalize(ground_crops(image, self.config)),
+                "path": torch.from_numpy(path),
+                "view_rows": torch.from_numpy(prefix_view_indices(self.tree, path[None])[0]),
+                "index": index}

@@ -43,13 +43,15 @@ from jzi_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from jzi_ros.model.zoom import ZoomModel
 from jzi_ros.training import ddp
 from jzi_ros.training.config import TrainConfig
-from jzi_ros.training.data import Collate, ZoomDataset
-from jzi_ros.training.manifest import label_samples, read_manifest, split_train_val
+from jzi_ros.training.data import Collate, RenderedZoomDataset, ZoomDataset
+from jzi_ros.training.manifest import (label_samples, read_manifest, split_train_val,
+                                       write_held_out)
+from jzi_ros.training.render import check_not_test
 from jzi_ros.training.state import load_train_state, save_train_state
 from jzi_ros.training.validate import evaluate
 
 LAST, BEST, STATE = "last.safetensors", "best.safetensors", "last.state.safetensors"
-METRICS_LOG, SUMMARY = "metrics.jsonl", "summary.json"
+METRICS_LOG, SUMMARY, VAL_MANIFEST = "metrics.jsonl", "summary.json", "val.csv"
 
 
 class TrainStep(nn.Module):
@@ -172,7 +174,9 @@ def _train(config: TrainConfig, resume: bool, progress: bool, log: Callable[[str
     pyramid = MapPyramid.open(config.map)
     tree = pyramid.tree
     model = _build_model(config, pyramid, out, resume)
-    labeled = label_samples(read_manifest(config.manifest), tree)
+    render = config.render_spec()
+    labeled = label_samples(read_manifest(config.manifest) if config.manifest else [], tree)
+    check_not_test(render, labeled.samples, config.manifest)
     if labeled.skipped:
         first = labeled.skipped[0]
         log(f"skipped {len(labeled.skipped)} sample(s) outside the map's root square "
@@ -182,18 +186,27 @@ def _train(config: TrainConfig, resume: bool, progress: bool, log: Callable[[str
         raise JziError(f"dataset manifest {config.manifest}: {len(missing)} image file(s) "
                        f"missing (first: {missing[0]})")
     train_set, val_set = split_train_val(labeled, config.val_fraction, config.seed)
-    if not len(train_set):
+    if info.is_main and write_held_out(out / VAL_MANIFEST, labeled, val_set):
+        log(f"held out {len(val_set)} training row(s) for validation: {out / VAL_MANIFEST} "
+            f"(calibrate with `jzi localize --calibrate {out / VAL_MANIFEST}`)")
+    if render is not None:
+        log(f"training on {render.samples_per_epoch} views per epoch rendered from "
+            f"{', '.join(Path(s).name for s in render.sources)}")
+    elif not len(train_set):
         raise JziError(f"dataset manifest {config.manifest}: no training samples inside map "
                        f"{config.map} ({len(labeled.skipped)} outside its root square)")
     frozen = model.config.encoder.frozen
     mc = model.config
-    log(f"training on {len(train_set)} samples, validating on {len(val_set)}; encoder "
+    n_train = len(train_set) if render is None else render.samples_per_epoch
+    log(f"training on {n_train} samples, validating on {len(val_set)}; encoder "
         f"{'frozen (map views from the embedding table)' if frozen else 'trainable'}; "
         f"device {device}, {info.world_size} process(es)")
 
     model.to(device)
     view_table = _map_table(pyramid, model, config, info, log) if frozen else None
-    dataset = ZoomDataset(train_set, tree, mc, augment=config.augment, seed=config.seed)
+    dataset = (ZoomDataset(train_set, tree, mc, augment=config.augment, seed=config.seed)
+               if render is None else
+               RenderedZoomDataset(render, tree, mc, augment=config.augment, seed=config.seed))
     sampler = (DistributedSampler(dataset, info.world_size, info.rank, shuffle=True,
                                   seed=config.seed) if info.distributed
                else RandomSampler(dataset, generator=torch.Generator().manual_seed(config.seed)))

@@ -18,13 +18,14 @@ Dataset manifests: one row per ground image with its GPS position (CSV or JSONL)
 Columns / keys: ``image`` (path relative to the manifest), ``latitude``, ``longitude``, and
 optionally ``heading`` (degrees), ``time`` (free text or seconds), ``split`` ("train",
 "val" or "test"; default "train"), and for rendered views ``pitch`` (degrees below the horizon),
-``altitude`` (metres above ground) and ``source`` (the raster it was rendered from). Labels (action paths) are not stored: they are computed
-from latitude/longitude with the map's cell tree, so one manifest serves any map.
+``altitude`` (metres above ground) and ``source`` (the raster it was rendered from). Labels
+(action paths) are not stored: they are computed from latitude/longitude with the map's cell
+tree, so one manifest serves any map.
 """
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import json
 import math
 import os
@@ -187,3 +188,20 @@ def split_train_val(labeled: LabeledSamples, val_fraction: float, seed: int
         count = min(len(train) - 1, max(1, int(round(val_fraction * len(train)))))
         val, train = sorted(order[:count].tolist()), sorted(order[count:].tolist())
     return labeled.subset(train), labeled.subset(val)
+
+
+def write_held_out(path: str | os.PathLike, labeled: LabeledSamples,
+                   val: LabeledSamples) -> bool:
+    """
+    Write the rows ``val_fraction`` held out of the training split as a ``val`` manifest.
+
+    Without it the held-out rows exist only inside the run, and ``jzi localize --calibrate``
+    finds no validation frames in the original manifest. Returns False (writes nothing) when
+    the manifest named its own validation rows or none were held out.
+    """
+    if not len(val) or any(s.split == "val" for s in labeled.samples):
+        return False
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_manifest(path, [replace(s, split="val") for s in val.samples])
+    return True

@@ -320,7 +320,7 @@ class ViewRenderer:
         self.spec = spec
 
     @classmethod
-    def open(cls, spec: RenderSpec, tree: CellTree) -> "ViewRenderer":
+    def from_spec(cls, spec: RenderSpec, tree: CellTree) -> "ViewRenderer":
         return cls([RasterGround(s, tree, spec.crs) for s in spec.sources], tree, spec)
 
     def close(self) -> None:
@@ -386,3 +386,20 @@ def write_view_set(renderer: ViewRenderer, out_dir: str | os.PathLike, count: in
             "count": count, "split": split, "seed": seed,
             "seconds": round(time.perf_counter() - start, 1)})
     return out_dir
+
+
+def check_not_test(spec: RenderSpec | None, samples: Sequence, manifest: str) -> None:
+    """
+    Refuse to train on a raster the manifest's test rows were rendered from.
+
+    Test views written by ``jzi views`` record their raster's file name in ``source``;
+    rendering training views from the same raster would score the model on its own
+    training imagery.
+    """
+    if spec is None:
+        return
+    tested = {s.source for s in samples if s.split == "test" and s.source}
+    clash = sorted(tested & {Path(source).name for source in spec.sources})
+    if clash:
+        raise JziError(f"training config: render.sources {clash} also rendered the test rows "
+                       f"of {manifest}; train on other rasters (the test date must stay unseen)")
