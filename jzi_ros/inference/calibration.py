@@ -142,16 +142,17 @@ def calibrate_localizer(localizer, samples: Iterable[tuple[np.ndarray, float, fl
     """
     Fit the covariance scale of ``localizer`` on validation samples.
 
-    The samples are ``(image_rgb, latitude, longitude)``; the scale holds for the localizer's
-    beam width, position mode and sigma floor.
+    The samples are ``(image_rgb, latitude, longitude[, heading_deg])``; the scale holds for
+    the localizer's beam width, position mode and sigma floor.
     """
     from tqdm import tqdm
 
     tree = localizer.tree
     rows = []
-    for image, lat, lon in tqdm(samples, desc="calibrating", unit="frame", total=total,
-                                disable=not progress):
-        position, raw = localizer.raw_estimate(image)
+    for image, lat, lon, *heading in tqdm(samples, desc="calibrating", unit="frame",
+                                          total=total, disable=not progress):
+        position, raw = (localizer.raw_estimate(image, heading[0]) if heading
+                         else localizer.raw_estimate(image))
         truth = np.array(tree.to_local(lat, lon), dtype=np.float64)
         rows.append((position, truth, raw))
     from jzi_ros.inference.localizer import backend_beam

@@ -128,15 +128,39 @@ def _build_model(config: TrainConfig, pyramid: MapPyramid, out: Path, resume: bo
         model, _ = load_checkpoint(out / LAST)
     elif config.init:
         model, _ = load_checkpoint(config.init)
+        _check_init_overrides(config, model)
         encoder_overrides = config.model.get("encoder", {})
         if "trainable_blocks" in encoder_overrides:
             model.encoder.apply_trainable_blocks(encoder_overrides["trainable_blocks"])
+        if "heading" in config.model:  # a preprocessing policy, not architecture
+            model.config.heading = config.model["heading"]
     else:
         model_config = config.model_config()
         model_config.grid, model_config.depth = pyramid.tree.grid, pyramid.tree.depth
         model = ZoomModel(model_config)
     check_model_matches_tree(model, pyramid, str(config.init or "being trained"))
     return model
+
+
+def _check_init_overrides(config: TrainConfig, model: ZoomModel) -> None:
+    """
+    Refuse ``model`` overrides that an ``init`` checkpoint would silently replace.
+
+    The architecture comes from the checkpoint; only ``encoder.trainable_blocks`` and
+    ``heading`` apply on top of it (``model_preset`` is ignored).
+    """
+    from jzi_ros.model.config import deep_merge
+
+    rest = {k: v for k, v in config.model.items() if k != "heading"}
+    rest["encoder"] = {k: v for k, v in rest.get("encoder", {}).items()
+                       if k not in ("trainable_blocks", "weights")}
+    have = model.config.to_dict()
+    merged = deep_merge(have, rest)
+    changed = sorted(f"{k}" for k in merged if merged[k] != have[k])
+    if changed:
+        raise JziError(f"training config: init={config.init} fixes the architecture, but "
+                       f"'model' overrides {changed} differ from it; drop them (only "
+                       f"model.encoder.trainable_blocks and model.heading apply with init)")
 
 
 def _map_table(pyramid: MapPyramid, model: ZoomModel, config: TrainConfig,
@@ -224,6 +248,8 @@ def _train(config: TrainConfig, resume: bool, progress: bool, log: Callable[[str
     if config.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
     total_steps = steps_per_epoch * config.epochs
+    if config.max_steps:
+        total_steps = min(total_steps, config.max_steps)  # the schedule ends with the budget
     warmup_steps = max(1, int(config.warmup * total_steps))
     optimizer = make_optimizer(model, config, device)
     autocast, use_scaler = amp_settings(config, device)
@@ -251,11 +277,13 @@ def _train(config: TrainConfig, resume: bool, progress: bool, log: Callable[[str
             sampler.set_epoch(epoch)
         dataset.set_epoch(epoch)
         step_module.train()
-        epoch_start, loss_sum, seen = time.time(), 0.0, 0
+        epoch_start, loss_sum, seen, first_step = time.time(), 0.0, 0, global_step
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
                    unit="step", disable=not progress)
         for step, batch in enumerate(loader):
-            if step >= steps_per_epoch:
+            # ranks must stop together: under DDP the clock is read only between epochs
+            if step >= steps_per_epoch or _out_of_budget(config, global_step, started,
+                                                         not info.distributed):
                 break
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             factor = lr_factor(global_step, total_steps, warmup_steps)
@@ -283,12 +311,19 @@ def _train(config: TrainConfig, resume: bool, progress: bool, log: Callable[[str
                                 lr=f"{optimizer.param_groups[0]['lr']:.2e}")
         bar.close()
         elapsed = time.time() - epoch_start
+        stopping = ddp.all_reduce_mean(float(_out_of_budget(config, global_step, started)),
+                                       info) > 0
+        if config.max_minutes and epoch == start_epoch and not stopping:
+            # fit the cosine schedule to the steps the wall-clock budget allows
+            fit = int(global_step + (config.max_minutes * 60 - (time.time() - started))
+                      * (global_step - first_step) / max(elapsed, 1e-9))
+            total_steps = max(global_step + 1, min(total_steps, fit))
         record = {"epoch": epoch + 1, "step": global_step,
                   "train_loss": ddp.all_reduce_mean(loss_sum / max(1, seen), info),
                   "lr": optimizer.param_groups[0]["lr"], "epoch_s": round(elapsed, 3),
                   "samples_per_s": round(seen * info.world_size / max(elapsed, 1e-9), 2)}
         validate_now = len(val_set) and ((epoch + 1) % config.val_every == 0
-                                         or epoch + 1 == config.epochs)
+                                         or epoch + 1 == config.epochs or stopping)
         if validate_now and info.is_main:
             table = view_table if frozen else torch.from_numpy(embed_views(
                 pyramid, model, config.embed_batch_size, device, progress=False
@@ -309,6 +344,10 @@ def _train(config: TrainConfig, resume: bool, progress: bool, log: Callable[[str
                                                       "global_step": global_step,
                                                       "best": best})
         ddp.barrier(info)
+        if stopping:
+            log(f"stopping after {global_step} steps: budget reached (max_steps "
+                f"{config.max_steps}, max_minutes {config.max_minutes})")
+            break
     return _finish(config, pyramid, model, history, best, frozen, info, started, log,
                    len(train_set), len(val_set), len(labeled.skipped))
 
@@ -343,13 +382,21 @@ def _finish(config: TrainConfig, pyramid: MapPyramid, model: ZoomModel, history:
     return summary
 
 
+def _out_of_budget(config: TrainConfig, global_step: int, started: float,
+                   clock: bool = True) -> bool:
+    """Whether the step or wall-clock budget is spent (``clock``: also read the clock)."""
+    return bool((config.max_steps and global_step >= config.max_steps) or (
+        clock and config.max_minutes and time.time() - started >= config.max_minutes * 60))
+
+
 def _epoch_line(record: dict, metric: str) -> str:
     text = (f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, "
             f"{record['samples_per_s']:.1f} samples/s")
     if "val_loss" in record:
         text += (f"; val loss {record['val_loss']:.4f}, R@25/50/100m "
                  f"{record['recall@25m']:.3f}/{record['recall@50m']:.3f}/"
-                 f"{record['recall@100m']:.3f}, exact {record['exact']:.3f} "
+                 f"{record['recall@100m']:.3f}, first step {record['exact@1']:.3f}, "
+                 f"exact {record['exact']:.3f} "
                  f"({metric} {record[metric]:.4f})")
     return text
 
