@@ -244,3 +244,26 @@ def test_rows_held_out_by_val_fraction_are_written_for_calibration(tmp_path):
     assert len(held) == summary["val_samples"] == 3 and {r.split for r in held} == {"val"}
     train_images = {s.image for s in read_manifest(manifest)}
     assert {r.image for r in held} <= train_images
+
+
+@pytest.mark.parametrize("budget", ["max_steps=3", "max_minutes=0.0001"])
+def test_a_spent_budget_stops_validates_and_saves(tmp_path, budget):
+    from test_training_loop import make_dataset
+
+    from jzi_ros.training.loop import train
+
+    torch.set_num_threads(1)
+    pyramid = make_tiny_map(tmp_path, depth=2, tile_px=16)
+    manifest = make_dataset(tmp_path, pyramid, 12)
+    lines = []
+    config = load_train_config(None, [
+        f"manifest={manifest}", f"map={pyramid.path}", f"out={tmp_path / 'run'}",
+        "model_preset=tiny", "num_workers=0", "epochs=50", "batch_size=2", "val_every=10",
+        "augment=false", budget])
+    summary = train(config, progress=False, log=lines.append)
+    final = summary["final"]
+    assert summary["epochs"] == 1 and "val_loss" in final  # validated although val_every=10
+    assert final["step"] == (3 if budget.startswith("max_steps") else 1)
+    assert (tmp_path / "run" / "best.safetensors").exists()
+    assert any("budget reached" in line for line in lines)
+    assert any("first step" in line for line in lines)

@@ -281,9 +281,10 @@ def _train(config: TrainConfig, resume: bool, progress: bool, log: Callable[[str
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
                    unit="step", disable=not progress)
         for step, batch in enumerate(loader):
-            # ranks must stop together: under DDP the clock is read only between epochs
-            if step >= steps_per_epoch or _out_of_budget(config, global_step, started,
-                                                         not info.distributed):
+            # at least one step per run; under DDP the clock is read only between epochs so
+            # that the ranks stop together
+            if step >= steps_per_epoch or (step and _out_of_budget(
+                    config, global_step, started, not info.distributed)):
                 break
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             factor = lr_factor(global_step, total_steps, warmup_steps)
@@ -318,6 +319,7 @@ def _train(config: TrainConfig, resume: bool, progress: bool, log: Callable[[str
             fit = int(global_step + (config.max_minutes * 60 - (time.time() - started))
                       * (global_step - first_step) / max(elapsed, 1e-9))
             total_steps = max(global_step + 1, min(total_steps, fit))
+            warmup_steps = max(1, min(warmup_steps, int(config.warmup * total_steps)))
         record = {"epoch": epoch + 1, "step": global_step,
                   "train_loss": ddp.all_reduce_mean(loss_sum / max(1, seen), info),
                   "lr": optimizer.param_groups[0]["lr"], "epoch_s": round(elapsed, 3),
@@ -349,7 +351,7 @@ def _train(config: TrainConfig, resume: bool, progress: bool, log: Callable[[str
                 f"{config.max_steps}, max_minutes {config.max_minutes})")
             break
     return _finish(config, pyramid, model, history, best, frozen, info, started, log,
-                   len(train_set), len(val_set), len(labeled.skipped))
+                   n_train, len(val_set), len(labeled.skipped))
 
 
 def _finish(config: TrainConfig, pyramid: MapPyramid, model: ZoomModel, history: list,
