@@ -105,7 +105,9 @@ def scene(tmp_path_factory):
 def test_manifest_frames_are_scored_like_bag_frames(scene):
     pyramid, ckpt, manifest = scene
     localizer = Localizer.from_paths(pyramid.path, ckpt, LocalizerConfig(device="cpu"))
-    result = replay_manifest(manifest, localizer, "test", progress=False)
+    from jzi_ros.training.manifest import read_manifest
+    rows = [s for s in read_manifest(manifest) if s.split == "test"]
+    result = replay_manifest(manifest, rows, localizer, progress=False)
     assert len(result.records) == 7 and len(result.used) == 6
     assert result.records[-1].skip == "bad_image" and "broken.png" in result.records[-1].detail
     first = result.used[0]

@@ -61,13 +61,23 @@ def run(args: argparse.Namespace) -> int:
     from jzi_ros.evaluation.images import (baselines, calibration_check, replay_manifest,
                                            training_positions)
     from jzi_ros.evaluation.report import score, summarize, write_report
+    from jzi_ros.training.manifest import read_manifest
 
     if args.out.exists() and not args.overwrite:
         raise JziError(f"--out {args.out} already exists (pass --overwrite to replace it)")
+    rows = [s for s in read_manifest(args.manifest) if args.split in ("all", s.split)]
+    if not rows:
+        raise JziError(f"manifest {args.manifest} has no '{args.split}' rows (try --split all)")
+    prior_rows = None
+    if args.prior_manifest is not None:
+        train_rows = [s for s in read_manifest(args.prior_manifest) if s.split == "train"]
+        if not train_rows:
+            raise JziError(f"prior manifest {args.prior_manifest} has no 'train' rows")
     localizer = _localizer(args)
-    prior_rows = training_positions(args.prior_manifest, localizer.tree)
-    result = replay_manifest(args.manifest, localizer, args.split, args.limit,
-                             progress=not args.no_progress)
+    if args.prior_manifest is not None:
+        prior_rows = training_positions(train_rows, localizer.tree)
+    result = replay_manifest(args.manifest, rows[:args.limit] if args.limit else rows,
+                             localizer, progress=not args.no_progress)
     truth = score(result).gt_en
     if not len(truth):
         raise JziError(f"manifest {args.manifest}: no '{args.split}' row could be scored")

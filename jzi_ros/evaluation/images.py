@@ -46,22 +46,23 @@ from jzi_ros.evaluation.replay import (FrameRecord, LocalizerLike, ReplayOptions
                                        SKIP_BAD_IMAGE, SKIP_GT_OUTSIDE)
 from jzi_ros.geo import CellTree
 from jzi_ros.inference.image import read_image
-from jzi_ros.training.manifest import read_manifest, Sample
 
 IMAGE_SOURCE = "manifest images"
 DRIFT_FACTOR = 1.5  # test NEES more than this factor off its calibrated value is drift
 
 
-def replay_manifest(manifest: str | os.PathLike, localizer: LocalizerLike,
-                    split: str = "test", limit: int | None = None, progress: bool = True
-                    ) -> ReplayResult:
-    """Localize a manifest's ``split`` rows (``all``: every row) as if they were bag frames."""
+def replay_manifest(manifest: str | os.PathLike, rows: Sequence[Any],
+                    localizer: LocalizerLike, progress: bool = True) -> ReplayResult:
+    """
+    Localize manifest rows as if they were bag frames.
+
+    ``rows`` are :class:`jzi_ros.training.manifest.Sample` (image, latitude, longitude,
+    heading), read by the caller: evaluation does not import training.
+    """
     manifest = Path(manifest)
     tree = localizer.tree
-    rows = [s for s in read_manifest(manifest) if split == "all" or s.split == split]
     if not rows:
-        raise JziError(f"manifest {manifest} has no '{split}' rows (try --split all)")
-    rows = rows[:limit] if limit else rows
+        raise JziError(f"manifest {manifest} has no rows to evaluate")
     east, north = (np.asarray(v, np.float64) for v in
                    tree.to_local([s.latitude for s in rows], [s.longitude for s in rows]))
     truth = GroundTruth(f"{manifest.name}:latitude,longitude", tree,
@@ -171,14 +172,8 @@ def calibration_check(calibration: Any, measured: dict[str, Any]) -> dict[str, A
             "drift": drift, "calibration_frames": calibration.frames, "verdict": verdict}
 
 
-def training_positions(manifest: str | os.PathLike | None, tree: CellTree
-                       ) -> np.ndarray | None:
-    """Local positions of a manifest's training rows inside the root (None: no manifest)."""
-    if manifest is None:
-        return None
-    rows: Sequence[Sample] = [s for s in read_manifest(manifest) if s.split == "train"]
-    if not rows:
-        raise JziError(f"prior manifest {manifest} has no 'train' rows")
+def training_positions(rows: Sequence[Any], tree: CellTree) -> np.ndarray:
+    """Local positions of training rows (latitude, longitude) inside the root."""
     east, north = tree.to_local([s.latitude for s in rows], [s.longitude for s in rows])
     points = np.stack([np.asarray(east, float), np.asarray(north, float)], axis=1)
     return points[np.max(np.abs(points), axis=1) <= tree.size_m / 2]
