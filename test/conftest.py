@@ -73,3 +73,17 @@ def tiny_checkpoint(tmp_path, tiny_map):
     from support import make_tiny_checkpoint
 
     return tiny_map, make_tiny_checkpoint(tmp_path, tiny_map)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Give the tests their own $XDG_CACHE_HOME: ONNX exports go there, not into ~/.cache."""
+    import os
+
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg_cache"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = old

@@ -95,7 +95,7 @@ def test_localizer_refuses_a_north_up_model_without_heading(tmp_path):
     from jzi_ros.maps.embed import write_map_embeddings
     write_map_embeddings(pyramid, model, batch_size=64, progress=False)
     localizer = Localizer.from_paths(pyramid.path, path, LocalizerConfig(device="cpu"))
-    image = np.full((60, 80, 3), 100, np.uint8)
+    image = np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)
     with pytest.raises(JziError) as err:
         localizer.localize(image)
     message = str(err.value)

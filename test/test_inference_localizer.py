@@ -116,10 +116,12 @@ def test_convertible_images_are_localized(localizer, setup):
         assert fix.hypotheses[0].path == reference.hypotheses[0].path, name
         assert np.isclose(fix.confidence, reference.confidence, rtol=1e-3), name
     gray = rgb.mean(axis=2).astype(np.uint8)
-    for image in (gray, gray[:, :, None], np.ones((64, 64), bool)):
+    mask = np.random.default_rng(0).random((64, 64)) > 0.5  # textured (uniform is NO_FIX)
+    for image in (gray, gray[:, :, None], mask):
         assert localizer.localize(image).ok
     # 20000 x 40000 px (a zero-stride view, no 2.4 GB allocation): subsampled, not an error
-    huge = np.broadcast_to(rgb[:1, :1], (20000, 40000, 3))
+    row = np.random.default_rng(1).integers(0, 256, (1, 40000, 3), dtype=np.uint8)
+    huge = np.broadcast_to(row, (20000, 40000, 3))
     assert huge.shape[1] > localizer.config.max_image_side
     assert localizer.localize(huge).ok
 

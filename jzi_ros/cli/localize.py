@@ -112,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _calibrate(localizer, args: argparse.Namespace) -> int:
+    from jzi_ros.evaluation.metrics import fmt
     from jzi_ros.inference.calibration import calibrate_localizer, save_calibration
     from jzi_ros.inference.image import read_image
     from jzi_ros.training.manifest import samples_in_map
@@ -128,6 +129,13 @@ def _calibrate(localizer, args: argparse.Namespace) -> int:
           f"{result.covariance_scale:.4g}; mean NEES {result.raw_mean_nees:.2f} -> "
           f"{result.mean_nees:.2f} (median {result.median_nees:.2f}); median error "
           f"{result.median_error_m:.1f} m")
+    print(f"confidence gate {result.confidence_threshold:.3g}: {result.gate_fix_rate:.0%} of "
+          f"the frames are FIX, median error {result.gate_median_error_m:.1f} m (all frames "
+          f"{result.median_error_m:.1f} m); placed = error <= {result.placed_radius_m:g} m")
+    for row in result.gate_tradeoff:
+        print(f"  threshold {row['threshold']:.3g}: fix rate {row['fix_rate']:.0%}, median "
+              f"error {fmt(row['median_error_m'], '.1f', ' m')}, placed "
+              f"{fmt(row['placed'], '.0%')}")
     if args.dry_run:
         print("dry run: checkpoint not modified")
     else:

@@ -67,6 +67,8 @@ def _add_build(sub) -> None:
     p.add_argument("--terminal-tiles", action="store_true",
                    help="also store the terminal cells (K**(2D) tiles, for visualisation only)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing DIR")
+    p.add_argument("--allow-large", action="store_true",
+                   help="build a map larger than 64 GiB (the size is estimated first)")
     p.add_argument("--model", metavar="CHECKPOINT",
                    help="also embed the views with this model checkpoint after building")
     p.add_argument("--batch-size", type=int, default=32, help="views per batch with --model")
@@ -136,12 +138,20 @@ def _embed(map_dir, model, batch_size: int, device: str, progress: bool) -> None
 
 
 def _build(args) -> int:
+    from jzi_ros.extras import require_extra
+    require_extra("jzi map build", "maps")
     from jzi_ros.maps.build import build_pyramid_timed
     tree = _tree(args)
+    if args.model:  # before minutes of rendering, not after
+        from jzi_ros.maps.embed import check_config_matches_tree
+        from jzi_ros.model.checkpoint import read_header
+        from jzi_ros.model.config import ModelConfig
+        config = ModelConfig.from_dict(read_header(args.model)["config"])
+        check_config_matches_tree(config, tree, str(args.out), str(args.model))
     result = build_pyramid_timed(args.source, args.out, tree, tile_px=args.tile_px,
                                  overwrite=args.overwrite, progress=not args.no_progress,
                                  max_nodata=args.max_nodata, crs=args.crs,
-                                 terminal=args.terminal_tiles)
+                                 terminal=args.terminal_tiles, allow_large=args.allow_large)
     pyramid = result.pyramid
     nodata = ", ".join(f"L{k} {v:.1%}" for k, v in pyramid.nodata_fraction.items())
     print(f"map {pyramid.path}: {result.tiles} tiles of {pyramid.tile_px} px in "

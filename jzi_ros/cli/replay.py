@@ -99,9 +99,13 @@ def _localizer(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from jzi_ros.extras import require_extra
+    require_extra("replay", "replay", modules=None if not args.no_plots else ("rosbags",))
+    from jzi_ros.evaluation.metrics import fmt
     from jzi_ros.evaluation.outbag import BagOutputOptions, write_fix_bag
     from jzi_ros.evaluation.replay import replay_bag, ReplayOptions
     from jzi_ros.evaluation.report import write_report
+    from jzi_ros.files import refuse_overlap
 
     options = ReplayOptions(args.image_topic, args.gt_topic, every=args.every,
                             start_s=args.start, duration_s=args.duration, limit=args.limit,
@@ -116,6 +120,9 @@ def run(args: argparse.Namespace) -> int:
             raise JziError(f"{what} {path} already exists (pass --overwrite to replace it)")
     if not args.bag.exists():
         raise JziError(f"bag {args.bag} does not exist")
+    for path, what in ((args.out, "--out"), (args.write_bag, "--write-bag")):
+        if path is not None:
+            refuse_overlap(path, args.bag, what, "input bag")
     localizer = _localizer(args)
     result = replay_bag(args.bag, localizer, options)
     summary = write_report(result, args.out, getattr(localizer, "pyramid", None),
@@ -123,9 +130,10 @@ def run(args: argparse.Namespace) -> int:
     top1, fix = summary["top1"], summary["fix"]
     print(f"{summary['frames']['used']} frames scored ({summary['frames']['read']} read, "
           f"backend {result.backend}): R@25/50/100/250 m "
-          f"{'/'.join(f'{100 * v:.0f}' for v in top1['recall'].values())} %, "
-          f"median {top1['median_m']:.1f} m; fix rate {100 * summary['fix_rate']:.0f} %, "
-          f"FIX median {fix['median_m']:.1f} m; report in {args.out}")
+          f"{'/'.join(fmt(v, '.0f', '', 100.0) for v in top1['recall'].values())} %, "
+          f"median {fmt(top1['median_m'], '.1f', ' m')}; fix rate "
+          f"{fmt(summary['fix_rate'], '.0f', ' %', 100.0)}, FIX median "
+          f"{fmt(fix['median_m'], '.1f', ' m')}; report in {args.out}")
     if result.interrupted:
         if args.write_bag is not None:
             print(f"interrupted: partial report written, {args.write_bag} not written",

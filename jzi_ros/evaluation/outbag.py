@@ -32,7 +32,7 @@ from typing import Any, Iterator
 from jzi_ros.errors import JziError
 from jzi_ros.evaluation.bags import bag_storage, NAVSATFIX_TYPE, open_bag, STORAGES
 from jzi_ros.evaluation.replay import ReplayResult
-from jzi_ros.files import atomic_directory
+from jzi_ros.files import atomic_directory, refuse_overlap
 from jzi_ros.ros.convert import fix_to_navsatfix, rosbags_message_types
 
 BAG_VERSIONS = (8, 9)
@@ -95,6 +95,7 @@ def write_fix_bag(result: ReplayResult, out: str | Path, options: BagOutputOptio
     options = options or BagOutputOptions()
     options.validate()
     out = Path(out)
+    refuse_overlap(out, result.bag, "--write-bag", "input bag")
     storage = bag_storage(result.bag) if options.storage == "auto" else options.storage
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
     typestore = get_typestore(Stores.ROS2_HUMBLE if options.version == 8 else Stores.ROS2_JAZZY)

@@ -37,7 +37,7 @@ from jzi_ros.errors import BadImageError, JziError
 from jzi_ros.inference.backends import Backend, BACKENDS, BackendSpec, create_backend
 from jzi_ros.inference.calibration import Calibration
 from jzi_ros.inference.fix import Fix, FixStatus, Hypothesis
-from jzi_ros.inference.image import as_rgb_uint8
+from jzi_ros.inference.image import as_rgb_uint8, degenerate_reason
 from jzi_ros.inference.posterior import (apply_scale_and_floor, enu_covariance, POSITION_MODES,
                                          Posterior, posterior_from_beam, raw_estimate)
 from jzi_ros.threads import check_threads, DEFAULT_THREADS, set_threads
@@ -60,7 +60,9 @@ class LocalizerConfig:
 
     beam_width: int = DEFAULT_BEAM_WIDTH  # 1 = the paper's greedy decoding
     position: str = "top"  # "top": best cell's centre (paper); "mean": beam-weighted mean
-    confidence_threshold: float = 0.0  # below it the result is NO_FIX (0 disables)
+    # below it the result is NO_FIX: None = the gate calibrated into the checkpoint (0 if it
+    # has none), a number overrides it, 0 disables it
+    confidence_threshold: float | None = None
     sigma_floor_m: float = 5.0  # minimum 1-sigma of the horizontal covariance
     covariance_scale: float | None = None  # None: the checkpoint's calibration, else 1.0
     altitude_m: float = 0.0  # reported altitude (the policy does not estimate it)
@@ -69,7 +71,7 @@ class LocalizerConfig:
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     precision: str = "auto"  # auto (fp16 on CUDA, fp32 on CPU), fp32, fp16
     max_image_side: int = 4096  # larger images are subsampled first (bounded time/memory)
-    export_dir: str | None = None  # ONNX/engine folder; default: <checkpoint>.onnx/
+    export_dir: str | None = None  # ONNX/engine folder; default: the user cache (export.py)
     force_engine_update: bool = False  # rebuild TensorRT engines even if cached
     max_workspace_size: int = 1 << 30  # TensorRT builder workspace, bytes
     cuda_graph: bool = True  # torch on CUDA: capture encoder/decoder in CUDA graphs
@@ -83,9 +85,10 @@ class LocalizerConfig:
         if self.position not in POSITION_MODES:
             raise JziError(f"localizer.position must be one of {POSITION_MODES}, "
                            f"got {self.position!r}")
-        if not 0.0 <= self.confidence_threshold <= 1.0:
-            raise JziError(f"localizer.confidence_threshold must be in [0, 1], "
-                           f"got {self.confidence_threshold!r}")
+        if self.confidence_threshold is not None and not (
+                0.0 <= self.confidence_threshold <= 1.0):
+            raise JziError(f"localizer.confidence_threshold must be null (the checkpoint's "
+                           f"gate) or in [0, 1], got {self.confidence_threshold!r}")
         for name in ("sigma_floor_m", "altitude_sigma_m"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
@@ -142,6 +145,12 @@ class Localizer:
                         "%s: recalibrate for consistent covariances",
                         self.calibration.beam_width, self.calibration.position,
                         backend_beam(self), config.position)
+        self.confidence_threshold = (
+            config.confidence_threshold if config.confidence_threshold is not None
+            else self.calibration.confidence_threshold if self.calibration else 0.0)
+        if config.confidence_threshold is None and not self.calibration:
+            LOG.warning("checkpoint %s has no calibrated confidence gate: every frame the "
+                        "model decodes is a FIX (run `jzi localize --calibrate`)", model_path)
         center = self.tree.cell_center(())
         self._no_fix_at = (center[0], center[1])
         self._no_fix_variance = self.tree.size_m ** 2 / 12.0
@@ -247,22 +256,33 @@ class Localizer:
                        headings: Sequence[float | None] | None = None) -> list[Fix]:
         """Several images in one backend call (replay, calibration); same rules as localize."""
         start = time.perf_counter()
+        images = [as_rgb_uint8(image, self.config.max_image_side) for image in images]
+        reasons = [degenerate_reason(image) for image in images]
+        usable = [image for image, reason in zip(images, reasons) if reason is None]
+        headings = [None] * len(images) if headings is None else list(headings)
         try:
-            posteriors, timings = self.posteriors(images, headings)
+            posteriors, timings = (self.posteriors(usable, [
+                h for h, reason in zip(headings, reasons) if reason is None])
+                if usable else ([], {}))
         except RuntimeError as err:  # a runtime failure must not take the robot down
             LOG.exception("inference failed")
             reason = f"inference failed: {str(err).splitlines()[0]}"
             return [self._no_fix(reason, {}) for _ in images]
+        answers = iter(posteriors)
         fixes = []
-        for posterior in posteriors:
+        for reason in reasons:
             mark = time.perf_counter()
-            if posterior is None:
+            posterior = next(answers) if reason is None else None
+            if reason is not None:  # a frame nothing can be placed from: no inference
+                fix = self._no_fix(reason, {})
+            elif posterior is None:
                 fix = self._no_fix("decoder produced non-finite values", {})
             else:
                 fix = self.fix_from_posterior(posterior, {})
             now = time.perf_counter()
             fix_timings = dict(timings)
-            fix_timings["posterior"] += (now - mark) * 1e3  # + building this frame's Fix
+            fix_timings["posterior"] = (fix_timings.get("posterior", 0.0)
+                                        + (now - mark) * 1e3)  # + building this frame's Fix
             fix_timings["total"] = (now - start) * 1e3
             fixes.append(dataclasses.replace(fix, timings_ms=fix_timings))
         return fixes
@@ -273,19 +293,20 @@ class Localizer:
         cov = apply_scale_and_floor(raw, self.covariance_scale, self.config.sigma_floor_m)
         return position, cov, raw
 
-    def raw_estimate(self, image_rgb: np.ndarray, heading_deg: float | None = None
-                     ) -> tuple[np.ndarray, np.ndarray]:
+    def raw_estimate(self, image_rgb: np.ndarray, heading_deg: float | None = None,
+                     with_confidence: bool = False) -> tuple:
         """
         Return (position [2], uncalibrated covariance [2, 2]) in metres E/N of the root.
 
-        This is what covariance calibration fits its scale on. JziError if the frame decodes to
-        nothing.
+        This is what calibration fits the covariance scale on; ``with_confidence`` adds the
+        frame's confidence (for the gate) as a third element. JziError if the frame decodes
+        to nothing.
         """
         (posterior,), _ = self.posteriors([image_rgb], [heading_deg])
         if posterior is None:
             raise JziError("decoder produced non-finite values for this frame")
         position, _, raw = self.estimate(posterior)
-        return position, raw
+        return (position, raw, posterior.confidence) if with_confidence else (position, raw)
 
     def warmup(self, frames: int = 2) -> None:
         """
@@ -296,7 +317,8 @@ class Localizer:
         size = self.model_config.encoder.image_size
         grey = np.full((size, 2 * size, 3), 128, np.uint8)
         for _ in range(frames):
-            self.localize(grey, heading_deg=0.0)  # any heading: north-up models need one
+            # not localize(): a uniform frame skips inference there; any heading will do
+            self.posteriors([grey], [0.0])
 
     def fix_from_posterior(self, posterior: Posterior, timings: dict[str, float]) -> Fix:
         position, cov, _ = self.estimate(posterior)
@@ -312,9 +334,9 @@ class Localizer:
                 posterior.paths, posterior.probs, posterior.log_probs, posterior.centers_en,
                 lats, lons))
         confidence = posterior.confidence
-        if confidence < self.config.confidence_threshold:
+        if confidence < self.confidence_threshold:
             return Fix.no_fix(f"confidence {confidence:.3g} below threshold "
-                              f"{self.config.confidence_threshold:g}", lat, lon,
+                              f"{self.confidence_threshold:.3g}", lat, lon,
                               self.config.altitude_m, self._no_fix_variance, timings,
                               hypotheses, confidence, float(position[0]), float(position[1]))
         return Fix(FixStatus.FIX, lat, lon, self.config.altitude_m,

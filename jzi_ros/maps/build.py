@@ -34,7 +34,7 @@ import numpy as np
 
 from jzi_ros.errors import JziError
 from jzi_ros.geo import CellTree, local_crs
-from jzi_ros.maps.pyramid import MapPyramid, write_pyramid
+from jzi_ros.maps.pyramid import check_map_size, MapPyramid, write_pyramid
 from jzi_ros.maps.sources import open_source, Source
 
 LOG = logging.getLogger(__name__)
@@ -211,14 +211,21 @@ def build_pyramid_timed(source: str | os.PathLike, out_dir: str | os.PathLike,
                         tree: CellTree, tile_px: int = 384, overwrite: bool = False,
                         progress: bool = True,
                         max_nodata: float | None = DEFAULT_MAX_NODATA,
-                        crs: str | None = None, terminal: bool = False) -> BuildResult:
-    """:func:`build_pyramid` that also reports the tile count and wall time."""
+                        crs: str | None = None, terminal: bool = False,
+                        allow_large: bool = False) -> BuildResult:
+    """
+    :func:`build_pyramid` that also reports the tile count and wall time.
+
+    The size is estimated first: a map larger than the free disk is refused, one above
+    :data:`~jzi_ros.maps.pyramid.LARGE_MAP_BYTES` needs ``allow_large``.
+    """
     if max_nodata is not None and not 0.0 <= max_nodata <= 1.0:
         raise JziError(f"--max-nodata must be a fraction in 0..1, got {max_nodata}")
     out_dir = Path(out_dir).expanduser()
     if out_dir.exists() and not overwrite:
         # Checked before opening the source so a slow source is not touched for nothing.
         raise JziError(f"output {out_dir} already exists (pass --overwrite to replace it)")
+    check_map_size(tree, tile_px, out_dir, terminal, allow_large)
     start = time.perf_counter()
     with open_source(source, crs) as src:
         renderer = CellRenderer(src, tree, tile_px)

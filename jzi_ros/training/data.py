@@ -24,13 +24,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from jzi_ros.errors import JziError
 from jzi_ros.geo import CellTree
+from jzi_ros.inference.image import as_rgb_uint8, read_image
 from jzi_ros.maps.pyramid import MapPyramid
 from jzi_ros.model.config import ModelConfig
 from jzi_ros.model.preprocess import ground_crops, normalize, orient, resize
@@ -39,10 +38,8 @@ from jzi_ros.training.manifest import LabeledSamples
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise JziError(f"ground image {path} is missing or not a readable image")
-    return np.ascontiguousarray(image[..., ::-1])
+    """Read a ground image as uint8 RGB with the one image reader (same rules as localize)."""
+    return as_rgb_uint8(read_image(path))
 
 
 def _rotation(config: ModelConfig, rng: np.random.Generator) -> float:

@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from jzi_ros.errors import JziError
 from jzi_ros.files import atomic_open, write_json
+from jzi_ros.inference.image import check_image_files
 from jzi_ros.maps.embed import check_model_matches_tree, embed_views, write_map_embeddings
 from jzi_ros.maps.pyramid import MapPyramid
 from jzi_ros.model.checkpoint import load_checkpoint, save_checkpoint
@@ -168,7 +169,7 @@ def _map_table(pyramid: MapPyramid, model: ZoomModel, config: TrainConfig,
                info: ddp.DistInfo, log: Callable[[str], None]) -> torch.Tensor:
     """Return the map's stored table for this encoder, computing and storing it when missing."""
     encoder_hash = model.encoder_hash()
-    if info.is_main and pyramid.embeddings_hash() != encoder_hash:
+    if info.is_main and not pyramid.has_embeddings(encoder_hash):
         log(f"embedding {pyramid.tree.num_views} map views with encoder {encoder_hash}")
         write_map_embeddings(pyramid, model.to(info.device), config.embed_batch_size,
                              info.device, progress=True, info={"source": "jzi train"})
@@ -291,10 +292,9 @@ def _samples(config: TrainConfig, pyramid: MapPyramid, log: Callable[[str], None
         first = labeled.skipped[0]
         log(f"skipped {len(labeled.skipped)} sample(s) outside the map's root square "
             f"(first: {first.image.name} at {first.latitude:.6f}, {first.longitude:.6f})")
-    missing = [s.image for s in labeled.samples if not s.image.is_file()]
-    if missing:  # fail now, not hours later inside a DataLoader worker
-        raise JziError(f"dataset manifest {config.manifest}: {len(missing)} image file(s) "
-                       f"missing (first: {missing[0]})")
+    # every image checked now (missing, truncated, undecodable), not mid-epoch in a worker
+    check_image_files([s.image for s in labeled.samples], f"dataset manifest {config.manifest}",
+                      workers=max(2, config.num_workers))
     train_set, val_set = split_train_val(labeled, config.val_fraction, config.seed)
     if render is not None:
         log(f"training on {render.samples_per_epoch} views per epoch rendered from "
@@ -453,7 +453,7 @@ def _finish(config: TrainConfig, pyramid: MapPyramid, model: ZoomModel, history:
                                                 "map": str(pyramid.path),
                                                 "epoch": len(history), "best_metric": None})
         shipped, _ = load_checkpoint(out / BEST, device=info.device)
-        if pyramid.embeddings_hash() != shipped.encoder_hash():
+        if not pyramid.has_embeddings(shipped.encoder_hash()):
             # the encoder changed in training: the map's table must match what we ship
             log("re-embedding the map with the trained encoder of best.safetensors")
             write_map_embeddings(pyramid, shipped, config.embed_batch_size, info.device,
