@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from jzi_ros.errors import JziError
 from jzi_ros.geo import CellTree
 from jzi_ros.inference.image import as_rgb_uint8, read_image
 from jzi_ros.maps.pyramid import MapPyramid
