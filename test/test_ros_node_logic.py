@@ -30,6 +30,7 @@ import numpy as np
 import pytest
 
 from jzi_ros.errors import BadImageError, JziError
+from jzi_ros.geo import CellTree
 from jzi_ros.inference.fix import Fix, FixStatus, Hypothesis
 
 rosbags_typesys = pytest.importorskip("rosbags.typesys")
@@ -182,6 +183,7 @@ def _fake_modules():
     modules["geometry_msgs.msg"] = _module("geometry_msgs.msg", **{
         n: T[f"geometry_msgs/msg/{n}"] for n in ("Point", "Pose", "PoseWithCovariance",
                                                  "PoseWithCovarianceStamped", "Quaternion")})
+    modules["nav_msgs.msg"] = _module("nav_msgs.msg", Odometry=T["nav_msgs/msg/Odometry"])
     return modules
 
 
@@ -190,6 +192,7 @@ class FakeLocalizer:
 
     backend_name = "torch"
     calls = 0
+    tree = CellTree(38.9, -77.03, 1600.0, grid=4, depth=2)
 
     @classmethod
     def from_paths(cls, map_dir, model_path, config=None):
@@ -208,6 +211,14 @@ class FakeLocalizer:
                        5.0, 6.0, hyps)
         return Fix.no_fix("low confidence", 38.9, -77.03, 0.0, 1e8, hypotheses=hyps)
 
+    def localize_measured(self, image):
+        """Fusion's entry: the same fix, and a measurement sure of the cell at (5, 6) m."""
+        from jzi_ros.inference.fusion import Measurement
+
+        path = self.tree.path_of_local(5.0, 6.0)
+        return self.localize(image), Measurement.from_beam(self.tree, np.array([path]),
+                                                           np.array([0.0]))
+
 
 @pytest.fixture
 def node_module(monkeypatch, tmp_path):
@@ -225,7 +236,8 @@ def node_module(monkeypatch, tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"x")
     FakeNode.overrides = {"map_dir": str(tmp_path / "map"),
                           "model_file": str(tmp_path / "model.safetensors"),
-                          "fix_frame_id": "cam", "publish_pose": True, "beam_width": 7}
+                          "fix_frame_id": "cam", "publish_pose": True, "beam_width": 7,
+                          "fusion.enabled": False}  # test_fusion_* turn it on
     LOGS.clear()
     yield module
     monkeypatch.delitem(sys.modules, "jzi_ros.ros.node", raising=False)
@@ -251,7 +263,9 @@ def test_setup_declares_parameters_qos_and_publishers(node_module):
     node = node_module.LocalizerNode()
     node.setup()
     try:
-        assert set(node.params) == set(node_module.PARAMETER_NAMES)
+        own = {name for name in node.params if not name.startswith("fusion.")}
+        assert own == set(node_module.PARAMETER_NAMES)
+        assert node.descriptors["fusion.enabled"].read_only  # declared by ros/motion.py
         beam = node.descriptors["beam_width"]
         assert beam.read_only and beam.integer_range[0].from_value == 1
         assert node.descriptors["confidence_threshold"].floating_point_range[0].to_value == 1.0
@@ -380,6 +394,39 @@ def test_main_exit_codes(node_module, tmp_path):
 
 
 @pytest.mark.slow
+def test_fusion_puts_the_filtered_fix_on_fix_topic_and_the_single_one_apart(node_module):
+    FakeNode.overrides.update({"fusion.enabled": True, "fusion.odom_topic": "odom"})
+    node = node_module.LocalizerNode()
+    node.setup()
+    try:
+        odom = [s for s in node.subscriptions if s.topic == "odom"]
+        assert len(odom) == 1 and odom[0].msg_type is T["nav_msgs/msg/Odometry"]
+        camera = [s for s in node.subscriptions if s.topic != "odom"][0].callback
+        fused, single = node.publishers["jzi/fix"].sent, node.publishers["/jzi/fix_single"].sent
+        for second in range(10, 22):
+            camera(_image(200, second))
+            assert _wait(lambda: len(fused) == second - 9)
+    finally:
+        node.close()
+    assert len(single) == len(fused) == 12
+    assert all(f.status.status == 0 for f in single)  # the scripted single-frame FIX
+    assert fused[0].status.status == -1  # one frame: the filter has not converged yet
+    assert fused[-1].status.status == 0  # the same cell every frame: it has now
+    last = fused[-1]
+    east, north = FakeLocalizer.tree.to_local(last.latitude, last.longitude)
+    west, south, east_edge, north_edge = FakeLocalizer.tree.cell_bounds_local(
+        FakeLocalizer.tree.path_of_local(5.0, 6.0))
+    assert west - 20 <= east <= east_edge + 20 and south - 20 <= north <= north_edge + 20
+    assert all(np.all(np.isfinite(f.position_covariance)) for f in fused)
+    assert [f.header.stamp.sec for f in fused] == list(range(10, 22))
+
+
+def test_fusion_rejects_a_bad_heading_source_in_one_line(node_module, tmp_path):
+    FakeNode.overrides.update({"fusion.enabled": True, "fusion.heading_source": "compass"})
+    assert node_module.main([]) == 1
+    assert any("fusion.heading_source" in text for level, text, _ in LOGS if level == "error")
+
+
 def test_node_with_the_real_localizer_on_a_tiny_map(monkeypatch, tmp_path):
     """End to end through the real Localizer (tiny map + checkpoint), rclpy stood in."""
     from support import make_tiny_checkpoint, make_tiny_map

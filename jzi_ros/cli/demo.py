@@ -93,6 +93,11 @@ def run(args: argparse.Namespace) -> int:
           f"{fmt(s['fix_rate'], '.0f', ' %', 100.0)}; mean NEES {fmt(cal['mean_nees'], '.2f')} "
           f"(ideal 2.0); "
           f"backend {s['backend']}, {s['frames_per_s']:.1f} frames/s")
+    if s.get("fusion"):
+        from jzi_ros.evaluation.fusion_replay import fusion_markdown
+
+        print()
+        print("\n".join(fusion_markdown(s["fusion"])[:-3]))
     total = sum(result.timings_s.values())
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings_s.items())
     print(f"time: {total:.0f} s ({stages})")

@@ -85,6 +85,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="storage of --write-bag (auto: same as the input bag)")
     parser.add_argument("--fix-topic", default="/jzi/fix",
                         help="topic of the fixes in --write-bag")
+    fusion = parser.add_argument_group("temporal fusion (docs/fusion.md)")
+    fusion.add_argument("--fusion", action="store_true",
+                        help="also run the filter over the frames (random walk, and the "
+                             "--odom-topic odometry when given); report both next to the "
+                             "single-frame fixes")
+    fusion.add_argument("--odom-topic", default=None,
+                        help="nav_msgs/Odometry topic (body twist) for the filter's motion")
+    fusion.add_argument("--imu-topic", default=None,
+                        help="sensor_msgs/Imu topic (ENU orientation) for --heading-source imu")
+    fusion.add_argument("--heading-source", choices=("odometry", "imu", "fixed"),
+                        default="odometry",
+                        help="earth-referenced yaw that rotates the odometry twist to "
+                             "East/North: the odometry's orientation (ENU frame), an IMU, or "
+                             "--heading-yaw-deg")
+    fusion.add_argument("--heading-yaw-deg", type=float, default=0.0,
+                        help="ENU yaw for --heading-source fixed (0 = East, 90 = North)")
+    fusion.add_argument("--fusion-config", type=Path, default=None,
+                        help="YAML file with filter parameters (keys of FusionConfig)")
+    fusion.add_argument("--fit-fusion", action="store_true",
+                        help="fit the likelihood exponent and the covariance scale on this "
+                             "(validation) bag, use and print them")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--overwrite", action="store_true",
@@ -98,6 +119,17 @@ def _localizer(args: argparse.Namespace):
     return Localizer.from_paths(args.map, args.model, localizer_config(args))
 
 
+def _fusion_options(args: argparse.Namespace):
+    if not (args.fusion or args.fit_fusion):
+        return None
+    from jzi_ros.evaluation.fusion_replay import FusionOptions
+    from jzi_ros.inference.fusion import FusionConfig
+
+    config = FusionConfig.from_yaml(args.fusion_config) if args.fusion_config else FusionConfig()
+    return FusionOptions(config, args.odom_topic, args.imu_topic,
+                         args.heading_source, args.heading_yaw_deg, args.fit_fusion)
+
+
 def run(args: argparse.Namespace) -> int:
     from jzi_ros.extras import require_extra
     require_extra("replay", "replay", modules=None if not args.no_plots else ("rosbags",))
@@ -109,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
 
     options = ReplayOptions(args.image_topic, args.gt_topic, every=args.every,
                             start_s=args.start, duration_s=args.duration, limit=args.limit,
-                            gt_tolerance_s=args.gt_tolerance, progress=not args.no_progress)
+                            gt_tolerance_s=args.gt_tolerance, progress=not args.no_progress,
+                            fusion=_fusion_options(args))
     options.validate()
     bag_options = BagOutputOptions(version=args.bag_version, storage=args.bag_storage,
                                    topic=args.fix_topic)
@@ -134,6 +167,20 @@ def run(args: argparse.Namespace) -> int:
           f"median {fmt(top1['median_m'], '.1f', ' m')}; fix rate "
           f"{fmt(summary['fix_rate'], '.0f', ' %', 100.0)}, FIX median "
           f"{fmt(fix['median_m'], '.1f', ' m')}; report in {args.out}")
+    if summary.get("fusion"):
+        from jzi_ros.evaluation.fusion_replay import LABELS
+
+        for name, row in summary["fusion"]["runs"].items():
+            cal = row["calibration"]
+            recall = row["all"]["recall"]["100"]
+            print(f"  {LABELS.get(name, name)}: R@100 m {fmt(recall, '.1f', ' %', 100.0)}, "
+                  f"median {fmt(row['all']['median_m'], '.1f', ' m')}; FIX "
+                  f"{fmt(row['fix_fraction'], '.0f', ' %', 100.0)} of frames, mean NEES "
+                  f"{fmt(cal['mean_nees'], '.2f')}, first FIX {row['time_to_first_fix_s']} s")
+        if summary["fusion"].get("fit"):
+            fit = summary["fusion"]["fit"]
+            print(f"  fitted: likelihood_exponent {fit['likelihood_exponent']:g}, "
+                  f"covariance_scale {fit['covariance_scale']:.4g}")
     if result.interrupted:
         if args.write_bag is not None:
             print(f"interrupted: partial report written, {args.write_bag} not written",

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -61,12 +61,14 @@ def encode_jpeg(image_rgb: np.ndarray, quality: int = 85) -> bytes:
 
 def write_bag(path: str | os.PathLike, tree: CellTree,
               frames: Iterable[tuple[int, np.ndarray, tuple[float, float, float]]],
-              overwrite: bool = False, jpeg_quality: int = 85) -> Path:
+              overwrite: bool = False, jpeg_quality: int = 85,
+              odometry: Sequence[Any] = ()) -> Path:
     """
     Write ``(stamp_ns, image_rgb, (east, north, altitude))`` frames as an mcap bag.
 
     Each frame gives one CompressedImage on :data:`IMAGE_TOPIC` and one NavSatFix on
-    :data:`GT_TOPIC` with the same header stamp (recorded at that time, too).
+    :data:`GT_TOPIC` with the same header stamp (recorded at that time, too). ``odometry``
+    (:class:`jzi_ros.demo.odometry.OdometrySample`) goes on ``/odom`` as nav_msgs/Odometry.
     """
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import get_typestore, Stores
@@ -85,6 +87,13 @@ def write_bag(path: str | os.PathLike, tree: CellTree,
         with Writer(inner, version=8, storage_plugin=StoragePlugin.MCAP) as writer:
             images = writer.add_connection(IMAGE_TOPIC, IMAGE_TYPE, typestore=store)
             fixes = writer.add_connection(GT_TOPIC, NAVSAT_TYPE, typestore=store)
+            if odometry:
+                from jzi_ros.demo.odometry import ODOM_TOPIC, ODOM_TYPE, odometry_message
+
+                odom = writer.add_connection(ODOM_TOPIC, ODOM_TYPE, typestore=store)
+                for sample in odometry:
+                    writer.write(odom, sample.stamp_ns, store.serialize_cdr(
+                        odometry_message(store, types, sample), ODOM_TYPE))
             for stamp_ns, image, (east, north, altitude) in frames:
                 stamp_ns = int(stamp_ns)
                 msg = compressed(header=make_header(stamp_ns, CAMERA_FRAME, types),

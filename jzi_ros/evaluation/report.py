@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from jzi_ros.evaluation.fusion_replay import fusion_markdown, fusion_summary
 from jzi_ros.evaluation.metrics import (calibration_summary, DEFAULT_RECALL_M, error_summary,
                                         fmt, IDEAL_CALIBRATION, latency_summary, nees_2d,
                                         path_accuracy, recall_at)
@@ -154,6 +155,7 @@ def summarize(result: ReplayResult, map_path: str | Path | None = None) -> dict[
         "latency_ms": {name: latency_summary(values) for name, values in stages.items()},
         "calibration": {**calibration_summary(error_en_fix, scored.cov_en[fix_mask]),
                         "ideal": IDEAL_CALIBRATION},
+        "fusion": fusion_summary(result),
     }
 
 
@@ -226,7 +228,8 @@ def render_markdown(summary: dict[str, Any]) -> str:
     for name, lat in s["latency_ms"].items():
         lines.append(f"| {name} | {lat['count']} | {fmt(lat['median_ms'], '.2f', ' ms')} | "
                      f"{fmt(lat['p95_ms'], '.2f', ' ms')} |")
-    lines += ["", "## Plots", "", "![error CDF](error_cdf.png)", "",
+    lines += [""] + fusion_markdown(s.get("fusion"))
+    lines += ["## Plots", "", "![error CDF](error_cdf.png)", "",
               "![trajectory](trajectory.png)", "", "![error over time](error_time.png)", ""]
     return "\n".join(lines)
 

@@ -213,13 +213,14 @@ class Localizer:
             raise
 
     def posteriors(self, images: Sequence[np.ndarray],
-                   headings: Sequence[float | None] | None = None
+                   headings: Sequence[float | None] | None = None, steps_out: list | None = None
                    ) -> tuple[list[Posterior | None], dict[str, float]]:
         """
         Return beam posteriors for a batch of images and the batch's stage timings in ms.
 
         A posterior is None where decoding gave non-finite values. BadImageError for an unusable
-        image.
+        image. With a list as ``steps_out`` it receives one ``decode.BeamSteps`` per frame, or
+        None per frame where the backend gives only the final beam.
         """
         timings: dict[str, float] = {}
         start = time.perf_counter()
@@ -231,7 +232,14 @@ class Localizer:
         ground = self.backend.encode(pixels)
         now = time.perf_counter()
         timings["encode"], mark = (now - mark) * 1e3, now
-        paths, log_probs = self.backend.decode(ground)
+        detailed = self.backend.decode_steps(ground) if steps_out is not None else None
+        if detailed is None:
+            paths, log_probs = self.backend.decode(ground)
+            if steps_out is not None:
+                steps_out.extend([None] * len(images))
+        else:
+            paths, log_probs, steps = detailed
+            steps_out.extend(steps)
         now = time.perf_counter()
         timings["decode"], mark = (now - mark) * 1e3, now
         out: list[Posterior | None] = []
@@ -286,6 +294,35 @@ class Localizer:
             fix_timings["total"] = (now - start) * 1e3
             fixes.append(dataclasses.replace(fix, timings_ms=fix_timings))
         return fixes
+
+    def localize_measured(self, image_rgb: np.ndarray, heading_deg: float | None = None):
+        """
+        Localize one image and return ``(Fix, fusion.Measurement or None)``.
+
+        The measurement is what the temporal filter folds in: every step's child
+        probabilities where the backend gives them, else the final beam. None when the frame
+        decoded to nothing usable.
+        """
+        from jzi_ros.inference.fusion import Measurement
+
+        start = time.perf_counter()
+        steps: list = []
+        try:
+            (posterior,), timings = self.posteriors([image_rgb], [heading_deg], steps_out=steps)
+        except RuntimeError as err:
+            LOG.exception("inference failed")
+            return self._no_fix(f"inference failed: {str(err).splitlines()[0]}", {}), None
+        if posterior is None:
+            return self._no_fix("decoder produced non-finite values", timings), None
+        mark = time.perf_counter()
+        fix = self.fix_from_posterior(posterior, {})
+        measurement = (Measurement.from_steps(self.tree, steps[0]) if steps[0] is not None
+                       else Measurement.from_beam(self.tree, posterior.paths,
+                                                  posterior.log_probs))
+        now = time.perf_counter()
+        timings["posterior"] += (now - mark) * 1e3
+        timings["total"] = (now - start) * 1e3
+        return dataclasses.replace(fix, timings_ms=timings), measurement
 
     def estimate(self, posterior: Posterior) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(position [2], calibrated covariance [2, 2], raw covariance [2, 2]) E/N metres."""

@@ -107,6 +107,7 @@ class LocalizerNode(Node):
         self.localizer: Any = None
         self.worker: Worker | None = None
         self.updater: Updater | None = None
+        self.fusion: Any = None
 
     def setup(self) -> None:
         """Load map + model (+ engine) before spinning; JziError on a missing map or model."""
@@ -141,6 +142,8 @@ class LocalizerNode(Node):
         self.cloud_pub = (self.create_publisher(PointCloud2, s.hypotheses_topic, out_qos)
                           if s.publish_hypotheses else None)
         self.cloud_fields = convert.cloud_fields(self.types)
+        from jzi_ros.ros import motion  # temporal fusion: fusion.* parameters, subscriptions
+        self.fusion = motion.attach(self, self.localizer, out_qos)
 
         self.updater = Updater(self)
         self.updater.setHardwareID(f"jzi_localizer/{self.localizer.backend_name}")
@@ -186,7 +189,11 @@ class LocalizerNode(Node):
                 rgb = convert.compressed_msg_to_rgb(msg)
             else:
                 rgb = convert.image_msg_to_rgb(msg)
-            fix = self.localizer.localize(rgb)
+            if self.fusion is None:
+                fix = single = self.localizer.localize(rgb)
+            else:  # fix_topic gets the filtered fix, the cloud this frame's own hypotheses
+                single, measurement = self.localizer.localize_measured(rgb)
+                fix = self.fusion.fuse(single, measurement, stamp_ns, s)
         except BadImageError as err:
             count = self.stats.bad_message(str(err))
             self.get_logger().warning(f"skipping bad image ({count} so far): {err}",
@@ -206,7 +213,7 @@ class LocalizerNode(Node):
         if self.cloud_pub is not None:
             header = convert.make_header(stamp_ns, s.map_frame_id, self.types)
             # tuples work with every sensor_msgs_py version (older ones take no numpy array)
-            points = [tuple(row) for row in convert.hypotheses_points(fix.hypotheses).tolist()]
+            points = [tuple(row) for row in convert.hypotheses_points(single.hypotheses).tolist()]
             self.cloud_pub.publish(point_cloud2.create_cloud(header, self.cloud_fields, points))
 
     def _on_worker_error(self, err: BaseException) -> None:
