@@ -52,6 +52,9 @@ def _add_build(sub) -> None:
                       help="root square centre (degrees); needs --size")
     root.add_argument("--bounds", metavar="S,W,N,E",
                       help="lat/lon box; the root is the smallest square covering it")
+    root.add_argument("--fit", action="store_true",
+                      help="the largest square the source's imagery covers (no-data and "
+                           "pure-black pixels excluded)")
     p.add_argument("--size", type=float, metavar="METRES", help="root square side with --center")
     p.add_argument("--grid", type=int, default=4, help="cells per side at each split (K)")
     p.add_argument("--depth", type=int, default=4, help="number of zoom steps (D)")
@@ -104,6 +107,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _tree(args):
     from jzi_ros.geo import CellTree
+    if args.fit:
+        if args.size is not None:
+            raise JziError("--size goes with --center, not with --fit")
+        from jzi_ros.maps.fit import fit_root
+        lat, lon, size = fit_root(args.source, args.crs)
+        print(f"fitted root: --center {lat:.7f},{lon:.7f} --size {size:.1f}")
+        return CellTree(lat, lon, size, args.grid, args.depth)
     if args.center is not None:
         if args.size is None:
             raise JziError("--center needs --size METRES (the root square side)")

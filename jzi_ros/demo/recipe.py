@@ -32,10 +32,10 @@ import time
 from jzi_ros.demo.dataset import DatasetSpec, make_dataset, MANIFEST
 from jzi_ros.demo.flow import DEMO_CARD_KEY
 from jzi_ros.demo.stages import make_map, make_world
-from jzi_ros.demo.views import ViewSampling
 from jzi_ros.demo.world import WorldSpec
 from jzi_ros.errors import JziError
 from jzi_ros.files import atomic_path, write_json
+from jzi_ros.training.render import ViewSampling
 
 GRID, DEPTH, TILE_PX = 4, 3, 112
 # The demo flight's camera is yaw-stabilised north-up (FlightSpec.yaw_mode "north"); training

@@ -194,9 +194,25 @@ def render_markdown(summary: dict[str, Any]) -> str:
                      + " | ".join(_pct(v) for v in block["recall"].values())
                      + f" | {fmt(block['median_m'], '.1f', ' m')} | "
                      f"{fmt(block['mean_m'], '.1f', ' m')} | {fmt(block['p95_m'], '.1f', ' m')} |")
-    lines += ["", "## Path accuracy (first L zoom steps correct)", "", "| level | accuracy |",
-              "|---:|---:|"]
-    lines += [f"| {level} | {_pct(acc)} |" for level, acc in s["path_accuracy"].items()]
+    base = s.get("baselines", {})
+    for name, label in (("chance", "chance: uniform terminal cell"),
+                        ("prior", "no-image prior: constant guess")):
+        if name in base:
+            block = base[name]
+            lines.append(f"| {label} | {block['count']} | "
+                         + " | ".join(_pct(v) for v in block["recall"].values())
+                         + f" | {fmt(block['median_m'], '.1f', ' m')} | "
+                         f"{fmt(block['mean_m'], '.1f', ' m')} | "
+                         f"{fmt(block['p95_m'], '.1f', ' m')} |")
+    if "prior" in base:
+        lines += ["", f"No-image prior: {base['prior']['from']}."]
+    lines += ["", "## Path accuracy (first L zoom steps correct)", "",
+              "| level | accuracy |" + (" chance | prior |" if base else ""),
+              "|---:|---:|" + ("---:|---:|" if base else "")]
+    lines += [f"| {level} | {_pct(acc)} |" + (
+        f" {_pct(base['chance']['path_accuracy'][level])} | "
+        f"{_pct(base['prior']['path_accuracy'][level])} |" if base else "")
+        for level, acc in s["path_accuracy"].items()]
     cal = s["calibration"]
     ideal = cal["ideal"]
     lines += ["", "## Covariance calibration (FIX frames)", "", "| | measured | ideal |",
@@ -205,8 +221,10 @@ def render_markdown(summary: dict[str, Any]) -> str:
               f"| inside 1-sigma ellipse | {_pct(cal['inside_1sigma'])} | "
               f"{_pct(ideal['inside_1sigma'])} |",
               f"| inside 2-sigma ellipse | {_pct(cal['inside_2sigma'])} | "
-              f"{_pct(ideal['inside_2sigma'])} |",
-              "", "## Latency", "", "| stage | frames | median | p95 |", "|---|---:|---:|---:|"]
+              f"{_pct(ideal['inside_2sigma'])} |"]
+    if s.get("calibration_check"):
+        lines += ["", f"Calibration check: {s['calibration_check']['verdict']}."]
+    lines += ["", "## Latency", "", "| stage | frames | median | p95 |", "|---|---:|---:|---:|"]
     for name, lat in s["latency_ms"].items():
         lines.append(f"| {name} | {lat['count']} | {fmt(lat['median_ms'], '.2f', ' ms')} | "
                      f"{fmt(lat['p95_ms'], '.2f', ' ms')} |")
@@ -249,15 +267,17 @@ def frames_csv(result: ReplayResult) -> str:
 
 
 def write_report(result: ReplayResult, out_dir: str | Path, pyramid: Any = None,
-                 overwrite: bool = False, plots: bool = True) -> dict[str, Any]:
+                 overwrite: bool = False, plots: bool = True,
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """
     Write report.json, report.md, frames.csv and the PNG plots into ``out_dir``.
 
     Atomically: the directory appears complete or not at all. Returns the summary dict.
+    ``extra`` adds entries to it (``baselines`` and ``calibration_check`` are rendered).
     """
     from jzi_ros.evaluation import plots as plotting
 
-    summary = summarize(result, getattr(pyramid, "path", None))
+    summary = {**summarize(result, getattr(pyramid, "path", None)), **(extra or {})}
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
         write_json(tmp / REPORT_JSON, summary)
         with atomic_open(tmp / REPORT_MD, "w", encoding="utf-8") as handle:

@@ -215,16 +215,17 @@ def calibrate_localizer(localizer, samples: Iterable[tuple[np.ndarray, float, fl
     """
     Fit the confidence gate and the covariance scale of ``localizer`` on validation samples.
 
-    The samples are ``(image_rgb, latitude, longitude)``; both hold for the localizer's beam
-    width, position mode and sigma floor.
+    The samples are ``(image_rgb, latitude, longitude[, heading_deg])``; both hold for the
+    localizer's beam width, position mode and sigma floor.
     """
     from tqdm import tqdm
 
     tree = localizer.tree
     rows = []
-    for image, lat, lon in tqdm(samples, desc="calibrating", unit="frame", total=total,
-                                disable=not progress):
-        position, raw, confidence = localizer.raw_estimate(image, with_confidence=True)
+    for image, lat, lon, *heading in tqdm(samples, desc="calibrating", unit="frame",
+                                          total=total, disable=not progress):
+        position, raw, confidence = localizer.raw_estimate(
+            image, heading[0] if heading else None, with_confidence=True)
         truth = np.array(tree.to_local(lat, lon), dtype=np.float64)
         rows.append((position, truth, raw, confidence))
     return calibrate(rows, localizer.searched_beam_width, localizer.config.position,

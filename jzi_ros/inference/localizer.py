@@ -205,14 +205,25 @@ class Localizer:
         return backend_beam(self)
 
     # --- per frame ---------------------------------------------------------------------------
-    def preprocess(self, image_rgb: np.ndarray) -> np.ndarray:
-        """Checked/converted image -> float32 ``[n_crops, 3, S, S]``; BadImageError."""
+    def preprocess(self, image_rgb: np.ndarray, heading_deg: float | None = None) -> np.ndarray:
+        """
+        Checked/converted image -> float32 ``[n_crops, 3, S, S]``; BadImageError.
+
+        ``heading_deg`` (the frame's heading, degrees from north) is required by north-up
+        models (JziError without it) and ignored by the others.
+        """
         from jzi_ros.model.preprocess import ground_pixels
 
         image = as_rgb_uint8(image_rgb, self.config.max_image_side)
-        return ground_pixels(image, self.model_config).numpy()
+        try:
+            return ground_pixels(image, self.model_config, heading_deg).numpy()
+        except JziError as err:
+            if self.model_config.heading == "north-up" and heading_deg is None:
+                raise JziError(f"model {self.model_path.name}: {err}") from None
+            raise
 
-    def posteriors(self, images: Sequence[np.ndarray], steps_out: list | None = None
+    def posteriors(self, images: Sequence[np.ndarray],
+                   headings: Sequence[float | None] | None = None, steps_out: list | None = None
                    ) -> tuple[list[Posterior | None], dict[str, float]]:
         """
         Return beam posteriors for a batch of images and the batch's stage timings in ms.
@@ -223,7 +234,9 @@ class Localizer:
         """
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        pixels = np.stack([self.preprocess(image) for image in images])
+        headings = [None] * len(images) if headings is None else list(headings)
+        pixels = np.stack([self.preprocess(image, heading)
+                           for image, heading in zip(images, headings)])
         mark = time.perf_counter()
         timings["preprocess"] = (mark - start) * 1e3
         ground = self.backend.encode(pixels)
@@ -248,23 +261,27 @@ class Localizer:
         timings["posterior"] = (time.perf_counter() - mark) * 1e3
         return out, timings
 
-    def localize(self, image_rgb: np.ndarray) -> Fix:
+    def localize(self, image_rgb: np.ndarray, heading_deg: float | None = None) -> Fix:
         """
         Localize one image: image -> Fix.
 
         BadImageError for an unusable array; NO_FIX (never NaN) for a frame that decodes to nothing
-        usable or falls below the confidence threshold.
+        usable or falls below the confidence threshold. ``heading_deg``: see :meth:`preprocess`.
         """
-        return self.localize_batch([image_rgb])[0]
+        return self.localize_batch([image_rgb], [heading_deg])[0]
 
-    def localize_batch(self, images: Sequence[np.ndarray]) -> list[Fix]:
+    def localize_batch(self, images: Sequence[np.ndarray],
+                       headings: Sequence[float | None] | None = None) -> list[Fix]:
         """Several images in one backend call (replay, calibration); same rules as localize."""
         start = time.perf_counter()
         images = [as_rgb_uint8(image, self.config.max_image_side) for image in images]
         reasons = [degenerate_reason(image) for image in images]
         usable = [image for image, reason in zip(images, reasons) if reason is None]
+        headings = [None] * len(images) if headings is None else list(headings)
         try:
-            posteriors, timings = self.posteriors(usable) if usable else ([], {})
+            posteriors, timings = (self.posteriors(usable, [
+                h for h, reason in zip(headings, reasons) if reason is None])
+                if usable else ([], {}))
         except RuntimeError as err:  # a runtime failure must not take the robot down
             LOG.exception("inference failed")
             reason = f"inference failed: {str(err).splitlines()[0]}"
@@ -288,7 +305,7 @@ class Localizer:
             fixes.append(dataclasses.replace(fix, timings_ms=fix_timings))
         return fixes
 
-    def localize_measured(self, image_rgb: np.ndarray):
+    def localize_measured(self, image_rgb: np.ndarray, heading_deg: float | None = None):
         """
         Localize one image and return ``(Fix, fusion.Measurement or None)``.
 
@@ -301,7 +318,7 @@ class Localizer:
         start = time.perf_counter()
         steps: list = []
         try:
-            (posterior,), timings = self.posteriors([image_rgb], steps)
+            (posterior,), timings = self.posteriors([image_rgb], [heading_deg], steps_out=steps)
         except RuntimeError as err:
             LOG.exception("inference failed")
             return self._no_fix(f"inference failed: {str(err).splitlines()[0]}", {}), None
@@ -323,7 +340,8 @@ class Localizer:
         cov = apply_scale_and_floor(raw, self.covariance_scale, self.config.sigma_floor_m)
         return position, cov, raw
 
-    def raw_estimate(self, image_rgb: np.ndarray, with_confidence: bool = False) -> tuple:
+    def raw_estimate(self, image_rgb: np.ndarray, heading_deg: float | None = None,
+                     with_confidence: bool = False) -> tuple:
         """
         Return (position [2], uncalibrated covariance [2, 2]) in metres E/N of the root.
 
@@ -331,7 +349,7 @@ class Localizer:
         frame's confidence (for the gate) as a third element. JziError if the frame decodes
         to nothing.
         """
-        (posterior,), _ = self.posteriors([image_rgb])
+        (posterior,), _ = self.posteriors([image_rgb], [heading_deg])
         if posterior is None:
             raise JziError("decoder produced non-finite values for this frame")
         position, _, raw = self.estimate(posterior)
@@ -346,7 +364,8 @@ class Localizer:
         size = self.model_config.encoder.image_size
         grey = np.full((size, 2 * size, 3), 128, np.uint8)
         for _ in range(frames):
-            self.posteriors([grey])  # not localize(): a uniform frame skips inference there
+            # not localize(): a uniform frame skips inference there; any heading will do
+            self.posteriors([grey], [0.0])
 
     def fix_from_posterior(self, posterior: Posterior, timings: dict[str, float]) -> Fix:
         position, cov, _ = self.estimate(posterior)

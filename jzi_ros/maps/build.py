@@ -133,31 +133,34 @@ class CellRenderer:
         return data
 
     def __call__(self, path: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        return self.render_box(self.tree.cell_bounds_local(path), self.tile_px, self.tile_px)
+
+    def render_box(self, bounds: tuple[float, float, float, float], width: int, height: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """Render a local-frame box (west, south, east, north) into ``height x width`` pixels."""
         from affine import Affine
         from rasterio.enums import Resampling
         from rasterio.warp import reproject
         from rasterio.windows import Window
 
-        size = self.tile_px
         dataset = self.source.dataset
-        bounds = self.tree.cell_bounds_local(path)
-        west, _, east, north = bounds
+        west, south, east, north = bounds
         c0, r0, c1, r1 = self._source_window(bounds)
         # Source pixels per tile pixel, from the unclipped footprint.
-        step = max(c1 - c0, r1 - r0) / size
+        step = max((c1 - c0) / width, (r1 - r0) / height)
         c0 = max(0, math.floor(c0) - 2)
         r0 = max(0, math.floor(r0) - 2)
         c1 = min(dataset.width, math.ceil(c1) + 2)
         r1 = min(dataset.height, math.ceil(r1) + 2)
-        rgb = np.zeros((size, size, 3), dtype=np.uint8)
+        rgb = np.zeros((height, width, 3), dtype=np.uint8)
         if c1 <= c0 or r1 <= r0:
-            return rgb, np.zeros((size, size), dtype=bool)
-        width, height = c1 - c0, r1 - r0
+            return rgb, np.zeros((height, width), dtype=bool)
+        win_w, win_h = c1 - c0, r1 - r0
         # Integer factors: GDAL averages those fastest (and maps them onto overviews).
         decimate = max(1, math.floor(step / self.oversample))
-        out_w = max(1, round(width / decimate))
-        out_h = max(1, round(height / decimate))
-        window = Window(c0, r0, width, height)
+        out_w = max(1, round(win_w / decimate))
+        out_h = max(1, round(win_h / decimate))
+        window = Window(c0, r0, win_w, win_h)
         palette = self.source.colormap is not None
         read_resampling = (Resampling.nearest if palette or decimate == 1
                            else Resampling.average)
@@ -167,10 +170,10 @@ class CellRenderer:
                                     resampling=Resampling.nearest)
         stack = np.concatenate([self._to_rgb(data), (mask > 0)[None].astype(np.float32)])
         src_transform = (dataset.transform @ Affine.translation(c0, r0)
-                         @ Affine.scale(width / out_w, height / out_h))
-        side = (east - west) / size
-        dst_transform = Affine(side, 0.0, west, 0.0, -side, north)
-        out = np.zeros((4, size, size), dtype=np.float32)
+                         @ Affine.scale(win_w / out_w, win_h / out_h))
+        dst_transform = Affine((east - west) / width, 0.0, west, 0.0, -(north - south) / height,
+                               north)
+        out = np.zeros((4, height, width), dtype=np.float32)
         extra = {"COORDINATE_OPERATION": self._operation} if self._operation else {}
         reproject(stack, out, src_transform=src_transform, src_crs=self.source.crs,
                   dst_transform=dst_transform, dst_crs=self.dst_crs, dst_nodata=0.0,
