@@ -93,9 +93,12 @@ class CellRenderer:
                              float(np.max(lons)), float(np.max(lats)))
         src = pyproj.CRS.from_wkt(self.source.crs.to_wkt())
         dst = pyproj.CRS.from_wkt(self.dst_crs.to_wkt())
-        group = TransformerGroup(src, dst, always_xy=True, area_of_interest=aoi)
-        for transformer in group.transformers:
-            definition = transformer.to_proj4()
+        # GDAL applies COORDINATE_OPERATION in the CRSs' authority axis order (lat, lon for
+        # EPSG:4326); our own transforms use x = east. Same operation, two axis conventions.
+        authority = TransformerGroup(src, dst, always_xy=False, area_of_interest=aoi)
+        xy = TransformerGroup(src, dst, always_xy=True, area_of_interest=aoi)
+        for gdal_op, transformer in zip(authority.transformers, xy.transformers):
+            definition = gdal_op.to_proj4()
             if definition:
                 return transformer, definition
         LOG.debug("no explicit PROJ operation for %s; GDAL chooses per tile", src.name)
