@@ -387,7 +387,9 @@ def test_runtime_parameters_take_effect_on_the_next_fix(raw_node):
 
 def test_a_flood_of_frames_keeps_only_the_newest_and_memory_flat(raw_node):
     node, graph = raw_node
-    big = np.random.default_rng(3).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    # 320x240 (230 kB): a 640x480 flood once lost every resend of the awaited frame for 60 s on
+    # a loaded CI machine (best-effort samples of many DDS fragments); fewer fragments here
+    big = np.random.default_rng(3).integers(0, 256, (240, 320, 3), dtype=np.uint8)
     frames = 500
     # warm up with big frames first, so allocator growth of the first ones is not "a leak"
     for _ in range(20):
@@ -403,11 +405,11 @@ def test_a_flood_of_frames_keeps_only_the_newest_and_memory_flat(raw_node):
     graph.localize(last, node)  # the newest frame is always processed
     after_mb = node.rss_mb()
     processed = [s for s in graph.fixes if first <= s[0] <= graph.stamp]
-    print(f"flood: {frames + 1} frames of 640x480 sent, {len(processed)} localized, RSS "
+    print(f"flood: {frames + 1} frames of 320x240 sent, {len(processed)} localized, RSS "
           f"{before_mb:.0f} -> {after_mb:.0f} MB")
     assert len(processed) < frames / 2, "stale frames were queued instead of dropped"
-    # 500 frames of 0.9 MB: keeping them would add ~450 MB
-    assert after_mb - before_mb < 60.0
+    # 500 frames of 0.23 MB: keeping them would add ~115 MB
+    assert after_mb - before_mb < 40.0
 
 
 def test_sigint_exits_0_within_seconds(raw_node):
