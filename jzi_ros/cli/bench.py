@@ -21,6 +21,7 @@ import logging
 from pathlib import Path
 import tempfile
 
+from jzi_ros.cli import refineopts
 from jzi_ros.errors import JziError
 
 COMMAND = "bench"
@@ -72,6 +73,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--manifest: at most this many frames")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--refine", action="store_true",
+                        help="also time geometric refinement after the zoom and classical "
+                             "registration, on a nadir view rendered from the map imagery "
+                             "(--map with imagery.tif)")
+    refineopts.add_arguments(parser, method=False)
     parser.add_argument("--json", type=Path, default=None, metavar="FILE",
                         help="also write the rows as JSON (backend, device, dtype, encoder_ms, "
                              "frame_ms, paper_way_ms, each {median, p95})")
@@ -147,6 +153,29 @@ def _samples(args: argparse.Namespace, tree) -> list:
     return [(read_image(s.image), s.latitude, s.longitude) for s in rows]
 
 
+def _bench_refine(args: argparse.Namespace, localizer, map_dir: Path) -> dict:
+    from jzi_ros.evaluation.classical import ClassicalLocalizer
+    from jzi_ros.inference.bench import bench_refinement, imagery_frame
+    from jzi_ros.inference.refine import Refiner
+
+    config = refineopts.refine_config(args)
+    refiner = Refiner.for_map(map_dir, config)
+    if refiner is None:
+        raise JziError(f"--refine: map {map_dir} has no imagery; rebuild it with `jzi map "
+                       "build`")
+    image, intrinsics = imagery_frame(map_dir, config.nominal_height_m)
+    try:
+        classical = ClassicalLocalizer(map_dir, config, intrinsics)
+    except JziError as err:
+        print(f"classical registration not timed: {err}")
+        classical = None
+    try:
+        return bench_refinement(localizer, refiner, classical, image, intrinsics, args.frames,
+                                args.warmup)
+    finally:
+        refiner.close()
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
@@ -186,6 +215,8 @@ def run(args: argparse.Namespace) -> int:
             if args.manifest is not None:
                 samples = samples or _samples(args, localizer.tree)
                 row.accuracy = accuracy(localizer, samples)
+            if args.refine:
+                row.refine = _bench_refine(args, localizer, map_dir)
             rows.append(row)
             localizer.close()
     if not rows:

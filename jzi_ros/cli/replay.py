@@ -22,6 +22,7 @@ from pathlib import Path
 import sys
 from typing import Sequence
 
+from jzi_ros.cli import refineopts
 from jzi_ros.errors import JziError
 
 COMMAND = "replay"
@@ -53,8 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ROS 2 bag: a directory with metadata.yaml, or a .db3 / .mcap file")
     parser.add_argument("--map", required=True, default=argparse.SUPPRESS, type=Path,
                         help="map directory (jzi map build)")
-    parser.add_argument("--model", required=True, default=argparse.SUPPRESS, type=Path,
-                        help="checkpoint (.safetensors) the map was embedded with")
+    parser.add_argument("--model", default=None, type=Path,
+                        help="checkpoint (.safetensors) the map was embedded with (needed "
+                             "unless --method classical)")
     parser.add_argument("--image-topic", required=True, default=argparse.SUPPRESS,
                         help="camera topic (sensor_msgs/Image or sensor_msgs/CompressedImage)")
     parser.add_argument("--gt-topic", required=True, default=argparse.SUPPRESS,
@@ -94,6 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="storage of --write-bag (auto: same as the input bag)")
     parser.add_argument("--fix-topic", default="/jzi/fix",
                         help="topic of the fixes in --write-bag")
+    refineopts.add_arguments(parser)
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--overwrite", action="store_true",
@@ -108,7 +111,10 @@ def _localizer(args: argparse.Namespace):
     # unset options keep LocalizerConfig's defaults (the same as the node's)
     config = dataclasses.replace(LocalizerConfig(),
                                  **{k: v for k, v in chosen.items() if v is not None})
-    return Localizer.from_paths(args.map, args.model, config)
+    if args.model is None and args.method != "classical":
+        raise JziError(f"--model is needed for --method {args.method}")
+    return refineopts.wrap(args.method, lambda: Localizer.from_paths(args.map, args.model,
+                                                                     config), args.map, args)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -139,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
           f"{'/'.join(f'{100 * v:.0f}' for v in top1['recall'].values())} %, "
           f"median {top1['median_m']:.1f} m; fix rate {100 * summary['fix_rate']:.0f} %, "
           f"FIX median {fix['median_m']:.1f} m; report in {args.out}")
+    if args.method != "zoom":
+        print(_method_table(result, args.method))
     if result.interrupted:
         if args.write_bag is not None:
             print(f"interrupted: partial report written, {args.write_bag} not written",
@@ -148,6 +156,20 @@ def run(args: argparse.Namespace) -> int:
         write_fix_bag(result, args.write_bag, bag_options, overwrite=args.overwrite)
         print(f"wrote {len(result.localized)} fixes on {args.fix_topic} into {args.write_bag}")
     return 0
+
+
+def _method_table(result, method: str) -> str:
+    """Return the side-by-side row of this method (recall 5..100 m, acceptance, latency)."""
+    import math
+
+    from jzi_ros.evaluation.classical import format_methods, method_summary
+
+    used = result.used
+    errors = [math.hypot(r.fix.east_m - r.gt.east_m, r.fix.north_m - r.gt.north_m)
+              for r in used]
+    row = method_summary(errors, [r.fix.ok for r in used], [r.localize_ms for r in used],
+                         [r.fix.refined for r in used] if method == "refine" else None)
+    return format_methods({method: row})
 
 
 def _strip_ros_args(argv: Sequence[str]) -> list[str]:

@@ -29,6 +29,7 @@ CUDA work is synchronised before a clock is read.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 import time
 from typing import Callable
 
@@ -55,6 +56,7 @@ class BenchRow:
     frame_ms: dict[str, float]
     paper_way_ms: dict[str, float] | None
     accuracy: dict = field(default_factory=dict)  # filled when labelled frames are given
+    refine: dict = field(default_factory=dict)  # filled by bench_refinement (jzi bench --refine)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -127,6 +129,44 @@ def bench_localizer(localizer, image_rgb: np.ndarray, frames: int = 30, warmup: 
                     stats(encoder), stats(frame), paper)
 
 
+def imagery_frame(map_dir, height_m: float, size: tuple[int, int] = (640, 480),
+                  hfov_deg: float = 70.0):
+    """Return a nadir view of the map imagery at the root centre and its intrinsics."""
+    import rasterio
+
+    from jzi_ros.demo.camera import CameraModel, CameraPose, render_view
+    from jzi_ros.inference.refine import Intrinsics
+    from jzi_ros.maps.imagery import IMAGERY
+
+    camera = CameraModel(size[0], size[1], hfov_deg)
+    with rasterio.open(Path(map_dir) / IMAGERY) as ds:
+        t = ds.transform
+        source = np.moveaxis(ds.read((1, 2, 3)), 0, -1)
+    to_local = np.array([[t.a, t.b, t.c], [t.d, t.e, t.f], [0.0, 0.0, 1.0]])
+    image = render_view(source, to_local, camera, CameraPose(0.0, 0.0, height_m, 10.0, 88.0))
+    K = camera.K()
+    return image, Intrinsics(K[0, 0], K[1, 1], K[0, 2], K[1, 2])
+
+
+def bench_refinement(localizer, refiner, classical, image_rgb: np.ndarray, intrinsics,
+                     frames: int = 30, warmup: int = 5) -> dict:
+    """
+    Time refinement after the zoom's fix, and classical registration, on one frame.
+
+    Returns ``{"refine_ms", "classical_ms", "refined", "note"}``; the note says whether the
+    refinement was accepted (a rejected frame may try several cells, the slow path).
+    """
+    fix = localizer.localize(image_rgb)
+    refine = _time(lambda: refiner.refine(image_rgb, fix, intrinsics), frames, warmup, "cpu")
+    out = refiner.refine(image_rgb, fix, intrinsics)
+    result = {"refine_ms": stats(refine), "refined": bool(out.refined), "note": out.refinement,
+              "classical_ms": None}
+    if classical is not None:
+        result["classical_ms"] = stats(_time(lambda: classical.localize(image_rgb, intrinsics),
+                                             frames, warmup, "cpu"))
+    return result
+
+
 def accuracy(localizer, samples: list[tuple[np.ndarray, float, float]]) -> dict:
     """Median error, recall at 1/2/4 terminal-cell sides and mean NEES over labelled frames."""
     from jzi_ros.evaluation.metrics import nees_2d
@@ -169,4 +209,15 @@ def format_table(rows: list[BenchRow]) -> str:
                              f"{a['median_error_m']:.1f} | {a['recall_1cell']:.3f} | "
                              f"{a['recall_2cell']:.3f} | {a['recall_4cell']:.3f} | "
                              f"{a['mean_nees']:.2f} |")
+    if any(r.refine for r in rows):
+        lines += ["", "| backend | beam | encoder ms (med) | + refine ms (med / p95) "
+                  "| classical ms (med / p95) | refinement |", "|" + "---|" * 6]
+        for r in rows:
+            f = r.refine
+            if f:
+                classical = (f"{f['classical_ms']['median']:.1f} / "
+                             f"{f['classical_ms']['p95']:.1f}" if f["classical_ms"] else "-")
+                lines.append(f"| {r.backend} | {r.beam_width} | {r.encoder_ms['median']:.2f} | "
+                             f"{f['refine_ms']['median']:.1f} / {f['refine_ms']['p95']:.1f} | "
+                             f"{classical} | {f['note']} |")
     return "\n".join(lines)

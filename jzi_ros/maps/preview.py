@@ -65,6 +65,8 @@ def map_summary(pyramid: MapPyramid) -> str:
         info = pyramid.embeddings_info()
         extra = ", ".join(f"{k}={v}" for k, v in info.items())
         lines.append(f"embeddings encoder {encoder}" + (f" ({extra})" if extra else ""))
+    from jzi_ros.maps.imagery import imagery_summary
+    lines.append(imagery_summary(pyramid.path))
     return "\n".join(lines)
 
 
