@@ -31,8 +31,8 @@ Datasets (each prints one table; measured, never asserted):
 
 Usage::
 
-    PYTHONPATH=. python benchmarks/refine_bench.py --datasets demo telluric autzen \\
-        --frames 100 --demo-workdir /tmp/refine-demo --workdir /tmp/refine-bench
+    PYTHONPATH=. python benchmarks/refine_bench.py --datasets demo telluric autzen
+        --frames 80 --detectors sift orb --demo-workdir /tmp/refine-demo
 """
 from __future__ import annotations
 
@@ -50,7 +50,9 @@ from jzi_ros.demo.camera import CameraModel, CameraPose, render_view
 from jzi_ros.demo.views import degrade_frame
 from jzi_ros.errors import JziError
 from jzi_ros.evaluation.classical import ClassicalLocalizer, format_methods, method_summary
+from jzi_ros.evaluation.metrics import nees_2d
 from jzi_ros.geo import CellTree
+from jzi_ros.inference.calibration import fit_covariance_scale
 from jzi_ros.inference.fix import Hypothesis
 from jzi_ros.inference.refine import Intrinsics, RefineConfig, Refiner
 
@@ -138,13 +140,15 @@ def run_methods(name: str, frames: list[Frame], map_dir: Path, tree: CellTree,
         base = rss_mib()
         refiner = Refiner.for_map(map_dir, config)
         for hyp_label, hypotheses in hypotheses_sets.items():
-            errors, fixed, refined, latency = [], [], [], []
+            errors, fixed, refined, latency, calib = [], [], [], [], []
             for frame, hyps, fallback in zip(frames, hypotheses, _fallbacks(hypotheses)):
                 start = time.perf_counter()
                 result = refiner.register(frame.image, hyps, frame.intrinsics)
                 latency.append((time.perf_counter() - start) * 1e3)
                 if result.accepted:
                     pos = (result.pose.east_m, result.pose.north_m)
+                    calib.append((pos[0] - frame.east_m, pos[1] - frame.north_m,
+                                  result.raw_covariance_en, result.covariance_en))
                 else:
                     pos = fallback
                 errors.append(math.hypot(pos[0] - frame.east_m, pos[1] - frame.north_m))
@@ -152,6 +156,7 @@ def run_methods(name: str, frames: list[Frame], map_dir: Path, tree: CellTree,
                 refined.append(result.accepted)
             row = method_summary(errors, fixed, latency, refined)
             row["memory_mib"] = rss_mib() - base
+            row.update(covariance_check(calib, config))
             rows[f"{hyp_label} + refine ({label})"] = row
         refiner.close()
     for label, config in configs.items():
@@ -174,11 +179,33 @@ def run_methods(name: str, frames: list[Frame], map_dir: Path, tree: CellTree,
         rows[f"classical ({label})"] = row
     print(f"\n### {name}: {len(frames)} frames\n")
     print(format_methods(rows))
+    for method, row in rows.items():
+        if "mean_nees" in row:
+            print(f"- {method}: mean NEES {row['mean_nees']:.2f} (median "
+                  f"{row['median_nees']:.2f}) at covariance_scale {config.covariance_scale:g} "
+                  f"over {row['accepted_frames']} accepted frames; scale for mean NEES 2: "
+                  f"{row['fitted_scale_mean']:.3g}, for median: "
+                  f"{row['fitted_scale_median']:.3g}")
     return rows
 
 
+def covariance_check(calib: list, config: RefineConfig) -> dict:
+    """Return the mean NEES of the accepted fixes and the scale that would make it 2."""
+    if len(calib) < 2:
+        return {}
+    errors = np.array([(e, n) for e, n, _, _ in calib])
+    raw = np.array([c[2] for c in calib])
+    published = np.array([c[3] for c in calib])
+    scale = fit_covariance_scale(errors, raw, config.sigma_floor_m, "mean")
+    median_scale = fit_covariance_scale(errors, raw, config.sigma_floor_m, "median")
+    nees = nees_2d(errors, published)
+    return {"mean_nees": float(nees.mean()), "median_nees": float(np.median(nees)),
+            "fitted_scale_mean": scale, "fitted_scale_median": median_scale,
+            "accepted_frames": len(calib)}
+
+
 def _fallbacks(hypotheses):
-    """The position published when refinement rejects: the zoom's top cell centre."""
+    """Return the position published when refinement rejects: the zoom's top cell centre."""
     return [(h[0].east_m, h[0].north_m) for h in hypotheses]
 
 

@@ -93,7 +93,7 @@ def intrinsics(camera: CameraModel = CAMERA) -> Intrinsics:
 
 
 def zoom_fix(east: float, north: float, extra: tuple[tuple[float, float], ...] = ()) -> Fix:
-    """A zoom FIX at the centre of the terminal cell containing (east, north)."""
+    """Return a zoom FIX at the centre of the terminal cell containing (east, north)."""
     hypotheses = []
     for k, (e, n) in enumerate(((east, north),) + extra):
         path = TREE.path_of_local(e, n)

@@ -22,7 +22,9 @@ features and a USAC/MAGSAC homography. With the camera intrinsics the homography
 ground plane to the image is ``K [r1 r2 t]``, which gives the camera's rotation and centre:
 its nadir point (the published position, not the ground point at the image centre), its
 height above ground, heading and tilt. The covariance is the spread of the nadir point over
-bootstrap resamples of the inliers, times a calibrated scale, plus a floor.
+bootstrap resamples of the inliers, times a calibrated scale, with a floor (the zoom's
+:func:`~jzi_ros.inference.posterior.apply_scale_and_floor`; the scale is fitted with its
+:func:`~jzi_ros.inference.calibration.fit_covariance_scale`).
 
 Every refined solution passes an explicit acceptance test (inlier count and ratio, plausible
 height and tilt, a rotation that is one, the nadir inside the searched area, a bounded spread)
@@ -47,6 +49,7 @@ import numpy as np
 
 from jzi_ros.errors import JziError
 from jzi_ros.inference.fix import Fix
+from jzi_ros.inference.posterior import apply_scale_and_floor
 
 LOG = logging.getLogger(__name__)
 
@@ -243,6 +246,7 @@ class Registration:
     inliers: int = 0
     pose: GroundPose | None = None
     covariance_en: np.ndarray | None = None  # 2x2 m^2, calibrated and floored
+    raw_covariance_en: np.ndarray | None = None  # the bootstrap spread (what calibration fits)
 
     @property
     def inlier_ratio(self) -> float:
@@ -332,7 +336,8 @@ def solve(image_pts: np.ndarray, target_pts: np.ndarray, to_ground: np.ndarray,
         result.reason = "inlier resamples give no stable pose"
         return result
     spread = np.cov(samples.T) if len(samples) > 1 else np.zeros((2, 2))
-    cov = spread * config.covariance_scale + np.eye(2) * config.sigma_floor_m ** 2
+    result.raw_covariance_en = spread
+    cov = apply_scale_and_floor(spread, config.covariance_scale, config.sigma_floor_m)
     sigma = math.sqrt(float(max(np.linalg.eigvalsh(cov))))
     if not (np.all(np.isfinite(cov)) and sigma <= config.max_sigma_m):
         result.reason = f"position spread {sigma:.1f} m > {config.max_sigma_m:g} m"
