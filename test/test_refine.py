@@ -268,3 +268,16 @@ def test_method_summary_counts_over_all_frames():
     assert row["accepted_median_m"] == pytest.approx(31.5)
     table = format_methods({"zoom + refine": row})
     assert "| zoom + refine | 4 | 25.0 %" in table
+
+
+def test_missing_intrinsics_are_guessed_with_one_warning(world, caplog):
+    frame = np.zeros((240, 320, 3), np.uint8)
+    with caplog.at_level(logging.WARNING):
+        guessed = Refiner.for_map(world[0], CONFIG)
+        first = guessed.intrinsics_for(frame, None)
+        guessed.intrinsics_for(frame, None)
+        given = Refiner.for_map(world[0], RefineConfig(hfov_deg=70.0))
+        assert given.intrinsics_for(frame, None) == first
+    warnings = [r for r in caplog.records if "guessing" in r.getMessage()]
+    assert len(warnings) == 1
+    assert first.fx == pytest.approx(CAMERA.focal_px)

@@ -54,6 +54,7 @@ from jzi_ros.inference.posterior import apply_scale_and_floor
 LOG = logging.getLogger(__name__)
 
 DETECTORS = ("sift", "orb")
+GUESS_HFOV_DEG = 70.0  # horizontal field of view assumed when nothing says otherwise (warned)
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ class RefineConfig:
     bootstrap: int = 24  # inlier resamples for the covariance
     covariance_scale: float = 1.0  # calibrated on the benchmark (docs/refinement.md)
     sigma_floor_m: float = 1.0  # minimum 1-sigma of the refined covariance
-    hfov_deg: float = 70.0  # intrinsics guess when none are given (CameraInfo, --hfov)
+    hfov_deg: float | None = None  # field of view when no intrinsics are given (None: guess)
 
     def __post_init__(self) -> None:
         if self.detector not in DETECTORS:
@@ -127,7 +128,7 @@ class RefineConfig:
                   "max_skew": self.max_skew > 0, "max_sigma_m": self.max_sigma_m > 0,
                   "bootstrap": self.bootstrap >= 4, "covariance_scale": self.covariance_scale > 0,
                   "sigma_floor_m": self.sigma_floor_m > 0,
-                  "hfov_deg": 1 < self.hfov_deg < 170,
+                  "hfov_deg": self.hfov_deg is None or 1 < self.hfov_deg < 170,
                   "search_margin_m": self.search_margin_m is None or self.search_margin_m >= 0}
         for name, ok in checks.items():
             value = getattr(self, name)
@@ -371,14 +372,17 @@ class Refiner:
         return cls(imagery, MapPyramid.open(map_dir).tree, config)
 
     def intrinsics_for(self, image: np.ndarray, intrinsics: Intrinsics | None) -> Intrinsics:
+        """Return the given intrinsics, else ones from ``hfov_deg`` (or the warned guess)."""
         if intrinsics is not None:
             return intrinsics
-        if not self._warned_guess:
+        hfov = self.config.hfov_deg
+        if hfov is None and not self._warned_guess:
             LOG.warning("refinement: no camera intrinsics given; guessing a %g deg horizontal "
-                        "field of view (pass CameraInfo or --hfov)", self.config.hfov_deg)
+                        "field of view (pass CameraInfo, --intrinsics or --hfov)",
+                        GUESS_HFOV_DEG)
             self._warned_guess = True
         height, width = image.shape[:2]
-        return Intrinsics.from_hfov(width, height, self.config.hfov_deg)
+        return Intrinsics.from_hfov(width, height, hfov or GUESS_HFOV_DEG)
 
     def search_margin_m(self, intrinsics: Intrinsics, image_shape: tuple[int, ...]) -> float:
         """Return how far around a cell to search: the footprint's half-diagonal, tilt allowed."""
