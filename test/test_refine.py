@@ -281,3 +281,27 @@ def test_missing_intrinsics_are_guessed_with_one_warning(world, caplog):
     warnings = [r for r in caplog.records if "guessing" in r.getMessage()]
     assert len(warnings) == 1
     assert first.fx == pytest.approx(CAMERA.focal_px)
+
+
+@pytest.mark.slow
+def test_replay_methods_on_a_map_built_before_refinement(tmp_path, capsys, caplog):
+    from jzi_ros.cli import main as jzi_main
+    from support import make_tiny_checkpoint, make_tiny_map
+    from test_replay_cli import _world_bag
+
+    pyramid = make_tiny_map(tmp_path)
+    ckpt = make_tiny_checkpoint(tmp_path, pyramid)
+    _, bag = _world_bag(tmp_path, pyramid, "raw", "mcap")
+    args = ["replay", str(bag), "--map", str(pyramid.path), "--image-topic", "/camera/image",
+            "--gt-topic", "/gps/fix", "--no-progress", "--no-plots"]
+    assert jzi_main.main(args + ["--out", str(tmp_path / "c"), "--method", "classical"]) == 2
+    assert "no feature index" in capsys.readouterr().err
+    assert jzi_main.main(args + ["--out", str(tmp_path / "z"), "--method", "refine"]) == 2
+    assert "--model is needed" in capsys.readouterr().err
+    with caplog.at_level(logging.WARNING):
+        rc = jzi_main.main(args + ["--out", str(tmp_path / "r"), "--method", "refine",
+                                   "--model", str(ckpt), "--backend", "torch", "--hfov", "60"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "| refine | 6 |" in out and "| 0.0 % (-, 0.0 %) |" in out
+    assert sum("refinement is off" in r.getMessage() for r in caplog.records) == 1
