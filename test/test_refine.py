@@ -15,6 +15,7 @@
 """Refinement after the zoom, map imagery on board, and the classical baseline."""
 from __future__ import annotations
 
+from dataclasses import replace
 import logging
 import math
 from pathlib import Path
@@ -305,3 +306,15 @@ def test_replay_methods_on_a_map_built_before_refinement(tmp_path, capsys, caplo
     out = capsys.readouterr().out
     assert "| refine | 6 |" in out and "| 0.0 % (-, 0.0 %) |" in out
     assert sum("refinement is off" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_large_frame_is_shrunk_with_its_intrinsics(world):
+    map_dir, image = world
+    pose = CameraPose(-20.0, 30.0, 150.0, heading_deg=250.0, pitch_deg=84.0)
+    frame = cv2.resize(view(image, pose), (1280, 960), interpolation=cv2.INTER_LINEAR)
+    big = Intrinsics.from_matrix(CAMERA.K(4.0))
+    out = Refiner.for_map(map_dir, replace(CONFIG, max_frame_px=400)).refine(
+        frame, zoom_fix(pose.east_m, pose.north_m), big)
+    assert out.refined, out.refinement
+    assert math.hypot(out.east_m - pose.east_m, out.north_m - pose.north_m) < 2.0
+    assert "height 150 m" in out.refinement

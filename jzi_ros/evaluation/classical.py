@@ -37,7 +37,7 @@ import numpy as np
 
 from jzi_ros.errors import JziError
 from jzi_ros.inference.fix import Fix, FixStatus
-from jzi_ros.inference.refine import (detect_features, GUESS_HFOV_DEG, Intrinsics,
+from jzi_ros.inference.refine import (detect_features, fit_frame, GUESS_HFOV_DEG, Intrinsics,
                                       ratio_matches, RefineConfig, solve)
 
 LOG = logging.getLogger(__name__)
@@ -97,6 +97,7 @@ class ClassicalLocalizer:
         height, width = image_rgb.shape[:2]
         K = (intrinsics or self.intrinsics
              or Intrinsics.from_hfov(width, height, config.hfov_deg or GUESS_HFOV_DEG))
+        image_rgb, K = fit_frame(image_rgb, K, config.max_frame_px)
         points, descriptors = detect_features(image_rgb, config.detector, config.max_features)
         if len(points) < config.min_inliers or len(self.index.points_en) < config.min_inliers:
             return self._no_fix(f"{len(points)} frame features, {len(self.index.points_en)} "

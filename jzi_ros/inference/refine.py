@@ -92,6 +92,22 @@ class Intrinsics:
     def matrix(self) -> np.ndarray:
         return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
 
+    def scaled(self, factor: float) -> "Intrinsics":
+        """Return the intrinsics of the image resized by ``factor`` (pixel centres kept)."""
+        return Intrinsics(self.fx * factor, self.fy * factor, (self.cx + 0.5) * factor - 0.5,
+                          (self.cy + 0.5) * factor - 0.5)
+
+
+def fit_frame(image: np.ndarray, intrinsics: Intrinsics, max_px: int
+              ) -> tuple[np.ndarray, Intrinsics]:
+    """Shrink a frame whose long side exceeds ``max_px`` (feature time grows with its area)."""
+    factor = max_px / max(image.shape[:2])
+    if factor >= 1.0:
+        return image, intrinsics
+    size = (max(2, round(image.shape[1] * factor)), max(2, round(image.shape[0] * factor)))
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return small, intrinsics.scaled(size[0] / image.shape[1])
+
 
 @dataclass
 class RefineConfig:
@@ -99,6 +115,7 @@ class RefineConfig:
 
     detector: str = "sift"  # sift or orb (AKAZE is not in OpenCV 5's main modules)
     max_features: int = 2000  # per frame, and per map window
+    max_frame_px: int = 800  # larger frames are shrunk to this long side first
     ratio: float = 0.85  # Lowe's ratio test
     ransac_px: float = 3.0  # MAGSAC threshold, in map-window pixels
     top_cells: int = 3  # zoom hypotheses tried, most probable first
@@ -119,7 +136,8 @@ class RefineConfig:
     def __post_init__(self) -> None:
         if self.detector not in DETECTORS:
             raise JziError(f"refine.detector must be one of {DETECTORS}, got {self.detector!r}")
-        checks = {"max_features": self.max_features >= 16, "ratio": 0 < self.ratio < 1,
+        checks = {"max_features": self.max_features >= 16, "max_frame_px": self.max_frame_px >= 64,
+                  "ratio": 0 < self.ratio < 1,
                   "ransac_px": self.ransac_px > 0, "top_cells": self.top_cells >= 1,
                   "nominal_height_m": self.nominal_height_m > 0,
                   "min_height_m": 0 <= self.min_height_m < self.max_height_m,
@@ -396,7 +414,7 @@ class Refiner:
                  intrinsics: Intrinsics | None = None) -> Registration:
         """Try the most probable cells (objects with ``path``) until one registration passes."""
         config = self.config
-        K = self.intrinsics_for(image, intrinsics)
+        image, K = fit_frame(image, self.intrinsics_for(image, intrinsics), config.max_frame_px)
         frame_pts, frame_desc = detect_features(image, config.detector, config.max_features)
         if len(frame_pts) < config.min_inliers:
             return Registration(False, f"the frame has {len(frame_pts)} features (need "
