@@ -160,6 +160,8 @@ def run_methods(name: str, frames: list[Frame], map_dir: Path, tree: CellTree,
             rows[f"{hyp_label} + refine ({label})"] = row
         refiner.close()
     for label, config in configs.items():
+        if not config.use_index:
+            continue  # the classical baseline always uses the index
         base = rss_mib()
         try:
             classical = ClassicalLocalizer(map_dir, config)
@@ -335,7 +337,11 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     cv2.setNumThreads(1)
-    configs = {d: RefineConfig(detector=d) for d in args.detectors}
+    configs = {}
+    for detector in args.detectors:
+        configs[detector] = RefineConfig(detector=detector)
+        if detector == "sift":  # the map-build index (default) vs detection on the window
+            configs["sift, window"] = RefineConfig(detector=detector, use_index=False)
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
     results = {}
     for name in args.datasets:

@@ -157,10 +157,16 @@ def test_map_build_writes_imagery_read_by_window(world):
         imagery.close()
 
 
-def test_refinement_recovers_nadir_height_and_heading(world):
+@pytest.mark.parametrize("source", ["window", "index"])
+def test_refinement_recovers_nadir_height_and_heading(world, source, monkeypatch):
     map_dir, image = world
     pose = CameraPose(23.0, -41.0, 150.0, heading_deg=130.0, pitch_deg=78.0)
-    refiner = Refiner.for_map(map_dir, CONFIG)
+    # the index (1 m/px) serves frames of about its ground sampling; finer ones read a window
+    nominal = {"window": 150.0, "index": CAMERA.focal_px}[source]
+    refiner = Refiner.for_map(map_dir, replace(CONFIG, nominal_height_m=nominal))
+    reads = []
+    monkeypatch.setattr(refiner.imagery, "read", lambda *a, _r=refiner.imagery.read: (
+        reads.append(a), _r(*a))[1])
     fix = refiner.refine(view(image, pose), zoom_fix(pose.east_m + 15, pose.north_m - 10),
                          intrinsics())
     assert fix.refined, fix.refinement
@@ -172,6 +178,7 @@ def test_refinement_recovers_nadir_height_and_heading(world):
     assert np.all(np.isfinite(fix.covariance_enu))
     assert CONFIG.sigma_floor_m <= sigma[0] < 5.0
     assert fix.timings_ms["refine"] > 0 and fix.timings_ms["total"] > fix.timings_ms["refine"]
+    assert bool(reads) == (source == "window")
 
 
 def test_second_cell_is_tried_when_the_first_is_wrong(world):

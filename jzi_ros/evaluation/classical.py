@@ -103,13 +103,10 @@ class ClassicalLocalizer:
             return self._no_fix(f"{len(points)} frame features, {len(self.index.points_en)} "
                                 "in the map index", {})
         qi, ti = ratio_matches(descriptors, None, config.detector, config.ratio, self.matcher)
-        # MAGSAC wants image-like coordinates: index pixels from the root's north-west corner
-        half, s = self.tree.size_m / 2, self.index.m_per_px
-        to_ground = np.array([[s, 0.0, -half], [0.0, -s, half], [0.0, 0.0, 1.0]])
-        en = self.index.points_en[ti].astype(np.float64)
-        target = np.stack([(en[:, 0] + half) / s, (half - en[:, 1]) / s], axis=1)
-        result = solve(points[qi], target.astype(np.float32), to_ground, K, config,
-                       config.ransac_px, region=(-half, -half, half, half))
+        half = self.tree.size_m / 2
+        result = solve(points[qi], self.index.pixels(self.tree, ti),
+                       self.index.pixel_to_local(self.tree), K, config, config.ransac_px,
+                       region=(-half, -half, half, half))
         timings = {"total": (time.perf_counter() - start) * 1e3}
         if not result.accepted:
             return self._no_fix(result.reason, timings)

@@ -54,6 +54,9 @@ from jzi_ros.inference.posterior import apply_scale_and_floor
 LOG = logging.getLogger(__name__)
 
 DETECTORS = ("sift", "orb")
+# the map's feature index is used instead of detecting on the window when the frame's ground
+# sampling is within this factor of the index's (SIFT/ORB tolerate such scale changes)
+INDEX_SCALE_TOLERANCE = 1.5
 GUESS_HFOV_DEG = 70.0  # horizontal field of view assumed when nothing says otherwise (warned)
 
 
@@ -116,6 +119,7 @@ class RefineConfig:
     detector: str = "sift"  # sift or orb (AKAZE is not in OpenCV 5's main modules)
     max_features: int = 2000  # per frame, and per map window
     max_frame_px: int = 800  # larger frames are shrunk to this long side first
+    use_index: bool = True  # map features from the map-build index when its scale fits
     ratio: float = 0.85  # Lowe's ratio test
     ransac_px: float = 3.0  # MAGSAC threshold, in map-window pixels
     top_cells: int = 3  # zoom hypotheses tried, most probable first
@@ -368,17 +372,20 @@ def solve(image_pts: np.ndarray, target_pts: np.ndarray, to_ground: np.ndarray,
 class Refiner:
     """Registers frames against a map's imagery around the zoom's cells (one caller at a time)."""
 
-    def __init__(self, imagery, tree, config: RefineConfig | None = None) -> None:
+    def __init__(self, imagery, tree, config: RefineConfig | None = None,
+                 index=None) -> None:
         self.imagery = imagery
         self.tree = tree
         self.config = config or RefineConfig()
+        self.index = index if (index is not None and self.config.use_index
+                               and index.detector == self.config.detector) else None
         self._warned_guess = False
 
     @classmethod
     def for_map(cls, map_dir: str | Path, config: RefineConfig | None = None
                 ) -> "Refiner | None":
         """Return a refiner for a map directory, or None (logged once) when it has no imagery."""
-        from jzi_ros.maps.imagery import IMAGERY, MapImagery
+        from jzi_ros.maps.imagery import FEATURES, FeatureIndex, IMAGERY, MapImagery
         from jzi_ros.maps.pyramid import MapPyramid
 
         imagery = MapImagery.open_in(map_dir)
@@ -387,7 +394,9 @@ class Refiner:
                         "off; rebuild the map with `jzi map build` to enable it",
                         map_dir, IMAGERY)
             return None
-        return cls(imagery, MapPyramid.open(map_dir).tree, config)
+        features = Path(map_dir) / FEATURES
+        index = FeatureIndex.load(features) if features.is_file() else None
+        return cls(imagery, MapPyramid.open(map_dir).tree, config, index)
 
     def intrinsics_for(self, image: np.ndarray, intrinsics: Intrinsics | None) -> Intrinsics:
         """Return the given intrinsics, else ones from ``hfov_deg`` (or the warned guess)."""
@@ -444,6 +453,22 @@ class Refiner:
     def _register_window(self, frame_pts: np.ndarray, frame_desc: np.ndarray, K: Intrinsics,
                          box: tuple[float, float, float, float], gsd: float) -> Registration:
         config = self.config
+        index = self.index
+        if index is not None and abs(math.log(gsd / index.m_per_px)) <= math.log(
+                INDEX_SCALE_TOLERANCE):
+            # the map-build feature index already has this resolution: no detection per frame
+            west, south, east, north = box
+            en = index.points_en
+            rows = np.flatnonzero((en[:, 0] >= west) & (en[:, 0] <= east)
+                                  & (en[:, 1] >= south) & (en[:, 1] <= north))
+            if len(rows) < config.min_inliers:
+                return Registration(False, f"the map has {len(rows)} features there "
+                                    "(textureless imagery or none)")
+            qi, ti = ratio_matches(frame_desc, index.descriptors[rows], config.detector,
+                                   config.ratio)
+            return solve(frame_pts[qi], index.pixels(self.tree, rows[ti]),
+                         index.pixel_to_local(self.tree), K, config, config.ransac_px,
+                         region=box)
         window = self.imagery.read(box, gsd)
         if window.valid.mean() < 0.05:
             return Registration(False, "no map imagery under the searched cells")

@@ -234,6 +234,18 @@ class FeatureIndex:
     def nbytes(self) -> int:
         return int(self.points_en.nbytes + self.descriptors.nbytes)
 
+    def pixel_to_local(self, tree: CellTree) -> np.ndarray:
+        """3x3 affine from index pixels (from the root's north-west corner) to local metres."""
+        half, s = tree.size_m / 2, self.m_per_px
+        return np.array([[s, 0.0, -half], [0.0, -s, half], [0.0, 0.0, 1.0]])
+
+    def pixels(self, tree: CellTree, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """Return keypoints as index pixels, float32 [N, 2] (MAGSAC wants image-like units)."""
+        half, s = tree.size_m / 2, self.m_per_px
+        en = self.points_en[rows].astype(np.float64)
+        return np.stack([(en[:, 0] + half) / s, (half - en[:, 1]) / s], axis=1).astype(
+            np.float32)
+
     def save(self, path: str | Path) -> None:
         """Write the index as a pickle-free ``.npz``, atomically."""
         descriptors = self.descriptors
