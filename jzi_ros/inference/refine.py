@@ -135,6 +135,7 @@ class RefineConfig:
     bootstrap: int = 24  # inlier resamples for the covariance
     covariance_scale: float = 1.0  # calibrated on the benchmark (docs/refinement.md)
     sigma_floor_m: float = 1.0  # minimum 1-sigma of the refined covariance
+    sigma_floor_px: float = 1.0  # ... and at least this many pixels of the map features used
     hfov_deg: float | None = None  # field of view when no intrinsics are given (None: guess)
 
     def __post_init__(self) -> None:
@@ -150,6 +151,7 @@ class RefineConfig:
                   "max_skew": self.max_skew > 0, "max_sigma_m": self.max_sigma_m > 0,
                   "bootstrap": self.bootstrap >= 4, "covariance_scale": self.covariance_scale > 0,
                   "sigma_floor_m": self.sigma_floor_m > 0,
+                  "sigma_floor_px": self.sigma_floor_px >= 0,
                   "hfov_deg": self.hfov_deg is None or 1 < self.hfov_deg < 170,
                   "search_margin_m": self.search_margin_m is None or self.search_margin_m >= 0}
         for name, ok in checks.items():
@@ -360,7 +362,9 @@ def solve(image_pts: np.ndarray, target_pts: np.ndarray, to_ground: np.ndarray,
         return result
     spread = np.cov(samples.T) if len(samples) > 1 else np.zeros((2, 2))
     result.raw_covariance_en = spread
-    cov = apply_scale_and_floor(spread, config.covariance_scale, config.sigma_floor_m)
+    # an orthophoto and its features are good to about a pixel, however tight the inliers
+    floor_m = max(config.sigma_floor_m, config.sigma_floor_px * abs(float(to_ground[0, 0])))
+    cov = apply_scale_and_floor(spread, config.covariance_scale, floor_m)
     sigma = math.sqrt(float(max(np.linalg.eigvalsh(cov))))
     if not (np.all(np.isfinite(cov)) and sigma <= config.max_sigma_m):
         result.reason = f"position spread {sigma:.1f} m > {config.max_sigma_m:g} m"
