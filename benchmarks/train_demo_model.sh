@@ -14,12 +14,12 @@ cd "$(dirname "$0")/.."
 WORK="${1:-.cache/demo_train}"
 PY="${PYTHON:-.venv/bin/python}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
-"$PY" -m jzi_ros.demo.recipe prepare "$WORK" --train 16000 --val 600 --styles 16
+"$PY" benchmarks/demo_recipe.py prepare "$WORK" --train 16000 --val 600 --styles 16
 rm -rf "$WORK/run" "$WORK/run2"
 "$PY" -m jzi_ros.cli.main train --config benchmarks/demo_model.yaml \
     manifest="$WORK/dataset/manifest.csv" map="$WORK/map" out="$WORK/run"
 "$PY" -m jzi_ros.cli.main train --config benchmarks/demo_model_stage2.yaml \
     manifest="$WORK/dataset/manifest.csv" map="$WORK/map" out="$WORK/run2" \
     init="$WORK/run/last.safetensors"
-"$PY" -m jzi_ros.demo.recipe finalize "$WORK/run2" "$WORK" --checkpoint last.safetensors \
+"$PY" benchmarks/demo_recipe.py finalize "$WORK/run2" "$WORK" --checkpoint last.safetensors \
     --out jzi_ros/data/demo_model.safetensors

@@ -40,11 +40,20 @@ class OutsideRootError(JziError, ValueError):
     """A point lies outside the root square of a cell tree."""
 
 
+def local_crs(lat: float, lon: float) -> pyproj.CRS:
+    """
+    Return the local metric frame of a map: azimuthal equidistant, centred on (lat, lon).
+
+    The one definition of the frame the cell tree, the map rasters and the demo world share;
+    metres east/north, north-up at the centre.
+    """
+    return pyproj.CRS.from_proj4(
+        f"+proj=aeqd +lat_0={lat!r} +lon_0={lon!r} +datum=WGS84 +units=m +no_defs")
+
+
 def local_frame(lat: float, lon: float) -> pyproj.Transformer:
     """Return a Transformer lat/lon (WGS84) <-> metres east/north of (lat, lon)."""
-    aeqd = pyproj.CRS.from_proj4(
-        f"+proj=aeqd +lat_0={lat!r} +lon_0={lon!r} +datum=WGS84 +units=m +no_defs")
-    return pyproj.Transformer.from_crs("EPSG:4326", aeqd, always_xy=True)
+    return pyproj.Transformer.from_crs("EPSG:4326", local_crs(lat, lon), always_xy=True)
 
 
 def offset_latlon(lat: float, lon: float, east_m: float, north_m: float) -> tuple[float, float]:

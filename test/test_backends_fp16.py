@@ -19,6 +19,7 @@ The torch backend in half precision on the CPU against fp32 (CLS cosine >= 0.999
 same top path on a fixed set of frames).
 """
 import numpy as np
+import pytest
 
 from jzi_ros.inference.backends import BackendSpec, create_backend
 from jzi_ros.inference.parity import compare
@@ -26,6 +27,7 @@ from jzi_ros.model.checkpoint import load_checkpoint
 from support import make_tiny_checkpoint, make_tiny_map
 
 
+@pytest.mark.slow  # two tiny-model exports
 def test_fp16_encoder_and_decoder_stay_close_to_fp32(tmp_path):
     pyramid = make_tiny_map(tmp_path, depth=3)
     ckpt = make_tiny_checkpoint(tmp_path, pyramid, sharpen=True)

@@ -16,9 +16,9 @@
 import numpy as np
 import pytest
 
+from jzi_ros.demo.layout import generate_world
 from jzi_ros.demo.style import render, shadow_mask, Style
-from jzi_ros.demo.world import (BUILDING, CLASS_NAMES, generate_world, WATER, WorldSpec,
-                                write_geotiff)
+from jzi_ros.demo.world import BUILDING, CLASS_NAMES, WATER, WorldSpec, write_geotiff
 from jzi_ros.errors import JziError
 
 SMALL = WorldSpec(seed=3, size_m=700.0, margin_m=100.0, gsd_m=1.0)

@@ -68,6 +68,7 @@ def test_core_modules_import_no_ros():
     assert not offenders, f"core modules importing ROS: {offenders}"
 
 
+@pytest.mark.slow  # a fresh interpreter imports every module
 def test_core_imports_without_ros_installed():
     # A fresh interpreter in which importing any ROS module fails.
     code = (

@@ -30,7 +30,7 @@ import sys
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PATHS = ("jzi_ros", "test", "launch", "benchmarks", "setup.py")
+PATHS = ("jzi_ros", "test", "launch", "benchmarks", "tools", "setup.py")
 
 # ament_flake8 loads these plugins; without one its codes would silently go unchecked.
 FLAKE8_PLUGINS = ("flake8_builtins", "flake8_comprehensions", "flake8_docstrings",
@@ -102,6 +102,7 @@ def test_license_file():
     assert "Apache 2 License" in (ROOT / "CONTRIBUTING.md").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow  # flake8 over the whole tree
 def test_flake8():
     missing = _missing("flake8", *FLAKE8_PLUGINS)
     if missing:

@@ -32,7 +32,9 @@ Localizer frame (preprocess + encoder + D-step cached beam search + posterior), 
 frame the paper's way (map views re-encoded at every step, decoder re-run on the prefix
 without cache; torch only). Median and 95th percentile after warm-up. Use --map/--model for a
 trained model, or --preset to time a randomly initialised model of a named size (e.g.
-dinov2-b14, the paper's 384 px ViT-B) on a synthetic map. With --manifest the rows also report
+dinov2-b14, the paper's 384 px ViT-B) on a synthetic map. --backend, --device, --precision
+and --beam-width take several values (auto: every installed backend / cpu and cuda / fp16 on
+CUDA, fp32 on CPU). With --manifest the rows also report
 accuracy on labelled frames (how the default beam width was chosen).
 """
 
@@ -40,7 +42,7 @@ LOG = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from jzi_ros.inference.localizer import DEFAULT_BEAM_WIDTH
+    from jzi_ros.inference.options import add_localizer_arguments
 
     parser.add_argument("--map", type=Path, dest="map_dir", default=None,
                         help="embedded map directory (with --model)")
@@ -50,17 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "dinov2-s14, dinov2-b14) on a synthetic map")
     parser.add_argument("--grid", type=int, default=4, help="--preset: tree grid K")
     parser.add_argument("--depth", type=int, default=4, help="--preset: tree depth D")
-    parser.add_argument("--backend", nargs="+", default=["all"],
-                        choices=("all", "torch", "onnxruntime", "tensorrt"),
-                        help="backends to time; all: every one that is installed")
-    parser.add_argument("--device", nargs="+", default=["auto"],
-                        help="devices to time (cpu, cuda, cuda:N); auto: cpu and, when "
-                             "present, cuda")
-    parser.add_argument("--precision", nargs="+", default=["auto"],
-                        choices=("auto", "fp32", "fp16"),
-                        help="precisions to time; auto: fp16 on CUDA, fp32 on CPU")
-    parser.add_argument("--beam", type=int, nargs="+", default=[DEFAULT_BEAM_WIDTH],
-                        help="beam widths to time")
+    add_localizer_arguments(parser, sweep=True)
     parser.add_argument("--frames", type=int, default=30, help="timed frames per figure")
     parser.add_argument("--warmup", type=int, default=5, help="untimed frames first")
     parser.add_argument("--no-paper-way", action="store_true",
@@ -71,8 +63,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--manifest split to use")
     parser.add_argument("--limit", type=int, default=200,
                         help="--manifest: at most this many frames")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--refine", action="store_true",
                         help="also time geometric refinement after the zoom and classical "
                              "registration, on a nadir view rendered from the map imagery "
@@ -83,34 +73,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "frame_ms, paper_way_ms, each {median, p95})")
 
 
-def _preset_setup(name: str, grid: int, depth: int, folder: Path) -> tuple[Path, Path]:
-    """Build a random model of a named size + a synthetic map embedded with random vectors."""
-    import numpy as np
-    import torch
-
-    from jzi_ros.geo import CellTree
-    from jzi_ros.maps.pyramid import write_pyramid
-    from jzi_ros.model.checkpoint import save_checkpoint
-    from jzi_ros.model.config import ModelConfig
-    from jzi_ros.model.zoom import ZoomModel
-
-    torch.manual_seed(0)
-    model = ZoomModel(ModelConfig.preset(name, grid=grid, depth=depth))
-    model_path = folder / f"{name}.safetensors"
-    save_checkpoint(model_path, model, {"source": "jzi bench --preset (random weights)"})
-    tree = CellTree(38.9, -77.03, 10_000.0, grid=grid, depth=depth)
-
-    def render(path):
-        # small tiles: the paper way resizes them to the encoder size anyway
-        seed = tree.view_index(path) if len(path) < depth else 0
-        return np.random.default_rng(seed).integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    pyramid = write_pyramid(folder / "map", tree, 32, render, {"synthetic": "bench"},
-                            progress=False)
-    table = np.random.default_rng(1).standard_normal((tree.num_views, model.embed_dim))
-    pyramid.write_embeddings(table.astype(np.float16), model.encoder_hash())
-    return pyramid.path, model_path
-
-
 def _combinations(args: argparse.Namespace) -> list[tuple[str, str, str, int]]:
     import torch
 
@@ -119,7 +81,7 @@ def _combinations(args: argparse.Namespace) -> list[tuple[str, str, str, int]]:
     cuda = torch.cuda.is_available()
     devices = (["cpu"] + (["cuda"] if cuda else [])) if args.device == ["auto"] else args.device
     backends = args.backend
-    if "all" in backends:
+    if "auto" in backends:  # bench: every installed backend
         import importlib.util
         backends = ["torch"] + (["onnxruntime"] if available_providers() else []) + (
             ["tensorrt"] if cuda and importlib.util.find_spec("tensorrt") else [])
@@ -138,7 +100,7 @@ def _combinations(args: argparse.Namespace) -> list[tuple[str, str, str, int]]:
                     continue
                 if device == "cpu" and precision == "fp16":
                     continue
-                for beam in args.beam:
+                for beam in args.beam_width:
                     combos.append((backend, device, precision, beam))
     return combos
 
@@ -178,32 +140,31 @@ def _bench_refine(args: argparse.Namespace, localizer, map_dir: Path) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
-    import torch
 
     from jzi_ros.files import write_json
-    from jzi_ros.inference.bench import accuracy, bench_localizer, format_table
-    from jzi_ros.inference.localizer import Localizer, LocalizerConfig
+    from jzi_ros.inference.bench import (accuracy, bench_localizer, format_table,
+                                         synthetic_setup)
+    from jzi_ros.inference.localizer import Localizer
+    from jzi_ros.inference.options import localizer_config
 
     if args.preset is None and (args.map_dir is None or args.model is None):
         raise JziError("give --map and --model, or --preset NAME")
     if args.frames < 1 or args.warmup < 0:
         raise JziError(f"--frames must be >= 1 and --warmup >= 0, got {args.frames} / "
                        f"{args.warmup}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     rows = []
     with contextlib.ExitStack() as stack:
         map_dir, model_path = args.map_dir, args.model
         if args.preset is not None:
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="jzi-bench-")))
             print(f"building a random {args.preset} model and a synthetic map in {folder} ...")
-            map_dir, model_path = _preset_setup(args.preset, args.grid, args.depth, folder)
+            map_dir, model_path = synthetic_setup(args.preset, args.grid, args.depth, folder)
         image = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
         samples = None
         for backend, device, precision, beam in _combinations(args):
             label = f"{backend}/{device}/{precision}/beam {beam}"
-            config = LocalizerConfig(beam_width=beam, backend=backend, device=device,
-                                     precision=precision, warmup_frames=0)
+            config = localizer_config(args, backend=backend, device=device,
+                                      precision=precision, beam_width=beam, warmup_frames=0)
             try:
                 localizer = Localizer.from_paths(map_dir, model_path, config)
             except JziError as err:

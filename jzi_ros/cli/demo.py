@@ -31,6 +31,7 @@ rebuilt only when their parameters change (or with --force).
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from jzi_ros.demo.flow import default_workdir, ENV_DIR
+    from jzi_ros.inference.options import add_localizer_arguments
 
     parser.add_argument("--workdir", type=Path, default=None,
                         help=f"where the world, map, bag and report go (default: ${ENV_DIR} or "
@@ -44,9 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="rebuild every cached output")
     parser.add_argument("--model", type=Path, default=None,
                         help="checkpoint to use instead of the shipped demo model")
-    parser.add_argument("--beam", type=int, default=None,
-                        help="beam width of the localizer (default: the localizer's)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_localizer_arguments(parser, device="cpu")
 
 
 def format_table(summary: dict, chance: dict) -> str:
@@ -70,12 +70,14 @@ def format_table(summary: dict, chance: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     from jzi_ros.demo.flow import default_workdir, DemoOptions, run_demo
     from jzi_ros.errors import JziError
+    from jzi_ros.inference.options import localizer_config
 
     if args.frames < 1:
         raise JziError(f"--frames must be >= 1, got {args.frames}")
+    # every option is checked here, before minutes of world, map and bag generation
     options = DemoOptions(workdir=args.workdir or default_workdir(), frames=args.frames,
                           seed=args.seed, force=args.force, model=args.model,
-                          progress=not args.no_progress, beam_width=args.beam)
+                          progress=not args.no_progress, localizer=localizer_config(args))
     result = run_demo(options)
     s = result.summary
     cal = s["calibration"]

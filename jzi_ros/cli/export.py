@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default: next to the checkpoint, <name>.onnx/; "
                              "the backends look there by default)")
-    parser.add_argument("--beam", type=int, default=None,
+    parser.add_argument("--beam-width", "--beam", dest="beam", type=int, default=None,
                         help="beam width baked into the decoder graph (default: the "
                              "localizer's default beam width)")
     parser.add_argument("--batch", type=int, default=1,
@@ -65,24 +65,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check(model_path: Path, out: Path, beam: int, batch: int) -> int:
-    import numpy as np
+    from jzi_ros.inference.parity import check_export
 
-    from jzi_ros.inference.backends import BackendSpec, create_backend
-    from jzi_ros.inference.parity import compare
-    from jzi_ros.model.checkpoint import load_checkpoint
-
-    model, _ = load_checkpoint(model_path)
-    config = model.config
-    views = sum(config.num_actions ** level for level in range(config.depth))
-    table = np.random.default_rng(0).standard_normal((views, model.embed_dim)).astype(np.float16)
-    spec = BackendSpec(str(model_path), table, config.grid, config.depth, beam,
-                       batch_size=batch, export_dir=str(out))
     try:
-        backend = create_backend("onnxruntime", spec, "cpu", "fp32")
+        parity = check_export(model_path, out, beam, batch)
     except JziError as err:
         print(f"parity check skipped: {err}")
         return 0
-    parity = compare(backend, model, table, beam, frames=max(batch, 2))
     verdict = "OK" if parity.ok() else "MISMATCH"
     print(f"parity onnxruntime-cpu vs torch fp32: {verdict} (ground cosine "
           f"{parity.ground_cosine_min:.6f}, max |diff| {parity.ground_max_abs_diff:.2e}; "

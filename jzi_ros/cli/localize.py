@@ -36,37 +36,14 @@ checkpoint's metadata, where every Localizer built from it picks it up.
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from jzi_ros.inference.backends import BACKENDS
-    from jzi_ros.inference.localizer import DEFAULT_BEAM_WIDTH, LocalizerConfig
-    from jzi_ros.inference.posterior import POSITION_MODES
+    from jzi_ros.inference.options import add_localizer_arguments
 
-    defaults = LocalizerConfig()
     parser.add_argument("images", nargs="*", type=Path, help="image files (any OpenCV format)")
     parser.add_argument("--map", required=True, type=Path, dest="map_dir",
                         help="map directory built by `jzi map build` and embedded by "
                              "`jzi map embed` with this model")
     parser.add_argument("--model", required=True, type=Path, help="checkpoint (.safetensors)")
-    parser.add_argument("--backend", choices=BACKENDS, default=defaults.backend,
-                        help="inference runtime; auto: TensorRT > ONNX Runtime CUDA > torch "
-                             "CUDA > ONNX Runtime CPU > torch CPU (ONNX ones need `jzi export`)")
-    parser.add_argument("--device", default=defaults.device,
-                        help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--precision", choices=("auto", "fp32", "fp16"),
-                        default=defaults.precision,
-                        help="auto: fp16 on CUDA, fp32 on CPU")
-    parser.add_argument("--beam", type=int, default=DEFAULT_BEAM_WIDTH,
-                        help="beam width (1 = the paper's greedy decoding)")
-    parser.add_argument("--position", choices=POSITION_MODES, default=defaults.position,
-                        help="top: centre of the best cell (paper); mean: beam-weighted mean")
-    parser.add_argument("--threshold", type=float, default=defaults.confidence_threshold,
-                        help="confidence (top path probability) below which a frame is NO_FIX")
-    parser.add_argument("--sigma-floor", type=float, default=defaults.sigma_floor_m,
-                        help="minimum 1-sigma of the horizontal covariance, metres")
-    parser.add_argument("--altitude", type=float, default=defaults.altitude_m,
-                        help="altitude reported with every fix, metres")
-    parser.add_argument("--export-dir", default=None,
-                        help="ONNX/engine folder for the onnxruntime/tensorrt backends "
-                             "(default: <checkpoint>.onnx/ next to the checkpoint)")
+    add_localizer_arguments(parser)
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object per image instead of a text line")
     parser.add_argument("--calibrate", type=Path, default=None, metavar="MANIFEST",
@@ -77,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", choices=("mean", "median"), default="mean",
                         help="--calibrate: match the mean NEES to 2, or the median to 1.386 "
                              "(robust to a few gross errors)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="--calibrate: no progress bar")
     parser.add_argument("--dry-run", action="store_true",
                         help="--calibrate: print the fitted scale without writing it")
 
@@ -102,23 +81,15 @@ def _line(fix, image: str) -> str:
     return head + (f" [{fix.reason}]" if fix.reason else "")
 
 
-def _config(args: argparse.Namespace):
-    from jzi_ros.inference.localizer import LocalizerConfig
-
-    return LocalizerConfig(beam_width=args.beam, position=args.position,
-                           confidence_threshold=args.threshold, sigma_floor_m=args.sigma_floor,
-                           altitude_m=args.altitude, backend=args.backend, device=args.device,
-                           precision=args.precision, export_dir=args.export_dir)
-
-
 def run(args: argparse.Namespace) -> int:
     from jzi_ros.errors import BadImageError
     from jzi_ros.inference.image import read_image
     from jzi_ros.inference.localizer import Localizer
+    from jzi_ros.inference.options import localizer_config
 
     if args.calibrate is None and not args.images:
         raise JziError("give IMAGE files to localize, or --calibrate MANIFEST")
-    localizer = Localizer.from_paths(args.map_dir, args.model, _config(args))
+    localizer = Localizer.from_paths(args.map_dir, args.model, localizer_config(args))
     if args.calibrate is not None:
         return _calibrate(localizer, args)
     failures = 0
@@ -144,7 +115,8 @@ def _calibrate(localizer, args: argparse.Namespace) -> int:
         raise JziError(f"manifest {args.calibrate}: {len(inside)} '{args.split}' frame(s) "
                        "inside the map; calibration needs at least 2 (try --split all)")
     rows = ((read_image(s.image), s.latitude, s.longitude) for s in inside)
-    result = calibrate_localizer(localizer, rows, args.target, progress=True, total=len(inside))
+    result = calibrate_localizer(localizer, rows, args.target, progress=not args.no_progress,
+                                 total=len(inside))
     print(f"calibration on {result.frames} frames (beam {result.beam_width}, position "
           f"{result.position}, floor {result.sigma_floor_m:g} m): scale "
           f"{result.covariance_scale:.4g}; mean NEES {result.raw_mean_nees:.2f} -> "

@@ -18,13 +18,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 from types import ModuleType
 from typing import Sequence
 
 from jzi_ros import __version__
+from jzi_ros.cli import add_common_arguments, HelpFormatter, join_negative_lists
 from jzi_ros.errors import JziError
+from jzi_ros.threads import set_threads
 
 # The order subcommands are listed in --help (the data path, top to bottom).
 ORDER = ("demo", "map", "train", "export", "localize", "replay", "bench")
@@ -64,26 +67,57 @@ def build_parser() -> argparse.ArgumentParser:
     for module in subcommand_modules():
         child = sub.add_parser(module.COMMAND, help=module.HELP,
                                description=getattr(module, "DESCRIPTION", module.HELP),
-                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                               formatter_class=HelpFormatter)
         module.add_arguments(child)
-        child.set_defaults(_run=module.run)
+        add_common_arguments(child)
+        child.set_defaults(_run=module.run, _extra=getattr(module, "EXTRA_POSITIONALS", None))
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """
+    Parse the command line: ``-v`` before or after the subcommand, negative coordinates.
+
+    A command whose module names ``EXTRA_POSITIONALS`` (train's ``key=value`` overrides) also
+    takes them after options; anything else left over is an error, as with parse_args.
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = join_negative_lists(sys.argv[1:] if argv is None else argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args._extra and not any(e.startswith("-") for e in extra):
+        getattr(args, args._extra).extend(extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.verbose += args.verbose_after
+    return args
+
+
+def run_command(name: str, function, args: argparse.Namespace) -> int:
+    """Run a command: a JziError is one line (rc 2), Ctrl-C rc 130, a closed pipe rc 141."""
+    try:
+        code = int(function(args) or 0)
+        sys.stdout.flush()  # a closed pipe (`| head`) shows here, not at interpreter exit
+        return code
+    except JziError as err:
+        print(f"{name}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # the reader went away (`jzi map info --json | head`): no traceback, no flush error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(argv)
     level = logging.WARNING if args.verbose == 0 else (
         logging.INFO if args.verbose == 1 else logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return int(args._run(args) or 0)
-    except JziError as err:
-        print(f"jzi {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"jzi {args.command}: interrupted", file=sys.stderr)
-        return 130
+    set_threads(args.threads)
+    return run_command(f"jzi {args.command}", args._run, args)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from jzi_ros.cli import add_common_arguments, HelpFormatter
 from jzi_ros.errors import JziError
 
 COMMAND = "map"
@@ -41,7 +42,7 @@ def _floats(text: str, count: int, option: str, names: str) -> list[float]:
 
 def _add_build(sub) -> None:
     p = sub.add_parser("build", help="render a map pyramid from imagery",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("source", metavar="SOURCE",
                    help="GeoTIFF/COG/any GDAL raster with a CRS, an .mbtiles file, or an XYZ "
                         "tile folder (z/x/y.png)")
@@ -77,7 +78,7 @@ def _add_build(sub) -> None:
 
 def _add_embed(sub) -> None:
     p = sub.add_parser("embed", help="encode every view with a model's map encoder",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("map_dir", metavar="DIR", help="map directory")
     p.add_argument("--model", required=True, metavar="CHECKPOINT",
                    help="model checkpoint (.safetensors from `jzi train`)")
@@ -91,15 +92,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_build(sub)
     _add_embed(sub)
     p = sub.add_parser("info", help="print region, levels, cell sizes, coverage, embeddings",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("map_dir", metavar="DIR", help="map directory")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON instead")
     p = sub.add_parser("preview", help="write the views along a path as one image",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("map_dir", metavar="DIR", help="map directory")
     p.add_argument("--path", default="", metavar="A,B,...",
                    help="action path, e.g. 7,6 (row-major child index per level; empty: root)")
     p.add_argument("--out", required=True, metavar="FILE.png", help="output image")
+    for verb in sub.choices.values():  # -v / --threads after the verb too
+        add_common_arguments(verb)
 
 
 def _tree(args):

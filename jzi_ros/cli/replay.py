@@ -16,13 +16,12 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 from pathlib import Path
 import sys
 from typing import Sequence
 
-from jzi_ros.cli import refineopts
+from jzi_ros.cli import add_common_arguments, HelpFormatter, join_negative_lists, refineopts
 from jzi_ros.errors import JziError
 
 COMMAND = "replay"
@@ -50,6 +49,8 @@ def _seconds(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from jzi_ros.inference.options import add_localizer_arguments
+
     parser.add_argument("bag", type=Path,
                         help="ROS 2 bag: a directory with metadata.yaml, or a .db3 / .mcap file")
     parser.add_argument("--map", required=True, default=argparse.SUPPRESS, type=Path,
@@ -63,18 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ground-truth sensor_msgs/NavSatFix topic (fixes with status >= 0)")
     parser.add_argument("--out", required=True, default=argparse.SUPPRESS, type=Path,
                         help="report directory to create (report.json, report.md, plots)")
-    parser.add_argument("--backend", default="auto",
-                        help="inference backend: auto, torch, onnxruntime or tensorrt")
-    parser.add_argument("--device", default=None,
-                        help="torch device, e.g. cpu or cuda; unset: the localizer's choice")
-    parser.add_argument("--beam", type=_positive_int, default=None,
-                        help="beam width; unset: the localizer's default")
-    parser.add_argument("--position", choices=("top", "mean"), default=None,
-                        help="published position: top = best cell's centre (paper), mean = "
-                             "beam-weighted mean; unset: the localizer's default")
-    parser.add_argument("--confidence-threshold", type=float, default=None,
-                        help="confidence (0..1) below which a frame is NO_FIX, as the node's "
-                             "parameter; unset: the localizer's default")
+    add_localizer_arguments(parser)
     parser.add_argument("--every", type=_positive_int, default=1,
                         help="use every N-th frame (in header-stamp order)")
     parser.add_argument("--start", type=_seconds, default=0.0,
@@ -104,17 +94,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _localizer(args: argparse.Namespace):
-    from jzi_ros.inference.localizer import Localizer, LocalizerConfig
+    from jzi_ros.inference.localizer import Localizer
+    from jzi_ros.inference.options import localizer_config
 
-    chosen = {"backend": args.backend, "beam_width": args.beam, "device": args.device,
-              "position": args.position, "confidence_threshold": args.confidence_threshold}
-    # unset options keep LocalizerConfig's defaults (the same as the node's)
-    config = dataclasses.replace(LocalizerConfig(),
-                                 **{k: v for k, v in chosen.items() if v is not None})
     if args.model is None and args.method != "classical":
         raise JziError(f"--model is needed for --method {args.method}")
-    return refineopts.wrap(args.method, lambda: Localizer.from_paths(args.map, args.model,
-                                                                     config), args.map, args)
+    return refineopts.wrap(args.method, lambda: Localizer.from_paths(
+        args.map, args.model, localizer_config(args)), args.map, args)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -187,21 +173,19 @@ def _strip_ros_args(argv: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console script ``replay`` (``ros2 run jzi_ros replay BAG --map ...``)."""
+    from jzi_ros.cli.main import run_command
+    from jzi_ros.threads import set_threads
+
     parser = argparse.ArgumentParser(prog="replay", description=DESCRIPTION,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     add_arguments(parser)
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    args = parser.parse_args(_strip_ros_args(sys.argv[1:] if argv is None else argv))
-    logging.basicConfig(level=logging.WARNING if not args.verbose else logging.INFO,
+    add_common_arguments(parser)
+    argv = _strip_ros_args(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(join_negative_lists(argv))
+    logging.basicConfig(level=logging.WARNING if not args.verbose_after else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return run(args)
-    except JziError as err:
-        print(f"replay: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("replay: interrupted", file=sys.stderr)
-        return 130
+    set_threads(args.threads)
+    return run_command("replay", run, args)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import json
 from jzi_ros.errors import JziError
 
 COMMAND = "train"
+EXTRA_POSITIONALS = "overrides"  # key=value overrides may also follow options
 HELP = "train a zoom model on geotagged ground images and a map"
 DESCRIPTION = """\
 Train with `jzi train --config FILE.yaml [key=value ...]` (overrides use dotted keys, e.g.

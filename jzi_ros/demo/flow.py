@@ -39,6 +39,7 @@ from jzi_ros.demo.world import WorldSpec
 from jzi_ros.errors import JziError
 from jzi_ros.files import read_json, write_json
 from jzi_ros.geo import CellTree
+from jzi_ros.inference.localizer import LocalizerConfig
 
 LOG = logging.getLogger(__name__)
 DEMO_MODEL = "data/demo_model.safetensors"
@@ -64,7 +65,7 @@ class DemoOptions:
     force: bool = False
     model: Path | None = None  # None: the shipped demo model
     progress: bool = True
-    beam_width: int | None = None
+    localizer: LocalizerConfig | None = None  # None: LocalizerConfig(device="cpu")
     flight: FlightSpec | None = None  # None: FlightSpec() with ``frames``
     world: WorldSpec | None = None    # None: the world named by the model's card
 
@@ -186,7 +187,7 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> DemoRe
 
     start = time.perf_counter()
     report_dir = workdir / "report"
-    summary, truth_en = stages.replay(map_dir, model, bag_dir, report_dir, options.beam_width,
+    summary, truth_en = stages.replay(map_dir, model, bag_dir, report_dir, options.localizer,
                                       options.progress)
     timings["replay"] = time.perf_counter() - start
     chance = chance_recall(tree, truth_en)

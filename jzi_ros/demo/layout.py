@@ -21,6 +21,7 @@ fields never end up under them; they are painted last, which also makes bridges.
 from __future__ import annotations
 
 import math
+import time
 
 import cv2
 import numpy as np
@@ -34,6 +35,14 @@ from jzi_ros.demo.world import GRASS, MAJOR_ROAD, SAND, SOIL, WATER, World, Worl
 CORE, RESIDENTIAL, INDUSTRIAL, FIELDS, FOREST_LAND = range(5)
 DISTRICT_M = 330.0  # typical district diameter
 LOWRES = 4          # district map is computed at 1/LOWRES resolution, then upsampled
+
+
+def generate_world(spec: WorldSpec) -> World:
+    """Generate the layers of a world; deterministic in ``spec`` (same spec, same bytes)."""
+    start = time.perf_counter()
+    world = build(spec)
+    world.seconds = time.perf_counter() - start
+    return world
 
 
 def build(spec: WorldSpec) -> World:

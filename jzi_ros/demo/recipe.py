@@ -15,6 +15,8 @@
 """
 How the shipped demo model is made: ``benchmarks/train_demo_model.sh`` runs these steps.
 
+The command line is ``benchmarks/demo_recipe.py`` (a tool, not part of the ``jzi`` command).
+
 ``prepare``: the demo world, its map pyramid and a training/validation image set;
 ``finalize``: take ``jzi train``'s best checkpoint, calibrate its covariance scale on the
 validation images (held-out styles), write the demo card (world, tile size) into its metadata
@@ -22,11 +24,9 @@ and copy it, with a small JSON card, to ``jzi_ros/data/`` (fp32: the model is a 
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import hashlib
 from pathlib import Path
-import sys
 import time
 
 from jzi_ros.demo.dataset import DatasetSpec, make_dataset, MANIFEST
@@ -34,7 +34,6 @@ from jzi_ros.demo.flow import DEMO_CARD_KEY
 from jzi_ros.demo.stages import make_map, make_world
 from jzi_ros.demo.views import ViewSampling
 from jzi_ros.demo.world import WorldSpec
-from jzi_ros.errors import JziError
 from jzi_ros.files import atomic_path, write_json
 
 GRID, DEPTH, TILE_PX = 4, 3, 112
@@ -49,6 +48,7 @@ SAMPLING = ViewSampling(heading_deg=(-20.0, 20.0), altitude_m=(200.0, 320.0),
 
 
 def prepare(out: Path, spec: WorldSpec, dataset: DatasetSpec, progress: bool = True) -> None:
+    """Write ``out/world.tif``, ``out/map/``, ``out/dataset/manifest.csv`` and the demo card."""
     out.mkdir(parents=True, exist_ok=True)
     tree = spec.tree(GRID, DEPTH)
     start = time.perf_counter()
@@ -111,47 +111,3 @@ def docs_plot(report_dir: Path, out: Path, max_side: int = 720) -> Path:
     with atomic_path(out) as tmp:
         image.quantize(colors=96).save(tmp, format="PNG", optimize=True)
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jzi_ros.demo.recipe", description=__doc__)
-    sub = parser.add_subparsers(dest="step", required=True)
-    p = sub.add_parser("prepare", help="world, map pyramid and training images")
-    p.add_argument("dir", type=Path, help="output directory")
-    p.add_argument("--world-seed", type=int, default=0, help="seed of the demo world")
-    p.add_argument("--train", type=int, default=DatasetSpec.train, help="training images")
-    p.add_argument("--val", type=int, default=DatasetSpec.val, help="validation images")
-    p.add_argument("--styles", type=int, default=DatasetSpec.train_styles,
-                   help="random styles (days) the training images are rendered in")
-    f = sub.add_parser("finalize", help="calibrate and ship the trained checkpoint")
-    f.add_argument("run", type=Path, help="jzi train output directory (has best.safetensors)")
-    f.add_argument("dir", type=Path, help="the directory `prepare` wrote")
-    f.add_argument("--out", type=Path, default=Path("jzi_ros/data/demo_model.safetensors"),
-                   help="where the shipped checkpoint goes")
-    f.add_argument("--beam", type=int, default=4, help="beam width used for calibration")
-    f.add_argument("--checkpoint", default="best.safetensors",
-                   help="which checkpoint of the run to ship")
-    d = sub.add_parser("docs-plot", help="copy a demo report's trajectory plot for the README")
-    d.add_argument("report", type=Path, help="the demo's report directory")
-    d.add_argument("--out", type=Path, default=Path("docs/demo_trajectory.png"),
-                   help="where the small PNG goes")
-    args = parser.parse_args(argv)
-    try:
-        if args.step == "docs-plot":
-            path = docs_plot(args.report, args.out)
-            print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB)")
-        elif args.step == "prepare":
-            prepare(args.dir, WorldSpec(seed=args.world_seed),
-                    DatasetSpec(train=args.train, val=args.val, train_styles=args.styles))
-        else:
-            info = finalize(args.run, args.dir, args.out, args.beam, args.checkpoint)
-            print(f"wrote {args.out} ({info['bytes'] / 1e6:.1f} MB), covariance scale "
-                  f"{info['calibration']['covariance_scale']:.3g}")
-    except JziError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -24,10 +24,12 @@ import numpy as np
 
 from jzi_ros.demo.bag import GT_TOPIC, IMAGE_TOPIC, write_bag
 from jzi_ros.demo.flight import FlightSpec, fly
+from jzi_ros.demo.layout import generate_world
 from jzi_ros.demo.style import render, Style
 from jzi_ros.demo.views import capture
-from jzi_ros.demo.world import generate_world, World, WorldSpec, write_geotiff
+from jzi_ros.demo.world import World, WorldSpec, write_geotiff
 from jzi_ros.geo import CellTree
+from jzi_ros.inference.localizer import LocalizerConfig
 
 LOG = logging.getLogger(__name__)
 VERSION = 1  # bump when the world generator or the bag renderer changes their output
@@ -85,22 +87,18 @@ def make_bag(spec: WorldSpec, tif: Path, tree: CellTree, flight: FlightSpec, see
 
 
 def replay(map_dir: Path, model: Path, bag_dir: Path, report_dir: Path,
-           beam_width: int | None, progress: bool) -> tuple[dict[str, Any], np.ndarray]:
+           config: LocalizerConfig | None, progress: bool
+           ) -> tuple[dict[str, Any], np.ndarray]:
     """
     Localize every bag frame and write the report.
 
     Returns its summary and the true positions (east/north metres) of the scored frames.
     """
-    from dataclasses import replace
-
     from jzi_ros.evaluation.replay import replay_bag, ReplayOptions
     from jzi_ros.evaluation.report import write_report
-    from jzi_ros.inference.localizer import Localizer, LocalizerConfig
+    from jzi_ros.inference.localizer import Localizer
 
-    config = LocalizerConfig(device="cpu")
-    if beam_width is not None:
-        config = replace(config, beam_width=beam_width)
-    localizer = Localizer.from_paths(map_dir, model, config)
+    localizer = Localizer.from_paths(map_dir, model, config or LocalizerConfig(device="cpu"))
     options = ReplayOptions(IMAGE_TOPIC, GT_TOPIC, progress=progress)
     result = replay_bag(bag_dir, localizer, options)
     summary = write_report(result, report_dir, localizer.pyramid, overwrite=True)

@@ -26,12 +26,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-import time
 
 import numpy as np
 
 from jzi_ros.errors import JziError
-from jzi_ros.geo import CellTree
+from jzi_ros.geo import CellTree, local_crs
 
 # Semantic classes of the world raster.
 GRASS, SOIL, FIELD, FOREST, WATER, ROAD, MAJOR_ROAD, MARKING, PARKING, BUILDING, TREE, \
@@ -137,23 +136,9 @@ class World:
         return {name: float(c) / self.labels.size for name, c in zip(CLASS_NAMES, counts)}
 
 
-def generate_world(spec: WorldSpec) -> World:
-    """Generate the layers of a world; deterministic in ``spec`` (same spec, same bytes)."""
-    from jzi_ros.demo import layout  # local import: layout imports this module's constants
-
-    start = time.perf_counter()
-    world = layout.build(spec)
-    world.seconds = time.perf_counter() - start
-    return world
-
-
 def crs_wkt(spec: WorldSpec) -> str:
     """WKT of the world's CRS: the azimuthal equidistant frame CellTree uses for this root."""
-    import pyproj
-
-    return pyproj.CRS.from_proj4(
-        f"+proj=aeqd +lat_0={spec.center_lat!r} +lon_0={spec.center_lon!r} +datum=WGS84 "
-        "+units=m +no_defs").to_wkt()
+    return local_crs(spec.center_lat, spec.center_lon).to_wkt()
 
 
 def write_geotiff(world: World, rgb: np.ndarray, path: str | Path) -> Path:

@@ -19,6 +19,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from jzi_ros.inference.posterior import nees_2d  # noqa: F401  (re-exported)
+
 DEFAULT_RECALL_M = (25.0, 50.0, 100.0, 250.0)
 
 
@@ -36,20 +38,6 @@ def error_summary(errors_m: Sequence[float]) -> dict[str, float]:
         return {"count": 0, "median_m": 0.0, "mean_m": 0.0, "p95_m": 0.0}
     return {"count": int(errors.size), "median_m": float(np.median(errors)),
             "mean_m": float(errors.mean()), "p95_m": float(np.percentile(errors, 95))}
-
-
-def nees_2d(error_en: np.ndarray, covariance_en: np.ndarray) -> np.ndarray:
-    """
-    Normalised estimation error squared e^T P^-1 e for 2-D errors.
-
-    error_en: [N, 2] (estimate - truth, metres East/North); covariance_en: [N, 2, 2] m^2.
-    A consistent estimator has mean NEES ~= 2 in 2-D; NEES <= 2.30 is inside the 1-sigma
-    ellipse (68.3 % for chi-square with 2 dof is 2.30), <= 6.18 inside 2-sigma (95.4 %).
-    """
-    error_en = np.asarray(error_en, dtype=np.float64).reshape(-1, 2)
-    cov = np.asarray(covariance_en, dtype=np.float64).reshape(-1, 2, 2)
-    solved = np.linalg.solve(cov, error_en[..., None])[..., 0]
-    return np.einsum("ni,ni->n", error_en, solved)
 
 
 # chi-square(2 dof) quantiles for the 1-sigma and 2-sigma probability masses of a 1-D normal

@@ -37,8 +37,7 @@ from typing import Iterable
 import numpy as np
 
 from jzi_ros.errors import JziError
-from jzi_ros.evaluation.metrics import nees_2d
-from jzi_ros.inference.posterior import apply_scale_and_floor
+from jzi_ros.inference.posterior import apply_scale_and_floor, nees_2d
 
 LOG = logging.getLogger(__name__)
 
@@ -154,9 +153,7 @@ def calibrate_localizer(localizer, samples: Iterable[tuple[np.ndarray, float, fl
         position, raw = localizer.raw_estimate(image)
         truth = np.array(tree.to_local(lat, lon), dtype=np.float64)
         rows.append((position, truth, raw))
-    from jzi_ros.inference.localizer import backend_beam
-
-    return calibrate(rows, backend_beam(localizer), localizer.config.position,
+    return calibrate(rows, localizer.searched_beam_width, localizer.config.position,
                      localizer.config.sigma_floor_m, target)
 
 

@@ -32,6 +32,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from jzi_ros.config import from_mapping
 from jzi_ros.errors import BadImageError, JziError
 from jzi_ros.inference.backends import Backend, BACKENDS, BackendSpec, create_backend
 from jzi_ros.inference.calibration import Calibration
@@ -39,12 +40,13 @@ from jzi_ros.inference.fix import Fix, FixStatus, Hypothesis
 from jzi_ros.inference.image import as_rgb_uint8
 from jzi_ros.inference.posterior import (apply_scale_and_floor, enu_covariance, POSITION_MODES,
                                          Posterior, posterior_from_beam, raw_estimate)
+from jzi_ros.threads import check_threads, DEFAULT_THREADS, set_threads
 
 LOG = logging.getLogger(__name__)
 
 __all__ = ["BadImageError", "DEFAULT_BEAM_WIDTH", "Localizer", "LocalizerConfig"]
 
-# Chosen by measurement (`jzi bench --manifest ... --beam 1 2 4 8 16`, table in the README):
+# Chosen by measurement (`jzi bench --manifest ... --beam 1 2 4 8 16`, docs/benchmarks.md):
 # on the demo setup beam 4 costs ~1 ms more per frame than greedy (beam 16: ~6 ms), and its
 # spread gives the covariance several hypotheses (mean NEES 1.9 after calibration vs 22 for
 # greedy, whose covariance is only the within-cell term). Accuracy did not separate the widths
@@ -72,6 +74,7 @@ class LocalizerConfig:
     max_workspace_size: int = 1 << 30  # TensorRT builder workspace, bytes
     cuda_graph: bool = True  # torch on CUDA: capture encoder/decoder in CUDA graphs
     warmup_frames: int = 1  # grey frames run by from_paths so the first real one is fast
+    threads: int = DEFAULT_THREADS  # torch/OpenCV CPU threads (process-wide); 0: all cores
 
     def __post_init__(self) -> None:
         if int(self.beam_width) != self.beam_width or self.beam_width < 1:
@@ -95,18 +98,14 @@ class LocalizerConfig:
             raise JziError(f"localizer.altitude_m must be finite, got {self.altitude_m!r}")
         if self.backend not in BACKENDS:
             raise JziError(f"localizer.backend must be one of {BACKENDS}, got {self.backend!r}")
+        check_threads(self.threads, "localizer.threads")
         if self.max_image_side < 16:
             raise JziError(f"localizer.max_image_side must be >= 16, "
                            f"got {self.max_image_side!r}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "LocalizerConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise JziError(f"localizer config: unknown key(s) {unknown}; expected some of "
-                           f"{sorted(names)}")
-        return cls(**data)
+        return from_mapping(cls, data, "localizer config")
 
 
 def _check_model_against_map(header: dict, pyramid, model_path: Path) -> None:
@@ -156,6 +155,7 @@ class Localizer:
         from jzi_ros.model.config import ModelConfig
 
         config = config or LocalizerConfig()
+        set_threads(config.threads)
         model_path = Path(model_path)
         pyramid = MapPyramid.open(map_dir)
         header = read_header(model_path)
@@ -174,11 +174,16 @@ class Localizer:
                            beam_width=config.beam_width, export_dir=config.export_dir,
                            force_engine_update=config.force_engine_update,
                            max_workspace_size=config.max_workspace_size,
-                           cuda_graph=config.cuda_graph)
+                           cuda_graph=config.cuda_graph, threads=config.threads)
         backend = create_backend(config.backend, spec, config.device, config.precision)
         localizer = cls(pyramid, model_path, config, backend, model_config, header["metadata"])
         localizer.warmup(config.warmup_frames)
         return localizer
+
+    @property
+    def searched_beam_width(self) -> int:
+        """Return the beam width actually searched (clamped to the number of terminal cells)."""
+        return backend_beam(self)
 
     # --- per frame ---------------------------------------------------------------------------
     def preprocess(self, image_rgb: np.ndarray) -> np.ndarray:

@@ -22,11 +22,12 @@ max log-probability difference.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from jzi_ros.inference.backends.base import Backend
+from jzi_ros.inference.backends.base import Backend, BackendSpec
 from jzi_ros.inference.decode import BeamSearch
 
 
@@ -80,3 +81,26 @@ def compare(backend: Backend, model: torch.nn.Module, view_table: np.ndarray, be
                   same_paths=bool(np.array_equal(paths, ref_paths.numpy())),
                   same_top_path=bool(np.array_equal(paths[:, 0], ref_paths[:, 0].numpy())),
                   log_prob_max_abs_diff=float(np.abs(log_probs - ref_lp.numpy()).max()))
+
+
+def check_export(model_path: str | Path, export_dir: str | Path, beam_width: int,
+                 batch_size: int = 1) -> Parity:
+    """
+    Compare an ONNX export (ONNX Runtime, CPU, fp32) with its checkpoint in PyTorch fp32.
+
+    Random view table and pixels; JziError when ONNX Runtime cannot load the export.
+    """
+    from jzi_ros.inference.backends import create_backend
+    from jzi_ros.model.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(model_path)
+    config = model.config
+    views = sum(config.num_actions ** level for level in range(config.depth))
+    table = np.random.default_rng(0).standard_normal((views, model.embed_dim)).astype(np.float16)
+    spec = BackendSpec(str(model_path), table, config.grid, config.depth, beam_width,
+                       batch_size=batch_size, export_dir=str(export_dir))
+    backend = create_backend("onnxruntime", spec, "cpu", "fp32")
+    try:
+        return compare(backend, model, table, beam_width, frames=max(batch_size, 2))
+    finally:
+        backend.close()

@@ -106,3 +106,17 @@ def enu_covariance(cov_en: np.ndarray, up_sigma_m: float) -> np.ndarray:
     out[:2, :2] = cov_en
     out[2, 2] = float(up_sigma_m) ** 2
     return out
+
+
+def nees_2d(error_en: np.ndarray, covariance_en: np.ndarray) -> np.ndarray:
+    """
+    Normalised estimation error squared e^T P^-1 e for 2-D errors.
+
+    error_en: [N, 2] (estimate - truth, metres East/North); covariance_en: [N, 2, 2] m^2.
+    A consistent estimator has mean NEES ~= 2 in 2-D; NEES <= 2.30 is inside the 1-sigma
+    ellipse (68.3 % for chi-square with 2 dof is 2.30), <= 6.18 inside 2-sigma (95.4 %).
+    """
+    error_en = np.asarray(error_en, dtype=np.float64).reshape(-1, 2)
+    cov = np.asarray(covariance_en, dtype=np.float64).reshape(-1, 2, 2)
+    solved = np.linalg.solve(cov, error_en[..., None])[..., 0]
+    return np.einsum("ni,ni->n", error_en, solved)

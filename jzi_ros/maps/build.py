@@ -33,7 +33,7 @@ import time
 import numpy as np
 
 from jzi_ros.errors import JziError
-from jzi_ros.geo import CellTree
+from jzi_ros.geo import CellTree, local_crs
 from jzi_ros.maps.pyramid import MapPyramid, write_pyramid
 from jzi_ros.maps.sources import open_source, Source
 
@@ -44,8 +44,7 @@ DEFAULT_MAX_NODATA = 0.5
 def tree_crs(tree: CellTree) -> "rasterio.crs.CRS":  # noqa: F821 - lazy import
     """Return the tree's local azimuthal-equidistant frame as a rasterio CRS (metres, north-up)."""
     from rasterio.crs import CRS
-    return CRS.from_proj4(f"+proj=aeqd +lat_0={tree.center_lat!r} +lon_0={tree.center_lon!r} "
-                          "+datum=WGS84 +units=m +no_defs")
+    return CRS.from_wkt(local_crs(tree.center_lat, tree.center_lon).to_wkt())
 
 
 @dataclass

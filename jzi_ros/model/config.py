@@ -24,23 +24,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from jzi_ros.config import from_mapping
 from jzi_ros.errors import JziError
 
 GROUND_CROPS = ("split2", "single")
-
-
-def _from_dict(cls, data: Any, what: str):
-    """Build dataclass ``cls`` from a dict, naming unknown keys (typos) in the error."""
-    if not isinstance(data, dict):
-        raise JziError(f"{what}: expected a mapping, got {type(data).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise JziError(f"{what}: unknown key(s) {unknown}; expected some of {sorted(names)}")
-    try:
-        return cls(**data)
-    except TypeError as err:
-        raise JziError(f"{what}: {err}") from None
 
 
 def _check_positive(what: str, **values: int) -> None:
@@ -135,9 +122,9 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.encoder, dict):
-            self.encoder = _from_dict(EncoderConfig, self.encoder, "model.encoder")
+            self.encoder = from_mapping(EncoderConfig, self.encoder, "model.encoder")
         if isinstance(self.decoder, dict):
-            self.decoder = _from_dict(DecoderConfig, self.decoder, "model.decoder")
+            self.decoder = from_mapping(DecoderConfig, self.decoder, "model.decoder")
         _check_positive("model", depth=self.depth)
         if not isinstance(self.grid, int) or self.grid < 2:
             raise JziError(f"model.grid must be an integer >= 2, got {self.grid!r}")
@@ -166,7 +153,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
-        return _from_dict(cls, data, "model")
+        return from_mapping(cls, data, "model")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "ModelConfig":

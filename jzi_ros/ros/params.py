@@ -16,7 +16,7 @@
 The node's parameters in one ROS-free table.
 
 The node declares from it, the config test checks ``config/localize.yaml`` against it, and the
-README table is generated from it.
+parameter table in docs/ros.md is generated from it (tools/update_docs.py).
 
 Topic defaults are relative ("jzi/fix" is /jzi/fix in the root namespace) so that a launch
 ``namespace`` moves them along with the node.
@@ -35,13 +35,14 @@ from typing import Any, Mapping
 
 import yaml
 
+from jzi_ros.config import reject_unknown
 from jzi_ros.errors import JziError
+from jzi_ros.inference.options import BACKENDS, POSITION_MODES
+from jzi_ros.threads import DEFAULT_THREADS
 
 NODE_NAME = "jzi_localizer"
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 IMAGE_TRANSPORTS = ("raw", "compressed")
 RELIABILITIES = ("reliable", "best_effort")
-POSITION_MODES = ("top", "mean")
 COVARIANCE_TYPES = ("known", "approximated")
 
 
@@ -114,6 +115,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _p("hypotheses_topic", "jzi/hypotheses", "PointCloud2 output topic."),
     _p("map_frame_id", "jzi_map", "Frame of the pose and hypotheses: local ENU, origin at the "
        "map's root centre."),
+    _p("threads", DEFAULT_THREADS, "CPU threads of torch and OpenCV in the node's process (0: "
+       "all cores; slower when other nodes share the cores, see docs/benchmarks.md).",
+       min=0, max=1024),
 )
 PARAMETER_NAMES = tuple(spec.name for spec in PARAMETERS)
 _SPECS = {spec.name: spec for spec in PARAMETERS}
@@ -150,14 +154,12 @@ class NodeSettings:
     publish_hypotheses: bool
     hypotheses_topic: str
     map_frame_id: str
+    threads: int
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> "NodeSettings":
         """Validate ``values`` (missing names take their defaults); JziError names the bad one."""
-        unknown = sorted(set(values) - set(_SPECS))
-        if unknown:
-            raise JziError(f"{NODE_NAME}: unknown parameter(s) {unknown} "
-                           f"(expected some of {list(PARAMETER_NAMES)})")
+        reject_unknown(values, PARAMETER_NAMES, NODE_NAME, "parameter")
         return cls(**{name: check_value(spec, values.get(name, spec.default))
                       for name, spec in _SPECS.items()})
 
@@ -200,7 +202,7 @@ def check_value(spec: ParamSpec, value: Any) -> Any:
 
 
 def markdown_table() -> str:
-    """Render the README parameters table."""
+    """Render the parameters table of docs/ros.md."""
     lines = ["| name | type | default | runtime | description |", "|---|---|---|---|---|"]
     for spec in PARAMETERS:
         extra = f" One of: {', '.join(spec.choices)}." if spec.choices else ""

@@ -29,7 +29,9 @@ from typing import Any
 
 import yaml
 
+from jzi_ros.config import from_mapping
 from jzi_ros.errors import JziError
+from jzi_ros.evaluation.metrics import DEFAULT_RECALL_M
 from jzi_ros.model.config import deep_merge, ModelConfig, PRESETS
 
 PATH_FIELDS = ("manifest", "map", "out", "init")
@@ -37,7 +39,7 @@ WEIGHTS_KEY = ["model", "encoder", "weights"]
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 FLOAT_FIELDS = ("lr", "encoder_lr_scale", "weight_decay", "warmup", "label_smoothing",
                 "grad_clip", "val_fraction")
-METRICS = ("recall@25m", "recall@50m", "recall@100m", "exact", "val_loss")
+METRICS = tuple(f"recall@{d:g}m" for d in DEFAULT_RECALL_M) + ("exact", "val_loss")
 
 
 @dataclass
@@ -161,7 +163,6 @@ def load_train_config(path: str | os.PathLike | None, overrides: list[str] = ()
         encoder = (data.get("model") or {}).get("encoder")
         if isinstance(encoder, dict) and encoder.get("weights"):
             encoder["weights"] = _resolve(encoder["weights"], path.parent)
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
     for text in overrides:
         keys, value = parse_override(text)
         is_path = (len(keys) == 1 and keys[0] in PATH_FIELDS) or keys == WEIGHTS_KEY
@@ -176,11 +177,5 @@ def load_train_config(path: str | os.PathLike | None, overrides: list[str] = ()
             data[keys[0]] = deep_merge(data.get(keys[0]) or {}, nested)
         else:
             data[keys[0]] = nested
-    unknown = sorted(set(data) - names)
     where = f"training config {path}" if path else "training overrides"
-    if unknown:
-        raise JziError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(names)}")
-    try:
-        return TrainConfig(**data)
-    except TypeError as err:
-        raise JziError(f"{where}: {err}") from None
+    return from_mapping(TrainConfig, data, where)

@@ -22,6 +22,7 @@ is re-embedded with the shipped checkpoint's encoder at the end.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 import math
 from pathlib import Path
 import time
@@ -161,6 +162,26 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True,
         ddp.teardown(info)
 
 
+@dataclass
+class _Run:
+    """What every step of a training run shares (built once by :func:`_train`)."""
+
+    config: TrainConfig
+    info: ddp.DistInfo
+    pyramid: MapPyramid
+    model: ZoomModel
+    frozen: bool
+    view_table: torch.Tensor | None  # the map's embeddings when the encoder is frozen
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    autocast: dict
+    step_module: nn.Module  # TrainStep, DDP-wrapped when distributed
+    params: list  # trainable parameters (gradient clipping)
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+
+
 def _train(config: TrainConfig, resume: bool, progress: bool, log: Callable[[str], None],
            info: ddp.DistInfo) -> dict:
     started = time.time()
@@ -170,9 +191,48 @@ def _train(config: TrainConfig, resume: bool, progress: bool, log: Callable[[str
                        f"continue it or choose another 'out'")
     torch.manual_seed(config.seed)
     pyramid = MapPyramid.open(config.map)
-    tree = pyramid.tree
     model = _build_model(config, pyramid, out, resume)
-    labeled = label_samples(read_manifest(config.manifest), tree)
+    labeled, train_set, val_set = _samples(config, pyramid, log)
+    frozen = model.config.encoder.frozen
+    log(f"training on {len(train_set)} samples, validating on {len(val_set)}; encoder "
+        f"{'frozen (map views from the embedding table)' if frozen else 'trainable'}; "
+        f"device {device}, {info.world_size} process(es)")
+
+    model.to(device)
+    view_table = _map_table(pyramid, model, config, info, log) if frozen else None
+    dataset, sampler, loader, val_loader = _loaders(config, pyramid, model, train_set, val_set,
+                                                    info)
+    run = _setup_run(config, info, pyramid, model, view_table, len(loader))
+    start_epoch, global_step, best, history = _resume_point(out, run.optimizer, resume, log)
+    metadata = {"tree": pyramid.tree.to_dict(), "map": str(pyramid.path),
+                "train_config": config.to_dict()}
+    for epoch in range(start_epoch, config.epochs):
+        if info.distributed:
+            sampler.set_epoch(epoch)
+        dataset.set_epoch(epoch)
+        epoch_start = time.time()
+        global_step, loss_sum, seen = _train_epoch(run, loader, epoch, global_step, progress)
+        elapsed = time.time() - epoch_start
+        record = {"epoch": epoch + 1, "step": global_step,
+                  "train_loss": ddp.all_reduce_mean(loss_sum / max(1, seen), info),
+                  "lr": run.optimizer.param_groups[0]["lr"], "epoch_s": round(elapsed, 3),
+                  "samples_per_s": round(seen * info.world_size / max(elapsed, 1e-9), 2)}
+        validate_now = len(val_set) and ((epoch + 1) % config.val_every == 0
+                                         or epoch + 1 == config.epochs)
+        if validate_now and info.is_main:
+            record.update(_validate(run, val_loader, progress))
+        if info.is_main:
+            history.append(record)
+            best = _save_epoch(run, out, history, record, bool(validate_now), best, global_step,
+                               metadata, log)
+        ddp.barrier(info)
+    return _finish(config, pyramid, model, history, best, frozen, info, started, log,
+                   len(train_set), len(val_set), len(labeled.skipped))
+
+
+def _samples(config: TrainConfig, pyramid: MapPyramid, log: Callable[[str], None]):
+    """Return (labelled manifest, training set, validation set); JziError before any step."""
+    labeled = label_samples(read_manifest(config.manifest), pyramid.tree)
     if labeled.skipped:
         first = labeled.skipped[0]
         log(f"skipped {len(labeled.skipped)} sample(s) outside the map's root square "
@@ -185,14 +245,14 @@ def _train(config: TrainConfig, resume: bool, progress: bool, log: Callable[[str
     if not len(train_set):
         raise JziError(f"dataset manifest {config.manifest}: no training samples inside map "
                        f"{config.map} ({len(labeled.skipped)} outside its root square)")
-    frozen = model.config.encoder.frozen
-    mc = model.config
-    log(f"training on {len(train_set)} samples, validating on {len(val_set)}; encoder "
-        f"{'frozen (map views from the embedding table)' if frozen else 'trainable'}; "
-        f"device {device}, {info.world_size} process(es)")
+    return labeled, train_set, val_set
 
-    model.to(device)
-    view_table = _map_table(pyramid, model, config, info, log) if frozen else None
+
+def _loaders(config: TrainConfig, pyramid: MapPyramid, model: ZoomModel, train_set, val_set,
+             info: ddp.DistInfo):
+    """Return (training dataset, its sampler, training loader, validation loader)."""
+    mc, tree, device = model.config, pyramid.tree, info.device
+    frozen = mc.encoder.frozen
     dataset = ZoomDataset(train_set, tree, mc, augment=config.augment, seed=config.seed)
     sampler = (DistributedSampler(dataset, info.world_size, info.rank, shuffle=True,
                                   seed=config.seed) if info.distributed
@@ -207,97 +267,111 @@ def _train(config: TrainConfig, resume: bool, progress: bool, log: Callable[[str
                             config.val_batch_size, shuffle=False,
                             num_workers=config.num_workers,
                             collate_fn=Collate(pyramid.path, mc, False, False))
-    steps_per_epoch = len(loader)
+    return dataset, sampler, loader, val_loader
+
+
+def _setup_run(config: TrainConfig, info: ddp.DistInfo, pyramid: MapPyramid, model: ZoomModel,
+               view_table: torch.Tensor | None, loader_steps: int) -> _Run:
+    """Schedule, optimizer, AMP and the (DDP-wrapped) step module."""
+    steps_per_epoch = loader_steps
     if config.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
     total_steps = steps_per_epoch * config.epochs
-    warmup_steps = max(1, int(config.warmup * total_steps))
+    device = info.device
     optimizer = make_optimizer(model, config, device)
     autocast, use_scaler = amp_settings(config, device)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-
-    start_epoch, global_step, best, history = 0, 0, None, []
-    if resume:
-        state = load_train_state(out / STATE, optimizer)
-        start_epoch, global_step, best = state["epoch"], state["global_step"], state["best"]
-        # a crash between the log and the state write must not duplicate an epoch
-        history = [h for h in _read_history(out / METRICS_LOG) if h["epoch"] <= start_epoch]
-        log(f"resuming after epoch {start_epoch} (step {global_step})")
-
+    frozen = model.config.encoder.frozen
     step_module: nn.Module = TrainStep(model, frozen)
     if info.distributed:
         step_module = DistributedDataParallel(
             step_module, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=mc.depth == 1)
-    params = [p for p in model.parameters() if p.requires_grad]
-    metadata = {"tree": tree.to_dict(), "map": str(pyramid.path),
-                "train_config": config.to_dict()}
-    last_metrics: dict = {}
-    for epoch in range(start_epoch, config.epochs):
-        if info.distributed:
-            sampler.set_epoch(epoch)
-        dataset.set_epoch(epoch)
-        step_module.train()
-        epoch_start, loss_sum, seen = time.time(), 0.0, 0
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
-                   unit="step", disable=not progress)
-        for step, batch in enumerate(loader):
-            if step >= steps_per_epoch:
-                break
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            factor = lr_factor(global_step, total_steps, warmup_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = group["base_lr"] * factor
-            with torch.autocast(**autocast):
-                logits = step_module(batch, view_table)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), batch["path"].flatten(),
-                                   label_smoothing=config.label_smoothing)
-            if not torch.isfinite(loss):
-                raise JziError(f"training diverged: loss is {loss.item()} at step "
-                               f"{global_step} (lower lr or use amp=bf16/off)")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            global_step += 1
-            loss_sum += loss.item() * len(batch["path"])
-            seen += len(batch["path"])
-            bar.update(1)
-            if step % config.log_every == 0:
-                bar.set_postfix(loss=f"{loss.item():.3f}",
-                                lr=f"{optimizer.param_groups[0]['lr']:.2e}")
-        bar.close()
-        elapsed = time.time() - epoch_start
-        record = {"epoch": epoch + 1, "step": global_step,
-                  "train_loss": ddp.all_reduce_mean(loss_sum / max(1, seen), info),
-                  "lr": optimizer.param_groups[0]["lr"], "epoch_s": round(elapsed, 3),
-                  "samples_per_s": round(seen * info.world_size / max(elapsed, 1e-9), 2)}
-        validate_now = len(val_set) and ((epoch + 1) % config.val_every == 0
-                                         or epoch + 1 == config.epochs)
-        if validate_now and info.is_main:
-            table = view_table if frozen else torch.from_numpy(embed_views(
-                pyramid, model, config.embed_batch_size, device, progress=False
-            ).astype(np.float32)).to(device)
-            last_metrics = evaluate(model, val_loader, table, tree, device, progress, autocast)
-            record.update(last_metrics)
-        if info.is_main:
-            history.append(record)
-            _write_history(out / METRICS_LOG, history)
-            log(_epoch_line(record, config.best_metric))
-            epoch_meta = {**metadata, "epoch": epoch + 1, "metrics": record}
-            if validate_now and _better(config.best_metric, record[config.best_metric], best):
-                best = record[config.best_metric]
-                save_checkpoint(out / BEST, model, {**epoch_meta, "best_metric":
-                                                    config.best_metric})
-            save_checkpoint(out / LAST, model, epoch_meta)
-            save_train_state(out / STATE, optimizer, {"epoch": epoch + 1,
-                                                      "global_step": global_step,
-                                                      "best": best})
-        ddp.barrier(info)
-    return _finish(config, pyramid, model, history, best, frozen, info, started, log,
-                   len(train_set), len(val_set), len(labeled.skipped))
+            find_unused_parameters=model.config.depth == 1)
+    return _Run(config=config, info=info, pyramid=pyramid, model=model, frozen=frozen,
+                view_table=view_table, optimizer=optimizer,
+                scaler=torch.amp.GradScaler("cuda", enabled=use_scaler), autocast=autocast,
+                step_module=step_module,
+                params=[p for p in model.parameters() if p.requires_grad],
+                steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+                warmup_steps=max(1, int(config.warmup * total_steps)))
+
+
+def _resume_point(out: Path, optimizer: torch.optim.Optimizer, resume: bool,
+                  log: Callable[[str], None]) -> tuple[int, int, float | None, list]:
+    """Return (first epoch, global step, best metric, history): zeros, or the saved run's."""
+    if not resume:
+        return 0, 0, None, []
+    state = load_train_state(out / STATE, optimizer)
+    start_epoch, global_step = state["epoch"], state["global_step"]
+    # a crash between the log and the state write must not duplicate an epoch
+    history = [h for h in _read_history(out / METRICS_LOG) if h["epoch"] <= start_epoch]
+    log(f"resuming after epoch {start_epoch} (step {global_step})")
+    return start_epoch, global_step, state["best"], history
+
+
+def _train_epoch(run: _Run, loader: DataLoader, epoch: int, global_step: int, progress: bool
+                 ) -> tuple[int, float, int]:
+    """Run one epoch of optimizer steps; return (global step, summed loss, samples seen)."""
+    config, device, optimizer = run.config, run.info.device, run.optimizer
+    run.step_module.train()
+    loss_sum, seen = 0.0, 0
+    bar = tqdm(total=run.steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
+               unit="step", disable=not progress)
+    for step, batch in enumerate(loader):
+        if step >= run.steps_per_epoch:
+            break
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        factor = lr_factor(global_step, run.total_steps, run.warmup_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+        with torch.autocast(**run.autocast):
+            logits = run.step_module(batch, run.view_table)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), batch["path"].flatten(),
+                               label_smoothing=config.label_smoothing)
+        if not torch.isfinite(loss):
+            raise JziError(f"training diverged: loss is {loss.item()} at step "
+                           f"{global_step} (lower lr or use amp=bf16/off)")
+        optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        run.scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(run.params, config.grad_clip)
+        run.scaler.step(optimizer)
+        run.scaler.update()
+        global_step += 1
+        loss_sum += loss.item() * len(batch["path"])
+        seen += len(batch["path"])
+        bar.update(1)
+        if step % config.log_every == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}",
+                            lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+    bar.close()
+    return global_step, loss_sum, seen
+
+
+def _validate(run: _Run, val_loader: DataLoader, progress: bool) -> dict:
+    """Return the validation metrics (a trainable encoder re-embeds the map views first)."""
+    device = run.info.device
+    table = run.view_table if run.frozen else torch.from_numpy(embed_views(
+        run.pyramid, run.model, run.config.embed_batch_size, device, progress=False
+    ).astype(np.float32)).to(device)
+    return evaluate(run.model, val_loader, table, run.pyramid.tree, device, progress,
+                    run.autocast)
+
+
+def _save_epoch(run: _Run, out: Path, history: list, record: dict, validated: bool,
+                best: float | None, global_step: int, metadata: dict,
+                log: Callable[[str], None]) -> float | None:
+    """Log the epoch, write metrics, best (when it improved), last and the state; return best."""
+    config = run.config
+    _write_history(out / METRICS_LOG, history)
+    log(_epoch_line(record, config.best_metric))
+    epoch_meta = {**metadata, "epoch": record["epoch"], "metrics": record}
+    if validated and _better(config.best_metric, record[config.best_metric], best):
+        best = record[config.best_metric]
+        save_checkpoint(out / BEST, run.model, {**epoch_meta, "best_metric": config.best_metric})
+    save_checkpoint(out / LAST, run.model, epoch_meta)
+    save_train_state(out / STATE, run.optimizer, {"epoch": record["epoch"],
+                                                  "global_step": global_step, "best": best})
+    return best
 
 
 def _finish(config: TrainConfig, pyramid: MapPyramid, model: ZoomModel, history: list,

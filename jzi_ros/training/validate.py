@@ -26,12 +26,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from jzi_ros.evaluation.metrics import error_summary, recall_at
+from jzi_ros.evaluation.metrics import DEFAULT_RECALL_M, error_summary, recall_at
 from jzi_ros.geo import CellTree, haversine_m
 from jzi_ros.inference.decode import beam_search
 from jzi_ros.model.zoom import ZoomModel
-
-RECALL_M = (25.0, 50.0, 100.0)
 
 
 def path_errors_m(tree: CellTree, predicted: np.ndarray, latitudes: np.ndarray,
@@ -45,7 +43,7 @@ def path_errors_m(tree: CellTree, predicted: np.ndarray, latitudes: np.ndarray,
 def path_metrics(tree: CellTree, predicted: np.ndarray, truth: np.ndarray,
                  latitudes: np.ndarray, longitudes: np.ndarray) -> dict[str, float]:
     errors = path_errors_m(tree, predicted, latitudes, longitudes)
-    metrics = {f"recall@{d:g}m": r for d, r in recall_at(errors, RECALL_M).items()}
+    metrics = {f"recall@{d:g}m": r for d, r in recall_at(errors, DEFAULT_RECALL_M).items()}
     correct = np.cumprod(predicted == truth, axis=1).astype(bool)
     for level in range(tree.depth):
         metrics[f"exact@{level + 1}"] = float(correct[:, level].mean()) if len(correct) else 0.0

@@ -47,6 +47,7 @@ class BackendSpec:
     force_engine_update: bool = False
     max_workspace_size: int = 1 << 30  # bytes TensorRT may use while building
     cuda_graph: bool = True  # torch on CUDA: replay captured graphs instead of eager calls
+    threads: int = 0  # CPU threads of a runtime with its own pool (ONNX Runtime); 0: its own
 
 
 class Backend(abc.ABC):

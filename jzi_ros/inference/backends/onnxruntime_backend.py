@@ -77,6 +77,7 @@ class OnnxRuntimeBackend(Backend):
                                                          spec.beam_width, spec.batch_size)
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # warnings about unused initialisers are noise here
+        options.intra_op_num_threads = spec.threads  # 0: one per core (jzi_ros.threads)
         self.encoder = onnxruntime.InferenceSession(str(encoder_path), options,
                                                     providers=providers)
         self.decoder = onnxruntime.InferenceSession(str(decoder_path), options,
