@@ -115,9 +115,29 @@ def _samples(args: argparse.Namespace, tree) -> list:
     return [(read_image(s.image), s.latitude, s.longitude) for s in rows]
 
 
+def _imagery_frame(map_dir, height_m: float, size: tuple[int, int] = (640, 480),
+                   hfov_deg: float = 70.0):
+    """Return a nadir view of the map imagery at the root centre and its intrinsics."""
+    import numpy as np
+    import rasterio
+
+    from jzi_ros.demo.camera import CameraModel, CameraPose, render_view
+    from jzi_ros.inference.refine import Intrinsics
+    from jzi_ros.maps.imagery import IMAGERY
+
+    camera = CameraModel(size[0], size[1], hfov_deg)
+    with rasterio.open(Path(map_dir) / IMAGERY) as ds:
+        t = ds.transform
+        source = np.moveaxis(ds.read((1, 2, 3)), 0, -1)
+    to_local = np.array([[t.a, t.b, t.c], [t.d, t.e, t.f], [0.0, 0.0, 1.0]])
+    image = render_view(source, to_local, camera, CameraPose(0.0, 0.0, height_m, 10.0, 88.0))
+    K = camera.K()
+    return image, Intrinsics(K[0, 0], K[1, 1], K[0, 2], K[1, 2])
+
+
 def _bench_refine(args: argparse.Namespace, localizer, map_dir: Path) -> dict:
     from jzi_ros.evaluation.classical import ClassicalLocalizer
-    from jzi_ros.inference.bench import bench_refinement, imagery_frame
+    from jzi_ros.inference.bench import bench_refinement
     from jzi_ros.inference.refine import Refiner
 
     config = refineopts.refine_config(args)
@@ -125,7 +145,7 @@ def _bench_refine(args: argparse.Namespace, localizer, map_dir: Path) -> dict:
     if refiner is None:
         raise JziError(f"--refine: map {map_dir} has no imagery; rebuild it with `jzi map "
                        "build`")
-    image, intrinsics = imagery_frame(map_dir, config.nominal_height_m)
+    image, intrinsics = _imagery_frame(map_dir, config.nominal_height_m)
     try:
         classical = ClassicalLocalizer(map_dir, config, intrinsics)
     except JziError as err:

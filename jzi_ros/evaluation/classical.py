@@ -37,8 +37,9 @@ import numpy as np
 
 from jzi_ros.errors import JziError
 from jzi_ros.inference.fix import Fix, FixStatus
-from jzi_ros.inference.refine import (detect_features, fit_frame, GUESS_HFOV_DEG, Intrinsics,
-                                      ratio_matches, RefineConfig, solve)
+from jzi_ros.inference.refine import (fit_frame, GUESS_HFOV_DEG, Intrinsics, ratio_matches,
+                                      RefineConfig, solve)
+from jzi_ros.maps.features import detect_features
 
 LOG = logging.getLogger(__name__)
 

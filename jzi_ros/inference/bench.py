@@ -129,25 +129,6 @@ def bench_localizer(localizer, image_rgb: np.ndarray, frames: int = 30, warmup: 
                     stats(encoder), stats(frame), paper)
 
 
-def imagery_frame(map_dir, height_m: float, size: tuple[int, int] = (640, 480),
-                  hfov_deg: float = 70.0):
-    """Return a nadir view of the map imagery at the root centre and its intrinsics."""
-    import rasterio
-
-    from jzi_ros.demo.camera import CameraModel, CameraPose, render_view
-    from jzi_ros.inference.refine import Intrinsics
-    from jzi_ros.maps.imagery import IMAGERY
-
-    camera = CameraModel(size[0], size[1], hfov_deg)
-    with rasterio.open(Path(map_dir) / IMAGERY) as ds:
-        t = ds.transform
-        source = np.moveaxis(ds.read((1, 2, 3)), 0, -1)
-    to_local = np.array([[t.a, t.b, t.c], [t.d, t.e, t.f], [0.0, 0.0, 1.0]])
-    image = render_view(source, to_local, camera, CameraPose(0.0, 0.0, height_m, 10.0, 88.0))
-    K = camera.K()
-    return image, Intrinsics(K[0, 0], K[1, 1], K[0, 2], K[1, 2])
-
-
 def bench_refinement(localizer, refiner, classical, image_rgb: np.ndarray, intrinsics,
                      frames: int = 30, warmup: int = 5) -> dict:
     """

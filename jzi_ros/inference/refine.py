@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-import functools
 import logging
 import math
 from pathlib import Path
@@ -50,10 +49,10 @@ import numpy as np
 from jzi_ros.errors import JziError
 from jzi_ros.inference.fix import Fix
 from jzi_ros.inference.posterior import apply_scale_and_floor
+from jzi_ros.maps.features import detect_features, DETECTORS
 
 LOG = logging.getLogger(__name__)
 
-DETECTORS = ("sift", "orb")
 # the map's feature index is used instead of detecting on the window when the frame's ground
 # sampling is within this factor of the index's (SIFT/ORB tolerate such scale changes)
 INDEX_SCALE_TOLERANCE = 1.5
@@ -162,36 +161,6 @@ class RefineConfig:
 
 
 # --- features and matching ---------------------------------------------------------------
-@functools.lru_cache(maxsize=8)
-def _detector(name: str, max_features: int):
-    if name == "sift":
-        return cv2.SIFT_create(nfeatures=int(max_features))
-    return cv2.ORB_create(nfeatures=int(max_features))
-
-
-def to_gray(image: np.ndarray) -> np.ndarray:
-    """RGB/grey uint8 -> grey uint8."""
-    image = np.asarray(image)
-    if image.ndim == 3:
-        return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
-    return np.ascontiguousarray(image)
-
-
-def detect_features(image: np.ndarray, detector: str, max_features: int,
-                    valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Return keypoint pixels float32 [N, 2] and descriptors [N, D] (none: N = 0)."""
-    gray = to_gray(image)
-    mask = None
-    if valid is not None:
-        # stay clear of the edge of the covered area (a nodata border makes strong corners)
-        mask = cv2.erode(valid.astype(np.uint8) * 255, np.ones((7, 7), np.uint8))
-    keypoints, descriptors = _detector(detector, int(max_features)).detectAndCompute(gray, mask)
-    if descriptors is None or not keypoints:
-        width, dtype = (32, np.uint8) if detector == "orb" else (128, np.float32)
-        return np.zeros((0, 2), np.float32), np.zeros((0, width), dtype)
-    return np.float32([k.pt for k in keypoints]), descriptors
-
-
 def ratio_matches(query: np.ndarray, train: np.ndarray | None, detector: str, ratio: float,
                   matcher=None) -> tuple[np.ndarray, np.ndarray]:
     """Lowe ratio-test matches (query, train indices); ``matcher``: a trained index instead."""

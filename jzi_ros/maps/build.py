@@ -232,7 +232,8 @@ def build_pyramid_timed(source: str | os.PathLike, out_dir: str | os.PathLike,
                                 progress=progress, max_nodata=max_nodata, terminal=terminal)
         if imagery:
             from jzi_ros.maps.imagery import write_map_imagery
-            write_map_imagery(src, tree, out_dir, imagery_m_per_px, progress=progress)
+            write_map_imagery(lambda tile: CellRenderer(src, tree, tile), tree,
+                              renderer.dst_crs, out_dir, imagery_m_per_px, progress=progress)
     seconds = time.perf_counter() - start
     tiles = tree.num_views + (tree.num_actions ** tree.depth if terminal else 0)
     LOG.info("built %s: %d tiles in %.1f s", out_dir, tiles, seconds)

@@ -34,12 +34,14 @@ import json
 import logging
 import math
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from jzi_ros.errors import JziError
 from jzi_ros.files import atomic_path
 from jzi_ros.geo import CellTree
+from jzi_ros.maps.features import detect_features
 
 LOG = logging.getLogger(__name__)
 
@@ -78,30 +80,29 @@ def _block_level(tree: CellTree, m_per_px: float) -> tuple[int, int]:
     raise AssertionError("unreachable")
 
 
-def write_imagery(source, tree: CellTree, out_dir: str | Path,
+def write_imagery(make_renderer: Callable, tree: CellTree, crs, out_dir: str | Path,
                   m_per_px: float | None = None, progress: bool = False) -> Path:
     """
-    Render the root square of ``source`` (an open :class:`~jzi_ros.maps.sources.Source`).
+    Render the root square through ``make_renderer(tile_px)`` (a build ``CellRenderer``).
 
-    Writes ``out_dir/imagery.tif`` (COG, JPEG, with a validity mask) atomically; returns it.
+    ``crs`` is the tree's local frame as a rasterio CRS. Writes ``out_dir/imagery.tif`` (COG,
+    JPEG, with a validity mask) atomically; returns it.
     """
     import rasterio
     from rasterio.shutil import copy as rio_copy
     from rasterio.transform import Affine
     from tqdm import tqdm
 
-    from jzi_ros.maps.build import CellRenderer, tree_crs
-
     out = Path(out_dir) / IMAGERY
-    probe = CellRenderer(source, tree, 8)
-    m_per_px = choose_resolution(tree, source_ground_resolution(probe, tree), m_per_px)
+    m_per_px = choose_resolution(tree, source_ground_resolution(make_renderer(8), tree),
+                                 m_per_px)
     level, tile = _block_level(tree, m_per_px)
     side_px = tile * tree.grid ** level
     res = tree.size_m / side_px
-    renderer = CellRenderer(source, tree, tile)
+    renderer = make_renderer(tile)
     half = tree.size_m / 2
     profile = {"driver": "GTiff", "width": side_px, "height": side_px, "count": 3,
-               "dtype": "uint8", "crs": tree_crs(tree),
+               "dtype": "uint8", "crs": crs,
                "transform": Affine(res, 0.0, -half, 0.0, -res, half), "tiled": True,
                "blockxsize": 256, "blockysize": 256, "compress": "DEFLATE",
                "BIGTIFF": "IF_SAFER"}
@@ -280,8 +281,6 @@ def build_feature_index(imagery: MapImagery, tree: CellTree, detector: str = "si
     """Detect features over the whole imagery, block by block, at most INDEX_MAX_PX a side."""
     from tqdm import tqdm
 
-    from jzi_ros.inference.refine import detect_features
-
     m_per_px = max(imagery.m_per_px, tree.size_m / INDEX_MAX_PX)
     half = tree.size_m / 2
     block_m = BLOCK_PX * m_per_px
@@ -318,11 +317,11 @@ def _apply(affine: np.ndarray, pixels: np.ndarray) -> np.ndarray:
     return pixels @ affine[:2, :2].T + affine[:2, 2]
 
 
-def write_map_imagery(source, tree: CellTree, out_dir: str | Path,
+def write_map_imagery(make_renderer: Callable, tree: CellTree, crs, out_dir: str | Path,
                       m_per_px: float | None = None, detector: str = "sift",
                       progress: bool = False) -> tuple[Path, Path]:
     """Write ``imagery.tif`` and ``features.npz`` into a map directory; return both paths."""
-    image_path = write_imagery(source, tree, out_dir, m_per_px, progress)
+    image_path = write_imagery(make_renderer, tree, crs, out_dir, m_per_px, progress)
     imagery = MapImagery(image_path)
     try:
         index = build_feature_index(imagery, tree, detector, progress)
