@@ -133,8 +133,10 @@ class RefineConfig:
     max_sigma_m: float = 15.0  # accepted bootstrap 1-sigma of the nadir point
     bootstrap: int = 24  # inlier resamples for the covariance
     covariance_scale: float = 1.0  # calibrated on the benchmark (docs/refinement.md)
-    sigma_floor_m: float = 1.0  # minimum 1-sigma of the refined covariance
-    sigma_floor_px: float = 1.0  # ... and at least this many pixels of the map features used
+    # minimum 1-sigma of the refined covariance: metres, and pixels of the map features used;
+    # with the bootstrap spread far below it, the floor is the calibration (docs/refinement.md)
+    sigma_floor_m: float = 0.55
+    sigma_floor_px: float = 0.55
     hfov_deg: float | None = None  # field of view when no intrinsics are given (None: guess)
 
     def __post_init__(self) -> None:
@@ -331,7 +333,7 @@ def solve(image_pts: np.ndarray, target_pts: np.ndarray, to_ground: np.ndarray,
         return result
     spread = np.cov(samples.T) if len(samples) > 1 else np.zeros((2, 2))
     result.raw_covariance_en = spread
-    # an orthophoto and its features are good to about a pixel, however tight the inliers
+    # an orthophoto and its features are good to about half a pixel, however tight the inliers
     floor_m = max(config.sigma_floor_m, config.sigma_floor_px * abs(float(to_ground[0, 0])))
     cov = apply_scale_and_floor(spread, config.covariance_scale, floor_m)
     sigma = math.sqrt(float(max(np.linalg.eigvalsh(cov))))
