@@ -65,8 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--manifest: at most this many frames")
     parser.add_argument("--refine", action="store_true",
                         help="also time geometric refinement after the zoom and classical "
-                             "registration, on a nadir view rendered from the map imagery "
-                             "(--map with imagery.tif)")
+                             "registration, on a 320 x 240 nadir view (the demo camera) "
+                             "rendered from the map imagery at --nominal-height (--map with "
+                             "imagery.tif)")
     refineopts.add_arguments(parser, method=False)
     parser.add_argument("--json", type=Path, default=None, metavar="FILE",
                         help="also write the rows as JSON (backend, device, dtype, encoder_ms, "
@@ -115,7 +116,7 @@ def _samples(args: argparse.Namespace, tree) -> list:
     return [(read_image(s.image), s.latitude, s.longitude) for s in rows]
 
 
-def _imagery_frame(map_dir, height_m: float, size: tuple[int, int] = (640, 480),
+def _imagery_frame(map_dir, height_m: float, size: tuple[int, int] = (320, 240),
                    hfov_deg: float = 70.0):
     """Return a nadir view of the map imagery at the root centre and its intrinsics."""
     import numpy as np
