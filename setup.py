@@ -23,15 +23,19 @@ EXTRAS = {
     # building maps from GeoTIFF / COG / MBTiles / XYZ rasters
     "maps": ["rasterio>=1.3"],
     # rosbag replay without ROS 2, reports and plots
-    "replay": ["rosbags>=0.10", "rosbags-image>=0.9", "matplotlib>=3.6"],
+    "replay": ["rosbags>=0.10", "matplotlib>=3.6"],
     # ONNX export and the ONNX Runtime backend
     "export": ["onnx>=1.15", "onnxscript>=0.1", "onnxruntime>=1.17"],
     # TensorRT backend (GPU machines only; usually installed with JetPack / NVIDIA's index)
     "tensorrt": ["tensorrt>=10"],
+    # ROS 2 Jazzy's rclpy and the message packages the node uses, as PyPI wheels (no ROS
+    # install needed; launch, cv_bridge, diagnostic_updater are not on PyPI): docs/ros-install.md
+    "ros-pip": ["ros-jazzy-rclpy[fastrtps]", "ros-jazzy-sensor-msgs", "ros-jazzy-geometry-msgs",
+                "ros-jazzy-diagnostic-msgs", "ros-jazzy-nav-msgs"],
 }
 EXTRAS["train"] = EXTRAS["maps"] + ["matplotlib>=3.6"]
-EXTRAS["all"] = sorted({dep for name, deps in EXTRAS.items() if name != "tensorrt"
-                        for dep in deps})
+EXTRAS["all"] = sorted({dep for name, deps in EXTRAS.items()
+                        if name not in ("tensorrt", "ros-pip") for dep in deps})
 # flake8 with the plugins ament_flake8 uses, and pydocstyle (ament_pep257): test/test_style.py
 LINT = ["flake8>=6", "flake8-builtins", "flake8-comprehensions", "flake8-docstrings",
         "flake8-import-order", "flake8-quotes", "pydocstyle>=6"]
@@ -41,7 +45,7 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(exclude=["test", "test.*"]),
-    package_data={PACKAGE: ["data/*"]},
+    package_data={PACKAGE: ["data/*", "training/configs/*.yaml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
         ("share/" + PACKAGE, ["package.xml"]),
@@ -58,6 +62,8 @@ setup(
         "transformers>=4.40",
         "safetensors>=0.4",
         "pyyaml>=6",
+        # image messages -> RGB without cv_bridge (replay, and the node on pip-installed ROS 2)
+        "rosbags-image>=0.9",
         "tqdm>=4.60",
     ],
     extras_require=EXTRAS,
@@ -71,7 +77,7 @@ setup(
         "console_scripts": [
             "jzi = jzi_ros.cli.main:main",
             "jzi_localizer = jzi_ros.ros.node:main",
-            "replay = jzi_ros.cli.replay:main",
+            "jzi_replay = jzi_ros.cli.replay:main",
         ],
     },
 )

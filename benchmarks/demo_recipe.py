@@ -57,9 +57,19 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("report", type=Path, help="the demo's report directory")
     d.add_argument("--out", type=Path, default=Path("docs/demo_trajectory.png"),
                    help="where the small PNG goes")
+    v = sub.add_parser("fit-fusion", help="fit the temporal filter on validation flights")
+    v.add_argument("--workdir", type=Path, required=True, help="a `jzi demo` work directory")
+    v.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3],
+                   help="validation flight seeds (not 0: the demo's test flight)")
     args = parser.parse_args(argv)
     try:
-        if args.step == "docs-plot":
+        if args.step == "fit-fusion":
+            fitted = recipe.fit_fusion(args.workdir, args.seeds)
+            print(f"fitted on {fitted['frames']} frames: likelihood_exponent "
+                  f"{fitted['likelihood_exponent']:g}, covariance_scale "
+                  f"{fitted['covariance_scale']:.4g}; R@100 m by exponent "
+                  f"{fitted['recall_100_by_exponent']}")
+        elif args.step == "docs-plot":
             path = recipe.docs_plot(args.report, args.out)
             print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB)")
         elif args.step == "prepare":

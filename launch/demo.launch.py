@@ -18,18 +18,26 @@ The demo on a real ROS 2 graph: play the demo bag and localize its camera frames
 jzi demo            # once: builds ~/.cache/jzi_ros/demo/{map,bag} (or $JZI_DEMO_DIR)
 ros2 launch jzi_ros demo.launch.py [demo_dir:=DIR] [rate:=1.0]
 ros2 topic echo /jzi/fix            # compare with /ground_truth/fix from the bag
+
+The bag starts when the node reports ready (its "localizer ready" log line, once the map, the
+model and the subscription are up: several seconds), so no frame is played to nobody. If the
+node exits before that, the launch ends with it.
 """
 import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
+from launch.actions import (DeclareLaunchArgument, EmitEvent, ExecuteProcess, LogInfo,
+                            OpaqueFunction, RegisterEventHandler)
+from launch.event_handlers import OnProcessExit, OnProcessIO
+from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from jzi_ros.demo.bag import CAMERA_FRAME, IMAGE_TOPIC
 from jzi_ros.demo.flow import default_workdir, shipped_model
-from jzi_ros.ros.params import launch_parameters, NODE_NAME
+from jzi_ros.ros.params import NODE_NAME
+from jzi_ros.ros.runtime import READY_MESSAGE
 
 COMPRESSED_SUFFIX = "/compressed"
 
@@ -47,15 +55,35 @@ def _start(context):
                                "(or pass demo_dir:=DIR / model_file:=FILE)")
     # the bag holds CompressedImage on <base>/compressed (image_transport convention)
     base = IMAGE_TOPIC[:-len(COMPRESSED_SUFFIX)]
-    parameters = launch_parameters(arg("params_file"), {
-        "map_dir": map_dir, "model_file": model, "image_topic": base,
-        "image_transport": "compressed", "fix_frame_id": CAMERA_FRAME})
-    parameters["use_sim_time"] = True  # the bag publishes /clock
+    overrides = {"map_dir": map_dir, "model_file": model, "image_topic": base,
+                 "image_transport": "compressed", "fix_frame_id": CAMERA_FRAME,
+                 "use_sim_time": True}  # the bag publishes /clock
+    parameters = ([arg("params_file")] if arg("params_file") else []) + [overrides]
+    node = Node(package="jzi_ros", executable="jzi_localizer", name=NODE_NAME,
+                parameters=parameters, output="screen", emulate_tty=True)
+    play = ExecuteProcess(cmd=["ros2", "bag", "play", bag, "--clock", "--rate", arg("rate")],
+                          output="screen")
+    started = []
+
+    def on_output(event):
+        # ROS logs go to stderr by default, to stdout with RCUTILS_LOGGING_USE_STDOUT=1
+        if not started and READY_MESSAGE in event.text.decode(errors="replace"):
+            started.append(True)
+            return [LogInfo(msg="jzi_localizer is ready: playing the demo bag"), play]
+        return None
+
+    def on_exit(event, _context):
+        if not started:
+            return [LogInfo(msg=f"jzi_localizer exited (code {event.returncode}) before it "
+                                "was ready; not playing the bag"),
+                    EmitEvent(event=Shutdown(reason="jzi_localizer exited"))]
+        return None
+
     return [
-        Node(package="jzi_ros", executable="jzi_localizer", name=NODE_NAME,
-             parameters=[parameters], output="screen", emulate_tty=True),
-        ExecuteProcess(cmd=["ros2", "bag", "play", bag, "--clock", "--rate", arg("rate")],
-                       output="screen"),
+        node,
+        RegisterEventHandler(OnProcessIO(target_action=node, on_stdout=on_output,
+                                         on_stderr=on_output)),
+        RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_exit)),
     ]
 
 

@@ -18,6 +18,11 @@ Start jzi_localizer: camera image in, /jzi/fix (sensor_msgs/NavSatFix) out.
 ros2 launch jzi_ros localize.launch.py map_dir:=~/maps/site model_file:=~/models/site.safetensors
     [params_file:=my.yaml] [image_topic:=/camera/image_raw] [namespace:=robot1]
     [use_sim_time:=true]
+
+The params file goes to the node as ROS reads it (``parameters=[params_file, overrides]``):
+every key ROS accepts works (``jzi_localizer:``, ``/robot1/jzi_localizer:``, ``/**:``,
+``qos_overrides./jzi/fix.publisher.depth``). Non-empty launch arguments override it. The node
+checks every value when it declares its parameters: a bad one is one error line and exit 1.
 """
 import os
 
@@ -27,7 +32,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from jzi_ros.ros.params import launch_parameters, NODE_NAME
+from jzi_ros.ros.params import NODE_NAME
 
 OVERRIDES = ("map_dir", "model_file", "image_topic", "image_transport")
 
@@ -36,12 +41,14 @@ def _start_node(context):
     def arg(name):
         return LaunchConfiguration(name).perform(context)
 
-    # Read and validate the params file here (ROS-free helper): a bad value stops the launch
-    # with one clear line, and the values apply under any namespace.
-    parameters = launch_parameters(arg("params_file"), {k: arg(k) for k in OVERRIDES})
-    parameters["use_sim_time"] = arg("use_sim_time").lower() in ("true", "1", "yes")
+    overrides = {name: arg(name) for name in OVERRIDES if arg(name)}
+    for name in ("map_dir", "model_file"):
+        if name in overrides:
+            overrides[name] = os.path.expanduser(overrides[name])
+    overrides["use_sim_time"] = arg("use_sim_time").lower() in ("true", "1", "yes")
+    parameters = ([arg("params_file")] if arg("params_file") else []) + [overrides]
     return [Node(package="jzi_ros", executable="jzi_localizer", name=NODE_NAME,
-                 namespace=arg("namespace"), parameters=[parameters], output="screen",
+                 namespace=arg("namespace"), parameters=parameters, output="screen",
                  emulate_tty=True)]
 
 
@@ -50,8 +57,8 @@ def generate_launch_description():
                                   "localize.yaml")
     return LaunchDescription([
         DeclareLaunchArgument("params_file", default_value=default_params,
-                              description="YAML with a 'jzi_localizer: ros__parameters:' "
-                                          "section"),
+                              description="ROS 2 params YAML for jzi_localizer (any key ROS "
+                                          "accepts: jzi_localizer, /ns/jzi_localizer, /**)"),
         DeclareLaunchArgument("map_dir", default_value="",
                               description="Map directory (overrides the params file)"),
         DeclareLaunchArgument("model_file", default_value="",

@@ -12,12 +12,56 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Markers ``ros``, ``tensorrt``, ``gpu``: skipped with a reason when the dependency is absent."""
+"""
+Markers ``ros``, ``launch``, ``tensorrt``, ``gpu``: skipped with a reason when absent.
+
+``ros`` needs rclpy (a ROS 2 install, or the PyPI wheels of the ``ros-pip`` extra);
+``launch`` needs launch_testing (a ROS 2 install: ``colcon test``).
+
+DDS of every ROS process a test starts stays on this machine and in a domain of its own:
+``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` (Jazzy and later), ``ROS_LOCALHOST_ONLY=1`` on
+Humble only (Jazzy deprecates it and warns in every process), and a ``ROS_DOMAIN_ID`` that no
+other test session on the machine holds (a lock file per domain), so parallel runs cannot
+cross-talk.
+"""
 from __future__ import annotations
 
+import fcntl
 import importlib.util
+import os
+import random
+import tempfile
 
 import pytest
+
+# Domain IDs 1..100 are safe for DDS port ranges on Linux; 0 is everyone's default.
+TEST_DOMAIN_IDS = range(1, 101)
+_domain_lock = None  # held open for the session
+
+
+def _claim_domain_id() -> int:
+    """Return a ROS_DOMAIN_ID no other running test session holds (flock on a lock file)."""
+    global _domain_lock
+    candidates = list(TEST_DOMAIN_IDS)
+    random.Random(os.getpid()).shuffle(candidates)
+    for domain in candidates:
+        path = os.path.join(tempfile.gettempdir(), f"jzi_ros_test_domain_{domain}.lock")
+        handle = open(path, "a")  # noqa: SIM115 - kept open until the session ends
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        _domain_lock = handle
+        return domain
+    raise RuntimeError(f"every ROS domain in {TEST_DOMAIN_IDS} is held by a test session")
+
+
+def pytest_configure(config):
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    if os.environ.get("ROS_DISTRO", "").lower() == "humble":
+        os.environ["ROS_LOCALHOST_ONLY"] = "1"
+    os.environ["ROS_DOMAIN_ID"] = str(_claim_domain_id())
 
 
 def _has_module(name: str) -> bool:
@@ -38,8 +82,11 @@ def _cuda_available() -> bool:
 def _missing(marker: str) -> str | None:
     """Why tests with ``marker`` cannot run here, or None if they can."""
     if marker == "ros":
-        if not (_has_module("rclpy") and _has_module("launch_testing")):
-            return "needs ROS 2 (rclpy and launch_testing not importable)"
+        if not _has_module("rclpy"):
+            return "needs rclpy (a ROS 2 install, or pip install -e .[ros-pip])"
+    elif marker == "launch":
+        if not _has_module("launch_testing"):
+            return "needs ROS 2 launch_testing (a ROS 2 install; run with colcon test)"
     elif marker == "gpu":
         if not _cuda_available():
             return "needs a CUDA GPU (torch.cuda.is_available() is False)"
@@ -52,7 +99,7 @@ def _missing(marker: str) -> str | None:
 
 
 def pytest_collection_modifyitems(config, items):
-    reasons = {m: _missing(m) for m in ("ros", "gpu", "tensorrt")}
+    reasons = {m: _missing(m) for m in ("ros", "launch", "gpu", "tensorrt")}
     for item in items:
         for marker, reason in reasons.items():
             if reason and item.get_closest_marker(marker):
@@ -73,3 +120,17 @@ def tiny_checkpoint(tmp_path, tiny_map):
     from support import make_tiny_checkpoint
 
     return tiny_map, make_tiny_checkpoint(tmp_path, tiny_map)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Give the tests their own $XDG_CACHE_HOME: ONNX exports go there, not into ~/.cache."""
+    import os
+
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg_cache"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = old

@@ -26,6 +26,7 @@ parent (like an orthophoto) and every cell looks different from every other.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -221,3 +222,36 @@ def make_geotiff(path: str | Path, tree: CellTree, seed: int = 0, px: int = 512,
 
 def random_rgb(height: int = 48, width: int = 96, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+class LoggerRecords(logging.Handler):
+    """
+    Collect the messages of one named logger, as a context manager.
+
+    Not pytest's caplog: under ``colcon test`` (ROS's pytest plugins loaded) caplog sees no
+    records, so tests that assert on a log line attach their own handler.
+    """
+
+    def __init__(self, name):
+        super().__init__(logging.DEBUG)
+        self.logger, self.lines = logging.getLogger(name), []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+    def __enter__(self):
+        # a logging.config.dictConfig (ROS plugins) may have disabled loggers made before it
+        self.saved = (self.logger.level, self.logger.disabled)
+        self.logger.setLevel(logging.DEBUG)
+        self.logger.disabled = False
+        self.logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self)
+        self.logger.setLevel(self.saved[0])
+        self.logger.disabled = self.saved[1]
+
+    @property
+    def text(self):
+        return "\n".join(self.lines)

@@ -18,14 +18,13 @@ Backend selection and its errors.
 CPU-only checks; GPU/TensorRT ones are in test_backends_gpu.py.
 """
 import importlib.util
-import logging
 
 import numpy as np
 import pytest
 
 from jzi_ros.errors import JziError
 from jzi_ros.inference.backends import auto_candidates, BackendSpec, create_backend
-from support import make_tiny_checkpoint, make_tiny_map
+from support import LoggerRecords, make_tiny_checkpoint, make_tiny_map
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +36,14 @@ def spec(tmp_path_factory):
     return BackendSpec(str(ckpt), table, 4, 2, 2, export_dir=str(tmp / "no-export"))
 
 
-def test_auto_without_export_or_gpu_picks_torch_cpu_and_says_why(spec, caplog):
-    with caplog.at_level(logging.INFO, logger="jzi_ros.inference.backends"):
+def test_auto_without_export_or_gpu_picks_torch_cpu_and_says_why(spec):
+    with LoggerRecords("jzi_ros.inference.backends") as log:
         backend = create_backend("auto", spec, "auto", "auto")
     if backend.device.startswith("cuda"):
         pytest.skip("a CUDA device is present")
     assert (backend.name, backend.device, backend.precision) == ("torch", "cpu", "fp32")
-    assert "picked torch on cpu" in caplog.text
-    assert "no ONNX export" in caplog.text or "onnxruntime is not installed" in caplog.text
+    assert "picked torch on cpu" in log.text
+    assert "no ONNX export" in log.text or "onnxruntime is not installed" in log.text
     order = [c[:2] for c in auto_candidates(spec, "auto", "auto")]
     assert order == [("tensorrt", "cuda"), ("onnxruntime", "cuda"), ("torch", "cuda"),
                      ("onnxruntime", "cpu"), ("torch", "cpu")]

@@ -18,10 +18,11 @@ import math
 import numpy as np
 import pytest
 
-from jzi_ros.demo.camera import (CameraModel, CameraPose, footprint, ground_to_image,
-                                 image_to_ground, project, render_view, rotation_world_to_camera)
-from jzi_ros.demo.views import degrade_frame, sample_pose, ViewSampling
 from jzi_ros.errors import JziError
+from jzi_ros.training.camera import (CameraModel, CameraPose, footprint, ground_to_image,
+                                     image_to_ground, project, render_view,
+                                     rotation_world_to_camera)
+from jzi_ros.training.render import degrade_frame, sample_pose, ViewSampling
 
 
 def test_rotation_is_orthonormal_and_right_handed():

@@ -26,7 +26,7 @@ def test_path_accuracy_counts_prefixes():
     acc = path_accuracy(predicted, truth, 3)
     # level 1: 3 of 4; level 2: 2 of 4 (third frame wrong at step 2 even though step 3 matches)
     assert acc == {1: 0.75, 2: 0.5, 3: 0.25}
-    assert path_accuracy([], [], 2) == {1: 0.0, 2: 0.0}
+    assert path_accuracy([], [], 2) == {1: None, 2: None}  # no frames: no number, not 0
     with pytest.raises(ValueError):
         path_accuracy([(1,)], [], 1)
 

@@ -14,7 +14,6 @@
 
 """ONNX export: files + description, ONNX Runtime parity with PyTorch fp32, staleness."""
 import dataclasses
-import logging
 
 import numpy as np
 import pytest
@@ -26,7 +25,7 @@ from jzi_ros.inference.export import default_export_dir, EXPORT_JSON, export_mod
 from jzi_ros.inference.localizer import Localizer, LocalizerConfig
 from jzi_ros.inference.parity import compare
 from jzi_ros.model.checkpoint import load_checkpoint
-from support import make_tiny_checkpoint, make_tiny_map, world_of
+from support import LoggerRecords, make_tiny_checkpoint, make_tiny_map, world_of
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -73,15 +72,15 @@ def test_onnxruntime_cpu_matches_torch_fp32(exported):
     assert parity.same_paths and parity.log_prob_max_abs_diff < 1e-3
 
 
-def test_localizer_on_onnxruntime_equals_torch_and_auto_prefers_it(exported, caplog):
+def test_localizer_on_onnxruntime_equals_torch_and_auto_prefers_it(exported):
     pyramid, ckpt, _ = exported
     base = LocalizerConfig(beam_width=BEAM, device="cpu", warmup_frames=0)
     torch_loc = Localizer.from_paths(pyramid.path, ckpt,
                                      dataclasses.replace(base, backend="torch"))
-    with caplog.at_level(logging.INFO, logger="jzi_ros.inference.backends"):
+    with LoggerRecords("jzi_ros.inference.backends") as log:
         auto = Localizer.from_paths(pyramid.path, ckpt, base)
     assert auto.backend_name == "onnxruntime"
-    assert "picked onnxruntime" in caplog.text and "device cpu was requested" in caplog.text
+    assert "picked onnxruntime" in log.text and "device cpu was requested" in log.text
     world = world_of(pyramid)
     for east in (-300.0, 50.0, 420.0):
         image = world.ground_image(east, -east, size=(40, 80))

@@ -99,4 +99,8 @@ def test_bench_writes_the_json_keys(scene, tmp_path, capsys):
         for key in ("encoder_ms", "frame_ms", "paper_way_ms"):
             assert row[key]["median"] > 0 and row[key]["p95"] >= row[key]["median"]
         assert row["accuracy"]["frames"] == 6
-    assert "| torch | cpu | fp32 | 2 |" in capsys.readouterr().out
+        cells = [f["terminal_cells"] for f in row["fusion_filter"]]
+        assert cells == [pyramid.tree.num_actions ** pyramid.tree.depth, 65536]
+        assert all(f["median"] > 0 for f in row["fusion_filter"])
+    printed = capsys.readouterr().out
+    assert "| torch | cpu | fp32 | 2 |" in printed and "temporal filter" in printed

@@ -116,10 +116,12 @@ def test_convertible_images_are_localized(localizer, setup):
         assert fix.hypotheses[0].path == reference.hypotheses[0].path, name
         assert np.isclose(fix.confidence, reference.confidence, rtol=1e-3), name
     gray = rgb.mean(axis=2).astype(np.uint8)
-    for image in (gray, gray[:, :, None], np.ones((64, 64), bool)):
+    mask = np.random.default_rng(0).random((64, 64)) > 0.5  # textured (uniform is NO_FIX)
+    for image in (gray, gray[:, :, None], mask):
         assert localizer.localize(image).ok
     # 20000 x 40000 px (a zero-stride view, no 2.4 GB allocation): subsampled, not an error
-    huge = np.broadcast_to(rgb[:1, :1], (20000, 40000, 3))
+    row = np.random.default_rng(1).integers(0, 256, (1, 40000, 3), dtype=np.uint8)
+    huge = np.broadcast_to(row, (20000, 40000, 3))
     assert huge.shape[1] > localizer.config.max_image_side
     assert localizer.localize(huge).ok
 
@@ -133,6 +135,17 @@ def test_confidence_threshold_gives_no_fix_with_reason(setup):
     assert np.all(np.isfinite(fix.covariance_enu))
     assert fix.covariance_enu[0, 0] >= pyramid.tree.size_m ** 2 / 12
     assert fix.hypotheses  # still reported for diagnostics
+
+
+def test_runtime_config_change_resolves_gate_and_scale(setup):
+    pyramid, ckpt = setup
+    loc = Localizer.from_paths(pyramid.path, ckpt, CPU)
+    assert loc.localize(_image(pyramid)).ok
+    loc.config = dataclasses.replace(CPU, confidence_threshold=1.0, covariance_scale=3.0)
+    assert (loc.confidence_threshold, loc.covariance_scale) == (1.0, 3.0)
+    assert loc.localize(_image(pyramid)).status == FixStatus.NO_FIX
+    loc.config = dataclasses.replace(CPU, confidence_threshold=0.0, sigma_floor_m=1.0)
+    assert loc.confidence_threshold == 0.0 and loc.localize(_image(pyramid)).ok
 
 
 def test_non_finite_decoder_output_is_no_fix(setup, monkeypatch):

@@ -129,6 +129,18 @@ def test_geotiff_utm_marker_at_expected_pixel_every_level(tmp_path):
     assert "UTM zone 10N" in pyramid.manifest["source"]["crs_wkt"]
 
 
+def test_geotiff_lonlat_marker_at_expected_pixel_every_level(tmp_path):
+    # EPSG:4326's authority axis order is lat, lon: the PROJ operation handed to GDAL's warp
+    # must use it (with x = lon it rendered every view as nodata)
+    t = tree()
+    marker = marker_latlon(t)
+    src = write_geotiff(tmp_path / "lonlat.tif", "EPSG:4326", marker, half_m=0.0065,
+                        res=0.0065 / 600)
+    pyramid = build_pyramid(src, tmp_path / "map", t, tile_px=TILE, progress=False)
+    assert all(v < 0.01 for v in pyramid.nodata_fraction.values())
+    assert_marker_everywhere(pyramid, t, marker)
+
+
 def test_source_without_crs_is_refused_then_accepted_with_crs(tmp_path):
     t = tree(depth=2)
     marker = marker_latlon(t)

@@ -151,11 +151,20 @@ def test_embeddings_round_trip_and_stale_hash(pyramid):
     loaded = MapPyramid.open(pyramid.path).load_embeddings("enc-a")
     assert loaded.dtype == np.float16 and loaded.shape == (t.num_views, 12)
     np.testing.assert_allclose(loaded, table, rtol=2e-3, atol=2e-3)
-    with pytest.raises(JziError, match="encoder enc-a.*encoder is enc-b.*jzi map embed"):
+    with pytest.raises(JziError,
+                       match=r"encoder\(s\) enc-a, but.*encoder is enc-b.*jzi map embed"):
         pyramid.load_embeddings("enc-b")
-    # Re-embedding with another encoder replaces the table.
-    pyramid.write_embeddings(table[:, :4], "enc-b")
-    assert pyramid.load_embeddings("enc-b").shape == (t.num_views, 4)
+    # Embedding with another encoder adds a table: the first model keeps working (issue 13.2).
+    pyramid.write_embeddings(table[:, :4], "enc-b", {"model": "second.safetensors"})
+    reopened = MapPyramid.open(pyramid.path)
+    assert reopened.load_embeddings("enc-b").shape == (t.num_views, 4)
+    np.testing.assert_allclose(reopened.load_embeddings("enc-a"), table, rtol=2e-3, atol=2e-3)
+    assert list(reopened.embedding_tables()) == ["enc-a", "enc-b"]
+    assert reopened.embeddings_info("enc-a") == {"model": "tiny.safetensors"}
+    # re-embedding with the same encoder replaces only its own table
+    pyramid.write_embeddings(table[:, :6], "enc-a")
+    assert reopened.load_embeddings("enc-a").shape == (t.num_views, 6)
+    assert reopened.load_embeddings("enc-b").shape == (t.num_views, 4)
 
 
 def test_embeddings_bad_input_and_corrupt_file(pyramid):

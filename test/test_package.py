@@ -34,7 +34,7 @@ def test_package_xml_parses_and_declares_dependencies():
     assert package.package_format == 3
     assert package.get_build_type() == "ament_python"
     exec_deps = {d.name for d in package.exec_depends}
-    assert {"rclpy", "sensor_msgs", "sensor_msgs_py", "cv_bridge"} <= exec_deps
+    assert {"rclpy", "sensor_msgs", "cv_bridge"} <= exec_deps
     test_deps = {d.name for d in package.test_depends}
     assert {"ament_copyright", "ament_flake8", "ament_pep257", "python3-pytest"} <= test_deps
 

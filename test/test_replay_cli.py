@@ -66,7 +66,8 @@ def _decoded(image, kind):
     ("jpeg", "mcap", {"backend": "torch", "beam_width": 2, "position": "mean",
                       "confidence_threshold": 0.1})])
 def test_jzi_replay_end_to_end(tmp_path, kind, storage, config):
-    localizer_mod = pytest.importorskip("jzi_ros.inference.localizer")
+    from jzi_ros.inference import localizer as localizer_mod
+
     pyramid = make_tiny_map(tmp_path)
     ckpt = make_tiny_checkpoint(tmp_path, pyramid)
     spec, bag = _world_bag(tmp_path, pyramid, kind, storage)
@@ -110,7 +111,6 @@ def test_jzi_replay_end_to_end(tmp_path, kind, storage, config):
 
 @pytest.mark.slow
 def test_console_script_main_and_errors(tmp_path, capsys):
-    pytest.importorskip("jzi_ros.inference.localizer")
     pyramid = make_tiny_map(tmp_path)
     ckpt = make_tiny_checkpoint(tmp_path, pyramid)
     spec, bag = _world_bag(tmp_path, pyramid, "raw", "sqlite3")
@@ -131,7 +131,7 @@ def test_console_script_main_and_errors(tmp_path, capsys):
     args[args.index(str(ckpt))] = str(other)
     assert replay_cli.main(args) == 2
     err = capsys.readouterr().err
-    assert err.startswith("replay: error:") and "jzi map embed" in err, err
+    assert err.startswith("jzi_replay: error:") and "jzi map embed" in err, err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "r3").exists()
 
 

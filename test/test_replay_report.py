@@ -186,8 +186,18 @@ def test_report_with_no_fix_frames_and_with_nothing_scored(tmp_path):
     summary = write_report(replay_bag(bag, loc, _options()), tmp_path / "nofix")
     assert summary["fix_rate"] == 0.0 and summary["fix"]["count"] == 0
     assert summary["calibration"]["count"] == 0 and summary["top1"]["count"] == 6
+    # no FIX frame: no median, no NEES, no recall (a 0.0 m median would read as perfect)
+    assert summary["fix"]["median_m"] is None and summary["fix"]["p95_m"] is None
+    assert set(summary["fix"]["recall"].values()) == {None}
+    assert summary["calibration"]["mean_nees"] is None
+    text = (tmp_path / "nofix" / "report.md").read_text()
+    fix_row = next(line for line in text.splitlines() if line.startswith("| published fix"))
+    assert "0.0 m" not in fix_row and "\u2014" in fix_row
+    assert "| mean NEES | \u2014 |" in text
+    assert json.loads((tmp_path / "nofix" / "report.json").read_text())["fix"]["median_m"] is None
     empty = replay_bag(bag, IndexLocalizer(tree, spec, {}, interrupt_at=0), _options())
     summary = write_report(empty, tmp_path / "empty")
     assert summary["frames"]["read"] == 0 and summary["top1"]["count"] == 0
-    assert summary["path_accuracy"] == {"1": 0.0, "2": 0.0}
+    assert summary["path_accuracy"] == {"1": None, "2": None}
+    assert summary["fix_rate"] is None and summary["top1"]["median_m"] is None
     assert (tmp_path / "empty" / "trajectory.png").stat().st_size > 0

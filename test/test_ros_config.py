@@ -12,15 +12,28 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Launch files and YAML configs parse and agree with the node's declared parameters (no ROS)."""
-import ast
+"""
+What the launch files start, and the shipped YAML configs, checked without ROS 2.
+
+The launch files run here against small stand-ins for the ``launch`` / ``launch_ros`` API that
+record the actions they return (launch is not on PyPI): which node with which parameters,
+remappings and namespace; when demo.launch.py starts the bag. ``test_ros_launch.py`` runs
+localize.launch.py for real under ``colcon test`` (marker ``launch``), ``test_ros_node.py``
+feeds the params files to the real node.
+"""
+import importlib.util
+import os
 from pathlib import Path
+import sys
+import types
+from types import SimpleNamespace
 
 import pytest
 import yaml
 
-from jzi_ros.errors import JziError
+from jzi_ros.demo.bag import IMAGE_TOPIC
 from jzi_ros.ros import params
+from jzi_ros.ros.runtime import READY_MESSAGE
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / "launch"
@@ -28,29 +41,200 @@ CONFIG = ROOT / "config"
 SPECS = {spec.name: spec for spec in params.PARAMETERS}
 
 
-@pytest.mark.parametrize("name", ["localize", "fusion", "demo"])
-def test_launch_files_parse_and_define_generate_launch_description(name):
-    tree = ast.parse((LAUNCH / f"{name}.launch.py").read_text())
-    functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
-    assert "generate_launch_description" in functions
+class Action(SimpleNamespace):
+    """A recorded launch action: its class name and keyword arguments."""
+
+    def __init__(self, kind, *args, **kwargs):
+        super().__init__(kind=kind, args=args, **kwargs)
 
 
-def _strings(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    return {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)
-            and isinstance(n.value, str)}
+def _recorder(kind):
+    return lambda *args, **kwargs: Action(kind, *args, **kwargs)
 
 
-def test_localize_launch_declares_the_documented_arguments():
-    strings = _strings(LAUNCH / "localize.launch.py")
-    assert {"params_file", "image_topic", "namespace", "use_sim_time", "map_dir",
-            "model_file", "jzi_localizer"} <= strings
+class LaunchConfiguration:
+    def __init__(self, name):
+        self.name = name
 
+    def perform(self, context):
+        return context.launch_configurations[self.name]
+
+
+def _module(name, **attrs):
+    module = types.ModuleType(name)
+    module.__dict__.update(attrs)
+    return module
+
+
+@pytest.fixture
+def launch_api(monkeypatch):
+    """Install the stand-ins; return a loader of launch/<name>.launch.py."""
+    actions = {name: _recorder(name) for name in (
+        "DeclareLaunchArgument", "OpaqueFunction", "IncludeLaunchDescription", "ExecuteProcess",
+        "RegisterEventHandler", "LogInfo", "EmitEvent")}
+    modules = {
+        "launch": _module("launch", LaunchDescription=_recorder("LaunchDescription")),
+        "launch.actions": _module("launch.actions", **actions),
+        "launch.substitutions": _module("launch.substitutions",
+                                        LaunchConfiguration=LaunchConfiguration),
+        "launch.conditions": _module("launch.conditions", IfCondition=_recorder("IfCondition")),
+        "launch.event_handlers": _module("launch.event_handlers",
+                                         OnProcessIO=_recorder("OnProcessIO"),
+                                         OnProcessExit=_recorder("OnProcessExit")),
+        "launch.events": _module("launch.events", Shutdown=_recorder("Shutdown")),
+        "launch.launch_description_sources": _module(
+            "launch.launch_description_sources",
+            PythonLaunchDescriptionSource=_recorder("PythonLaunchDescriptionSource")),
+        "launch_ros": _module("launch_ros"),
+        "launch_ros.actions": _module("launch_ros.actions", Node=_recorder("Node")),
+        # the installed share directory has the source tree's launch/ and config/ layout
+        "ament_index_python": _module("ament_index_python"),
+        "ament_index_python.packages": _module(
+            "ament_index_python.packages",
+            get_package_share_directory=lambda package: str(ROOT)),
+    }
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+
+    def load(name):
+        spec = importlib.util.spec_from_file_location(f"{name}_launch",
+                                                      LAUNCH / f"{name}.launch.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.generate_launch_description()
+
+    return load
+
+
+def _arguments(description):
+    return {a.args[0]: a.default_value for a in description.args[0]
+            if a.kind == "DeclareLaunchArgument"}
+
+
+def _run_opaque(description, **values):
+    """Resolve the launch arguments (defaults + ``values``) and run the OpaqueFunction."""
+    arguments = {**_arguments(description), **values}
+    (opaque,) = [a for a in description.args[0] if a.kind == "OpaqueFunction"]
+    context = SimpleNamespace(launch_configurations=arguments)
+    return opaque.function(context)
+
+
+def test_localize_launch_passes_the_params_file_as_ros_reads_it(launch_api):
+    description = launch_api("localize")
+    defaults = _arguments(description)
+    assert defaults["params_file"] == str(CONFIG / "localize.yaml")
+    assert {"map_dir", "model_file", "image_topic", "namespace", "use_sim_time"} <= set(defaults)
+    (node,) = _run_opaque(description, map_dir="~/maps/site", image_topic="/cam/image",
+                          namespace="robot1", use_sim_time="true")
+    assert (node.kind, node.package, node.executable, node.name) == (
+        "Node", "jzi_ros", "jzi_localizer", params.NODE_NAME)
+    assert node.namespace == "robot1"
+    # the user's file untouched (ROS reads it), then only the launch arguments that were given
+    params_file, overrides = node.parameters
+    assert params_file == str(CONFIG / "localize.yaml")
+    assert overrides == {"map_dir": os.path.expanduser("~/maps/site"),
+                         "image_topic": "/cam/image", "use_sim_time": True}
+    (node,) = _run_opaque(description, params_file="")
+    assert node.parameters == [{"use_sim_time": False}]
+
+
+def test_demo_launch_plays_the_bag_only_once_the_node_is_ready(launch_api, tmp_path):
+    for sub in ("bag", "map"):
+        (tmp_path / sub).mkdir()
+    model = tmp_path / "model.safetensors"
+    model.write_bytes(b"x")
+    node, on_io, on_exit = _run_opaque(launch_api("demo"), demo_dir=str(tmp_path),
+                                       model_file=str(model), rate="2.0")
+    assert node.kind == "Node" and node.executable == "jzi_localizer"
+    params_file, overrides = node.parameters
+    assert params_file == str(CONFIG / "localize.yaml")
+    assert overrides["map_dir"] == str(tmp_path / "map") and overrides["use_sim_time"] is True
+    assert overrides["image_transport"] == "compressed"
+    # image_transport convention: the bag's topic is <base>/compressed
+    assert overrides["image_topic"] + "/compressed" == IMAGE_TOPIC
+    handler = on_io.args[0]
+    assert handler.kind == "OnProcessIO" and handler.target_action is node
+
+    def output(text):
+        return SimpleNamespace(text=text.encode())
+
+    assert handler.on_stderr(output("[INFO] loading map ...")) is None
+    started = handler.on_stderr(output(f"[INFO] [jzi_localizer]: {READY_MESSAGE} in 8.1 s"))
+    play = [a for a in started if a.kind == "ExecuteProcess"]
+    assert play and play[0].cmd == ["ros2", "bag", "play", str(tmp_path / "bag"), "--clock",
+                                    "--rate", "2.0"]
+    assert handler.on_stdout(output(READY_MESSAGE)) is None  # started once only
+    exit_handler = on_exit.args[0]
+    assert exit_handler.on_exit(SimpleNamespace(returncode=0), None) is None
+
+
+def test_demo_launch_ends_when_the_node_dies_before_it_is_ready(launch_api, tmp_path):
+    for sub in ("bag", "map"):
+        (tmp_path / sub).mkdir()
+    (tmp_path / "m.safetensors").write_bytes(b"x")
+    _, _, on_exit = _run_opaque(launch_api("demo"), demo_dir=str(tmp_path),
+                                model_file=str(tmp_path / "m.safetensors"))
+    actions = on_exit.args[0].on_exit(SimpleNamespace(returncode=1), None)
+    assert [a.kind for a in actions] == ["LogInfo", "EmitEvent"]
+    assert actions[1].event.kind == "Shutdown"
+    with pytest.raises(RuntimeError, match="run `jzi demo` first"):
+        _run_opaque(launch_api("demo"), demo_dir=str(tmp_path / "missing"))
+
+
+def test_fusion_launch_wires_navsat_to_the_fix_and_the_map_ekf(launch_api):
+    description = launch_api("fusion")
+    defaults = _arguments(description)
+    nodes = {a.name: a for a in description.args[0] if a.kind == "Node"}
+    fusion = yaml.safe_load((CONFIG / "fusion.yaml").read_text())
+    assert set(nodes) == set(fusion)  # every node has its section in fusion.yaml
+    for node in nodes.values():
+        assert node.package == "robot_localization"
+        assert node.parameters[0].name == "fusion_params_file"
+    remaps = {src: dst if isinstance(dst, str) else defaults[dst.name]
+              for src, dst in nodes["navsat_transform"].remappings}
+    assert remaps["gps/fix"] == "/jzi/fix"
+    assert remaps["odometry/filtered"] == "odometry/global"
+    assert remaps["imu"] == defaults["imu_topic"]
+    assert dict(nodes["ekf_filter_node_map"].remappings)["odometry/filtered"] == \
+        "odometry/global"
+    (include,) = [a for a in description.args[0] if a.kind == "IncludeLaunchDescription"]
+    assert include.args[0].args[0] == str(LAUNCH / "localize.launch.py")
+
+
+def test_what_the_launch_files_start_is_declared_in_package_xml(launch_api, tmp_path):
+    from test_ros_package import package_xml_dependencies
+
+    declared = package_xml_dependencies()
+    for sub in ("bag", "map"):
+        (tmp_path / sub).mkdir()
+    (tmp_path / "m.safetensors").write_bytes(b"x")
+    started = []
+    for name, values in (("localize", {"map_dir": "/maps/site"}), ("fusion", {}),
+                         ("demo", {"demo_dir": str(tmp_path),
+                                   "model_file": str(tmp_path / "m.safetensors")})):
+        description = launch_api(name)
+        started += [a for a in description.args[0] if a.kind == "Node"]
+        if any(a.kind == "OpaqueFunction" for a in description.args[0]):
+            started += _run_opaque(description, **values)
+    packages = {a.package for a in started if a.kind == "Node"}
+    assert {"jzi_ros", "robot_localization"} <= packages
+    assert packages - {"jzi_ros"} <= declared
+    # demo.launch.py plays its bag with `ros2 bag play` (once the node is ready)
+    (handler,) = [a.args[0] for a in started if a.kind == "RegisterEventHandler"
+                  and a.args[0].kind == "OnProcessIO"]
+    play = [a for a in handler.on_stderr(SimpleNamespace(text=READY_MESSAGE.encode()))
+            if a.kind == "ExecuteProcess"]
+    assert play[0].cmd[:3] == ["ros2", "bag", "play"] and "ros2bag" in declared
+    assert {"launch", "launch_ros"} <= declared
+
+
+# --------------------------------------------------------------------------- YAML configs
 
 def test_localize_yaml_sets_exactly_the_declared_parameters_with_their_types():
     document = yaml.safe_load((CONFIG / "localize.yaml").read_text())
-    assert list(document) == [params.NODE_NAME]
-    values = document[params.NODE_NAME]["ros__parameters"]
+    # /**/jzi_localizer: the node under any namespace (a plain key would miss /robot1/...)
+    assert list(document) == ["/**/" + params.NODE_NAME]
+    values = document["/**/" + params.NODE_NAME]["ros__parameters"]
     assert set(values) == set(params.PARAMETER_NAMES)
     for name, value in values.items():
         # ROS 2 refuses 0 for a double parameter: the YAML type must equal the declared type
@@ -58,48 +242,13 @@ def test_localize_yaml_sets_exactly_the_declared_parameters_with_their_types():
         assert value == SPECS[name].default, f"{name}: YAML and params.py defaults differ"
 
 
-def test_launch_parameters_merge_overrides_and_validate(tmp_path):
-    got = params.launch_parameters(CONFIG / "localize.yaml",
-                                   {"map_dir": "~/maps/site", "model_file": "",
-                                    "image_topic": "/cam/image"})
-    assert got["map_dir"] == str(Path("~/maps/site").expanduser())
-    assert got["model_file"] == "" and got["image_topic"] == "/cam/image"
-
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("jzi_localizer:\n  ros__parameters:\n    beam_width: 0\n")
-    with pytest.raises(JziError, match=r"bad.yaml: .*'beam_width'"):
-        params.launch_parameters(bad, {})
-    typo = tmp_path / "typo.yaml"
-    typo.write_text("/**:\n  ros__parameters:\n    beam_wdith: 3\n")
-    with pytest.raises(JziError, match="unknown parameter"):
-        params.launch_parameters(typo, {})
-
-
-def test_params_file_root_keys(tmp_path):
-    path = tmp_path / "p.yaml"
-    path.write_text("/**:\n  ros__parameters:\n    beam_width: 2\n    use_sim_time: true\n"
-                    "/jzi_localizer:\n  ros__parameters:\n    altitude_m: 7\n")
-    got = params.launch_parameters(path, {})
-    assert got == {"beam_width": 2, "altitude_m": 7.0}
-    assert isinstance(got["altitude_m"], float)
-    path.write_text("other_node:\n  ros__parameters:\n    x: 1\n")
-    with pytest.raises(JziError, match="no 'jzi_localizer'"):
-        params.load_params_file(path)
-    with pytest.raises(JziError, match="cannot read"):
-        params.load_params_file(tmp_path / "missing.yaml")
-
-
-# --------------------------------------------------------------------------- fusion example
-
 @pytest.fixture(scope="module")
 def fusion():
     return yaml.safe_load((CONFIG / "fusion.yaml").read_text())
 
 
 def test_fusion_yaml_has_the_dual_ekf_and_navsat(fusion):
-    strings = _strings(LAUNCH / "fusion.launch.py")
     for node in ("ekf_filter_node_odom", "ekf_filter_node_map", "navsat_transform"):
-        assert node in fusion and node in strings, node
         assert isinstance(fusion[node]["ros__parameters"], dict)
     assert fusion["ekf_filter_node_odom"]["ros__parameters"]["world_frame"] == "odom"
     assert fusion["ekf_filter_node_map"]["ros__parameters"]["world_frame"] == "map"
@@ -119,28 +268,8 @@ def test_map_ekf_fuses_the_fix_x_y_only_with_lag_handling(fusion):
                 assert len(value) == 15 and all(isinstance(v, bool) for v in value), key
 
 
-def test_navsat_heading_source_and_remapping(fusion):
+def test_navsat_heading_source(fusion):
     navsat = fusion["navsat_transform"]["ros__parameters"]
-    assert "use_local_cartesian" not in navsat  # broken for fixes (docs/ros.md)
+    assert "use_local_cartesian" not in navsat  # broken for fixes
     assert isinstance(navsat["use_odometry_yaw"], bool)
     assert isinstance(navsat["zero_altitude"], bool)
-    source = (LAUNCH / "fusion.launch.py").read_text()
-    assert '("gps/fix", LaunchConfiguration("fix_topic"))' in source
-    assert '("imu", LaunchConfiguration("imu_topic"))' in source
-    assert '("odometry/filtered", "odometry/global")' in source
-    assert "/jzi/fix" in _strings(LAUNCH / "fusion.launch.py")
-
-
-def test_setup_installs_launch_and_config():
-    setup = (ROOT / "setup.py").read_text()
-    assert 'glob("launch/*.launch.py")' in setup and 'glob("config/*.yaml")' in setup
-    assert "jzi_localizer = jzi_ros.ros.node:main" in setup
-
-
-def test_demo_launch_matches_the_demo_bag():
-    bag = pytest.importorskip("jzi_ros.demo.bag")
-    # demo.launch.py subscribes <base>/compressed: the bag's topic must follow the convention
-    assert bag.IMAGE_TOPIC.endswith("/compressed")
-    assert bag.IMAGE_TYPE == "sensor_msgs/msg/CompressedImage"
-    strings = _strings(LAUNCH / "demo.launch.py")
-    assert {"demo_dir", "model_file", "params_file", "rate", "--clock"} <= strings

@@ -16,8 +16,9 @@
 launch_testing: the installed ``localize.launch.py`` brings the node up and /jzi/fix arrives.
 
 Runs under ``colcon test`` (needs the installed package, rclpy and launch_testing; marker
-``ros``); the whole module is skipped where launch_testing is missing. test_ros_node.py covers
-the node process in more detail (NO_FIX, bad frames, missing map).
+``launch``); the whole module is skipped where launch_testing is missing. test_ros_node.py
+covers the node process in more detail on any machine with rclpy (encodings, QoS, runtime
+parameters, NO_FIX, bad frames, missing map).
 """
 import math
 from pathlib import Path
@@ -39,7 +40,7 @@ import rclpy  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image, NavSatFix, NavSatStatus  # noqa: E402
 
-pytestmark = pytest.mark.ros
+pytestmark = pytest.mark.launch
 STAMP = (1234, 500)
 
 

@@ -18,7 +18,8 @@ Runs jzi_ros/ros/node.py here, without ROS 2, on small stand-ins for the rclpy A
 The stand-ins record what the node declares, subscribes and publishes; messages are rosbags
 classes (same fields as ROS). This checks the node's own logic (parameters and descriptors,
 QoS, which messages go out for FIX / NO_FIX / bad frames, diagnostics, runtime parameter
-changes, main()'s exit codes and shutdown). The real-ROS check is test_ros_node.py.
+changes, main()'s exit codes and shutdown) where rclpy is not installed; cv_bridge is hidden so
+images go through rosbags-image. The real-graph check is test_ros_node.py (marker ``ros``).
 """
 import importlib
 import sys
@@ -28,11 +29,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from rosbags import typesys as rosbags_typesys
 
 from jzi_ros.errors import BadImageError, JziError
+from jzi_ros.geo import CellTree
 from jzi_ros.inference.fix import Fix, FixStatus, Hypothesis
 
-rosbags_typesys = pytest.importorskip("rosbags.typesys")
 STORE = rosbags_typesys.get_typestore(rosbags_typesys.Stores.ROS2_HUMBLE)
 T = STORE.types
 
@@ -80,13 +82,13 @@ class FakeNode:
     def get_logger(self):
         return Logger(LOGS)
 
-    def create_publisher(self, msg_type, topic, qos):
+    def create_publisher(self, msg_type, topic, qos, **kwargs):
         publisher = SimpleNamespace(msg_type=msg_type, qos=qos, sent=[])
         publisher.publish = publisher.sent.append
         self.publishers[topic] = publisher
         return publisher
 
-    def create_subscription(self, msg_type, topic, callback, qos):
+    def create_subscription(self, msg_type, topic, callback, qos, **kwargs):
         self.subscriptions.append(SimpleNamespace(msg_type=msg_type, topic=topic,
                                                   callback=callback, qos=qos))
 
@@ -154,6 +156,9 @@ def _fake_modules():
                              HistoryPolicy=_enum("KEEP_LAST"),
                              ReliabilityPolicy=_enum("RELIABLE", "BEST_EFFORT"),
                              DurabilityPolicy=_enum("VOLATILE")),
+        "rclpy.qos_overriding_options": _module(
+            "rclpy.qos_overriding_options", QoSOverridingOptions=SimpleNamespace(
+                with_default_policies=lambda: "default policies")),
         "rclpy.exceptions": _module("rclpy.exceptions",
                                     InvalidParameterTypeException=ParamTypeError,
                                     InvalidParameterValueException=ParamTypeError),
@@ -166,47 +171,66 @@ def _fake_modules():
             OK=b"\x00", WARN=b"\x01", ERROR=b"\x02")),
         "diagnostic_updater": _module("diagnostic_updater", Updater=Updater,
                                       DiagnosticStatusWrapper=StatusWrapper),
-        "sensor_msgs_py": _module("sensor_msgs_py"),
+        "cv_bridge": None,  # not importable: images go through rosbags-image
         "builtin_interfaces.msg": _module("builtin_interfaces.msg",
                                           Time=T["builtin_interfaces/msg/Time"]),
         "std_msgs.msg": _module("std_msgs.msg", Header=T["std_msgs/msg/Header"]),
     }
-    modules["sensor_msgs_py.point_cloud2"] = _module(
-        "sensor_msgs_py.point_cloud2",
-        create_cloud=lambda header, fields, points: Record(header=header, fields=fields,
-                                                           points=list(points)))
-    modules["sensor_msgs_py"].point_cloud2 = modules["sensor_msgs_py.point_cloud2"]
     modules["sensor_msgs.msg"] = _module("sensor_msgs.msg", **{
         n: T[f"sensor_msgs/msg/{n}"] for n in ("Image", "CompressedImage", "NavSatFix",
                                                "NavSatStatus", "PointCloud2", "PointField")})
     modules["geometry_msgs.msg"] = _module("geometry_msgs.msg", **{
         n: T[f"geometry_msgs/msg/{n}"] for n in ("Point", "Pose", "PoseWithCovariance",
                                                  "PoseWithCovarianceStamped", "Quaternion")})
+    modules["nav_msgs.msg"] = _module("nav_msgs.msg", Odometry=T["nav_msgs/msg/Odometry"])
     return modules
 
 
 class FakeLocalizer:
-    """Answers FIX or NO_FIX depending on the image's mean brightness; rejects tiny images."""
+    """
+    Answers FIX or NO_FIX depending on the image's mean brightness; rejects tiny images.
+
+    Like the real one it reads floor, altitude and Up sigma from ``self.config`` on every call.
+    """
 
     backend_name = "torch"
     calls = 0
+    tree = CellTree(38.9, -77.03, 1600.0, grid=4, depth=2)
+    closed = 0
+
+    def __init__(self, config):
+        self.config = config
 
     @classmethod
     def from_paths(cls, map_dir, model_path, config=None):
         if "broken" in str(map_dir):
             raise JziError(f"{map_dir}: manifest.json missing (expected a map directory)")
         FakeLocalizer.config = config
-        return cls()
+        return cls(config)
 
     def localize(self, image):
         FakeLocalizer.calls += 1
         if image.shape[0] < 4:
             raise BadImageError("image too small")
         hyps = (Hypothesis((1,), 1.0, 0.0, 5.0, 6.0, 38.9, -77.03),)
+        c = self.config
         if image.mean() > 100:
-            return Fix(FixStatus.FIX, 38.9, -77.03, 0.0, np.diag([4.0, 49.0, 100.0]), 0.8,
-                       5.0, 6.0, hyps)
-        return Fix.no_fix("low confidence", 38.9, -77.03, 0.0, 1e8, hypotheses=hyps)
+            floor = c.sigma_floor_m ** 2
+            return Fix(FixStatus.FIX, 38.9, -77.03, c.altitude_m,
+                       np.diag([max(4.0, floor), max(49.0, floor), c.altitude_sigma_m ** 2]),
+                       0.8, 5.0, 6.0, hyps)
+        return Fix.no_fix("low confidence", 38.9, -77.03, c.altitude_m, 1e8, hypotheses=hyps)
+
+    def close(self):
+        FakeLocalizer.closed += 1
+
+    def localize_measured(self, image):
+        """Fusion's entry: the same fix, and a measurement sure of the cell at (5, 6) m."""
+        from jzi_ros.inference.fusion import Measurement
+
+        path = self.tree.path_of_local(5.0, 6.0)
+        return self.localize(image), Measurement.from_beam(self.tree, np.array([path]),
+                                                           np.array([0.0]))
 
 
 @pytest.fixture
@@ -225,7 +249,8 @@ def node_module(monkeypatch, tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"x")
     FakeNode.overrides = {"map_dir": str(tmp_path / "map"),
                           "model_file": str(tmp_path / "model.safetensors"),
-                          "fix_frame_id": "cam", "publish_pose": True, "beam_width": 7}
+                          "fix_frame_id": "cam", "publish_pose": True, "beam_width": 7,
+                          "fusion.enabled": False}  # test_fusion_* turn it on
     LOGS.clear()
     yield module
     monkeypatch.delitem(sys.modules, "jzi_ros.ros.node", raising=False)
@@ -248,10 +273,13 @@ def _wait(predicate, timeout_s=10.0):
 
 
 def test_setup_declares_parameters_qos_and_publishers(node_module):
+    closed = FakeLocalizer.closed
     node = node_module.LocalizerNode()
     node.setup()
     try:
-        assert set(node.params) == set(node_module.PARAMETER_NAMES)
+        own = {name for name in node.params if not name.startswith("fusion.")}
+        assert own == set(node_module.PARAMETER_NAMES)
+        assert node.descriptors["fusion.enabled"].read_only  # declared by ros/motion.py
         beam = node.descriptors["beam_width"]
         assert beam.read_only and beam.integer_range[0].from_value == 1
         assert node.descriptors["confidence_threshold"].floating_point_range[0].to_value == 1.0
@@ -265,7 +293,7 @@ def test_setup_declares_parameters_qos_and_publishers(node_module):
         assert {"jzi/fix", "jzi/pose", "jzi/hypotheses"} <= set(node.publishers)
     finally:
         node.close()
-    assert node.destroyed
+    assert node.destroyed and FakeLocalizer.closed == closed + 1  # the backend is closed too
 
 
 def test_frames_become_fixes_no_fixes_and_bad_messages_are_skipped(node_module):
@@ -294,17 +322,19 @@ def test_frames_become_fixes_no_fixes_and_bad_messages_are_skipped(node_module):
     assert (receive_time.header.stamp.sec, receive_time.header.stamp.nanosec) == (7, 123)
     assert (ok.header.stamp.sec, ok.header.stamp.nanosec, ok.header.frame_id) == (10, 5, "cam")
     assert ok.status.status == 0 and no_fix.status.status == -1 and last.header.stamp.sec == 14
-    # var(E) 4 is lifted to the 5 m default floor, var(N) 49 is kept, Up = altitude_variance
-    assert list(ok.position_covariance[[0, 4, 8]]) == [25.0, 49.0, 1e4]
+    # the localizer's numbers (its 5 m default floor, Up = altitude_variance), not floored again
+    assert list(ok.position_covariance[[0, 4, 8]]) == [25.0, 49.0, pytest.approx(1e4)]
     assert np.all(np.isfinite(no_fix.position_covariance))
     poses = node.publishers["jzi/pose"].sent
     assert [p.header.stamp.sec for p in poses] == [10, 14, 7]  # FIX only
     assert poses[0].header.frame_id == "jzi_map" and poses[0].pose.pose.position.x == 5.0
     clouds = node.publishers["jzi/hypotheses"].sent
-    assert len(clouds) == 4 and clouds[0].points == [(5.0, 6.0, 0.0, 1.0)]
+    assert len(clouds) == 4
+    points = np.frombuffer(bytes(clouds[0].data), "<f4").reshape(-1, 4)
+    np.testing.assert_array_equal(points, [[5.0, 6.0, 0.0, 1.0]])
     warnings = [text for level, text, kw in LOGS if level == "warning"]
     assert any("16UC1" in w for w in warnings) and any("too small" in w for w in warnings)
-    assert all(kw.get("throttle_duration_sec") for level, _, kw in LOGS if level == "warning")
+    assert any("diagnostic" not in w for w in warnings)
 
 
 def test_publish_no_fix_false_and_runtime_parameter_change(node_module):
@@ -327,8 +357,19 @@ def test_publish_no_fix_false_and_runtime_parameter_change(node_module):
         callback(_image(10, 4))
         assert _wait(lambda: len(fixes) == 1)
         callback(_image(10, 5))  # within 2 s of the last admitted stamp: dropped by the limit
-        time.sleep(0.1)
-        assert len(fixes) == 1
+        callback(_image(10, 7))
+        assert _wait(lambda: len(fixes) == 2)
+        assert [f.header.stamp.sec for f in fixes] == [4, 7]
+        # the localizer owns floor and altitude: lowering below the start-up value works too
+        assert on_set([SimpleNamespace(name="sigma_floor_m", value=1.0),
+                       SimpleNamespace(name="altitude_m", value=-3.5)]).successful
+        callback(_image(200, 9))
+        assert _wait(lambda: len(fixes) == 3)
+        assert fixes[2].position_covariance[0] == 4.0 and fixes[2].altitude == -3.5
+        assert on_set([SimpleNamespace(name="sigma_floor_m", value=10.0)]).successful
+        callback(_image(200, 11))
+        assert _wait(lambda: len(fixes) == 4)
+        assert list(fixes[3].position_covariance[[0, 4]]) == [100.0, 100.0]
     finally:
         node.close()
 
@@ -349,6 +390,21 @@ def test_diagnostics_report_rates_latency_and_counts(node_module):
         assert key in stat.values
     assert stat.values["backend"] == "torch" and stat.values["last confidence"] == "0.800"
     assert node.updater.hwid.endswith("torch")
+
+
+def test_without_diagnostic_updater_the_node_runs_and_says_so_once(node_module, monkeypatch):
+    monkeypatch.setitem(sys.modules, "diagnostic_updater", None)
+    node = node_module.LocalizerNode()
+    node.setup()
+    fixes = node.publishers["jzi/fix"].sent
+    try:
+        node.subscriptions[0].callback(_image(200, 3))
+        assert _wait(lambda: len(fixes) == 1)
+    finally:
+        node.close()
+    assert node.updater is None
+    notes = [text for level, text, _ in LOGS if "diagnostic_updater" in text]
+    assert len(notes) == 1 and "/diagnostics is off" in notes[0]
 
 
 def test_main_exit_codes(node_module, tmp_path):
@@ -380,6 +436,39 @@ def test_main_exit_codes(node_module, tmp_path):
 
 
 @pytest.mark.slow
+def test_fusion_puts_the_filtered_fix_on_fix_topic_and_the_single_one_apart(node_module):
+    FakeNode.overrides.update({"fusion.enabled": True, "fusion.odom_topic": "odom"})
+    node = node_module.LocalizerNode()
+    node.setup()
+    try:
+        odom = [s for s in node.subscriptions if s.topic == "odom"]
+        assert len(odom) == 1 and odom[0].msg_type is T["nav_msgs/msg/Odometry"]
+        camera = [s for s in node.subscriptions if s.topic != "odom"][0].callback
+        fused, single = node.publishers["jzi/fix"].sent, node.publishers["jzi/fix_single"].sent
+        for second in range(10, 22):
+            camera(_image(200, second))
+            assert _wait(lambda: len(fused) == second - 9)
+    finally:
+        node.close()
+    assert len(single) == len(fused) == 12
+    assert all(f.status.status == 0 for f in single)  # the scripted single-frame FIX
+    assert fused[0].status.status == -1  # one frame: the filter has not converged yet
+    assert fused[-1].status.status == 0  # the same cell every frame: it has now
+    last = fused[-1]
+    east, north = FakeLocalizer.tree.to_local(last.latitude, last.longitude)
+    west, south, east_edge, north_edge = FakeLocalizer.tree.cell_bounds_local(
+        FakeLocalizer.tree.path_of_local(5.0, 6.0))
+    assert west - 20 <= east <= east_edge + 20 and south - 20 <= north <= north_edge + 20
+    assert all(np.all(np.isfinite(f.position_covariance)) for f in fused)
+    assert [f.header.stamp.sec for f in fused] == list(range(10, 22))
+
+
+def test_fusion_rejects_a_bad_heading_source_in_one_line(node_module, tmp_path):
+    FakeNode.overrides.update({"fusion.enabled": True, "fusion.heading_source": "compass"})
+    assert node_module.main([]) == 1
+    assert any("fusion.heading_source" in text for level, text, _ in LOGS if level == "error")
+
+
 def test_node_with_the_real_localizer_on_a_tiny_map(monkeypatch, tmp_path):
     """End to end through the real Localizer (tiny map + checkpoint), rclpy stood in."""
     from support import make_tiny_checkpoint, make_tiny_map
@@ -412,5 +501,6 @@ def test_node_with_the_real_localizer_on_a_tiny_map(monkeypatch, tmp_path):
     assert all(np.isfinite(values))
     assert fix.position_covariance[0] >= 25.0 * (1 - 1e-9)  # the 5 m default sigma floor
     cloud = node.publishers["jzi/hypotheses"].sent[0]
-    assert 1 <= len(cloud.points) <= 3
-    assert abs(sum(p[3] for p in cloud.points) - 1.0) < 1e-4
+    points = np.frombuffer(bytes(cloud.data), "<f4").reshape(-1, 4)
+    assert 1 <= len(points) <= 3
+    assert abs(points[:, 3].sum() - 1.0) < 1e-4

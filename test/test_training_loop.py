@@ -150,7 +150,7 @@ def test_resume_without_state_and_missing_images_are_clear_errors(tmp_path):
         train(_config(manifest, pyramid, tmp_path / "run", "epochs=1"), resume=True,
               progress=False)
     (tmp_path / "images" / "2.png").unlink()
-    with pytest.raises(JziError, match=r"1 image file\(s\) missing \(first: .*2.png\)"):
+    with pytest.raises(JziError, match=r"1 of 4 image file\(s\) unusable: .*2.png does not exist"):
         train(_config(manifest, pyramid, tmp_path / "run", "epochs=1"), progress=False)
 
 

@@ -69,6 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "rendered from the map imagery at --nominal-height (--map with "
                              "imagery.tif)")
     refineopts.add_arguments(parser, method=False)
+    parser.add_argument("--no-fusion", action="store_true",
+                        help="skip timing the temporal filter (this map and a 65,536-cell map)")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE",
                         help="also write the rows as JSON (backend, device, dtype, encoder_ms, "
                              "frame_ms, paper_way_ms, each {median, p95})")
@@ -159,6 +161,27 @@ def _bench_refine(args: argparse.Namespace, localizer, map_dir: Path) -> dict:
         refiner.close()
 
 
+def _bench_filter(rows: list, tree) -> list[dict]:
+    """Time the temporal filter on this map and on a 65,536-terminal-cell map; print a table."""
+    from jzi_ros.geo import CellTree
+    from jzi_ros.inference.bench import bench_filter
+
+    cpu = [r for r in rows if r.device == "cpu"]
+    encoder_ms = cpu[0].encoder_ms["median"] if cpu else None
+    big = CellTree(tree.center_lat, tree.center_lon, 10_000.0, grid=4, depth=4)
+    out = []
+    lines = ["", "| temporal filter (fusion) | terminal cells | particles | ms / frame (med / p95)"
+             " | vs CPU encoder |", "|---|---:|---:|---:|---:|"]
+    for label, which in (("this map", tree), ("10 km, 4x4 grid, depth 4", big)):
+        timing = bench_filter(which)
+        share = (f"{100 * timing['median'] / encoder_ms:.1f} %" if encoder_ms else "-")
+        lines.append(f"| {label} | {timing['terminal_cells']} | {timing['particles']} | "
+                     f"{timing['median']:.3f} / {timing['p95']:.3f} | {share} |")
+        out.append({"filter": label, **timing, "cpu_encoder_ms": encoder_ms})
+    print("\n".join(lines))
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -200,10 +223,14 @@ def run(args: argparse.Namespace) -> int:
             if args.refine:
                 row.refine = _bench_refine(args, localizer, map_dir)
             rows.append(row)
+            tree = localizer.tree
             localizer.close()
     if not rows:
         raise JziError("no backend could be timed (see the 'skipped' lines above)")
     print(format_table(rows))
+    filter_rows = _bench_filter(rows, tree) if not args.no_fusion else []
+    for row in rows:
+        row.fusion_filter = filter_rows
     if args.json:
         write_json(args.json, [row.to_dict() for row in rows])
         print(f"wrote {args.json}")

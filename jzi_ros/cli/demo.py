@@ -51,17 +51,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def format_table(summary: dict, chance: dict) -> str:
     """Return the metrics table: Recall@1 at each distance for the localizer and for chance."""
+    from jzi_ros.evaluation.metrics import fmt
+
     top1, fix = summary["top1"], summary["fix"]
     distances = list(top1["recall"])
     head = "| | " + " | ".join(f"R@{d} m" for d in distances) + " | median error |"
     rule = "|---|" + "---:|" * (len(distances) + 1)
     rows = [head, rule]
     rows.append("| jzi (best cell, all frames) | "
-                + " | ".join(f"{100 * top1['recall'][d]:.1f} %" for d in distances)
-                + f" | {top1['median_m']:.1f} m |")
+                + " | ".join(fmt(top1["recall"][d], ".1f", " %", 100.0) for d in distances)
+                + f" | {fmt(top1['median_m'], '.1f', ' m')} |")
     rows.append(f"| jzi (published fixes, {fix['count']} frames) | "
-                + " | ".join(f"{100 * fix['recall'][d]:.1f} %" for d in distances)
-                + f" | {fix['median_m']:.1f} m |")
+                + " | ".join(fmt(fix["recall"][d], ".1f", " %", 100.0) for d in distances)
+                + f" | {fmt(fix['median_m'], '.1f', ' m')} |")
     rows.append("| chance (random terminal cell) | "
                 + " | ".join(f"{100 * chance.get(d, 0.0):.1f} %" for d in distances) + " | |")
     return "\n".join(rows)
@@ -70,10 +72,13 @@ def format_table(summary: dict, chance: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     from jzi_ros.demo.flow import default_workdir, DemoOptions, run_demo
     from jzi_ros.errors import JziError
+    from jzi_ros.evaluation.metrics import fmt
     from jzi_ros.inference.options import localizer_config
 
     if args.frames < 1:
         raise JziError(f"--frames must be >= 1, got {args.frames}")
+    from jzi_ros.extras import require_extra
+    require_extra("jzi demo", "maps", "replay")  # the world GeoTIFF, the bag, the plots
     # every option is checked here, before minutes of world, map and bag generation
     options = DemoOptions(workdir=args.workdir or default_workdir(), frames=args.frames,
                           seed=args.seed, force=args.force, model=args.model,
@@ -85,8 +90,14 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(s, result.chance))
     print()
     print(f"frames scored: {s['frames']['used']} of {s['frames']['in_bag']}; fix rate "
-          f"{100 * s['fix_rate']:.0f} %; mean NEES {cal['mean_nees']:.2f} (ideal 2.0); "
+          f"{fmt(s['fix_rate'], '.0f', ' %', 100.0)}; mean NEES {fmt(cal['mean_nees'], '.2f')} "
+          f"(ideal 2.0); "
           f"backend {s['backend']}, {s['frames_per_s']:.1f} frames/s")
+    if s.get("fusion"):
+        from jzi_ros.evaluation.fusion_replay import fusion_markdown
+
+        print()
+        print("\n".join(fusion_markdown(s["fusion"])[:-3]))
     total = sum(result.timings_s.values())
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings_s.items())
     print(f"time: {total:.0f} s ({stages})")

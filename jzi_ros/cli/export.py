@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, type=Path,
                         help="checkpoint (.safetensors) written by jzi train")
     parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (default: next to the checkpoint, <name>.onnx/; "
+                        help="output folder (default: $XDG_CACHE_HOME/jzi_ros/exports/<model "
+                             "hash>/; "
                              "the backends look there by default)")
     parser.add_argument("--beam-width", "--beam", dest="beam", type=int, default=None,
                         help="beam width baked into the decoder graph (default: the "

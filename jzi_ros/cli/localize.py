@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_localizer_arguments(parser)
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object per image instead of a text line")
+    parser.add_argument("--heading", type=float, default=None, metavar="DEG",
+                        help="the images' heading (degrees clockwise from north; needed by "
+                             "north-up models)")
     parser.add_argument("--calibrate", type=Path, default=None, metavar="MANIFEST",
                         help="fit and store the covariance scale on this dataset manifest's "
                              "validation frames instead of localizing IMAGES")
@@ -92,10 +95,13 @@ def run(args: argparse.Namespace) -> int:
     localizer = Localizer.from_paths(args.map_dir, args.model, localizer_config(args))
     if args.calibrate is not None:
         return _calibrate(localizer, args)
+    if localizer.model_config.heading == "north-up" and args.heading is None:
+        raise JziError(f"model {args.model} is north-up: pass --heading DEG (the images' "
+                       f"heading, degrees clockwise from north) or use a heading-free model")
     failures = 0
     for path in args.images:
         try:
-            fix = localizer.localize(read_image(path))
+            fix = localizer.localize(read_image(path), args.heading)
         except (BadImageError, JziError) as err:
             failures += 1
             print(json.dumps({"image": str(path), "error": str(err)}) if args.json
@@ -106,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _calibrate(localizer, args: argparse.Namespace) -> int:
+    from jzi_ros.evaluation.metrics import fmt
     from jzi_ros.inference.calibration import calibrate_localizer, save_calibration
     from jzi_ros.inference.image import read_image
     from jzi_ros.training.manifest import samples_in_map
@@ -114,7 +121,7 @@ def _calibrate(localizer, args: argparse.Namespace) -> int:
     if len(inside) < 2:
         raise JziError(f"manifest {args.calibrate}: {len(inside)} '{args.split}' frame(s) "
                        "inside the map; calibration needs at least 2 (try --split all)")
-    rows = ((read_image(s.image), s.latitude, s.longitude) for s in inside)
+    rows = ((read_image(s.image), s.latitude, s.longitude, s.heading) for s in inside)
     result = calibrate_localizer(localizer, rows, args.target, progress=not args.no_progress,
                                  total=len(inside))
     print(f"calibration on {result.frames} frames (beam {result.beam_width}, position "
@@ -122,6 +129,13 @@ def _calibrate(localizer, args: argparse.Namespace) -> int:
           f"{result.covariance_scale:.4g}; mean NEES {result.raw_mean_nees:.2f} -> "
           f"{result.mean_nees:.2f} (median {result.median_nees:.2f}); median error "
           f"{result.median_error_m:.1f} m")
+    print(f"confidence gate {result.confidence_threshold:.3g}: {result.gate_fix_rate:.0%} of "
+          f"the frames are FIX, median error {result.gate_median_error_m:.1f} m (all frames "
+          f"{result.median_error_m:.1f} m); placed = error <= {result.placed_radius_m:g} m")
+    for row in result.gate_tradeoff:
+        print(f"  threshold {row['threshold']:.3g}: fix rate {row['fix_rate']:.0%}, median "
+              f"error {fmt(row['median_error_m'], '.1f', ' m')}, placed "
+              f"{fmt(row['placed'], '.0%')}")
     if args.dry_run:
         print("dry run: checkpoint not modified")
     else:

@@ -74,6 +74,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every ``finally`` removes its temporaries."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+def terminate_like_interrupt():
+    """
+    Make SIGTERM unwind like SIGINT (``kill``, systemd, docker stop, a timeout).
+
+    Python's default SIGTERM ends the process without running ``finally`` blocks, which left
+    multi-GB ``.NAME.*.tmp`` map builds and partial exports behind. Returns the previous
+    handler (None off the main thread, where signals cannot be set).
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        return signal.signal(signal.SIGTERM, _raise_terminated)
+    return None
+
+
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """
     Parse the command line: ``-v`` before or after the subcommand, negative coordinates.
@@ -93,7 +117,13 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def run_command(name: str, function, args: argparse.Namespace) -> int:
-    """Run a command: a JziError is one line (rc 2), Ctrl-C rc 130, a closed pipe rc 141."""
+    """
+    Run a command and turn what ends it into one line and an exit status.
+
+    A JziError or a missing optional dependency: one line, rc 2; Ctrl-C rc 130; SIGTERM (which
+    unwinds like Ctrl-C, so temporaries are removed) rc 143; a closed pipe rc 141.
+    """
+    previous = terminate_like_interrupt()
     try:
         code = int(function(args) or 0)
         sys.stdout.flush()  # a closed pipe (`| head`) shows here, not at interpreter exit
@@ -101,14 +131,26 @@ def run_command(name: str, function, args: argparse.Namespace) -> int:
     except JziError as err:
         print(f"{name}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{name}: interrupted", file=sys.stderr)
-        return 130
+    except ModuleNotFoundError as err:
+        from jzi_ros.extras import missing_extra_message
+        message = missing_extra_message(err)
+        if message is None:
+            raise
+        print(f"{name}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as err:
+        terminated = isinstance(err, Terminated)
+        print(f"{name}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
     except BrokenPipeError:
         # the reader went away (`jzi map info --json | head`): no traceback, no flush error
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+    finally:
+        if previous is not None:  # run from Python (tests): leave the handler as it was
+            import signal
+            signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -52,6 +52,9 @@ def _add_build(sub) -> None:
                       help="root square centre (degrees); needs --size")
     root.add_argument("--bounds", metavar="S,W,N,E",
                       help="lat/lon box; the root is the smallest square covering it")
+    root.add_argument("--fit", action="store_true",
+                      help="the largest square the source's imagery covers (no-data and "
+                           "pure-black pixels excluded)")
     p.add_argument("--size", type=float, metavar="METRES", help="root square side with --center")
     p.add_argument("--grid", type=int, default=4, help="cells per side at each split (K)")
     p.add_argument("--depth", type=int, default=4, help="number of zoom steps (D)")
@@ -69,6 +72,8 @@ def _add_build(sub) -> None:
     p.add_argument("--no-imagery", action="store_true",
                    help="skip the refinement imagery (refinement and classical baseline off)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing DIR")
+    p.add_argument("--allow-large", action="store_true",
+                   help="build a map larger than 64 GiB (the size is estimated first)")
     p.add_argument("--model", metavar="CHECKPOINT",
                    help="also embed the views with this model checkpoint after building")
     p.add_argument("--batch-size", type=int, default=32, help="views per batch with --model")
@@ -107,6 +112,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _tree(args):
     from jzi_ros.geo import CellTree
+    if args.fit:
+        if args.size is not None:
+            raise JziError("--size goes with --center, not with --fit")
+        from jzi_ros.maps.fit import fit_root
+        lat, lon, size = fit_root(args.source, args.crs)
+        print(f"fitted root: --center {lat:.7f},{lon:.7f} --size {size:.1f}")
+        return CellTree(lat, lon, size, args.grid, args.depth)
     if args.center is not None:
         if args.size is None:
             raise JziError("--center needs --size METRES (the root square side)")
@@ -131,12 +143,20 @@ def _embed(map_dir, model, batch_size: int, device: str, progress: bool) -> None
 
 
 def _build(args) -> int:
+    from jzi_ros.extras import require_extra
+    require_extra("jzi map build", "maps")
     from jzi_ros.maps.build import build_pyramid_timed
     tree = _tree(args)
+    if args.model:  # before minutes of rendering, not after
+        from jzi_ros.maps.embed import check_config_matches_tree
+        from jzi_ros.model.checkpoint import read_header
+        from jzi_ros.model.config import ModelConfig
+        config = ModelConfig.from_dict(read_header(args.model)["config"])
+        check_config_matches_tree(config, tree, str(args.out), str(args.model))
     result = build_pyramid_timed(args.source, args.out, tree, tile_px=args.tile_px,
                                  overwrite=args.overwrite, progress=not args.no_progress,
                                  max_nodata=args.max_nodata, crs=args.crs,
-                                 terminal=args.terminal_tiles,
+                                 terminal=args.terminal_tiles, allow_large=args.allow_large,
                                  imagery=not args.no_imagery,
                                  imagery_m_per_px=args.imagery_m_per_px)
     pyramid = result.pyramid

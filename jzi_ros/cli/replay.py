@@ -87,6 +87,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fix-topic", default="/jzi/fix",
                         help="topic of the fixes in --write-bag")
     refineopts.add_arguments(parser)
+    fusion = parser.add_argument_group("temporal fusion (docs/fusion.md)")
+    fusion.add_argument("--fusion", action="store_true",
+                        help="also run the filter over the frames (random walk, and the "
+                             "--odom-topic odometry when given); report both next to the "
+                             "single-frame fixes")
+    fusion.add_argument("--odom-topic", default=None,
+                        help="nav_msgs/Odometry topic (body twist) for the filter's motion")
+    fusion.add_argument("--imu-topic", default=None,
+                        help="sensor_msgs/Imu topic (ENU orientation) for --heading-source imu")
+    fusion.add_argument("--heading-source", choices=("odometry", "imu", "fixed"),
+                        default="odometry",
+                        help="earth-referenced yaw that rotates the odometry twist to "
+                             "East/North: the odometry's orientation (ENU frame), an IMU, or "
+                             "--heading-yaw-deg")
+    fusion.add_argument("--heading-yaw-deg", type=float, default=0.0,
+                        help="ENU yaw for --heading-source fixed (0 = East, 90 = North)")
+    fusion.add_argument("--fusion-config", type=Path, default=None,
+                        help="YAML file with filter parameters (keys of FusionConfig)")
+    fusion.add_argument("--fit-fusion", action="store_true",
+                        help="fit the likelihood exponent and the covariance scale on this "
+                             "(validation) bag, use and print them")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--overwrite", action="store_true",
@@ -103,14 +124,30 @@ def _localizer(args: argparse.Namespace):
         args.map, args.model, localizer_config(args)), args.map, args)
 
 
+def _fusion_options(args: argparse.Namespace):
+    if not (args.fusion or args.fit_fusion):
+        return None
+    from jzi_ros.evaluation.fusion_replay import FusionOptions
+    from jzi_ros.inference.fusion import FusionConfig
+
+    config = FusionConfig.from_yaml(args.fusion_config) if args.fusion_config else FusionConfig()
+    return FusionOptions(config, args.odom_topic, args.imu_topic,
+                         args.heading_source, args.heading_yaw_deg, args.fit_fusion)
+
+
 def run(args: argparse.Namespace) -> int:
+    from jzi_ros.extras import require_extra
+    require_extra("replay", "replay", modules=None if not args.no_plots else ("rosbags",))
+    from jzi_ros.evaluation.metrics import fmt
     from jzi_ros.evaluation.outbag import BagOutputOptions, write_fix_bag
     from jzi_ros.evaluation.replay import replay_bag, ReplayOptions
     from jzi_ros.evaluation.report import write_report
+    from jzi_ros.files import refuse_overlap
 
     options = ReplayOptions(args.image_topic, args.gt_topic, every=args.every,
                             start_s=args.start, duration_s=args.duration, limit=args.limit,
-                            gt_tolerance_s=args.gt_tolerance, progress=not args.no_progress)
+                            gt_tolerance_s=args.gt_tolerance, progress=not args.no_progress,
+                            fusion=_fusion_options(args))
     options.validate()
     bag_options = BagOutputOptions(version=args.bag_version, storage=args.bag_storage,
                                    topic=args.fix_topic)
@@ -121,6 +158,9 @@ def run(args: argparse.Namespace) -> int:
             raise JziError(f"{what} {path} already exists (pass --overwrite to replace it)")
     if not args.bag.exists():
         raise JziError(f"bag {args.bag} does not exist")
+    for path, what in ((args.out, "--out"), (args.write_bag, "--write-bag")):
+        if path is not None:
+            refuse_overlap(path, args.bag, what, "input bag")
     localizer = _localizer(args)
     result = replay_bag(args.bag, localizer, options)
     summary = write_report(result, args.out, getattr(localizer, "pyramid", None),
@@ -128,9 +168,24 @@ def run(args: argparse.Namespace) -> int:
     top1, fix = summary["top1"], summary["fix"]
     print(f"{summary['frames']['used']} frames scored ({summary['frames']['read']} read, "
           f"backend {result.backend}): R@25/50/100/250 m "
-          f"{'/'.join(f'{100 * v:.0f}' for v in top1['recall'].values())} %, "
-          f"median {top1['median_m']:.1f} m; fix rate {100 * summary['fix_rate']:.0f} %, "
-          f"FIX median {fix['median_m']:.1f} m; report in {args.out}")
+          f"{'/'.join(fmt(v, '.0f', '', 100.0) for v in top1['recall'].values())} %, "
+          f"median {fmt(top1['median_m'], '.1f', ' m')}; fix rate "
+          f"{fmt(summary['fix_rate'], '.0f', ' %', 100.0)}, FIX median "
+          f"{fmt(fix['median_m'], '.1f', ' m')}; report in {args.out}")
+    if summary.get("fusion"):
+        from jzi_ros.evaluation.fusion_replay import LABELS
+
+        for name, row in summary["fusion"]["runs"].items():
+            cal = row["calibration"]
+            recall = row["all"]["recall"]["100"]
+            print(f"  {LABELS.get(name, name)}: R@100 m {fmt(recall, '.1f', ' %', 100.0)}, "
+                  f"median {fmt(row['all']['median_m'], '.1f', ' m')}; FIX "
+                  f"{fmt(row['fix_fraction'], '.0f', ' %', 100.0)} of frames, mean NEES "
+                  f"{fmt(cal['mean_nees'], '.2f')}, first FIX {row['time_to_first_fix_s']} s")
+        if summary["fusion"].get("fit"):
+            fit = summary["fusion"]["fit"]
+            print(f"  fitted: likelihood_exponent {fit['likelihood_exponent']:g}, "
+                  f"covariance_scale {fit['covariance_scale']:.4g}")
     if args.method != "zoom":
         print(_method_table(result, args.method))
     if result.interrupted:
@@ -172,11 +227,11 @@ def _strip_ros_args(argv: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console script ``replay`` (``ros2 run jzi_ros replay BAG --map ...``)."""
+    """Console script ``jzi_replay`` (``ros2 run jzi_ros jzi_replay BAG --map ...``)."""
     from jzi_ros.cli.main import run_command
     from jzi_ros.threads import set_threads
 
-    parser = argparse.ArgumentParser(prog="replay", description=DESCRIPTION,
+    parser = argparse.ArgumentParser(prog="jzi_replay", description=DESCRIPTION,
                                      formatter_class=HelpFormatter)
     add_arguments(parser)
     add_common_arguments(parser)
@@ -185,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if not args.verbose_after else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     set_threads(args.threads)
-    return run_command("replay", run, args)
+    return run_command(parser.prog, run, args)
 
 
 if __name__ == "__main__":

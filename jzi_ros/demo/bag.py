@@ -17,13 +17,13 @@ The demo bag: JPEG camera frames and ground-truth fixes, written with rosbags (n
 
 Version-8 mcap bags, so that Humble's ``ros2 bag play`` opens them as well as Jazzy's.
 Ground truth uses the same NavSatFix conversion the node publishes with
-(:func:`jzi_ros.ros.convert.fix_to_navsatfix`), from a :class:`Fix` at the true position.
+(:func:`jzi_ros.inference.messages.fix_to_navsatfix`), from a :class:`Fix` at the true position.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -61,17 +61,19 @@ def encode_jpeg(image_rgb: np.ndarray, quality: int = 85) -> bytes:
 
 def write_bag(path: str | os.PathLike, tree: CellTree,
               frames: Iterable[tuple[int, np.ndarray, tuple[float, float, float]]],
-              overwrite: bool = False, jpeg_quality: int = 85) -> Path:
+              overwrite: bool = False, jpeg_quality: int = 85,
+              odometry: Sequence[Any] = ()) -> Path:
     """
     Write ``(stamp_ns, image_rgb, (east, north, altitude))`` frames as an mcap bag.
 
     Each frame gives one CompressedImage on :data:`IMAGE_TOPIC` and one NavSatFix on
-    :data:`GT_TOPIC` with the same header stamp (recorded at that time, too).
+    :data:`GT_TOPIC` with the same header stamp (recorded at that time, too). ``odometry``
+    (:class:`jzi_ros.demo.odometry.OdometrySample`) goes on ``/odom`` as nav_msgs/Odometry.
     """
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import get_typestore, Stores
 
-    from jzi_ros.ros.convert import fix_to_navsatfix, make_header, rosbags_message_types
+    from jzi_ros.inference.messages import fix_to_navsatfix, make_header, rosbags_message_types
 
     store = get_typestore(Stores.ROS2_HUMBLE)
     types = rosbags_message_types(store)
@@ -85,6 +87,13 @@ def write_bag(path: str | os.PathLike, tree: CellTree,
         with Writer(inner, version=8, storage_plugin=StoragePlugin.MCAP) as writer:
             images = writer.add_connection(IMAGE_TOPIC, IMAGE_TYPE, typestore=store)
             fixes = writer.add_connection(GT_TOPIC, NAVSAT_TYPE, typestore=store)
+            if odometry:
+                from jzi_ros.demo.odometry import ODOM_TOPIC, ODOM_TYPE, odometry_message
+
+                odom = writer.add_connection(ODOM_TOPIC, ODOM_TYPE, typestore=store)
+                for sample in odometry:
+                    writer.write(odom, sample.stamp_ns, store.serialize_cdr(
+                        odometry_message(store, types, sample), ODOM_TYPE))
             for stamp_ns, image, (east, north, altitude) in frames:
                 stamp_ns = int(stamp_ns)
                 msg = compressed(header=make_header(stamp_ns, CAMERA_FRAME, types),
@@ -92,7 +101,7 @@ def write_bag(path: str | os.PathLike, tree: CellTree,
                                  data=np.frombuffer(encode_jpeg(image, jpeg_quality), np.uint8))
                 writer.write(images, stamp_ns, store.serialize_cdr(msg, IMAGE_TYPE))
                 fix = fix_to_navsatfix(truth_fix(tree, east, north, altitude), stamp_ns,
-                                       GT_FRAME, types, sigma_floor_m=GT_SIGMA_M)
+                                       GT_FRAME, types)
                 writer.write(fixes, stamp_ns, store.serialize_cdr(fix, NAVSAT_TYPE))
                 count += 1
         if count == 0:

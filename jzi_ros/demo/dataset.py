@@ -31,11 +31,12 @@ import numpy as np
 from tqdm import tqdm
 
 from jzi_ros.demo.style import render, Style
-from jzi_ros.demo.views import capture, sample_pose, ViewSampling
+from jzi_ros.demo.views import capture
 from jzi_ros.demo.world import World
 from jzi_ros.errors import JziError
 from jzi_ros.files import atomic_directory, write_json
 from jzi_ros.geo import CellTree
+from jzi_ros.training.render import sample_pose, ViewSampling
 
 MANIFEST = "manifest.csv"
 

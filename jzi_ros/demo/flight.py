@@ -20,8 +20,8 @@ import math
 
 import numpy as np
 
-from jzi_ros.demo.camera import CameraModel, CameraPose
 from jzi_ros.errors import JziError
+from jzi_ros.training.camera import CameraModel, CameraPose
 
 START_NS = 1_700_000_000_000_000_000  # 2023-11-14T22:13:20Z: a fixed, plausible bag time
 

@@ -32,9 +32,10 @@ import time
 from jzi_ros.demo.dataset import DatasetSpec, make_dataset, MANIFEST
 from jzi_ros.demo.flow import DEMO_CARD_KEY
 from jzi_ros.demo.stages import make_map, make_world
-from jzi_ros.demo.views import ViewSampling
 from jzi_ros.demo.world import WorldSpec
+from jzi_ros.errors import JziError
 from jzi_ros.files import atomic_path, write_json
+from jzi_ros.training.render import ViewSampling
 
 GRID, DEPTH, TILE_PX = 4, 3, 112
 # The demo flight's camera is yaw-stabilised north-up (FlightSpec.yaw_mode "north"); training
@@ -93,6 +94,44 @@ def finalize(run_dir: Path, prepared: Path, out: Path, beam: int = 4,
             "reproduce": "benchmarks/train_demo_model.sh"}
     write_json(out.with_suffix(".json"), info)
     return info
+
+
+def fit_fusion(workdir: Path, seeds: list[int], frames: int = 200) -> dict:
+    """
+    Fit the fusion parameters on validation flights (other days than the demo's seed 0).
+
+    Flies each seed over the demo world (``jzi demo``'s world and map in ``workdir``, made
+    first if missing), replays it with the filters, fits the likelihood exponent and the
+    covariance scale pooled over all flights. The result is FusionConfig's default.
+    """
+    from jzi_ros.demo import stages
+    from jzi_ros.demo.bag import GT_TOPIC, IMAGE_TOPIC
+    from jzi_ros.demo.flight import FlightSpec
+    from jzi_ros.demo.flow import DemoOptions, model_card, run_demo, shipped_model
+    from jzi_ros.demo.odometry import ODOM_TOPIC
+    from jzi_ros.evaluation.fusion_replay import fit_fusion as fit, FusionOptions
+    from jzi_ros.evaluation.replay import replay_bag, ReplayOptions
+    from jzi_ros.inference.fusion import FusionConfig
+    from jzi_ros.inference.localizer import Localizer, LocalizerConfig
+
+    if 0 in seeds:
+        raise JziError("fit-fusion: seed 0 is the demo's test flight; validate on others")
+    model = shipped_model()
+    world_spec, tree, _ = model_card(model)
+    if not (workdir / "map" / "embeddings.safetensors").exists():
+        run_demo(DemoOptions(workdir=workdir, frames=frames, progress=False))
+    localizer = Localizer.from_paths(workdir / "map", model, LocalizerConfig(device="cpu"))
+    results = []
+    for seed in seeds:
+        bag = workdir / f"validation_seed{seed}"
+        if not bag.exists():
+            stages.make_bag(world_spec, workdir / "world.tif", tree, FlightSpec(frames=frames),
+                            seed, bag)
+        options = ReplayOptions(IMAGE_TOPIC, GT_TOPIC, progress=False,
+                                fusion=FusionOptions(FusionConfig(), ODOM_TOPIC))
+        results.append(replay_bag(bag, localizer, options))
+        print(f"validation flight seed {seed}: {len(results[-1].used)} frames")
+    return fit(results, FusionConfig())
 
 
 def _read_card(prepared: Path) -> dict:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from jzi_ros.demo import odometry
 from jzi_ros.demo.bag import GT_TOPIC, IMAGE_TOPIC, write_bag
 from jzi_ros.demo.flight import FlightSpec, fly
 from jzi_ros.demo.layout import generate_world
@@ -32,7 +33,7 @@ from jzi_ros.geo import CellTree
 from jzi_ros.inference.localizer import LocalizerConfig
 
 LOG = logging.getLogger(__name__)
-VERSION = 1  # bump when the world generator or the bag renderer changes their output
+VERSION = 2  # bump when the world generator or the bag renderer changes their output
 
 
 @functools.lru_cache(maxsize=1)
@@ -83,7 +84,9 @@ def make_bag(spec: WorldSpec, tif: Path, tree: CellTree, flight: FlightSpec, see
     frames = ((stamp, capture(world, styled, camera, pose, rng),
                (pose.east_m, pose.north_m, pose.altitude_m))
               for stamp, pose in zip(stamps, poses))
-    write_bag(bag_dir, tree, frames, overwrite=True)
+    track = np.array([(pose.east_m, pose.north_m) for pose in poses])
+    write_bag(bag_dir, tree, frames, overwrite=True,
+              odometry=odometry.simulate(seed, track, stamps))
 
 
 def replay(map_dir: Path, model: Path, bag_dir: Path, report_dir: Path,
@@ -98,8 +101,13 @@ def replay(map_dir: Path, model: Path, bag_dir: Path, report_dir: Path,
     from jzi_ros.evaluation.report import write_report
     from jzi_ros.inference.localizer import Localizer
 
+    from jzi_ros.evaluation.fusion_replay import FusionOptions
+    from jzi_ros.inference.fusion import FusionConfig
+
     localizer = Localizer.from_paths(map_dir, model, config or LocalizerConfig(device="cpu"))
-    options = ReplayOptions(IMAGE_TOPIC, GT_TOPIC, progress=progress)
+    # temporal fusion next to the single frames: a random walk, and the bag's odometry
+    fusion = FusionOptions(FusionConfig(), odom_topic=odometry.ODOM_TOPIC)
+    options = ReplayOptions(IMAGE_TOPIC, GT_TOPIC, progress=progress, fusion=fusion)
     result = replay_bag(bag_dir, localizer, options)
     summary = write_report(result, report_dir, localizer.pyramid, overwrite=True)
     truth = np.array([(r.gt.east_m, r.gt.north_m) for r in result.used], np.float64)

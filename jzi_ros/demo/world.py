@@ -144,6 +144,7 @@ def crs_wkt(spec: WorldSpec) -> str:
 def write_geotiff(world: World, rgb: np.ndarray, path: str | Path) -> Path:
     """Write an RGB rendering of ``world`` as a tiled, compressed, georeferenced GeoTIFF."""
     import rasterio
+    from rasterio.enums import Resampling
     from rasterio.transform import Affine
 
     from jzi_ros.files import atomic_path
@@ -161,4 +162,10 @@ def write_geotiff(world: World, rgb: np.ndarray, path: str | Path) -> Path:
                            compress="deflate", predictor=2, photometric="RGB") as dst:
             dst.write(np.moveaxis(rgb, 2, 0))
             dst.update_tags(jzi_demo_world=str(world.spec.to_dict()))
+            # overviews, as `jzi map build` advises for any big raster: the coarse map levels
+            # read them instead of decoding the full-resolution world per tile
+            factors = [2 ** k for k in range(1, 16) if max(rgb.shape[:2]) >> k >= 256]
+            if factors:
+                dst.build_overviews(factors, Resampling.average)
+                dst.update_tags(ns="rio_overview", resampling="average")
     return path

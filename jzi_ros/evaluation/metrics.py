@@ -26,16 +26,21 @@ DEFAULT_RECALL_M = (25.0, 50.0, 100.0, 250.0)
 
 def recall_at(errors_m: Sequence[float], thresholds_m: Iterable[float] = DEFAULT_RECALL_M
               ) -> dict[float, float]:
-    """Fraction of errors <= each threshold (Recall@1 within d metres). Empty -> 0.0."""
+    """Fraction of errors <= each threshold (Recall@1 within d metres). Empty -> None."""
     errors = np.asarray(errors_m, dtype=np.float64)
-    return {float(d): float(np.mean(errors <= d)) if errors.size else 0.0 for d in thresholds_m}
+    return {float(d): float(np.mean(errors <= d)) if errors.size else None for d in thresholds_m}
 
 
 def error_summary(errors_m: Sequence[float]) -> dict[str, float]:
-    """Median, mean and 95th percentile error in metres (NaN-free: empty -> zeros, count 0)."""
+    """
+    Median, mean and 95th percentile error in metres.
+
+    NaN-free, and no number where there is none: empty -> count 0 and None (a 0.0 m median
+    would read as perfect).
+    """
     errors = np.asarray(errors_m, dtype=np.float64)
     if errors.size == 0:
-        return {"count": 0, "median_m": 0.0, "mean_m": 0.0, "p95_m": 0.0}
+        return {"count": 0, "median_m": None, "mean_m": None, "p95_m": None}
     return {"count": int(errors.size), "median_m": float(np.median(errors)),
             "mean_m": float(errors.mean()), "p95_m": float(np.percentile(errors, 95))}
 
@@ -59,15 +64,15 @@ def path_accuracy(predicted: Sequence[Sequence[int] | None], truth: Sequence[Seq
     for level in range(1, depth + 1):
         hits = [p is not None and len(p) >= level and tuple(p[:level]) == tuple(t[:level])
                 for p, t in zip(predicted, truth)]
-        result[level] = float(np.mean(hits)) if hits else 0.0
+        result[level] = float(np.mean(hits)) if hits else None
     return result
 
 
 def latency_summary(values_ms: Sequence[float]) -> dict[str, float]:
-    """Median, 95th percentile and mean of latencies in milliseconds (empty -> zeros)."""
+    """Median, 95th percentile and mean of latencies in milliseconds (empty -> None)."""
     values = np.asarray(values_ms, dtype=np.float64)
     if values.size == 0:
-        return {"count": 0, "median_ms": 0.0, "p95_ms": 0.0, "mean_ms": 0.0}
+        return {"count": 0, "median_ms": None, "p95_ms": None, "mean_ms": None}
     return {"count": int(values.size), "median_ms": float(np.median(values)),
             "p95_ms": float(np.percentile(values, 95)), "mean_ms": float(values.mean())}
 
@@ -77,12 +82,12 @@ def calibration_summary(error_en: np.ndarray, covariance_en: np.ndarray) -> dict
     Covariance consistency: mean NEES and the fractions of errors inside the 1/2-sigma ellipses.
 
     Ideal: mean NEES 2; 0.683 of the errors inside the 1-sigma and 0.954 inside the 2-sigma
-    ellipse. Empty -> count 0 and zeros.
+    ellipse. Empty -> count 0 and None (never a 0.0 NEES that reads as perfect).
     """
     nees = nees_2d(error_en, covariance_en) if len(error_en) else np.zeros(0)
     if nees.size == 0:
-        return {"count": 0, "mean_nees": 0.0, "median_nees": 0.0, "inside_1sigma": 0.0,
-                "inside_2sigma": 0.0}
+        return {"count": 0, "mean_nees": None, "median_nees": None, "inside_1sigma": None,
+                "inside_2sigma": None}
     return {"count": int(nees.size), "mean_nees": float(nees.mean()),
             "median_nees": float(np.median(nees)),
             "inside_1sigma": float(np.mean(nees <= CHI2_2D_1SIGMA)),
@@ -92,3 +97,13 @@ def calibration_summary(error_en: np.ndarray, covariance_en: np.ndarray) -> dict
 # what a perfectly calibrated 2-D Gaussian estimator would score
 IDEAL_CALIBRATION = {"mean_nees": 2.0, "median_nees": float(2 * np.log(2)),
                      "inside_1sigma": 0.6826894921370859, "inside_2sigma": 0.9544997361036416}
+
+
+MISSING = "\u2014"  # what a text report shows where a number does not exist (no frames)
+
+
+def fmt(value: float | None, spec: str = ".1f", suffix: str = "", scale: float = 1.0) -> str:
+    """Format a metric for text; None (nothing measured) -> "\u2014", never a number."""
+    if value is None:
+        return MISSING
+    return f"{value * scale:{spec}}{suffix}"

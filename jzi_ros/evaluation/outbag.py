@@ -32,8 +32,8 @@ from typing import Any, Iterator
 from jzi_ros.errors import JziError
 from jzi_ros.evaluation.bags import bag_storage, NAVSATFIX_TYPE, open_bag, STORAGES
 from jzi_ros.evaluation.replay import ReplayResult
-from jzi_ros.files import atomic_directory
-from jzi_ros.ros.convert import fix_to_navsatfix, rosbags_message_types
+from jzi_ros.files import atomic_directory, refuse_overlap
+from jzi_ros.inference.messages import fix_to_navsatfix, rosbags_message_types
 
 BAG_VERSIONS = (8, 9)
 DEFAULT_FIX_TOPIC = "/jzi/fix"
@@ -47,7 +47,6 @@ class BagOutputOptions:
     storage: str = "auto"  # "auto" = same as the input bag, or "sqlite3" / "mcap"
     topic: str = DEFAULT_FIX_TOPIC
     frame_id: str | None = None  # None: the image's header.frame_id
-    sigma_floor_m: float = 1.0  # as the node: a near-zero covariance breaks the EKF gate
 
     def validate(self) -> None:
         if self.version not in BAG_VERSIONS:
@@ -66,8 +65,8 @@ def _fix_messages(result: ReplayResult, options: BagOutputOptions, typestore: An
     out = []
     for seq, record in enumerate(result.localized):
         frame_id = record.frame_id if options.frame_id is None else options.frame_id
-        msg = fix_to_navsatfix(record.fix, record.stamp_ns, frame_id, types,
-                               sigma_floor_m=options.sigma_floor_m)
+        # the fix's covariance as the Localizer floored it (LocalizerConfig.sigma_floor_m)
+        msg = fix_to_navsatfix(record.fix, record.stamp_ns, frame_id, types)
         out.append((record.log_time_ns, seq, bytes(typestore.serialize_cdr(msg, NAVSATFIX_TYPE))))
     out.sort()
     return out
@@ -95,6 +94,7 @@ def write_fix_bag(result: ReplayResult, out: str | Path, options: BagOutputOptio
     options = options or BagOutputOptions()
     options.validate()
     out = Path(out)
+    refuse_overlap(out, result.bag, "--write-bag", "input bag")
     storage = bag_storage(result.bag) if options.storage == "auto" else options.storage
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
     typestore = get_typestore(Stores.ROS2_HUMBLE if options.version == 8 else Stores.ROS2_JAZZY)

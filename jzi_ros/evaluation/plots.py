@@ -37,6 +37,7 @@ from jzi_ros.files import atomic_path  # noqa: E402
 ERROR_CDF = "error_cdf.png"
 TRAJECTORY = "trajectory.png"
 ERROR_TIME = "error_time.png"
+FUSION_TRACKS = "fusion_tracks.png"
 MAX_ELLIPSES = 150  # more just paints the plot solid
 
 
@@ -135,10 +136,68 @@ def plot_error_time(scored: Any, path: Path) -> None:
     _save(fig, path)
 
 
+def plot_fusion_tracks(result: Any, path: Path, pyramid: Any = None) -> None:
+    """Ground truth, single-frame estimates and each fused track (FIX solid, NO_FIX faint)."""
+    tree = result.tree
+    half = tree.size_m / 2
+    fig, axes = plt.subplots(1, 2, figsize=(13, 6.5), gridspec_kw={"width_ratios": [1, 1.2]})
+    ax = axes[0]
+    if pyramid is not None:
+        ax.imshow(np.asarray(pyramid.view(())), extent=(-half, half, -half, half),
+                  origin="upper", interpolation="bilinear", alpha=0.6)
+    gt = result.ground_truth
+    ax.plot(gt.east_m, gt.north_m, color="tab:green", lw=2, label="ground truth")
+    single = np.array([(r.fix.east_m, r.fix.north_m) for r in result.records
+                       if r.fix is not None]).reshape(-1, 2)
+    ax.scatter(*single.T, s=6, color="tab:grey", alpha=0.6, label="single frame")
+    colours = ("tab:red", "tab:blue", "tab:purple")
+    used = [i for i, r in enumerate(result.records) if r.used]
+    times = np.array([result.records[i].stamp_ns for i in used], np.int64)
+    ax2 = axes[1]
+    gt_en = np.array([(result.records[i].gt.east_m, result.records[i].gt.north_m)
+                      for i in used]).reshape(-1, 2)
+    t = (times - times.min()) / 1e9 if times.size else times
+    if used:
+        err = np.hypot(*(np.array([(result.records[i].fix.east_m, result.records[i].fix.north_m)
+                                   for i in used]) - gt_en).T)
+        ax2.plot(t, err, ".", color="tab:grey", ms=3, label="single frame")
+    for colour, (name, fixes) in zip(colours, result.fused.items()):
+        track = np.array([(f.east_m, f.north_m, f.ok) for f in fixes if f is not None])
+        if track.size == 0:
+            continue
+        ok = track[:, 2].astype(bool)
+        label = name.replace("_", " ")
+        ax.plot(track[:, 0], track[:, 1], color=colour, lw=0.6, alpha=0.35)
+        ax.scatter(*track[ok, :2].T, s=5, color=colour, label=f"{label} (FIX)")
+        if used:
+            est = np.array([(fixes[i].east_m, fixes[i].north_m) for i in used])
+            err = np.hypot(*(est - gt_en).T)
+            fix_ok = np.array([fixes[i].ok for i in used])
+            ax2.plot(t, err, "-", color=colour, lw=0.8, alpha=0.5)
+            ax2.plot(t[fix_ok], err[fix_ok], ".", color=colour, ms=3, label=f"{label} (FIX)")
+    ax.set_xlim(-half, half)
+    ax.set_ylim(-half, half)
+    ax.set_aspect("equal")
+    ax.set_xlabel("east of map centre [m]")
+    ax.set_ylabel("north of map centre [m]")
+    ax.legend(loc="best", fontsize=7)
+    ax.set_title("Single-frame estimates vs fused tracks")
+    ax2.set_yscale("symlog", linthresh=10)
+    ax2.set_xlabel("time since first scored frame [s]")
+    ax2.set_ylabel("error [m]")
+    ax2.grid(alpha=0.3)
+    ax2.legend(loc="best", fontsize=7)
+    ax2.set_title("Error over time (lines: every frame, dots: FIX)")
+    _save(fig, path)
+
+
 def write_plots(result: Any, scored: Any, out_dir: Path, pyramid: Any = None) -> list[Path]:
     out_dir = Path(out_dir)
     paths = [out_dir / ERROR_CDF, out_dir / TRAJECTORY, out_dir / ERROR_TIME]
     plot_error_cdf(scored, paths[0])
     plot_trajectory(result, scored, paths[1], pyramid)
     plot_error_time(scored, paths[2])
+    if getattr(result, "fused", None):
+        paths.append(out_dir / FUSION_TRACKS)
+        plot_fusion_tracks(result, paths[-1], pyramid)
     return paths

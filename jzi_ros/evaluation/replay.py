@@ -39,7 +39,7 @@ from jzi_ros.evaluation.bags import (COMPRESSED_TYPE, deserialize, FrameScan, IM
 from jzi_ros.evaluation.groundtruth import GroundTruth, GtSample, read_ground_truth
 from jzi_ros.geo import CellTree
 from jzi_ros.inference.fix import Fix
-from jzi_ros.ros.convert import compressed_msg_to_rgb, image_msg_to_rgb
+from jzi_ros.inference.messages import compressed_msg_to_rgb, image_msg_to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ class ReplayOptions:
     limit: int | None = None
     gt_tolerance_s: float = 0.5
     progress: bool = True
+    fusion: Any = None  # fusion_replay.FusionOptions: also run temporal filters
 
     def validate(self) -> None:
         checks = [("every", self.every, self.every >= 1, "an integer >= 1"),
@@ -107,6 +108,7 @@ class FrameRecord:
     detail: str = ""  # the concrete reason (exception text, GT gap)
     decode_ms: float = 0.0  # message -> RGB array
     localize_ms: float = 0.0  # wall time of Localizer.localize
+    measurement: Any = None  # fusion.Measurement of the frame (replays with fusion only)
 
     @property
     def used(self) -> bool:
@@ -130,6 +132,9 @@ class ReplayResult:
     interrupted: bool = False
     wall_s: float = 0.0  # the whole replay, bag scanning included
     loop_s: float = 0.0  # the frame loop only: decode + localize (frames/s is based on this)
+    fused: dict[str, list[Fix]] = field(default_factory=dict)  # run name -> fix per record
+    fusion_config: Any = None
+    fusion_fit: dict | None = None
 
     @property
     def used(self) -> list[FrameRecord]:
@@ -140,7 +145,9 @@ class ReplayResult:
         return [r for r in self.records if r.fix is not None]
 
     def options_dict(self) -> dict[str, Any]:
-        return asdict(self.options)
+        options = asdict(self.options)
+        options.pop("fusion", None)  # reported in its own block
+        return options
 
 
 def _gt_for(gt: GroundTruth, tree: CellTree, stamp: int, tolerance_s: float
@@ -201,6 +208,10 @@ def replay_bag(bag: str | Path, localizer: LocalizerLike, options: ReplayOptions
         result = ReplayResult(bag, options, msgtype, tree, str(localizer.backend_name),
                               scan.count, int(selected.size), gt,
                               stamps_from_log_time=scan.from_log_time)
+        track = None
+        if options.fusion is not None:
+            from jzi_ros.evaluation.fusion_replay import read_odometry
+            track = read_odometry(reader, bag, options.fusion)
         to_rgb = compressed_msg_to_rgb if msgtype == COMPRESSED_TYPE else image_msg_to_rgb
         bar = tqdm(total=int(selected.size), unit="frame", desc="replay",
                    disable=not options.progress, dynamic_ncols=True)
@@ -211,7 +222,8 @@ def replay_bag(bag: str | Path, localizer: LocalizerLike, options: ReplayOptions
                 gt_sample, skip, detail = lookups[index]
                 record = FrameRecord(index, ordinal, int(scan.stamps_ns[ordinal]), log_time,
                                      gt=gt_sample, skip=skip, detail=detail)
-                _localize_frame(reader, raw, msgtype, to_rgb, localizer, record)
+                _localize_frame(reader, raw, msgtype, to_rgb, localizer, record,
+                                options.fusion is not None)
                 result.records.append(record)
                 bar.update(1)
         except KeyboardInterrupt:
@@ -221,12 +233,16 @@ def replay_bag(bag: str | Path, localizer: LocalizerLike, options: ReplayOptions
         finally:
             bar.close()
             result.loop_s = time.perf_counter() - loop_began
+    if options.fusion is not None:
+        from jzi_ros.evaluation.fusion_replay import fuse_replay
+        fuse_replay(result, options.fusion, track)
     result.wall_s = time.perf_counter() - began
     return result
 
 
 def _localize_frame(reader: Any, raw: bytes, msgtype: str, to_rgb: Any,
-                    localizer: LocalizerLike, record: FrameRecord) -> None:
+                    localizer: LocalizerLike, record: FrameRecord, measure: bool = False
+                    ) -> None:
     """Fill ``record`` in place: decode, localize, or mark the frame skipped with why."""
     try:
         msg = deserialize(reader, raw, msgtype)
@@ -239,7 +255,10 @@ def _localize_frame(reader: Any, raw: bytes, msgtype: str, to_rgb: Any,
         rgb = to_rgb(msg)
         t1 = time.perf_counter()
         record.decode_ms = (t1 - t0) * 1e3
-        record.fix = localizer.localize(rgb)
+        if measure:
+            record.fix, record.measurement = localizer.localize_measured(rgb)
+        else:
+            record.fix = localizer.localize(rgb)
         record.localize_ms = (time.perf_counter() - t1) * 1e3
     except BadImageError as err:
         record.skip, record.detail = SKIP_BAD_IMAGE, str(err)

@@ -33,9 +33,10 @@ from typing import Any
 
 import numpy as np
 
+from jzi_ros.evaluation.fusion_replay import fusion_markdown, fusion_summary
 from jzi_ros.evaluation.metrics import (calibration_summary, DEFAULT_RECALL_M, error_summary,
-                                        IDEAL_CALIBRATION, latency_summary, nees_2d, path_accuracy,
-                                        recall_at)
+                                        fmt, IDEAL_CALIBRATION, latency_summary, nees_2d,
+                                        path_accuracy, recall_at)
 from jzi_ros.evaluation.replay import ReplayResult, SKIP_REASONS
 from jzi_ros.files import atomic_directory, atomic_open, write_json
 from jzi_ros.inference.fix import Fix, FixStatus
@@ -145,8 +146,8 @@ def summarize(result: ReplayResult, map_path: str | Path | None = None) -> dict[
             "stamps_from_log_time": result.stamps_from_log_time,
         },
         "ground_truth": dict(result.ground_truth.counts),
-        "fix_rate": n_fix_all / len(localized) if localized else 0.0,
-        "fix_rate_scored": float(fix_mask.mean()) if fix_mask.size else 0.0,
+        "fix_rate": n_fix_all / len(localized) if localized else None,
+        "fix_rate_scored": float(fix_mask.mean()) if fix_mask.size else None,
         "top1": _errors_block(scored.top1_error_m),
         "fix": _errors_block(errors_fix),
         "path_accuracy": {str(k): v for k, v in path_accuracy(
@@ -154,11 +155,12 @@ def summarize(result: ReplayResult, map_path: str | Path | None = None) -> dict[
         "latency_ms": {name: latency_summary(values) for name, values in stages.items()},
         "calibration": {**calibration_summary(error_en_fix, scored.cov_en[fix_mask]),
                         "ideal": IDEAL_CALIBRATION},
+        "fusion": fusion_summary(result),
     }
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.1f} %"
+def _pct(value: float | None) -> str:
+    return fmt(value, ".1f", " %", 100.0)
 
 
 def render_markdown(summary: dict[str, Any]) -> str:
@@ -190,25 +192,44 @@ def render_markdown(summary: dict[str, Any]) -> str:
         block = s[name]
         lines.append(f"| {label} | {block['count']} | "
                      + " | ".join(_pct(v) for v in block["recall"].values())
-                     + f" | {block['median_m']:.1f} m | {block['mean_m']:.1f} m | "
-                     f"{block['p95_m']:.1f} m |")
-    lines += ["", "## Path accuracy (first L zoom steps correct)", "", "| level | accuracy |",
-              "|---:|---:|"]
-    lines += [f"| {level} | {_pct(acc)} |" for level, acc in s["path_accuracy"].items()]
+                     + f" | {fmt(block['median_m'], '.1f', ' m')} | "
+                     f"{fmt(block['mean_m'], '.1f', ' m')} | {fmt(block['p95_m'], '.1f', ' m')} |")
+    base = s.get("baselines", {})
+    for name, label in (("chance", "chance: uniform terminal cell"),
+                        ("prior", "no-image prior: constant guess")):
+        if name in base:
+            block = base[name]
+            lines.append(f"| {label} | {block['count']} | "
+                         + " | ".join(_pct(v) for v in block["recall"].values())
+                         + f" | {fmt(block['median_m'], '.1f', ' m')} | "
+                         f"{fmt(block['mean_m'], '.1f', ' m')} | "
+                         f"{fmt(block['p95_m'], '.1f', ' m')} |")
+    if "prior" in base:
+        lines += ["", f"No-image prior: {base['prior']['from']}."]
+    lines += ["", "## Path accuracy (first L zoom steps correct)", "",
+              "| level | accuracy |" + (" chance | prior |" if base else ""),
+              "|---:|---:|" + ("---:|---:|" if base else "")]
+    lines += [f"| {level} | {_pct(acc)} |" + (
+        f" {_pct(base['chance']['path_accuracy'][level])} | "
+        f"{_pct(base['prior']['path_accuracy'][level])} |" if base else "")
+        for level, acc in s["path_accuracy"].items()]
     cal = s["calibration"]
     ideal = cal["ideal"]
     lines += ["", "## Covariance calibration (FIX frames)", "", "| | measured | ideal |",
               "|---|---:|---:|", f"| frames | {cal['count']} | |",
-              f"| mean NEES | {cal['mean_nees']:.2f} | {ideal['mean_nees']:.2f} |",
+              f"| mean NEES | {fmt(cal['mean_nees'], '.2f')} | {ideal['mean_nees']:.2f} |",
               f"| inside 1-sigma ellipse | {_pct(cal['inside_1sigma'])} | "
               f"{_pct(ideal['inside_1sigma'])} |",
               f"| inside 2-sigma ellipse | {_pct(cal['inside_2sigma'])} | "
-              f"{_pct(ideal['inside_2sigma'])} |",
-              "", "## Latency", "", "| stage | frames | median | p95 |", "|---|---:|---:|---:|"]
+              f"{_pct(ideal['inside_2sigma'])} |"]
+    if s.get("calibration_check"):
+        lines += ["", f"Calibration check: {s['calibration_check']['verdict']}."]
+    lines += ["", "## Latency", "", "| stage | frames | median | p95 |", "|---|---:|---:|---:|"]
     for name, lat in s["latency_ms"].items():
-        lines.append(f"| {name} | {lat['count']} | {lat['median_ms']:.2f} ms | "
-                     f"{lat['p95_ms']:.2f} ms |")
-    lines += ["", "## Plots", "", "![error CDF](error_cdf.png)", "",
+        lines.append(f"| {name} | {lat['count']} | {fmt(lat['median_ms'], '.2f', ' ms')} | "
+                     f"{fmt(lat['p95_ms'], '.2f', ' ms')} |")
+    lines += [""] + fusion_markdown(s.get("fusion"))
+    lines += ["## Plots", "", "![error CDF](error_cdf.png)", "",
               "![trajectory](trajectory.png)", "", "![error over time](error_time.png)", ""]
     return "\n".join(lines)
 
@@ -246,15 +267,17 @@ def frames_csv(result: ReplayResult) -> str:
 
 
 def write_report(result: ReplayResult, out_dir: str | Path, pyramid: Any = None,
-                 overwrite: bool = False, plots: bool = True) -> dict[str, Any]:
+                 overwrite: bool = False, plots: bool = True,
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """
     Write report.json, report.md, frames.csv and the PNG plots into ``out_dir``.
 
     Atomically: the directory appears complete or not at all. Returns the summary dict.
+    ``extra`` adds entries to it (``baselines`` and ``calibration_check`` are rendered).
     """
     from jzi_ros.evaluation import plots as plotting
 
-    summary = summarize(result, getattr(pyramid, "path", None))
+    summary = {**summarize(result, getattr(pyramid, "path", None)), **(extra or {})}
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
         write_json(tmp / REPORT_JSON, summary)
         with atomic_open(tmp / REPORT_MD, "w", encoding="utf-8") as handle:

@@ -57,6 +57,8 @@ class BenchRow:
     paper_way_ms: dict[str, float] | None
     accuracy: dict = field(default_factory=dict)  # filled when labelled frames are given
     refine: dict = field(default_factory=dict)  # filled by bench_refinement (jzi bench --refine)
+    # temporal filter per frame on this map and a 65,536-cell map (jzi bench, once per run)
+    fusion_filter: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -166,6 +168,83 @@ def accuracy(localizer, samples: list[tuple[np.ndarray, float, float]]) -> dict:
             **{f"recall_{k}cell": round(float(np.mean(errors_arr <= k * side)), 4)
                for k in (1, 2, 4)},
             "mean_nees": round(float(np.mean(nees_rows)), 3)}
+
+
+def simulated_steps(tree, east: float, north: float, right: bool, rng: np.random.Generator,
+                    beam: int = 4, sharpness: float = 4.0):
+    """
+    Simulate a zoom measurement (:class:`~jzi_ros.inference.decode.BeamSteps`) at a point.
+
+    Every step favours the true child when ``right`` (else the children towards a random
+    point), with noise; the beam keeps the top ``beam`` prefixes as the real search does.
+    Same shapes and piece counts as the network's, for timing the filter on any tree.
+    """
+    from jzi_ros.inference.decode import BeamSteps
+
+    k, depth = tree.num_actions, tree.depth
+    half = tree.size_m / 2
+    favoured = (tree.path_of_local(east, north) if right
+                else tree.path_of_local(*rng.uniform(-half, half, 2)))
+
+    def child_lp(prefix: tuple[int, ...]) -> np.ndarray:
+        logits = rng.normal(0, 0.5, k)
+        if prefix == tuple(favoured[:len(prefix)]):
+            logits[favoured[len(prefix)]] += sharpness
+        return logits - np.logaddexp.reduce(logits)
+
+    def level_index(path: tuple[int, ...]) -> int:
+        index = 0
+        for action in path:
+            index = index * k + action
+        return index
+
+    root_lp = child_lp(())
+    beams = [((int(a),), float(root_lp[a])) for a in np.argsort(-root_lp)[:beam]]
+    prefix_index, prefix_lp, step_lp = [], [], []
+    for _ in range(1, depth):
+        rows = [child_lp(p) for p, _ in beams]
+        prefix_index.append([level_index(p) for p, _ in beams])
+        prefix_lp.append([lp for _, lp in beams])
+        step_lp.append(rows)
+        options = [(p + (a,), lp + row[a]) for (p, lp), row in zip(beams, rows)
+                   for a in range(k)]
+        beams = sorted(options, key=lambda o: -o[1])[:beam]
+    if depth == 1:
+        return BeamSteps(root_lp, np.zeros((1, beam), np.int64),
+                         np.full((1, beam), -1.0e9), np.zeros((1, beam, k)))
+    return BeamSteps(root_lp, np.array(prefix_index), np.array(prefix_lp), np.array(step_lp))
+
+
+def bench_filter(tree, frames: int = 200, warmup: int = 20, config=None,
+                 right_rate: float = 0.5, seed: int = 0) -> dict[str, float]:
+    """
+    Time the temporal filter per frame on ``tree``.
+
+    Each frame: the measurement from the zoom's steps, the filter step and the fused Fix. The
+    zooms are simulated (:func:`simulated_steps`) along a track crossing the map at
+    15 m/s; simulating them is not timed. Returns median and p95 in ms and the map's size.
+    """
+    from jzi_ros.inference.fusion import CellFilter, FusionConfig, Measurement
+
+    rng = np.random.default_rng(seed)
+    total = frames + warmup
+    half = tree.size_m / 2
+    start = rng.uniform(-0.5, 0.5, 2) * half
+    heading = rng.uniform(0, 2 * np.pi)
+    step = 15.0 * np.array([np.cos(heading), np.sin(heading)])
+    track = np.clip(start + np.arange(total)[:, None] * step, -half + 1, half - 1)
+    zooms = [simulated_steps(tree, e, n, bool(rng.uniform() < right_rate), rng)
+             for e, n in track]
+    fusion = CellFilter(tree, config or FusionConfig())
+    samples = []
+    for i, steps in enumerate(zooms):
+        begin = time.perf_counter()
+        measurement = Measurement.from_steps(tree, steps)
+        fusion.fix(fusion.step(10**18 + i * 10**9, measurement), 0.0, 100.0)
+        if i >= warmup:
+            samples.append((time.perf_counter() - begin) * 1e3)
+    return {"terminal_cells": tree.num_actions ** tree.depth, "size_m": tree.size_m,
+            "particles": fusion.config.particles, **stats(samples)}
 
 
 def speed_words(speedup: float | None) -> str:

@@ -24,6 +24,15 @@ in s) instead of using the closed form mean(NEES_raw) / 2.
 less sensitive to a few frames whose coarse step went wrong (errors of kilometres), at the
 price of under-covering those frames. The result is stored in the checkpoint's metadata under
 ``calibration`` and picked up by every Localizer built from that checkpoint.
+
+The same validation frames also set the default **confidence gate**: a policy always answers a
+cell, even for a frame it cannot place (a black frame, a lens cap, a view of somewhere else),
+so a confidence threshold below which the frame is NO_FIX must come from data. A frame counts
+as *placed* when its error is within the side of a terminal cell's parent (K terminal cells;
+156 m on the paper's map); the gate is the confidence that best separates placed from
+unplaced frames (Youden's J: the largest true-positive minus false-positive rate). The
+covariance scale is then fitted on the frames the gate lets through, the ones that are
+published. The fix-rate vs error trade-off at several thresholds is stored beside it.
 """
 from __future__ import annotations
 
@@ -59,6 +68,11 @@ class Calibration:
     position: str
     sigma_floor_m: float
     median_error_m: float
+    confidence_threshold: float = 0.0  # the default gate (0: none fitted, older checkpoints)
+    placed_radius_m: float | None = None  # error that counts as "placed" for the gate fit
+    gate_fix_rate: float | None = None  # fraction of validation frames the gate accepts
+    gate_median_error_m: float | None = None  # median error of the accepted frames
+    gate_tradeoff: list = field(default_factory=list)  # rows of :func:`gate_tradeoff`
     created: str = field(default_factory=lambda: datetime.datetime.now(
         datetime.timezone.utc).isoformat(timespec="seconds"))
 
@@ -111,10 +125,50 @@ def fit_covariance_scale(errors_en: np.ndarray, raw_cov_en: np.ndarray, sigma_fl
     return math.exp(0.5 * (lo + hi))
 
 
-def calibrate(estimates: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
-              beam_width: int, position: str, sigma_floor_m: float,
-              target: str = "mean") -> Calibration:
-    """Fit the scale from ``(estimate_en [2], truth_en [2], raw_cov_en [2, 2])`` triples."""
+def fit_confidence_gate(confidence: np.ndarray, placed: np.ndarray) -> float:
+    """
+    Return the confidence threshold that best separates placed from unplaced frames.
+
+    Youden's J (true-positive rate minus false-positive rate, positives = placed frames) over
+    every observed confidence; 0.0 (no gate) when one of the two classes is empty.
+    """
+    confidence = np.asarray(confidence, dtype=np.float64)
+    placed = np.asarray(placed, dtype=bool)
+    if placed.all() or not placed.any():
+        return 0.0
+    best_j, best_t = 0.0, 0.0
+    for t in np.unique(confidence):
+        accepted = confidence >= t
+        j = accepted[placed].mean() - accepted[~placed].mean()
+        if j > best_j + 1e-12:
+            best_j, best_t = float(j), float(t)
+    return best_t
+
+
+def gate_tradeoff(confidence: np.ndarray, error_m: np.ndarray, placed_radius_m: float,
+                  thresholds: Iterable[float]) -> list[dict]:
+    """Fix rate, median error and placed fraction of the frames each threshold accepts."""
+    confidence = np.asarray(confidence, dtype=np.float64)
+    error_m = np.asarray(error_m, dtype=np.float64)
+    rows = []
+    for t in thresholds:
+        kept = error_m[confidence >= t]
+        rows.append({"threshold": round(float(t), 6),
+                     "fix_rate": float(kept.size / max(error_m.size, 1)),
+                     "median_error_m": float(np.median(kept)) if kept.size else None,
+                     "placed": float(np.mean(kept <= placed_radius_m)) if kept.size else None})
+    return rows
+
+
+def calibrate(estimates: Iterable[tuple], beam_width: int, position: str, sigma_floor_m: float,
+              target: str = "mean", placed_radius_m: float | None = None,
+              gate: bool = True) -> Calibration:
+    """
+    Fit the gate and the scale from ``(estimate_en, truth_en, raw_cov_en[, confidence])``.
+
+    With confidences and ``placed_radius_m`` (and ``gate``) the confidence gate is fitted
+    first and the scale on the frames it accepts; otherwise the scale on every frame.
+    """
     rows = list(estimates)
     if len(rows) < 2:
         raise JziError(f"calibration needs at least 2 validation frames, got {len(rows)}")
@@ -122,16 +176,36 @@ def calibrate(estimates: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
     truth = np.array([r[1] for r in rows], dtype=np.float64)
     raw = np.array([r[2] for r in rows], dtype=np.float64)
     errors = estimate - truth
-    scale = fit_covariance_scale(errors, raw, sigma_floor_m, target)
-    nees = _nees(errors, raw, scale, sigma_floor_m)
-    raw_nees = _nees(errors, raw, 1.0, 0.0)
+    distance = np.hypot(*errors.T)
+    threshold, tradeoff, accepted = 0.0, [], np.ones(len(rows), bool)
+    if gate and placed_radius_m is not None and all(len(r) > 3 for r in rows):
+        confidence = np.array([r[3] for r in rows], dtype=np.float64)
+        threshold = fit_confidence_gate(confidence, distance <= placed_radius_m)
+        accepted = confidence >= threshold
+        quantiles = np.quantile(confidence, [0.25, 0.5, 0.75, 0.9])
+        levels = sorted({round(float(t), 6) for t in (0.0, threshold, *quantiles)})
+        tradeoff = gate_tradeoff(confidence, distance, placed_radius_m, levels)
+        if accepted.sum() < 2:  # too few to fit a scale on: fit it on every frame
+            LOG.warning("confidence gate %.3g keeps %d validation frame(s); the covariance "
+                        "scale is fitted on all %d", threshold, int(accepted.sum()), len(rows))
+            accepted = np.ones(len(rows), bool)
+    scale = fit_covariance_scale(errors[accepted], raw[accepted], sigma_floor_m, target)
+    nees = _nees(errors[accepted], raw[accepted], scale, sigma_floor_m)
+    raw_nees = _nees(errors[accepted], raw[accepted], 1.0, 0.0)
+    kept = distance[accepted]
     result = Calibration(covariance_scale=float(scale), target=target, frames=len(rows),
                          mean_nees=float(nees.mean()), median_nees=float(np.median(nees)),
                          raw_mean_nees=float(raw_nees.mean()), beam_width=int(beam_width),
                          position=position, sigma_floor_m=float(sigma_floor_m),
-                         median_error_m=float(np.median(np.hypot(*errors.T))))
-    LOG.info("calibration: scale %.4g over %d frames (mean NEES %.2f -> %.2f)", scale,
-             len(rows), result.raw_mean_nees, result.mean_nees)
+                         median_error_m=float(np.median(distance)),
+                         confidence_threshold=float(threshold),
+                         placed_radius_m=placed_radius_m,
+                         gate_fix_rate=float(accepted.mean()),
+                         gate_median_error_m=float(np.median(kept)),
+                         gate_tradeoff=tradeoff)
+    LOG.info("calibration: gate %.4g keeps %.0f %% of %d frames; scale %.4g (mean NEES %.2f -> "
+             "%.2f)", threshold, 100 * accepted.mean(), len(rows), scale,
+             result.raw_mean_nees, result.mean_nees)
     return result
 
 
@@ -139,22 +213,29 @@ def calibrate_localizer(localizer, samples: Iterable[tuple[np.ndarray, float, fl
                         target: str = "mean", progress: bool = False,
                         total: int | None = None) -> Calibration:
     """
-    Fit the covariance scale of ``localizer`` on validation samples.
+    Fit the confidence gate and the covariance scale of ``localizer`` on validation samples.
 
-    The samples are ``(image_rgb, latitude, longitude)``; the scale holds for the localizer's
-    beam width, position mode and sigma floor.
+    The samples are ``(image_rgb, latitude, longitude[, heading_deg])``; both hold for the
+    localizer's beam width, position mode and sigma floor.
     """
     from tqdm import tqdm
 
     tree = localizer.tree
     rows = []
-    for image, lat, lon in tqdm(samples, desc="calibrating", unit="frame", total=total,
-                                disable=not progress):
-        position, raw = localizer.raw_estimate(image)
+    for image, lat, lon, *heading in tqdm(samples, desc="calibrating", unit="frame",
+                                          total=total, disable=not progress):
+        position, raw, confidence = localizer.raw_estimate(
+            image, heading[0] if heading else None, with_confidence=True)
         truth = np.array(tree.to_local(lat, lon), dtype=np.float64)
-        rows.append((position, truth, raw))
+        rows.append((position, truth, raw, confidence))
     return calibrate(rows, localizer.searched_beam_width, localizer.config.position,
-                     localizer.config.sigma_floor_m, target)
+                     localizer.config.sigma_floor_m, target,
+                     placed_radius_m=placed_radius(tree))
+
+
+def placed_radius(tree) -> float:
+    """Return the error within which a frame counts as placed: a terminal cell's parent side."""
+    return float(tree.cell_side(tree.depth - 1))
 
 
 def save_calibration(model_path: str | Path, calibration: Calibration) -> None:

@@ -27,6 +27,7 @@ way, and is what the tests compare against.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -56,11 +57,20 @@ class BeamSearch(nn.Module):
     beams sorted best first.
 
     ``model`` must provide ``start``, ``advance`` and ``reorder_cache`` (see ZoomModel).
+
+    With ``with_steps`` the search also returns what every step saw (the measurement a
+    temporal filter needs, :class:`BeamSteps`): ``root_lp [N, K]`` (first step's child
+    log-probabilities), ``prefix_index [N, D-1, B]`` (the beam's cells at levels 1..D-1 as
+    indices within their level), ``prefix_lp [N, D-1, B]`` (their path log-probabilities;
+    padding beams carry :data:`PAD_LOG_PROB`) and ``step_lp [N, D-1, B, K]`` (their
+    children's log-probabilities).
     """
 
-    def __init__(self, model: nn.Module, grid: int, depth: int, beam_width: int) -> None:
+    def __init__(self, model: nn.Module, grid: int, depth: int, beam_width: int,
+                 with_steps: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.with_steps = bool(with_steps)
         self.num_actions = int(grid) * int(grid)
         self.depth = int(depth)
         self.beam_width = effective_beam_width(beam_width, grid, depth)
@@ -72,8 +82,7 @@ class BeamSearch(nn.Module):
         self.level_offsets = tuple(offsets)
         self.num_views = total
 
-    def forward(self, ground: torch.Tensor, view_table: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, ground: torch.Tensor, view_table: torch.Tensor) -> tuple:
         n, width = ground.shape
         beams, k = self.beam_width, self.num_actions
         table = view_table.to(ground.dtype)
@@ -81,6 +90,7 @@ class BeamSearch(nn.Module):
 
         logits, cache = self.model.start(ground, table[0].expand(n, width))
         log_probs = torch.log_softmax(logits.float(), dim=-1)
+        root_lp, prefixes, prefix_lps, step_lps = log_probs, [], [], []
         first = min(beams, k)
         beam_lp, actions = log_probs.topk(first, dim=-1)
         if first < beams:  # more beams than children of the root: pad with impossible beams
@@ -95,6 +105,10 @@ class BeamSearch(nn.Module):
             views = table[self.level_offsets[step] + level_index.reshape(-1)]
             logits, cache = self.model.advance(actions.reshape(-1), views, cache)
             step_lp = torch.log_softmax(logits.float(), dim=-1).reshape(n, beams, k)
+            if self.with_steps:
+                prefixes.append(level_index)
+                prefix_lps.append(beam_lp)
+                step_lps.append(step_lp)
             total = (beam_lp.unsqueeze(-1) + step_lp).reshape(n, beams * k)
             beam_lp, flat = total.topk(beams, dim=-1)
             parent = torch.div(flat, k, rounding_mode="floor")
@@ -105,7 +119,36 @@ class BeamSearch(nn.Module):
             if step < self.depth - 1:  # the last step's cache is never read again
                 cache = self.model.reorder_cache(cache, (frames.unsqueeze(1) * beams
                                                          + parent).reshape(-1))
-        return paths, beam_lp
+        if not self.with_steps:
+            return paths, beam_lp
+        if not step_lps:  # depth 1: the root's children are the whole measurement
+            prefixes = [level_index.new_zeros((n, beams))]
+            prefix_lps = [beam_lp.new_full((n, beams), PAD_LOG_PROB)]
+            step_lps = [beam_lp.new_zeros((n, beams, k))]
+        return (paths, beam_lp, root_lp, torch.stack(prefixes, 1), torch.stack(prefix_lps, 1),
+                torch.stack(step_lps, 1))
+
+
+@dataclass(frozen=True)
+class BeamSteps:
+    """
+    What one frame's zoom saw at every step, as numpy arrays (see :class:`BeamSearch`).
+
+    ``root_lp [K]``, ``prefix_index [D-1, B]``, ``prefix_lp [D-1, B]``, ``step_lp [D-1, B, K]``.
+    A prefix whose ``prefix_lp`` is below ``PAD_LOG_PROB / 2`` is a padding beam.
+    """
+
+    root_lp: np.ndarray
+    prefix_index: np.ndarray
+    prefix_lp: np.ndarray
+    step_lp: np.ndarray
+
+    @classmethod
+    def split(cls, root_lp, prefix_index, prefix_lp, step_lp) -> list["BeamSteps"]:
+        """Batched tensors/arrays ``[N, ...]`` -> one BeamSteps per frame."""
+        arrays = [np.asarray(a.cpu().numpy() if isinstance(a, torch.Tensor) else a)
+                  for a in (root_lp, prefix_index, prefix_lp, step_lp)]
+        return [cls(*(a[i] for a in arrays)) for i in range(arrays[0].shape[0])]
 
 
 def check_view_table(view_table: torch.Tensor, tree: CellTree, embed_dim: int) -> None:

@@ -37,8 +37,12 @@ a hash of all weights so stale exports are detected.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
+import os
 from pathlib import Path
+import shutil
 import warnings
 
 import torch
@@ -61,10 +65,50 @@ def decoder_file(beam_width: int, batch_size: int) -> str:
     return f"decoder_b{beam_width}_n{batch_size}.onnx"
 
 
+def export_cache_root() -> Path:
+    """Return ``$XDG_CACHE_HOME/jzi_ros/exports`` (``~/.cache/...`` without the variable)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "jzi_ros" / "exports"
+
+
 def default_export_dir(model_path: str | Path) -> Path:
-    """Where backends look for (and write) the ONNX files of a checkpoint by default."""
-    model_path = Path(model_path)
-    return model_path.with_name(model_path.stem + ".onnx")
+    """
+    Where backends look for (and write) a checkpoint's ONNX files unless told otherwise.
+
+    A user cache folder keyed by the hash of every weight and the model config (the graphs
+    depend on both: crops, depth), never next to the checkpoint: that may be the source tree
+    (the shipped demo model) or a read-only site-packages.
+    """
+    from jzi_ros.model.checkpoint import checkpoint_weights_hash, read_header
+
+    return export_cache_root() / export_key(checkpoint_weights_hash(model_path),
+                                            read_header(model_path)["config"])
+
+
+def export_key(whash: str, config: dict) -> str:
+    """Return the cache key of an export: weights hash + a hash of the model config."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{whash}-{digest}"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _intact(out_dir: Path, info: dict, name: str) -> bool:
+    """Return True when ``name`` exists with the SHA-256 export.json recorded for it."""
+    recorded = info.get("sha256", {}).get(name)
+    path = out_dir / name
+    if recorded and path.is_file() and file_sha256(path) == recorded:
+        return True
+    if path.exists() or recorded:
+        LOG.warning("ONNX export %s is missing or damaged (size or hash differs from %s); "
+                    "exporting it again", path, EXPORT_JSON)
+    return False
 
 
 class GroundEncoderGraph(nn.Module):
@@ -149,27 +193,47 @@ def export_model(model_path: str | Path, out_dir: str | Path | None = None,
     """
     Export (or update) the ONNX files for a checkpoint; returns the export description.
 
-    Reuses an existing ``encoder.onnx`` and decoders when the weights hash still matches.
+    Reuses an existing ``encoder.onnx`` and decoders when the weights hash still matches and
+    each file still has the SHA-256 ``export.json`` recorded (a truncated or damaged file is
+    exported again). A folder this call created is removed again if the export fails or is
+    interrupted.
     """
+    out_dir = Path(out_dir) if out_dir else default_export_dir(model_path)
+    created = not out_dir.exists()
+    try:
+        return _export_model(Path(model_path), out_dir, beam_width, batch_size)
+    except BaseException:
+        if created:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+
+
+def _export_model(model_path: Path, out_dir: Path, beam_width: int, batch_size: int) -> dict:
     from jzi_ros.model.checkpoint import load_checkpoint
 
     if batch_size < 1:
         raise JziError(f"batch_size must be >= 1, got {batch_size}")
-    model_path = Path(model_path)
-    out_dir = Path(out_dir) if out_dir else default_export_dir(model_path)
     model, _ = load_checkpoint(model_path, device="cpu")
     model = model.float().eval()
     config = model.config
     beam = effective_beam_width(beam_width, config.grid, config.depth)
     whash = weights_hash(model)  # not the file's hash: recalibration keeps exports
-    info = read_export(out_dir)
-    if info is None or info.get("weights_hash") != whash:
+    try:
+        info = read_export(out_dir)
+    except JziError as err:  # a damaged export.json: export again
+        LOG.warning("%s; exporting again", err)
+        info = None
+    if info is None or info.get("weights_hash") != whash or (
+            info.get("model_config") != config.to_dict()):
         info = None
     size, crops, width = config.encoder.image_size, config.n_crops, model.embed_dim
     num_views = sum(config.num_actions ** level for level in range(config.depth))
     out_dir.mkdir(parents=True, exist_ok=True)
-    if info is None or not (out_dir / ENCODER_FILE).exists():
-        LOG.info("exporting the ground encoder to %s", out_dir / ENCODER_FILE)
+    if info is not None and not _intact(out_dir, info, ENCODER_FILE):
+        info = None
+    if info is None:
+        LOG.warning("exporting %s to ONNX in %s (once per model; --export-dir chooses the "
+                    "folder)", model_path, out_dir)
         _onnx_export(GroundEncoderGraph(model), (torch.zeros(batch_size, crops, 3, size, size),),
                      out_dir / ENCODER_FILE, ["pixels"], ["ground"])
         info = {"format": FORMAT, "checkpoint": str(model_path.resolve()),
@@ -177,27 +241,30 @@ def export_model(model_path: str | Path, out_dir: str | Path | None = None,
                 "model_config": config.to_dict(), "grid": config.grid, "depth": config.depth,
                 "embed_dim": width, "num_views": num_views, "image_size": size,
                 "n_crops": crops, "opset": OPSET, "torch": torch.__version__,
-                "preprocessing": _preprocessing(config), "encoder": None, "decoders": {}}
+                "preprocessing": _preprocessing(config), "encoder": None, "decoders": {},
+                "sha256": {ENCODER_FILE: file_sha256(out_dir / ENCODER_FILE)}}
     encoder = info.get("encoder")
     if encoder is None or encoder["inputs"][0]["shape"][0] != batch_size:
         if encoder is not None:  # the encoder graph has a static batch: re-export it
             _onnx_export(GroundEncoderGraph(model),
                          (torch.zeros(batch_size, crops, 3, size, size),),
                          out_dir / ENCODER_FILE, ["pixels"], ["ground"])
+            info["sha256"][ENCODER_FILE] = file_sha256(out_dir / ENCODER_FILE)
         info["encoder"] = {"file": ENCODER_FILE, "batch_size": batch_size,
                            "inputs": [_io("pixels", [batch_size, crops, 3, size, size],
                                           "float32")],
                            "outputs": [_io("ground", [batch_size, width], "float32")]}
-    key = f"b{beam}_n{batch_size}"
-    if key not in info["decoders"] or not (out_dir / decoder_file(beam, batch_size)).exists():
+    key, name = f"b{beam}_n{batch_size}", decoder_file(beam, batch_size)
+    if key not in info["decoders"] or not _intact(out_dir, info, name):
         LOG.info("exporting the beam-%d decoder to %s", beam, out_dir)
         generator = torch.Generator().manual_seed(0)
         example = (torch.randn(batch_size, width, generator=generator),
                    torch.randn(num_views, width, generator=generator))
-        _onnx_export(DecoderGraph(model, beam), example, out_dir / decoder_file(beam, batch_size),
+        _onnx_export(DecoderGraph(model, beam), example, out_dir / name,
                      ["ground", "view_table"], ["paths", "log_probs"])
+        info["sha256"][name] = file_sha256(out_dir / name)
         info["decoders"][key] = {
-            "file": decoder_file(beam, batch_size), "beam_width": beam,
+            "file": name, "beam_width": beam,
             "batch_size": batch_size,
             "inputs": [_io("ground", [batch_size, width], "float32"),
                        _io("view_table", [num_views, width], "float32")],
@@ -210,7 +277,7 @@ def export_model(model_path: str | Path, out_dir: str | Path | None = None,
 def ensure_export(model_path: str | Path, export_dir: str | Path | None, beam_width: int,
                   batch_size: int) -> tuple[Path, Path, dict]:
     """Paths of an up-to-date (encoder, decoder) pair, exporting what is missing or stale."""
-    info = export_model(model_path, export_dir, beam_width, batch_size)
     out_dir = Path(export_dir) if export_dir else default_export_dir(model_path)
+    info = export_model(model_path, out_dir, beam_width, batch_size)
     key = f"b{effective_beam_width(beam_width, info['grid'], info['depth'])}_n{batch_size}"
     return out_dir / info["encoder"]["file"], out_dir / info["decoders"][key]["file"], info

@@ -37,7 +37,7 @@ from jzi_ros.errors import BadImageError, JziError
 from jzi_ros.inference.backends import Backend, BACKENDS, BackendSpec, create_backend
 from jzi_ros.inference.calibration import Calibration
 from jzi_ros.inference.fix import Fix, FixStatus, Hypothesis
-from jzi_ros.inference.image import as_rgb_uint8
+from jzi_ros.inference.image import as_rgb_uint8, degenerate_reason
 from jzi_ros.inference.posterior import (apply_scale_and_floor, enu_covariance, POSITION_MODES,
                                          Posterior, posterior_from_beam, raw_estimate)
 from jzi_ros.threads import check_threads, DEFAULT_THREADS, set_threads
@@ -60,7 +60,9 @@ class LocalizerConfig:
 
     beam_width: int = DEFAULT_BEAM_WIDTH  # 1 = the paper's greedy decoding
     position: str = "top"  # "top": best cell's centre (paper); "mean": beam-weighted mean
-    confidence_threshold: float = 0.0  # below it the result is NO_FIX (0 disables)
+    # below it the result is NO_FIX: None = the gate calibrated into the checkpoint (0 if it
+    # has none), a number overrides it, 0 disables it
+    confidence_threshold: float | None = None
     sigma_floor_m: float = 5.0  # minimum 1-sigma of the horizontal covariance
     covariance_scale: float | None = None  # None: the checkpoint's calibration, else 1.0
     altitude_m: float = 0.0  # reported altitude (the policy does not estimate it)
@@ -69,7 +71,7 @@ class LocalizerConfig:
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     precision: str = "auto"  # auto (fp16 on CUDA, fp32 on CPU), fp32, fp16
     max_image_side: int = 4096  # larger images are subsampled first (bounded time/memory)
-    export_dir: str | None = None  # ONNX/engine folder; default: <checkpoint>.onnx/
+    export_dir: str | None = None  # ONNX/engine folder; default: the user cache (export.py)
     force_engine_update: bool = False  # rebuild TensorRT engines even if cached
     max_workspace_size: int = 1 << 30  # TensorRT builder workspace, bytes
     cuda_graph: bool = True  # torch on CUDA: capture encoder/decoder in CUDA graphs
@@ -83,9 +85,10 @@ class LocalizerConfig:
         if self.position not in POSITION_MODES:
             raise JziError(f"localizer.position must be one of {POSITION_MODES}, "
                            f"got {self.position!r}")
-        if not 0.0 <= self.confidence_threshold <= 1.0:
-            raise JziError(f"localizer.confidence_threshold must be in [0, 1], "
-                           f"got {self.confidence_threshold!r}")
+        if self.confidence_threshold is not None and not (
+                0.0 <= self.confidence_threshold <= 1.0):
+            raise JziError(f"localizer.confidence_threshold must be null (the checkpoint's "
+                           f"gate) or in [0, 1], got {self.confidence_threshold!r}")
         for name in ("sigma_floor_m", "altitude_sigma_m"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
@@ -127,24 +130,40 @@ class Localizer:
         self.pyramid = pyramid
         self.tree = pyramid.tree
         self.model_path = Path(model_path)
-        self.config = config
         self.backend = backend
         self.backend_name = backend.name
         self.model_config = model_config
         self.calibration = Calibration.from_metadata(metadata)
-        self.covariance_scale = (config.covariance_scale if config.covariance_scale is not None
-                                 else self.calibration.covariance_scale if self.calibration
-                                 else 1.0)
-        if self.calibration and config.covariance_scale is None and (
-                self.calibration.beam_width != backend_beam(self)
-                or self.calibration.position != config.position):
-            LOG.warning("covariance calibrated for beam %d / position %s, running beam %d / "
-                        "%s: recalibrate for consistent covariances",
-                        self.calibration.beam_width, self.calibration.position,
-                        backend_beam(self), config.position)
+        self.config = config  # resolves the covariance scale and the gate (see the setter)
         center = self.tree.cell_center(())
         self._no_fix_at = (center[0], center[1])
         self._no_fix_variance = self.tree.size_m ** 2 / 12.0
+
+    @property
+    def config(self) -> LocalizerConfig:
+        """How this Localizer runs; assigning a new one (a runtime change) re-resolves the rest."""
+        return self._config
+
+    @config.setter
+    def config(self, config: LocalizerConfig) -> None:
+        from jzi_ros.inference.decode import effective_beam_width
+
+        calibration, model_path = self.calibration, self.model_path
+        beam = effective_beam_width(config.beam_width, self.tree.grid, self.tree.depth)
+        self.covariance_scale = (config.covariance_scale if config.covariance_scale is not None
+                                 else calibration.covariance_scale if calibration else 1.0)
+        if calibration and config.covariance_scale is None and (
+                calibration.beam_width != beam or calibration.position != config.position):
+            LOG.warning("covariance calibrated for beam %d / position %s, running beam %d / "
+                        "%s: recalibrate for consistent covariances",
+                        calibration.beam_width, calibration.position, beam, config.position)
+        self.confidence_threshold = (
+            config.confidence_threshold if config.confidence_threshold is not None
+            else calibration.confidence_threshold if calibration else 0.0)
+        if config.confidence_threshold is None and not calibration:
+            LOG.warning("checkpoint %s has no calibrated confidence gate: every frame the "
+                        "model decodes is a FIX (run `jzi localize --calibrate`)", model_path)
+        self._config = config
 
     @classmethod
     def from_paths(cls, map_dir: str | Path, model_path: str | Path,
@@ -186,30 +205,51 @@ class Localizer:
         return backend_beam(self)
 
     # --- per frame ---------------------------------------------------------------------------
-    def preprocess(self, image_rgb: np.ndarray) -> np.ndarray:
-        """Checked/converted image -> float32 ``[n_crops, 3, S, S]``; BadImageError."""
+    def preprocess(self, image_rgb: np.ndarray, heading_deg: float | None = None) -> np.ndarray:
+        """
+        Checked/converted image -> float32 ``[n_crops, 3, S, S]``; BadImageError.
+
+        ``heading_deg`` (the frame's heading, degrees from north) is required by north-up
+        models (JziError without it) and ignored by the others.
+        """
         from jzi_ros.model.preprocess import ground_pixels
 
         image = as_rgb_uint8(image_rgb, self.config.max_image_side)
-        return ground_pixels(image, self.model_config).numpy()
+        try:
+            return ground_pixels(image, self.model_config, heading_deg).numpy()
+        except JziError as err:
+            if self.model_config.heading == "north-up" and heading_deg is None:
+                raise JziError(f"model {self.model_path.name}: {err}") from None
+            raise
 
-    def posteriors(self, images: Sequence[np.ndarray]
+    def posteriors(self, images: Sequence[np.ndarray],
+                   headings: Sequence[float | None] | None = None, steps_out: list | None = None
                    ) -> tuple[list[Posterior | None], dict[str, float]]:
         """
         Return beam posteriors for a batch of images and the batch's stage timings in ms.
 
         A posterior is None where decoding gave non-finite values. BadImageError for an unusable
-        image.
+        image. With a list as ``steps_out`` it receives one ``decode.BeamSteps`` per frame, or
+        None per frame where the backend gives only the final beam.
         """
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        pixels = np.stack([self.preprocess(image) for image in images])
+        headings = [None] * len(images) if headings is None else list(headings)
+        pixels = np.stack([self.preprocess(image, heading)
+                           for image, heading in zip(images, headings)])
         mark = time.perf_counter()
         timings["preprocess"] = (mark - start) * 1e3
         ground = self.backend.encode(pixels)
         now = time.perf_counter()
         timings["encode"], mark = (now - mark) * 1e3, now
-        paths, log_probs = self.backend.decode(ground)
+        detailed = self.backend.decode_steps(ground) if steps_out is not None else None
+        if detailed is None:
+            paths, log_probs = self.backend.decode(ground)
+            if steps_out is not None:
+                steps_out.extend([None] * len(images))
+        else:
+            paths, log_probs, steps = detailed
+            steps_out.extend(steps)
         now = time.perf_counter()
         timings["decode"], mark = (now - mark) * 1e3, now
         out: list[Posterior | None] = []
@@ -221,37 +261,78 @@ class Localizer:
         timings["posterior"] = (time.perf_counter() - mark) * 1e3
         return out, timings
 
-    def localize(self, image_rgb: np.ndarray) -> Fix:
+    def localize(self, image_rgb: np.ndarray, heading_deg: float | None = None) -> Fix:
         """
         Localize one image: image -> Fix.
 
         BadImageError for an unusable array; NO_FIX (never NaN) for a frame that decodes to nothing
-        usable or falls below the confidence threshold.
+        usable or falls below the confidence threshold. ``heading_deg``: see :meth:`preprocess`.
         """
-        return self.localize_batch([image_rgb])[0]
+        return self.localize_batch([image_rgb], [heading_deg])[0]
 
-    def localize_batch(self, images: Sequence[np.ndarray]) -> list[Fix]:
+    def localize_batch(self, images: Sequence[np.ndarray],
+                       headings: Sequence[float | None] | None = None) -> list[Fix]:
         """Several images in one backend call (replay, calibration); same rules as localize."""
         start = time.perf_counter()
+        images = [as_rgb_uint8(image, self.config.max_image_side) for image in images]
+        reasons = [degenerate_reason(image) for image in images]
+        usable = [image for image, reason in zip(images, reasons) if reason is None]
+        headings = [None] * len(images) if headings is None else list(headings)
         try:
-            posteriors, timings = self.posteriors(images)
+            posteriors, timings = (self.posteriors(usable, [
+                h for h, reason in zip(headings, reasons) if reason is None])
+                if usable else ([], {}))
         except RuntimeError as err:  # a runtime failure must not take the robot down
             LOG.exception("inference failed")
             reason = f"inference failed: {str(err).splitlines()[0]}"
             return [self._no_fix(reason, {}) for _ in images]
+        answers = iter(posteriors)
         fixes = []
-        for posterior in posteriors:
+        for reason in reasons:
             mark = time.perf_counter()
-            if posterior is None:
+            posterior = next(answers) if reason is None else None
+            if reason is not None:  # a frame nothing can be placed from: no inference
+                fix = self._no_fix(reason, {})
+            elif posterior is None:
                 fix = self._no_fix("decoder produced non-finite values", {})
             else:
                 fix = self.fix_from_posterior(posterior, {})
             now = time.perf_counter()
             fix_timings = dict(timings)
-            fix_timings["posterior"] += (now - mark) * 1e3  # + building this frame's Fix
+            fix_timings["posterior"] = (fix_timings.get("posterior", 0.0)
+                                        + (now - mark) * 1e3)  # + building this frame's Fix
             fix_timings["total"] = (now - start) * 1e3
             fixes.append(dataclasses.replace(fix, timings_ms=fix_timings))
         return fixes
+
+    def localize_measured(self, image_rgb: np.ndarray, heading_deg: float | None = None):
+        """
+        Localize one image and return ``(Fix, fusion.Measurement or None)``.
+
+        The measurement is what the temporal filter folds in: every step's child
+        probabilities where the backend gives them, else the final beam. None when the frame
+        decoded to nothing usable.
+        """
+        from jzi_ros.inference.fusion import Measurement
+
+        start = time.perf_counter()
+        steps: list = []
+        try:
+            (posterior,), timings = self.posteriors([image_rgb], [heading_deg], steps_out=steps)
+        except RuntimeError as err:
+            LOG.exception("inference failed")
+            return self._no_fix(f"inference failed: {str(err).splitlines()[0]}", {}), None
+        if posterior is None:
+            return self._no_fix("decoder produced non-finite values", timings), None
+        mark = time.perf_counter()
+        fix = self.fix_from_posterior(posterior, {})
+        measurement = (Measurement.from_steps(self.tree, steps[0]) if steps[0] is not None
+                       else Measurement.from_beam(self.tree, posterior.paths,
+                                                  posterior.log_probs))
+        now = time.perf_counter()
+        timings["posterior"] += (now - mark) * 1e3
+        timings["total"] = (now - start) * 1e3
+        return dataclasses.replace(fix, timings_ms=timings), measurement
 
     def estimate(self, posterior: Posterior) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(position [2], calibrated covariance [2, 2], raw covariance [2, 2]) E/N metres."""
@@ -259,18 +340,20 @@ class Localizer:
         cov = apply_scale_and_floor(raw, self.covariance_scale, self.config.sigma_floor_m)
         return position, cov, raw
 
-    def raw_estimate(self, image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def raw_estimate(self, image_rgb: np.ndarray, heading_deg: float | None = None,
+                     with_confidence: bool = False) -> tuple:
         """
         Return (position [2], uncalibrated covariance [2, 2]) in metres E/N of the root.
 
-        This is what covariance calibration fits its scale on. JziError if the frame decodes to
-        nothing.
+        This is what calibration fits the covariance scale on; ``with_confidence`` adds the
+        frame's confidence (for the gate) as a third element. JziError if the frame decodes
+        to nothing.
         """
-        (posterior,), _ = self.posteriors([image_rgb])
+        (posterior,), _ = self.posteriors([image_rgb], [heading_deg])
         if posterior is None:
             raise JziError("decoder produced non-finite values for this frame")
         position, _, raw = self.estimate(posterior)
-        return position, raw
+        return (position, raw, posterior.confidence) if with_confidence else (position, raw)
 
     def warmup(self, frames: int = 2) -> None:
         """
@@ -281,7 +364,8 @@ class Localizer:
         size = self.model_config.encoder.image_size
         grey = np.full((size, 2 * size, 3), 128, np.uint8)
         for _ in range(frames):
-            self.localize(grey)
+            # not localize(): a uniform frame skips inference there; any heading will do
+            self.posteriors([grey], [0.0])
 
     def fix_from_posterior(self, posterior: Posterior, timings: dict[str, float]) -> Fix:
         position, cov, _ = self.estimate(posterior)
@@ -297,9 +381,9 @@ class Localizer:
                 posterior.paths, posterior.probs, posterior.log_probs, posterior.centers_en,
                 lats, lons))
         confidence = posterior.confidence
-        if confidence < self.config.confidence_threshold:
+        if confidence < self.confidence_threshold:
             return Fix.no_fix(f"confidence {confidence:.3g} below threshold "
-                              f"{self.config.confidence_threshold:g}", lat, lon,
+                              f"{self.confidence_threshold:.3g}", lat, lon,
                               self.config.altitude_m, self._no_fix_variance, timings,
                               hypotheses, confidence, float(position[0]), float(position[1]))
         return Fix(FixStatus.FIX, lat, lon, self.config.altitude_m,

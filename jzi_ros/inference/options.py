@@ -74,7 +74,8 @@ def _options() -> list[tuple[tuple[str, ...], dict[str, Any]]]:
                                    "mean"}),
         (("--confidence-threshold", "--threshold"), {
             "type": float, "help": "confidence (top path probability, 0..1) below which a "
-                                   "frame is NO_FIX; 0 disables"}),
+                                   "frame is NO_FIX; unset: the gate `jzi localize "
+                                   "--calibrate` stored in the checkpoint; 0 disables"}),
         (("--sigma-floor-m", "--sigma-floor"), {
             "type": float, "help": "minimum 1-sigma of the horizontal covariance, metres"}),
         (("--covariance-scale",), {
@@ -84,7 +85,8 @@ def _options() -> list[tuple[tuple[str, ...], dict[str, Any]]]:
                                           "help": "altitude reported with every fix, metres"}),
         (("--max-image-side",), {"type": int, "help": "larger images are subsampled first"}),
         (("--export-dir",), {"help": "ONNX/engine folder of the onnxruntime/tensorrt backends "
-                                     "(default: <checkpoint>.onnx/ beside the checkpoint)"}),
+                                     "(default: $XDG_CACHE_HOME/jzi_ros/exports/<model "
+                                     "hash>/)"}),
     ]
 
 

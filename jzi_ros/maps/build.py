@@ -34,7 +34,7 @@ import numpy as np
 
 from jzi_ros.errors import JziError
 from jzi_ros.geo import CellTree, local_crs
-from jzi_ros.maps.pyramid import MapPyramid, write_pyramid
+from jzi_ros.maps.pyramid import check_map_size, MapPyramid, write_pyramid
 from jzi_ros.maps.sources import open_source, Source
 
 LOG = logging.getLogger(__name__)
@@ -93,9 +93,12 @@ class CellRenderer:
                              float(np.max(lons)), float(np.max(lats)))
         src = pyproj.CRS.from_wkt(self.source.crs.to_wkt())
         dst = pyproj.CRS.from_wkt(self.dst_crs.to_wkt())
-        group = TransformerGroup(src, dst, always_xy=True, area_of_interest=aoi)
-        for transformer in group.transformers:
-            definition = transformer.to_proj4()
+        # GDAL applies COORDINATE_OPERATION in the CRSs' authority axis order (lat, lon for
+        # EPSG:4326); our own transforms use x = east. Same operation, two axis conventions.
+        authority = TransformerGroup(src, dst, always_xy=False, area_of_interest=aoi)
+        xy = TransformerGroup(src, dst, always_xy=True, area_of_interest=aoi)
+        for gdal_op, transformer in zip(authority.transformers, xy.transformers):
+            definition = gdal_op.to_proj4()
             if definition:
                 return transformer, definition
         LOG.debug("no explicit PROJ operation for %s; GDAL chooses per tile", src.name)
@@ -133,31 +136,34 @@ class CellRenderer:
         return data
 
     def __call__(self, path: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        return self.render_box(self.tree.cell_bounds_local(path), self.tile_px, self.tile_px)
+
+    def render_box(self, bounds: tuple[float, float, float, float], width: int, height: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """Render a local-frame box (west, south, east, north) into ``height x width`` pixels."""
         from affine import Affine
         from rasterio.enums import Resampling
         from rasterio.warp import reproject
         from rasterio.windows import Window
 
-        size = self.tile_px
         dataset = self.source.dataset
-        bounds = self.tree.cell_bounds_local(path)
-        west, _, east, north = bounds
+        west, south, east, north = bounds
         c0, r0, c1, r1 = self._source_window(bounds)
         # Source pixels per tile pixel, from the unclipped footprint.
-        step = max(c1 - c0, r1 - r0) / size
+        step = max((c1 - c0) / width, (r1 - r0) / height)
         c0 = max(0, math.floor(c0) - 2)
         r0 = max(0, math.floor(r0) - 2)
         c1 = min(dataset.width, math.ceil(c1) + 2)
         r1 = min(dataset.height, math.ceil(r1) + 2)
-        rgb = np.zeros((size, size, 3), dtype=np.uint8)
+        rgb = np.zeros((height, width, 3), dtype=np.uint8)
         if c1 <= c0 or r1 <= r0:
-            return rgb, np.zeros((size, size), dtype=bool)
-        width, height = c1 - c0, r1 - r0
+            return rgb, np.zeros((height, width), dtype=bool)
+        win_w, win_h = c1 - c0, r1 - r0
         # Integer factors: GDAL averages those fastest (and maps them onto overviews).
         decimate = max(1, math.floor(step / self.oversample))
-        out_w = max(1, round(width / decimate))
-        out_h = max(1, round(height / decimate))
-        window = Window(c0, r0, width, height)
+        out_w = max(1, round(win_w / decimate))
+        out_h = max(1, round(win_h / decimate))
+        window = Window(c0, r0, win_w, win_h)
         palette = self.source.colormap is not None
         read_resampling = (Resampling.nearest if palette or decimate == 1
                            else Resampling.average)
@@ -167,10 +173,10 @@ class CellRenderer:
                                     resampling=Resampling.nearest)
         stack = np.concatenate([self._to_rgb(data), (mask > 0)[None].astype(np.float32)])
         src_transform = (dataset.transform @ Affine.translation(c0, r0)
-                         @ Affine.scale(width / out_w, height / out_h))
-        side = (east - west) / size
-        dst_transform = Affine(side, 0.0, west, 0.0, -side, north)
-        out = np.zeros((4, size, size), dtype=np.float32)
+                         @ Affine.scale(win_w / out_w, win_h / out_h))
+        dst_transform = Affine((east - west) / width, 0.0, west, 0.0, -(north - south) / height,
+                               north)
+        out = np.zeros((4, height, width), dtype=np.float32)
         extra = {"COORDINATE_OPERATION": self._operation} if self._operation else {}
         reproject(stack, out, src_transform=src_transform, src_crs=self.source.crs,
                   dst_transform=dst_transform, dst_crs=self.dst_crs, dst_nodata=0.0,
@@ -204,7 +210,8 @@ def build_pyramid(source: str | os.PathLike, out_dir: str | os.PathLike, tree: C
     (:mod:`jzi_ros.maps.imagery`) at ``imagery_m_per_px`` (None: the source's resolution).
     """
     return build_pyramid_timed(source, out_dir, tree, tile_px, overwrite, progress,
-                               max_nodata, crs, terminal, imagery, imagery_m_per_px).pyramid
+                               max_nodata, crs, terminal, imagery=imagery,
+                               imagery_m_per_px=imagery_m_per_px).pyramid
 
 
 def build_pyramid_timed(source: str | os.PathLike, out_dir: str | os.PathLike,
@@ -212,15 +219,21 @@ def build_pyramid_timed(source: str | os.PathLike, out_dir: str | os.PathLike,
                         progress: bool = True,
                         max_nodata: float | None = DEFAULT_MAX_NODATA,
                         crs: str | None = None, terminal: bool = False,
-                        imagery: bool = True,
+                        allow_large: bool = False, imagery: bool = True,
                         imagery_m_per_px: float | None = None) -> BuildResult:
-    """:func:`build_pyramid` that also reports the tile count and wall time."""
+    """
+    :func:`build_pyramid` that also reports the tile count and wall time.
+
+    The size is estimated first: a map larger than the free disk is refused, one above
+    :data:`~jzi_ros.maps.pyramid.LARGE_MAP_BYTES` needs ``allow_large``.
+    """
     if max_nodata is not None and not 0.0 <= max_nodata <= 1.0:
         raise JziError(f"--max-nodata must be a fraction in 0..1, got {max_nodata}")
     out_dir = Path(out_dir).expanduser()
     if out_dir.exists() and not overwrite:
         # Checked before opening the source so a slow source is not touched for nothing.
         raise JziError(f"output {out_dir} already exists (pass --overwrite to replace it)")
+    check_map_size(tree, tile_px, out_dir, terminal, allow_large)
     start = time.perf_counter()
     with open_source(source, crs) as src:
         renderer = CellRenderer(src, tree, tile_px)

@@ -34,14 +34,18 @@ from jzi_ros.model.preprocess import view_pixels
 from jzi_ros.model.zoom import ZoomModel
 
 
-def check_model_matches_tree(model: ZoomModel, pyramid: MapPyramid, model_name: str) -> None:
-    """Check the map against the decoder's head (K*K) and length (D), fixed at training."""
-    tree, config = pyramid.tree, model.config
+def check_config_matches_tree(config, tree, map_name: str, model_name: str) -> None:
+    """Check a tree against a model config's head (K*K) and length (D), fixed at training."""
     if (config.grid, config.depth) != (tree.grid, tree.depth):
         raise JziError(f"model {model_name} was built for a {config.grid}x{config.grid} grid "
-                       f"with depth {config.depth}, but map {pyramid.path} has grid "
+                       f"with depth {config.depth}, but map {map_name} has grid "
                        f"{tree.grid} and depth {tree.depth}; use a model trained on this map's "
                        f"tree")
+
+
+def check_model_matches_tree(model: ZoomModel, pyramid: MapPyramid, model_name: str) -> None:
+    """Check the map against the decoder's head (K*K) and length (D), fixed at training."""
+    check_config_matches_tree(model.config, pyramid.tree, str(pyramid.path), model_name)
 
 
 @torch.no_grad()

@@ -58,13 +58,13 @@ def map_summary(pyramid: MapPyramid) -> str:
         fraction = f"{nodata[level]:7.2%}" if level in nodata else "      -"
         lines.append(f"{level:5d}  {tree.num_actions ** level:5d}   {tree.cell_side(level):11.2f}"
                      f"   {tree.cell_side(level) / pyramid.tile_px:6.3f}   {fraction}{stored}")
-    encoder = pyramid.embeddings_hash()
-    if encoder is None:
+    tables = pyramid.embedding_tables()
+    if not tables:
         lines.append("embeddings none (run `jzi map embed DIR --model CHECKPOINT`)")
-    else:
-        info = pyramid.embeddings_info()
-        extra = ", ".join(f"{k}={v}" for k, v in info.items())
-        lines.append(f"embeddings encoder {encoder}" + (f" ({extra})" if extra else ""))
+    for encoder, entry in tables.items():
+        extra = ", ".join(f"{k}={v}" for k, v in entry.get("info", {}).items())
+        lines.append(f"embeddings encoder {encoder}, {entry.get('created', '?')}"
+                     + (f" ({extra})" if extra else ""))
     from jzi_ros.maps.imagery import imagery_summary
     lines.append(imagery_summary(pyramid.path))
     return "\n".join(lines)

@@ -21,7 +21,8 @@ Layout of a map directory::
     views.npy                 uint8 [num_views, tile_px, tile_px, 3], RGB, north-up,
                               row i = tree.view_index(path)
     terminal.npy              optional, uint8 [K**(2D), tile_px, tile_px, 3] (visualisation)
-    embeddings.safetensors    optional, fp16 [num_views, C] + the encoder hash in its header
+    embeddings.safetensors    optional, one fp16 [num_views, C] table per encoder (key
+                              ``embeddings.<encoder hash>``; the header lists them)
 
 ``.npy`` is used for the views because numpy memory-maps it without a copy, so a robot opens a
 multi-GB map instantly and only touches the pages the beam search visits.
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Callable, Sequence
@@ -48,6 +50,8 @@ VIEWS = "views.npy"
 TERMINAL = "terminal.npy"
 EMBEDDINGS = "embeddings.safetensors"
 EMBEDDINGS_KEY = "embeddings"
+EMBEDDINGS_VERSION = 2  # 2: one table per encoder hash; 1 (still read): a single table
+LOG = logging.getLogger(__name__)
 
 # A render function returns an RGB tile, or (tile, valid) where ``valid`` is a bool mask of the
 # pixels the source actually covers (for the per-level nodata report).
@@ -163,22 +167,71 @@ class MapPyramid:
             raise JziError(f"embedding file {self.embeddings_path} is corrupt: {err}; "
                            f"{_embed_hint(self.path)}") from None
 
-    def embeddings_hash(self) -> str | None:
-        """Return the encoder hash the stored embeddings were made with (None without them)."""
-        metadata = self._embeddings_metadata()
-        return None if metadata is None else metadata.get("encoder_hash")
+    def embedding_tables(self) -> dict[str, dict]:
+        """
+        Return ``{encoder_hash: {"key", "info", "created"}}`` of every stored table, oldest first.
 
-    def embeddings_info(self) -> dict:
-        """Return the ``info`` dict stored with the embeddings (empty without embeddings)."""
-        metadata = self._embeddings_metadata() or {}
+        A map holds one table per encoder, so several models can be compared on one map.
+        Reads the older single-table layout (key ``embeddings`` + ``encoder_hash``) too.
+        """
+        metadata = self._embeddings_metadata()
+        if metadata is None:
+            return {}
+        if "tables" in metadata:
+            try:
+                tables = json.loads(metadata["tables"])
+            except json.JSONDecodeError as err:
+                raise JziError(f"embedding file {self.embeddings_path} is corrupt: bad table "
+                               f"list ({err}); {_embed_hint(self.path)}") from None
+            return {str(h): dict(t) for h, t in tables.items()}
+        if not metadata.get("encoder_hash"):
+            return {}
         try:
-            return json.loads(metadata.get("info", "{}"))
+            info = json.loads(metadata.get("info", "{}"))
         except json.JSONDecodeError:
+            info = {}
+        return {metadata["encoder_hash"]: {"key": EMBEDDINGS_KEY, "info": info,
+                                           "created": metadata.get("created", "?")}}
+
+    def embeddings_hash(self) -> str | None:
+        """Return the encoder hash of the most recently stored table (None without any)."""
+        tables = self.embedding_tables()
+        return next(reversed(tables)) if tables else None
+
+    def has_embeddings(self, encoder_hash: str) -> bool:
+        """Return True when the map stores a table made with this encoder."""
+        return encoder_hash in self.embedding_tables()
+
+    def embeddings_info(self, encoder_hash: str | None = None) -> dict:
+        """Return the ``info`` dict stored with a table (default: the latest; empty if none)."""
+        tables = self.embedding_tables()
+        encoder_hash = encoder_hash or (next(reversed(tables)) if tables else None)
+        return dict(tables.get(encoder_hash, {}).get("info", {}))
+
+    def _read_tables(self) -> dict[str, tuple[dict, np.ndarray]]:
+        """Every stored table with its entry (for a rewrite); a corrupt file counts as none."""
+        from safetensors import safe_open
+        try:
+            tables = self.embedding_tables()
+            out = {}
+            with safe_open(str(self.embeddings_path), framework="numpy") as handle:
+                for encoder_hash, entry in tables.items():
+                    out[encoder_hash] = (entry, handle.get_tensor(entry["key"]))
+            return out
+        except Exception as err:  # noqa: B902 - corrupt file: replaced by the new table
+            if self.embeddings_path.exists():
+                LOG.warning("embedding file %s is unreadable (%s); it is replaced",
+                            self.embeddings_path, err)
             return {}
 
     def write_embeddings(self, embeddings: np.ndarray, encoder_hash: str,
                          info: dict | None = None) -> None:
-        """Store one vector per view (as fp16), tagged with the encoder's hash; atomic."""
+        """
+        Store one vector per view (as fp16) under the encoder's hash; atomic.
+
+        Tables of other encoders stay (a second model trained on the map does not break the
+        first); a table of the same encoder is replaced.
+        """
         from safetensors.numpy import save_file
         embeddings = np.asarray(embeddings)
         if embeddings.ndim != 2 or embeddings.shape[0] != self.tree.num_views:
@@ -189,27 +242,34 @@ class MapPyramid:
         if not encoder_hash or not isinstance(encoder_hash, str):
             raise JziError(f"embeddings for map {self.path}: encoder_hash must be a non-empty "
                            f"string, got {encoder_hash!r}")
-        metadata = {"encoder_hash": encoder_hash, "format_version": str(FORMAT_VERSION),
-                    "num_views": str(self.tree.num_views), "info": json.dumps(info or {}),
-                    "created": _utc_now()}
-        table = np.ascontiguousarray(embeddings.astype(np.float16))
+        kept = {h: v for h, v in self._read_tables().items() if h != encoder_hash}
+        tensors, entries = {}, {}
+        for stored_hash, (entry, table) in kept.items():
+            key = f"{EMBEDDINGS_KEY}.{stored_hash}"
+            tensors[key] = np.ascontiguousarray(table)
+            entries[stored_hash] = {**entry, "key": key}
+        key = f"{EMBEDDINGS_KEY}.{encoder_hash}"
+        tensors[key] = np.ascontiguousarray(embeddings.astype(np.float16))
+        entries[encoder_hash] = {"key": key, "info": info or {}, "created": _utc_now()}
+        metadata = {"format_version": str(EMBEDDINGS_VERSION),
+                    "num_views": str(self.tree.num_views), "tables": json.dumps(entries)}
         with atomic_path(self.embeddings_path) as tmp:
-            save_file({EMBEDDINGS_KEY: table}, str(tmp), metadata=metadata)
+            save_file(tensors, str(tmp), metadata=metadata)
 
     def load_embeddings(self, encoder_hash: str) -> np.ndarray:
         """Return the float16 [num_views, C] table; JziError if missing, stale or wrong-sized."""
         from safetensors import safe_open
-        stored = self.embeddings_hash()
-        if stored is None:
+        tables = self.embedding_tables()
+        if not tables:
             raise JziError(f"map {self.path} has no embeddings ({EMBEDDINGS} missing); "
                            f"{_embed_hint(self.path)}")
-        if stored != encoder_hash:
-            raise JziError(f"embeddings in {self.embeddings_path} were made with encoder "
-                           f"{stored}, but the model's encoder is {encoder_hash}; "
+        if encoder_hash not in tables:
+            raise JziError(f"embeddings in {self.embeddings_path} were made with encoder(s) "
+                           f"{', '.join(tables)}, but the model's encoder is {encoder_hash}; "
                            f"{_embed_hint(self.path)}")
         try:
             with safe_open(str(self.embeddings_path), framework="numpy") as handle:
-                table = handle.get_tensor(EMBEDDINGS_KEY)
+                table = handle.get_tensor(tables[encoder_hash]["key"])
         except Exception as err:  # a missing key or truncated data
             raise JziError(f"embedding file {self.embeddings_path} is corrupt: {err}; "
                            f"{_embed_hint(self.path)}") from None
@@ -372,3 +432,42 @@ def level_of_view(tree: CellTree, index: int) -> int:
 def bytes_per_map(tree: CellTree, tile_px: int) -> int:
     """Size of views.npy without header: a quick size estimate before building."""
     return tree.num_views * tile_px * tile_px * 3
+
+
+# above this a build needs an explicit --allow-large (a typo in --depth/--tile-px costs TBs)
+LARGE_MAP_BYTES = 64 * 2**30
+
+
+def _human_bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if count < 1024 or unit == "PiB":
+            return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
+        count /= 1024
+    return f"{count:.3g} EiB"
+
+
+def check_map_size(tree: CellTree, tile_px: int, out_dir: str | Path, terminal: bool = False,
+                   allow_large: bool = False) -> int:
+    """
+    Estimate the map's size before building; refuse what exceeds the free disk space.
+
+    Builds above :data:`LARGE_MAP_BYTES` need ``allow_large``. Returns the estimate in bytes.
+    """
+    import shutil
+
+    tiles = tree.num_views + (tree.num_actions ** tree.depth if terminal else 0)
+    size = tiles * int(tile_px) ** 2 * 3
+    where = Path(out_dir).expanduser().absolute()
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    shape = (f"{tiles:,} tiles of {tile_px} px (grid {tree.grid}, depth {tree.depth}"
+             f"{', terminal tiles' if terminal else ''})")
+    if size > free:
+        raise JziError(f"map {out_dir} would need {_human_bytes(size)} for {shape}, but "
+                       f"{where} has {_human_bytes(free)} free; lower --depth or --tile-px")
+    if size > LARGE_MAP_BYTES and not allow_large:
+        raise JziError(f"map {out_dir} would be {_human_bytes(size)} ({shape}), above "
+                       f"{_human_bytes(LARGE_MAP_BYTES)}; check --depth/--tile-px, or pass "
+                       f"--allow-large to build it")
+    return size

@@ -20,6 +20,7 @@ Loading never unpickles anything: the config rebuilds the network, safetensors f
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -30,14 +31,16 @@ import torch
 from jzi_ros.errors import JziError
 from jzi_ros.files import atomic_path
 from jzi_ros.model.config import ModelConfig
-from jzi_ros.model.zoom import ZoomModel
+from jzi_ros.model.zoom import weights_hash, ZoomModel
 
+LOG = logging.getLogger(__name__)
 FORMAT = "jzi-zoom-model/1"
 
 
 def _header(model: ZoomModel, metadata: dict) -> dict[str, str]:
     return {"format": FORMAT, "config": json.dumps(model.config.to_dict()),
-            "encoder_hash": model.encoder_hash(), "metadata": json.dumps(metadata)}
+            "encoder_hash": model.encoder_hash(), "weights_hash": weights_hash(model),
+            "metadata": json.dumps(metadata)}
 
 
 def _tensors(model: ZoomModel) -> dict[str, torch.Tensor]:
@@ -65,7 +68,12 @@ def save_checkpoint(path: str | os.PathLike, model: ZoomModel,
 
 
 def read_header(path: str | os.PathLike) -> dict:
-    """``{"config": dict, "encoder_hash": str, "metadata": dict}`` without loading weights."""
+    """
+    Return the header without loading weights.
+
+    ``{"config": dict, "encoder_hash": str, "weights_hash": str | None, "metadata": dict}``;
+    ``weights_hash`` (every tensor) is None in checkpoints written before it existed.
+    """
     path = Path(path)
     if not path.is_file():
         raise JziError(f"checkpoint {path} does not exist")
@@ -80,6 +88,7 @@ def read_header(path: str | os.PathLike) -> dict:
     try:
         return {"config": json.loads(header["config"]),
                 "encoder_hash": header["encoder_hash"],
+                "weights_hash": header.get("weights_hash"),
                 "metadata": json.loads(header.get("metadata", "{}"))}
     except (KeyError, json.JSONDecodeError) as err:
         raise JziError(f"checkpoint {path}: corrupt header ({err})") from None
@@ -110,6 +119,13 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"
     if model.encoder_hash() != header["encoder_hash"]:
         raise JziError(f"checkpoint {path}: encoder weights hash to {model.encoder_hash()}, "
                        f"header says {header['encoder_hash']} (file corrupt?)")
+    if header["weights_hash"] is None:
+        LOG.warning("checkpoint %s has no weights hash (written by an older jzi_ros): only its "
+                    "encoder is verified; `jzi localize --calibrate` or re-saving adds it", path)
+    elif weights_hash(model) != header["weights_hash"]:
+        raise JziError(f"checkpoint {path}: its weights hash to {weights_hash(model)}, the "
+                       f"header says {header['weights_hash']}: the file is corrupt (flipped "
+                       f"or overwritten bytes); restore it from a good copy or retrain")
     model.eval()
     return model.to(device), header["metadata"]
 
@@ -123,8 +139,17 @@ def update_checkpoint_metadata(path: str | os.PathLike, **metadata) -> dict:
         json.dumps(merged)
     except TypeError as err:
         raise JziError(f"checkpoint metadata must be JSON-serialisable: {err}") from None
-    tensors = load_file(str(path), device="cpu")
-    _write(path, tensors, {"format": FORMAT, "config": json.dumps(header["config"]),
-                           "encoder_hash": header["encoder_hash"],
-                           "metadata": json.dumps(merged)})
+    # through the model: the weights are verified (and an older file gains its weights hash)
+    model, _ = load_checkpoint(path)
+    _write(path, _tensors(model), {**_header(model, merged),
+                                   "config": json.dumps(header["config"])})
     return merged
+
+
+def checkpoint_weights_hash(path: str | os.PathLike) -> str:
+    """Return the hash of every weight of a checkpoint (from its header when it has one)."""
+    stored = read_header(path)["weights_hash"]
+    if stored:
+        return stored
+    model, _ = load_checkpoint(path)
+    return weights_hash(model)

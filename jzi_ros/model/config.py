@@ -28,6 +28,7 @@ from jzi_ros.config import from_mapping
 from jzi_ros.errors import JziError
 
 GROUND_CROPS = ("split2", "single")
+HEADINGS = ("none", "north-up", "free")
 
 
 def _check_positive(what: str, **values: int) -> None:
@@ -119,6 +120,10 @@ class ModelConfig:
     grid: int = 4
     depth: int = 4
     ground_crops: str = "split2"
+    # heading policy (the model card): "none" = frames as they come (no rotation);
+    # "north-up" = every frame is rotated to north-up from its known heading, in training and
+    # inference alike; "free" = trained with random rotations, so no heading is needed
+    heading: str = "none"
 
     def __post_init__(self) -> None:
         if isinstance(self.encoder, dict):
@@ -131,6 +136,8 @@ class ModelConfig:
         if self.ground_crops not in GROUND_CROPS:
             raise JziError(f"model.ground_crops must be one of {GROUND_CROPS}, "
                            f"got {self.ground_crops!r}")
+        if self.heading not in HEADINGS:
+            raise JziError(f"model.heading must be one of {HEADINGS}, got {self.heading!r}")
         width = self.decoder_width
         if width % self.decoder.heads or (width // self.decoder.heads) % 2:
             raise JziError(f"decoder width {width} must split into {self.decoder.heads} heads "

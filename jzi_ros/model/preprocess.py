@@ -18,8 +18,16 @@ Image -> encoder input, in exactly one place (training, map embedding and infere
 Ground images follow the paper: resized to S x 2S and split into left/right S x S halves
 ("split2"), or resized to S x S ("single", for narrow cameras). Map views are resized to S x S.
 Both are ImageNet-normalised, channels first, float32.
+
+Before that the model's heading policy (``ModelConfig.heading``) orients the ground image:
+"north-up" rotates it by the frame's known heading so north is up, "free" by a random angle
+in training (none at inference). Both then keep the largest square that every rotation
+leaves free of padding (side min(H, W) / sqrt 2), so a model sees the same field of view
+whatever the angle, and no invented pixels.
 """
 from __future__ import annotations
+
+import math
 
 import cv2
 import numpy as np
@@ -57,6 +65,41 @@ def normalize(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(scaled.transpose(0, 3, 1, 2)))
 
 
+def rotate_crop(image: np.ndarray, clockwise_deg: float) -> np.ndarray:
+    """
+    Rotate an image clockwise about its centre; keep the central square every angle covers.
+
+    A nadir frame shot with heading h (image top pointing h degrees east of north) rotated
+    clockwise by h shows north up.
+    """
+    height, width = image.shape[:2]
+    side = max(2, int(min(height, width) / math.sqrt(2)))
+    centre = ((width - 1) / 2, (height - 1) / 2)
+    matrix = cv2.getRotationMatrix2D(centre, -float(clockwise_deg), 1.0)
+    matrix[:, 2] += (side - width) / 2, (side - height) / 2  # centre the output square
+    return cv2.warpAffine(image, matrix, (side, side), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REFLECT)
+
+
+def orient(image_rgb: np.ndarray, config: ModelConfig, heading_deg: float | None = None,
+           rotation_deg: float = 0.0) -> np.ndarray:
+    """
+    Apply the model's heading policy to a ground image.
+
+    ``heading_deg`` is the frame's heading (required by north-up models); ``rotation_deg`` the
+    random rotation a heading-free model is trained with.
+    """
+    if config.heading == "none":
+        return image_rgb
+    if config.heading == "north-up":
+        if heading_deg is None or not math.isfinite(heading_deg):
+            raise JziError("this model is north-up (heading policy 'north-up'): every frame "
+                           "needs its heading (a manifest 'heading' column, --heading, or the "
+                           "node's heading source); use a heading-free model otherwise")
+        return rotate_crop(image_rgb, heading_deg)
+    return rotate_crop(image_rgb, rotation_deg)
+
+
 def ground_crops(image_rgb: np.ndarray, config: ModelConfig) -> np.ndarray:
     """uint8 ``[H, W, 3]`` -> the uint8 crops ``[n_crops, S, S, 3]`` the encoder sees."""
     _check_rgb(image_rgb, "ground image")
@@ -67,9 +110,11 @@ def ground_crops(image_rgb: np.ndarray, config: ModelConfig) -> np.ndarray:
     return resize(image_rgb, size, size)[None]
 
 
-def ground_pixels(image_rgb: np.ndarray, config: ModelConfig) -> torch.Tensor:
-    """uint8 RGB ``[H, W, 3]`` -> float32 ``[n_crops, 3, S, S]``."""
-    return normalize(ground_crops(image_rgb, config))
+def ground_pixels(image_rgb: np.ndarray, config: ModelConfig,
+                  heading_deg: float | None = None) -> torch.Tensor:
+    """uint8 RGB ``[H, W, 3]`` -> float32 ``[n_crops, 3, S, S]`` (oriented by the policy)."""
+    _check_rgb(image_rgb, "ground image")
+    return normalize(ground_crops(orient(image_rgb, config, heading_deg), config))
 
 
 def view_pixels(views: np.ndarray, config: ModelConfig) -> torch.Tensor:

@@ -13,8 +13,9 @@
 # limitations under the License.
 
 """
-The ROS 2 layer: message conversions (ROS-free, also used with rosbags) and the rclpy node.
+The ROS 2 layer: the rclpy node, its parameters and its threading.
 
-Only ``jzi_ros.ros.node`` imports rclpy; ``convert``, ``params`` and ``runtime`` import no ROS
-module at load time so that tests and the bag tools run without a ROS 2 installation.
+Only ``jzi_ros.ros.node`` imports rclpy; ``params`` and ``runtime`` import no ROS module so that
+tests and launch files read them without a ROS 2 installation. Message conversions are ROS-free
+and live in the core (``jzi_ros.inference.messages``), so offline tools never import this layer.
 """

@@ -15,8 +15,12 @@
 """
 The node's parameters in one ROS-free table.
 
-The node declares from it, the config test checks ``config/localize.yaml`` against it, and the
-parameter table in docs/ros.md is generated from it (tools/update_docs.py).
+The node declares from it and validates every value at declaration (a bad value in a params file
+is one line and exit 1); the config test checks ``config/localize.yaml`` against it, and the
+parameter table in docs/ros.md is generated from it (tools/update_docs.py). Params files reach
+the node the standard ROS way (``parameters=[params_file, overrides]`` in launch,
+``--params-file`` with ``ros2 run``), so every file ROS accepts works: namespaced keys, ``/**``
+wildcards, ``qos_overrides``.
 
 Topic defaults are relative ("jzi/fix" is /jzi/fix in the root namespace) so that a launch
 ``namespace`` moves them along with the node.
@@ -30,20 +34,17 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 import math
-from pathlib import Path
 from typing import Any, Mapping
-
-import yaml
 
 from jzi_ros.config import reject_unknown
 from jzi_ros.errors import JziError
+from jzi_ros.inference.messages import COVARIANCE_TYPES
 from jzi_ros.inference.options import BACKENDS, POSITION_MODES
 from jzi_ros.threads import DEFAULT_THREADS
 
 NODE_NAME = "jzi_localizer"
 IMAGE_TRANSPORTS = ("raw", "compressed")
 RELIABILITIES = ("reliable", "best_effort")
-COVARIANCE_TYPES = ("known", "approximated")
 
 
 @dataclass(frozen=True)
@@ -84,8 +85,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
        min=1, max=64),
     _p("position", "top", "Fix position: 'top' = best cell's centre (paper), 'mean' = "
        "beam-weighted mean.", choices=POSITION_MODES),
-    _p("confidence_threshold", 0.0, "Below this confidence a frame is NO_FIX (0 disables).",
-       min=0.0, max=1.0),
+    _p("confidence_threshold", -1.0, "Below this confidence a frame is NO_FIX: -1 = the gate "
+       "calibrated into the model file (jzi localize --calibrate), 0 disables, 0..1 overrides.",
+       min=-1.0, max=1.0),
     _p("publish_no_fix", True, "Publish NO_FIX fixes for low-confidence frames (false: publish "
        "nothing).", read_only=False),
     _p("sigma_floor_m", 5.0, "Smallest horizontal standard deviation (metres) of the fix; keeps "
@@ -215,56 +217,3 @@ def markdown_table() -> str:
         lines.append(f"| `{spec.name}` | {spec.type_name()} | `{default}` | "
                      f"{'no' if spec.read_only else 'yes'} | {spec.description}{extra} |")
     return "\n".join(lines)
-
-
-def load_params_file(path: str | Path) -> dict[str, Any]:
-    """
-    Read the ``jzi_localizer`` parameters of a ROS 2 params YAML, validated.
-
-    Accepts the usual root keys ("/**" wildcard first, then "jzi_localizer" or
-    "/jzi_localizer" or "/**/jzi_localizer"); the launch file passes the result as a dict, so
-    the file works with any launch namespace and a wrong value fails before the node starts.
-    """
-    path = Path(path).expanduser()
-    try:
-        document = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise JziError(f"{path}: cannot read the params file ({err})") from None
-    if not isinstance(document, dict):
-        raise JziError(f"{path}: expected a mapping '{NODE_NAME}: ros__parameters: ...'")
-    values: dict[str, Any] = {}
-    found = False
-    for key in ("/**", NODE_NAME, "/" + NODE_NAME, "/**/" + NODE_NAME):
-        section = document.get(key)
-        if section is None:
-            continue
-        block = section.get("ros__parameters") if isinstance(section, dict) else None
-        if not isinstance(block, dict):
-            raise JziError(f"{path}: '{key}' must contain a 'ros__parameters' mapping")
-        found = True
-        values.update({k: v for k, v in block.items() if k != "use_sim_time"})
-    if not found:
-        raise JziError(f"{path}: no '{NODE_NAME}' (or '/**') section with ros__parameters")
-    try:
-        NodeSettings.from_values(values)
-    except JziError as err:
-        raise JziError(f"{path}: {err}") from None
-    return values
-
-
-def launch_parameters(params_file: str | Path | None,
-                      overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """
-    Build the parameters localize.launch.py passes to the node.
-
-    The params file's values updated with the non-empty launch-argument overrides, validated
-    and converted to the declared types (ROS rejects an integer YAML value for a double
-    parameter).
-    """
-    values = load_params_file(params_file) if params_file else {}
-    values.update({k: v for k, v in overrides.items() if v not in ("", None)})
-    for key in ("map_dir", "model_file", "export_dir"):
-        if isinstance(values.get(key), str) and values[key]:
-            values[key] = str(Path(values[key]).expanduser())
-    settings = NodeSettings.from_values(values)
-    return {name: getattr(settings, name) for name in values}

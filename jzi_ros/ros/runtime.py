@@ -27,11 +27,15 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass
+import re
 import threading
 import time
 from typing import Any, Callable, Generic, TypeVar
 
 T = TypeVar("T")
+
+# Logged once the map, model and subscription are up: demo.launch.py starts the bag on it.
+READY_MESSAGE = "localizer ready"
 
 
 class LatestSlot(Generic[T]):
@@ -91,6 +95,32 @@ class RateLimiter:
         return True
 
 
+class LogThrottle:
+    """
+    Say when a repeated message should be logged: a new kind at once, the same kind once a period.
+
+    The kind is the message with its numbers blanked, so "corrupt JPEG of 512 bytes" and "... 498
+    bytes" are one kind while a different problem is logged the moment it first appears.
+    """
+
+    def __init__(self, period_s: float) -> None:
+        self.period_s = float(period_s)
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def admit(self, text: str, now_s: float | None = None) -> bool:
+        now = time.monotonic() if now_s is None else now_s
+        kind = re.sub(r"\d+", "#", text)
+        with self._lock:
+            last = self._last.get(kind)
+            if last is not None and now - last < self.period_s:
+                return False
+            if len(self._last) > 256:  # bounded: a stream of ever-new texts cannot grow it
+                self._last.clear()
+            self._last[kind] = now
+            return True
+
+
 class RateMeter:
     """Events per second over a sliding window (for diagnostics)."""
 
@@ -99,13 +129,18 @@ class RateMeter:
         self._times: collections.deque[float] = collections.deque()
 
     def tick(self, now_s: float | None = None) -> None:
-        self._times.append(time.monotonic() if now_s is None else now_s)
+        now = time.monotonic() if now_s is None else now_s
+        self._times.append(now)
+        self._forget_before(now - self.window_s)  # bounded even if nobody reads the rate
 
     def rate(self, now_s: float | None = None) -> float:
         now = time.monotonic() if now_s is None else now_s
-        while self._times and self._times[0] < now - self.window_s:
-            self._times.popleft()
+        self._forget_before(now - self.window_s)
         return len(self._times) / self.window_s
+
+    def _forget_before(self, oldest_s: float) -> None:
+        while self._times and self._times[0] < oldest_s:
+            self._times.popleft()
 
 
 @dataclass

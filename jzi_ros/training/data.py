@@ -24,25 +24,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from jzi_ros.errors import JziError
 from jzi_ros.geo import CellTree
+from jzi_ros.inference.image import as_rgb_uint8, read_image
 from jzi_ros.maps.pyramid import MapPyramid
 from jzi_ros.model.config import ModelConfig
-from jzi_ros.model.preprocess import ground_crops, normalize, resize
+from jzi_ros.model.preprocess import ground_crops, normalize, orient, resize
 from jzi_ros.training.augment import augment, GROUND, MAP_VIEW
 from jzi_ros.training.manifest import LabeledSamples
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise JziError(f"ground image {path} is missing or not a readable image")
-    return np.ascontiguousarray(image[..., ::-1])
+    """Read a ground image as uint8 RGB with the one image reader (same rules as localize)."""
+    return as_rgb_uint8(read_image(path))
+
+
+def _rotation(config: ModelConfig, rng: np.random.Generator) -> float:
+    """Return the random rotation of a heading-free model's training image (else none drawn)."""
+    return float(rng.uniform(0.0, 360.0)) if config.heading == "free" else 0.0
 
 
 def prefix_view_indices(tree: CellTree, paths: np.ndarray) -> np.ndarray:
@@ -61,6 +64,12 @@ class ZoomDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         self.view_rows = prefix_view_indices(tree, data.paths)
+        missing = [s for s in data.samples if s.heading is None]
+        if config.heading == "north-up" and missing:
+            raise JziError(f"a north-up model (model.heading 'north-up') needs every row's "
+                           f"heading; {len(missing)} row(s) have none (first: "
+                           f"{missing[0].image}); fill the manifest's 'heading' column or "
+                           f"train with model.heading=free")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -69,11 +78,15 @@ class ZoomDataset(Dataset):
         return len(self.data)
 
     def __getitem__(self, index: int) -> dict:
-        image = read_rgb(self.data.samples[index].image)
+        sample = self.data.samples[index]
+        image = read_rgb(sample.image)
         if self.augment:
             # a generator per (seed, epoch, item): reproducible whatever the worker count
             rng = np.random.default_rng([self.seed, self.epoch, index])
+            image = orient(image, self.config, sample.heading, _rotation(self.config, rng))
             image = augment(image, GROUND, rng)
+        else:
+            image = orient(image, self.config, sample.heading)
         return {"ground": normalize(ground_crops(image, self.config)),
                 "path": torch.from_numpy(self.data.paths[index].copy()),
                 "view_rows": torch.from_numpy(self.view_rows[index].copy()),
@@ -124,3 +137,49 @@ class Collate:
                 view = augment(view, MAP_VIEW, rng)
             images.append(resize(view, size, size))
         return normalize(np.stack(images))
+
+
+class RenderedZoomDataset(Dataset):
+    """
+    Fresh views rendered on the fly from rasters (:mod:`jzi_ros.training.render`).
+
+    Item ``i`` of epoch ``e`` is drawn with a generator seeded by (seed, e, i), so a run is
+    reproducible whatever the worker count and every epoch sees new views; nothing is written
+    to disk. The rasters are opened lazily in each DataLoader worker (datasets cannot be
+    pickled).
+    """
+
+    def __init__(self, spec: "RenderSpec", tree: CellTree, config: ModelConfig,  # noqa: F821
+                 augment: bool, seed: int = 0) -> None:
+        self.spec = spec
+        self.tree = tree
+        self.config = config
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+        self._renderer = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_renderer": None}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.spec.samples_per_epoch
+
+    def __getitem__(self, index: int) -> dict:
+        from jzi_ros.training.render import ViewRenderer
+
+        if self._renderer is None:
+            self._renderer = ViewRenderer.from_spec(self.spec, self.tree)
+        rng = np.random.default_rng([self.seed, self.epoch, index, 0x4e4d])
+        view = self._renderer.draw(rng)
+        rotation = _rotation(self.config, rng) if self.augment else 0.0
+        image = orient(view.image, self.config, view.heading_deg, rotation)
+        image = augment(image, GROUND, rng) if self.augment else image
+        path = np.asarray(self.tree.path_of_local(view.east_m, view.north_m), np.int64)
+        return {"ground": normalize(ground_crops(image, self.config)),
+                "path": torch.from_numpy(path),
+                "view_rows": torch.from_numpy(prefix_view_indices(self.tree, path[None])[0]),
+                "index": index}

@@ -38,19 +38,22 @@ from tqdm import tqdm
 
 from jzi_ros.errors import JziError
 from jzi_ros.files import atomic_open, write_json
+from jzi_ros.inference.image import check_image_files
 from jzi_ros.maps.embed import check_model_matches_tree, embed_views, write_map_embeddings
 from jzi_ros.maps.pyramid import MapPyramid
 from jzi_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from jzi_ros.model.zoom import ZoomModel
 from jzi_ros.training import ddp
 from jzi_ros.training.config import TrainConfig
-from jzi_ros.training.data import Collate, ZoomDataset
-from jzi_ros.training.manifest import label_samples, read_manifest, split_train_val
+from jzi_ros.training.data import Collate, RenderedZoomDataset, ZoomDataset
+from jzi_ros.training.manifest import (label_samples, read_manifest, split_train_val,
+                                       write_held_out)
+from jzi_ros.training.render import check_not_test
 from jzi_ros.training.state import load_train_state, save_train_state
 from jzi_ros.training.validate import evaluate
 
 LAST, BEST, STATE = "last.safetensors", "best.safetensors", "last.state.safetensors"
-METRICS_LOG, SUMMARY = "metrics.jsonl", "summary.json"
+METRICS_LOG, SUMMARY, VAL_MANIFEST = "metrics.jsonl", "summary.json", "val.csv"
 
 
 class TrainStep(nn.Module):
@@ -127,9 +130,12 @@ def _build_model(config: TrainConfig, pyramid: MapPyramid, out: Path, resume: bo
         model, _ = load_checkpoint(out / LAST)
     elif config.init:
         model, _ = load_checkpoint(config.init)
+        _check_init_overrides(config, model)
         encoder_overrides = config.model.get("encoder", {})
         if "trainable_blocks" in encoder_overrides:
             model.encoder.apply_trainable_blocks(encoder_overrides["trainable_blocks"])
+        if "heading" in config.model:  # a preprocessing policy, not architecture
+            model.config.heading = config.model["heading"]
     else:
         model_config = config.model_config()
         model_config.grid, model_config.depth = pyramid.tree.grid, pyramid.tree.depth
@@ -138,11 +144,32 @@ def _build_model(config: TrainConfig, pyramid: MapPyramid, out: Path, resume: bo
     return model
 
 
+def _check_init_overrides(config: TrainConfig, model: ZoomModel) -> None:
+    """
+    Refuse ``model`` overrides that an ``init`` checkpoint would silently replace.
+
+    The architecture comes from the checkpoint; only ``encoder.trainable_blocks`` and
+    ``heading`` apply on top of it (``model_preset`` is ignored).
+    """
+    from jzi_ros.model.config import deep_merge
+
+    rest = {k: v for k, v in config.model.items() if k != "heading"}
+    rest["encoder"] = {k: v for k, v in rest.get("encoder", {}).items()
+                       if k not in ("trainable_blocks", "weights")}
+    have = model.config.to_dict()
+    merged = deep_merge(have, rest)
+    changed = sorted(f"{k}" for k in merged if merged[k] != have[k])
+    if changed:
+        raise JziError(f"training config: init={config.init} fixes the architecture, but "
+                       f"'model' overrides {changed} differ from it; drop them (only "
+                       f"model.encoder.trainable_blocks and model.heading apply with init)")
+
+
 def _map_table(pyramid: MapPyramid, model: ZoomModel, config: TrainConfig,
                info: ddp.DistInfo, log: Callable[[str], None]) -> torch.Tensor:
     """Return the map's stored table for this encoder, computing and storing it when missing."""
     encoder_hash = model.encoder_hash()
-    if info.is_main and pyramid.embeddings_hash() != encoder_hash:
+    if info.is_main and not pyramid.has_embeddings(encoder_hash):
         log(f"embedding {pyramid.tree.num_views} map views with encoder {encoder_hash}")
         write_map_embeddings(pyramid, model.to(info.device), config.embed_batch_size,
                              info.device, progress=True, info={"source": "jzi train"})
@@ -192,16 +219,21 @@ def _train(config: TrainConfig, resume: bool, progress: bool, log: Callable[[str
     torch.manual_seed(config.seed)
     pyramid = MapPyramid.open(config.map)
     model = _build_model(config, pyramid, out, resume)
-    labeled, train_set, val_set = _samples(config, pyramid, log)
+    render = config.render_spec()
+    labeled, train_set, val_set = _samples(config, pyramid, log, render)
+    if info.is_main and write_held_out(out / VAL_MANIFEST, labeled, val_set):
+        log(f"held out {len(val_set)} training row(s) for validation: {out / VAL_MANIFEST} "
+            f"(calibrate with `jzi localize --calibrate {out / VAL_MANIFEST}`)")
     frozen = model.config.encoder.frozen
-    log(f"training on {len(train_set)} samples, validating on {len(val_set)}; encoder "
+    n_train = len(train_set) if render is None else render.samples_per_epoch
+    log(f"training on {n_train} samples, validating on {len(val_set)}; encoder "
         f"{'frozen (map views from the embedding table)' if frozen else 'trainable'}; "
         f"device {device}, {info.world_size} process(es)")
 
     model.to(device)
     view_table = _map_table(pyramid, model, config, info, log) if frozen else None
     dataset, sampler, loader, val_loader = _loaders(config, pyramid, model, train_set, val_set,
-                                                    info)
+                                                    info, render)
     run = _setup_run(config, info, pyramid, model, view_table, len(loader))
     start_epoch, global_step, best, history = _resume_point(out, run.optimizer, resume, log)
     metadata = {"tree": pyramid.tree.to_dict(), "map": str(pyramid.path),
@@ -211,14 +243,25 @@ def _train(config: TrainConfig, resume: bool, progress: bool, log: Callable[[str
             sampler.set_epoch(epoch)
         dataset.set_epoch(epoch)
         epoch_start = time.time()
-        global_step, loss_sum, seen = _train_epoch(run, loader, epoch, global_step, progress)
+        first_step = global_step
+        global_step, loss_sum, seen = _train_epoch(run, loader, epoch, global_step, progress,
+                                                   started)
         elapsed = time.time() - epoch_start
+        stopping = ddp.all_reduce_mean(float(_out_of_budget(config, global_step, started)),
+                                       info) > 0
+        if config.max_minutes and epoch == start_epoch and not stopping:
+            # fit the cosine schedule (and warm-up) to the steps the wall-clock budget allows
+            fit = int(global_step + (config.max_minutes * 60 - (time.time() - started))
+                      * (global_step - first_step) / max(elapsed, 1e-9))
+            run.total_steps = max(global_step + 1, min(run.total_steps, fit))
+            run.warmup_steps = max(1, min(run.warmup_steps,
+                                          int(config.warmup * run.total_steps)))
         record = {"epoch": epoch + 1, "step": global_step,
                   "train_loss": ddp.all_reduce_mean(loss_sum / max(1, seen), info),
                   "lr": run.optimizer.param_groups[0]["lr"], "epoch_s": round(elapsed, 3),
                   "samples_per_s": round(seen * info.world_size / max(elapsed, 1e-9), 2)}
         validate_now = len(val_set) and ((epoch + 1) % config.val_every == 0
-                                         or epoch + 1 == config.epochs)
+                                         or epoch + 1 == config.epochs or stopping)
         if validate_now and info.is_main:
             record.update(_validate(run, val_loader, progress))
         if info.is_main:
@@ -226,34 +269,50 @@ def _train(config: TrainConfig, resume: bool, progress: bool, log: Callable[[str
             best = _save_epoch(run, out, history, record, bool(validate_now), best, global_step,
                                metadata, log)
         ddp.barrier(info)
+        if stopping:
+            log(f"stopping after {global_step} steps: budget reached (max_steps "
+                f"{config.max_steps}, max_minutes {config.max_minutes})")
+            break
     return _finish(config, pyramid, model, history, best, frozen, info, started, log,
-                   len(train_set), len(val_set), len(labeled.skipped))
+                   n_train, len(val_set), len(labeled.skipped))
 
 
-def _samples(config: TrainConfig, pyramid: MapPyramid, log: Callable[[str], None]):
-    """Return (labelled manifest, training set, validation set); JziError before any step."""
-    labeled = label_samples(read_manifest(config.manifest), pyramid.tree)
+def _samples(config: TrainConfig, pyramid: MapPyramid, log: Callable[[str], None],
+             render=None):
+    """
+    Return (labelled manifest, training set, validation set); JziError before any step.
+
+    With ``render`` (views rendered on the fly) the manifest is optional and its training
+    rows may be empty; it must not name the render sources as the source of its test rows.
+    """
+    labeled = label_samples(read_manifest(config.manifest) if config.manifest else [],
+                            pyramid.tree)
+    check_not_test(render, labeled.samples, config.manifest)
     if labeled.skipped:
         first = labeled.skipped[0]
         log(f"skipped {len(labeled.skipped)} sample(s) outside the map's root square "
             f"(first: {first.image.name} at {first.latitude:.6f}, {first.longitude:.6f})")
-    missing = [s.image for s in labeled.samples if not s.image.is_file()]
-    if missing:  # fail now, not hours later inside a DataLoader worker
-        raise JziError(f"dataset manifest {config.manifest}: {len(missing)} image file(s) "
-                       f"missing (first: {missing[0]})")
+    # every image checked now (missing, truncated, undecodable), not mid-epoch in a worker
+    check_image_files([s.image for s in labeled.samples], f"dataset manifest {config.manifest}",
+                      workers=max(2, config.num_workers))
     train_set, val_set = split_train_val(labeled, config.val_fraction, config.seed)
-    if not len(train_set):
+    if render is not None:
+        log(f"training on {render.samples_per_epoch} views per epoch rendered from "
+            f"{', '.join(Path(s).name for s in render.sources)}")
+    elif not len(train_set):
         raise JziError(f"dataset manifest {config.manifest}: no training samples inside map "
                        f"{config.map} ({len(labeled.skipped)} outside its root square)")
     return labeled, train_set, val_set
 
 
 def _loaders(config: TrainConfig, pyramid: MapPyramid, model: ZoomModel, train_set, val_set,
-             info: ddp.DistInfo):
+             info: ddp.DistInfo, render=None):
     """Return (training dataset, its sampler, training loader, validation loader)."""
     mc, tree, device = model.config, pyramid.tree, info.device
     frozen = mc.encoder.frozen
-    dataset = ZoomDataset(train_set, tree, mc, augment=config.augment, seed=config.seed)
+    dataset = (ZoomDataset(train_set, tree, mc, augment=config.augment, seed=config.seed)
+               if render is None else
+               RenderedZoomDataset(render, tree, mc, augment=config.augment, seed=config.seed))
     sampler = (DistributedSampler(dataset, info.world_size, info.rank, shuffle=True,
                                   seed=config.seed) if info.distributed
                else RandomSampler(dataset, generator=torch.Generator().manual_seed(config.seed)))
@@ -277,6 +336,8 @@ def _setup_run(config: TrainConfig, info: ddp.DistInfo, pyramid: MapPyramid, mod
     if config.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
     total_steps = steps_per_epoch * config.epochs
+    if config.max_steps:
+        total_steps = min(total_steps, config.max_steps)  # the schedule ends with the budget
     device = info.device
     optimizer = make_optimizer(model, config, device)
     autocast, use_scaler = amp_settings(config, device)
@@ -308,16 +369,23 @@ def _resume_point(out: Path, optimizer: torch.optim.Optimizer, resume: bool,
     return start_epoch, global_step, state["best"], history
 
 
-def _train_epoch(run: _Run, loader: DataLoader, epoch: int, global_step: int, progress: bool
-                 ) -> tuple[int, float, int]:
-    """Run one epoch of optimizer steps; return (global step, summed loss, samples seen)."""
+def _train_epoch(run: _Run, loader: DataLoader, epoch: int, global_step: int, progress: bool,
+                 started: float | None = None) -> tuple[int, float, int]:
+    """
+    Run one epoch of optimizer steps; return (global step, summed loss, samples seen).
+
+    The epoch ends early when the budget (max_steps, max_minutes from ``started``) is spent.
+    """
     config, device, optimizer = run.config, run.info.device, run.optimizer
     run.step_module.train()
     loss_sum, seen = 0.0, 0
     bar = tqdm(total=run.steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
                unit="step", disable=not progress)
     for step, batch in enumerate(loader):
-        if step >= run.steps_per_epoch:
+        # at least one step per run; under DDP the clock is read only between epochs so
+        # that the ranks stop together
+        if step >= run.steps_per_epoch or (step and _out_of_budget(
+                config, global_step, started or time.time(), not run.info.distributed)):
             break
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         factor = lr_factor(global_step, run.total_steps, run.warmup_steps)
@@ -385,7 +453,7 @@ def _finish(config: TrainConfig, pyramid: MapPyramid, model: ZoomModel, history:
                                                 "map": str(pyramid.path),
                                                 "epoch": len(history), "best_metric": None})
         shipped, _ = load_checkpoint(out / BEST, device=info.device)
-        if pyramid.embeddings_hash() != shipped.encoder_hash():
+        if not pyramid.has_embeddings(shipped.encoder_hash()):
             # the encoder changed in training: the map's table must match what we ship
             log("re-embedding the map with the trained encoder of best.safetensors")
             write_map_embeddings(pyramid, shipped, config.embed_batch_size, info.device,
@@ -404,13 +472,21 @@ def _finish(config: TrainConfig, pyramid: MapPyramid, model: ZoomModel, history:
     return summary
 
 
+def _out_of_budget(config: TrainConfig, global_step: int, started: float,
+                   clock: bool = True) -> bool:
+    """Whether the step or wall-clock budget is spent (``clock``: also read the clock)."""
+    return bool((config.max_steps and global_step >= config.max_steps) or (
+        clock and config.max_minutes and time.time() - started >= config.max_minutes * 60))
+
+
 def _epoch_line(record: dict, metric: str) -> str:
     text = (f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, "
             f"{record['samples_per_s']:.1f} samples/s")
     if "val_loss" in record:
         text += (f"; val loss {record['val_loss']:.4f}, R@25/50/100m "
                  f"{record['recall@25m']:.3f}/{record['recall@50m']:.3f}/"
-                 f"{record['recall@100m']:.3f}, exact {record['exact']:.3f} "
+                 f"{record['recall@100m']:.3f}, first step {record['exact@1']:.3f}, "
+                 f"exact {record['exact']:.3f} "
                  f"({metric} {record[metric]:.4f})")
     return text
 

@@ -16,14 +16,16 @@
 Dataset manifests: one row per ground image with its GPS position (CSV or JSONL).
 
 Columns / keys: ``image`` (path relative to the manifest), ``latitude``, ``longitude``, and
-optionally ``heading`` (degrees), ``time`` (free text or seconds) and ``split`` ("train",
-"val" or "test"; default "train"). Labels (action paths) are not stored: they are computed
-from latitude/longitude with the map's cell tree, so one manifest serves any map.
+optionally ``heading`` (degrees), ``time`` (free text or seconds), ``split`` ("train",
+"val" or "test"; default "train"), and for rendered views ``pitch`` (degrees below the horizon),
+``altitude`` (metres above ground) and ``source`` (the raster it was rendered from). Labels
+(action paths) are not stored: they are computed from latitude/longitude with the map's cell
+tree, so one manifest serves any map.
 """
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import json
 import math
 import os
@@ -36,7 +38,8 @@ from jzi_ros.files import atomic_open
 from jzi_ros.geo import CellTree
 
 SPLITS = ("train", "val", "test")
-COLUMNS = ("image", "latitude", "longitude", "heading", "time", "split")
+COLUMNS = ("image", "latitude", "longitude", "heading", "time", "split", "pitch", "altitude",
+           "source")
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,9 @@ class Sample:
     heading: float | None = None
     time: str | None = None
     split: str = "train"
+    pitch: float | None = None
+    altitude: float | None = None
+    source: str | None = None
 
 
 @dataclass
@@ -88,11 +94,14 @@ def _sample(row: dict, base: Path, where: str) -> Sample:
     split = str(row.get("split") or "train").strip().lower()
     if split not in SPLITS:
         raise JziError(f"{where}: split {split!r} is not one of {SPLITS}")
-    time = row.get("time")
+    time, source = row.get("time"), row.get("source")
     return Sample(image=(base / str(row["image"])).resolve(), latitude=latitude,
                   longitude=longitude, heading=_number(row.get("heading"), "heading", where,
                                                        optional=True),
-                  time=None if time in (None, "") else str(time), split=split)
+                  time=None if time in (None, "") else str(time), split=split,
+                  pitch=_number(row.get("pitch"), "pitch", where, optional=True),
+                  altitude=_number(row.get("altitude"), "altitude", where, optional=True),
+                  source=None if source in (None, "") else str(source))
 
 
 def read_manifest(path: str | os.PathLike) -> list[Sample]:
@@ -142,7 +151,9 @@ def write_manifest(path: str | os.PathLike, samples: list[Sample]) -> None:
             image = os.path.relpath(Path(s.image).resolve(), base)
             writer.writerow([image, repr(s.latitude), repr(s.longitude),
                              "" if s.heading is None else repr(s.heading),
-                             s.time or "", s.split])
+                             s.time or "", s.split,
+                             "" if s.pitch is None else repr(s.pitch),
+                             "" if s.altitude is None else repr(s.altitude), s.source or ""])
 
 
 def label_samples(samples: list[Sample], tree: CellTree) -> LabeledSamples:
@@ -177,3 +188,20 @@ def split_train_val(labeled: LabeledSamples, val_fraction: float, seed: int
         count = min(len(train) - 1, max(1, int(round(val_fraction * len(train)))))
         val, train = sorted(order[:count].tolist()), sorted(order[count:].tolist())
     return labeled.subset(train), labeled.subset(val)
+
+
+def write_held_out(path: str | os.PathLike, labeled: LabeledSamples,
+                   val: LabeledSamples) -> bool:
+    """
+    Write the rows ``val_fraction`` held out of the training split as a ``val`` manifest.
+
+    Without it the held-out rows exist only inside the run, and ``jzi localize --calibrate``
+    finds no validation frames in the original manifest. Returns False (writes nothing) when
+    the manifest named its own validation rows or none were held out.
+    """
+    if not len(val) or any(s.split == "val" for s in labeled.samples):
+        return False
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_manifest(path, [replace(s, split="val") for s in val.samples])
+    return True

@@ -91,7 +91,7 @@ def auto_candidates(spec: BackendSpec, device: str, precision: str
     cuda_device = device if device.startswith("cuda") else "cuda"
     gpu_precision = "fp16" if precision == "auto" else precision
     cpu_asked = device == "cpu"
-    no_export = "no ONNX export next to the checkpoint (run `jzi export --model CKPT`)"
+    no_export = "no ONNX export of this checkpoint yet (run `jzi export --model CKPT`)"
 
     def gpu_reason(extra: str | None) -> str | None:
         if cpu_asked:

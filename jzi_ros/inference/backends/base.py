@@ -65,6 +65,15 @@ class Backend(abc.ABC):
     def decode(self, ground: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """float32 ``[N, C]`` -> ``(paths int64 [N, B, D], log_probs float32 [N, B])``."""
 
+    def decode_steps(self, ground: np.ndarray):
+        """
+        Decode as :meth:`decode` and also return every step's child probabilities.
+
+        ``(paths, log_probs, list of decode.BeamSteps)``, or None where this runtime's fixed
+        graph does not output them (temporal fusion then uses the beam alone).
+        """
+        return None
+
     def describe(self) -> str:
         return f"{self.name} on {self.device} ({self.precision})"
 

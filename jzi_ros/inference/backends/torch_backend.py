@@ -31,7 +31,7 @@ import torch
 
 from jzi_ros.errors import JziError
 from jzi_ros.inference.backends.base import Backend, BackendSpec
-from jzi_ros.inference.decode import BeamSearch
+from jzi_ros.inference.decode import BeamSearch, BeamSteps
 
 LOG = logging.getLogger(__name__)
 
@@ -108,6 +108,9 @@ class TorchBackend(Backend):
         model, _ = load_checkpoint(spec.model_path, device=device)
         self.model = model.to(self.dtype).eval()
         self.search = BeamSearch(self.model, spec.grid, spec.depth, spec.beam_width)
+        # same search, also returning each step's child probabilities (temporal fusion)
+        self.step_search = BeamSearch(self.model, spec.grid, spec.depth, spec.beam_width,
+                                      with_steps=True)
         self.table = torch.as_tensor(np.asarray(spec.view_table), device=device).to(self.dtype)
         self._encode: Callable = self._encode_eager
         self._decode: Callable = self._decode_eager
@@ -138,8 +141,14 @@ class TorchBackend(Backend):
         paths, log_probs = self.decode_tensor(torch.as_tensor(np.asarray(ground, np.float32)))
         return paths.cpu().numpy(), log_probs.float().cpu().numpy()
 
+    @torch.inference_mode()
+    def decode_steps(self, ground: np.ndarray):
+        ground_t = torch.as_tensor(np.asarray(ground, np.float32)).to(self.device, self.dtype)
+        paths, log_probs, *steps = self.step_search(ground_t, self.table)
+        return paths.cpu().numpy(), log_probs.float().cpu().numpy(), BeamSteps.split(*steps)
+
     def close(self) -> None:
-        self.model = self.search = self.table = None
+        self.model = self.search = self.step_search = self.table = None
         self._encode = self._decode = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

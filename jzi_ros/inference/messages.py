@@ -15,48 +15,61 @@
 """
 Conversions between ROS messages and jzi_ros types, without importing ROS.
 
+Used by the node, by bag replay / evaluation and by the demo bag writer, so it lives in the
+ROS-free core: offline tools never import ``jzi_ros.ros``.
+
 Every function takes "message-like" objects: rclpy message instances or the dataclasses of a
 ``rosbags`` typestore (same field names and constants). Messages are built with keyword
 arguments for every field, which both kinds accept (rosbags requires all of them). Which
-classes to build comes from a :class:`MessageTypes` namespace: :func:`ros_message_types` on a
-robot, :func:`rosbags_message_types` when writing bags offline.
+classes to build comes from a :class:`MessageTypes` namespace: the node fills one with rclpy's
+classes, :func:`rosbags_message_types` with a rosbags typestore's when writing bags offline.
 
-Conventions (see docs/ros.md): NavSatFix ``status`` is always set explicitly (Jazzy's default is
-STATUS_UNKNOWN); altitude is always finite; ``position_covariance`` is row-major 3x3 East-North-Up
-in m^2 with a floor on the horizontal sigma, because a near-zero covariance plus the EKF's
-Mahalanobis gate makes robot_localization reject every later fix.
+Images in: pixels are converted by ``rosbags-image`` (OpenCV underneath), which accepts rclpy's
+messages as they are; this module adds what it leaves out: the checks that turn a malformed
+message into one :class:`BadImageError` (size, ``step``, data length, encoding), the row
+padding of ``step`` and a private copy of the pixels. The node uses cv_bridge where it is
+installed, after the same :func:`check_image_msg`.
+
+Fixes out: the message carries the :class:`Fix` as the Localizer made it. The Localizer owns
+the horizontal floor (``sigma_floor_m``), the altitude and the Up variance (one owner, so a
+runtime change of either takes effect on the next fix). NavSatFix ``status`` is always set
+explicitly (Jazzy's default is STATUS_UNKNOWN); altitude is always finite;
+``position_covariance`` is row-major 3x3 East-North-Up in m^2.
 """
 from __future__ import annotations
 
 import array
 from dataclasses import dataclass
 import math
+from types import SimpleNamespace
 from typing import Any, Callable, Iterable, Sequence
 
 import cv2
 import numpy as np
+from rosbags.image import compressed_image_to_cvimage, image_to_cvimage, ImageError
 
 from jzi_ros.errors import BadImageError
 from jzi_ros.inference.fix import Fix, FixStatus, Hypothesis
 
-# encoding -> (bytes per pixel, OpenCV conversion to RGB or None for a numpy slice).
-# 8UC1/8UC3/8UC4 follow cv_bridge (OpenCV channel order, i.e. BGR).
-_ENCODINGS: dict[str, tuple[int, str]] = {
-    "rgb8": (3, "rgb"),
-    "bgr8": (3, "bgr"),
-    "rgba8": (4, "rgba"),
-    "bgra8": (4, "bgra"),
-    "mono8": (1, "mono"),
-    "8uc1": (1, "mono"),
-    "8uc3": (3, "bgr"),
-    "8uc4": (4, "bgra"),
-    "yuv422": (2, "uyvy"),  # ROS "yuv422" is UYVY byte order
-    "uyvy": (2, "uyvy"),
-    "yuv422_yuy2": (2, "yuyv"),
-    "yuyv": (2, "yuyv"),
+# Accepted encodings -> (the encoding rosbags-image / cv_bridge convert from, bytes per pixel).
+# 8UC1/8UC3/8UC4 carry no colour order; like cv_bridge we read them in OpenCV order (BGR).
+_ENCODINGS: dict[str, tuple[str, int]] = {
+    "rgb8": ("rgb8", 3),
+    "bgr8": ("bgr8", 3),
+    "rgba8": ("rgba8", 4),
+    "bgra8": ("bgra8", 4),
+    "mono8": ("mono8", 1),
+    "8uc1": ("mono8", 1),
+    "8uc3": ("bgr8", 3),
+    "8uc4": ("bgra8", 4),
+    "yuv422": ("yuv422", 2),  # ROS "yuv422" is UYVY byte order
+    "uyvy": ("uyvy", 2),
+    "yuv422_yuy2": ("yuv422_yuy2", 2),
+    "yuyv": ("yuyv", 2),
 }
 SUPPORTED_ENCODINGS: tuple[str, ...] = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "8UC1",
                                         "8UC3", "8UC4", "yuv422", "uyvy", "yuv422_yuy2", "yuyv")
+_YUV = ("yuv422", "uyvy", "yuv422_yuy2", "yuyv")
 
 # NavSatStatus.service: a bitmask of the GNSS constellations used. A visual fix uses none, so 0
 # (no SERVICE_* bit) is the honest value; nothing in robot_localization reads it.
@@ -89,22 +102,6 @@ class MessageTypes:
     PoseWithCovariance: Any
     PoseWithCovarianceStamped: Any
     byte_array: Callable[[bytes], Any]  # how a uint8[] field wants its bytes
-
-
-def ros_message_types() -> MessageTypes:
-    """Collect the rclpy message classes (imported here: this module loads without ROS)."""
-    from builtin_interfaces.msg import Time
-    from geometry_msgs.msg import (Point, Pose, PoseWithCovariance, PoseWithCovarianceStamped,
-                                   Quaternion)
-    from sensor_msgs.msg import NavSatFix, NavSatStatus, PointCloud2, PointField
-    from std_msgs.msg import Header
-
-    return MessageTypes(Time=Time, Header=Header, NavSatFix=NavSatFix,
-                        NavSatStatus=NavSatStatus, PointField=PointField,
-                        PointCloud2=PointCloud2, Point=Point, Quaternion=Quaternion, Pose=Pose,
-                        PoseWithCovariance=PoseWithCovariance,
-                        PoseWithCovarianceStamped=PoseWithCovarianceStamped,
-                        byte_array=lambda data: array.array("B", data))
 
 
 def rosbags_message_types(typestore: Any) -> MessageTypes:
@@ -155,12 +152,13 @@ def _uint8_buffer(data: Any, what: str) -> np.ndarray:
     return buffer.reshape(-1)
 
 
-def image_msg_to_rgb(msg: Any) -> np.ndarray:
+def check_image_msg(msg: Any) -> tuple[str, np.ndarray]:
     """
-    sensor_msgs/Image -> owned uint8 [H, W, 3] RGB array.
+    Check a sensor_msgs/Image; return (source encoding, unpadded pixel bytes [H, W * bpp]).
 
-    Handles row padding (``step`` > width * bytes per pixel). Raises BadImageError for
-    unsupported encodings (16-bit, float, Bayer, ...), zero size and inconsistent step/data.
+    The source encoding is what the pixels are converted from (8UCn read as mono8 / bgr8 /
+    bgra8). BadImageError for unsupported encodings (16-bit, float, Bayer, ...), zero size and
+    an inconsistent step or data length.
     """
     encoding = str(msg.encoding)
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
@@ -168,44 +166,57 @@ def image_msg_to_rgb(msg: Any) -> np.ndarray:
     if spec is None:
         raise BadImageError(f"Image message: encoding '{encoding}' is not supported "
                             f"(expected one of {', '.join(SUPPORTED_ENCODINGS)})")
-    channels, kind = spec
+    source, bytes_per_pixel = spec
     if height <= 0 or width <= 0:
         raise BadImageError(f"Image message: size {width}x{height} is empty "
                             "(expected width and height > 0)")
-    row_bytes = width * channels
+    row_bytes = width * bytes_per_pixel
     if step < row_bytes:
         raise BadImageError(f"Image message: step {step} is smaller than width {width} x "
-                            f"{channels} bytes per pixel ({encoding}) = {row_bytes}")
+                            f"{bytes_per_pixel} bytes per pixel ({encoding}) = {row_bytes}")
     data = _uint8_buffer(msg.data, "Image message")
     if data.size != step * height:
         raise BadImageError(f"Image message: data has {data.size} bytes, expected step {step} "
                             f"x height {height} = {step * height}")
-    if kind in ("uyvy", "yuyv") and width % 2:
+    if source in _YUV and width % 2:
         raise BadImageError(f"Image message: {encoding} needs an even width, got {width}")
-    pixels = data.reshape(height, step)[:, :row_bytes].reshape(height, width, channels)
-    if kind == "rgb":
-        rgb = pixels
-    elif kind == "bgr":
-        rgb = pixels[..., ::-1]
-    elif kind == "rgba":
-        rgb = pixels[..., :3]
-    elif kind == "bgra":
-        rgb = pixels[..., 2::-1]
-    elif kind == "mono":
-        rgb = np.repeat(pixels, 3, axis=2)
-    else:
-        code = cv2.COLOR_YUV2RGB_UYVY if kind == "uyvy" else cv2.COLOR_YUV2RGB_YUYV
-        rgb = cv2.cvtColor(np.ascontiguousarray(pixels), code)
-    # Always a private copy: rclpy/rosbags buffers may be reused after the callback returns.
-    return np.array(rgb, dtype=np.uint8, order="C", copy=True)
+    return source, data.reshape(height, step)[:, :row_bytes]
 
 
-def compressed_msg_to_rgb(msg: Any) -> np.ndarray:
+def image_msg_to_rgb(msg: Any) -> np.ndarray:
     """
-    sensor_msgs/CompressedImage (JPEG, PNG, anything OpenCV decodes) -> uint8 [H, W, 3] RGB.
+    sensor_msgs/Image -> owned uint8 [H, W, 3] RGB array (rosbags-image converts the pixels).
 
-    Raises BadImageError for empty or corrupt data and for compressedDepth images.
+    Handles row padding (``step`` > width * bytes per pixel); BadImageError as
+    :func:`check_image_msg`.
     """
+    source, rows = check_image_msg(msg)
+    # rosbags-image reads ``data`` as an unpadded buffer: hand it the rows without padding
+    unpadded = SimpleNamespace(encoding=source, height=int(msg.height), width=int(msg.width),
+                               is_bigendian=False, data=np.ascontiguousarray(rows).reshape(-1))
+    try:
+        rgb = image_to_cvimage(unpadded, "rgb8")
+    except (ImageError, cv2.error) as err:
+        raise BadImageError(f"Image message: {msg.encoding} could not be converted to rgb8 "
+                            f"({str(err).strip().splitlines()[-1]})") from None
+    return owned_rgb(rgb)
+
+
+def owned_rgb(image: Any) -> np.ndarray:
+    """
+    Return a private, C-ordered uint8 [H, W, 3] copy of a converted image.
+
+    rclpy / rosbags buffers may be reused after the callback returns, so never keep a view.
+    """
+    rgb = np.array(image, dtype=np.uint8, order="C", copy=True)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise BadImageError(f"image: expected 3 colour channels after conversion, got shape "
+                            f"{rgb.shape}")
+    return rgb
+
+
+def check_compressed_msg(msg: Any) -> np.ndarray:
+    """Check a sensor_msgs/CompressedImage; return its bytes (BadImageError: depth, empty)."""
     fmt = str(getattr(msg, "format", ""))
     if "compresseddepth" in fmt.lower():
         raise BadImageError(f"CompressedImage message: format '{fmt}' is a depth image "
@@ -213,61 +224,66 @@ def compressed_msg_to_rgb(msg: Any) -> np.ndarray:
     data = _uint8_buffer(msg.data, "CompressedImage message")
     if data.size == 0:
         raise BadImageError("CompressedImage message: data is empty (expected JPEG or PNG)")
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if bgr is None or bgr.size == 0:
-        raise BadImageError(f"CompressedImage message: {data.size} bytes with format '{fmt}' "
-                            "could not be decoded (expected valid JPEG or PNG data)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return data
+
+
+def compressed_msg_to_rgb(msg: Any) -> np.ndarray:
+    """
+    sensor_msgs/CompressedImage (JPEG, PNG, anything OpenCV decodes) -> uint8 [H, W, 3] RGB.
+
+    Decoded by rosbags-image. BadImageError for empty or corrupt data and for compressedDepth
+    images.
+    """
+    data = check_compressed_msg(msg)
+    fmt = str(getattr(msg, "format", ""))
+    failed = BadImageError(f"CompressedImage message: {data.size} bytes with format '{fmt}' "
+                           "could not be decoded (expected valid JPEG or PNG data)")
+    try:
+        # no colour space: a grey JPEG/PNG decodes to one channel, which needs its own path
+        image = compressed_image_to_cvimage(SimpleNamespace(data=data, format=fmt))
+    except (AssertionError, cv2.error):  # rosbags-image asserts that imdecode worked
+        raise failed from None
+    if image is None or image.size == 0:
+        raise failed
+    source = "mono8" if image.ndim == 2 else "bgra8" if image.shape[2] == 4 else "bgr8"
+    return owned_rgb(image_to_cvimage(
+        SimpleNamespace(encoding=source, height=image.shape[0], width=image.shape[1],
+                        is_bigendian=False, data=np.ascontiguousarray(image).reshape(-1)),
+        "rgb8"))
 
 
 # --------------------------------------------------------------------------- fixes out
 
-def floored_covariance_enu(fix: Fix, sigma_floor_m: float,
-                           up_variance_m2: float | None = None) -> np.ndarray:
+def fix_covariance_enu(fix: Fix) -> np.ndarray:
     """
-    Return the fix's 3x3 ENU covariance with a floor on the horizontal sigma.
+    Return the fix's 3x3 ENU covariance (m^2) as a message carries it, checked.
 
-    Every horizontal standard deviation (along any direction, i.e. the eigenvalues of the
-    East-North block) becomes at least ``sigma_floor_m``.
-
-    Up is decoupled from East/North (the policy does not estimate height) and gets
-    ``up_variance_m2`` when given, else the fix's own Up variance, floored the same way.
+    Symmetric, finite, with positive variances: a NaN or a non-positive variance here is a bug
+    upstream, never something to publish (ValueError).
     """
-    if not (math.isfinite(sigma_floor_m) and sigma_floor_m > 0):
-        raise ValueError(f"sigma_floor_m must be finite and > 0, got {sigma_floor_m}")
-    floor = float(sigma_floor_m) ** 2
-    cov = np.asarray(fix.covariance_enu, dtype=np.float64)
-    en = 0.5 * (cov[:2, :2] + cov[:2, :2].T)
-    values, vectors = np.linalg.eigh(en)
-    if values.min() < floor:  # otherwise keep the exact numbers (no eigen round trip)
-        en = (vectors * np.maximum(values, floor)) @ vectors.T
-    up = float(cov[2, 2]) if up_variance_m2 is None else float(up_variance_m2)
-    if not math.isfinite(up):
-        raise ValueError(f"up variance must be finite, got {up}")
-    out = np.zeros((3, 3))
-    out[:2, :2] = 0.5 * (en + en.T)
-    out[2, 2] = max(up, floor)
-    return out
+    cov = np.asarray(fix.covariance_enu, dtype=np.float64).reshape(3, 3)
+    cov = 0.5 * (cov + cov.T)
+    if not np.all(np.isfinite(cov)) or np.any(np.diag(cov) <= 0):
+        raise ValueError(f"fix covariance must be finite with positive variances, got {cov}")
+    return cov
 
 
 def fix_to_navsatfix(fix: Fix, stamp_ns: int, frame_id: str, types: MessageTypes, *,
-                     sigma_floor_m: float = 1.0, altitude_m: float | None = None,
-                     altitude_variance_m2: float | None = None,
                      covariance_type: str = "known") -> Any:
     """
     Build a sensor_msgs/NavSatFix for ``fix``, stamped with the image stamp ``stamp_ns``.
 
-    ``altitude_m`` / ``altitude_variance_m2`` override the fix's altitude and Up variance
-    (navsat_transform drops fixes whose altitude is NaN, so it must be finite). A NO_FIX fix
-    keeps its finite placeholder position and huge covariance with STATUS_NO_FIX.
+    Position, altitude and covariance are the fix's (the Localizer applied the floor, altitude
+    and Up variance). A NO_FIX fix keeps its finite placeholder position and huge covariance
+    with STATUS_NO_FIX. ValueError for anything non-finite (never published).
     """
     if covariance_type not in COVARIANCE_TYPES:
         raise ValueError(f"covariance_type must be one of {COVARIANCE_TYPES}, "
                          f"got {covariance_type!r}")
-    altitude = float(fix.altitude if altitude_m is None else altitude_m)
-    if not math.isfinite(altitude):
-        raise ValueError(f"altitude must be finite, got {altitude}")
-    cov = floored_covariance_enu(fix, sigma_floor_m, altitude_variance_m2)
+    values = (float(fix.latitude), float(fix.longitude), float(fix.altitude))
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"latitude, longitude and altitude must be finite, got {values}")
+    cov = fix_covariance_enu(fix)
     status_cls = types.NavSatStatus
     status = status_cls(status=int(status_cls.STATUS_FIX if fix.status == FixStatus.FIX
                                    else status_cls.STATUS_NO_FIX),
@@ -275,24 +291,21 @@ def fix_to_navsatfix(fix: Fix, stamp_ns: int, frame_id: str, types: MessageTypes
     cov_type = (types.NavSatFix.COVARIANCE_TYPE_KNOWN if covariance_type == "known"
                 else types.NavSatFix.COVARIANCE_TYPE_APPROXIMATED)
     return types.NavSatFix(header=make_header(stamp_ns, frame_id, types), status=status,
-                           latitude=float(fix.latitude), longitude=float(fix.longitude),
-                           altitude=altitude,
+                           latitude=values[0], longitude=values[1], altitude=values[2],
                            position_covariance=np.ascontiguousarray(cov.reshape(9)),
                            position_covariance_type=int(cov_type))
 
 
-def fix_to_pose_with_covariance(fix: Fix, stamp_ns: int, frame_id: str, types: MessageTypes,
-                                *, sigma_floor_m: float = 1.0,
-                                altitude_variance_m2: float | None = None) -> Any:
+def fix_to_pose_with_covariance(fix: Fix, stamp_ns: int, frame_id: str,
+                                types: MessageTypes) -> Any:
     """
     Build a geometry_msgs/PoseWithCovarianceStamped in the map's local ENU frame.
 
     Origin = map root centre, x east, y north, z 0. It has no status field: publish it for FIX
     fixes only. Orientation is identity with "unknown" (huge) rotation variances.
     """
-    cov3 = floored_covariance_enu(fix, sigma_floor_m, altitude_variance_m2)
     cov6 = np.zeros((6, 6))
-    cov6[:3, :3] = cov3
+    cov6[:3, :3] = fix_covariance_enu(fix)
     cov6[3, 3] = cov6[4, 4] = cov6[5, 5] = UNKNOWN_ROTATION_VARIANCE
     pose = types.Pose(position=types.Point(x=float(fix.east_m), y=float(fix.north_m), z=0.0),
                       orientation=types.Quaternion(x=0.0, y=0.0, z=0.0, w=1.0))

@@ -19,12 +19,12 @@ import math
 import cv2
 import numpy as np
 import pytest
+from rosbags import typesys as rosbags_typesys
 
 from jzi_ros.errors import BadImageError, JziError
+from jzi_ros.inference import messages as convert
 from jzi_ros.inference.fix import Fix, FixStatus, Hypothesis
-from jzi_ros.ros import convert
 
-rosbags_typesys = pytest.importorskip("rosbags.typesys")
 STORE = rosbags_typesys.get_typestore(rosbags_typesys.Stores.ROS2_HUMBLE)
 TYPES = convert.rosbags_message_types(STORE)
 Image = STORE.types["sensor_msgs/msg/Image"]
@@ -159,6 +159,24 @@ def test_compressed_jpeg_keeps_colour_order():
     assert out[..., 0].mean() > 200 and out[..., 2].mean() < 20
 
 
+def test_compressed_grey_and_alpha_images_become_rgb():
+    grey = _rgb(6, 8)[..., 0]
+    ok, png = cv2.imencode(".png", grey)
+    assert ok
+    out = convert.compressed_msg_to_rgb(_compressed(png.tobytes(), "png"))
+    np.testing.assert_array_equal(out, np.dstack([grey] * 3))
+    rgba = np.dstack([_rgb(6, 8), np.full((6, 8), 9, np.uint8)])
+    ok, png = cv2.imencode(".png", cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA))
+    out = convert.compressed_msg_to_rgb(_compressed(png.tobytes(), "png"))
+    np.testing.assert_array_equal(out, rgba[..., :3])
+
+
+def test_truncated_jpeg_is_rejected():
+    ok, jpg = cv2.imencode(".jpg", _rgb(32, 32))
+    with pytest.raises(BadImageError, match="could not be decoded"):
+        convert.compressed_msg_to_rgb(_compressed(jpg.tobytes()[:40], "jpeg"))
+
+
 @pytest.mark.parametrize("data", [b"", b"\xff\xd8\xff garbage that is not a jpeg"])
 def test_corrupt_compressed_is_rejected(data):
     with pytest.raises(BadImageError, match="CompressedImage"):
@@ -203,32 +221,32 @@ def test_navsatfix_fields_and_covariance_layout():
     assert cov[2] == cov[5] == cov[6] == cov[7] == 0.0
 
 
-def test_covariance_floor_applies_in_every_direction():
+def test_navsatfix_carries_the_fix_as_the_localizer_made_it():
+    # no second floor or altitude here: a fix with a 0.1 m sigma is published with 0.1 m
     tiny = np.array([[0.01, 0.0, 0.0], [0.0, 4.0, 0.0], [0.0, 0.0, 0.5]])
-    msg = convert.fix_to_navsatfix(_fix(tiny), STAMP_NS, "cam", TYPES, sigma_floor_m=3.0)
-    cov = np.asarray(msg.position_covariance).reshape(3, 3)
-    assert cov[0, 0] == pytest.approx(9.0) and cov[1, 1] == pytest.approx(9.0)
-    assert cov[2, 2] == pytest.approx(9.0)
-    # a thin, rotated ellipse: the floor must lift the small eigenvalue, not just the diagonal
-    c, s = math.cos(0.6), math.sin(0.6)
-    rot = np.array([[c, -s], [s, c]])
-    thin = np.eye(3)
-    thin[:2, :2] = rot @ np.diag([400.0, 0.0001]) @ rot.T
-    cov = convert.floored_covariance_enu(_fix(thin), 2.0)
-    eig = np.linalg.eigvalsh(cov[:2, :2])
-    assert eig[0] == pytest.approx(4.0) and eig[1] == pytest.approx(400.0)
-    np.testing.assert_allclose(cov, cov.T)
-
-
-def test_altitude_and_up_variance_overrides_and_approximated_type():
-    msg = convert.fix_to_navsatfix(_fix(), STAMP_NS, "cam", TYPES, altitude_m=-12.5,
-                                   altitude_variance_m2=1e4, covariance_type="approximated")
-    assert msg.altitude == -12.5 and msg.position_covariance[8] == 1e4
+    msg = convert.fix_to_navsatfix(_fix(tiny), STAMP_NS, "cam", TYPES,
+                                   covariance_type="approximated")
+    np.testing.assert_array_equal(np.asarray(msg.position_covariance).reshape(3, 3), tiny)
+    assert msg.altitude == 410.0
     assert msg.position_covariance_type == NavSatFix.COVARIANCE_TYPE_APPROXIMATED
     with pytest.raises(ValueError, match="covariance_type"):
         convert.fix_to_navsatfix(_fix(), STAMP_NS, "cam", TYPES, covariance_type="diagonal")
-    with pytest.raises(ValueError, match="altitude"):
-        convert.fix_to_navsatfix(_fix(), STAMP_NS, "cam", TYPES, altitude_m=float("nan"))
+
+
+def test_non_finite_values_are_never_put_in_a_message():
+    fix = _fix()
+    for name, value in (("altitude", float("nan")), ("latitude", float("inf"))):
+        # Fix validates itself; a message built from a tampered one must still refuse
+        bad = object.__new__(Fix)
+        object.__setattr__(bad, "__dict__", dict(fix.__dict__, **{name: value}))
+        with pytest.raises(ValueError, match="finite"):
+            convert.fix_to_navsatfix(bad, STAMP_NS, "cam", TYPES)
+    bad = object.__new__(Fix)
+    cov = fix.covariance_enu.copy()
+    cov[2, 2] = float("nan")
+    object.__setattr__(bad, "__dict__", dict(fix.__dict__, covariance_enu=cov))
+    with pytest.raises(ValueError, match="finite"):
+        convert.fix_to_pose_with_covariance(bad, STAMP_NS, "jzi_map", TYPES)
 
 
 def test_no_fix_is_explicit_and_finite():
@@ -255,14 +273,13 @@ def test_jazzy_typestore_works_too():
 
 
 def test_pose_with_covariance_in_local_enu():
-    msg = convert.fix_to_pose_with_covariance(_fix(), STAMP_NS, "jzi_map", TYPES,
-                                              sigma_floor_m=1.0, altitude_variance_m2=1e4)
+    msg = convert.fix_to_pose_with_covariance(_fix(), STAMP_NS, "jzi_map", TYPES)
     msg = _roundtrip(msg, "geometry_msgs/msg/PoseWithCovarianceStamped")
     assert msg.header.frame_id == "jzi_map"
     p, q = msg.pose.pose.position, msg.pose.pose.orientation
     assert (p.x, p.y, p.z) == (12.5, -20.0, 0.0) and (q.x, q.y, q.z, q.w) == (0, 0, 0, 1)
     cov = np.asarray(msg.pose.covariance).reshape(6, 6)
-    assert (cov[0, 0], cov[1, 1], cov[0, 1], cov[1, 0], cov[2, 2]) == (25, 16, 5, 5, 1e4)
+    assert (cov[0, 0], cov[1, 1], cov[0, 1], cov[1, 0], cov[2, 2]) == (25, 16, 5, 5, 400)
     assert cov[5, 5] == convert.UNKNOWN_ROTATION_VARIANCE
     assert np.all(np.isfinite(cov))
 

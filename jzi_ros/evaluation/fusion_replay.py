@@ -1,0 +1,269 @@
+# Copyright 2026 jzi_ros contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Temporal fusion in replay: filters over the frames' measurements, next to single frames.
+
+The localizer runs once per frame (it stores each frame's :class:`Measurement`); the filters
+run after the frame loop, in stamp order, so several motion models (the random walk, and the
+bag's odometry when it has some) are compared on the very same measurements, and fitting the
+likelihood exponent re-runs only the filters (milliseconds per frame), never the network.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+import logging
+import math
+from pathlib import Path
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from jzi_ros.errors import JziError
+from jzi_ros.evaluation.bags import deserialize, iter_topic, require_topic, stamp_ns
+from jzi_ros.evaluation.metrics import (calibration_summary, DEFAULT_RECALL_M, error_summary, fmt,
+                                        recall_at)
+from jzi_ros.heading import check_enu_frame, yaw_from_quaternion
+from jzi_ros.inference.calibration import fit_covariance_scale
+from jzi_ros.inference.fix import Fix, FixStatus
+from jzi_ros.inference.fusion import CellFilter, FusionConfig
+from jzi_ros.inference.motion import HeadingSeries, OdometryTrack
+
+LOG = logging.getLogger(__name__)
+
+ODOMETRY_TYPE = "nav_msgs/msg/Odometry"
+IMU_TYPE = "sensor_msgs/msg/Imu"
+RANDOM_WALK = "fused_random_walk"
+ODOMETRY = "fused_odometry"
+SINGLE = "single_frame"
+LABELS = {SINGLE: "single frame", RANDOM_WALK: "fused, random walk",
+          ODOMETRY: "fused, odometry"}
+FIT_EXPONENTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
+
+
+@dataclass
+class FusionOptions:
+    """What ``jzi replay --fusion`` fuses and with what."""
+
+    config: FusionConfig
+    odom_topic: str | None = None
+    imu_topic: str | None = None
+    heading_source: str = "odometry"  # odometry, imu or fixed (jzi_ros.heading)
+    heading_yaw_deg: float = 0.0  # ENU yaw for heading_source fixed
+    fit: bool = False  # fit likelihood exponent + covariance scale on this bag
+
+
+def read_odometry(reader: Any, bag: Path, options: FusionOptions) -> OdometryTrack | None:
+    """Read the bag's odometry (twist + heading) into an OdometryTrack; None without topic."""
+    if not options.odom_topic:
+        return None
+    heading = HeadingSeries(options.heading_source, math.radians(options.heading_yaw_deg))
+    track = OdometryTrack(heading)
+    require_topic(reader, bag, options.odom_topic, (ODOMETRY_TYPE,), "odometry", "--odom-topic")
+    for _, _, raw, msgtype in iter_topic(reader, bag, options.odom_topic):
+        try:
+            msg = deserialize(reader, raw, msgtype)
+        except ValueError:
+            continue
+        yaw = None
+        if heading.source == "odometry":
+            check_enu_frame(msg.header.frame_id, f"odometry {options.odom_topic}")
+            q = msg.pose.pose.orientation
+            yaw = yaw_from_quaternion(q.x, q.y, q.z, q.w)
+        twist = msg.twist.twist.linear
+        track.add(stamp_ns(msg), float(twist.x), float(twist.y), yaw)
+    if heading.source == "imu":
+        if not options.imu_topic:
+            raise JziError("--heading-source imu needs --imu-topic (sensor_msgs/Imu, ENU)")
+        require_topic(reader, bag, options.imu_topic, (IMU_TYPE,), "IMU", "--imu-topic")
+        for _, _, raw, msgtype in iter_topic(reader, bag, options.imu_topic):
+            try:
+                msg = deserialize(reader, raw, msgtype)
+            except ValueError:
+                continue
+            check_enu_frame(msg.header.frame_id, f"IMU {options.imu_topic}")
+            q = msg.orientation
+            heading.add(stamp_ns(msg), yaw_from_quaternion(q.x, q.y, q.z, q.w))
+    if not track.stamps_ns:
+        raise JziError(f"bag {bag}: no usable odometry on {options.odom_topic}")
+    return track
+
+
+def run_filter(records: Sequence[Any], tree, config: FusionConfig,
+               track: OdometryTrack | None, altitude_m: float = 0.0,
+               altitude_sigma_m: float = 100.0) -> list[tuple[Fix, Any]]:
+    """
+    One filter over the records (stamp order): ``(fused Fix, FilterEstimate)`` per record.
+
+    Records without a measurement (skipped frames) only propagate the filter.
+    """
+    fused = CellFilter(tree, config)
+    out = []
+    previous: int | None = None
+    for record in records:
+        start = time.perf_counter()
+        displacement = None
+        if track is not None and previous is not None:
+            displacement = track.displacement(previous, record.stamp_ns)
+        estimate = fused.step(record.stamp_ns, getattr(record, "measurement", None),
+                              displacement)
+        fix = fused.fix(estimate, altitude_m, altitude_sigma_m)
+        elapsed = (time.perf_counter() - start) * 1e3
+        out.append((replace(fix, timings_ms={"filter": elapsed}), estimate))
+        previous = record.stamp_ns
+    return out
+
+
+def fuse_replay(result: Any, options: FusionOptions, track: OdometryTrack | None) -> None:
+    """Run the filters over a finished replay; fills ``result.fused`` (and ``fusion_fit``)."""
+    config = options.config
+    if options.fit:
+        result.fusion_fit = fit_fusion(result, config)
+        config = replace(config, likelihood_exponent=result.fusion_fit["likelihood_exponent"],
+                         covariance_scale=result.fusion_fit["covariance_scale"])
+    result.fusion_config = config
+    runs = {RANDOM_WALK: None}
+    if track is not None:
+        runs[ODOMETRY] = track
+    for name, motion in runs.items():
+        result.fused[name] = [fix for fix, _ in run_filter(result.records, result.tree, config,
+                                                           motion)]
+
+
+def _track_errors(result: Any, fixes: Sequence[Fix | None]) -> tuple[np.ndarray, ...]:
+    """(error_en [N, 2], cov [N, 2, 2], is_fix [N], stamps_s [N]) over the scored frames."""
+    tree = result.tree
+    rows = [(r, f) for r, f in zip(result.records, fixes) if r.used and f is not None]
+    if not rows:
+        return np.zeros((0, 2)), np.zeros((0, 2, 2)), np.zeros(0, bool), np.zeros(0)
+    est = np.array([tree.to_local(f.latitude, f.longitude) for _, f in rows], float)
+    gt = np.array([(r.gt.east_m, r.gt.north_m) for r, _ in rows], float)
+    cov = np.array([f.covariance_enu[:2, :2] for _, f in rows], float)
+    is_fix = np.array([f.status == FixStatus.FIX for _, f in rows], bool)
+    stamps = np.array([r.stamp_ns for r, _ in rows], np.int64)
+    return est - gt, cov, is_fix, (stamps - stamps.min()) / 1e9
+
+
+def track_summary(result: Any, fixes: Sequence[Fix | None]) -> dict[str, Any]:
+    """Recall/median of every scored frame's estimate, FIX share, NEES, time to first fix."""
+    error_en, cov, is_fix, t = _track_errors(result, fixes)
+    errors = np.hypot(*error_en.T) if len(error_en) else np.zeros(0)
+    first = float(t[np.argmax(is_fix)]) if is_fix.any() else None
+    filter_ms = [f.timings_ms["filter"] for f in fixes
+                 if f is not None and "filter" in f.timings_ms]
+    return {
+        "all": {**error_summary(errors),
+                "recall": {f"{d:g}": v for d, v in recall_at(errors, DEFAULT_RECALL_M).items()}},
+        "fix": {**error_summary(errors[is_fix]), "recall": {
+            f"{d:g}": v for d, v in recall_at(errors[is_fix], DEFAULT_RECALL_M).items()}},
+        "fix_fraction": float(is_fix.mean()) if is_fix.size else 0.0,
+        "time_to_first_fix_s": first,
+        "calibration": calibration_summary(error_en[is_fix], cov[is_fix]),
+        "filter_ms_median": float(np.median(filter_ms)) if filter_ms else None,
+    }
+
+
+def fusion_summary(result: Any) -> dict[str, Any] | None:
+    """Return the side-by-side block of the report (None when the replay ran without fusion)."""
+    fused = getattr(result, "fused", None)
+    if not fused:
+        return None
+    rows = {SINGLE: track_summary(result, [r.fix for r in result.records])}
+    for name, fixes in fused.items():
+        rows[name] = track_summary(result, fixes)
+    config = getattr(result, "fusion_config", None)
+    return {"runs": rows, "config": None if config is None else vars(config).copy(),
+            "fit": getattr(result, "fusion_fit", None)}
+
+
+def fusion_markdown(block: dict[str, Any] | None) -> list[str]:
+    """Report lines: one row per run (single frame, fused random walk, fused odometry)."""
+    if not block:
+        return []
+    runs = block["runs"]
+    thresholds = list(next(iter(runs.values()))["all"]["recall"])
+    lines = ["## Temporal fusion (every scored frame's estimate; FIX columns: published fixes)",
+             "", "| run | " + " | ".join(f"R@{d} m" for d in thresholds)
+             + " | median | FIX share | FIX median | FIX mean NEES | first FIX | filter ms |",
+             "|---|" + "---:|" * (len(thresholds) + 6)]
+    for name, row in runs.items():
+        first = row["time_to_first_fix_s"]
+        lines.append(
+            f"| {LABELS.get(name, name)} | "
+            + " | ".join(fmt(v, ".1f", " %", 100.0) for v in row["all"]["recall"].values())
+            + f" | {fmt(row['all']['median_m'], '.1f', ' m')} | "
+            f"{fmt(row['fix_fraction'], '.1f', ' %', 100.0)} | "
+            f"{fmt(row['fix']['median_m'], '.1f', ' m')} | "
+            f"{fmt(row['calibration']['mean_nees'], '.2f')} | "
+            f"{fmt(first, '.0f', ' s')} | {fmt(row['filter_ms_median'], '.2f')} |")
+    if block.get("fit"):
+        fit = block["fit"]
+        lines += ["", f"Fitted on this bag: likelihood_exponent {fit['likelihood_exponent']:g}, "
+                  f"covariance_scale {fit['covariance_scale']:.3g} "
+                  f"(R@100 m by exponent: {fit['recall_100_by_exponent']})"]
+    lines += ["", "![tracks](fusion_tracks.png)", ""]
+    return lines
+
+
+def fit_fusion(results: Any, config: FusionConfig,
+               exponents: Sequence[float] = FIT_EXPONENTS, seeds: int = 3) -> dict[str, Any]:
+    """
+    Fit the likelihood exponent and the covariance scale on (validation) replays, pooled.
+
+    The exponent: the one whose random-walk filter has the best R@100 m over all scored
+    frames, averaged over ``seeds`` filter seeds (one seed's curve is noisy on hard flights;
+    ties: the larger exponent). The scale: the NEES of the fused FIX frames matched to the
+    chi-square(2) median (``--calibrate``'s robust target: a few frames of a wrong mode must
+    not inflate every covariance).
+    """
+    results = results if isinstance(results, (list, tuple)) else [results]
+    recall: dict[str, float] = {}
+    best: tuple[float, float] | None = None
+    for alpha in exponents:
+        hits, count = 0, 0
+        for seed in range(seeds):
+            trial = replace(config, likelihood_exponent=float(alpha), covariance_scale=1.0,
+                            seed=config.seed + seed)
+            for result in results:
+                fixes = [fix for fix, _ in run_filter(result.records, result.tree, trial, None)]
+                error_en, _, _, _ = _track_errors(result, fixes)
+                hits += int(np.sum(np.hypot(*error_en.T) <= 100.0)) if len(error_en) else 0
+                count += len(error_en)
+        r100 = hits / max(count, 1)
+        recall[f"{alpha:g}"] = round(r100, 4)
+        if best is None or r100 >= best[1]:
+            best = (float(alpha), r100)
+    if best is None:
+        raise JziError("fusion fit: no exponent to try")
+    alpha = best[0]
+    errors, covs = [], []
+    for seed in range(seeds):
+        trial = replace(config, likelihood_exponent=alpha, covariance_scale=1.0,
+                        seed=config.seed + seed)
+        for result in results:
+            runs = run_filter(result.records, result.tree, trial, None)
+            for record, (fix, est) in zip(result.records, runs):
+                if record.used and fix.ok:
+                    errors.append(est.mean_en - (record.gt.east_m, record.gt.north_m))
+                    covs.append(est.cov_en)
+    if len(errors) < 2:
+        raise JziError(f"fusion fit: only {len(errors)} fused FIX frames with ground truth; "
+                       "use longer validation bags")
+    scale = fit_covariance_scale(np.array(errors), np.array(covs), config.sigma_floor_m,
+                                 "median")
+    LOG.info("fusion fit: exponent %g (R@100 %s), covariance scale %.3g", alpha, recall, scale)
+    return {"likelihood_exponent": alpha, "covariance_scale": float(scale),
+            "recall_100_by_exponent": recall, "frames": sum(len(r.used) for r in results),
+            "bags": [str(r.bag) for r in results]}

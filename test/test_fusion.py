@@ -1,0 +1,260 @@
+# Copyright 2026 jzi_ros contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The temporal filter: measurement from the zoom's steps, convergence, kidnap, time jumps."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from jzi_ros.errors import JziError
+from jzi_ros.geo import CellTree
+from jzi_ros.inference.bench import simulated_steps as synthetic_steps
+from jzi_ros.inference.decode import BeamSearch, BeamSteps, PAD_LOG_PROB, path_log_probs
+from jzi_ros.inference.fusion import (CellFilter, FusionConfig, Measurement,
+                                      terminal_indices_local)
+from support import make_tiny_map, make_tiny_model, sharpen_decoder
+
+TREE = CellTree(45.0, 7.0, 2500.0, grid=4, depth=3)
+
+
+def _level_index(path):
+    index = 0
+    for action in path:
+        index = index * TREE.num_actions + action
+    return index
+
+
+def _grid_integral(tree, measurement, n=256):
+    half = tree.size_m / 2
+    g = np.linspace(-half, half, n, endpoint=False) + tree.size_m / n / 2
+    east, north = np.meshgrid(g, g)
+    dens = measurement.densities(tree, east.ravel(), north.ravel())
+    return float(dens.sum() * (tree.size_m / n) ** 2), dens
+
+
+def test_measurement_from_steps_is_a_density_peaking_at_the_zooms_best_cell():
+    rng = np.random.default_rng(0)
+    steps = synthetic_steps(TREE, 300.0, -200.0, True, rng)
+    m = Measurement.from_steps(TREE, steps)
+    assert m.mass.sum() == pytest.approx(1.0)
+    # the pieces are disjoint cells: they tile the root exactly once
+    areas = (TREE.size_m / TREE.grid ** m.levels.astype(float)) ** 2
+    assert areas.sum() == pytest.approx(TREE.size_m ** 2)
+    integral, dens = _grid_integral(TREE, m)
+    assert integral == pytest.approx(1.0, rel=1e-6)
+    truth = m.densities(TREE, np.array([300.0]), np.array([-200.0]))[0]
+    assert truth == pytest.approx(dens.max())  # sharp synthetic zoom: the true cell wins
+    # an unexpanded level-1 cell holds its root probability, spread over its 625 m
+    unexpanded = np.flatnonzero(m.levels == 1)[0]
+    assert m.mass[unexpanded] == pytest.approx(math.exp(steps.root_lp[m.indices[unexpanded]]))
+
+
+def test_measurement_from_the_real_beam_search_matches_teacher_forced_probabilities(tmp_path):
+    pyramid = make_tiny_map(tmp_path, depth=3)
+    model = make_tiny_model(pyramid, 0)
+    sharpen_decoder(model, 0)
+    tree = pyramid.tree
+    gen = torch.Generator().manual_seed(0)
+    table = torch.randn(tree.num_views, model.embed_dim, generator=gen)
+    ground = torch.randn(3, model.embed_dim, generator=gen)
+    plain = BeamSearch(model, tree.grid, tree.depth, 4)
+    detailed = BeamSearch(model, tree.grid, tree.depth, 4, with_steps=True)
+    with torch.no_grad():
+        paths, log_probs = plain(ground, table)
+        paths2, log_probs2, *steps = detailed(ground, table)
+    assert torch.equal(paths, paths2) and torch.allclose(log_probs, log_probs2)
+    for frame, step in enumerate(BeamSteps.split(*steps)):
+        m = Measurement.from_steps(tree, step)
+        # every final beam path is a terminal piece carrying its own path probability
+        for path, lp in zip(paths[frame].tolist(), log_probs[frame].tolist()):
+            index = _level_index_tree(tree, path)
+            hit = (m.levels == tree.depth) & (m.indices == index)
+            assert hit.sum() == 1 and m.mass[hit][0] == pytest.approx(math.exp(lp), rel=1e-4)
+        teacher = path_log_probs(model, ground[frame:frame + 1], table, tree,
+                                 paths[frame:frame + 1])
+        assert torch.allclose(teacher[0], log_probs[frame], atol=1e-4)
+        assert m.mass.sum() == pytest.approx(1.0)
+
+
+def _level_index_tree(tree, path):
+    index = 0
+    for action in path:
+        index = index * tree.num_actions + action
+    return index
+
+
+def test_terminal_indices_agree_with_the_cell_tree():
+    rng = np.random.default_rng(1)
+    points = rng.uniform(-1249, 1249, (200, 2))
+    got = terminal_indices_local(TREE, points[:, 0], points[:, 1])
+    want = [_level_index(TREE.path_of_local(e, n)) for e, n in points]
+    assert got.tolist() == want
+
+
+def test_measurement_from_beam_keeps_the_unexplained_mass_uniform():
+    paths = np.array([[1, 2, 3], [1, 2, 4]])
+    m = Measurement.from_beam(TREE, paths, np.log([0.5, 0.2]))
+    assert m.background == pytest.approx(0.3)
+    integral, _ = _grid_integral(TREE, m)
+    assert integral == pytest.approx(1.0, rel=1e-6)
+
+
+def _flight(n=120, speed=15.0, seed=0):
+    """Return a straight-ish constant-speed track inside the demo-sized root (local metres)."""
+    rng = np.random.default_rng(seed)
+    heading = 0.6
+    pos = np.array([-700.0, -500.0])
+    out = []
+    for _ in range(n):
+        out.append(pos.copy())
+        heading += rng.normal(0, 0.03)
+        pos = pos + speed * np.array([math.cos(heading), math.sin(heading)])
+    return np.array(out)
+
+
+def _run(track, right_rate, seed, kidnap_at=None, config=None, stamps=None):
+    rng = np.random.default_rng(seed)
+    filt = CellFilter(TREE, config or FusionConfig(seed=seed))
+    single, fused, fixes, events = [], [], [], []
+    for i, (east, north) in enumerate(track):
+        steps = synthetic_steps(TREE, east, north, rng.uniform() < right_rate, rng)
+        m = Measurement.from_steps(TREE, steps)
+        stamp = stamps[i] if stamps is not None else 10**18 + i * 10**9
+        est = filt.step(stamp, m)
+        fix = filt.fix(est, 0.0, 100.0)
+        best = steps.step_lp.shape  # noqa: F841 (shape only documents the layout)
+        top = max(zip(m.mass, m.levels, m.indices), key=lambda t: t[0] if t[1] == 3 else -1)
+        single.append(np.hypot(*(_centre(top[2]) - (east, north))))
+        fused.append(np.hypot(fix.east_m - east, fix.north_m - north))
+        fixes.append(fix)
+        events.append(est.event)
+    return np.array(single), np.array(fused), fixes, events
+
+
+def _centre(index):
+    path = []
+    for _ in range(TREE.depth):
+        index, action = divmod(index, TREE.num_actions)
+        path.append(action)
+    return np.array(TREE.cell_center_local(tuple(reversed(path))))
+
+
+def test_fusion_beats_single_frames_when_most_of_them_are_wrong():
+    track = _flight()
+    single, fused, fixes, events = _run(track, right_rate=0.4, seed=3)
+    assert events[0] == "init"
+    assert np.mean(single <= 100) < 0.5 and np.median(single) > 300  # most land anywhere
+    tail = slice(30, None)  # after convergence
+    assert np.median(fused[tail]) < 60
+    assert np.mean(fused[tail] <= 100) > 0.9
+    assert sum(f.ok for f in fixes[tail]) > 0.6 * len(fixes[tail])
+    assert all(np.all(np.isfinite(f.covariance_enu)) for f in fixes)
+
+
+@pytest.mark.parametrize("proposal_fraction", [0.1, 0.0])
+def test_a_one_kilometre_kidnap_is_recovered(proposal_fraction):
+    """By the measurement-drawn particles, or (without them) by the likelihood-ratio test."""
+    track = _flight(160)
+    track[80:] += np.array([1000.0, 0.0]) * (1 if track[79, 0] < 0 else -1)
+    config = FusionConfig(seed=5, proposal_fraction=proposal_fraction)
+    _, fused, _, events = _run(track, right_rate=0.6, seed=5, config=config)
+    assert np.median(fused[60:80]) < 60
+    assert np.median(fused[80:85]) > 900  # it was really lost
+    recovered = next(i for i in range(80, 155) if np.all(fused[i:i + 5] < 100))
+    assert recovered < 80 + 30, "the filter did not find the robot again"
+    assert np.median(fused[120:]) < 60
+    kidnaps = [i for i, e in enumerate(events) if e.startswith("kidnap")]
+    if proposal_fraction == 0.0:
+        assert kidnaps and 80 < kidnaps[0] <= recovered
+    assert not [i for i in kidnaps if i < 80]  # no false alarm while tracking
+
+
+def test_time_jumps_back_and_long_gaps_restart_the_filter():
+    track = _flight(40)
+    stamps = [10**18 + i * 10**9 for i in range(20)] * 2  # the bag played twice
+    stamps[35:] = [s + 60 * 10**9 for s in stamps[35:]]  # then a one-minute gap
+    _, fused, fixes, events = _run(np.concatenate([track[:20], track[:20]]), 0.7, seed=2,
+                                   stamps=stamps)
+    assert events[20].startswith("reset: time jumped back")
+    assert events[35].startswith("reset:") and "gap" in events[35]
+    assert all(np.all(np.isfinite(f.covariance_enu)) for f in fixes)
+    assert np.median(fused[10:20]) < 100 and np.median(fused[30:35]) < 100
+
+
+def test_no_fix_until_converged_and_a_missing_measurement_only_propagates():
+    filt = CellFilter(TREE, FusionConfig())
+    est = filt.step(10**18, None)
+    assert not filt.initialised and not filt.fix(est, 0.0, 100.0).ok
+    rng = np.random.default_rng(0)
+    m = Measurement.from_steps(TREE, synthetic_steps(TREE, 0.0, 0.0, True, rng))
+    first = filt.fix(filt.step(10**18, m), 0.0, 100.0)
+    assert not first.ok and "not converged" in first.reason  # one frame is not enough
+    before = filt.particles.copy()
+    filt.step(10**18 + 10**9, None)
+    assert filt.particles.shape == before.shape and not np.allclose(filt.particles, before)
+
+
+def test_odometry_displacement_moves_the_cloud():
+    filt = CellFilter(TREE, FusionConfig(odom_noise_fraction=0.0, odom_noise_mps=0.0))
+    rng = np.random.default_rng(0)
+    m = Measurement.from_steps(TREE, synthetic_steps(TREE, 0.0, 0.0, True, rng))
+    filt.step(0, m)
+    before = filt.weights @ filt.particles
+    filt.predict(1.0, np.array([30.0, -40.0]))
+    assert filt.weights @ filt.particles - before == pytest.approx([30.0, -40.0], abs=1.0)
+
+
+@pytest.mark.parametrize("field,value", [("particles", 3), ("likelihood_exponent", 0.0),
+                                         ("likelihood_exponent", 1.5), ("max_gap_s", -1.0),
+                                         ("uniform_weight", 1.0), ("fix_mode_mass", 0.0)])
+def test_bad_fusion_config_is_a_clear_error(field, value):
+    with pytest.raises(JziError, match=f"fusion.{field}"):
+        FusionConfig(**{field: value})
+    with pytest.raises(JziError, match="unknown key"):
+        FusionConfig.from_dict({"particle": 10})
+
+
+def test_padding_beams_are_ignored():
+    k = TREE.num_actions
+    steps = BeamSteps(np.log(np.full(k, 1.0 / k)), np.zeros((2, 2), np.int64),
+                      np.array([[math.log(1 / k), PAD_LOG_PROB],
+                                [math.log(1 / k ** 2), PAD_LOG_PROB]]),
+                      np.log(np.full((2, 2, k), 1.0 / k)))
+    m = Measurement.from_steps(TREE, steps)
+    assert m.mass.sum() == pytest.approx(1.0)
+    assert len(m.mass) == (k - 1) + (k - 1) + k
+
+
+def test_localize_measured_gives_the_same_fix_and_a_full_measurement(tmp_path):
+    from jzi_ros.inference.localizer import Localizer, LocalizerConfig
+    from support import make_tiny_checkpoint, world_of
+
+    pyramid = make_tiny_map(tmp_path, depth=3)
+    ckpt = make_tiny_checkpoint(tmp_path, pyramid, sharpen=True)
+    localizer = Localizer.from_paths(pyramid.path, ckpt, LocalizerConfig(backend="torch"))
+    image = world_of(pyramid).ground_image(100.0, -50.0)
+    plain = localizer.localize(image)
+    fix, measurement = localizer.localize_measured(image)
+    assert (fix.latitude, fix.longitude) == (plain.latitude, plain.longitude)
+    assert np.allclose(fix.covariance_enu, plain.covariance_enu)
+    assert {"encode", "decode", "posterior", "total"} <= set(fix.timings_ms)
+    assert measurement.mass.sum() == pytest.approx(1.0) and measurement.background == 0.0
+    # the published top cell carries its path probability in the measurement
+    top = fix.hypotheses[0]
+    east, north = top.east_m, top.north_m
+    density = measurement.densities(pyramid.tree, np.array([east]), np.array([north]))[0]
+    side = pyramid.tree.cell_side(pyramid.tree.depth)
+    assert density * side ** 2 == pytest.approx(math.exp(top.log_prob), rel=1e-3)
