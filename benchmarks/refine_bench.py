@@ -48,8 +48,6 @@ import time
 import cv2
 import numpy as np
 
-from jzi_ros.demo.camera import CameraModel, CameraPose, render_view
-from jzi_ros.demo.views import degrade_frame
 from jzi_ros.errors import JziError
 from jzi_ros.evaluation.classical import ClassicalLocalizer, format_methods, method_summary
 from jzi_ros.evaluation.metrics import nees_2d
@@ -57,6 +55,8 @@ from jzi_ros.geo import CellTree
 from jzi_ros.inference.calibration import fit_covariance_scale
 from jzi_ros.inference.fix import Hypothesis
 from jzi_ros.inference.refine import Intrinsics, RefineConfig, Refiner
+from jzi_ros.training.camera import CameraModel, CameraPose, render_view
+from jzi_ros.training.render import degrade_frame
 
 DATA = Path("/work/shared/data")
 

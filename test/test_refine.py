@@ -24,7 +24,6 @@ import cv2
 import numpy as np
 import pytest
 
-from jzi_ros.demo.camera import CameraModel, CameraPose, ground_to_image, render_view
 from jzi_ros.errors import JziError
 from jzi_ros.evaluation.classical import ClassicalLocalizer, format_methods, method_summary
 from jzi_ros.geo import CellTree
@@ -32,6 +31,7 @@ from jzi_ros.inference.fix import Fix, FixStatus, Hypothesis
 from jzi_ros.inference.refine import (Intrinsics, pose_from_homography, RefineConfig, Refiner,
                                       RefiningLocalizer)
 from jzi_ros.maps.imagery import FEATURES, IMAGERY, imagery_summary, MapImagery
+from jzi_ros.training.camera import CameraModel, CameraPose, ground_to_image, render_view
 
 TREE = CellTree(40.0, -83.0, 640.0, grid=4, depth=2)
 HALF_SRC_M = 400.0  # the source raster covers +-400 m around the root centre at 1 m/px

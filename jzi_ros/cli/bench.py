@@ -124,7 +124,7 @@ def _imagery_frame(map_dir, height_m: float, size: tuple[int, int] = (320, 240),
     import numpy as np
     import rasterio
 
-    from jzi_ros.demo.camera import CameraModel, CameraPose, render_view
+    from jzi_ros.training.camera import CameraModel, CameraPose, render_view
     from jzi_ros.inference.refine import Intrinsics
     from jzi_ros.maps.imagery import IMAGERY
 
