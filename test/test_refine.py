@@ -205,14 +205,14 @@ def test_bad_input_keeps_the_zoom_fix_with_a_reason(world, case):
     elif case == "wrong intrinsics":
         K = Intrinsics.from_hfov(320, 240, 25.0)
     elif case == "no fix":
-        fix = Fix.no_fix("confidence too low", fix.latitude, fix.longitude, 0.0, 1e6)
+        fix = Fix.no_fix("inference failed", fix.latitude, fix.longitude, 0.0, 1e6)
     out = Refiner.for_map(map_dir, CONFIG).refine(frame, fix, K)
     assert not out.refined
     assert out.refinement.startswith("not refined: ") and len(out.refinement) > 20
     assert (out.east_m, out.north_m, out.status) == (fix.east_m, fix.north_m, fix.status)
     np.testing.assert_array_equal(out.covariance_enu, fix.covariance_enu)
     expected = {"blank frame": "features", "wrong cell": "", "wrong intrinsics": "",
-                "no fix": "no fix"}[case]
+                "no fix": "no cells (inference failed)"}[case]
     assert expected in out.refinement
 
 
@@ -325,3 +325,14 @@ def test_large_frame_is_shrunk_with_its_intrinsics(world):
     assert out.refined, out.refinement
     assert math.hypot(out.east_m - pose.east_m, out.north_m - pose.north_m) < 2.0
     assert "height 150 m" in out.refinement
+
+
+def test_low_confidence_zoom_no_fix_becomes_a_refined_fix(world):
+    map_dir, image = world
+    pose = CameraPose(40.0, 10.0, 150.0, heading_deg=15.0, pitch_deg=86.0)
+    gated = replace(zoom_fix(pose.east_m, pose.north_m), status=FixStatus.NO_FIX,
+                    reason="confidence 0.05 below threshold 0.2", confidence=0.05)
+    out = Refiner.for_map(map_dir, CONFIG).refine(view(image, pose), gated, intrinsics())
+    assert out.refined and out.ok and out.reason == ""
+    assert out.confidence > 0.05
+    assert math.hypot(out.east_m - pose.east_m, out.north_m - pose.north_m) < 2.0

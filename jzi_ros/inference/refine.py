@@ -47,7 +47,7 @@ import cv2
 import numpy as np
 
 from jzi_ros.errors import JziError
-from jzi_ros.inference.fix import Fix
+from jzi_ros.inference.fix import Fix, FixStatus
 from jzi_ros.inference.posterior import apply_scale_and_floor
 from jzi_ros.maps.features import detect_features, DETECTORS
 
@@ -460,8 +460,9 @@ class Refiner:
                ) -> Fix:
         """Return the refined fix, or ``fix`` itself with the reason in ``refinement``."""
         start = time.perf_counter()
-        if not fix.ok or not fix.hypotheses:
-            return dataclasses.replace(fix, refinement="not refined: the zoom gave no fix")
+        if not fix.hypotheses:  # the zoom failed outright (a low-confidence NO_FIX has cells)
+            why = f" ({fix.reason})" if fix.reason else ""
+            return dataclasses.replace(fix, refinement=f"not refined: the zoom gave no cells{why}")
         try:
             result = self.register(image, fix.hypotheses, intrinsics)
         except cv2.error as err:  # an OpenCV failure must not take the robot down
@@ -480,14 +481,22 @@ class Refiner:
 
 
 def refined_fix(fix: Fix, result: Registration, tree, timings: dict[str, float]) -> Fix:
-    """Return ``fix`` moved to the registration's nadir point with its covariance."""
+    """
+    Return ``fix`` moved to the registration's nadir point with its covariance.
+
+    The geometric check stands on its own, so a zoom NO_FIX (confidence below the gate, cells
+    still ranked) becomes a FIX when refinement accepts; its confidence is then at least the
+    inlier ratio.
+    """
     pose = result.pose
     lat, lon = tree.to_latlon(pose.east_m, pose.north_m)
     cov = np.array(fix.covariance_enu, dtype=np.float64)
     cov[:2, :2] = result.covariance_en
     cov[:2, 2] = cov[2, :2] = 0.0
-    return dataclasses.replace(fix, latitude=float(lat), longitude=float(lon),
-                               covariance_enu=cov, east_m=pose.east_m, north_m=pose.north_m,
+    return dataclasses.replace(fix, status=FixStatus.FIX, reason="", latitude=float(lat),
+                               longitude=float(lon), covariance_enu=cov, east_m=pose.east_m,
+                               north_m=pose.north_m,
+                               confidence=max(fix.confidence, result.inlier_ratio),
                                refined=True, refinement=result.describe(), timings_ms=timings)
 
 
