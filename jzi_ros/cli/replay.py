@@ -118,9 +118,10 @@ def _localizer(args: argparse.Namespace):
     from jzi_ros.inference.localizer import Localizer
     from jzi_ros.inference.options import localizer_config
 
-    if args.model is None and args.method != "classical":
-        raise JziError(f"--model is needed for --method {args.method}")
-    return refineopts.wrap(args.method, lambda: Localizer.from_paths(
+    method = getattr(args, "method", "zoom")  # jzi evaluate shares this, without --method
+    if args.model is None and method != "classical":
+        raise JziError(f"--model is needed for --method {method}")
+    return refineopts.wrap(method, lambda: Localizer.from_paths(
         args.map, args.model, localizer_config(args)), args.map, args)
 
 
