@@ -76,7 +76,7 @@ setup(
     entry_points={
         "console_scripts": [
             "jzi = jzi_ros.cli.main:main",
-            "jzi_localizer = jzi_ros.ros.node:main",
+            "jzi_localizer = jzi_ros.ros.entry:main",
             "jzi_replay = jzi_ros.cli.replay:main",
         ],
     },

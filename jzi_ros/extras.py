@@ -71,6 +71,7 @@ def missing_extra_message(err: ModuleNotFoundError) -> str | None:
                 f"{extra_hint(extra)}")
     if top in ROS_MODULES:
         return (f"the ROS 2 module {top!r} is not importable: source your ROS 2 setup "
-                "(e.g. /opt/ros/humble/setup.bash) and build the package with colcon; "
-                "without ROS 2 use `jzi replay` / `jzi localize`")
+                "(e.g. /opt/ros/jazzy/setup.bash) and build the package with colcon, or "
+                "install ROS 2 Jazzy's rclpy from PyPI (pip install 'jzi_ros[ros-pip]', "
+                "CPython 3.11); without ROS 2 use `jzi replay` / `jzi localize`")
     return None

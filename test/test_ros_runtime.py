@@ -13,6 +13,7 @@
 # limitations under the License.
 
 """The node's ROS-free parts: latest-frame slot, rate limiter/meter, stats, worker, parameters."""
+import sys
 import threading
 import time
 
@@ -201,3 +202,13 @@ def test_parameter_defaults_match_the_localizer_config():
     assert config.confidence_threshold is None and s.confidence_threshold == -1.0
     assert s.altitude_variance == pytest.approx(config.altitude_sigma_m ** 2)
     assert set(params.BACKENDS) == set(BACKENDS)
+
+
+def test_jzi_localizer_without_ros_is_one_line_and_exit_1(monkeypatch, capsys):
+    from jzi_ros.ros import entry
+
+    monkeypatch.delitem(sys.modules, "jzi_ros.ros.node", raising=False)
+    monkeypatch.setitem(sys.modules, "rclpy", None)  # import rclpy -> ModuleNotFoundError
+    assert entry.main([]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "ROS 2 module" in err and "ros-pip" in err
