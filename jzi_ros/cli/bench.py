@@ -21,6 +21,7 @@ import logging
 from pathlib import Path
 import tempfile
 
+from jzi_ros.cli import refineopts
 from jzi_ros.errors import JziError
 
 COMMAND = "bench"
@@ -62,6 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--manifest split to use")
     parser.add_argument("--limit", type=int, default=200,
                         help="--manifest: at most this many frames")
+    parser.add_argument("--refine", action="store_true",
+                        help="also time geometric refinement after the zoom and classical "
+                             "registration, on a 320 x 240 nadir view (the demo camera) "
+                             "rendered from the map imagery at --nominal-height (--map with "
+                             "imagery.tif)")
+    refineopts.add_arguments(parser, method=False)
     parser.add_argument("--no-fusion", action="store_true",
                         help="skip timing the temporal filter (this map and a 65,536-cell map)")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE",
@@ -109,6 +116,49 @@ def _samples(args: argparse.Namespace, tree) -> list:
     if not rows:
         raise JziError(f"manifest {args.manifest}: no '{args.split}' frames inside the map")
     return [(read_image(s.image), s.latitude, s.longitude) for s in rows]
+
+
+def _imagery_frame(map_dir, height_m: float, size: tuple[int, int] = (320, 240),
+                   hfov_deg: float = 70.0):
+    """Return a nadir view of the map imagery at the root centre and its intrinsics."""
+    import numpy as np
+    import rasterio
+
+    from jzi_ros.training.camera import CameraModel, CameraPose, render_view
+    from jzi_ros.inference.refine import Intrinsics
+    from jzi_ros.maps.imagery import IMAGERY
+
+    camera = CameraModel(size[0], size[1], hfov_deg)
+    with rasterio.open(Path(map_dir) / IMAGERY) as ds:
+        t = ds.transform
+        source = np.moveaxis(ds.read((1, 2, 3)), 0, -1)
+    to_local = np.array([[t.a, t.b, t.c], [t.d, t.e, t.f], [0.0, 0.0, 1.0]])
+    image = render_view(source, to_local, camera, CameraPose(0.0, 0.0, height_m, 10.0, 88.0))
+    K = camera.K()
+    return image, Intrinsics(K[0, 0], K[1, 1], K[0, 2], K[1, 2])
+
+
+def _bench_refine(args: argparse.Namespace, localizer, map_dir: Path) -> dict:
+    from jzi_ros.evaluation.classical import ClassicalLocalizer
+    from jzi_ros.inference.bench import bench_refinement
+    from jzi_ros.inference.refine import Refiner
+
+    config = refineopts.refine_config(args)
+    refiner = Refiner.for_map(map_dir, config)
+    if refiner is None:
+        raise JziError(f"--refine: map {map_dir} has no imagery; rebuild it with `jzi map "
+                       "build`")
+    image, intrinsics = _imagery_frame(map_dir, config.nominal_height_m)
+    try:
+        classical = ClassicalLocalizer(map_dir, config, intrinsics)
+    except JziError as err:
+        print(f"classical registration not timed: {err}")
+        classical = None
+    try:
+        return bench_refinement(localizer, refiner, classical, image, intrinsics, args.frames,
+                                args.warmup)
+    finally:
+        refiner.close()
 
 
 def _bench_filter(rows: list, tree) -> list[dict]:
@@ -170,6 +220,8 @@ def run(args: argparse.Namespace) -> int:
             if args.manifest is not None:
                 samples = samples or _samples(args, localizer.tree)
                 row.accuracy = accuracy(localizer, samples)
+            if args.refine:
+                row.refine = _bench_refine(args, localizer, map_dir)
             rows.append(row)
             tree = localizer.tree
             localizer.close()

@@ -66,6 +66,11 @@ def _add_build(sub) -> None:
                    help="refuse if any level's views are more than this fraction uncovered")
     p.add_argument("--terminal-tiles", action="store_true",
                    help="also store the terminal cells (K**(2D) tiles, for visualisation only)")
+    p.add_argument("--imagery-m-per-px", type=float, default=None, metavar="M",
+                   help="resolution of the refinement imagery (imagery.tif + features.npz); "
+                        "unset: the source's own, capped at 16384 px a side")
+    p.add_argument("--no-imagery", action="store_true",
+                   help="skip the refinement imagery (refinement and classical baseline off)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing DIR")
     p.add_argument("--allow-large", action="store_true",
                    help="build a map larger than 64 GiB (the size is estimated first)")
@@ -151,12 +156,16 @@ def _build(args) -> int:
     result = build_pyramid_timed(args.source, args.out, tree, tile_px=args.tile_px,
                                  overwrite=args.overwrite, progress=not args.no_progress,
                                  max_nodata=args.max_nodata, crs=args.crs,
-                                 terminal=args.terminal_tiles, allow_large=args.allow_large)
+                                 terminal=args.terminal_tiles, allow_large=args.allow_large,
+                                 imagery=not args.no_imagery,
+                                 imagery_m_per_px=args.imagery_m_per_px)
     pyramid = result.pyramid
     nodata = ", ".join(f"L{k} {v:.1%}" for k, v in pyramid.nodata_fraction.items())
     print(f"map {pyramid.path}: {result.tiles} tiles of {pyramid.tile_px} px in "
           f"{result.seconds:.1f} s ({result.tiles_per_s:.1f} tiles/s), "
           f"{pyramid.views.nbytes / 2**20:.1f} MiB views; nodata {nodata}")
+    from jzi_ros.maps.imagery import imagery_summary
+    print(imagery_summary(pyramid.path))
     if args.model:
         _embed(pyramid.path, args.model, args.batch_size, args.device, not args.no_progress)
     return 0

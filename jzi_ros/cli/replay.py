@@ -21,7 +21,7 @@ from pathlib import Path
 import sys
 from typing import Sequence
 
-from jzi_ros.cli import add_common_arguments, HelpFormatter, join_negative_lists
+from jzi_ros.cli import add_common_arguments, HelpFormatter, join_negative_lists, refineopts
 from jzi_ros.errors import JziError
 
 COMMAND = "replay"
@@ -55,8 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ROS 2 bag: a directory with metadata.yaml, or a .db3 / .mcap file")
     parser.add_argument("--map", required=True, default=argparse.SUPPRESS, type=Path,
                         help="map directory (jzi map build)")
-    parser.add_argument("--model", required=True, default=argparse.SUPPRESS, type=Path,
-                        help="checkpoint (.safetensors) the map was embedded with")
+    parser.add_argument("--model", default=None, type=Path,
+                        help="checkpoint (.safetensors) the map was embedded with (needed "
+                             "unless --method classical)")
     parser.add_argument("--image-topic", required=True, default=argparse.SUPPRESS,
                         help="camera topic (sensor_msgs/Image or sensor_msgs/CompressedImage)")
     parser.add_argument("--gt-topic", required=True, default=argparse.SUPPRESS,
@@ -85,6 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="storage of --write-bag (auto: same as the input bag)")
     parser.add_argument("--fix-topic", default="/jzi/fix",
                         help="topic of the fixes in --write-bag")
+    refineopts.add_arguments(parser)
     fusion = parser.add_argument_group("temporal fusion (docs/fusion.md)")
     fusion.add_argument("--fusion", action="store_true",
                         help="also run the filter over the frames (random walk, and the "
@@ -116,7 +118,11 @@ def _localizer(args: argparse.Namespace):
     from jzi_ros.inference.localizer import Localizer
     from jzi_ros.inference.options import localizer_config
 
-    return Localizer.from_paths(args.map, args.model, localizer_config(args))
+    method = getattr(args, "method", "zoom")  # jzi evaluate shares this, without --method
+    if args.model is None and method != "classical":
+        raise JziError(f"--model is needed for --method {method}")
+    return refineopts.wrap(method, lambda: Localizer.from_paths(
+        args.map, args.model, localizer_config(args)), args.map, args)
 
 
 def _fusion_options(args: argparse.Namespace):
@@ -181,6 +187,8 @@ def run(args: argparse.Namespace) -> int:
             fit = summary["fusion"]["fit"]
             print(f"  fitted: likelihood_exponent {fit['likelihood_exponent']:g}, "
                   f"covariance_scale {fit['covariance_scale']:.4g}")
+    if args.method != "zoom":
+        print(_method_table(result, args.method))
     if result.interrupted:
         if args.write_bag is not None:
             print(f"interrupted: partial report written, {args.write_bag} not written",
@@ -190,6 +198,20 @@ def run(args: argparse.Namespace) -> int:
         write_fix_bag(result, args.write_bag, bag_options, overwrite=args.overwrite)
         print(f"wrote {len(result.localized)} fixes on {args.fix_topic} into {args.write_bag}")
     return 0
+
+
+def _method_table(result, method: str) -> str:
+    """Return the side-by-side row of this method (recall 5..100 m, acceptance, latency)."""
+    import math
+
+    from jzi_ros.evaluation.classical import format_methods, method_summary
+
+    used = result.used
+    errors = [math.hypot(r.fix.east_m - r.gt.east_m, r.fix.north_m - r.gt.north_m)
+              for r in used]
+    row = method_summary(errors, [r.fix.ok for r in used], [r.localize_ms for r in used],
+                         [r.fix.refined for r in used] if method == "refine" else None)
+    return format_methods({method: row})
 
 
 def _strip_ros_args(argv: Sequence[str]) -> list[str]:

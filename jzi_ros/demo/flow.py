@@ -172,7 +172,8 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = print) -> DemoRe
     tif = workdir / "world.tif"
     stage("world", world_key, tif, lambda: stages.make_world(world_spec, tif))
     map_dir = workdir / "map"
-    map_key = _key({"world": world_key, "tree": tree.to_dict(), "tile_px": tile_px})
+    map_key = _key({"world": world_key, "tree": tree.to_dict(), "tile_px": tile_px,
+                    "imagery": 1})
     stage("map", map_key, map_dir,
           lambda: stages.make_map(tif, map_dir, tree, tile_px, options.progress))
     embed_key = _key({"map": map_key, "model": stages.encoder_hash(model)})

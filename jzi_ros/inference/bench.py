@@ -56,6 +56,7 @@ class BenchRow:
     frame_ms: dict[str, float]
     paper_way_ms: dict[str, float] | None
     accuracy: dict = field(default_factory=dict)  # filled when labelled frames are given
+    refine: dict = field(default_factory=dict)  # filled by bench_refinement (jzi bench --refine)
     # temporal filter per frame on this map and a 65,536-cell map (jzi bench, once per run)
     fusion_filter: list = field(default_factory=list)
 
@@ -128,6 +129,25 @@ def bench_localizer(localizer, image_rgb: np.ndarray, frames: int = 30, warmup: 
 
     return BenchRow(backend.name, device, backend.precision, backend_beam(localizer), frames,
                     stats(encoder), stats(frame), paper)
+
+
+def bench_refinement(localizer, refiner, classical, image_rgb: np.ndarray, intrinsics,
+                     frames: int = 30, warmup: int = 5) -> dict:
+    """
+    Time refinement after the zoom's fix, and classical registration, on one frame.
+
+    Returns ``{"refine_ms", "classical_ms", "refined", "note"}``; the note says whether the
+    refinement was accepted (a rejected frame may try several cells, the slow path).
+    """
+    fix = localizer.localize(image_rgb)
+    refine = _time(lambda: refiner.refine(image_rgb, fix, intrinsics), frames, warmup, "cpu")
+    out = refiner.refine(image_rgb, fix, intrinsics)
+    result = {"refine_ms": stats(refine), "refined": bool(out.refined), "note": out.refinement,
+              "classical_ms": None}
+    if classical is not None:
+        result["classical_ms"] = stats(_time(lambda: classical.localize(image_rgb, intrinsics),
+                                             frames, warmup, "cpu"))
+    return result
 
 
 def accuracy(localizer, samples: list[tuple[np.ndarray, float, float]]) -> dict:
@@ -258,6 +278,17 @@ def format_table(rows: list[BenchRow]) -> str:
                              f"{a['median_error_m']:.1f} | {a['recall_1cell']:.3f} | "
                              f"{a['recall_2cell']:.3f} | {a['recall_4cell']:.3f} | "
                              f"{a['mean_nees']:.2f} |")
+    if any(r.refine for r in rows):
+        lines += ["", "| backend | beam | encoder ms (med) | + refine ms (med / p95) "
+                  "| classical ms (med / p95) | refinement |", "|" + "---|" * 6]
+        for r in rows:
+            f = r.refine
+            if f:
+                classical = (f"{f['classical_ms']['median']:.1f} / "
+                             f"{f['classical_ms']['p95']:.1f}" if f["classical_ms"] else "-")
+                lines.append(f"| {r.backend} | {r.beam_width} | {r.encoder_ms['median']:.2f} | "
+                             f"{f['refine_ms']['median']:.1f} / {f['refine_ms']['p95']:.1f} | "
+                             f"{classical} | {f['note']} |")
     return "\n".join(lines)
 
 

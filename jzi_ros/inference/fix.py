@@ -59,6 +59,8 @@ class Fix:
     hypotheses: tuple[Hypothesis, ...] = ()
     reason: str = ""  # why NO_FIX (empty for FIX)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    refined: bool = False  # position from geometric refinement (jzi_ros.inference.refine)
+    refinement: str = ""  # what refinement did, or why it kept the zoom's fix
 
     def __post_init__(self) -> None:
         cov = np.array(self.covariance_enu, dtype=np.float64).reshape(3, 3)

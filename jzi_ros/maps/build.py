@@ -199,15 +199,19 @@ def _warn_without_overviews(src: Source, tree: CellTree, tile_px: int) -> None:
 def build_pyramid(source: str | os.PathLike, out_dir: str | os.PathLike, tree: CellTree,
                   tile_px: int = 384, overwrite: bool = False, progress: bool = True,
                   max_nodata: float | None = DEFAULT_MAX_NODATA, crs: str | None = None,
-                  terminal: bool = False) -> MapPyramid:
+                  terminal: bool = False, imagery: bool = True,
+                  imagery_m_per_px: float | None = None) -> MapPyramid:
     """
     Render ``source`` (GDAL raster with a CRS, MBTiles file or XYZ folder) into a map.
 
     ``crs`` (file or string) supplies/overrides the source CRS. ``max_nodata`` refuses a map
     whose views are more than that fraction uncovered at any level (None: never refuse).
+    ``imagery`` also writes the refinement imagery and feature index
+    (:mod:`jzi_ros.maps.imagery`) at ``imagery_m_per_px`` (None: the source's resolution).
     """
     return build_pyramid_timed(source, out_dir, tree, tile_px, overwrite, progress,
-                               max_nodata, crs, terminal).pyramid
+                               max_nodata, crs, terminal, imagery=imagery,
+                               imagery_m_per_px=imagery_m_per_px).pyramid
 
 
 def build_pyramid_timed(source: str | os.PathLike, out_dir: str | os.PathLike,
@@ -215,7 +219,8 @@ def build_pyramid_timed(source: str | os.PathLike, out_dir: str | os.PathLike,
                         progress: bool = True,
                         max_nodata: float | None = DEFAULT_MAX_NODATA,
                         crs: str | None = None, terminal: bool = False,
-                        allow_large: bool = False) -> BuildResult:
+                        allow_large: bool = False, imagery: bool = True,
+                        imagery_m_per_px: float | None = None) -> BuildResult:
     """
     :func:`build_pyramid` that also reports the tile count and wall time.
 
@@ -238,6 +243,10 @@ def build_pyramid_timed(source: str | os.PathLike, out_dir: str | os.PathLike,
                     coordinate_operation=renderer.operation)
         pyramid = write_pyramid(out_dir, tree, tile_px, renderer, info, overwrite=overwrite,
                                 progress=progress, max_nodata=max_nodata, terminal=terminal)
+        if imagery:
+            from jzi_ros.maps.imagery import write_map_imagery
+            write_map_imagery(lambda tile: CellRenderer(src, tree, tile), tree,
+                              renderer.dst_crs, out_dir, imagery_m_per_px, progress=progress)
     seconds = time.perf_counter() - start
     tiles = tree.num_views + (tree.num_actions ** tree.depth if terminal else 0)
     LOG.info("built %s: %d tiles in %.1f s", out_dir, tiles, seconds)

@@ -65,6 +65,8 @@ def map_summary(pyramid: MapPyramid) -> str:
         extra = ", ".join(f"{k}={v}" for k, v in entry.get("info", {}).items())
         lines.append(f"embeddings encoder {encoder}, {entry.get('created', '?')}"
                      + (f" ({extra})" if extra else ""))
+    from jzi_ros.maps.imagery import imagery_summary
+    lines.append(imagery_summary(pyramid.path))
     return "\n".join(lines)
 
 

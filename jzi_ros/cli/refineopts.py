@@ -1,0 +1,85 @@
+# Copyright 2026 jzi_ros contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+The refinement options shared by ``jzi replay`` and ``jzi bench`` (one definition, two users).
+
+``--method`` picks what localizes a frame: ``zoom`` (the policy alone), ``refine`` (the zoom,
+then geometric refinement against the map imagery) or ``classical`` (registration against the
+map's whole feature index, no model).
+"""
+from __future__ import annotations
+
+import argparse
+
+from jzi_ros.errors import JziError
+
+METHODS = ("zoom", "refine", "classical")
+
+
+def add_arguments(parser: argparse.ArgumentParser, method: bool = True) -> None:
+    if method:
+        parser.add_argument("--method", choices=METHODS, default="zoom",
+                            help="zoom: the policy; refine: zoom + geometric refinement "
+                                 "against the map imagery; classical: registration against "
+                                 "the whole map's feature index (no model)")
+    camera = parser.add_mutually_exclusive_group()
+    camera.add_argument("--intrinsics", metavar="FX,FY,CX,CY", default=None,
+                        help="refine/classical: camera intrinsics of the frames in pixels")
+    camera.add_argument("--hfov", type=float, default=None, metavar="DEG",
+                        help="refine/classical: horizontal field of view instead (square "
+                             "pixels, centred principal point); unset: 70 deg with a warning")
+    parser.add_argument("--detector", choices=("sift", "orb"), default="sift",
+                        help="refine/classical: local features")
+    parser.add_argument("--nominal-height", type=float, default=None, metavar="M",
+                        help="refine: expected height above ground (sets the map resolution "
+                             "the frame is matched at); unset: RefineConfig's default")
+
+
+def refine_config(args: argparse.Namespace):
+    """Return the RefineConfig the options ask for."""
+    from jzi_ros.inference.refine import RefineConfig
+
+    chosen = {"detector": args.detector, "hfov_deg": args.hfov,
+              "nominal_height_m": args.nominal_height}
+    return RefineConfig(**{k: v for k, v in chosen.items() if v is not None})
+
+
+def intrinsics(args: argparse.Namespace):
+    """Return Intrinsics from --intrinsics, or None (the frame size and --hfov decide)."""
+    from jzi_ros.inference.refine import Intrinsics
+
+    if args.intrinsics is None:
+        return None
+    try:
+        values = [float(v) for v in args.intrinsics.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 4:
+        raise JziError(f"--intrinsics {args.intrinsics!r}: expected 4 comma-separated numbers "
+                       "FX,FY,CX,CY (pixels)")
+    return Intrinsics(*values)
+
+
+def wrap(method: str, zoom, map_dir, args: argparse.Namespace):
+    """Return the localizer for ``method``; ``zoom`` makes the zoom Localizer when needed."""
+    if method == "classical":
+        from jzi_ros.evaluation.classical import ClassicalLocalizer
+        return ClassicalLocalizer(map_dir, refine_config(args), intrinsics(args))
+    localizer = zoom()
+    if method == "zoom":
+        return localizer
+    from jzi_ros.inference.refine import Refiner, RefiningLocalizer
+    return RefiningLocalizer(localizer, Refiner.for_map(map_dir, refine_config(args)),
+                             intrinsics(args))

@@ -1,0 +1,524 @@
+# Copyright 2026 jzi_ros contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Geometric refinement after the zoom: from a 39 m cell to metres, or the zoom's fix with why.
+
+The zoom ends in a terminal cell and reports its centre. Where the map imagery still looks
+like the frame, local features pin the camera down: the frame is registered against the map
+imagery around the zoom's top cells (read at about the frame's ground sampling) with OpenCV
+features and a USAC/MAGSAC homography. With the camera intrinsics the homography from the
+ground plane to the image is ``K [r1 r2 t]``, which gives the camera's rotation and centre:
+its nadir point (the published position, not the ground point at the image centre), its
+height above ground, heading and tilt. The covariance is the spread of the nadir point over
+bootstrap resamples of the inliers, times a calibrated scale, with a floor (the zoom's
+:func:`~jzi_ros.inference.posterior.apply_scale_and_floor`; the scale is fitted with its
+:func:`~jzi_ros.inference.calibration.fit_covariance_scale`).
+
+Every refined solution passes an explicit acceptance test (inlier count and ratio, plausible
+height and tilt, a rotation that is one, the nadir inside the searched area, a bounded spread)
+or the zoom's fix is returned unchanged with the reason in :attr:`Fix.refinement`. The same
+registration without the zoom (against the map's whole feature index) is the classical
+baseline in :mod:`jzi_ros.evaluation.classical`. ROS-free: the node passes ``CameraInfo.k``
+through :meth:`Intrinsics.from_matrix`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+import logging
+import math
+from pathlib import Path
+import time
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from jzi_ros.errors import JziError
+from jzi_ros.inference.fix import Fix, FixStatus
+from jzi_ros.inference.posterior import apply_scale_and_floor
+from jzi_ros.maps.features import detect_features, DETECTORS
+
+LOG = logging.getLogger(__name__)
+
+# the map's feature index is used instead of detecting on the window when the frame's ground
+# sampling is within this factor of the index's (SIFT/ORB tolerate such scale changes)
+INDEX_SCALE_TOLERANCE = 1.5
+GUESS_HFOV_DEG = 70.0  # horizontal field of view assumed when nothing says otherwise (warned)
+
+
+@dataclass(frozen=True)
+class Intrinsics:
+    """Pinhole intrinsics of the frames as they reach the localizer (pixels, OpenCV centres)."""
+
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+
+    def __post_init__(self) -> None:
+        values = (self.fx, self.fy, self.cx, self.cy)
+        if not all(math.isfinite(float(v)) for v in values) or self.fx <= 0 or self.fy <= 0:
+            raise JziError(f"camera intrinsics: need finite fx, fy > 0 and finite cx, cy, got "
+                           f"fx={self.fx!r} fy={self.fy!r} cx={self.cx!r} cy={self.cy!r}")
+
+    @classmethod
+    def from_hfov(cls, width: int, height: int, hfov_deg: float) -> "Intrinsics":
+        """Square pixels, principal point at the image centre, horizontal field of view."""
+        if not (width >= 2 and height >= 2 and 1.0 < hfov_deg < 170.0):
+            raise JziError(f"camera intrinsics: need an image of at least 2 x 2 px and "
+                           f"1 < hfov_deg < 170, got {width} x {height}, hfov {hfov_deg!r}")
+        f = (width / 2) / math.tan(math.radians(hfov_deg) / 2)
+        return cls(f, f, (width - 1) / 2, (height - 1) / 2)
+
+    @classmethod
+    def from_matrix(cls, k: Sequence[float]) -> "Intrinsics":
+        """From a 3x3 camera matrix or the 9 row-major numbers of ``CameraInfo.k``."""
+        k = np.asarray(k, dtype=np.float64).reshape(-1)
+        if k.size != 9:
+            raise JziError(f"camera intrinsics: a camera matrix has 9 numbers, got {k.size}")
+        return cls(float(k[0]), float(k[4]), float(k[2]), float(k[5]))
+
+    def matrix(self) -> np.ndarray:
+        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
+
+    def scaled(self, factor: float) -> "Intrinsics":
+        """Return the intrinsics of the image resized by ``factor`` (pixel centres kept)."""
+        return Intrinsics(self.fx * factor, self.fy * factor, (self.cx + 0.5) * factor - 0.5,
+                          (self.cy + 0.5) * factor - 0.5)
+
+
+def fit_frame(image: np.ndarray, intrinsics: Intrinsics, max_px: int
+              ) -> tuple[np.ndarray, Intrinsics]:
+    """Shrink a frame whose long side exceeds ``max_px`` (feature time grows with its area)."""
+    factor = max_px / max(image.shape[:2])
+    if factor >= 1.0:
+        return image, intrinsics
+    size = (max(2, round(image.shape[1] * factor)), max(2, round(image.shape[0] * factor)))
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return small, intrinsics.scaled(size[0] / image.shape[1])
+
+
+@dataclass
+class RefineConfig:
+    """How refinement registers a frame and what it accepts (metres, degrees, pixels)."""
+
+    detector: str = "sift"  # sift or orb (AKAZE is not in OpenCV 5's main modules)
+    max_features: int = 2000  # per frame, and per map window
+    max_frame_px: int = 800  # larger frames are shrunk to this long side first
+    use_index: bool = True  # map features from the map-build index when its scale fits
+    ratio: float = 0.85  # Lowe's ratio test
+    ransac_px: float = 3.0  # MAGSAC threshold, in map-window pixels
+    top_cells: int = 3  # zoom hypotheses tried, most probable first
+    search_margin_m: float | None = None  # around each cell; None: the frame's footprint
+    nominal_height_m: float = 250.0  # expected height above ground: the map resolution
+    min_height_m: float = 20.0  # accepted height range above ground
+    max_height_m: float = 1000.0
+    max_tilt_deg: float = 45.0  # accepted optical-axis angle from nadir
+    min_inliers: int = 25
+    min_inlier_ratio: float = 0.15  # inliers / ratio-test matches
+    max_skew: float = 0.1  # |cos| between homography rotation columns + |log| of their norms
+    max_sigma_m: float = 15.0  # accepted bootstrap 1-sigma of the nadir point
+    bootstrap: int = 24  # inlier resamples for the covariance
+    covariance_scale: float = 1.0  # calibrated on the benchmark (docs/refinement.md)
+    # minimum 1-sigma of the refined covariance: metres, and pixels of the map features used;
+    # with the bootstrap spread far below it, the floor is the calibration (docs/refinement.md)
+    sigma_floor_m: float = 0.55
+    sigma_floor_px: float = 0.55
+    hfov_deg: float | None = None  # field of view when no intrinsics are given (None: guess)
+
+    def __post_init__(self) -> None:
+        if self.detector not in DETECTORS:
+            raise JziError(f"refine.detector must be one of {DETECTORS}, got {self.detector!r}")
+        checks = {"max_features": self.max_features >= 16, "max_frame_px": self.max_frame_px >= 64,
+                  "ratio": 0 < self.ratio < 1,
+                  "ransac_px": self.ransac_px > 0, "top_cells": self.top_cells >= 1,
+                  "nominal_height_m": self.nominal_height_m > 0,
+                  "min_height_m": 0 <= self.min_height_m < self.max_height_m,
+                  "max_tilt_deg": 0 < self.max_tilt_deg < 90, "min_inliers": self.min_inliers >= 8,
+                  "min_inlier_ratio": 0 <= self.min_inlier_ratio <= 1,
+                  "max_skew": self.max_skew > 0, "max_sigma_m": self.max_sigma_m > 0,
+                  "bootstrap": self.bootstrap >= 4, "covariance_scale": self.covariance_scale > 0,
+                  "sigma_floor_m": self.sigma_floor_m > 0,
+                  "sigma_floor_px": self.sigma_floor_px >= 0,
+                  "hfov_deg": self.hfov_deg is None or 1 < self.hfov_deg < 170,
+                  "search_margin_m": self.search_margin_m is None or self.search_margin_m >= 0}
+        for name, ok in checks.items():
+            value = getattr(self, name)
+            if not ok or (isinstance(value, float) and not math.isfinite(value)):
+                raise JziError(f"refine.{name}: value {value!r} is out of range; see "
+                               "RefineConfig in jzi_ros/inference/refine.py for the bounds")
+
+
+# --- features and matching ---------------------------------------------------------------
+def ratio_matches(query: np.ndarray, train: np.ndarray | None, detector: str, ratio: float,
+                  matcher=None) -> tuple[np.ndarray, np.ndarray]:
+    """Lowe ratio-test matches (query, train indices); ``matcher``: a trained index instead."""
+    if len(query) < 2 or (matcher is None and len(train) < 2):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if matcher is None:
+        matcher = cv2.BFMatcher(cv2.NORM_HAMMING if detector == "orb" else cv2.NORM_L2)
+        pairs = matcher.knnMatch(query, train, k=2)
+    else:
+        pairs = matcher.knnMatch(query, k=2)
+    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < ratio * p[1].distance]
+    return (np.array([m.queryIdx for m in good], np.int64),
+            np.array([m.trainIdx for m in good], np.int64))
+
+
+# --- pose from a ground-plane homography ---------------------------------------------------
+@dataclass(frozen=True)
+class GroundPose:
+    """Camera pose recovered from an image -> ground homography (local metres, degrees)."""
+
+    east_m: float  # nadir point (camera centre projected on the ground)
+    north_m: float
+    height_m: float  # above the ground plane
+    heading_deg: float  # compass direction of the image's up axis, clockwise from north
+    tilt_deg: float  # optical axis from straight down
+    skew: float  # how far the homography's rotation is from one (0: exact)
+
+
+def pose_from_homography(image_to_ground: np.ndarray, intrinsics: Intrinsics
+                         ) -> GroundPose | None:
+    """
+    Decompose ``H`` (image pixels -> ground east/north metres) with ``K``.
+
+    The inverse maps ground to image: ``K^-1 H^-1 ~ [r1 r2 t]`` with ``r1``, ``r2`` the first
+    two columns of the world-to-camera rotation; the camera centre is ``-R^T t``. None for a
+    degenerate homography.
+    """
+    try:
+        M = np.linalg.inv(intrinsics.matrix()) @ np.linalg.inv(image_to_ground)
+    except np.linalg.LinAlgError:
+        return None
+    if not np.all(np.isfinite(M)):
+        return None
+    n1, n2 = np.linalg.norm(M[:, 0]), np.linalg.norm(M[:, 1])
+    if not (n1 > 0 and n2 > 0):
+        return None
+    skew = abs(float(M[:, 0] @ M[:, 1]) / (n1 * n2)) + abs(math.log(n1 / n2))
+    M = M / math.sqrt(n1 * n2)
+    # the ground seen at the principal point must lie in front of the camera (depth > 0)
+    centre = image_to_ground @ np.array([intrinsics.cx, intrinsics.cy, 1.0])
+    if abs(centre[2]) < 1e-12:
+        return None
+    centre = centre / centre[2]
+    if float(M[2] @ centre) < 0:
+        M = -M
+    r1, r2 = M[:, 0], M[:, 1]
+    u, _, vt = np.linalg.svd(np.column_stack([r1, r2, np.cross(r1, r2)]))
+    R = u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
+    C = -R.T @ M[:, 2]
+    up = -R[1]  # the image's up axis in the world
+    heading = math.degrees(math.atan2(up[0], up[1])) % 360.0
+    tilt = math.degrees(math.acos(float(np.clip(-R[2, 2], -1.0, 1.0))))
+    values = (C[0], C[1], C[2], heading, tilt, skew)
+    if not all(math.isfinite(float(v)) for v in values):
+        return None
+    return GroundPose(float(C[0]), float(C[1]), float(C[2]), heading, tilt, float(skew))
+
+
+# --- registration -------------------------------------------------------------------------
+@dataclass
+class Registration:
+    """One registration attempt: accepted with a pose and covariance, or a reason why not."""
+
+    accepted: bool
+    reason: str  # why not accepted; empty when accepted
+    matches: int = 0
+    inliers: int = 0
+    pose: GroundPose | None = None
+    covariance_en: np.ndarray | None = None  # 2x2 m^2, calibrated and floored
+    raw_covariance_en: np.ndarray | None = None  # the bootstrap spread (what calibration fits)
+
+    @property
+    def inlier_ratio(self) -> float:
+        return self.inliers / self.matches if self.matches else 0.0
+
+    def describe(self) -> str:
+        if not self.accepted:
+            return f"not refined: {self.reason}"
+        p = self.pose
+        sigma = math.sqrt(max(np.linalg.eigvalsh(self.covariance_en)))
+        return (f"refined: {self.inliers}/{self.matches} inliers, height {p.height_m:.0f} m, "
+                f"heading {p.heading_deg:.0f} deg, tilt {p.tilt_deg:.0f} deg, "
+                f"sigma {sigma:.1f} m")
+
+
+def _pose_samples(image_pts: np.ndarray, target_pts: np.ndarray, to_ground: np.ndarray,
+                  intrinsics: Intrinsics, count: int) -> np.ndarray:
+    """Nadir points [M, 2] of least-squares homographies fitted to bootstrap resamples."""
+    rng = np.random.default_rng(0)  # deterministic: the same frame gives the same covariance
+    n = len(image_pts)
+    out = []
+    for _ in range(count):
+        pick = rng.integers(0, n, n)
+        H, _ = cv2.findHomography(image_pts[pick], target_pts[pick], 0)
+        if H is None:
+            continue
+        pose = pose_from_homography(to_ground @ H, intrinsics)
+        if pose is not None:
+            out.append((pose.east_m, pose.north_m))
+    return np.asarray(out, np.float64).reshape(-1, 2)
+
+
+def solve(image_pts: np.ndarray, target_pts: np.ndarray, to_ground: np.ndarray,
+          intrinsics: Intrinsics, config: RefineConfig, threshold: float,
+          region: tuple[float, float, float, float] | None = None) -> Registration:
+    """
+    Robust homography image -> target, pose, covariance, and the acceptance test.
+
+    ``to_ground`` maps target coordinates to local metres (identity when the targets already
+    are metres); ``threshold`` is MAGSAC's in target units. ``region`` (west, south, east,
+    north) is where the nadir point may lie.
+    """
+    matches = len(image_pts)
+    if matches < config.min_inliers:
+        return Registration(False, f"{matches} feature matches (need {config.min_inliers})",
+                            matches)
+    H, mask = cv2.findHomography(image_pts, target_pts, cv2.USAC_MAGSAC, threshold,
+                                 maxIters=2000, confidence=0.999)
+    if H is None or mask is None:
+        return Registration(False, "no homography fits the matches", matches)
+    inlier = mask.ravel().astype(bool)
+    count = int(inlier.sum())
+    result = Registration(False, "", matches, count)
+    if count < config.min_inliers:
+        result.reason = f"{count} inliers (need {config.min_inliers})"
+        return result
+    if result.inlier_ratio < config.min_inlier_ratio:
+        result.reason = (f"inlier ratio {result.inlier_ratio:.2f} (need "
+                         f"{config.min_inlier_ratio:g})")
+        return result
+    pose = pose_from_homography(to_ground @ H, intrinsics)
+    result.pose = pose
+    if pose is None:
+        result.reason = "degenerate homography (no camera pose)"
+        return result
+    checks = [
+        (pose.skew <= config.max_skew,
+         f"homography is not a camera view with these intrinsics (skew {pose.skew:.2f} > "
+         f"{config.max_skew:g}; wrong intrinsics or a non-planar match)"),
+        (config.min_height_m <= pose.height_m <= config.max_height_m,
+         f"height {pose.height_m:.0f} m outside {config.min_height_m:g}.."
+         f"{config.max_height_m:g} m"),
+        (pose.tilt_deg <= config.max_tilt_deg,
+         f"tilt {pose.tilt_deg:.0f} deg > {config.max_tilt_deg:g} deg"),
+    ]
+    if region is not None:
+        west, south, east, north = region
+        checks.append((west <= pose.east_m <= east and south <= pose.north_m <= north,
+                       "nadir point outside the searched cells"))
+    for ok, reason in checks:
+        if not ok:
+            result.reason = reason
+            return result
+    samples = _pose_samples(image_pts[inlier], target_pts[inlier], to_ground, intrinsics,
+                            config.bootstrap)
+    if len(samples) < config.bootstrap // 2:
+        result.reason = "inlier resamples give no stable pose"
+        return result
+    spread = np.cov(samples.T) if len(samples) > 1 else np.zeros((2, 2))
+    result.raw_covariance_en = spread
+    # an orthophoto and its features are good to about half a pixel, however tight the inliers
+    floor_m = max(config.sigma_floor_m, config.sigma_floor_px * abs(float(to_ground[0, 0])))
+    cov = apply_scale_and_floor(spread, config.covariance_scale, floor_m)
+    sigma = math.sqrt(float(max(np.linalg.eigvalsh(cov))))
+    if not (np.all(np.isfinite(cov)) and sigma <= config.max_sigma_m):
+        result.reason = f"position spread {sigma:.1f} m > {config.max_sigma_m:g} m"
+        return result
+    result.accepted, result.covariance_en = True, cov
+    return result
+
+
+class Refiner:
+    """Registers frames against a map's imagery around the zoom's cells (one caller at a time)."""
+
+    def __init__(self, imagery, tree, config: RefineConfig | None = None,
+                 index=None) -> None:
+        self.imagery = imagery
+        self.tree = tree
+        self.config = config or RefineConfig()
+        self.index = index if (index is not None and self.config.use_index
+                               and index.detector == self.config.detector) else None
+        self._warned_guess = False
+
+    @classmethod
+    def for_map(cls, map_dir: str | Path, config: RefineConfig | None = None
+                ) -> "Refiner | None":
+        """Return a refiner for a map directory, or None (logged once) when it has no imagery."""
+        from jzi_ros.maps.imagery import FEATURES, FeatureIndex, IMAGERY, MapImagery
+        from jzi_ros.maps.pyramid import MapPyramid
+
+        imagery = MapImagery.open_in(map_dir)
+        if imagery is None:
+            LOG.warning("map %s has no %s (built before refinement existed): refinement is "
+                        "off; rebuild the map with `jzi map build` to enable it",
+                        map_dir, IMAGERY)
+            return None
+        features = Path(map_dir) / FEATURES
+        index = FeatureIndex.load(features) if features.is_file() else None
+        return cls(imagery, MapPyramid.open(map_dir).tree, config, index)
+
+    def intrinsics_for(self, image: np.ndarray, intrinsics: Intrinsics | None) -> Intrinsics:
+        """Return the given intrinsics, else ones from ``hfov_deg`` (or the warned guess)."""
+        if intrinsics is not None:
+            return intrinsics
+        hfov = self.config.hfov_deg
+        if hfov is None and not self._warned_guess:
+            LOG.warning("refinement: no camera intrinsics given; guessing a %g deg horizontal "
+                        "field of view (pass CameraInfo, --intrinsics or --hfov)",
+                        GUESS_HFOV_DEG)
+            self._warned_guess = True
+        height, width = image.shape[:2]
+        return Intrinsics.from_hfov(width, height, hfov or GUESS_HFOV_DEG)
+
+    def search_margin_m(self, intrinsics: Intrinsics, image_shape: tuple[int, ...]) -> float:
+        """Return how far around a cell to search: the footprint's half-diagonal, tilt allowed."""
+        if self.config.search_margin_m is not None:
+            return self.config.search_margin_m
+        height, width = image_shape[:2]
+        half_diag = math.hypot(width / intrinsics.fx, height / intrinsics.fy) / 2
+        return 1.5 * self.config.nominal_height_m * half_diag
+
+    def register(self, image: np.ndarray, hypotheses: Sequence,
+                 intrinsics: Intrinsics | None = None) -> Registration:
+        """Try the most probable cells (objects with ``path``) until one registration passes."""
+        config = self.config
+        image, K = fit_frame(image, self.intrinsics_for(image, intrinsics), config.max_frame_px)
+        frame_pts, frame_desc = detect_features(image, config.detector, config.max_features)
+        if len(frame_pts) < config.min_inliers:
+            return Registration(False, f"the frame has {len(frame_pts)} features (need "
+                                f"{config.min_inliers}; blank, dark or blurred image?)")
+        gsd = config.nominal_height_m / math.sqrt(K.fx * K.fy)
+        margin = self.search_margin_m(K, image.shape)
+        tried: list[tuple[float, float, float, float]] = []
+        reasons, best = [], Registration(False, "no cell to search")
+        ranked = sorted(hypotheses, key=lambda h: -h.probability)[:config.top_cells]
+        for hypothesis in ranked:
+            west, south, east, north = self.tree.cell_bounds_local(hypothesis.path)
+            box = (west - margin, south - margin, east + margin, north + margin)
+            centre = ((west + east) / 2, (south + north) / 2)
+            if any(b[0] + margin <= centre[0] <= b[2] - margin
+                   and b[1] + margin <= centre[1] <= b[3] - margin for b in tried):
+                continue  # this cell was inside an earlier window's core already
+            tried.append(box)
+            result = self._register_window(frame_pts, frame_desc, K, box, gsd)
+            if result.accepted:
+                return result
+            reasons.append(result.reason)
+            if result.inliers >= best.inliers:
+                best = result
+        best.reason = "; ".join(dict.fromkeys(reasons)) or best.reason
+        return best
+
+    def _register_window(self, frame_pts: np.ndarray, frame_desc: np.ndarray, K: Intrinsics,
+                         box: tuple[float, float, float, float], gsd: float) -> Registration:
+        config = self.config
+        index = self.index
+        if index is not None and abs(math.log(gsd / index.m_per_px)) <= math.log(
+                INDEX_SCALE_TOLERANCE):
+            # the map-build feature index already has this resolution: no detection per frame
+            west, south, east, north = box
+            en = index.points_en
+            rows = np.flatnonzero((en[:, 0] >= west) & (en[:, 0] <= east)
+                                  & (en[:, 1] >= south) & (en[:, 1] <= north))
+            if len(rows) < config.min_inliers:
+                return Registration(False, f"the map has {len(rows)} features there "
+                                    "(textureless imagery or none)")
+            qi, ti = ratio_matches(frame_desc, index.descriptors[rows], config.detector,
+                                   config.ratio)
+            return solve(frame_pts[qi], index.pixels(self.tree, rows[ti]),
+                         index.pixel_to_local(self.tree), K, config, config.ransac_px,
+                         region=box)
+        window = self.imagery.read(box, gsd)
+        if window.valid.mean() < 0.05:
+            return Registration(False, "no map imagery under the searched cells")
+        map_pts, map_desc = detect_features(window.rgb, config.detector,
+                                            config.max_features, window.valid)
+        if len(map_pts) < config.min_inliers:
+            return Registration(False, f"the map has {len(map_pts)} features there "
+                                "(textureless imagery)")
+        qi, ti = ratio_matches(frame_desc, map_desc, config.detector, config.ratio)
+        return solve(frame_pts[qi], map_pts[ti], window.pixel_to_local(), K, config,
+                     config.ransac_px, region=box)
+
+    def refine(self, image: np.ndarray, fix: Fix, intrinsics: Intrinsics | None = None
+               ) -> Fix:
+        """Return the refined fix, or ``fix`` itself with the reason in ``refinement``."""
+        start = time.perf_counter()
+        if not fix.hypotheses:  # the zoom failed outright (a low-confidence NO_FIX has cells)
+            why = f" ({fix.reason})" if fix.reason else ""
+            return dataclasses.replace(fix, refinement=f"not refined: the zoom gave no cells{why}")
+        try:
+            result = self.register(image, fix.hypotheses, intrinsics)
+        except cv2.error as err:  # an OpenCV failure must not take the robot down
+            result = Registration(False, f"OpenCV error: {str(err).splitlines()[0]}")
+        timings = dict(fix.timings_ms)
+        elapsed = (time.perf_counter() - start) * 1e3
+        timings["refine"] = elapsed
+        if "total" in timings:
+            timings["total"] += elapsed
+        if not result.accepted:
+            return dataclasses.replace(fix, refinement=result.describe(), timings_ms=timings)
+        return refined_fix(fix, result, self.tree, timings)
+
+    def close(self) -> None:
+        self.imagery.close()
+
+
+def refined_fix(fix: Fix, result: Registration, tree, timings: dict[str, float]) -> Fix:
+    """
+    Return ``fix`` moved to the registration's nadir point with its covariance.
+
+    The geometric check stands on its own, so a zoom NO_FIX (confidence below the gate, cells
+    still ranked) becomes a FIX when refinement accepts; its confidence is then at least the
+    inlier ratio.
+    """
+    pose = result.pose
+    lat, lon = tree.to_latlon(pose.east_m, pose.north_m)
+    cov = np.array(fix.covariance_enu, dtype=np.float64)
+    cov[:2, :2] = result.covariance_en
+    cov[:2, 2] = cov[2, :2] = 0.0
+    return dataclasses.replace(fix, status=FixStatus.FIX, reason="", latitude=float(lat),
+                               longitude=float(lon), covariance_enu=cov, east_m=pose.east_m,
+                               north_m=pose.north_m,
+                               confidence=max(fix.confidence, result.inlier_ratio),
+                               refined=True, refinement=result.describe(), timings_ms=timings)
+
+
+class RefiningLocalizer:
+    """A Localizer whose fixes go through a :class:`Refiner` (the zoom's fix when rejected)."""
+
+    def __init__(self, localizer, refiner: Refiner | None,
+                 intrinsics: Intrinsics | None = None) -> None:
+        self.localizer = localizer
+        self.refiner = refiner
+        self.intrinsics = intrinsics
+        self.tree = localizer.tree
+        self.pyramid = getattr(localizer, "pyramid", None)
+        self.backend_name = f"{localizer.backend_name}+refine"
+
+    def localize(self, image_rgb: np.ndarray, intrinsics: Intrinsics | None = None) -> Fix:
+        fix = self.localizer.localize(image_rgb)
+        if self.refiner is None:
+            return dataclasses.replace(fix, refinement="not refined: the map has no imagery")
+        return self.refiner.refine(image_rgb, fix, intrinsics or self.intrinsics)
+
+    def close(self) -> None:
+        self.localizer.close()
+        if self.refiner is not None:
+            self.refiner.close()

@@ -1,0 +1,338 @@
+# Copyright 2026 jzi_ros contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Refinement after the zoom, map imagery on board, and the classical baseline."""
+from __future__ import annotations
+
+from dataclasses import replace
+import logging
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from jzi_ros.errors import JziError
+from jzi_ros.evaluation.classical import ClassicalLocalizer, format_methods, method_summary
+from jzi_ros.geo import CellTree
+from jzi_ros.inference.fix import Fix, FixStatus, Hypothesis
+from jzi_ros.inference.refine import (Intrinsics, pose_from_homography, RefineConfig, Refiner,
+                                      RefiningLocalizer)
+from jzi_ros.maps.imagery import FEATURES, IMAGERY, imagery_summary, MapImagery
+from jzi_ros.training.camera import CameraModel, CameraPose, ground_to_image, render_view
+
+TREE = CellTree(40.0, -83.0, 640.0, grid=4, depth=2)
+HALF_SRC_M = 400.0  # the source raster covers +-400 m around the root centre at 1 m/px
+CAMERA = CameraModel(320, 240, 70.0)
+CONFIG = RefineConfig(nominal_height_m=150.0)
+
+
+def texture(size: int, seed: int = 0) -> np.ndarray:
+    """Return a feature-rich RGB raster: coloured noise summed over four scales."""
+    rng = np.random.default_rng(seed)
+    image = np.zeros((size, size, 3), np.float32)
+    for sigma, amplitude in ((24, 36), (8, 27), (3, 21), (1, 12)):
+        layer = cv2.GaussianBlur(rng.standard_normal((size, size, 3)).astype(np.float32),
+                                 (0, 0), sigma)
+        image += amplitude * layer / layer.std()
+    return np.clip(image + 128, 0, 255).astype(np.uint8)
+
+
+def write_source(path: Path, image: np.ndarray) -> Path:
+    import rasterio
+    from rasterio.transform import Affine
+
+    from jzi_ros.maps.build import tree_crs
+
+    size = image.shape[0]
+    res = 2 * HALF_SRC_M / size
+    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=3,
+                       dtype="uint8", crs=tree_crs(TREE),
+                       transform=Affine(res, 0, -HALF_SRC_M, 0, -res, HALF_SRC_M)) as dst:
+        dst.write(np.moveaxis(image, -1, 0))
+    return path
+
+
+def build(tmp: Path, image: np.ndarray, name: str) -> Path:
+    from jzi_ros.maps.build import build_pyramid
+
+    source = write_source(tmp / f"{name}.tif", image)
+    build_pyramid(source, tmp / name, TREE, tile_px=32, progress=False)
+    return tmp / name
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """(map dir, source image): a textured map with imagery and a feature index."""
+    tmp = tmp_path_factory.mktemp("refine")
+    image = texture(800)
+    return build(tmp, image, "map"), image
+
+
+def source_to_local() -> np.ndarray:
+    return np.array([[1.0, 0, -HALF_SRC_M], [0, -1.0, HALF_SRC_M], [0, 0, 1]])
+
+
+def view(image: np.ndarray, pose: CameraPose) -> np.ndarray:
+    return render_view(image, source_to_local(), CAMERA, pose)
+
+
+def intrinsics(camera: CameraModel = CAMERA) -> Intrinsics:
+    return Intrinsics.from_matrix(camera.K())
+
+
+def zoom_fix(east: float, north: float, extra: tuple[tuple[float, float], ...] = ()) -> Fix:
+    """Return a zoom FIX at the centre of the terminal cell containing (east, north)."""
+    hypotheses = []
+    for k, (e, n) in enumerate(((east, north),) + extra):
+        path = TREE.path_of_local(e, n)
+        ce, cn = TREE.cell_center_local(path)
+        lat, lon = TREE.to_latlon(ce, cn)
+        hypotheses.append(Hypothesis(path, 1.0 / (k + 1), -k, ce, cn, float(lat), float(lon)))
+    top = hypotheses[0]
+    return Fix(FixStatus.FIX, top.latitude, top.longitude, 0.0, np.diag([400.0, 400.0, 1e4]),
+               0.8, top.east_m, top.north_m, tuple(hypotheses), "", {"total": 1.0})
+
+
+def test_pose_from_exact_homography():
+    pose = CameraPose(12.0, -30.0, 180.0, heading_deg=37.0, pitch_deg=80.0)
+    to_ground = np.linalg.inv(ground_to_image(CAMERA, pose))
+    got = pose_from_homography(to_ground / to_ground[2, 2], intrinsics())
+    assert got.east_m == pytest.approx(12.0, abs=1e-6)
+    assert got.north_m == pytest.approx(-30.0, abs=1e-6)
+    assert got.height_m == pytest.approx(180.0, abs=1e-6)
+    assert got.heading_deg == pytest.approx(37.0, abs=1e-6)
+    assert got.tilt_deg == pytest.approx(10.0, abs=1e-6)
+    assert got.skew < 1e-9
+
+
+def test_wrong_focal_shows_as_skew_on_an_oblique_view():
+    pose = CameraPose(0.0, 0.0, 150.0, heading_deg=20.0, pitch_deg=60.0)
+    to_ground = np.linalg.inv(ground_to_image(CAMERA, pose))
+    guess = Intrinsics.from_hfov(320, 240, 25.0)
+    assert pose_from_homography(to_ground, guess).skew > CONFIG.max_skew
+
+
+def test_intrinsics_and_config_are_validated():
+    assert Intrinsics.from_matrix(CAMERA.K()).fx == pytest.approx(CAMERA.focal_px)
+    with pytest.raises(JziError, match="fx"):
+        Intrinsics(float("nan"), 1.0, 0.0, 0.0)
+    with pytest.raises(JziError, match="9 numbers"):
+        Intrinsics.from_matrix([1.0, 2.0])
+    with pytest.raises(JziError, match="refine.min_inliers"):
+        RefineConfig(min_inliers=2)
+    with pytest.raises(JziError, match="refine.detector"):
+        RefineConfig(detector="akaze")
+
+
+def test_map_build_writes_imagery_read_by_window(world):
+    map_dir, image = world
+    assert (map_dir / IMAGERY).is_file() and (map_dir / FEATURES).is_file()
+    assert "imagery.tif" in imagery_summary(map_dir)
+    imagery = MapImagery.open_in(map_dir)
+    try:
+        assert imagery.m_per_px == pytest.approx(1.0)
+        window = imagery.read((-50.0, -20.0, 30.0, 40.0), 1.0)
+        assert window.rgb.shape == (60, 80, 3) and window.valid.all()
+        # the window's top-left pixel centre maps to the source pixel at the same place
+        e, n = window.pixel_to_local()[:2, 2]
+        col, row = int(e + HALF_SRC_M), int(HALF_SRC_M - n)
+        diff = np.abs(window.rgb[0, 0].astype(int) - image[row, col].astype(int))
+        assert diff.max() < 40  # JPEG-compressed
+        outside = imagery.read((300.0, 300.0, 400.0, 400.0), 2.0)
+        assert outside.valid[-1, 0] and not outside.valid[0, -1]  # root edge: 320 m
+    finally:
+        imagery.close()
+
+
+@pytest.mark.parametrize("source", ["window", "index"])
+def test_refinement_recovers_nadir_height_and_heading(world, source, monkeypatch):
+    map_dir, image = world
+    pose = CameraPose(23.0, -41.0, 150.0, heading_deg=130.0, pitch_deg=78.0)
+    # the index (1 m/px) serves frames of about its ground sampling; finer ones read a window
+    nominal = {"window": 150.0, "index": CAMERA.focal_px}[source]
+    refiner = Refiner.for_map(map_dir, replace(CONFIG, nominal_height_m=nominal))
+    reads = []
+    monkeypatch.setattr(refiner.imagery, "read", lambda *a, _r=refiner.imagery.read: (
+        reads.append(a), _r(*a))[1])
+    fix = refiner.refine(view(image, pose), zoom_fix(pose.east_m + 15, pose.north_m - 10),
+                         intrinsics())
+    assert fix.refined, fix.refinement
+    assert math.hypot(fix.east_m - pose.east_m, fix.north_m - pose.north_m) < 2.0
+    assert "height 150 m" in fix.refinement and "heading 130 deg" in fix.refinement, fix.refinement
+    lat, lon = TREE.to_latlon(fix.east_m, fix.north_m)
+    assert (fix.latitude, fix.longitude) == pytest.approx((lat, lon))
+    sigma = np.sqrt(np.diag(fix.covariance_enu))
+    assert np.all(np.isfinite(fix.covariance_enu))
+    assert CONFIG.sigma_floor_m <= sigma[0] < 5.0
+    assert fix.timings_ms["refine"] > 0 and fix.timings_ms["total"] > fix.timings_ms["refine"]
+    assert bool(reads) == (source == "window")
+
+
+def test_second_cell_is_tried_when_the_first_is_wrong(world):
+    map_dir, image = world
+    pose = CameraPose(-60.0, 70.0, 140.0, heading_deg=300.0, pitch_deg=85.0)
+    wrong = (250.0, -250.0)
+    fix = zoom_fix(*wrong, extra=((pose.east_m, pose.north_m),))
+    out = Refiner.for_map(map_dir, CONFIG).refine(view(image, pose), fix, intrinsics())
+    assert out.refined, out.refinement
+    assert math.hypot(out.east_m - pose.east_m, out.north_m - pose.north_m) < 2.0
+
+
+@pytest.mark.parametrize("case", ["blank frame", "wrong cell", "wrong intrinsics", "no fix"])
+def test_bad_input_keeps_the_zoom_fix_with_a_reason(world, case):
+    map_dir, image = world
+    pose = CameraPose(10.0, 5.0, 150.0, heading_deg=45.0, pitch_deg=60.0)
+    frame = view(image, pose)
+    fix = zoom_fix(pose.east_m, pose.north_m)
+    K = intrinsics()
+    if case == "blank frame":
+        frame = np.full_like(frame, 128)
+    elif case == "wrong cell":
+        fix = zoom_fix(-280.0, -280.0)
+    elif case == "wrong intrinsics":
+        K = Intrinsics.from_hfov(320, 240, 25.0)
+    elif case == "no fix":
+        fix = Fix.no_fix("inference failed", fix.latitude, fix.longitude, 0.0, 1e6)
+    out = Refiner.for_map(map_dir, CONFIG).refine(frame, fix, K)
+    assert not out.refined
+    assert out.refinement.startswith("not refined: ") and len(out.refinement) > 20
+    assert (out.east_m, out.north_m, out.status) == (fix.east_m, fix.north_m, fix.status)
+    np.testing.assert_array_equal(out.covariance_enu, fix.covariance_enu)
+    expected = {"blank frame": "features", "wrong cell": "", "wrong intrinsics": "",
+                "no fix": "no cells (inference failed)"}[case]
+    assert expected in out.refinement
+
+
+def test_textureless_map_region_is_not_refined(tmp_path):
+    flat = np.full((400, 400, 3), 90, np.uint8)
+    map_dir = build(tmp_path, flat, "flat")
+    frame = texture(240)[:, :, :][:240, :240]
+    frame = cv2.resize(frame, (320, 240))
+    out = Refiner.for_map(map_dir, CONFIG).refine(frame, zoom_fix(0.0, 0.0), intrinsics())
+    assert not out.refined and "textureless" in out.refinement
+
+
+def test_map_without_imagery_turns_refinement_off_with_one_line(world, tmp_path, caplog):
+    import shutil
+
+    map_dir, image = world
+    old = tmp_path / "old"
+    shutil.copytree(map_dir, old)
+    (old / IMAGERY).unlink()
+    with caplog.at_level(logging.WARNING):
+        assert Refiner.for_map(old, CONFIG) is None
+    lines = [r.getMessage() for r in caplog.records if "refinement is off" in r.getMessage()]
+    assert len(lines) == 1 and "jzi map build" in lines[0]
+    assert "none" in imagery_summary(old)
+
+    class Zoom:
+        tree, backend_name = TREE, "stub"
+
+        def localize(self, image_rgb):
+            return zoom_fix(0.0, 0.0)
+    out = RefiningLocalizer(Zoom(), None).localize(np.zeros((240, 320, 3), np.uint8))
+    assert out.ok and not out.refined and "no imagery" in out.refinement
+
+
+def test_classical_baseline_localizes_without_the_zoom(world):
+    map_dir, image = world
+    classical = ClassicalLocalizer(map_dir, CONFIG)
+    pose = CameraPose(-35.0, 52.0, 160.0, heading_deg=200.0, pitch_deg=82.0)
+    fix = classical.localize(view(image, pose), intrinsics())
+    assert fix.ok and fix.refined, fix.reason
+    assert math.hypot(fix.east_m - pose.east_m, fix.north_m - pose.north_m) < 3.0
+    blank = classical.localize(np.zeros((240, 320, 3), np.uint8), intrinsics())
+    assert blank.status == FixStatus.NO_FIX and "classical registration" in blank.reason
+    assert np.all(np.isfinite(blank.covariance_enu))
+
+
+def test_classical_refuses_an_index_of_another_detector(world):
+    with pytest.raises(JziError, match="--detector sift"):
+        ClassicalLocalizer(world[0], RefineConfig(detector="orb"))
+
+
+def test_method_summary_counts_over_all_frames():
+    errors = [3.0, 8.0, 60.0, 1000.0]
+    row = method_summary(errors, [True, True, True, False], [10.0, 20.0, 30.0, 40.0],
+                         refined=[True, False, True, False])
+    assert row["recall"]["5"] == 0.25 and row["recall"]["10"] == 0.5
+    assert row["recall"]["100"] == 0.75
+    assert row["median_m"] == 8.0 and row["fix_rate"] == 0.75
+    assert row["false_fix_rate"] == 0.25
+    assert row["acceptance_rate"] == 0.5 and row["false_acceptance_rate"] == 0.25
+    assert row["accepted_median_m"] == pytest.approx(31.5)
+    table = format_methods({"zoom + refine": row})
+    assert "| zoom + refine | 4 | 25.0 %" in table
+
+
+def test_missing_intrinsics_are_guessed_with_one_warning(world, caplog):
+    frame = np.zeros((240, 320, 3), np.uint8)
+    with caplog.at_level(logging.WARNING):
+        guessed = Refiner.for_map(world[0], CONFIG)
+        first = guessed.intrinsics_for(frame, None)
+        guessed.intrinsics_for(frame, None)
+        given = Refiner.for_map(world[0], RefineConfig(hfov_deg=70.0))
+        assert given.intrinsics_for(frame, None) == first
+    warnings = [r for r in caplog.records if "guessing" in r.getMessage()]
+    assert len(warnings) == 1
+    assert first.fx == pytest.approx(CAMERA.focal_px)
+
+
+@pytest.mark.slow
+def test_replay_methods_on_a_map_built_before_refinement(tmp_path, capsys, caplog):
+    from jzi_ros.cli import main as jzi_main
+    from support import make_tiny_checkpoint, make_tiny_map
+    from test_replay_cli import _world_bag
+
+    pyramid = make_tiny_map(tmp_path)
+    ckpt = make_tiny_checkpoint(tmp_path, pyramid)
+    _, bag = _world_bag(tmp_path, pyramid, "raw", "mcap")
+    args = ["replay", str(bag), "--map", str(pyramid.path), "--image-topic", "/camera/image",
+            "--gt-topic", "/gps/fix", "--no-progress", "--no-plots"]
+    assert jzi_main.main(args + ["--out", str(tmp_path / "c"), "--method", "classical"]) == 2
+    assert "no feature index" in capsys.readouterr().err
+    assert jzi_main.main(args + ["--out", str(tmp_path / "z"), "--method", "refine"]) == 2
+    assert "--model is needed" in capsys.readouterr().err
+    with caplog.at_level(logging.WARNING):
+        rc = jzi_main.main(args + ["--out", str(tmp_path / "r"), "--method", "refine",
+                                   "--model", str(ckpt), "--backend", "torch", "--hfov", "60"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "| refine | 6 |" in out and "| 0.0 % (-, 0.0 %) |" in out
+    assert sum("refinement is off" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_large_frame_is_shrunk_with_its_intrinsics(world):
+    map_dir, image = world
+    pose = CameraPose(-20.0, 30.0, 150.0, heading_deg=250.0, pitch_deg=84.0)
+    frame = cv2.resize(view(image, pose), (1280, 960), interpolation=cv2.INTER_LINEAR)
+    big = Intrinsics.from_matrix(CAMERA.K(4.0))
+    out = Refiner.for_map(map_dir, replace(CONFIG, max_frame_px=400)).refine(
+        frame, zoom_fix(pose.east_m, pose.north_m), big)
+    assert out.refined, out.refinement
+    assert math.hypot(out.east_m - pose.east_m, out.north_m - pose.north_m) < 2.0
+    assert "height 150 m" in out.refinement
+
+
+def test_low_confidence_zoom_no_fix_becomes_a_refined_fix(world):
+    map_dir, image = world
+    pose = CameraPose(40.0, 10.0, 150.0, heading_deg=15.0, pitch_deg=86.0)
+    gated = replace(zoom_fix(pose.east_m, pose.north_m), status=FixStatus.NO_FIX,
+                    reason="confidence 0.05 below threshold 0.2", confidence=0.05)
+    out = Refiner.for_map(map_dir, CONFIG).refine(view(image, pose), gated, intrinsics())
+    assert out.refined and out.ok and out.reason == ""
+    assert out.confidence > 0.05
+    assert math.hypot(out.east_m - pose.east_m, out.north_m - pose.north_m) < 2.0
