@@ -20,6 +20,7 @@ here turns a missing one into one line naming what to install instead of a trace
 """
 from __future__ import annotations
 
+import importlib
 import sys
 
 from jzi_ros.extras import missing_extra_message
@@ -28,7 +29,7 @@ from jzi_ros.extras import missing_extra_message
 def main(args: list[str] | None = None) -> int:
     """Run the node (0 clean stop, 1 configuration error or ROS 2 not importable)."""
     try:
-        from jzi_ros.ros import node
+        node = importlib.import_module("jzi_ros.ros.node")
     except ModuleNotFoundError as err:
         message = missing_extra_message(err)
         if message is None:
