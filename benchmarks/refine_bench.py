@@ -53,8 +53,9 @@ from jzi_ros.evaluation.classical import ClassicalLocalizer, format_methods, met
 from jzi_ros.evaluation.metrics import nees_2d
 from jzi_ros.geo import CellTree
 from jzi_ros.inference.calibration import fit_covariance_scale
+from jzi_ros.inference.camera_pose import Intrinsics
 from jzi_ros.inference.fix import Hypothesis
-from jzi_ros.inference.refine import Intrinsics, RefineConfig, Refiner
+from jzi_ros.inference.refine import RefineConfig, Refiner
 from jzi_ros.training.camera import CameraModel, CameraPose, render_view
 from jzi_ros.training.render import degrade_frame
 

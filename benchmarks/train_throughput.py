@@ -36,7 +36,8 @@ from jzi_ros.geo import CellTree
 from jzi_ros.model import ModelConfig, ZoomModel
 from jzi_ros.training.config import TrainConfig
 from jzi_ros.training.data import prefix_view_indices
-from jzi_ros.training.loop import amp_settings, make_optimizer, TrainStep
+from jzi_ros.training.loop import TrainStep
+from jzi_ros.training.optim import amp_settings, make_optimizer
 
 
 def synthetic_batch(config: ModelConfig, batch: int, device: torch.device,

@@ -27,9 +27,9 @@ import pytest
 from jzi_ros.errors import JziError
 from jzi_ros.evaluation.classical import ClassicalLocalizer, format_methods, method_summary
 from jzi_ros.geo import CellTree
+from jzi_ros.inference.camera_pose import Intrinsics, pose_from_homography
 from jzi_ros.inference.fix import Fix, FixStatus, Hypothesis
-from jzi_ros.inference.refine import (Intrinsics, pose_from_homography, RefineConfig, Refiner,
-                                      RefiningLocalizer)
+from jzi_ros.inference.refine import RefineConfig, Refiner, RefiningLocalizer
 from jzi_ros.maps.imagery import FEATURES, IMAGERY, imagery_summary, MapImagery
 from jzi_ros.training.camera import CameraModel, CameraPose, ground_to_image, render_view
 

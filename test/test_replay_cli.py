@@ -157,7 +157,7 @@ def test_cli_flow_with_a_test_double_localizer(tmp_path, monkeypatch, capsys):
     bag = write_bag(tmp_path / "bag", spec, "mcap")
     doubles = [IndexLocalizer(tree, spec, offsets_for(8)),
                IndexLocalizer(tree, spec, offsets_for(8), interrupt_at=3)]
-    monkeypatch.setattr(replay_cli, "_localizer", lambda args: doubles.pop(0))
+    monkeypatch.setattr(replay_cli.refineopts, "localizer", lambda args: doubles.pop(0))
     args = ["replay", str(bag), "--map", "unused", "--model", "unused", "--image-topic",
             "/camera/image", "--gt-topic", "/gps/fix", "--no-progress", "--no-plots",
             "--every", "2", "--bag-storage", "sqlite3", "--bag-version", "9"]

@@ -226,7 +226,7 @@ class FakeLocalizer:
 
     def localize_measured(self, image):
         """Fusion's entry: the same fix, and a measurement sure of the cell at (5, 6) m."""
-        from jzi_ros.inference.fusion import Measurement
+        from jzi_ros.inference.measurement import Measurement
 
         path = self.tree.path_of_local(5.0, 6.0)
         return self.localize(image), Measurement.from_beam(self.tree, np.array([path]),

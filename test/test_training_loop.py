@@ -29,8 +29,9 @@ from jzi_ros.inference.decode import beam_search
 from jzi_ros.maps.pyramid import MapPyramid
 from jzi_ros.model import ground_pixels, load_checkpoint
 from jzi_ros.training.config import load_train_config
-from jzi_ros.training.loop import lr_factor, train
+from jzi_ros.training.loop import train
 from jzi_ros.training.manifest import label_samples, read_manifest, Sample, write_manifest
+from jzi_ros.training.optim import lr_factor
 from support import make_tiny_map, world_of
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -125,7 +125,7 @@ def _imagery_frame(map_dir, height_m: float, size: tuple[int, int] = (320, 240),
     import rasterio
 
     from jzi_ros.training.camera import CameraModel, CameraPose, render_view
-    from jzi_ros.inference.refine import Intrinsics
+    from jzi_ros.inference.camera_pose import Intrinsics
     from jzi_ros.maps.imagery import IMAGERY
 
     camera = CameraModel(size[0], size[1], hfov_deg)

@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jzi_ros.cli.replay import _localizer
+    from jzi_ros.cli import refineopts
     from jzi_ros.evaluation.images import (baselines, calibration_check, replay_manifest,
                                            training_positions)
     from jzi_ros.evaluation.report import score, summarize, write_report
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         train_rows = [s for s in read_manifest(args.prior_manifest) if s.split == "train"]
         if not train_rows:
             raise JziError(f"prior manifest {args.prior_manifest} has no 'train' rows")
-    localizer = _localizer(args)
+    localizer = refineopts.localizer(args)
     if args.prior_manifest is not None:
         prior_rows = training_positions(train_rows, localizer.tree)
     result = replay_manifest(args.manifest, rows[:args.limit] if args.limit else rows,

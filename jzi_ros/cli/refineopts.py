@@ -58,7 +58,7 @@ def refine_config(args: argparse.Namespace):
 
 def intrinsics(args: argparse.Namespace):
     """Return Intrinsics from --intrinsics, or None (the frame size and --hfov decide)."""
-    from jzi_ros.inference.refine import Intrinsics
+    from jzi_ros.inference.camera_pose import Intrinsics
 
     if args.intrinsics is None:
         return None
@@ -83,3 +83,15 @@ def wrap(method: str, zoom, map_dir, args: argparse.Namespace):
     from jzi_ros.inference.refine import Refiner, RefiningLocalizer
     return RefiningLocalizer(localizer, Refiner.for_map(map_dir, refine_config(args)),
                              intrinsics(args))
+
+
+def localizer(args: argparse.Namespace):
+    """Return the localizer the parsed options ask for (``--method``, zoom when absent)."""
+    from jzi_ros.inference.localizer import Localizer
+    from jzi_ros.inference.options import localizer_config
+
+    method = getattr(args, "method", "zoom")  # jzi evaluate has no --method
+    if args.model is None and method != "classical":
+        raise JziError(f"--model is needed for --method {method}")
+    return wrap(method, lambda: Localizer.from_paths(
+        args.map, args.model, localizer_config(args)), args.map, args)

@@ -114,17 +114,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replace an existing --out directory / --write-bag bag")
 
 
-def _localizer(args: argparse.Namespace):
-    from jzi_ros.inference.localizer import Localizer
-    from jzi_ros.inference.options import localizer_config
-
-    method = getattr(args, "method", "zoom")  # jzi evaluate shares this, without --method
-    if args.model is None and method != "classical":
-        raise JziError(f"--model is needed for --method {method}")
-    return refineopts.wrap(method, lambda: Localizer.from_paths(
-        args.map, args.model, localizer_config(args)), args.map, args)
-
-
 def _fusion_options(args: argparse.Namespace):
     if not (args.fusion or args.fit_fusion):
         return None
@@ -162,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     for path, what in ((args.out, "--out"), (args.write_bag, "--write-bag")):
         if path is not None:
             refuse_overlap(path, args.bag, what, "input bag")
-    localizer = _localizer(args)
+    localizer = refineopts.localizer(args)
     result = replay_bag(args.bag, localizer, options)
     summary = write_report(result, args.out, getattr(localizer, "pyramid", None),
                            overwrite=args.overwrite, plots=not args.no_plots)

@@ -157,6 +157,15 @@ def deserialize(reader: Any, raw: bytes, msgtype: str) -> Any:
         raise ValueError(f"{type(err).__name__}: {err}") from None
 
 
+def iter_messages(reader: Any, bag: Path, topic: str) -> Iterator[Any]:
+    """Deserialized messages on ``topic`` in bag order; corrupt ones are skipped."""
+    for _, _, raw, msgtype in iter_topic(reader, bag, topic):
+        try:
+            yield deserialize(reader, raw, msgtype)
+        except ValueError:
+            continue
+
+
 @dataclass(frozen=True)
 class FrameScan:
     """

@@ -36,9 +36,9 @@ import cv2
 import numpy as np
 
 from jzi_ros.errors import JziError
+from jzi_ros.inference.camera_pose import fit_frame, Intrinsics
 from jzi_ros.inference.fix import Fix, FixStatus
-from jzi_ros.inference.refine import (fit_frame, GUESS_HFOV_DEG, Intrinsics, ratio_matches,
-                                      RefineConfig, solve)
+from jzi_ros.inference.refine import GUESS_HFOV_DEG, ratio_matches, RefineConfig, solve
 from jzi_ros.maps.features import detect_features
 
 LOG = logging.getLogger(__name__)

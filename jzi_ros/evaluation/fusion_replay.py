@@ -32,7 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from jzi_ros.errors import JziError
-from jzi_ros.evaluation.bags import deserialize, iter_topic, require_topic, stamp_ns
+from jzi_ros.evaluation.bags import iter_messages, require_topic, stamp_ns
 from jzi_ros.evaluation.metrics import (calibration_summary, DEFAULT_RECALL_M, error_summary, fmt,
                                         recall_at)
 from jzi_ros.heading import check_enu_frame, yaw_from_quaternion
@@ -72,11 +72,7 @@ def read_odometry(reader: Any, bag: Path, options: FusionOptions) -> OdometryTra
     heading = HeadingSeries(options.heading_source, math.radians(options.heading_yaw_deg))
     track = OdometryTrack(heading)
     require_topic(reader, bag, options.odom_topic, (ODOMETRY_TYPE,), "odometry", "--odom-topic")
-    for _, _, raw, msgtype in iter_topic(reader, bag, options.odom_topic):
-        try:
-            msg = deserialize(reader, raw, msgtype)
-        except ValueError:
-            continue
+    for msg in iter_messages(reader, bag, options.odom_topic):
         yaw = None
         if heading.source == "odometry":
             check_enu_frame(msg.header.frame_id, f"odometry {options.odom_topic}")
@@ -88,11 +84,7 @@ def read_odometry(reader: Any, bag: Path, options: FusionOptions) -> OdometryTra
         if not options.imu_topic:
             raise JziError("--heading-source imu needs --imu-topic (sensor_msgs/Imu, ENU)")
         require_topic(reader, bag, options.imu_topic, (IMU_TYPE,), "IMU", "--imu-topic")
-        for _, _, raw, msgtype in iter_topic(reader, bag, options.imu_topic):
-            try:
-                msg = deserialize(reader, raw, msgtype)
-            except ValueError:
-                continue
+        for msg in iter_messages(reader, bag, options.imu_topic):
             check_enu_frame(msg.header.frame_id, f"IMU {options.imu_topic}")
             q = msg.orientation
             heading.add(stamp_ns(msg), yaw_from_quaternion(q.x, q.y, q.z, q.w))

@@ -224,7 +224,8 @@ def bench_filter(tree, frames: int = 200, warmup: int = 20, config=None,
     zooms are simulated (:func:`simulated_steps`) along a track crossing the map at
     15 m/s; simulating them is not timed. Returns median and p95 in ms and the map's size.
     """
-    from jzi_ros.inference.fusion import CellFilter, FusionConfig, Measurement
+    from jzi_ros.inference.fusion import CellFilter, FusionConfig
+    from jzi_ros.inference.measurement import Measurement
 
     rng = np.random.default_rng(seed)
     total = frames + warmup

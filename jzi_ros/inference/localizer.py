@@ -313,7 +313,7 @@ class Localizer:
         probabilities where the backend gives them, else the final beam. None when the frame
         decoded to nothing usable.
         """
-        from jzi_ros.inference.fusion import Measurement
+        from jzi_ros.inference.measurement import Measurement
 
         start = time.perf_counter()
         steps: list = []

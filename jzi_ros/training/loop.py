@@ -48,6 +48,7 @@ from jzi_ros.training.config import TrainConfig
 from jzi_ros.training.data import Collate, RenderedZoomDataset, ZoomDataset
 from jzi_ros.training.manifest import (label_samples, read_manifest, split_train_val,
                                        write_held_out)
+from jzi_ros.training.optim import amp_settings, lr_factor, make_optimizer
 from jzi_ros.training.render import check_not_test
 from jzi_ros.training.state import load_train_state, save_train_state
 from jzi_ros.training.validate import evaluate
@@ -74,48 +75,6 @@ class TrainStep(nn.Module):
             ground = model.encode_ground(batch["ground"])
             views = model.encode_views(batch["views"])[batch["view_slots"]]
         return model(ground, views.to(ground.dtype), batch["path"][:, :-1])
-
-
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """Linear warm-up to 1, then cosine decay to 0 at ``total``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def make_optimizer(model: ZoomModel, config: TrainConfig,
-                   device: torch.device) -> torch.optim.AdamW:
-    groups: dict[tuple[str, bool], list] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        part = "encoder" if name.startswith("encoder.") else "decoder"
-        # no weight decay on biases, norms, layer scales and embedding tokens (all < 2-D)
-        groups.setdefault((part, param.ndim >= 2), []).append(param)
-    param_groups = []
-    for (part, decay), params in sorted(groups.items()):
-        lr = config.lr * (config.encoder_lr_scale if part == "encoder" else 1.0)
-        param_groups.append({"params": params, "lr": lr, "base_lr": lr,
-                             "weight_decay": config.weight_decay if decay else 0.0})
-    return torch.optim.AdamW(param_groups, lr=config.lr, betas=(0.9, 0.999),
-                             fused=device.type == "cuda")
-
-
-def amp_settings(config: TrainConfig, device: torch.device) -> tuple[dict, bool]:
-    """(autocast kwargs, use a GradScaler): bf16 where supported, fp16 + scaler otherwise."""
-    mode = config.amp
-    if mode == "auto":
-        if device.type != "cuda":
-            mode = "off"
-        else:
-            mode = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if mode == "off":
-        return {"device_type": device.type, "enabled": False}, False
-    if mode == "fp16" and device.type != "cuda":
-        raise JziError("training config: amp=fp16 needs a CUDA device (use bf16 or off on CPU)")
-    dtype = torch.bfloat16 if mode == "bf16" else torch.float16
-    return {"device_type": device.type, "dtype": dtype, "enabled": True}, mode == "fp16"
 
 
 def _better(metric: str, value: float, best: float | None) -> bool:

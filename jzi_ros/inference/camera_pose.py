@@ -1,0 +1,137 @@
+# Copyright 2026 jzi_ros contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+The camera side of refinement: pinhole intrinsics, and the camera pose a ground homography gives.
+
+With the intrinsics ``K`` the homography from the ground plane to the image is ``K [r1 r2 t]``;
+decomposing it gives the camera's rotation and centre: its nadir point, height above ground,
+heading and tilt. Pure geometry (no matching, no acceptance policy: those are
+:mod:`jzi_ros.inference.refine`), and ROS-free: the node passes ``CameraInfo.k`` through
+:meth:`Intrinsics.from_matrix`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+import math
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from jzi_ros.errors import JziError
+
+
+@dataclass(frozen=True)
+class Intrinsics:
+    """Pinhole intrinsics of the frames as they reach the localizer (pixels, OpenCV centres)."""
+
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+
+    def __post_init__(self) -> None:
+        values = (self.fx, self.fy, self.cx, self.cy)
+        if not all(math.isfinite(float(v)) for v in values) or self.fx <= 0 or self.fy <= 0:
+            raise JziError(f"camera intrinsics: need finite fx, fy > 0 and finite cx, cy, got "
+                           f"fx={self.fx!r} fy={self.fy!r} cx={self.cx!r} cy={self.cy!r}")
+
+    @classmethod
+    def from_hfov(cls, width: int, height: int, hfov_deg: float) -> "Intrinsics":
+        """Square pixels, principal point at the image centre, horizontal field of view."""
+        if not (width >= 2 and height >= 2 and 1.0 < hfov_deg < 170.0):
+            raise JziError(f"camera intrinsics: need an image of at least 2 x 2 px and "
+                           f"1 < hfov_deg < 170, got {width} x {height}, hfov {hfov_deg!r}")
+        f = (width / 2) / math.tan(math.radians(hfov_deg) / 2)
+        return cls(f, f, (width - 1) / 2, (height - 1) / 2)
+
+    @classmethod
+    def from_matrix(cls, k: Sequence[float]) -> "Intrinsics":
+        """From a 3x3 camera matrix or the 9 row-major numbers of ``CameraInfo.k``."""
+        k = np.asarray(k, dtype=np.float64).reshape(-1)
+        if k.size != 9:
+            raise JziError(f"camera intrinsics: a camera matrix has 9 numbers, got {k.size}")
+        return cls(float(k[0]), float(k[4]), float(k[2]), float(k[5]))
+
+    def matrix(self) -> np.ndarray:
+        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
+
+    def scaled(self, factor: float) -> "Intrinsics":
+        """Return the intrinsics of the image resized by ``factor`` (pixel centres kept)."""
+        return Intrinsics(self.fx * factor, self.fy * factor, (self.cx + 0.5) * factor - 0.5,
+                          (self.cy + 0.5) * factor - 0.5)
+
+
+def fit_frame(image: np.ndarray, intrinsics: Intrinsics, max_px: int
+              ) -> tuple[np.ndarray, Intrinsics]:
+    """Shrink a frame whose long side exceeds ``max_px`` (feature time grows with its area)."""
+    factor = max_px / max(image.shape[:2])
+    if factor >= 1.0:
+        return image, intrinsics
+    size = (max(2, round(image.shape[1] * factor)), max(2, round(image.shape[0] * factor)))
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return small, intrinsics.scaled(size[0] / image.shape[1])
+
+
+@dataclass(frozen=True)
+class GroundPose:
+    """Camera pose recovered from an image -> ground homography (local metres, degrees)."""
+
+    east_m: float  # nadir point (camera centre projected on the ground)
+    north_m: float
+    height_m: float  # above the ground plane
+    heading_deg: float  # compass direction of the image's up axis, clockwise from north
+    tilt_deg: float  # optical axis from straight down
+    skew: float  # how far the homography's rotation is from one (0: exact)
+
+
+def pose_from_homography(image_to_ground: np.ndarray, intrinsics: Intrinsics
+                         ) -> GroundPose | None:
+    """
+    Decompose ``H`` (image pixels -> ground east/north metres) with ``K``.
+
+    The inverse maps ground to image: ``K^-1 H^-1 ~ [r1 r2 t]`` with ``r1``, ``r2`` the first
+    two columns of the world-to-camera rotation; the camera centre is ``-R^T t``. None for a
+    degenerate homography.
+    """
+    try:
+        M = np.linalg.inv(intrinsics.matrix()) @ np.linalg.inv(image_to_ground)
+    except np.linalg.LinAlgError:
+        return None
+    if not np.all(np.isfinite(M)):
+        return None
+    n1, n2 = np.linalg.norm(M[:, 0]), np.linalg.norm(M[:, 1])
+    if not (n1 > 0 and n2 > 0):
+        return None
+    skew = abs(float(M[:, 0] @ M[:, 1]) / (n1 * n2)) + abs(math.log(n1 / n2))
+    M = M / math.sqrt(n1 * n2)
+    # the ground seen at the principal point must lie in front of the camera (depth > 0)
+    centre = image_to_ground @ np.array([intrinsics.cx, intrinsics.cy, 1.0])
+    if abs(centre[2]) < 1e-12:
+        return None
+    centre = centre / centre[2]
+    if float(M[2] @ centre) < 0:
+        M = -M
+    r1, r2 = M[:, 0], M[:, 1]
+    u, _, vt = np.linalg.svd(np.column_stack([r1, r2, np.cross(r1, r2)]))
+    R = u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
+    C = -R.T @ M[:, 2]
+    up = -R[1]  # the image's up axis in the world
+    heading = math.degrees(math.atan2(up[0], up[1])) % 360.0
+    tilt = math.degrees(math.acos(float(np.clip(-R[2, 2], -1.0, 1.0))))
+    values = (C[0], C[1], C[2], heading, tilt, skew)
+    if not all(math.isfinite(float(v)) for v in values):
+        return None
+    return GroundPose(float(C[0]), float(C[1]), float(C[2]), heading, tilt, float(skew))
