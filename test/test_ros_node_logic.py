@@ -196,6 +196,7 @@ class FakeLocalizer:
     backend_name = "torch"
     calls = 0
     tree = CellTree(38.9, -77.03, 1600.0, grid=4, depth=2)
+    model_config = SimpleNamespace(heading="none")  # frames as they come: no heading source
     closed = 0
 
     def __init__(self, config):
@@ -208,7 +209,8 @@ class FakeLocalizer:
         FakeLocalizer.config = config
         return cls(config)
 
-    def localize(self, image):
+    def localize(self, image, heading_deg=None):
+        assert heading_deg is None  # a heading-free model is never given one
         FakeLocalizer.calls += 1
         if image.shape[0] < 4:
             raise BadImageError("image too small")
@@ -224,13 +226,13 @@ class FakeLocalizer:
     def close(self):
         FakeLocalizer.closed += 1
 
-    def localize_measured(self, image):
+    def localize_measured(self, image, heading_deg=None):
         """Fusion's entry: the same fix, and a measurement sure of the cell at (5, 6) m."""
         from jzi_ros.inference.measurement import Measurement
 
         path = self.tree.path_of_local(5.0, 6.0)
-        return self.localize(image), Measurement.from_beam(self.tree, np.array([path]),
-                                                           np.array([0.0]))
+        return self.localize(image, heading_deg), Measurement.from_beam(
+            self.tree, np.array([path]), np.array([0.0]))
 
 
 @pytest.fixture
