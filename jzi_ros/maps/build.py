@@ -39,6 +39,7 @@ from jzi_ros.maps.pyramid import check_map_size, MapPyramid, write_pyramid
 from jzi_ros.maps.sources import open_source, Source
 
 LOG = logging.getLogger(__name__)
+DEFAULT_MAX_NODATA = 0.5
 _GRID_NOTED: set[str] = set()  # source CRSs whose missing-grid note was logged
 
 
@@ -59,7 +60,6 @@ def _note_missing_grids(caught: list, crs_name: str) -> None:
                          "grid-free one, ~1 m apart: harmless at cell sizes", crs_name)
         else:
             warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
-DEFAULT_MAX_NODATA = 0.5
 
 
 def tree_crs(tree: CellTree) -> "rasterio.crs.CRS":  # noqa: F821 - lazy import
