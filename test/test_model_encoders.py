@@ -115,3 +115,30 @@ def test_cnn_encoder_exports_to_onnx_with_parity(tmp_path, kind):
     parity = compare(create_backend("onnxruntime", spec, "cpu", "fp32"), model, table, 2,
                      frames=2)
     assert parity.ok(), parity
+
+
+@pytest.mark.slow
+def test_training_a_cnn_encoder_lowers_the_loss_and_records_its_kind(tmp_path):
+    import json
+
+    from jzi_ros.maps.pyramid import MapPyramid
+    from jzi_ros.training.config import load_train_config
+    from jzi_ros.training.loop import train
+    from test_training_loop import make_dataset
+
+    pyramid = make_tiny_map(tmp_path, grid=4, depth=2)
+    manifest = make_dataset(tmp_path, pyramid, 16, repeat=4)
+    out = tmp_path / "run"
+    config = load_train_config(None, [
+        f"manifest={manifest}", f"map={pyramid.path}", f"out={out}", "model_preset=tiny",
+        "num_workers=0", "augment=false", "epochs=6", "batch_size=16", "lr=3e-3",
+        "val_fraction=0", "label_smoothing=0", "model.encoder.kind=convnext",
+        "model.encoder.hidden_size=64", "model.encoder.stage_depths=[1, 1, 1, 1]"])
+    summary = train(config, progress=False)
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert history[-1]["train_loss"] < 0.8 * history[0]["train_loss"]
+    model, _ = load_checkpoint(out / "best.safetensors")
+    assert model.config.encoder.kind == "convnext"
+    # the map was re-embedded by the trained CNN: the localizer finds its table
+    assert MapPyramid.open(pyramid.path).load_embeddings(model.encoder_hash()).shape[1] == 64
+    assert summary["encoder_hash"] == model.encoder_hash()
