@@ -54,8 +54,8 @@ NODE_PARAMETERS = {
                       "fix then goes to fusion.single_fix_topic)"),
     "odom_topic": ("", "nav_msgs/Odometry for the filter's motion (empty: random walk)"),
     "imu_topic": ("", "sensor_msgs/Imu (ENU orientation) for heading_source imu"),
-    "heading_source": ("odometry", "yaw that rotates the odometry twist to East/North: "
-                                   + ", ".join(HEADING_SOURCES)),
+    "heading_source": ("odometry", "yaw that rotates the odometry twist to East/North and a "
+                                   "north-up model's frames: " + ", ".join(HEADING_SOURCES)),
     "heading_yaw_deg": (0.0, "ENU yaw for heading_source fixed (0 = East, 90 = North)"),
     "single_fix_topic": ("jzi/fix_single", "single-frame NavSatFix when fusion is on"),
 }
