@@ -193,11 +193,9 @@ class FrameHeading:
             self.source, "")
         if fusion is not None:
             self.series, self.lock = fusion.online.track.heading, fusion.online.lock
-            self.own = False
             return
         self.series = HeadingSeries(self.source, self.fixed_yaw_rad)
         self.lock = threading.Lock()
-        self.own = True
         if self.source == "imu":
             from sensor_msgs.msg import Imu
 
