@@ -75,6 +75,10 @@ class LocalizerConfig:
     force_engine_update: bool = False  # rebuild TensorRT engines even if cached
     max_workspace_size: int = 1 << 30  # TensorRT builder workspace, bytes
     cuda_graph: bool = True  # torch on CUDA: capture encoder/decoder in CUDA graphs
+    # torch on CPU: "jit" traces + freezes encoder and beam search (same results, ~1.5x
+    # faster, a second at start-up), "compile" torch.compile (faster still, minutes of
+    # start-up), "eager" neither
+    cpu_graph: str = "jit"
     warmup_frames: int = 1  # grey frames run by from_paths so the first real one is fast
     threads: int = DEFAULT_THREADS  # torch/OpenCV CPU threads (process-wide); 0: all cores
 
@@ -102,6 +106,9 @@ class LocalizerConfig:
         if self.backend not in BACKENDS:
             raise JziError(f"localizer.backend must be one of {BACKENDS}, got {self.backend!r}")
         check_threads(self.threads, "localizer.threads")
+        if self.cpu_graph not in ("eager", "jit", "compile"):
+            raise JziError(f"localizer.cpu_graph must be eager, jit or compile, "
+                           f"got {self.cpu_graph!r}")
         if self.max_image_side < 16:
             raise JziError(f"localizer.max_image_side must be >= 16, "
                            f"got {self.max_image_side!r}")
@@ -193,7 +200,8 @@ class Localizer:
                            beam_width=config.beam_width, export_dir=config.export_dir,
                            force_engine_update=config.force_engine_update,
                            max_workspace_size=config.max_workspace_size,
-                           cuda_graph=config.cuda_graph, threads=config.threads)
+                           cuda_graph=config.cuda_graph, cpu_graph=config.cpu_graph,
+                           threads=config.threads)
         backend = create_backend(config.backend, spec, config.device, config.precision)
         localizer = cls(pyramid, model_path, config, backend, model_config, header["metadata"])
         localizer.warmup(config.warmup_frames)
@@ -363,9 +371,10 @@ class Localizer:
         """
         size = self.model_config.encoder.image_size
         grey = np.full((size, 2 * size, 3), 128, np.uint8)
-        for _ in range(frames):
-            # not localize(): a uniform frame skips inference there; any heading will do
-            self.posteriors([grey], [0.0])
+        for frame in range(frames):
+            # not localize(): a uniform frame skips inference there; any heading will do.
+            # The first one also runs the search that returns each step (temporal fusion).
+            self.posteriors([grey], [0.0], steps_out=[] if frame == 0 else None)
 
     def fix_from_posterior(self, posterior: Posterior, timings: dict[str, float]) -> Fix:
         position, cov, _ = self.estimate(posterior)

@@ -47,6 +47,7 @@ class BackendSpec:
     force_engine_update: bool = False
     max_workspace_size: int = 1 << 30  # bytes TensorRT may use while building
     cuda_graph: bool = True  # torch on CUDA: replay captured graphs instead of eager calls
+    cpu_graph: str = "jit"  # torch on CPU: eager, jit (traced + frozen) or compile (inductor)
     threads: int = 0  # CPU threads of a runtime with its own pool (ONNX Runtime); 0: its own
 
 
