@@ -24,7 +24,11 @@ Latency benchmark: ground encoder alone, a full Localizer frame, and the paper's
   view encoder as a module).
 
 Each figure is the median and 95th percentile over ``frames`` runs after ``warmup`` runs;
-CUDA work is synchronised before a clock is read.
+CUDA work is synchronised before a clock is read. The encoder and the frame are timed
+alternately (encoder, frame, encoder, ...) so that on a shared machine both see the same load;
+``frame_stages_ms`` splits the frame (preprocess, encode, decode, posterior and Fix) by the
+Localizer's own clocks, so the encoder as it runs inside the frame can be read next to the
+encoder alone.
 """
 from __future__ import annotations
 
@@ -55,6 +59,8 @@ class BenchRow:
     encoder_ms: dict[str, float]
     frame_ms: dict[str, float]
     paper_way_ms: dict[str, float] | None
+    graph: str = ""  # torch on CPU: eager, jit or compile (LocalizerConfig.cpu_graph)
+    frame_stages_ms: dict = field(default_factory=dict)  # median per stage inside the frame
     accuracy: dict = field(default_factory=dict)  # filled when labelled frames are given
     refine: dict = field(default_factory=dict)  # filled by bench_refinement (jzi bench --refine)
     # temporal filter per frame on this map and a 65,536-cell map (jzi bench, once per run)
@@ -116,8 +122,18 @@ def bench_localizer(localizer, image_rgb: np.ndarray, frames: int = 30, warmup: 
     backend = localizer.backend
     device = backend.device
     pixels = localizer.preprocess(image_rgb)[None]
-    encoder = _time(lambda: backend.encode(pixels), frames, warmup, device)
-    frame = _time(lambda: localizer.localize(image_rgb), frames, warmup, device)
+    encoder, frame, stages = [], [], {}
+    for index in range(warmup + frames):  # alternate: both see the same machine load
+        encoder_ms = _time(lambda: backend.encode(pixels), 1, 0, device)
+        frame_ms = _time(lambda: stages.setdefault("fix", []).append(
+            localizer.localize(image_rgb)), 1, 0, device)
+        if index >= warmup:
+            encoder += encoder_ms
+            frame += frame_ms
+    for fix in stages.pop("fix")[warmup:]:
+        for name, value in fix.timings_ms.items():
+            if name != "total":
+                stages.setdefault(name, []).append(value)
     paper = None
     model = getattr(backend, "model", None)
     if paper_way and model is not None:
@@ -127,8 +143,10 @@ def bench_localizer(localizer, image_rgb: np.ndarray, frames: int = 30, warmup: 
                             frames, warmup, device))
     from jzi_ros.inference.localizer import backend_beam
 
+    graph = localizer.config.cpu_graph if (backend.name, device) == ("torch", "cpu") else ""
     return BenchRow(backend.name, device, backend.precision, backend_beam(localizer), frames,
-                    stats(encoder), stats(frame), paper)
+                    stats(encoder), stats(frame), paper, graph,
+                    {name: round(float(np.median(v)), 3) for name, v in stages.items()})
 
 
 def bench_refinement(localizer, refiner, classical, image_rgb: np.ndarray, intrinsics,
@@ -265,10 +283,22 @@ def format_table(rows: list[BenchRow]) -> str:
         paper = (f"{r.paper_way_ms['median']:.2f} / {r.paper_way_ms['p95']:.2f}"
                  if r.paper_way_ms else "-")
         speed = speed_words(r.speedup_vs_paper)
-        lines.append(f"| {r.backend} | {r.device} | {r.dtype} | {r.beam_width} | "
+        name = f"{r.backend} ({r.graph})" if r.graph else r.backend
+        lines.append(f"| {name} | {r.device} | {r.dtype} | {r.beam_width} | "
                      f"{r.encoder_ms['median']:.2f} / {r.encoder_ms['p95']:.2f} | "
                      f"{r.frame_ms['median']:.2f} / {r.frame_ms['p95']:.2f} | {paper} | "
                      f"{r.frame_over_encoder:.2f} | {speed} |")
+    if any(r.frame_stages_ms for r in rows):
+        lines += ["", "| backend | beam | inside the frame, ms (median): preprocess | encode "
+                  "| decode | posterior + Fix | frame / encode inside it |", "|" + "---|" * 7]
+        for r in rows:
+            f = r.frame_stages_ms
+            if f:
+                name = f"{r.backend} ({r.graph})" if r.graph else r.backend
+                ratio = r.frame_ms["median"] / max(f.get("encode", 0.0), 1e-9)
+                lines.append(f"| {name} | {r.beam_width} | {f.get('preprocess', 0):.2f} | "
+                             f"{f.get('encode', 0):.2f} | {f.get('decode', 0):.2f} | "
+                             f"{f.get('posterior', 0):.2f} | {ratio:.2f} |")
     if any(r.accuracy for r in rows):
         lines += ["", "| backend | beam | frames | median error m | R@1 cell | R@2 cells "
                   "| R@4 cells | mean NEES |", "|" + "---|" * 8]

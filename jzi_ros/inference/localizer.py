@@ -35,6 +35,7 @@ import numpy as np
 from jzi_ros.config import from_mapping
 from jzi_ros.errors import BadImageError, JziError
 from jzi_ros.inference.backends import Backend, BACKENDS, BackendSpec, create_backend
+from jzi_ros.inference.backends.base import CPU_GRAPHS
 from jzi_ros.inference.calibration import Calibration
 from jzi_ros.inference.fix import Fix, FixStatus, Hypothesis
 from jzi_ros.inference.image import as_rgb_uint8, degenerate_reason
@@ -106,8 +107,8 @@ class LocalizerConfig:
         if self.backend not in BACKENDS:
             raise JziError(f"localizer.backend must be one of {BACKENDS}, got {self.backend!r}")
         check_threads(self.threads, "localizer.threads")
-        if self.cpu_graph not in ("eager", "jit", "compile"):
-            raise JziError(f"localizer.cpu_graph must be eager, jit or compile, "
+        if self.cpu_graph not in CPU_GRAPHS:
+            raise JziError(f"localizer.cpu_graph must be one of {CPU_GRAPHS}, "
                            f"got {self.cpu_graph!r}")
         if self.max_image_side < 16:
             raise JziError(f"localizer.max_image_side must be >= 16, "

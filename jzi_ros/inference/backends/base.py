@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 PRECISIONS = ("fp32", "fp16")
+CPU_GRAPHS = ("eager", "jit", "compile")  # how the torch backend runs on the CPU
 
 
 @dataclass(frozen=True)

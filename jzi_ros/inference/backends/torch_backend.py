@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from jzi_ros.errors import JziError
-from jzi_ros.inference.backends.base import Backend, BackendSpec
+from jzi_ros.inference.backends.base import Backend, BackendSpec, CPU_GRAPHS
 from jzi_ros.inference.decode import BeamSearch, BeamSteps
 
 LOG = logging.getLogger(__name__)
@@ -95,9 +95,6 @@ class _Graphed:
         with torch.cuda.graph(graph):
             static_out = self.fn(static_in)
         return graph, static_in, static_out
-
-
-CPU_GRAPHS = ("eager", "jit", "compile")
 
 
 class _OnTable(nn.Module):
