@@ -232,14 +232,16 @@ class Localizer:
             raise
 
     def posteriors(self, images: Sequence[np.ndarray],
-                   headings: Sequence[float | None] | None = None, steps_out: list | None = None
-                   ) -> tuple[list[Posterior | None], dict[str, float]]:
+                   headings: Sequence[float | None] | None = None, steps_out: list | None = None,
+                   seeds=None) -> tuple[list[Posterior | None], dict[str, float]]:
         """
         Return beam posteriors for a batch of images and the batch's stage timings in ms.
 
         A posterior is None where decoding gave non-finite values. BadImageError for an unusable
         image. With a list as ``steps_out`` it receives one ``decode.BeamSteps`` per frame, or
-        None per frame where the backend gives only the final beam.
+        None per frame where the backend gives only the final beam. ``seeds``
+        (``decode.Seeds``, for every frame of the batch) adds a seeded track to those steps
+        where the backend supports it; the posteriors stay the model's own beam.
         """
         timings: dict[str, float] = {}
         start = time.perf_counter()
@@ -251,7 +253,11 @@ class Localizer:
         ground = self.backend.encode(pixels)
         now = time.perf_counter()
         timings["encode"], mark = (now - mark) * 1e3, now
-        detailed = self.backend.decode_steps(ground) if steps_out is not None else None
+        detailed = None
+        if steps_out is not None:
+            detailed = (self.backend.decode_steps(ground) if seeds is None else
+                        self.backend.decode_steps(ground, np.tile(seeds.cells, (len(ground), 1)),
+                                                  seeds.level))
         if detailed is None:
             paths, log_probs = self.backend.decode(ground)
             if steps_out is not None:
@@ -314,20 +320,25 @@ class Localizer:
             fixes.append(dataclasses.replace(fix, timings_ms=fix_timings))
         return fixes
 
-    def localize_measured(self, image_rgb: np.ndarray, heading_deg: float | None = None):
+    def localize_measured(self, image_rgb: np.ndarray, heading_deg: float | None = None,
+                          seeds=None):
         """
         Localize one image and return ``(Fix, fusion.Measurement or None)``.
 
         The measurement is what the temporal filter folds in: every step's child
         probabilities where the backend gives them, else the final beam. None when the frame
-        decoded to nothing usable.
+        decoded to nothing usable. ``seeds`` (``decode.Seeds``, e.g. from
+        ``CellFilter.seed_cells``): also expand the prefixes the filter's prior supports
+        (the prior-seeded zoom); the Fix stays the model's own beam, only the measurement
+        gains the seeded prefixes (torch backend; the others ignore seeds).
         """
         from jzi_ros.inference.measurement import Measurement
 
         start = time.perf_counter()
         steps: list = []
         try:
-            (posterior,), timings = self.posteriors([image_rgb], [heading_deg], steps_out=steps)
+            (posterior,), timings = self.posteriors([image_rgb], [heading_deg], steps_out=steps,
+                                                    seeds=seeds)
         except RuntimeError as err:
             LOG.exception("inference failed")
             return self._no_fix(f"inference failed: {str(err).splitlines()[0]}", {}), None

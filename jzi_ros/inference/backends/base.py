@@ -67,12 +67,16 @@ class Backend(abc.ABC):
     def decode(self, ground: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """float32 ``[N, C]`` -> ``(paths int64 [N, B, D], log_probs float32 [N, B])``."""
 
-    def decode_steps(self, ground: np.ndarray):
+    def decode_steps(self, ground: np.ndarray, seeds: np.ndarray | None = None,
+                     seed_level: int = 1):
         """
         Decode as :meth:`decode` and also return every step's child probabilities.
 
         ``(paths, log_probs, list of decode.BeamSteps)``, or None where this runtime's fixed
-        graph does not output them (temporal fusion then uses the beam alone).
+        graph does not output them (temporal fusion then uses the beam alone). ``seeds``
+        (int ``[N, S]``, cells at ``seed_level``, -1: none) adds a seeded track to the steps
+        (:class:`~jzi_ros.inference.decode.BeamSearch`); paths and log-probs stay the
+        model's own beam.
         """
         return None
 

@@ -180,6 +180,9 @@ class TorchBackend(Backend):
         self._encode: Callable = self._encode_eager
         self._decode: Callable = self._decode_eager
         self._steps: Callable = lambda ground: self.step_search(ground, self.table)
+        self.grid, self.depth, self.beam_width = spec.grid, spec.depth, spec.beam_width
+        self.cpu_graph = spec.cpu_graph
+        self._seeded_searches: dict[tuple[int, int], Callable] = {}
         if spec.cpu_graph not in CPU_GRAPHS:
             raise JziError(f"cpu_graph {spec.cpu_graph!r}: expected one of {CPU_GRAPHS}")
         if device.type == "cuda" and spec.cuda_graph:
@@ -218,13 +221,32 @@ class TorchBackend(Backend):
         return paths.cpu().numpy(), log_probs.float().cpu().numpy()
 
     @torch.inference_mode()
-    def decode_steps(self, ground: np.ndarray):
+    def decode_steps(self, ground: np.ndarray, seeds: np.ndarray | None = None,
+                     seed_level: int = 1):
         ground_t = torch.as_tensor(np.asarray(ground, np.float32)).to(self.device, self.dtype)
-        paths, log_probs, *steps = self._steps(ground_t)
+        if seeds is None:
+            paths, log_probs, *steps = self._steps(ground_t)
+        else:
+            seeds_t = torch.as_tensor(np.asarray(seeds, np.int64).reshape(len(ground), -1),
+                                      device=self.device)
+            paths, log_probs, *steps = self._seeded(seeds_t.shape[1], seed_level)(ground_t,
+                                                                                  seeds_t)
         return paths.cpu().numpy(), log_probs.float().cpu().numpy(), BeamSteps.split(*steps)
+
+    def _seeded(self, count: int, level: int) -> Callable:
+        """Return the seeded search for ``count`` seeds at ``level`` (built once, reused)."""
+        key = (count, level)
+        if key not in self._seeded_searches:
+            search = _OnTable(BeamSearch(self.model, self.grid, self.depth, self.beam_width,
+                                         seeds=count, seed_level=level), self.table)
+            self._seeded_searches[key] = (
+                _CpuGraph(search, self.cpu_graph, "seeded beam decoder")
+                if self.device == "cpu" and self.cpu_graph != "eager" else search)
+        return self._seeded_searches[key]
 
     def close(self) -> None:
         self.model = self.search = self.step_search = self.table = None
         self._encode = self._decode = self._steps = None
+        self._seeded_searches = {}
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
