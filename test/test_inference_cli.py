@@ -106,6 +106,7 @@ def test_bench_writes_the_json_keys(scene, tmp_path, capsys):
         stages = row["frame_stages_ms"]  # the frame's own split, from the same frames
         assert {"preprocess", "encode", "decode", "posterior"} <= set(stages)
         assert sum(stages.values()) <= row["frame_ms"]["p95"] * 1.5
+        assert row["measured_ms"]["median"] > 0 and row["seeded_ms"]["median"] > 0
     printed = capsys.readouterr().out
     assert "| torch (jit) | cpu | fp32 | 2 |" in printed and "temporal filter" in printed
-    assert "frame / encode inside it" in printed
+    assert "frame / encode inside it" in printed and "with the seeded zoom" in printed

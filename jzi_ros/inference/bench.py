@@ -18,6 +18,9 @@ Latency benchmark: ground encoder alone, a full Localizer frame, and the paper's
 - ``encoder_ms``: the backend's ground encoder on one preprocessed frame (all crops).
 - ``frame_ms``: ``Localizer.localize`` end to end (image checks, preprocessing, encoder,
   D-step cached beam search over the map's embedding table, posterior, covariance, Fix).
+- ``measured_ms`` / ``seeded_ms``: the frame as temporal fusion runs it
+  (``Localizer.localize_measured``: the beam search also returns every step), without and with
+  the prior-seeded zoom (9 seeds one level above the terminal cells); torch backend only.
 - ``paper_way_ms``: the same frame decoded as the paper's evaluation code does it (greedy):
   at every step the current map view is read and re-encoded with the encoder, and the decoder
   is re-run on the whole prefix without a KV cache. Only for the torch backend (it needs the
@@ -61,6 +64,8 @@ class BenchRow:
     paper_way_ms: dict[str, float] | None
     graph: str = ""  # torch on CPU: eager, jit or compile (LocalizerConfig.cpu_graph)
     frame_stages_ms: dict = field(default_factory=dict)  # median per stage inside the frame
+    measured_ms: dict | None = None  # localize_measured (fusion's frame), no seeds
+    seeded_ms: dict | None = None  # ... with the prior-seeded zoom (9 seeds)
     accuracy: dict = field(default_factory=dict)  # filled when labelled frames are given
     refine: dict = field(default_factory=dict)  # filled by bench_refinement (jzi bench --refine)
     # temporal filter per frame on this map and a 65,536-cell map (jzi bench, once per run)
@@ -143,10 +148,27 @@ def bench_localizer(localizer, image_rgb: np.ndarray, frames: int = 30, warmup: 
                             frames, warmup, device))
     from jzi_ros.inference.localizer import backend_beam
 
+    measured = seeded = None
+    tree = localizer.tree
+    if backend.name == "torch" and tree.depth > 1:
+        from jzi_ros.inference.decode import Seeds
+
+        level = tree.depth - 1
+        seeds = Seeds(level, np.arange(9, dtype=np.int64) % tree.num_actions ** level)
+        measured, seeded = [], []
+        for index in range(warmup + frames):  # alternate, as above
+            plain_ms = _time(lambda: localizer.localize_measured(image_rgb), 1, 0, device)
+            seeded_ms = _time(lambda: localizer.localize_measured(image_rgb, seeds=seeds), 1, 0,
+                              device)
+            if index >= warmup:
+                measured += plain_ms
+                seeded += seeded_ms
+        measured, seeded = stats(measured), stats(seeded)
     graph = localizer.config.cpu_graph if (backend.name, device) == ("torch", "cpu") else ""
     return BenchRow(backend.name, device, backend.precision, backend_beam(localizer), frames,
                     stats(encoder), stats(frame), paper, graph,
-                    {name: round(float(np.median(v)), 3) for name, v in stages.items()})
+                    {name: round(float(np.median(v)), 3) for name, v in stages.items()},
+                    measured, seeded)
 
 
 def bench_refinement(localizer, refiner, classical, image_rgb: np.ndarray, intrinsics,
@@ -299,6 +321,16 @@ def format_table(rows: list[BenchRow]) -> str:
                 lines.append(f"| {name} | {r.beam_width} | {f.get('preprocess', 0):.2f} | "
                              f"{f.get('encode', 0):.2f} | {f.get('decode', 0):.2f} | "
                              f"{f.get('posterior', 0):.2f} | {ratio:.2f} |")
+    if any(r.seeded_ms for r in rows):
+        lines += ["", "| backend | beam | fusion's frame ms (med / p95) | with the seeded zoom "
+                  "ms (med / p95) | seeding costs |", "|" + "---|" * 5]
+        for r in rows:
+            if r.seeded_ms:
+                name = f"{r.backend} ({r.graph})" if r.graph else r.backend
+                extra = r.seeded_ms["median"] / max(r.measured_ms["median"], 1e-9) - 1
+                lines.append(f"| {name} | {r.beam_width} | {r.measured_ms['median']:.2f} / "
+                             f"{r.measured_ms['p95']:.2f} | {r.seeded_ms['median']:.2f} / "
+                             f"{r.seeded_ms['p95']:.2f} | {100 * extra:+.0f} % |")
     if any(r.accuracy for r in rows):
         lines += ["", "| backend | beam | frames | median error m | R@1 cell | R@2 cells "
                   "| R@4 cells | mean NEES |", "|" + "---|" * 8]
