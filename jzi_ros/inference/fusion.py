@@ -455,7 +455,7 @@ class CellFilter:
 
     # --- prior-seeded zoom -----------------------------------------------------------------
     def seed_cells(self, stamp_ns: int, displacement_en: np.ndarray | None = None,
-                   min_mass: float = 0.5) -> Seeds | None:
+                   min_mass: float | None = None) -> Seeds | None:
         """
         Return the cells the prior supports, to seed the zoom of the frame at ``stamp_ns``.
 
@@ -465,7 +465,9 @@ class CellFilter:
         terminal level. The seeds are the prior's heaviest cell at that level and its 8
         neighbours (off-map slots -1), heaviest first. None (no seeding) before the filter has
         started, when this frame will restart it (stamp going back, a gap over
-        ``max_gap_s``), or while those 9 cells hold less than ``min_mass`` of the belief.
+        ``max_gap_s``), or while those 9 cells hold less than ``min_mass`` of the belief
+        (default ``fix_mode_mass``: as confident as a FIX needs; 0.5 seeded more often and
+        made the random-walk filter lock onto wrong cells on the demo flight, docs/fusion.md).
         Reads the filter's state, never changes it (no random draws either).
         """
         tree = self.tree
@@ -492,7 +494,8 @@ class CellFilter:
         inside = (rows >= 0) & (rows < n) & (cols >= 0) & (cols < n)
         rows, cols = rows[inside], cols[inside]
         block = mass[rows, cols]
-        if block.sum() < min_mass * mass.sum():
+        if block.sum() < (self.config.fix_mode_mass if min_mass is None else min_mass) * (
+                mass.sum()):
             return None
         # the level index of a cell: the terminal index of its centre, without the finer digits
         east = -self.half + (cols + 0.5) * side
