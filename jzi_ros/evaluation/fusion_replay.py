@@ -249,7 +249,7 @@ def _errors(rows: Sequence[tuple[Any, Fix, Any]]) -> np.ndarray:
 
 
 def fit_fusion(results: Any, config: FusionConfig, grids: dict[str, Sequence[float]] | None = None,
-               gates: Sequence[tuple[float, float]] = FIT_GATES, seeds: int = 5
+               gates: Sequence[tuple[float, float]] = FIT_GATES, seeds: int = 10
                ) -> dict[str, Any]:
     """
     Fit the random-walk filter on (validation) replays, pooled; return the fitted values.
