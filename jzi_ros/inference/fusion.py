@@ -16,7 +16,7 @@
 Temporal fusion: a recursive Bayes filter over the map's root square, fed by every frame's zoom.
 
 Why particles (and not a dense histogram over cells): the per-frame cost is
-O(particles x depth), whatever the map size (a depth-5 tree has a million terminal cells; a
+O(particles), whatever the map size (a depth-5 tree has a million terminal cells; a
 dense grid would pay for all of them every frame); the belief can be multi-modal (a wrong
 first zoom step leaves a second mode kilometres away, which one Gaussian cannot hold);
 odometry displacements are continuous, not cell-sized; and re-initialising after a kidnap is
