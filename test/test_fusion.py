@@ -290,7 +290,7 @@ def test_a_beam_only_measurement_leaves_its_gaps_to_the_background():
 
 
 def _synthetic_result(seed, n=120):
-    """A replay-like result over simulated zooms (right 40 % of the frames) of a flight."""
+    """Build a replay-like result over simulated zooms (right 40 % of the frames) of a flight."""
     from types import SimpleNamespace
 
     rng = np.random.default_rng(seed)

@@ -467,28 +467,35 @@ class CellFilter:
         sums = np.stack([mass.take(occupied)] + [
             np.bincount(keys, v, cells).take(occupied) for v in (wx, wy, wx * x, wx * y,
                                                                  wy * y)])
-        mass, cx, cy = sums[0], sums[1] / sums[0], sums[2] / sums[0]
+        mass, centre = sums[0], sums[1:3] / sums[0]
         free = np.ones(len(mass), bool)
+        seeds = mass.copy()  # free cells' mass, -1 once taken
         modes = []
         left = float(mass.sum())
         while len(modes) < MAX_MODES and left > MIN_MODE_MASS:
-            seed = int(np.argmax(np.where(free, mass, -1.0)))
-            se, sn = float(cx[seed]), float(cy[seed])
+            first = int(np.argmax(seeds))
+            if seeds[first] < 0:
+                break  # every cell taken
+            seed, member = centre[:, first], None
             for _ in range(2):  # re-centre once on the cells within the radius
-                de, dn = cx - se, cy - sn
-                de *= de
-                de += dn * dn
-                member = (de <= radius2) & free
-                moments = sums @ member
-                se, sn = float(moments[1] / moments[0]), float(moments[2] / moments[0])
-            free &= ~member
+                d = centre - seed[:, None]
+                near = np.einsum("ij,ij->j", d, d) <= radius2
+                near &= free
+                near_moments = sums @ near
+                if member is not None and near_moments[0] <= 0:
+                    break  # (cannot happen for sane geometry; never divide by zero)
+                member, moments = near, near_moments
+                seed = moments[1:3] / moments[0]
+            free[member] = False
+            seeds[member] = -1.0
             total = float(moments[0])
             left -= total
             if total < MIN_MODE_MASS and modes:
                 break  # seeds come heaviest first: the rest is a diffuse tail, not modes
             xx, xy, yy = (moments[3:] / total).tolist()
+            se, sn = seed.tolist()
             cov = np.array([[xx - se * se, xy - se * sn], [xy - se * sn, yy - sn * sn]])
-            modes.append(Mode(total, np.array([se, sn]), cov))
+            modes.append(Mode(total, seed, cov))
         modes.sort(key=lambda mode: -mode.mass)
         return tuple(modes)
 
