@@ -167,7 +167,7 @@ def test_fusion_beats_single_frames_when_most_of_them_are_wrong():
     assert all(np.all(np.isfinite(f.covariance_enu)) for f in fixes)
 
 
-@pytest.mark.parametrize("proposal_fraction", [0.1, 0.0])
+@pytest.mark.parametrize("proposal_fraction", [FusionConfig().proposal_fraction, 0.0])
 def test_a_one_kilometre_kidnap_is_recovered(proposal_fraction):
     """By the measurement-drawn particles, or (without them) by the likelihood-ratio test."""
     track = _flight(160)
