@@ -98,50 +98,58 @@ def test_seeded_search_checks_its_arguments(tmp_path):
         search(ground, table, torch.zeros((2, 2), dtype=torch.long))
 
 
-def _confident_filter(tree, east, north, spread_m=30.0, **overrides):
+def _confident_filter(tree, east, north, frames=12, **overrides):
+    """Return a filter after ``frames`` 1 s frames whose zoom is sure of (east, north)."""
     fused = CellFilter(tree, FusionConfig(**overrides))
-    rng = np.random.default_rng(0)
-    n = fused.config.particles
-    fused.particles = np.array([east, north]) + rng.normal(0, spread_m, (n, 2))
-    fused.velocity = np.tile([10.0, 0.0], (n, 1))
-    fused.weights = np.full(n, 1.0 / n)
-    fused.last_stamp_ns = T0
-    return fused
+    path = tree.path_of_local(east, north)
+    sure = Measurement.from_beam(tree, np.array([path]), np.array([0.0]))
+    for frame in range(frames):
+        fused.step(T0 + frame * 10**9, sure, np.zeros(2))
+    return fused, T0 + (frames - 1) * 10**9
 
 
 def test_seed_cells_are_the_priors_heaviest_cell_and_its_neighbours(tmp_path):
     tree = make_tiny_map(tmp_path, depth=3).tree
-    fused = _confident_filter(tree, 100.0, -50.0)
-    before = (fused.particles.copy(), fused.rng.bit_generator.state)
-    seeds = fused.seed_cells(T0 + 2 * 10**9)  # 2 s at 10 m/s east: the prior is at (120, -50)
-    assert np.array_equal(fused.particles, before[0])  # reads the state, never changes it
-    assert fused.rng.bit_generator.state == before[1]
+    fused, last = _confident_filter(tree, 100.0, -50.0)
+    before = (fused.particles.copy(), fused.weights.copy(), fused.rng.bit_generator.state)
+    seeds = fused.seed_cells(last + 10**9, np.zeros(2))
+    # reads the state, never changes it (no random draws either)
+    assert np.array_equal(fused.particles, before[0])
+    assert np.array_equal(fused.weights, before[1])
+    assert fused.rng.bit_generator.state == before[2]
     level = seeds.level
     assert 1 <= level < tree.depth
     assert tree.cell_side(level) >= fused.config.fix_sigma_m
     assert level + 1 == tree.depth or tree.cell_side(level + 1) < fused.config.fix_sigma_m
-    path = tree.path_of_local(120.0, -50.0)[:level]
+    path = tree.path_of_local(100.0, -50.0)[:level]
     index = 0
     for action in path:
         index = index * tree.num_actions + action
-    assert seeds.cells[0] == index  # heaviest first
+    assert seeds.cells[0] == index  # the heaviest first
     valid = seeds.cells[seeds.cells >= 0]
     assert len(set(valid.tolist())) == len(valid) and 4 <= len(valid) <= 9
-    # odometry moves the prior instead of the velocities
-    moved = fused.seed_cells(T0 + 10**9, displacement_en=np.array([-300.0, 0.0]))
-    assert moved.cells[0] != seeds.cells[0] or tree.cell_side(level) > 600
+    # odometry moves the prior: one cell west, the heaviest seed is that cell
+    side = tree.cell_side(level)
+    moved = fused.seed_cells(last + 10**9, np.array([-side, 0.0]))
+    shifted = tree.path_of_local(100.0 - side, -50.0)[:level]
+    index = 0
+    for action in shifted:
+        index = index * tree.num_actions + action
+    assert moved.cells[0] == index
 
 
 def test_no_seeds_without_a_confident_prior(tmp_path):
     tree = make_tiny_map(tmp_path, depth=3).tree
     assert CellFilter(tree).seed_cells(T0) is None  # not started
-    fused = _confident_filter(tree, 0.0, 0.0)
-    assert fused.seed_cells(T0 - 10**9) is None  # time went back: this frame restarts it
-    assert fused.seed_cells(T0 + int(60e9)) is None  # a gap over max_gap_s
-    spread = _confident_filter(tree, 0.0, 0.0, spread_m=tree.size_m)
-    half = tree.size_m / 2
-    spread.particles = np.random.default_rng(1).uniform(-half, half, spread.particles.shape)
-    assert spread.seed_cells(T0 + 10**9) is None  # a flat prior does not steer the zoom
+    fused, last = _confident_filter(tree, 0.0, 0.0)
+    assert fused.seed_cells(last - 10**9) is None  # time went back: this frame restarts it
+    assert fused.seed_cells(last + int(60e9)) is None  # a gap over max_gap_s
+    # started from a flat measurement: the prior is spread over the whole map
+    k = tree.num_actions
+    uniform = CellFilter(tree)
+    uniform.step(T0, Measurement(np.ones(k, np.int64), np.arange(k, dtype=np.int64),
+                                 np.full(k, 1.0 / k)))
+    assert uniform.seed_cells(T0 + 10**9) is None  # a flat prior does not steer the zoom
 
 
 @pytest.mark.parametrize("cpu_graph", ["eager", "jit"])
