@@ -289,7 +289,8 @@ class LocalizerNode(Node):
             if self.fusion is None:
                 fix = single = self.localizer.localize(rgb, heading)
             else:  # fix_topic gets the filtered fix, the cloud this frame's own hypotheses
-                single, measurement = self.localizer.localize_measured(rgb, heading)
+                single, measurement = self.localizer.localize_measured(
+                    rgb, heading, seeds=self.fusion.seeds(stamp_ns))  # None unless seed_beam
                 fix = self.fusion.fuse(single, measurement, stamp_ns, s)
         except BadImageError as err:
             count = self.stats.bad_message(str(err))
