@@ -96,6 +96,26 @@ def test_bad_encoder_configs_name_the_field(bad, words):
         EncoderConfig(**bad)
 
 
+@pytest.mark.parametrize("kind", ["resnet", "convnext"])
+def test_cnn_model_localizes_the_same_traced_and_eager(tmp_path, kind):
+    import dataclasses
+
+    from jzi_ros.inference.localizer import Localizer, LocalizerConfig
+
+    pyramid = make_tiny_map(tmp_path, depth=2)
+    model = _model(kind)
+    path = tmp_path / "cnn.safetensors"
+    save_checkpoint(path, model, {})
+    embed_views_into(pyramid, model)
+    frame = np.random.default_rng(2).integers(0, 256, (48, 96, 3), np.uint8)
+    base = LocalizerConfig(backend="torch", device="cpu", beam_width=3, warmup_frames=0)
+    fixes = [Localizer.from_paths(pyramid.path, path, dataclasses.replace(
+        base, cpu_graph=graph)).localize(frame) for graph in ("jit", "eager")]
+    assert fixes[0].ok and np.isfinite([fixes[0].latitude, fixes[0].longitude]).all()
+    assert [h.probability for h in fixes[0].hypotheses] == pytest.approx(
+        [h.probability for h in fixes[1].hypotheses], abs=1e-5)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["resnet", "convnext"])
 def test_cnn_encoder_exports_to_onnx_with_parity(tmp_path, kind):
