@@ -144,7 +144,10 @@ def run_methods(name: str, frames: list[Frame], map_dir: Path, tree: CellTree,
         refiner = Refiner.for_map(map_dir, config)
         for hyp_label, hypotheses in hypotheses_sets.items():
             errors, fixed, refined, latency, calib = [], [], [], [], []
-            for frame, hyps, fallback in zip(frames, hypotheses, _fallbacks(hypotheses)):
+            zoom_ok = ([x.ok for x in zoom_fixes[0]] if zoom_fixes is not None
+                       else [True] * len(frames))
+            for frame, hyps, fallback, ok in zip(frames, hypotheses, _fallbacks(hypotheses),
+                                                 zoom_ok):
                 start = time.perf_counter()
                 result = refiner.register(frame.image, hyps, frame.intrinsics)
                 latency.append((time.perf_counter() - start) * 1e3)
@@ -155,7 +158,7 @@ def run_methods(name: str, frames: list[Frame], map_dir: Path, tree: CellTree,
                 else:
                     pos = fallback
                 errors.append(math.hypot(pos[0] - frame.east_m, pos[1] - frame.north_m))
-                fixed.append(True)
+                fixed.append(result.accepted or ok)  # rejected: the zoom's fix or NO_FIX
                 refined.append(result.accepted)
             row = method_summary(errors, fixed, latency, refined)
             row["memory_mib"] = rss_mib() - base

@@ -65,13 +65,26 @@ class Intrinsics:
             raise JziError(f"camera intrinsics: a camera matrix has 9 numbers, got {k.size}")
         return cls(float(k[0]), float(k[4]), float(k[2]), float(k[5]))
 
+    @classmethod
+    def parse(cls, text: str, where: str) -> "Intrinsics":
+        """From ``"FX,FY,CX,CY"`` (pixels); ``where`` names the option in the error."""
+        try:
+            values = [float(v) for v in str(text).split(",")]
+        except ValueError:
+            values = []
+        if len(values) != 4:
+            raise JziError(f"{where} {text!r}: expected 4 comma-separated numbers FX,FY,CX,CY "
+                           "(pixels)")
+        return cls(*values)
+
     def matrix(self) -> np.ndarray:
         return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
 
-    def scaled(self, factor: float) -> "Intrinsics":
+    def scaled(self, factor: float, factor_y: float | None = None) -> "Intrinsics":
         """Return the intrinsics of the image resized by ``factor`` (pixel centres kept)."""
-        return Intrinsics(self.fx * factor, self.fy * factor, (self.cx + 0.5) * factor - 0.5,
-                          (self.cy + 0.5) * factor - 0.5)
+        fy = factor if factor_y is None else factor_y
+        return Intrinsics(self.fx * factor, self.fy * fy, (self.cx + 0.5) * factor - 0.5,
+                          (self.cy + 0.5) * fy - 0.5)
 
 
 def fit_frame(image: np.ndarray, intrinsics: Intrinsics, max_px: int

@@ -41,7 +41,7 @@ import logging
 import math
 from pathlib import Path
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -450,10 +450,17 @@ def refined_fix(fix: Fix, result: Registration, tree, timings: dict[str, float])
 
 
 class RefiningLocalizer:
-    """A Localizer whose fixes go through a :class:`Refiner` (the zoom's fix when rejected)."""
+    """
+    A Localizer whose fixes go through a :class:`Refiner` (the zoom's fix when rejected).
+
+    ``intrinsics``: fixed camera intrinsics, or a callable ``(height, width) -> Intrinsics``
+    asked per frame (the node's CameraInfo) that raises :class:`JziError` with the reason when
+    it has none: the frame is then not refined and the reason says why.
+    """
 
     def __init__(self, localizer, refiner: Refiner | None,
-                 intrinsics: Intrinsics | None = None) -> None:
+                 intrinsics: Intrinsics | Callable[[int, int], Intrinsics] | None = None
+                 ) -> None:
         self.localizer = localizer
         self.refiner = refiner
         self.intrinsics = intrinsics
@@ -461,11 +468,37 @@ class RefiningLocalizer:
         self.pyramid = getattr(localizer, "pyramid", None)
         self.backend_name = f"{localizer.backend_name}+refine"
 
-    def localize(self, image_rgb: np.ndarray, intrinsics: Intrinsics | None = None) -> Fix:
-        fix = self.localizer.localize(image_rgb)
+    @property
+    def config(self):
+        """Return the zoom Localizer's settings; setting them hands a runtime change on."""
+        return self.localizer.config
+
+    @config.setter
+    def config(self, config) -> None:
+        self.localizer.config = config
+
+    def localize(self, image_rgb: np.ndarray, intrinsics: Intrinsics | None = None,
+                 **zoom_options) -> Fix:
+        return self._refine(image_rgb, self.localizer.localize(image_rgb, **zoom_options),
+                            intrinsics)
+
+    def localize_measured(self, image_rgb: np.ndarray, intrinsics: Intrinsics | None = None,
+                          **zoom_options):
+        """Return ``(refined fix, the zoom's measurement)``: the filter fuses the zoom's cells."""
+        fix, measurement = self.localizer.localize_measured(image_rgb, **zoom_options)
+        return self._refine(image_rgb, fix, intrinsics), measurement
+
+    def _refine(self, image_rgb: np.ndarray, fix: Fix, intrinsics: Intrinsics | None) -> Fix:
         if self.refiner is None:
             return dataclasses.replace(fix, refinement="not refined: the map has no imagery")
-        return self.refiner.refine(image_rgb, fix, intrinsics or self.intrinsics)
+        if intrinsics is None and callable(self.intrinsics):
+            try:
+                intrinsics = self.intrinsics(*image_rgb.shape[:2])
+            except JziError as err:
+                return dataclasses.replace(fix, refinement=f"not refined: {err}")
+        elif intrinsics is None:
+            intrinsics = self.intrinsics
+        return self.refiner.refine(image_rgb, fix, intrinsics)
 
     def close(self) -> None:
         self.localizer.close()
