@@ -336,3 +336,63 @@ def test_low_confidence_zoom_no_fix_becomes_a_refined_fix(world):
     assert out.refined and out.ok and out.reason == ""
     assert out.confidence > 0.05
     assert math.hypot(out.east_m - pose.east_m, out.north_m - pose.north_m) < 2.0
+
+
+def test_gemm_ratio_test_matches_the_brute_force_matcher():
+    from jzi_ros.inference.refine import ratio_matches
+
+    rng = np.random.default_rng(3)
+    query = rng.integers(0, 80, (300, 128)).astype(np.float32)
+    train = np.concatenate([query[:120] + rng.normal(0, 6, (120, 128)).astype(np.float32),
+                            rng.integers(0, 80, (900, 128)).astype(np.float32)])
+    got = ratio_matches(query, train, "sift", 0.85)
+    pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(query, train, k=2)
+    good = [p[0] for p in pairs if p[0].distance < 0.85 * p[1].distance]
+    assert 100 <= len(good) < len(query)  # some pass, some fail: the test discriminates
+    np.testing.assert_array_equal(got[0], [m.queryIdx for m in good])
+    np.testing.assert_array_equal(got[1], [m.trainIdx for m in good])
+
+
+def test_batched_poses_equal_one_by_one_and_flag_degenerate_ones():
+    from jzi_ros.inference.camera_pose import poses_from_homographies
+
+    poses = [CameraPose(5.0 * i, -3.0 * i, 120.0 + 10 * i, heading_deg=40.0 * i,
+                        pitch_deg=90.0 - 5 * i) for i in range(5)]
+    batch = np.stack([np.linalg.inv(ground_to_image(CAMERA, p)) for p in poses]
+                     + [np.zeros((3, 3))])
+    got = poses_from_homographies(batch, intrinsics())
+    assert got["valid"].tolist() == [True] * 5 + [False]
+    for i, pose in enumerate(poses):
+        one = pose_from_homography(batch[i], intrinsics())
+        for name in ("east_m", "north_m", "height_m", "heading_deg", "tilt_deg"):
+            assert got[name][i] == pytest.approx(getattr(one, name), abs=1e-9)
+        assert (one.east_m, one.north_m, one.height_m) == pytest.approx(
+            (pose.east_m, pose.north_m, pose.altitude_m), abs=1e-6)
+    assert pose_from_homography(np.zeros((3, 3)), intrinsics()) is None
+
+
+def test_bootstrap_spread_grows_with_the_inlier_noise():
+    from jzi_ros.inference.refine import _pose_samples
+
+    pose = CameraPose(10.0, 20.0, 150.0, heading_deg=60.0, pitch_deg=80.0)
+    to_image = ground_to_image(CAMERA, pose)
+    rng = np.random.default_rng(0)
+    ground = rng.uniform(-60, 60, (200, 2)) + [10.0, 40.0]
+    pixels = cv2.perspectiveTransform(ground[None], to_image)[0]
+    spreads = []
+    for noise_px in (0.0, 0.5, 2.0):
+        noisy = pixels + rng.normal(0, noise_px, pixels.shape) if noise_px else pixels
+        samples = _pose_samples(noisy, ground, np.eye(3), intrinsics(), 24)
+        assert samples.shape == (24, 2)
+        assert np.allclose(samples.mean(axis=0), (10.0, 20.0), atol=0.5 + noise_px)
+        spreads.append(float(np.sqrt(np.trace(np.cov(samples.T)))))
+    assert spreads[0] < 1e-6 < spreads[1] < spreads[2]
+
+
+def test_intrinsics_parse_and_scale_per_axis():
+    K = Intrinsics.parse("400, 410, 319.5, 239.5", "--intrinsics")
+    assert (K.fx, K.fy, K.cx, K.cy) == (400.0, 410.0, 319.5, 239.5)
+    half = K.scaled(0.5, 0.25)
+    assert (half.fx, half.fy, half.cx, half.cy) == (200.0, 102.5, 159.5, 59.5)
+    with pytest.raises(JziError, match="--intrinsics '1,2': expected 4"):
+        Intrinsics.parse("1,2", "--intrinsics")
