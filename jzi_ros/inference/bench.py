@@ -281,7 +281,8 @@ def format_table(rows: list[BenchRow]) -> str:
                              f"{a['mean_nees']:.2f} |")
     if any(r.refine for r in rows):
         lines += ["", "| backend | beam | encoder ms (med) | + refine ms (med / p95) "
-                  "| classical ms (med / p95) | refinement |", "|" + "---|" * 6]
+                  "| refine / encoder | classical ms (med / p95) | refinement |",
+                  "|" + "---|" * 7]
         for r in rows:
             f = r.refine
             if f:
@@ -289,7 +290,8 @@ def format_table(rows: list[BenchRow]) -> str:
                              f"{f['classical_ms']['p95']:.1f}" if f["classical_ms"] else "-")
                 lines.append(f"| {r.backend} | {r.beam_width} | {r.encoder_ms['median']:.2f} | "
                              f"{f['refine_ms']['median']:.1f} / {f['refine_ms']['p95']:.1f} | "
-                             f"{classical} | {f['note']} |")
+                             f"{f['refine_ms']['median'] / max(r.encoder_ms['median'], 1e-9):.1f}"
+                             f"x | {classical} | {f['note']} |")
     return "\n".join(lines)
 
 
