@@ -364,13 +364,22 @@ def main() -> None:
     parser.add_argument("--demo-workdir", default="/tmp/refine-demo")
     parser.add_argument("--workdir", default="/tmp/refine-bench")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--no-window", action="store_true",
+                        help="skip the 'sift, window' rows (detection on an imagery window)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
+                        help="RefineConfig fields for every row, e.g. min_inliers=50")
     args = parser.parse_args()
     cv2.setNumThreads(1)
+    fields = {}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        kind = type(getattr(RefineConfig(), name))
+        fields[name] = kind(value)
     configs = {}
     for detector in args.detectors:
-        configs[detector] = RefineConfig(detector=detector)
-        if detector == "sift":  # the map-build index (default) vs detection on the window
-            configs["sift, window"] = RefineConfig(detector=detector, use_index=False)
+        configs[detector] = RefineConfig(detector=detector, **fields)
+        if detector == "sift" and not args.no_window:  # the index vs detection on the window
+            configs["sift, window"] = RefineConfig(detector=detector, use_index=False, **fields)
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
     results = {}
     for name in args.datasets:

@@ -396,3 +396,26 @@ def test_intrinsics_parse_and_scale_per_axis():
     assert (half.fx, half.fy, half.cx, half.cy) == (200.0, 102.5, 159.5, 59.5)
     with pytest.raises(JziError, match="--intrinsics '1,2': expected 4"):
         Intrinsics.parse("1,2", "--intrinsics")
+
+
+def test_coarser_index_level_serves_frames_that_see_the_ground_coarser(tmp_path, monkeypatch):
+    import jzi_ros.maps.imagery as imagery_module
+
+    monkeypatch.setattr(imagery_module, "INDEX_MIN_PX", 256)  # levels 1 and 2 m/px on 640 m
+    image = texture(800, seed=4)
+    map_dir = build(tmp_path, image, "levels")
+    levels = imagery_module.load_index(map_dir / FEATURES)
+    assert [level.m_per_px for level in levels] == [1.0, 2.0]
+    assert imagery_module.FeatureIndex.load(map_dir / FEATURES).m_per_px == 1.0
+    assert "(coarser: " in imagery_summary(map_dir)
+    camera = CameraModel(200, 150, 70.0)
+    pose = CameraPose(-15.0, 25.0, 290.0, heading_deg=75.0, pitch_deg=84.0)
+    frame = render_view(image, source_to_local(), camera, pose)
+    refiner = Refiner.for_map(map_dir, replace(CONFIG, nominal_height_m=290.0))
+    gsd = 290.0 / camera.focal_px  # ~2 m per frame pixel: the 2 m/px level, no window read
+    assert refiner.index_for(gsd).m_per_px == 2.0 and refiner.index_for(1.1).m_per_px == 1.0
+    monkeypatch.setattr(refiner.imagery, "read", lambda *a: pytest.fail("window read"))
+    out = refiner.refine(frame, zoom_fix(pose.east_m, pose.north_m),
+                         Intrinsics.from_matrix(camera.K()))
+    assert out.refined, out.refinement
+    assert math.hypot(out.east_m - pose.east_m, out.north_m - pose.north_m) < 3.0

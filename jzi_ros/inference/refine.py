@@ -298,18 +298,21 @@ class Refiner:
 
     def __init__(self, imagery, tree, config: RefineConfig | None = None,
                  index=None) -> None:
+        """``index``: a FeatureIndex or its levels (maps.imagery.load_index), or None."""
         self.imagery = imagery
         self.tree = tree
         self.config = config or RefineConfig()
-        self.index = index if (index is not None and self.config.use_index
-                               and index.detector == self.config.detector) else None
+        levels = [] if index is None else list(index) if isinstance(index, (list, tuple)) \
+            else [index]
+        self.indexes = [level for level in levels if self.config.use_index
+                        and level.detector == self.config.detector]
         self._warned_guess = False
 
     @classmethod
     def for_map(cls, map_dir: str | Path, config: RefineConfig | None = None
                 ) -> "Refiner | None":
         """Return a refiner for a map directory, or None (logged once) when it has no imagery."""
-        from jzi_ros.maps.imagery import FEATURES, FeatureIndex, IMAGERY, MapImagery
+        from jzi_ros.maps.imagery import FEATURES, IMAGERY, load_index, MapImagery
         from jzi_ros.maps.pyramid import MapPyramid
 
         imagery = MapImagery.open_in(map_dir)
@@ -319,7 +322,7 @@ class Refiner:
                         map_dir, IMAGERY)
             return None
         features = Path(map_dir) / FEATURES
-        index = FeatureIndex.load(features) if features.is_file() else None
+        index = load_index(features) if features.is_file() else None
         return cls(imagery, MapPyramid.open(map_dir).tree, config, index)
 
     def intrinsics_for(self, image: np.ndarray, intrinsics: Intrinsics | None) -> Intrinsics:
@@ -377,9 +380,8 @@ class Refiner:
     def _register_window(self, frame_pts: np.ndarray, frame_desc: np.ndarray, K: Intrinsics,
                          box: tuple[float, float, float, float], gsd: float) -> Registration:
         config = self.config
-        index = self.index
-        if index is not None and abs(math.log(gsd / index.m_per_px)) <= math.log(
-                INDEX_SCALE_TOLERANCE):
+        index = self.index_for(gsd)
+        if index is not None:
             # the map-build feature index already has this resolution: no detection per frame
             west, south, east, north = box
             en = index.points_en
@@ -404,6 +406,14 @@ class Refiner:
         qi, ti = ratio_matches(frame_desc, map_desc, config.detector, config.ratio)
         return solve(frame_pts[qi], map_pts[ti], window.pixel_to_local(), K, config,
                      config.ransac_px, region=box)
+
+    def index_for(self, m_per_px: float):
+        """Return the index level nearest a ground sampling, None when none is near enough."""
+        if not self.indexes:
+            return None
+        best = min(self.indexes, key=lambda level: abs(math.log(m_per_px / level.m_per_px)))
+        near = abs(math.log(m_per_px / best.m_per_px)) <= math.log(INDEX_SCALE_TOLERANCE)
+        return best if near else None
 
     def refine(self, image: np.ndarray, fix: Fix, intrinsics: Intrinsics | None = None
                ) -> Fix:
