@@ -20,6 +20,8 @@ frame rendered from the map's own imagery with known intrinsics and pose. One no
 (``refine.enabled``), a second one does not; both run as their own processes
 (test_ros_node's ``NodeProcess``). Before each frame the test waits for the refining node's
 log line that names the intrinsics it got from CameraInfo, so no frame races its CameraInfo.
+The order of the intrinsics' sources (parameter, CameraInfo scaled to the image, hfov) is
+checked on a stub node, without a graph.
 """
 import math
 
@@ -131,3 +133,86 @@ def test_refined_fix_with_camera_info_and_the_zoom_fix_without(assets):
         for node in (refining, plain):
             if node.process.poll() is None:
                 node.stop()
+
+
+class _Logger:
+    def __init__(self):
+        self.lines = []
+
+    def info(self, text, **kw):
+        self.lines.append(text)
+
+    warning = debug = info
+
+
+class _StubNode:
+    """What NodeRefinement asks of the node: settings, a logger, subscriptions."""
+
+    def __init__(self, map_dir, values):
+        from types import SimpleNamespace
+
+        self.settings = SimpleNamespace(map_dir=str(map_dir), image_topic="cam/image_raw")
+        self.values = values
+        self.logger = _Logger()
+        self.subscriptions = []
+
+    def get_logger(self):
+        return self.logger
+
+    def create_subscription(self, msg_type, topic, callback, qos):
+        self.subscriptions.append((msg_type.__name__, topic, callback))
+
+    def get_parameter(self, name):
+        from types import SimpleNamespace
+
+        from jzi_ros.ros.params import REFINE_PARAMETERS
+
+        spec = {s.name: s for s in REFINE_PARAMETERS}[name]
+        return SimpleNamespace(value=self.values.get(name, spec.default))
+
+
+def test_intrinsics_order_override_camera_info_scaled_hfov(assets):
+    from types import SimpleNamespace
+
+    from jzi_ros.errors import JziError
+    from jzi_ros.ros import refinement
+
+    map_dir, _, _, k, zoom = assets
+    zoom_localizer = SimpleNamespace(tree=TREE, backend_name="stub", localize=lambda image: zoom)
+    assert refinement.attach(_StubNode(map_dir, {}), zoom_localizer) is None  # off by default
+    node = _StubNode(map_dir, {"refine.enabled": True})
+    attached = refinement.attach(node, zoom_localizer)
+    (_, topic, on_info), = node.subscriptions
+    assert topic == "cam/camera_info"
+    with pytest.raises(JziError, match="no camera intrinsics"):
+        attached.intrinsics_for(240, 320)
+    # a 640 x 480 calibration, images received at 320 x 240: K halves (pixel centres kept)
+    big = np.array(k, dtype=np.float64)
+    big[0, 0], big[1, 1] = 2 * k[0, 0], 2 * k[1, 1]
+    big[0, 2], big[1, 2] = 2 * k[0, 2] + 0.5, 2 * k[1, 2] + 0.5
+    msg = camera_info(big)
+    msg.width, msg.height = 640, 480
+    on_info(msg)
+    got = attached.intrinsics_for(240, 320)
+    assert (got.fx, got.fy, got.cx, got.cy) == pytest.approx((k[0, 0], k[1, 1], k[0, 2], k[1, 2]))
+    assert sum("refinement: camera intrinsics from cam/camera_info" in line
+               for line in node.logger.lines) == 1
+    on_info(msg)  # unchanged: not logged again
+    assert sum("fx " in line for line in node.logger.lines) == 1
+    on_info(camera_info(np.zeros((3, 3))))  # an uncalibrated camera: kept the last good K
+    assert attached.intrinsics_for(240, 320) == got
+    # the parameter override wins; hfov_deg serves until CameraInfo arrives
+    override = refinement.attach(_StubNode(map_dir, {"refine.enabled": True,
+                                                     "refine.intrinsics": "100,110,50,60"}),
+                                 zoom_localizer)
+    assert override.intrinsics_for(240, 320).fy == 110.0
+    hfov = refinement.attach(_StubNode(map_dir, {"refine.enabled": True,
+                                                 "refine.hfov_deg": 60.0}), zoom_localizer)
+    assert hfov.intrinsics_for(240, 320).fx == pytest.approx(k[0, 0])
+    # a frame without intrinsics is the zoom's fix with the reason; counted for diagnostics
+    blank = refinement.attach(_StubNode(map_dir, {"refine.enabled": True}), zoom_localizer)
+    fix = blank.localizer.localize(np.zeros((240, 320, 3), np.uint8))
+    assert not fix.refined and fix.refinement.startswith("not refined: no camera intrinsics")
+    assert (fix.latitude, fix.longitude) == (zoom.latitude, zoom.longitude)
+    blank.record(fix)
+    assert blank.diagnostics()["refined frames"] == "0 of 1"
