@@ -339,18 +339,19 @@ def test_low_confidence_zoom_no_fix_becomes_a_refined_fix(world):
 
 
 def test_gemm_ratio_test_matches_the_brute_force_matcher():
-    from jzi_ros.inference.refine import ratio_matches
+    from jzi_ros.inference.refine import _l2_ratio_matches, ratio_matches
 
     rng = np.random.default_rng(3)
     query = rng.integers(0, 80, (300, 128)).astype(np.float32)
     train = np.concatenate([query[:120] + rng.normal(0, 6, (120, 128)).astype(np.float32),
                             rng.integers(0, 80, (900, 128)).astype(np.float32)])
-    got = ratio_matches(query, train, "sift", 0.85)
     pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(query, train, k=2)
     good = [p[0] for p in pairs if p[0].distance < 0.85 * p[1].distance]
     assert 100 <= len(good) < len(query)  # some pass, some fail: the test discriminates
-    np.testing.assert_array_equal(got[0], [m.queryIdx for m in good])
-    np.testing.assert_array_equal(got[1], [m.trainIdx for m in good])
+    for got in (ratio_matches(query, train, "sift", 0.85),
+                _l2_ratio_matches(query, train, 0.85, chunk=97)):  # best two across chunks
+        np.testing.assert_array_equal(got[0], [m.queryIdx for m in good])
+        np.testing.assert_array_equal(got[1], [m.trainIdx for m in good])
 
 
 def test_batched_poses_equal_one_by_one_and_flag_degenerate_ones():

@@ -59,6 +59,7 @@ LOG = logging.getLogger(__name__)
 # sampling is within this factor of the index's (SIFT/ORB tolerate such scale changes)
 INDEX_SCALE_TOLERANCE = 1.5
 GUESS_HFOV_DEG = 70.0  # horizontal field of view assumed when nothing says otherwise (warned)
+MATCH_CHUNK = 4096  # index rows per GEMM: 2000 frame features x 4096 floats = 33 MB at most
 
 
 @dataclass
@@ -129,30 +130,40 @@ def ratio_matches(query: np.ndarray, train: np.ndarray | None, detector: str, ra
             np.array([m.trainIdx for m in good], np.int64))
 
 
-def _l2_ratio_matches(query: np.ndarray, train: np.ndarray, ratio: float
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def _l2_ratio_matches(query: np.ndarray, train: np.ndarray, ratio: float,
+                      chunk: int = MATCH_CHUNK) -> tuple[np.ndarray, np.ndarray]:
     """
-    Exact brute-force L2 ratio test, as ``BFMatcher.knnMatch(k=2)`` but through one GEMM.
+    Exact brute-force L2 ratio test, as ``BFMatcher.knnMatch(k=2)`` but through GEMMs.
 
-    ``|q - t|^2 = |q|^2 + |t|^2 - 2 q.t``: the products are one ``cv2.gemm`` (OpenCV's
+    ``|q - t|^2 = |q|^2 + |t|^2 - 2 q.t``: the products are ``cv2.gemm`` calls (OpenCV's
     threads, so ``--threads`` holds), 4x faster than the matcher's distance loops at a frame's
-    ~500 x 2000 SIFT descriptors (docs/refinement.md).
+    ~500 x 2000 SIFT descriptors (docs/refinement.md). ``chunk`` train rows at a time, keeping
+    the best two per query, bound the memory when the window holds a whole large index.
     """
     query = np.ascontiguousarray(query, np.float32)
     train = np.ascontiguousarray(train, np.float32)
-    d2 = cv2.gemm(query, train, -2.0, None, 0.0, flags=cv2.GEMM_2_T)
-    d2 += np.einsum("ij,ij->i", train, train)[None, :]
     rows = np.arange(len(query))
-    best = np.argmin(d2, axis=1)
-    first = d2[rows, best].copy()
-    d2[rows, best] = np.inf
-    second = d2.min(axis=1)
+    best_d = np.full(len(query), np.inf, np.float32)
+    second_d = np.full(len(query), np.inf, np.float32)
+    best_i = np.zeros(len(query), np.int64)
+    for start in range(0, len(train), chunk):
+        part = train[start:start + chunk]
+        d2 = cv2.gemm(query, part, -2.0, None, 0.0, flags=cv2.GEMM_2_T)
+        d2 += np.einsum("ij,ij->i", part, part)[None, :]
+        index = np.argmin(d2, axis=1)
+        first = d2[rows, index].copy()
+        d2[rows, index] = np.inf
+        second = d2.min(axis=1)
+        better = first < best_d  # ties keep the earlier row, as the matcher does
+        second_d = np.where(better, np.minimum(best_d, second), np.minimum(second_d, first))
+        best_i = np.where(better, index + start, best_i)
+        best_d = np.where(better, first, best_d)
     q2 = np.einsum("ij,ij->i", query, query)
     # distances, not squares, are compared (as the matcher does); rounding can go below 0
-    first = np.maximum(first + q2, 0.0)
-    second = np.maximum(second + q2, 0.0)
+    first = np.maximum(best_d + q2, 0.0)
+    second = np.maximum(second_d + q2, 0.0)
     keep = np.flatnonzero(first < ratio * ratio * second)
-    return keep.astype(np.int64), best[keep].astype(np.int64)
+    return keep.astype(np.int64), best_i[keep]
 
 
 # --- registration -------------------------------------------------------------------------
