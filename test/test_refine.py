@@ -420,3 +420,25 @@ def test_coarser_index_level_serves_frames_that_see_the_ground_coarser(tmp_path,
                          Intrinsics.from_matrix(camera.K()))
     assert out.refined, out.refinement
     assert math.hypot(out.east_m - pose.east_m, out.north_m - pose.north_m) < 3.0
+
+
+def test_refining_localizer_refines_the_measured_path_and_forwards_the_config(world):
+    map_dir, image = world
+    pose = CameraPose(-30.0, 15.0, 150.0, heading_deg=200.0, pitch_deg=85.0)
+
+    class Zoom:
+        tree, backend_name, config = TREE, "stub", "zoom settings"
+
+        def localize_measured(self, image_rgb, **options):
+            self.options = options
+            return zoom_fix(pose.east_m, pose.north_m), "the zoom's measurement"
+
+    zoom = Zoom()
+    wrapped = RefiningLocalizer(zoom, Refiner.for_map(map_dir, CONFIG), intrinsics())
+    fix, measurement = wrapped.localize_measured(view(image, pose), heading_deg=12.0)
+    assert fix.refined, fix.refinement
+    assert math.hypot(fix.east_m - pose.east_m, fix.north_m - pose.north_m) < 2.0
+    assert measurement == "the zoom's measurement" and zoom.options == {"heading_deg": 12.0}
+    assert wrapped.config == "zoom settings"
+    wrapped.config = "changed at runtime"
+    assert zoom.config == "changed at runtime"
