@@ -64,11 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.step == "fit-fusion":
+            from jzi_ros.evaluation.fusion_replay import fitted_words
+
             fitted = recipe.fit_fusion(args.workdir, args.seeds)
-            print(f"fitted on {fitted['frames']} frames: likelihood_exponent "
-                  f"{fitted['likelihood_exponent']:g}, covariance_scale "
-                  f"{fitted['covariance_scale']:.4g}; R@100 m by exponent "
-                  f"{fitted['recall_100_by_exponent']}")
+            print(f"fitted on {fitted['frames']} frames x {fitted['seeds']} filter seeds: "
+                  f"{fitted_words(fitted)}\nR@100 m by value: {fitted['recall_100']}\n"
+                  f"FIX gate mass/sigma, right minus wrong FIXes: "
+                  f"{fitted['gate_right_minus_wrong']}")
         elif args.step == "docs-plot":
             path = recipe.docs_plot(args.report, args.out)
             print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB)")

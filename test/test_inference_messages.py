@@ -302,3 +302,13 @@ def test_hypotheses_cloud_packs_fields():
 def test_empty_hypotheses_cloud():
     msg = convert.hypotheses_to_pointcloud2((), 0, "jzi_map", TYPES)
     assert msg.width == 0 and msg.row_step == 0 and len(msg.data) == 0
+
+
+@pytest.mark.parametrize("cov,match", [
+    (np.diag([4.0, 9.0, 1.0]) + np.array([[0, 1e-3, 0], [0, 0, 0], [0, 0, 0]]), "symmetric"),
+    (np.diag([4.0, 0.0, 1.0]), "diagonal"), (np.diag([4.0, np.nan, 1.0]), "non-finite")])
+def test_a_fix_with_a_broken_covariance_is_refused(cov, match):
+    with pytest.raises(JziError, match=match):
+        Fix(FixStatus.FIX, 45.0, 7.0, 0.0, cov, 0.9)
+    ok = np.diag([4.0, 9.0, 1.0]) + np.array([[0, 1e-9, 0], [0, 0, 0], [0, 0, 0]])
+    assert Fix(FixStatus.FIX, 45.0, 7.0, 0.0, ok, 0.9).ok  # within np.allclose's tolerance

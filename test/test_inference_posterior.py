@@ -95,3 +95,14 @@ def test_calibrate_reaches_mean_nees_two_and_round_trips():
     assert Calibration.from_metadata({}) is None
     with pytest.raises(JziError, match="at least 2"):
         calibrate(rows[:1], 4, "top", 1.0)
+
+
+def test_one_matrix_is_floored_in_closed_form_like_the_batched_eigh():
+    rng = np.random.default_rng(0)
+    for i in range(300):
+        a = rng.normal(size=(2, 2)) * 10.0 ** rng.integers(-1, 4)
+        cov = a @ a.T if i % 3 else np.diag(rng.uniform(0, 60, 2))
+        floor = float(rng.choice([0.5, 5.0, 30.0]))
+        one = apply_scale_and_floor(cov, 1.7, floor)
+        batched = apply_scale_and_floor(cov[None], 1.7, floor)[0]
+        assert np.allclose(one, batched, rtol=1e-9, atol=1e-9 * max(1.0, np.abs(batched).max()))

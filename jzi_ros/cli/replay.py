@@ -173,9 +173,9 @@ def run(args: argparse.Namespace) -> int:
                   f"{fmt(row['fix_fraction'], '.0f', ' %', 100.0)} of frames, mean NEES "
                   f"{fmt(cal['mean_nees'], '.2f')}, first FIX {row['time_to_first_fix_s']} s")
         if summary["fusion"].get("fit"):
-            fit = summary["fusion"]["fit"]
-            print(f"  fitted: likelihood_exponent {fit['likelihood_exponent']:g}, "
-                  f"covariance_scale {fit['covariance_scale']:.4g}")
+            from jzi_ros.evaluation.fusion_replay import fitted_words
+
+            print(f"  fitted: {fitted_words(summary['fusion']['fit'])}")
     if args.method != "zoom":
         print(_method_table(result, args.method))
     if result.interrupted:

@@ -101,8 +101,9 @@ def fit_fusion(workdir: Path, seeds: list[int], frames: int = 200) -> dict:
     Fit the fusion parameters on validation flights (other days than the demo's seed 0).
 
     Flies each seed over the demo world (``jzi demo``'s world and map in ``workdir``, made
-    first if missing), replays it with the filters, fits the likelihood exponent and the
-    covariance scale pooled over all flights. The result is FusionConfig's default.
+    first if missing), replays it with the filters and fits the random walk's parameters,
+    the FIX gate and the covariance scale pooled over all flights
+    (fusion_replay.fit_fusion). The result is FusionConfig's default.
     """
     from jzi_ros.demo import stages
     from jzi_ros.demo.bag import GT_TOPIC, IMAGE_TOPIC

@@ -50,7 +50,13 @@ ODOMETRY = "fused_odometry"
 SINGLE = "single_frame"
 LABELS = {SINGLE: "single frame", RANDOM_WALK: "fused, random walk",
           ODOMETRY: "fused, odometry"}
-FIT_EXPONENTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
+# what --fit-fusion and the demo recipe fit, in this order (fit_fusion)
+FIT_GRIDS = {"accel_sigma_mps2": (1.0, 2.0, 4.0, 6.0, 8.0, 12.0),
+             "likelihood_exponent": (0.1, 0.2, 0.3, 0.5, 0.7, 1.0),
+             "proposal_fraction": (0.05, 0.1, 0.2)}
+# FIX gates (fix_mode_mass, fix_sigma_m), stricter first within each mass
+FIT_GATES = tuple((mass, sigma) for mass in (0.9, 0.8, 0.7, 0.6, 0.5, 0.4)
+                  for sigma in (75.0, 100.0, 150.0, 250.0))
 
 
 @dataclass
@@ -121,10 +127,10 @@ def run_filter(records: Sequence[Any], tree, config: FusionConfig,
 def fuse_replay(result: Any, options: FusionOptions, track: OdometryTrack | None) -> None:
     """Run the filters over a finished replay; fills ``result.fused`` (and ``fusion_fit``)."""
     config = options.config
+    result.fusion_track = track
     if options.fit:
         result.fusion_fit = fit_fusion(result, config)
-        config = replace(config, likelihood_exponent=result.fusion_fit["likelihood_exponent"],
-                         covariance_scale=result.fusion_fit["covariance_scale"])
+        config = replace(config, **result.fusion_fit["config"])
     result.fusion_config = config
     runs = {RANDOM_WALK: None}
     if track is not None:
@@ -180,6 +186,11 @@ def fusion_summary(result: Any) -> dict[str, Any] | None:
             "fit": getattr(result, "fusion_fit", None)}
 
 
+def fitted_words(fit: dict[str, Any]) -> str:
+    """Return the fitted values as ``key value, ...`` (the keys of --fusion-config)."""
+    return ", ".join(f"{key} {value:.4g}" for key, value in fit["config"].items())
+
+
 def fusion_markdown(block: dict[str, Any] | None) -> list[str]:
     """Report lines: one row per run (single frame, fused random walk, fused odometry)."""
     if not block:
@@ -202,60 +213,111 @@ def fusion_markdown(block: dict[str, Any] | None) -> list[str]:
             f"{fmt(first, '.0f', ' s')} | {fmt(row['filter_ms_median'], '.2f')} |")
     if block.get("fit"):
         fit = block["fit"]
-        lines += ["", f"Fitted on this bag: likelihood_exponent {fit['likelihood_exponent']:g}, "
-                  f"covariance_scale {fit['covariance_scale']:.3g} "
-                  f"(R@100 m by exponent: {fit['recall_100_by_exponent']})"]
+        lines += ["", f"Fitted on this bag: {fitted_words(fit)} (R@100 m by value: "
+                  f"{fit['recall_100']}; FIX gate mass/sigma, right minus wrong FIXes: "
+                  f"{fit['gate_right_minus_wrong']})"]
     lines += ["", "![tracks](fusion_tracks.png)", ""]
     return lines
 
 
-def fit_fusion(results: Any, config: FusionConfig,
-               exponents: Sequence[float] = FIT_EXPONENTS, seeds: int = 3) -> dict[str, Any]:
+def _runs(results: Sequence[Any], config: FusionConfig, seeds: int, odometry: bool = False
+          ) -> list[tuple[Any, Fix, Any]]:
     """
-    Fit the likelihood exponent and the covariance scale on (validation) replays, pooled.
+    ``(record, fix, estimate)`` of every scored frame over ``seeds`` filter seeds.
 
-    The exponent: the one whose random-walk filter has the best R@100 m over all scored
-    frames, averaged over ``seeds`` filter seeds (one seed's curve is noisy on hard flights;
-    ties: the larger exponent). The scale: the NEES of the fused FIX frames matched to the
-    chi-square(2) median (``--calibrate``'s robust target: a few frames of a wrong mode must
-    not inflate every covariance).
+    Random walk, or (``odometry``) each result's ``fusion_track`` (results without one skipped).
+    """
+    rows = []
+    for seed in range(seeds):
+        trial = replace(config, seed=config.seed + seed)
+        for result in results:
+            track = getattr(result, "fusion_track", None) if odometry else None
+            if odometry and track is None:
+                continue
+            runs = run_filter(result.records, result.tree, trial, track)
+            rows += [(record, fix, est) for record, (fix, est) in zip(result.records, runs)
+                     if record.used]
+    return rows
+
+
+def _errors(rows: Sequence[tuple[Any, Fix, Any]]) -> np.ndarray:
+    """``[N, 2]`` estimate - truth (East/North metres) of the rows' filter estimates."""
+    if not rows:
+        return np.zeros((0, 2))
+    return np.array([est.mean_en - (record.gt.east_m, record.gt.north_m)
+                     for record, _, est in rows], np.float64)
+
+
+def fit_fusion(results: Any, config: FusionConfig, grids: dict[str, Sequence[float]] | None = None,
+               gates: Sequence[tuple[float, float]] = FIT_GATES, seeds: int = 10
+               ) -> dict[str, Any]:
+    """
+    Fit the random-walk filter on (validation) replays, pooled; return the fitted values.
+
+    1. The parameters of ``grids`` (default :data:`FIT_GRIDS`: acceleration noise, likelihood
+       exponent, proposal fraction), one after the other, each keeping the value whose
+       random-walk filter has the best R@100 m over all scored frames, averaged over
+       ``seeds`` filter seeds (one seed's curve is noisy on hard flights; ties: the earlier
+       value of the grid).
+    2. The FIX gate (``fix_mode_mass``, ``fix_sigma_m``) from ``gates``: the one with the most
+       right (within 100 m) minus wrong FIXes, so a published FIX is right more often than
+       wrong (ties: the stricter gate, listed first).
+    3. ``covariance_scale``: the NEES of those FIX frames matched to the chi-square(2) median
+       (``--calibrate``'s robust target: a few frames of a wrong mode must not inflate every
+       covariance). ``odom_covariance_scale`` the same way on the odometry filter's FIX
+       frames, for the results with odometry (``fusion_track``; kept when none has): its
+       belief is far tighter than the random walk's, one scale cannot fit both.
     """
     results = results if isinstance(results, (list, tuple)) else [results]
-    recall: dict[str, float] = {}
-    best: tuple[float, float] | None = None
-    for alpha in exponents:
-        hits, count = 0, 0
-        for seed in range(seeds):
-            trial = replace(config, likelihood_exponent=float(alpha), covariance_scale=1.0,
-                            seed=config.seed + seed)
-            for result in results:
-                fixes = [fix for fix, _ in run_filter(result.records, result.tree, trial, None)]
-                error_en, _, _, _ = _track_errors(result, fixes)
-                hits += int(np.sum(np.hypot(*error_en.T) <= 100.0)) if len(error_en) else 0
-                count += len(error_en)
-        r100 = hits / max(count, 1)
-        recall[f"{alpha:g}"] = round(r100, 4)
-        if best is None or r100 >= best[1]:
-            best = (float(alpha), r100)
-    if best is None:
-        raise JziError("fusion fit: no exponent to try")
-    alpha = best[0]
-    errors, covs = [], []
-    for seed in range(seeds):
-        trial = replace(config, likelihood_exponent=alpha, covariance_scale=1.0,
-                        seed=config.seed + seed)
-        for result in results:
-            runs = run_filter(result.records, result.tree, trial, None)
-            for record, (fix, est) in zip(result.records, runs):
-                if record.used and fix.ok:
-                    errors.append(est.mean_en - (record.gt.east_m, record.gt.north_m))
-                    covs.append(est.cov_en)
-    if len(errors) < 2:
-        raise JziError(f"fusion fit: only {len(errors)} fused FIX frames with ground truth; "
-                       "use longer validation bags")
-    scale = fit_covariance_scale(np.array(errors), np.array(covs), config.sigma_floor_m,
-                                 "median")
-    LOG.info("fusion fit: exponent %g (R@100 %s), covariance scale %.3g", alpha, recall, scale)
-    return {"likelihood_exponent": alpha, "covariance_scale": float(scale),
-            "recall_100_by_exponent": recall, "frames": sum(len(r.used) for r in results),
+    grids = FIT_GRIDS if grids is None else grids
+    config = replace(config, covariance_scale=1.0)
+    recall: dict[str, dict[str, float]] = {}
+    rows: list = []
+    for name, values in grids.items():
+        best: tuple[float, float, list] | None = None
+        recall[name] = {}
+        for value in values:
+            trial_rows = _runs(results, replace(config, **{name: value}), seeds)
+            errors = np.hypot(*_errors(trial_rows).T)
+            r100 = float(np.mean(errors <= 100.0)) if len(errors) else 0.0
+            recall[name][f"{value:g}"] = round(r100, 4)
+            if best is None or r100 > best[1]:
+                best = (value, r100, trial_rows)
+        if best is None:
+            raise JziError(f"fusion fit: no value of {name} to try")
+        config, rows = replace(config, **{name: best[0]}), best[2]
+    if not rows:  # an empty grid: run the filter as configured
+        rows = _runs(results, config, seeds)
+    error_en = _errors(rows)
+    errors = np.hypot(*error_en.T) if len(error_en) else np.zeros(0)
+    mass = np.array([est.modes[0].mass if est.modes else 0.0 for _, _, est in rows])
+    sigma = np.sqrt(np.array([np.linalg.eigvalsh(est.cov_en)[-1] for _, _, est in rows]))
+    score: dict[str, int] = {}
+    best_gate: tuple[tuple[float, float], int] | None = None
+    for mode_mass, sigma_m in gates:
+        fixed = (mass >= mode_mass) & (sigma <= sigma_m)
+        net = int(np.sum(errors[fixed] <= 100.0)) - int(np.sum(errors[fixed] > 100.0))
+        score[f"{mode_mass:g}/{sigma_m:g}"] = net
+        if best_gate is None or net > best_gate[1]:
+            best_gate = ((mode_mass, sigma_m), net)
+    if best_gate is None:
+        raise JziError("fusion fit: no FIX gate to try")
+    (mode_mass, sigma_m), _ = best_gate
+    fixed = (mass >= mode_mass) & (sigma <= sigma_m)
+    if fixed.sum() < 2:
+        raise JziError(f"fusion fit: only {int(fixed.sum())} fused FIX frames with ground "
+                       "truth; use longer validation bags")
+    scale = fit_covariance_scale(error_en[fixed], np.array([est.cov_en for _, _, est in rows])[
+        fixed], config.sigma_floor_m, "median")
+    fitted = {name: getattr(config, name) for name in grids}
+    fitted.update(fix_mode_mass=mode_mass, fix_sigma_m=sigma_m, covariance_scale=float(scale))
+    config = replace(config, fix_mode_mass=mode_mass, fix_sigma_m=sigma_m)
+    odometry = [row for row in _runs(results, config, seeds, odometry=True) if row[1].ok]
+    if len(odometry) >= 2:
+        fitted["odom_covariance_scale"] = float(fit_covariance_scale(
+            _errors(odometry), np.array([est.cov_en for _, _, est in odometry]),
+            config.sigma_floor_m, "median"))
+    LOG.info("fusion fit: %s (R@100 %s, gate right-wrong %s)", fitted, recall, score)
+    return {"config": fitted, "recall_100": recall, "gate_right_minus_wrong": score,
+            "frames": sum(len(r.used) for r in results), "seeds": seeds,
             "bags": [str(r.bag) for r in results]}

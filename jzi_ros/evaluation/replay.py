@@ -135,6 +135,7 @@ class ReplayResult:
     fused: dict[str, list[Fix]] = field(default_factory=dict)  # run name -> fix per record
     fusion_config: Any = None
     fusion_fit: dict | None = None
+    fusion_track: Any = None  # the bag's OdometryTrack (replays with --odom-topic)
 
     @property
     def used(self) -> list[FrameRecord]:

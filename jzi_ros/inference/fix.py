@@ -70,12 +70,15 @@ class Fix:
                    "altitude": self.altitude, "confidence": self.confidence,
                    "east_m": self.east_m, "north_m": self.north_m}
         bad = {k: v for k, v in numbers.items() if not math.isfinite(float(v))}
-        if bad or not np.all(np.isfinite(cov)):
+        c = cov.tolist()  # nine numbers: plain Python checks beat numpy's per-call overhead
+        if bad or not all(math.isfinite(v) for row in c for v in row):
             raise JziError(f"Fix: non-finite values {bad or 'in covariance_enu'}; "
                            "build a Fix.no_fix(...) instead")
-        if not np.allclose(cov, cov.T, atol=1e-6 * max(1.0, float(np.abs(cov).max()))):
+        atol = 1e-6 * max(1.0, max(abs(v) for row in c for v in row))
+        if any(abs(c[i][j] - c[j][i]) > atol + 1e-5 * abs(c[j][i])  # np.allclose(cov, cov.T)
+               for i in range(3) for j in range(3)):
             raise JziError("Fix: covariance_enu must be symmetric")
-        if np.any(np.diag(cov) <= 0):
+        if any(c[i][i] <= 0 for i in range(3)):
             raise JziError(f"Fix: covariance_enu diagonal must be > 0, got {np.diag(cov)}")
 
     @property

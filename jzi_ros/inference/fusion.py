@@ -16,7 +16,7 @@
 Temporal fusion: a recursive Bayes filter over the map's root square, fed by every frame's zoom.
 
 Why particles (and not a dense histogram over cells): the per-frame cost is
-O(particles x depth), whatever the map size (a depth-5 tree has a million terminal cells; a
+O(particles), whatever the map size (a depth-5 tree has a million terminal cells; a
 dense grid would pay for all of them every frame); the belief can be multi-modal (a wrong
 first zoom step leaves a second mode kilometres away, which one Gaussian cannot hold);
 odometry displacements are continuous, not cell-sized; and re-initialising after a kidnap is
@@ -33,7 +33,8 @@ returns only the final beam (ONNX, TensorRT) give a coarser measurement: the bea
 cells with their path probabilities, the rest spread uniformly.
 
 Motion: odometry displacements (East/North, :mod:`jzi_ros.heading` rotates them) plus noise
-proportional to the distance, or a random walk bounded by ``max_speed_mps``.
+proportional to the distance, or a random walk of each particle's velocity bounded by
+``max_speed_mps``.
 
 Resets: a time jump backwards (a bag played again) or a gap over ``max_gap_s`` starts over
 from the next measurement. Kidnapping is a sequential likelihood-ratio test (CUSUM): each frame
@@ -44,7 +45,12 @@ filter re-draws its particles from the measurement.
 Output: the heaviest mode (particles within ``mode_radius_m`` of a density peak): its mean and
 covariance as a :class:`~jzi_ros.inference.fix.Fix`, NO_FIX until that mode holds
 ``fix_mode_mass`` of the belief with a 1-sigma below ``fix_sigma_m``; the modes are the fix's
-hypotheses (their number and spread are in :class:`FilterEstimate`).
+hypotheses (their number and spread are in :class:`FilterEstimate`). The covariance is scaled
+by ``covariance_scale`` after a random-walk step and by ``odom_covariance_scale`` after an
+odometry step (fitted apart: the odometry belief is far tighter).
+
+Cost: a fixed, small number of numpy calls per frame whatever the map size (CellFilter says
+how); ``jzi bench`` times it next to the encoder.
 """
 from __future__ import annotations
 
@@ -59,7 +65,8 @@ import numpy as np
 from jzi_ros.errors import JziError
 from jzi_ros.geo import CellTree
 from jzi_ros.inference.fix import Fix, FixStatus, Hypothesis
-from jzi_ros.inference.measurement import cell_origin_local, Measurement
+from jzi_ros.inference.measurement import (cell_codes, Measurement, Partition,
+                                           terminal_indices_en)
 from jzi_ros.inference.posterior import apply_scale_and_floor, enu_covariance
 
 MIN_MODE_MASS = 0.05  # lighter clusters are not reported as modes
@@ -71,25 +78,27 @@ class FusionConfig:
     """Filter parameters (ROS parameters ``fusion.*`` map 1:1 onto it)."""
 
     particles: int = 2048
-    # tempering of each frame's likelihood, 1 = frames independent. Default and
-    # covariance_scale: fitted on three validation flights of the demo world (seeds 1-3,
-    # not the demo's seed 0) by `benchmarks/demo_recipe.py fit-fusion` (docs/fusion.md);
-    # refit for another model/map with `jzi replay --fusion --fit-fusion` on a validation bag
-    likelihood_exponent: float = 0.2
+    # Defaults of likelihood_exponent, proposal_fraction, accel_sigma_mps2, fix_mode_mass,
+    # fix_sigma_m and both covariance scales: fitted on three validation flights of the demo
+    # world (seeds 1-3, not the demo's seed 0) by `benchmarks/demo_recipe.py fit-fusion`
+    # (docs/fusion.md); refit for another model/map with `jzi replay --fusion --fit-fusion`
+    # on a validation bag
+    likelihood_exponent: float = 0.2  # tempering of each frame's likelihood, 1: independent
     uniform_weight: float = 0.05  # share of each frame's likelihood spread over the whole map
-    proposal_fraction: float = 0.1  # share of particles drawn from each frame's measurement
+    proposal_fraction: float = 0.05  # share of particles drawn from each frame's measurement
     anywhere_prob: float = 0.01  # prior chance per frame of being anywhere (unmodelled moves)
     max_speed_mps: float = 25.0  # random walk (no odometry): the fastest a robot moves
-    accel_sigma_mps2: float = 2.0  # random walk: 1-sigma change of velocity per second
+    accel_sigma_mps2: float = 6.0  # random walk: 1-sigma change of velocity per second
     odom_noise_fraction: float = 0.1  # odometry: 1-sigma per axis, fraction of the distance
     odom_noise_mps: float = 1.0  # odometry: plus this 1-sigma per axis per second
     max_gap_s: float = 10.0  # a longer gap between frames restarts the filter
     reset_nats: float = 4.0  # CUSUM threshold of the kidnap test (log-likelihood ratio)
     mode_radius_m: float = 150.0  # particles this close to a peak form one mode
-    fix_mode_mass: float = 0.7  # FIX once the heaviest mode holds this share of the belief
+    fix_mode_mass: float = 0.6  # FIX once the heaviest mode holds this share of the belief
     fix_sigma_m: float = 150.0  # ... and its 1-sigma (major axis) is below this
     sigma_floor_m: float = 5.0  # minimum 1-sigma of the published covariance
-    covariance_scale: float = 1.14  # multiplies the belief's covariance (fitted, see above)
+    covariance_scale: float = 0.325  # multiplies the belief's covariance (fitted, see above)
+    odom_covariance_scale: float = 1.37  # the same after an odometry step (fitted apart)
     seed: int = 0  # random stream of the filter (replays are reproducible)
 
     def __post_init__(self) -> None:
@@ -112,6 +121,7 @@ class FusionConfig:
             ("fix_sigma_m", self.fix_sigma_m > 0, "> 0 m"),
             ("sigma_floor_m", self.sigma_floor_m > 0, "> 0 m"),
             ("covariance_scale", self.covariance_scale > 0, "> 0"),
+            ("odom_covariance_scale", self.odom_covariance_scale > 0, "> 0"),
         ]
         for name, ok, expected in checks:
             value = getattr(self, name)
@@ -167,6 +177,7 @@ class FilterEstimate:
     cov_en: np.ndarray  # the modes' second moment about it
     event: str = ""  # "init", "reset: ...", "kidnap" on the frame that restarted the filter
     llr_cusum: float = 0.0
+    odometry: bool = False  # the last prediction moved the particles by odometry
 
     @property
     def spread_m(self) -> float:
@@ -178,81 +189,124 @@ class FilterEstimate:
 
 
 class CellFilter:
-    """The particle filter. ``step`` once per frame, in stamp order; not thread-safe."""
+    """
+    The particle filter. ``step`` once per frame, in stamp order; not thread-safe.
+
+    Built for a small, fixed number of numpy calls per frame (at a few thousand particles the
+    per-call overhead, not the arithmetic, is the cost): the state is one ``[4, N]`` array
+    (East, North, and the random walk's velocity) so that resampling is one ``take``; every
+    point's terminal cell index is computed once (:func:`terminal_indices_en`) and serves the
+    likelihood (one lookup into the measurement's runs), the prior and the modes (both from
+    the same coarse cells: tree cells of at most 64 x 64 over the root, so their number does
+    not grow with the map). Gaussian motion noise and fresh velocities are read at a random
+    offset from banks drawn once at construction (drawing thousands of normals per frame
+    costs more than the rest of the update).
+    """
 
     def __init__(self, tree: CellTree, config: FusionConfig | None = None) -> None:
         self.tree = tree
         self.config = config or FusionConfig()
         self.rng = np.random.default_rng(self.config.seed)
-        self.particles = np.zeros((0, 2))
-        self.velocity = np.zeros((0, 2))  # random walk: each particle's own velocity, m/s
-        self.weights = np.zeros(0)
-        self.last_stamp_ns: int | None = None
-        self.cusum = 0.0
         self.half = tree.size_m / 2
+        codes = cell_codes(tree.grid, tree.depth)
+        side = tree.size_m / tree.grid ** tree.depth
+        self._metres = np.array([[side], [-side]])  # terminal (col, row) -> (east, north)
+        # north-west corners of the high digits' cells, offsets of the low digits' cells
+        self._high_corner = (codes.high_cr.T * tree.grid ** codes.low_digits * self._metres
+                             + [[-self.half], [self.half]])
+        self._low_corner = codes.low_cr.T * self._metres
+        self._low_span = tree.num_actions ** codes.low_digits
+        self._terminal_cells = tree.num_actions ** tree.depth
+        level = tree.depth  # the coarse cells: the deepest level of at most 64 x 64 cells
+        while level > 0 and tree.grid ** level > 64:
+            level -= 1
+        self._coarse_span = tree.num_actions ** (tree.depth - level)
+        self._coarse_cells = tree.num_actions ** level
+        self._coarse_area = tree.cell_side(level) ** 2
+        self._cell_index = np.arange(self._coarse_cells)
+        n = self.config.particles
+        self._drawn = int(round(self.config.proposal_fraction * n))
+        self._kept = np.arange(n)
+        self._drawn_index = np.arange(n, n + self._drawn)
+        bank = max(1 << 16, 8 * n)
+        self._normal_bank = self.rng.standard_normal((2, bank))
+        radius = np.sqrt(self.rng.uniform(0, 1, bank))
+        angle = self.rng.uniform(0, 2 * np.pi, bank)
+        self._disc_bank = np.stack([radius * np.cos(angle), radius * np.sin(angle)])
+        self.reset()
 
     @property
     def initialised(self) -> bool:
         return self.last_stamp_ns is not None
 
+    @property
+    def particles(self) -> np.ndarray:
+        """Return the particles' East/North metres ``[N, 2]`` (a view of the state)."""
+        return self._state[:2].T
+
+    @property
+    def velocity(self) -> np.ndarray:
+        """Return the particles' random-walk velocity ``[N, 2]``, m/s (a view of the state)."""
+        return self._state[2:].T
+
     def reset(self) -> None:
         """Forget everything; the next measurement initialises the filter."""
-        self.particles = np.zeros((0, 2))
-        self.velocity = np.zeros((0, 2))
+        self._state = np.zeros((4, 0))
         self.weights = np.zeros(0)
-        self.last_stamp_ns = None
+        self.last_stamp_ns: int | None = None
         self.cusum = 0.0
+        self._coarse: np.ndarray | None = None  # coarse cell of each particle, when known
+        self._odometry = False  # the last prediction used odometry
+
+    # --- random numbers ----------------------------------------------------------------------
+    def _normals(self, count: int) -> np.ndarray:
+        """``[2, count]`` standard normals: a read-only slice of the bank at a random offset."""
+        start = int(self.rng.integers(0, self._normal_bank.shape[1] - count + 1))
+        return self._normal_bank[:, start:start + count]
+
+    def _velocities(self, count: int) -> np.ndarray:
+        """``[2, count]`` velocities uniform in the disc of radius max_speed_mps."""
+        start = int(self.rng.integers(0, self._disc_bank.shape[1] - count + 1))
+        return self._disc_bank[:, start:start + count] * self.config.max_speed_mps
 
     # --- measurement -----------------------------------------------------------------------
-    def _tempered(self, measurement: Measurement, east, north) -> np.ndarray:
-        u, area = self.config.uniform_weight, self.tree.size_m ** 2
-        density = (1 - u) * measurement.densities(self.tree, east, north) + u / area
-        return density ** self.config.likelihood_exponent
+    def _tempered(self, measurement: Measurement) -> tuple[Partition, np.ndarray, np.ndarray]:
+        """
+        Return the measurement's runs, each run's tempered density, their cumulative mass.
 
-    def _tempered_pieces(self, measurement: Measurement) -> tuple[np.ndarray, float, float]:
-        """Per-piece tempered mass, the outside-pieces tempered mass, and their total."""
+        Tempered density: ((1 - u) x density + u / area) ** exponent. Cumulative mass in
+        units of terminal cells (times a terminal cell's area it is in m^2).
+        """
         u, area = self.config.uniform_weight, self.tree.size_m ** 2
-        alpha = self.config.likelihood_exponent
-        floor = (1 - u) * measurement.background / area + u / area
-        sides = self.tree.size_m / self.tree.grid ** measurement.levels.astype(np.float64)
-        areas = sides ** 2
-        piece = areas * ((1 - u) * measurement.mass / areas + floor) ** alpha
-        outside = max(0.0, area - float(areas.sum())) * floor ** alpha
-        return piece, outside, float(piece.sum() + outside)
+        part = measurement.partition(self.tree)
+        floor = ((1 - u) * measurement.background + u) / area
+        tempered = ((1 - u) * part.density + floor) ** self.config.likelihood_exponent
+        return part, tempered, np.cumsum(tempered * part.cells)
 
-    def _draw(self, measurement: Measurement, count: int,
-              pieces: tuple[np.ndarray, float, float] | None = None) -> np.ndarray:
-        """Sample positions from the tempered measurement (the belief after a restart)."""
-        piece, outside, total = pieces or self._tempered_pieces(measurement)
-        cumulative = np.cumsum(np.append(piece, outside))
-        choice = np.searchsorted(cumulative, self.rng.uniform(0, total, count), side="right")
-        np.minimum(choice, len(cumulative) - 1, out=choice)
-        in_piece = choice < len(piece)
-        out = self.rng.uniform(-self.half, self.half, (count, 2))
-        chosen = choice[in_piece]
-        west, north, side = cell_origin_local(self.tree, measurement.levels[chosen],
-                                              measurement.indices[chosen])
-        unit = self.rng.uniform(0, 1, (len(chosen), 2))
-        out[in_piece, 0] = west + unit[:, 0] * side
-        out[in_piece, 1] = north - unit[:, 1] * side
-        return out
+    def _draw(self, tempered: tuple[Partition, np.ndarray, np.ndarray], count: int
+              ) -> np.ndarray:
+        """``[4, count]`` states drawn from the tempered measurement, with fresh velocities."""
+        part, _, cumulative = tempered
+        u = self.rng.random((4, count))
+        run = cumulative.searchsorted(u[0] * cumulative[-1], "right")
+        np.minimum(run, len(cumulative) - 1, out=run)
+        cell = part.bounds[run] + (u[1] * part.cells[run]).astype(np.intp)
+        high, low = np.divmod(cell, self._low_span)  # a cell of the run, a point in the cell
+        u[:2] = self._high_corner.take(high, axis=1) + self._low_corner.take(low, axis=1)
+        u[:2] += u[2:] * self._metres
+        u[2:] = self._velocities(count)
+        return u
 
     def _initialise(self, measurement: Measurement, stamp_ns: int,
-                    pieces: tuple[np.ndarray, float, float] | None = None) -> None:
+                    tempered: tuple[Partition, np.ndarray, np.ndarray] | None = None) -> None:
         n = self.config.particles
-        self.particles = self._draw(measurement, n, pieces)
-        self.velocity = self._velocities(n)
+        self._state = self._draw(tempered or self._tempered(measurement), n)
         self.weights = np.full(n, 1.0 / n)
         self.last_stamp_ns = int(stamp_ns)
         self.cusum = 0.0
+        self._coarse = None
 
     # --- motion ----------------------------------------------------------------------------
-    def _velocities(self, count: int) -> np.ndarray:
-        """Velocities uniform in the disc of radius max_speed_mps (nothing known yet)."""
-        radius = self.config.max_speed_mps * np.sqrt(self.rng.uniform(0, 1, count))
-        angle = self.rng.uniform(0, 2 * np.pi, count)
-        return np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1)
-
     def predict(self, dt_s: float, displacement_en: np.ndarray | None) -> None:
         """
         Move the particles by ``dt_s`` seconds: odometry displacement + noise, or random walk.
@@ -260,21 +314,27 @@ class CellFilter:
         The random walk is on each particle's velocity (bounded by max_speed_mps), so a
         robot cruising in one direction is followed, not trailed by a cloud that stays put.
         """
-        n = len(self.particles)
+        cfg, state = self.config, self._state
+        position, velocity = state[:2], state[2:]
+        self._odometry = displacement_en is not None
         if displacement_en is None:
-            cfg = self.config
-            velocity = self.velocity + self.rng.normal(0, cfg.accel_sigma_mps2 * dt_s, (n, 2))
-            speed = np.maximum(np.hypot(*velocity.T), 1e-9)
-            self.velocity = velocity * np.minimum(1.0, cfg.max_speed_mps / speed)[:, None]
-            step = self.velocity * dt_s
+            velocity += self._normals(state.shape[1]) * (cfg.accel_sigma_mps2 * dt_s)
+            speed2 = velocity[0] * velocity[0]
+            speed2 += velocity[1] * velocity[1]
+            np.maximum(speed2, cfg.max_speed_mps ** 2, out=speed2)
+            velocity *= cfg.max_speed_mps / np.sqrt(speed2)  # 1 below the speed bound
+            position += velocity * dt_s
         else:
-            d = np.asarray(displacement_en, np.float64).reshape(2)
-            sigma = (self.config.odom_noise_fraction * float(np.hypot(*d))
-                     + self.config.odom_noise_mps * dt_s)
-            step = d + self.rng.normal(0, max(sigma, 1e-6), (n, 2))
+            d = np.asarray(displacement_en, np.float64).reshape(2, 1)
+            sigma = (cfg.odom_noise_fraction * math.hypot(d[0, 0], d[1, 0])
+                     + cfg.odom_noise_mps * dt_s)
+            step = self._normals(state.shape[1]) * max(sigma, 1e-6) + d
+            position += step
             if dt_s > 0:  # should odometry drop out, the random walk carries on from here
-                self.velocity = step / dt_s
-        self.particles = np.clip(self.particles + step, -self.half, self.half)
+                np.multiply(step, 1.0 / dt_s, out=velocity)
+        np.minimum(position, self.half, out=position)
+        np.maximum(position, -self.half, out=position)
+        self._coarse = None
 
     # --- one frame -------------------------------------------------------------------------
     def step(self, stamp_ns: int, measurement: Measurement | None,
@@ -304,56 +364,63 @@ class CellFilter:
         self.predict(dt, displacement_en)
         if measurement is None:
             return self._estimate("")
-        pieces = self._tempered_pieces(measurement)
-        n = len(self.particles)
-        drawn = self._draw(measurement, int(round(self.config.proposal_fraction * n)), pieces)
-        points = np.concatenate([self.particles, drawn])
-        likelihood = self._tempered(measurement, points[:, 0], points[:, 1])
+        tempered = self._tempered(measurement)
+        part, density, cumulative = tempered
+        n = len(self.weights)
+        states = np.concatenate([self._state, self._draw(tempered, self._drawn)], axis=1)
+        terminal = terminal_indices_en(self.tree, states[:2], inside=True)
+        likelihood = density[part.lookup(terminal)]
         z_filter = float(self.weights @ likelihood[:n])
-        z_uniform = pieces[2] / self.tree.size_m ** 2
+        z_uniform = float(cumulative[-1]) / self._terminal_cells
         # log-likelihood ratio "anywhere" vs "the filter's prior", in untempered nats (the
         # tempered ratio divided by the exponent), so reset_nats does not depend on it
         llr = (math.log(z_uniform) - math.log(max(z_filter, 1e-300)))
         self.cusum = max(0.0, self.cusum + llr / self.config.likelihood_exponent)
         if self.cusum > self.config.reset_nats:
-            self._initialise(measurement, stamp_ns, pieces)
+            self._initialise(measurement, stamp_ns, tempered)
             return self._estimate("kidnap: frames keep disagreeing with the filter")
-        self._mixture_update(drawn, likelihood, pieces[2])
+        self._mixture_update(states, terminal // self._coarse_span, likelihood,
+                             z_uniform * self.tree.size_m ** 2)
         return self._estimate(event)
 
-    def _bin_keys(self, points: np.ndarray, side: float) -> np.ndarray:
-        width = int(math.ceil(self.tree.size_m / side))
-        cells = np.clip(((points + self.half) / side).astype(np.int64), 0, width - 1)
-        return cells[:, 0] * width + cells[:, 1]
+    def _coarse_keys(self) -> np.ndarray:
+        if self._coarse is None:
+            self._coarse = (terminal_indices_en(self.tree, self._state[:2], inside=True)
+                            // self._coarse_span)
+        return self._coarse
 
-    def _mixture_update(self, drawn: np.ndarray, likelihood: np.ndarray, total: float) -> None:
+    def _mixture_update(self, states: np.ndarray, coarse: np.ndarray, likelihood: np.ndarray,
+                        total: float) -> None:
         """
         Sample the next particle set from a mixture and weight it by importance.
 
         Proposal: (1 - phi) x the predicted cloud (resampled by weight) + phi x the tempered
-        measurement q (``drawn``). Target: likelihood x prior, the prior being (1 - eps) x the
-        cloud's histogram density + eps uniform. So a place the cloud has lost is re-found at
-        the rate Bayes allows, not only when a random walk happens to drift there.
-        ``likelihood``: tempered, of the predicted particles then of ``drawn``.
+        measurement q (the last ``_drawn`` of ``states``). Target: likelihood x prior, the
+        prior being (1 - eps) x the cloud's histogram density + eps uniform. So a place the
+        cloud has lost is re-found at the rate Bayes allows, not only when a random walk
+        happens to drift there. ``coarse``: each state's coarse cell; ``likelihood``:
+        tempered; ``total``: the tempered measurement's integral (m^2 x density).
         """
-        cfg, n, m = self.config, len(self.particles), len(drawn)
-        side = max(self.tree.size_m / 64, self.tree.cell_side(self.tree.depth))
-        width = int(math.ceil(self.tree.size_m / side))
-        keys = self._bin_keys(np.concatenate([self.particles, drawn]), side)
-        hist = np.bincount(keys[:n], weights=self.weights, minlength=width * width)
-        positions = (self.rng.uniform() + np.arange(n - m)) / (n - m)
-        index = np.searchsorted(np.cumsum(self.weights), positions)
-        np.minimum(index, n - 1, out=index)
-        take = np.concatenate([index, np.arange(n, n + m)])
-        area = self.tree.size_m ** 2
-        cloud = hist[keys[take]] / side ** 2
-        lik = likelihood[take]
-        prior = (1 - cfg.anywhere_prob) * cloud + cfg.anywhere_prob / area
-        proposal = (1 - cfg.proposal_fraction) * cloud + cfg.proposal_fraction * lik / total
-        weights = lik * prior / np.maximum(proposal, 1e-300)
-        self.particles = np.concatenate([self.particles[index], drawn])
-        self.velocity = np.concatenate([self.velocity[index], self._velocities(m)])
-        self.weights = weights / weights.sum()
+        cfg, n, m = self.config, len(self.weights), self._drawn
+        hist = np.bincount(coarse[:n], self.weights, self._coarse_cells)
+        # systematic resampling of n - m: copies of particle i = jumps of the scaled cumsum
+        edges = (np.cumsum(self.weights) * (n - m) + self.rng.random()).astype(np.intp)
+        edges[-1] = n - m
+        copies = np.diff(edges, prepend=0)
+        take = np.concatenate([self._kept.repeat(copies), self._drawn_index])
+        self._state = states.take(take, axis=1)
+        lik, coarse = likelihood.take(take), coarse.take(take)
+        cloud = hist.take(coarse)  # the cloud's mass in the particle's coarse cell
+        # likelihood x prior / proposal, prior and proposal as densities per m^2
+        prior = cloud * ((1 - cfg.anywhere_prob) / self._coarse_area)
+        prior += cfg.anywhere_prob / self.tree.size_m ** 2
+        proposal = cloud * ((1 - cfg.proposal_fraction) / self._coarse_area)
+        proposal += lik * (cfg.proposal_fraction / total)
+        weights = lik * prior
+        weights /= proposal
+        weights /= weights.sum()
+        self.weights = weights
+        self._coarse = coarse
 
     # --- output ----------------------------------------------------------------------------
     def _estimate(self, event: str) -> FilterEstimate:
@@ -367,52 +434,67 @@ class CellFilter:
         # mode's mean): a second mode far away widens it, as the beam spread does per frame;
         # the diffuse rest (each cluster under MIN_MODE_MASS, e.g. the anywhere_prob share)
         # does not, or one per cent of mass 2 km away alone would make a 200 m sigma
-        cov = np.zeros((2, 2))
+        a = b = c = total = 0.0
+        east, north = main.mean_en.tolist()
         for mode in modes:
-            d = mode.mean_en - main.mean_en
-            cov += mode.mass * (mode.cov_en + np.outer(d, d))
-        cov /= sum(mode.mass for mode in modes)
-        sigma = math.sqrt(float(np.linalg.eigvalsh(cov)[-1]))
+            (xx, xy), (_, yy) = mode.cov_en.tolist()
+            de, dn = mode.mean_en[0] - east, mode.mean_en[1] - north
+            a += mode.mass * (xx + de * de)
+            b += mode.mass * (xy + de * dn)
+            c += mode.mass * (yy + dn * dn)
+            total += mode.mass
+        a, b, c = a / total, b / total, c / total
+        sigma = math.sqrt(max(0.0, 0.5 * (a + c) + math.hypot(0.5 * (a - c), b)))
         converged = main.mass >= self.config.fix_mode_mass and sigma <= self.config.fix_sigma_m
-        return FilterEstimate(converged, modes, main.mean_en, 0.5 * (cov + cov.T), event,
-                              self.cusum)
+        return FilterEstimate(converged, modes, main.mean_en, np.array([[a, b], [b, c]]),
+                              event, self.cusum, self._odometry)
 
     def _modes(self) -> tuple[Mode, ...]:
         """
-        Greedy clustering on weighted bins of half a mode radius.
+        Greedy clustering on the coarse cells' weighted moments.
 
-        The heaviest free bin seeds a mode; the free bins whose centre of mass lies within
-        ``mode_radius_m`` of the seed's (twice re-centred) join it; repeat. Works on the
-        occupied bins' moments, so it costs O(particles) plus a loop over a few bins.
+        The heaviest free cell seeds a mode; the free cells whose centre of mass lies within
+        ``mode_radius_m`` of the seed's (twice re-centred) join it; repeat. Costs a few
+        bincounts over the particles plus a loop over the (few) modes.
         """
-        radius = self.config.mode_radius_m
-        w, x = self.weights, self.particles
-        keys = self._bin_keys(x, radius / 2)
-        uniq, inverse = np.unique(keys, return_inverse=True)
-        # per occupied bin: mass, first and second moments [m, 6]
-        we, wn = w * x[:, 0], w * x[:, 1]
-        sums = np.stack([np.bincount(inverse, weights=v, minlength=len(uniq)) for v in (
-            w, we, wn, we * x[:, 0], we * x[:, 1], wn * x[:, 1])], axis=1)
-        mass = sums[:, 0]
-        centre = sums[:, 1:3] / np.maximum(mass, 1e-300)[:, None]
-        free = np.ones(len(uniq), bool)
+        radius2 = self.config.mode_radius_m ** 2
+        w, (x, y) = self.weights, self._state[:2]
+        keys, cells = self._coarse_keys(), self._coarse_cells
+        wx, wy = w * x, w * y
+        mass = np.bincount(keys, w, cells)
+        occupied = self._cell_index.compress(mass > 0)  # (np.flatnonzero: 3x slower)
+        # per occupied cell: mass, first and second moments [6, cells]
+        sums = np.stack([mass.take(occupied)] + [
+            np.bincount(keys, v, cells).take(occupied) for v in (wx, wy, wx * x, wx * y,
+                                                                 wy * y)])
+        mass, centre = sums[0], sums[1:3] / sums[0]
+        free = np.ones(len(mass), bool)
+        seeds = mass.copy()  # free cells' mass, -1 once taken
         modes = []
-        left = 1.0
+        left = float(mass.sum())
         while len(modes) < MAX_MODES and left > MIN_MODE_MASS:
-            seed = centre[int(np.argmax(np.where(free, mass, -1.0)))]
-            for _ in range(2):  # re-centre once on the bins within the radius
-                d = centre - seed
-                member = free & (np.einsum("ij,ij->i", d, d) <= radius * radius)
-                total_moments = sums[member].sum(0)
-                seed = total_moments[1:3] / total_moments[0]
-            free &= ~member
-            total = float(total_moments[0])
+            first = int(np.argmax(seeds))
+            if seeds[first] < 0:
+                break  # every cell taken
+            seed, member = centre[:, first], None
+            for _ in range(2):  # re-centre once on the cells within the radius
+                d = centre - seed[:, None]
+                near = np.einsum("ij,ij->j", d, d) <= radius2
+                near &= free
+                near_moments = sums @ near
+                if member is not None and near_moments[0] <= 0:
+                    break  # (cannot happen for sane geometry; never divide by zero)
+                member, moments = near, near_moments
+                seed = moments[1:3] / moments[0]
+            free[member] = False
+            seeds[member] = -1.0
+            total = float(moments[0])
             left -= total
             if total < MIN_MODE_MASS and modes:
                 break  # seeds come heaviest first: the rest is a diffuse tail, not modes
-            xx, xy, yy = total_moments[3:] / total
-            cov = np.array([[xx - seed[0] ** 2, xy - seed[0] * seed[1]],
-                            [xy - seed[0] * seed[1], yy - seed[1] ** 2]])
+            xx, xy, yy = (moments[3:] / total).tolist()
+            se, sn = seed.tolist()
+            cov = np.array([[xx - se * se, xy - se * sn], [xy - se * sn, yy - sn * sn]])
             modes.append(Mode(total, seed, cov))
         modes.sort(key=lambda mode: -mode.mass)
         return tuple(modes)
@@ -426,14 +508,13 @@ class CellFilter:
             lat, lon = tree.cell_center(())
             return Fix.no_fix(f"fusion: {estimate.event or 'no measurement yet'}", lat, lon,
                               altitude_m, tree.size_m ** 2 / 12, timings)
-        centers = np.array([m.mean_en for m in estimate.modes])
-        lats, lons = tree.to_latlon(centers[:, 0], centers[:, 1])
-        lats, lons = np.atleast_1d(lats), np.atleast_1d(lons)
+        centres = [m.mean_en.tolist() for m in estimate.modes]
+        lats, lons = tree.to_latlon(*zip(*centres))  # one pyproj call for all modes
+        half = self.half
         hypotheses = tuple(
-            Hypothesis(tree.path_of_local(*np.clip(m.mean_en, -self.half, self.half)),
-                       m.mass, math.log(max(m.mass, 1e-300)), float(m.mean_en[0]),
-                       float(m.mean_en[1]), float(la), float(lo))
-            for m, la, lo in zip(estimate.modes, lats, lons))
+            Hypothesis(tree.path_of_local(min(half, max(-half, e)), min(half, max(-half, n))),
+                       m.mass, math.log(max(m.mass, 1e-300)), e, n, la, lo)
+            for m, (e, n), la, lo in zip(estimate.modes, centres, lats, lons))
         main = estimate.modes[0]
         east, north = float(main.mean_en[0]), float(main.mean_en[1])
         if not estimate.converged:
@@ -441,7 +522,8 @@ class CellFilter:
                       f"{main.mass:.2f} of the belief)")
             return Fix.no_fix(reason, float(lats[0]), float(lons[0]), altitude_m,
                               tree.size_m ** 2 / 12, timings, hypotheses, main.mass, east, north)
-        cov = apply_scale_and_floor(estimate.cov_en, cfg.covariance_scale, cfg.sigma_floor_m)
+        scale = cfg.odom_covariance_scale if estimate.odometry else cfg.covariance_scale
+        cov = apply_scale_and_floor(estimate.cov_en, scale, cfg.sigma_floor_m)
         return Fix(FixStatus.FIX, float(lats[0]), float(lons[0]), altitude_m,
                    enu_covariance(cov, altitude_sigma_m), main.mass, east, north, hypotheses,
                    "", timings)

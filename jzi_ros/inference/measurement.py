@@ -21,11 +21,18 @@ its path probability spread uniformly over its cell and every expanded prefix ha
 to its children (jzi_ros.inference.fusion explains how the filter tempers and uses it). Kept
 apart from the filter: the cell arithmetic and the density are what a measurement is, the
 particles are what the filter does with it.
+
+Built for speed (the filter uses it every frame, on arrays so small that numpy's per-call
+overhead is the cost): a cell at level ``l`` is a contiguous run of ``K**(D - l)`` terminal
+indices (actions are base-K digits, most significant first), so the pieces form a sorted
+partition of the terminal index range (:class:`Partition`) and the density at any number of
+points is one ``np.searchsorted``; points become terminal indices through two per-tree tables
+(:class:`CellCodes`), not a loop over the digits.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -33,44 +40,153 @@ from jzi_ros.geo import CellTree
 from jzi_ros.inference.decode import BeamSteps, PAD_LOG_PROB
 
 
+@dataclass(frozen=True, eq=False)
+class CellCodes:
+    """
+    Terminal (row, column) <-> terminal index tables of one tree shape (grid, depth).
+
+    ``index = row_code[row] + col_code[col]`` (row 0 is the northern row; both tables have
+    one extra entry repeating the last, so a point on the root's south or east edge needs no
+    clipping). Decoding splits an index into its high and low digits, each half looked up in a
+    table of ``K**digits`` rows, so no table grows beyond ``K**ceil(depth / 2)`` rows.
+    """
+
+    grid: int
+    depth: int
+    row_code: np.ndarray  # [grid**depth + 1] a terminal row's share of the index
+    col_code: np.ndarray  # [grid**depth + 1] a terminal column's share
+    low_digits: int
+    high_cr: np.ndarray  # [K**(depth - low_digits), 2] (col, row) of the high digits
+    low_cr: np.ndarray  # [K**low_digits, 2] (col, row) of the low digits
+
+    @lru_cache(maxsize=8)
+    def per_metre(self, size_m: float) -> tuple[np.ndarray, np.ndarray]:
+        """``(scale [2, 1], offset [2, 1])``: East/North metres -> terminal (col, row)."""
+        n = self.grid ** self.depth
+        scale = n / size_m
+        return np.array([[scale], [-scale]]), np.array([[n / 2], [n / 2]])
+
+    def decode(self, index: np.ndarray) -> np.ndarray:
+        """Return ``[N, 2]`` terminal (col, row) of terminal indices."""
+        high, low = np.divmod(index, (self.grid * self.grid) ** self.low_digits)
+        return (self.high_cr.take(high, axis=0) * self.grid ** self.low_digits
+                + self.low_cr.take(low, axis=0))
+
+
+def _digits_cr(grid: int, digits: int) -> np.ndarray:
+    """(col, row) inside a ``grid**digits`` square of every index with ``digits`` actions."""
+    k = grid * grid
+    index = np.arange(k ** digits, dtype=np.int64)
+    cr = np.zeros((len(index), 2), np.int64)
+    for digit in range(digits):  # least significant action first
+        action = index % k
+        index //= k
+        cr[:, 0] += action % grid * grid ** digit
+        cr[:, 1] += action // grid * grid ** digit
+    return cr
+
+
+@lru_cache(maxsize=16)
+def cell_codes(grid: int, depth: int) -> CellCodes:
+    """Return the (cached) index tables of a tree shape."""
+    k = grid * grid
+    side = np.minimum(np.arange(grid ** depth + 1, dtype=np.int64), grid ** depth - 1)
+    row_code = np.zeros_like(side)
+    col_code = np.zeros_like(side)
+    for digit in range(depth):
+        value = side // grid ** digit % grid
+        row_code += value * grid * k ** digit
+        col_code += value * k ** digit
+    low = (depth + 1) // 2
+    return CellCodes(grid, depth, row_code, col_code, low, _digits_cr(grid, depth - low),
+                     _digits_cr(grid, low))
+
+
+def terminal_indices_en(tree: CellTree, en: np.ndarray, inside: bool = False) -> np.ndarray:
+    """
+    Index among the terminal cells (view-table order) of the cells holding points ``[2, N]``.
+
+    ``en``: East row and North row, metres from the root centre. Points outside the root are
+    clipped to its edge (``inside=True``: the caller guarantees they are inside, edges
+    included, and saves the clipping). The index of the level-l cell holding a point is this
+    one floor-divided by ``K**(D - l)``.
+    """
+    codes = cell_codes(tree.grid, tree.depth)
+    scale, offset = codes.per_metre(tree.size_m)
+    cr = (np.asarray(en, np.float64) * scale + offset).astype(np.intp)
+    if not inside:
+        n = tree.grid ** tree.depth
+        np.minimum(cr, n - 1, out=cr)
+        np.maximum(cr, 0, out=cr)
+    return codes.row_code[cr[1]] + codes.col_code[cr[0]]
+
+
 def terminal_indices_local(tree: CellTree, east: np.ndarray, north: np.ndarray) -> np.ndarray:
+    """Terminal indices of points given as east and north arrays of any (equal) shape."""
+    east = np.asarray(east, np.float64)
+    en = np.stack([east.ravel(), np.asarray(north, np.float64).ravel()])
+    return terminal_indices_en(tree, en).reshape(east.shape)
+
+
+@dataclass(frozen=True)
+class Partition:
     """
-    Index among the terminal cells (view-table order) of the cells holding points.
+    A measurement as runs of terminal indices: what the filter looks up every frame.
 
-    Points outside the root are clipped to its edge. The index of the level-l cell holding a
-    point is this one floor-divided by ``K**(D - l)`` (actions are base-K digits, most
-    significant first).
+    Run ``i`` starts at terminal index ``bounds[i]`` (ascending, ``bounds[0] == 0``); a point
+    with terminal index ``t`` lies in the last run with ``bounds <= t``. ``density`` is the run's
+    density per m^2 without the background; ``cells`` its number of terminal cells. A run may
+    be an expanded piece whose children follow it with the same start: it is never the last
+    such run, so lookups never land on it, and its ``cells`` is 0 so sampling never draws it.
     """
-    n = tree.grid ** tree.depth
-    half = tree.size_m / 2
-    col = ((np.asarray(east, np.float64) + half) * (n / tree.size_m)).astype(np.int64)
-    row = ((half - np.asarray(north, np.float64)) * (n / tree.size_m)).astype(np.int64)
-    np.clip(col, 0, n - 1, out=col)
-    np.clip(row, 0, n - 1, out=row)
-    index = np.zeros_like(col)
-    for digit in range(tree.depth - 1, -1, -1):  # most significant action first
-        scale = tree.grid ** digit
-        action = (row // scale % tree.grid) * tree.grid + col // scale % tree.grid
-        index = index * tree.num_actions + action
-    return index
+
+    bounds: np.ndarray
+    density: np.ndarray
+    cells: np.ndarray
+
+    def lookup(self, terminal: np.ndarray) -> np.ndarray:
+        """Run of each terminal index."""
+        return self.bounds.searchsorted(terminal, "right") - 1
 
 
-def cell_origin_local(tree: CellTree, levels: np.ndarray, indices: np.ndarray
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(west, north, side) metres of cells given by level and index within the level."""
-    levels = np.asarray(levels, np.int64)
-    indices = np.asarray(indices, np.int64).copy()
-    row = np.zeros_like(indices)
-    col = np.zeros_like(indices)
-    for digit in range(int(levels.max(initial=0))):
-        active = digit < levels
-        action = indices % tree.num_actions
-        scale = tree.grid ** digit
-        row = np.where(active, row + (action // tree.grid) * scale, row)
-        col = np.where(active, col + (action % tree.grid) * scale, col)
-        indices = np.where(active, indices // tree.num_actions, indices)
-    side = tree.size_m / tree.grid ** levels.astype(np.float64)
-    return -tree.size_m / 2 + col * side, tree.size_m / 2 - row * side, side
+@lru_cache(maxsize=16)
+def _level_spans(grid: int, depth: int) -> np.ndarray:
+    """Terminal cells per cell at levels 0..depth."""
+    k = grid * grid
+    return np.array([k ** (depth - level) for level in range(depth + 1)], np.int64)
+
+
+def _partition_of(tree: CellTree, levels: np.ndarray, indices: np.ndarray,
+                  mass: np.ndarray) -> Partition:
+    """Partition of disjoint pieces in any order; the gaps between them become empty runs."""
+    span = _level_spans(tree.grid, tree.depth)[levels]
+    starts = indices * span
+    order = np.argsort(starts, kind="stable")
+    starts, span, mass = starts[order], span[order], mass[order]
+    ends = starts + span
+    total = tree.num_actions ** tree.depth
+    bounds = np.unique(np.concatenate([[0], starts, ends]))
+    bounds = bounds[bounds < total]
+    run = np.maximum(np.searchsorted(starts, bounds, "right") - 1, 0)
+    inside = (starts[run] <= bounds) & (bounds < ends[run]) if len(starts) else bounds < 0
+    cells = np.diff(np.append(bounds, total))
+    area = (tree.size_m / tree.grid ** tree.depth) ** 2
+    density = np.where(inside, mass[run] / (span[run] * area) if len(starts) else 0.0, 0.0)
+    return Partition(bounds, density, cells)
+
+
+@lru_cache(maxsize=16)
+def _steps_template(grid: int, depth: int, beams: int
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """
+    Return the actions ``0..K-1``, and per piece of a full BeamSteps its level and key factor.
+
+    Pieces: the root's K children, then B x K per step. Key factor: from the piece's index to
+    its first terminal cell, times ``D + 1`` (the sort key's room for the level).
+    """
+    k = grid * grid
+    level = np.concatenate([np.ones(k, np.int64), np.repeat(np.arange(2, depth + 1), beams * k)])
+    return np.arange(k, dtype=np.int64), level, _level_spans(grid, depth)[level] * (depth + 1)
 
 
 @dataclass(frozen=True)
@@ -86,37 +202,38 @@ class Measurement:
     indices: np.ndarray
     mass: np.ndarray
     background: float = 0.0
+    _partitions: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def from_steps(cls, tree: CellTree, steps: BeamSteps) -> "Measurement":
         """Every step's children of every beam prefix; expanded children hand their mass on."""
         k, depth = tree.num_actions, tree.depth
-        valid = steps.prefix_lp > PAD_LOG_PROB / 2
-        # the beam's distinct prefixes at levels 1..D-1 (first occurrence of each)
-        rows: list[np.ndarray] = []
-        for t in range(1, depth):
-            index = steps.prefix_index[t - 1]
-            first = np.flatnonzero(valid[t - 1])
-            _, unique = np.unique(index[first], return_index=True)
-            rows.append(first[np.sort(unique)])
-        expanded = [np.zeros(0, np.int64)] + [steps.prefix_index[t - 1][rows[t - 1]]
-                                              for t in range(1, depth)] + [np.zeros(0, np.int64)]
-        root = np.arange(k)
-        keep = ~np.isin(root, expanded[1])
-        levels, indices, log_mass = [np.ones(int(keep.sum()), np.int64)], [root[keep]], [
-            steps.root_lp[keep]]
-        for t in range(1, depth):
-            beams = rows[t - 1]
-            children = (steps.prefix_index[t - 1][beams][:, None] * k + root[None]).ravel()
-            lp = (steps.prefix_lp[t - 1][beams][:, None] + steps.step_lp[t - 1][beams]).ravel()
-            keep = ~np.isin(children, expanded[t + 1])
-            levels.append(np.full(int(keep.sum()), t + 1, np.int64))
-            indices.append(children[keep])
-            log_mass.append(lp[keep])
-        log_mass_all = np.concatenate(log_mass).astype(np.float64)
-        mass = np.exp(log_mass_all - log_mass_all.max())
-        return cls(np.concatenate(levels), np.concatenate(indices).astype(np.int64),
-                   mass / mass.sum(), 0.0)
+        valid = steps.prefix_lp > PAD_LOG_PROB / 2  # [D-1, B]; False: a padding beam
+        root, level, key_span = _steps_template(tree.grid, depth, valid.shape[1])
+        # all children of all beam prefixes at once: the root's (level 1), then every step's
+        indices = np.concatenate([root, (steps.prefix_index.astype(np.int64)[:, :, None] * k
+                                         + root).ravel()])
+        log_mass = np.concatenate([steps.root_lp, (steps.prefix_lp[:, :, None]
+                                                   + steps.step_lp).ravel()])
+        # sort by first terminal cell, a parent before its first child (same start)
+        key = indices * key_span + level
+        if not valid.all():
+            keep = np.concatenate([np.ones(k, bool), np.repeat(valid, k, axis=1).ravel()])
+            key, log_mass = key[keep], log_mass[keep]
+        order = np.argsort(key)
+        starts, levels = np.divmod(key.take(order), depth + 1)
+        # a piece followed by one with the same start was expanded (or is a duplicate prefix)
+        leaf = np.empty(len(starts), bool)
+        np.not_equal(starts[1:], starts[:-1], out=leaf[:-1])
+        leaf[-1] = True
+        mass = np.exp(log_mass.take(order).astype(np.float64))
+        mass *= leaf
+        mass /= mass.sum()
+        span = _level_spans(tree.grid, depth)[levels]
+        area = (tree.size_m / tree.grid ** depth) ** 2
+        measurement = cls(levels[leaf], starts[leaf] // span[leaf], mass[leaf], 0.0)
+        measurement._partitions[tree] = Partition(starts, mass / (span * area), span * leaf)
+        return measurement
 
     @classmethod
     def from_beam(cls, tree: CellTree, paths: np.ndarray, log_probs: np.ndarray
@@ -136,25 +253,18 @@ class Measurement:
         return cls(np.full(len(index), tree.depth, np.int64), index, mass,
                    float(max(0.0, 1.0 - mass.sum())))
 
-    @cached_property
-    def _tables(self) -> list[tuple[int, np.ndarray, np.ndarray]]:
-        """Per level: sorted cell indices and their masses, for fast lookups."""
-        tables = []
-        for level in np.unique(self.levels):
-            select = self.levels == level
-            order = np.argsort(self.indices[select])
-            tables.append((int(level), self.indices[select][order],
-                           self.mass[select][order]))
-        return tables
+    def partition(self, tree: CellTree) -> Partition:
+        """Return the pieces as runs of terminal indices (cached per tree)."""
+        part = self._partitions.get(tree)
+        if part is None:
+            part = _partition_of(tree, np.asarray(self.levels, np.int64),
+                                 np.asarray(self.indices, np.int64),
+                                 np.asarray(self.mass, np.float64))
+            self._partitions[tree] = part
+        return part
 
     def densities(self, tree: CellTree, east: np.ndarray, north: np.ndarray) -> np.ndarray:
         """Density (per m^2, integrating to 1 over the root) at points."""
-        out = np.full(np.shape(east), self.background / tree.size_m ** 2, np.float64)
-        terminal = terminal_indices_local(tree, east, north)
-        for level, keys, mass in self._tables:
-            at = terminal // tree.num_actions ** (tree.depth - level)
-            pos = np.searchsorted(keys, at)
-            np.minimum(pos, len(keys) - 1, out=pos)
-            hit = keys[pos] == at
-            out[hit] += mass[pos[hit]] / tree.cell_side(level) ** 2
-        return out
+        part = self.partition(tree)
+        run = part.lookup(terminal_indices_local(tree, east, north))
+        return part.density[run] + self.background / tree.size_m ** 2

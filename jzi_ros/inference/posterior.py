@@ -93,11 +93,30 @@ def raw_estimate(posterior: Posterior, position: str = "top") -> tuple[np.ndarra
 def apply_scale_and_floor(cov: np.ndarray, scale: float, sigma_floor_m: float) -> np.ndarray:
     """Scale 2x2 covariance(s) ``[..., 2, 2]``; clip eigenvalues to >= ``sigma_floor_m``^2."""
     cov = np.asarray(cov, dtype=np.float64) * float(scale)
+    if cov.shape == (2, 2):  # one matrix (the filter's fix, every frame): closed form
+        return _floor_2x2(cov, float(sigma_floor_m) ** 2)
     sym = 0.5 * (cov + np.swapaxes(cov, -1, -2))
     values, vectors = np.linalg.eigh(sym)
     values = np.maximum(values, float(sigma_floor_m) ** 2)
     out = (vectors * values[..., None, :]) @ np.swapaxes(vectors, -1, -2)
     return 0.5 * (out + np.swapaxes(out, -1, -2))
+
+
+def _floor_2x2(cov: np.ndarray, floor: float) -> np.ndarray:
+    """Clip the eigenvalues of one symmetric 2x2 to >= ``floor`` (np.linalg.eigh's result)."""
+    (a, b1), (b2, c) = cov.tolist()
+    b = 0.5 * (b1 + b2)
+    mid, radius = 0.5 * (a + c), math.hypot(0.5 * (a - c), b)
+    low, high = mid - radius, mid + radius
+    if low >= floor:
+        return np.array([[a, b], [b, c]])
+    if high <= floor:
+        return np.array([[floor, 0.0], [0.0, floor]])
+    # raise only the low eigenvalue: add (floor - low) v v^T, v its unit eigenvector
+    u, w = (b, low - a) if abs(low - a) >= abs(low - c) else (low - c, b)
+    norm = u * u + w * w
+    lift = (floor - low) / norm
+    return np.array([[a + lift * u * u, b + lift * u * w], [b + lift * u * w, c + lift * w * w]])
 
 
 def enu_covariance(cov_en: np.ndarray, up_sigma_m: float) -> np.ndarray:
