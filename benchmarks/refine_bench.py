@@ -288,7 +288,7 @@ def telluric_dataset(args, configs) -> dict:
     rng = np.random.default_rng(args.seed)
     for query, ref in ((2, 1), (1, 2)):
         frames = render_frames(maps[query] / "imagery.tif", tree, args.frames, rng,
-                               altitude=(1500.0, 2200.0), hfov=(60.0, 75.0),
+                               altitude=tuple(args.telluric_altitude), hfov=(60.0, 75.0),
                                photometric=False, margin_m=300.0)
         sign = 1.0 if query == 2 else -1.0
         for f in frames:  # the truth in the reference date's frame
@@ -297,7 +297,7 @@ def telluric_dataset(args, configs) -> dict:
         results[f"{query}->{ref}"] = run_methods(
             f"telluric: views from date {query}, map from date {ref}", frames, maps[ref],
             tree, None, extremes(frames, tree, rng, 1500.0), configs, rng,
-            nominal_height_m=1850.0, max_height_m=4000.0)
+            nominal_height_m=float(np.mean(args.telluric_altitude)), max_height_m=4000.0)
     return results
 
 
@@ -364,6 +364,8 @@ def main() -> None:
     parser.add_argument("--demo-workdir", default="/tmp/refine-demo")
     parser.add_argument("--workdir", default="/tmp/refine-bench")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--telluric-altitude", nargs=2, type=float, default=[1500.0, 2200.0],
+                        metavar=("LOW", "HIGH"), help="telluric views' height range (metres)")
     parser.add_argument("--no-window", action="store_true",
                         help="skip the 'sift, window' rows (detection on an imagery window)")
     parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",

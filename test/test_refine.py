@@ -27,7 +27,7 @@ import pytest
 from jzi_ros.errors import JziError
 from jzi_ros.evaluation.classical import ClassicalLocalizer, format_methods, method_summary
 from jzi_ros.geo import CellTree
-from jzi_ros.inference.camera_pose import Intrinsics, pose_from_homography
+from jzi_ros.inference.camera_pose import fit_frame, Intrinsics, pose_from_homography
 from jzi_ros.inference.fix import Fix, FixStatus, Hypothesis
 from jzi_ros.inference.refine import RefineConfig, Refiner, RefiningLocalizer
 from jzi_ros.maps.imagery import FEATURES, IMAGERY, imagery_summary, MapImagery
@@ -157,13 +157,18 @@ def test_map_build_writes_imagery_read_by_window(world):
         imagery.close()
 
 
-@pytest.mark.parametrize("source", ["window", "index"])
+@pytest.mark.parametrize("source", ["window", "index", "shrunk"])
 def test_refinement_recovers_nadir_height_and_heading(world, source, monkeypatch):
     map_dir, image = world
     pose = CameraPose(23.0, -41.0, 150.0, heading_deg=130.0, pitch_deg=78.0)
-    # the index (1 m/px) serves frames of about its ground sampling; finer ones read a window
-    nominal = {"window": 150.0, "index": CAMERA.focal_px}[source]
-    refiner = Refiner.for_map(map_dir, replace(CONFIG, nominal_height_m=nominal))
+    # the index (1 m/px) serves frames of about its ground sampling; finer ones (0.66 m/px)
+    # are shrunk to it, or read a window at their own sampling when the index is not used
+    nominal = CAMERA.focal_px if source == "index" else 150.0
+    refiner = Refiner.for_map(map_dir, replace(CONFIG, nominal_height_m=nominal,
+                                               use_index=source != "window"))
+    shrink = []
+    monkeypatch.setattr("jzi_ros.inference.refine.fit_frame", lambda im, K, px, _f=fit_frame: (
+        shrink.append(px), _f(im, K, px))[1])
     reads = []
     monkeypatch.setattr(refiner.imagery, "read", lambda *a, _r=refiner.imagery.read: (
         reads.append(a), _r(*a))[1])
@@ -179,6 +184,8 @@ def test_refinement_recovers_nadir_height_and_heading(world, source, monkeypatch
     assert CONFIG.sigma_floor_m <= sigma[0] < 5.0
     assert fix.timings_ms["refine"] > 0 and fix.timings_ms["total"] > fix.timings_ms["refine"]
     assert bool(reads) == (source == "window")
+    assert shrink[1:] == ([math.floor(320 * 150.0 / CAMERA.focal_px)] if source == "shrunk"
+                          else [])
 
 
 def test_second_cell_is_tried_when_the_first_is_wrong(world):

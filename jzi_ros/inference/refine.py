@@ -59,6 +59,7 @@ LOG = logging.getLogger(__name__)
 # sampling is within this factor of the index's (SIFT/ORB tolerate such scale changes)
 INDEX_SCALE_TOLERANCE = 1.5
 GUESS_HFOV_DEG = 70.0  # horizontal field of view assumed when nothing says otherwise (warned)
+MIN_SHRUNK_PX = 160  # a frame is not shrunk to the index's resolution below this long side
 MATCH_CHUNK = 4096  # index rows per GEMM: 2000 frame features x 4096 floats = 33 MB at most
 
 
@@ -362,11 +363,12 @@ class Refiner:
         """Try the most probable cells (objects with ``path``) until one registration passes."""
         config = self.config
         image, K = fit_frame(image, self.intrinsics_for(image, intrinsics), config.max_frame_px)
+        gsd = config.nominal_height_m / math.sqrt(K.fx * K.fy)
+        image, K, gsd = self._shrink_to_index(image, K, gsd)
         frame_pts, frame_desc = detect_features(image, config.detector, config.max_features)
         if len(frame_pts) < config.min_inliers:
             return Registration(False, f"the frame has {len(frame_pts)} features (need "
                                 f"{config.min_inliers}; blank, dark or blurred image?)")
-        gsd = config.nominal_height_m / math.sqrt(K.fx * K.fy)
         margin = self.search_margin_m(K, image.shape)
         tried: list[tuple[float, float, float, float]] = []
         reasons, best = [], Registration(False, "no cell to search")
@@ -387,6 +389,24 @@ class Refiner:
                 best = result
         best.reason = "; ".join(dict.fromkeys(reasons)) or best.reason
         return best
+
+    def _shrink_to_index(self, image: np.ndarray, K: Intrinsics, gsd: float
+                         ) -> tuple[np.ndarray, Intrinsics, float]:
+        """
+        Shrink a frame that sees the ground finer than every index level to the finest one.
+
+        The imagery holds nothing finer than its own pixels, so such a frame would otherwise be
+        matched against features detected on an imagery window per frame; shrunk, the index
+        serves it and SIFT has fewer pixels to search. Not below :data:`MIN_SHRUNK_PX`.
+        """
+        finest = min((level.m_per_px for level in self.indexes), default=None)
+        if finest is None or gsd * INDEX_SCALE_TOLERANCE >= finest:
+            return image, K, gsd
+        side = math.floor(max(image.shape[:2]) * gsd / finest)
+        if side < MIN_SHRUNK_PX:
+            return image, K, gsd
+        image, K = fit_frame(image, K, side)
+        return image, K, self.config.nominal_height_m / math.sqrt(K.fx * K.fy)
 
     def _register_window(self, frame_pts: np.ndarray, frame_desc: np.ndarray, K: Intrinsics,
                          box: tuple[float, float, float, float], gsd: float) -> Registration:
