@@ -229,8 +229,9 @@ class CellFilter:
         # _modes: rows [w x, w x, w y] times state rows [x, y, y]: the second moments
         self._WXY, self._XYY = [0, 0, 1], [0, 1, 1]
         self._drawn = int(round(self.config.proposal_fraction * n))
-        self._kept = np.arange(n)
-        self._drawn_index = np.arange(n, n + self._drawn)
+        self._all_index = np.arange(n + self._drawn)
+        self._edges = np.zeros(n + 1, np.intp)  # resampling: cumulative copies
+        self._copies = np.ones(n + self._drawn, np.intp)  # copies of the states, drawn: 1
         bank = max(1 << 16, 8 * n)
         self._normal_bank = self.rng.standard_normal((2, bank))
         radius = np.sqrt(self.rng.uniform(0, 1, bank))
@@ -322,10 +323,11 @@ class CellFilter:
         self._odometry = displacement_en is not None
         if displacement_en is None:
             velocity += self._normals(state.shape[1]) * (cfg.accel_sigma_mps2 * dt_s)
-            speed2 = velocity[0] * velocity[0]
-            speed2 += velocity[1] * velocity[1]
-            np.maximum(speed2, cfg.max_speed_mps ** 2, out=speed2)
-            velocity *= cfg.max_speed_mps / np.sqrt(speed2)  # 1 below the speed bound
+            speed = np.einsum("ij,ij->j", velocity, velocity)
+            np.maximum(speed, cfg.max_speed_mps ** 2, out=speed)
+            np.sqrt(speed, out=speed)
+            np.divide(cfg.max_speed_mps, speed, out=speed)  # 1 below the speed bound
+            velocity *= speed
             position += velocity * dt_s
         else:
             d = np.asarray(displacement_en, np.float64).reshape(2, 1)
@@ -407,10 +409,15 @@ class CellFilter:
         cfg, n, m = self.config, len(self.weights), self._drawn
         hist = np.bincount(coarse[:n], self.weights, self._coarse_cells)
         # systematic resampling of n - m: copies of particle i = jumps of the scaled cumsum
-        edges = (np.cumsum(self.weights) * (n - m) + self.rng.random()).astype(np.intp)
+        # (edges[0] stays 0; the m drawn states have one copy each)
+        edges, copies = self._edges, self._copies
+        cumulative = np.cumsum(self.weights)
+        cumulative *= n - m
+        cumulative += self.rng.random()
+        edges[1:] = cumulative  # (truncated: the floor of these positive numbers)
         edges[-1] = n - m
-        copies = np.diff(edges, prepend=0)
-        take = np.concatenate([self._kept.repeat(copies), self._drawn_index])
+        np.subtract(edges[1:], edges[:-1], out=copies[:n])
+        take = self._all_index.repeat(copies)
         self._state = states.take(take, axis=1)
         lik, coarse = likelihood.take(take), coarse.take(take)
         cloud = hist.take(coarse)  # the cloud's mass in the particle's coarse cell
@@ -471,10 +478,8 @@ class CellFilter:
         second *= self._state.take(self._XYY, axis=0)  # w x x, w x y, w y y
         mass = np.bincount(keys, w, cells)
         occupied = self._cell_index.compress(mass > 0)  # (np.flatnonzero: 3x slower)
-        sums = np.stack([mass, np.bincount(keys, weighted[0], cells),
-                         np.bincount(keys, weighted[1], cells), np.bincount(keys, second[0], cells),
-                         np.bincount(keys, second[1], cells), np.bincount(keys, second[2], cells)]
-                        ).take(occupied, axis=1)  # [6, occupied cells]
+        sums = np.stack([mass.take(occupied)] + [  # [6, occupied cells]
+            np.bincount(keys, v, cells).take(occupied) for v in (*weighted, *second)])
         centre = sums[1:3] / sums[0]
         heavy = (-sums[0]).argsort()[:SEED_CELLS]
         seeds = centre.take(heavy, axis=1)
@@ -491,7 +496,8 @@ class CellFilter:
         for again in (True, False):  # members around the seeds, then around their mean
             d = centre[:, None, :] - seeds[:, :, None]
             near = np.einsum("ijk,ijk->jk", d, d) <= radius2  # [modes, cells]
-            member = near & (near.cumsum(axis=0) == 1)  # a cell joins its first seed only
+            member = np.logical_or.accumulate(near, axis=0)  # a cell joins its first seed:
+            member[1:] ^= member[:-1]  # near this seed and not near an earlier one
             moments = member @ sums.T  # [modes, 6]
             if again:  # (each seed's own cell is its member here: no empty mode)
                 seeds = moments[:, 1:3].T / moments[:, 0]
