@@ -101,6 +101,7 @@ def test_bench_writes_the_json_keys(scene, tmp_path, capsys):
         assert row["accuracy"]["frames"] == 6
         cells = [f["terminal_cells"] for f in row["fusion_filter"]]
         assert cells == [pyramid.tree.num_actions ** pyramid.tree.depth, 65536]
-        assert all(f["median"] > 0 for f in row["fusion_filter"])
+        assert all(f["median"] > 0 and f["encoder_cpu_median"] > 0 for f in row["fusion_filter"])
     printed = capsys.readouterr().out
     assert "| torch | cpu | fp32 | 2 |" in printed and "temporal filter" in printed
+    assert "each filter frame follows one CPU encoder pass" in printed
