@@ -265,12 +265,12 @@ class CellFilter:
     # --- random numbers ----------------------------------------------------------------------
     def _normals(self, count: int) -> np.ndarray:
         """``[2, count]`` standard normals: a read-only slice of the bank at a random offset."""
-        start = int(self.rng.random() * (self._normal_bank.shape[1] - count + 1))
-        return self._normal_bank[:, start:start + count]  # (rng.integers costs 5x more)
+        start = int(self.rng.integers(0, self._normal_bank.shape[1] - count + 1))
+        return self._normal_bank[:, start:start + count]
 
     def _velocities(self, count: int) -> np.ndarray:
         """``[2, count]`` velocities uniform in the disc of radius max_speed_mps."""
-        start = int(self.rng.random() * (self._disc_bank.shape[1] - count + 1))
+        start = int(self.rng.integers(0, self._disc_bank.shape[1] - count + 1))
         return self._disc_bank[:, start:start + count] * self.config.max_speed_mps
 
     # --- measurement -----------------------------------------------------------------------
