@@ -228,6 +228,8 @@ class CellFilter:
         n = self.config.particles
         # _modes: rows [w x, w x, w y] times state rows [x, y, y]: the second moments
         self._WXY, self._XYY = [0, 0, 1], [0, 1, 1]
+        self._EAST_NORTH = np.array([1.0, 1.0j])  # (east, north) @ it: east + i north
+        self._mode_rows = np.arange(MAX_MODES)[:, None]
         self._drawn = int(round(self.config.proposal_fraction * n))
         self._all_index = np.arange(n + self._drawn)
         self._edges = np.zeros(n + 1, np.intp)  # resampling: cumulative copies
@@ -464,14 +466,14 @@ class CellFilter:
         Cluster the coarse cells' weighted moments into modes, all modes at once.
 
         Seeds: among the ``SEED_CELLS`` heaviest coarse cells, heaviest first, each cell not
-        within ``mode_radius_m`` of an earlier seed (three calls per seed on a 64 x 64 table). Then
+        within ``mode_radius_m`` of an earlier seed (a 64 x 64 table, two calls a seed). Then
         twice: every occupied cell joins the first (heaviest) seed within the radius of its
         centre of mass, and each seed moves to its members' mean. A fixed number of numpy
         calls whatever the number of modes (the greedy one-mode-at-a-time loop this replaced
         cost ten calls per mode). Modes under ``MIN_MODE_MASS`` are the diffuse tail (the
         heaviest is always kept).
         """
-        radius2 = self.config.mode_radius_m ** 2
+        radius = self.config.mode_radius_m
         w, keys, cells = self.weights, self._coarse_keys(), self._coarse_cells
         weighted = self._state[:2] * w  # w x, w y
         second = weighted.take(self._WXY, axis=0)
@@ -480,11 +482,10 @@ class CellFilter:
         occupied = self._cell_index.compress(mass > 0)  # (np.flatnonzero: 3x slower)
         sums = np.stack([mass.take(occupied)] + [  # [6, occupied cells]
             np.bincount(keys, v, cells).take(occupied) for v in (*weighted, *second)])
-        centre = sums[1:3] / sums[0]
-        heavy = (-sums[0]).argsort()[:SEED_CELLS]
-        seeds = centre.take(heavy, axis=1)
-        d = seeds[:, :, None] - seeds[:, None, :]
-        free = np.einsum("ijk,ijk->jk", d, d) > radius2  # [candidate, candidate]: far apart
+        # positions as complex numbers east + i north: a distance is one abs()
+        centre = sums[1:3].T @ self._EAST_NORTH / sums[0]
+        seeds = centre.take((-sums[0]).argsort()[:SEED_CELLS])  # heaviest first
+        free = np.abs(seeds[:, None] - seeds) > radius  # [candidate, candidate]: far apart
         chosen, left = [0], free[0].copy()  # the heaviest cell seeds the first mode
         while len(chosen) < MAX_MODES:
             first = int(left.argmax())  # the heaviest candidate far from every seed so far
@@ -492,15 +493,14 @@ class CellFilter:
                 break
             chosen.append(first)
             left &= free[first]
-        seeds = seeds.take(chosen, axis=1)  # [2, modes]
+        seeds = seeds.take(chosen)
         for again in (True, False):  # members around the seeds, then around their mean
-            d = centre[:, None, :] - seeds[:, :, None]
-            near = np.einsum("ijk,ijk->jk", d, d) <= radius2  # [modes, cells]
-            member = np.logical_or.accumulate(near, axis=0)  # a cell joins its first seed:
-            member[1:] ^= member[:-1]  # near this seed and not near an earlier one
+            near = np.abs(centre - seeds[:, None]) <= radius  # [modes, cells]
+            member = near & (near.argmax(axis=0) == self._mode_rows[:len(near)])  # a cell
+            # joins the first (heaviest) seed it is near
             moments = member @ sums.T  # [modes, 6]
             if again:  # (each seed's own cell is its member here: no empty mode)
-                seeds = moments[:, 1:3].T / moments[:, 0]
+                seeds = moments[:, 1:3] @ self._EAST_NORTH / moments[:, 0]
         modes = []
         for total, se, sn, xx, xy, yy in moments.tolist():
             if total <= 0 or (total < MIN_MODE_MASS and modes):
