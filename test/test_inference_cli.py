@@ -102,6 +102,13 @@ def test_bench_writes_the_json_keys(scene, tmp_path, capsys):
         cells = [f["terminal_cells"] for f in row["fusion_filter"]]
         assert cells == [pyramid.tree.num_actions ** pyramid.tree.depth, 65536]
         assert all(f["median"] > 0 and f["encoder_cpu_median"] > 0 for f in row["fusion_filter"])
+        assert row["graph"] == "jit"  # the torch CPU default: traced and frozen
+        stages = row["frame_stages_ms"]  # the frame's own split, from the same frames
+        assert {"preprocess", "encode", "decode", "posterior"} <= set(stages)
+        assert sum(stages.values()) <= row["frame_ms"]["p95"] * 1.5
+        assert row["measured_ms"]["median"] > 0 and row["seeded_ms"]["median"] > 0
+        assert row["cpu_ms"]["frame"]["median"] > 0  # one thread (the default): CPU time too
     printed = capsys.readouterr().out
-    assert "| torch | cpu | fp32 | 2 |" in printed and "temporal filter" in printed
+    assert "| torch (jit) | cpu | fp32 | 2 |" in printed and "temporal filter" in printed
+    assert "frame / encode inside it" in printed and "with the seeded zoom" in printed
     assert "each filter frame follows one CPU encoder pass" in printed

@@ -86,3 +86,67 @@ def test_bad_arguments_are_clear_errors(tmp_path):
         beam_search(model, ground, table[:-1], tree, 1)
     assert effective_beam_width(10**6, 4, 2) == 256
     assert np.isfinite(beam_search(model, ground, table, tree, 300)[1].numpy()).all()
+
+
+def _reference_beam(model, ground, table, tree, beam):
+    """
+    Beam search the slow, obvious way: the uncached forward on every prefix, Python lists.
+
+    Returns per frame ``(paths [B', D], log_probs [B'], root_lp [K], steps)`` where ``steps``
+    lists, for levels 1..D-1, the beam's (level index, path log-prob, child log-probs) rows.
+    """
+    k, depth = tree.num_actions, tree.depth
+    frames = []
+    with torch.no_grad():
+        for g in ground:
+            beams, root_lp, steps = [((), 0.0)], None, []
+            for t in range(depth):
+                prefixes = np.array([p for p, _ in beams], np.int64).reshape(len(beams), t)
+                index = np.stack([tree.view_indices(prefixes[:, :s]) for s in range(t + 1)], 1)
+                logits = model(g.expand(len(beams), -1), table[torch.as_tensor(index)],
+                               torch.as_tensor(prefixes))[:, -1]
+                lp = torch.log_softmax(logits.float(), dim=-1)
+                if t == 0:
+                    root_lp = lp[0]
+                else:
+                    steps.append([(tree.view_indices(prefixes[i:i + 1])[0]
+                                   - tree.level_offsets[t], score, lp[i])
+                                  for i, (_, score) in enumerate(beams)])
+                options = [(p + (a,), score + float(lp[i, a]))
+                           for i, (p, score) in enumerate(beams) for a in range(k)]
+                beams = sorted(options, key=lambda o: -o[1])[:beam]
+            frames.append((np.array([p for p, _ in beams]), np.array([s for _, s in beams]),
+                           root_lp, steps))
+    return frames
+
+
+def test_optimised_search_equals_the_uncached_reference(tmp_path):
+    """The lean decoder (and its frozen trace) gives the reference's paths and log-probs."""
+    from jzi_ros.inference.backends import BackendSpec
+    from jzi_ros.inference.backends.torch_backend import TorchBackend
+    from jzi_ros.inference.decode import PAD_LOG_PROB
+    from jzi_ros.model.checkpoint import save_checkpoint
+
+    tree, model, ground, table = _setup(tmp_path, depth=3, frames=8)
+    save_checkpoint(tmp_path / "m.safetensors", model, {"source": "test"})
+    for beam, cpu_graph in ((1, "eager"), (4, "eager"), (4, "jit"), (16, "jit")):
+        reference = _reference_beam(model, ground, table, tree, beam)
+        backend = TorchBackend(BackendSpec(str(tmp_path / "m.safetensors"), table.numpy(),
+                                           tree.grid, tree.depth, beam, cpu_graph=cpu_graph))
+        paths, log_probs = backend.decode(ground.numpy())
+        step_paths, step_log_probs, steps = backend.decode_steps(ground.numpy())
+        assert np.array_equal(step_paths, paths)
+        assert np.allclose(step_log_probs, log_probs, atol=1e-5)
+        for frame, (ref_paths, ref_lp, ref_root, ref_steps) in enumerate(reference):
+            assert np.array_equal(paths[frame], ref_paths)
+            assert np.allclose(log_probs[frame], ref_lp, atol=1e-5)
+            got = steps[frame]
+            assert np.allclose(got.root_lp, ref_root.numpy(), atol=1e-5)
+            for level, rows in enumerate(ref_steps):
+                valid = got.prefix_lp[level] > PAD_LOG_PROB / 2
+                assert valid.sum() == len(rows)
+                for i, (index, score, child_lp) in enumerate(rows):
+                    assert got.prefix_index[level][i] == index
+                    assert abs(got.prefix_lp[level][i] - score) < 1e-5
+                    assert np.allclose(got.step_lp[level][i], child_lp.numpy(), atol=1e-5)
+        backend.close()

@@ -224,10 +224,13 @@ class FakeLocalizer:
     def close(self):
         FakeLocalizer.closed += 1
 
-    def localize_measured(self, image):
+    seeds_seen: list = []
+
+    def localize_measured(self, image, seeds=None):
         """Fusion's entry: the same fix, and a measurement sure of the cell at (5, 6) m."""
         from jzi_ros.inference.measurement import Measurement
 
+        FakeLocalizer.seeds_seen.append(seeds)
         path = self.tree.path_of_local(5.0, 6.0)
         return self.localize(image), Measurement.from_beam(self.tree, np.array([path]),
                                                            np.array([0.0]))
@@ -461,6 +464,31 @@ def test_fusion_puts_the_filtered_fix_on_fix_topic_and_the_single_one_apart(node
     assert west - 20 <= east <= east_edge + 20 and south - 20 <= north <= north_edge + 20
     assert all(np.all(np.isfinite(f.position_covariance)) for f in fused)
     assert [f.header.stamp.sec for f in fused] == list(range(10, 22))
+
+
+@pytest.mark.slow
+def test_seed_beam_hands_the_converged_prior_to_the_zoom(node_module):
+    FakeNode.overrides.update({"fusion.enabled": True, "fusion.seed_beam": True})
+    FakeLocalizer.seeds_seen = []
+    node = node_module.LocalizerNode()
+    node.setup()
+    try:
+        camera = node.subscriptions[0].callback
+        fused = node.publishers["jzi/fix"].sent
+        for second in range(10, 22):
+            camera(_image(200, second))
+            assert _wait(lambda: len(fused) == second - 9)
+    finally:
+        node.close()
+    seen = FakeLocalizer.seeds_seen
+    assert len(seen) == 12 and seen[0] is None  # nothing known before the first frame
+    tree = FakeLocalizer.tree
+    level = seen[-1].level
+    truth = tree.path_of_local(5.0, 6.0)[:level]  # the cell every frame points at
+    index = 0
+    for action in truth:
+        index = index * tree.num_actions + action
+    assert seen[-1].cells[0] == index  # the heaviest prior cell first
 
 
 def test_fusion_rejects_a_bad_heading_source_in_one_line(node_module, tmp_path):

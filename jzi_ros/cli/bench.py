@@ -20,6 +20,7 @@ import contextlib
 import logging
 from pathlib import Path
 import tempfile
+import time
 
 from jzi_ros.cli import refineopts
 from jzi_ros.errors import JziError
@@ -76,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "frame_ms, paper_way_ms, each {median, p95})")
 
 
-def _combinations(args: argparse.Namespace) -> list[tuple[str, str, str, int]]:
+def _combinations(args: argparse.Namespace) -> list[tuple[str, str, str, int, str]]:
     import torch
 
     from jzi_ros.inference.backends.onnxruntime_backend import available_providers
@@ -103,8 +104,11 @@ def _combinations(args: argparse.Namespace) -> list[tuple[str, str, str, int]]:
                     continue
                 if device == "cpu" and precision == "fp16":
                     continue
+                # how the CPU graph runs matters to torch on the CPU only
+                graphs = args.cpu_graph if (backend, device) == ("torch", "cpu") else ["jit"]
                 for beam in args.beam_width:
-                    combos.append((backend, device, precision, beam))
+                    for graph in graphs:
+                        combos.append((backend, device, precision, beam, graph))
     return combos
 
 
@@ -215,16 +219,22 @@ def run(args: argparse.Namespace) -> int:
             map_dir, model_path = synthetic_setup(args.preset, args.grid, args.depth, folder)
         image = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
         samples = None
-        for backend, device, precision, beam in _combinations(args):
+        for backend, device, precision, beam, graph in _combinations(args):
             label = f"{backend}/{device}/{precision}/beam {beam}"
+            if (backend, device) == ("torch", "cpu"):
+                label += f"/{graph}"
             config = localizer_config(args, backend=backend, device=device,
-                                      precision=precision, beam_width=beam, warmup_frames=0)
+                                      precision=precision, beam_width=beam, cpu_graph=graph,
+                                      warmup_frames=0)
+            started = time.perf_counter()
             try:
                 localizer = Localizer.from_paths(map_dir, model_path, config)
+                localizer.warmup(1)  # traces/compiles here: start-up, not per frame
             except JziError as err:
                 print(f"skipped {label}: {err}")
                 continue
-            print(f"timing {label} ...", flush=True)
+            print(f"timing {label} (start-up {time.perf_counter() - started:.1f} s) ...",
+                  flush=True)
             row = bench_localizer(localizer, image, args.frames, args.warmup,
                                   paper_way=not args.no_paper_way)
             if args.manifest is not None:

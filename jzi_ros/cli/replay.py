@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 import sys
@@ -105,6 +106,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ENU yaw for --heading-source fixed (0 = East, 90 = North)")
     fusion.add_argument("--fusion-config", type=Path, default=None,
                         help="YAML file with filter parameters (keys of FusionConfig)")
+    fusion.add_argument("--seed-beam", action="store_true",
+                        help="also run the filters with the prior-seeded zoom (each frame "
+                             "localized again per filter, its beam seeded by that filter's "
+                             "prior; FusionConfig.seed_beam) and report them next to the rest")
     fusion.add_argument("--fit-fusion", action="store_true",
                         help="fit the likelihood exponent and the covariance scale on this "
                              "(validation) bag, use and print them")
@@ -121,6 +126,8 @@ def _fusion_options(args: argparse.Namespace):
     from jzi_ros.inference.fusion import FusionConfig
 
     config = FusionConfig.from_yaml(args.fusion_config) if args.fusion_config else FusionConfig()
+    if args.seed_beam:
+        config = dataclasses.replace(config, seed_beam=True)
     return FusionOptions(config, args.odom_topic, args.imu_topic,
                          args.heading_source, args.heading_yaw_deg, args.fit_fusion)
 

@@ -19,6 +19,10 @@ The localizer runs once per frame (it stores each frame's :class:`Measurement`);
 run after the frame loop, in stamp order, so several motion models (the random walk, and the
 bag's odometry when it has some) are compared on the very same measurements, and fitting the
 likelihood exponent re-runs only the filters (milliseconds per frame), never the network.
+
+The prior-seeded zoom (``FusionConfig.seed_beam``) cannot work that way: each frame's zoom
+depends on that filter's prior, so :class:`SeededRuns` localizes every frame again inside the
+frame loop, once per seeded filter, and the report shows them next to the unseeded runs.
 """
 from __future__ import annotations
 
@@ -48,8 +52,10 @@ IMU_TYPE = "sensor_msgs/msg/Imu"
 RANDOM_WALK = "fused_random_walk"
 ODOMETRY = "fused_odometry"
 SINGLE = "single_frame"
+SEEDED = "_seeded"  # suffix of a run whose zoom was seeded by its own filter's prior
 LABELS = {SINGLE: "single frame", RANDOM_WALK: "fused, random walk",
-          ODOMETRY: "fused, odometry"}
+          ODOMETRY: "fused, odometry", RANDOM_WALK + SEEDED: "fused + seeded zoom, random walk",
+          ODOMETRY + SEEDED: "fused + seeded zoom, odometry"}
 # what --fit-fusion and the demo recipe fit, in this order (fit_fusion)
 FIT_GRIDS = {"accel_sigma_mps2": (1.0, 2.0, 4.0, 6.0, 8.0, 12.0),
              "likelihood_exponent": (0.1, 0.2, 0.3, 0.5, 0.7, 1.0),
@@ -124,8 +130,54 @@ def run_filter(records: Sequence[Any], tree, config: FusionConfig,
     return out
 
 
-def fuse_replay(result: Any, options: FusionOptions, track: OdometryTrack | None) -> None:
-    """Run the filters over a finished replay; fills ``result.fused`` (and ``fusion_fit``)."""
+class SeededRuns:
+    """
+    Filters whose zoom is seeded by their own prior: they localize each frame online.
+
+    ``frame(record, rgb)`` once per selected frame in stamp order (``rgb`` None for a frame
+    that could not be decoded): seeds from the filter's prior, the seeded zoom, the filter
+    step. Each fused Fix's timings hold ``filter`` (seeds + step + Fix, ms) and ``frame``
+    (the seeded localization, ms) and ``seeded`` (1.0 when the zoom was seeded).
+    """
+
+    def __init__(self, localizer: Any, config: FusionConfig, track: OdometryTrack | None
+                 ) -> None:
+        self.localizer = localizer
+        self.track = track
+        motions = {RANDOM_WALK: None, **({ODOMETRY: track} if track is not None else {})}
+        self.filters = {name + SEEDED: (CellFilter(localizer.tree, config), motion)
+                        for name, motion in motions.items()}
+        self.fixes: dict[str, list[Fix]] = {name: [] for name in self.filters}
+        self.previous: int | None = None
+
+    def frame(self, record: Any, rgb: np.ndarray | None) -> None:
+        for name, (fused, motion) in self.filters.items():
+            displacement = None
+            if motion is not None and self.previous is not None:
+                displacement = motion.displacement(self.previous, record.stamp_ns)
+            start = time.perf_counter()
+            seeds = fused.seed_cells(record.stamp_ns, displacement)
+            seeded_at = time.perf_counter()
+            measurement = None
+            if rgb is not None:
+                _, measurement = self.localizer.localize_measured(rgb, seeds=seeds)
+            localized_at = time.perf_counter()
+            estimate = fused.step(record.stamp_ns, measurement, displacement)
+            fix = fused.fix(estimate, 0.0, 100.0)
+            filter_ms = ((seeded_at - start) + (time.perf_counter() - localized_at)) * 1e3
+            self.fixes[name].append(replace(fix, timings_ms={
+                "filter": filter_ms, "frame": (localized_at - seeded_at) * 1e3,
+                "seeded": float(seeds is not None)}))
+        self.previous = record.stamp_ns
+
+
+def fuse_replay(result: Any, options: FusionOptions, track: OdometryTrack | None,
+                seeded: SeededRuns | None = None) -> None:
+    """
+    Run the filters over a finished replay; fills ``result.fused`` (and ``fusion_fit``).
+
+    ``seeded``: the prior-seeded runs that went along with the frame loop, added as they are.
+    """
     config = options.config
     result.fusion_track = track
     if options.fit:
@@ -138,6 +190,8 @@ def fuse_replay(result: Any, options: FusionOptions, track: OdometryTrack | None
     for name, motion in runs.items():
         result.fused[name] = [fix for fix, _ in run_filter(result.records, result.tree, config,
                                                            motion)]
+    if seeded is not None:
+        result.fused.update(seeded.fixes)
 
 
 def _track_errors(result: Any, fixes: Sequence[Fix | None]) -> tuple[np.ndarray, ...]:
@@ -161,6 +215,9 @@ def track_summary(result: Any, fixes: Sequence[Fix | None]) -> dict[str, Any]:
     first = float(t[np.argmax(is_fix)]) if is_fix.any() else None
     filter_ms = [f.timings_ms["filter"] for f in fixes
                  if f is not None and "filter" in f.timings_ms]
+    frame_ms = [f.timings_ms["frame"] for f in fixes if f is not None and "frame" in f.timings_ms]
+    seeded = [f.timings_ms["seeded"] for f in fixes
+              if f is not None and "seeded" in f.timings_ms]
     return {
         "all": {**error_summary(errors),
                 "recall": {f"{d:g}": v for d, v in recall_at(errors, DEFAULT_RECALL_M).items()}},
@@ -170,6 +227,9 @@ def track_summary(result: Any, fixes: Sequence[Fix | None]) -> dict[str, Any]:
         "time_to_first_fix_s": first,
         "calibration": calibration_summary(error_en[is_fix], cov[is_fix]),
         "filter_ms_median": float(np.median(filter_ms)) if filter_ms else None,
+        # seeded runs: their own (seeded) localization per frame, and how often it was seeded
+        "frame_ms_median": float(np.median(frame_ms)) if frame_ms else None,
+        "seeded_fraction": float(np.mean(seeded)) if seeded else None,
     }
 
 

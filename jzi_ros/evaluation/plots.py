@@ -150,7 +150,7 @@ def plot_fusion_tracks(result: Any, path: Path, pyramid: Any = None) -> None:
     single = np.array([(r.fix.east_m, r.fix.north_m) for r in result.records
                        if r.fix is not None]).reshape(-1, 2)
     ax.scatter(*single.T, s=6, color="tab:grey", alpha=0.6, label="single frame")
-    colours = ("tab:red", "tab:blue", "tab:purple")
+    colours = ("tab:red", "tab:blue", "tab:purple", "tab:orange", "tab:green")
     used = [i for i, r in enumerate(result.records) if r.used]
     times = np.array([result.records[i].stamp_ns for i in used], np.int64)
     ax2 = axes[1]

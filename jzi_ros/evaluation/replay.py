@@ -209,10 +209,12 @@ def replay_bag(bag: str | Path, localizer: LocalizerLike, options: ReplayOptions
         result = ReplayResult(bag, options, msgtype, tree, str(localizer.backend_name),
                               scan.count, int(selected.size), gt,
                               stamps_from_log_time=scan.from_log_time)
-        track = None
+        track, seeded = None, None
         if options.fusion is not None:
-            from jzi_ros.evaluation.fusion_replay import read_odometry
+            from jzi_ros.evaluation.fusion_replay import read_odometry, SeededRuns
             track = read_odometry(reader, bag, options.fusion)
+            if options.fusion.config.seed_beam:  # these filters localize inside the loop
+                seeded = SeededRuns(localizer, options.fusion.config, track)
         to_rgb = compressed_msg_to_rgb if msgtype == COMPRESSED_TYPE else image_msg_to_rgb
         bar = tqdm(total=int(selected.size), unit="frame", desc="replay",
                    disable=not options.progress, dynamic_ncols=True)
@@ -223,8 +225,10 @@ def replay_bag(bag: str | Path, localizer: LocalizerLike, options: ReplayOptions
                 gt_sample, skip, detail = lookups[index]
                 record = FrameRecord(index, ordinal, int(scan.stamps_ns[ordinal]), log_time,
                                      gt=gt_sample, skip=skip, detail=detail)
-                _localize_frame(reader, raw, msgtype, to_rgb, localizer, record,
-                                options.fusion is not None)
+                rgb = _localize_frame(reader, raw, msgtype, to_rgb, localizer, record,
+                                      options.fusion is not None)
+                if seeded is not None:
+                    seeded.frame(record, rgb)
                 result.records.append(record)
                 bar.update(1)
         except KeyboardInterrupt:
@@ -236,21 +240,25 @@ def replay_bag(bag: str | Path, localizer: LocalizerLike, options: ReplayOptions
             result.loop_s = time.perf_counter() - loop_began
     if options.fusion is not None:
         from jzi_ros.evaluation.fusion_replay import fuse_replay
-        fuse_replay(result, options.fusion, track)
+        fuse_replay(result, options.fusion, track, seeded)
     result.wall_s = time.perf_counter() - began
     return result
 
 
 def _localize_frame(reader: Any, raw: bytes, msgtype: str, to_rgb: Any,
                     localizer: LocalizerLike, record: FrameRecord, measure: bool = False
-                    ) -> None:
-    """Fill ``record`` in place: decode, localize, or mark the frame skipped with why."""
+                    ) -> np.ndarray | None:
+    """
+    Fill ``record`` in place: decode, localize, or mark the frame skipped with why.
+
+    Returns the decoded image when it was localized (None otherwise).
+    """
     try:
         msg = deserialize(reader, raw, msgtype)
         record.frame_id = str(msg.header.frame_id)
     except (ValueError, AttributeError) as err:
         record.skip, record.detail = SKIP_CORRUPT, str(err)
-        return
+        return None
     t0 = time.perf_counter()
     try:
         rgb = to_rgb(msg)
@@ -263,3 +271,5 @@ def _localize_frame(reader: Any, raw: bytes, msgtype: str, to_rgb: Any,
         record.localize_ms = (time.perf_counter() - t1) * 1e3
     except BadImageError as err:
         record.skip, record.detail = SKIP_BAD_IMAGE, str(err)
+        return None
+    return rgb

@@ -18,13 +18,23 @@ Latency benchmark: ground encoder alone, a full Localizer frame, and the paper's
 - ``encoder_ms``: the backend's ground encoder on one preprocessed frame (all crops).
 - ``frame_ms``: ``Localizer.localize`` end to end (image checks, preprocessing, encoder,
   D-step cached beam search over the map's embedding table, posterior, covariance, Fix).
+- ``measured_ms`` / ``seeded_ms``: the frame as temporal fusion runs it
+  (``Localizer.localize_measured``: the beam search also returns every step), without and with
+  the prior-seeded zoom (9 seeds one level above the terminal cells); torch backend only.
 - ``paper_way_ms``: the same frame decoded as the paper's evaluation code does it (greedy):
   at every step the current map view is read and re-encoded with the encoder, and the decoder
   is re-run on the whole prefix without a KV cache. Only for the torch backend (it needs the
   view encoder as a module).
 
 Each figure is the median and 95th percentile over ``frames`` runs after ``warmup`` runs;
-CUDA work is synchronised before a clock is read.
+CUDA work is synchronised before a clock is read. With one CPU thread, ``cpu_ms`` also gives
+the calling thread's CPU time of the same calls: on a shared machine wall time counts the
+waits for a core too, and a long call (a frame) waits more often than a short one (the
+encoder), which inflates the wall-clock ratio. The encoder and the frame are timed
+alternately (encoder, frame, encoder, ...) so that on a shared machine both see the same load;
+``frame_stages_ms`` splits the frame (preprocess, encode, decode, posterior and Fix) by the
+Localizer's own clocks, so the encoder as it runs inside the frame can be read next to the
+encoder alone.
 """
 from __future__ import annotations
 
@@ -55,6 +65,12 @@ class BenchRow:
     encoder_ms: dict[str, float]
     frame_ms: dict[str, float]
     paper_way_ms: dict[str, float] | None
+    graph: str = ""  # torch on CPU: eager, jit or compile (LocalizerConfig.cpu_graph)
+    frame_stages_ms: dict = field(default_factory=dict)  # median per stage inside the frame
+    measured_ms: dict | None = None  # localize_measured (fusion's frame), no seeds
+    seeded_ms: dict | None = None  # ... with the prior-seeded zoom (9 seeds)
+    # CPU one thread: this thread's CPU time of the same encoder and frame calls
+    cpu_ms: dict | None = None
     accuracy: dict = field(default_factory=dict)  # filled when labelled frames are given
     refine: dict = field(default_factory=dict)  # filled by bench_refinement (jzi bench --refine)
     # temporal filter per frame on this map and a 65,536-cell map (jzi bench, once per run)
@@ -79,16 +95,20 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _time(fn: Callable[[], object], frames: int, warmup: int, device: str) -> list[float]:
+def _time(fn: Callable[[], object], frames: int, warmup: int, device: str,
+          cpu_out: list[float] | None = None) -> list[float]:
+    """Wall ms per call; ``cpu_out`` also receives this thread's CPU ms per call."""
     for _ in range(warmup):
         fn()
     _sync(device)
     out = []
     for _ in range(frames):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.thread_time()
         fn()
         _sync(device)
         out.append((time.perf_counter() - start) * 1e3)
+        if cpu_out is not None:
+            cpu_out.append((time.thread_time() - cpu_start) * 1e3)
     return out
 
 
@@ -116,8 +136,19 @@ def bench_localizer(localizer, image_rgb: np.ndarray, frames: int = 30, warmup: 
     backend = localizer.backend
     device = backend.device
     pixels = localizer.preprocess(image_rgb)[None]
-    encoder = _time(lambda: backend.encode(pixels), frames, warmup, device)
-    frame = _time(lambda: localizer.localize(image_rgb), frames, warmup, device)
+    encoder, frame, stages, encoder_cpu, frame_cpu = [], [], {}, [], []
+    for index in range(warmup + frames):  # alternate: both see the same machine load
+        encoder_ms = _time(lambda: backend.encode(pixels), 1, 0, device, encoder_cpu)
+        frame_ms = _time(lambda: stages.setdefault("fix", []).append(
+            localizer.localize(image_rgb)), 1, 0, device, frame_cpu)
+        if index >= warmup:
+            encoder += encoder_ms
+            frame += frame_ms
+    del encoder_cpu[:warmup], frame_cpu[:warmup]
+    for fix in stages.pop("fix")[warmup:]:
+        for name, value in fix.timings_ms.items():
+            if name != "total":
+                stages.setdefault(name, []).append(value)
     paper = None
     model = getattr(backend, "model", None)
     if paper_way and model is not None:
@@ -127,8 +158,31 @@ def bench_localizer(localizer, image_rgb: np.ndarray, frames: int = 30, warmup: 
                             frames, warmup, device))
     from jzi_ros.inference.localizer import backend_beam
 
+    measured = seeded = None
+    tree = localizer.tree
+    if backend.name == "torch" and tree.depth > 1:
+        from jzi_ros.inference.decode import Seeds
+
+        level = tree.depth - 1
+        seeds = Seeds(level, np.arange(9, dtype=np.int64) % tree.num_actions ** level)
+        measured, seeded = [], []
+        for index in range(warmup + frames):  # alternate, as above
+            plain_ms = _time(lambda: localizer.localize_measured(image_rgb), 1, 0, device)
+            seeded_ms = _time(lambda: localizer.localize_measured(image_rgb, seeds=seeds), 1, 0,
+                              device)
+            if index >= warmup:
+                measured += plain_ms
+                seeded += seeded_ms
+        measured, seeded = stats(measured), stats(seeded)
+    # one thread on the CPU: its CPU time is the work done, whatever else the machine runs
+    # (a busy machine preempts a long frame more often than a short encoder call)
+    cpu_ms = ({"encoder": stats(encoder_cpu), "frame": stats(frame_cpu)}
+              if device == "cpu" and localizer.config.threads == 1 else None)
+    graph = localizer.config.cpu_graph if (backend.name, device) == ("torch", "cpu") else ""
     return BenchRow(backend.name, device, backend.precision, backend_beam(localizer), frames,
-                    stats(encoder), stats(frame), paper)
+                    stats(encoder), stats(frame), paper, graph,
+                    {name: round(float(np.median(v)), 3) for name, v in stages.items()},
+                    measured, seeded, cpu_ms)
 
 
 def bench_refinement(localizer, refiner, classical, image_rgb: np.ndarray, intrinsics,
@@ -282,10 +336,43 @@ def format_table(rows: list[BenchRow]) -> str:
         paper = (f"{r.paper_way_ms['median']:.2f} / {r.paper_way_ms['p95']:.2f}"
                  if r.paper_way_ms else "-")
         speed = speed_words(r.speedup_vs_paper)
-        lines.append(f"| {r.backend} | {r.device} | {r.dtype} | {r.beam_width} | "
+        name = f"{r.backend} ({r.graph})" if r.graph else r.backend
+        lines.append(f"| {name} | {r.device} | {r.dtype} | {r.beam_width} | "
                      f"{r.encoder_ms['median']:.2f} / {r.encoder_ms['p95']:.2f} | "
                      f"{r.frame_ms['median']:.2f} / {r.frame_ms['p95']:.2f} | {paper} | "
                      f"{r.frame_over_encoder:.2f} | {speed} |")
+    if any(r.frame_stages_ms for r in rows):
+        lines += ["", "| backend | beam | inside the frame, ms (median): preprocess | encode "
+                  "| decode | posterior + Fix | frame / encode inside it |", "|" + "---|" * 7]
+        for r in rows:
+            f = r.frame_stages_ms
+            if f:
+                name = f"{r.backend} ({r.graph})" if r.graph else r.backend
+                ratio = r.frame_ms["median"] / max(f.get("encode", 0.0), 1e-9)
+                lines.append(f"| {name} | {r.beam_width} | {f.get('preprocess', 0):.2f} | "
+                             f"{f.get('encode', 0):.2f} | {f.get('decode', 0):.2f} | "
+                             f"{f.get('posterior', 0):.2f} | {ratio:.2f} |")
+    if any(r.cpu_ms for r in rows):
+        lines += ["", "| backend | beam | thread CPU ms (med / p95): encoder | frame "
+                  "| frame / encoder |", "|" + "---|" * 5]
+        for r in rows:
+            c = r.cpu_ms
+            if c:
+                name = f"{r.backend} ({r.graph})" if r.graph else r.backend
+                ratio = c["frame"]["median"] / max(c["encoder"]["median"], 1e-9)
+                lines.append(f"| {name} | {r.beam_width} | {c['encoder']['median']:.2f} / "
+                             f"{c['encoder']['p95']:.2f} | {c['frame']['median']:.2f} / "
+                             f"{c['frame']['p95']:.2f} | {ratio:.2f} |")
+    if any(r.seeded_ms for r in rows):
+        lines += ["", "| backend | beam | fusion's frame ms (med / p95) | with the seeded zoom "
+                  "ms (med / p95) | seeding costs |", "|" + "---|" * 5]
+        for r in rows:
+            if r.seeded_ms:
+                name = f"{r.backend} ({r.graph})" if r.graph else r.backend
+                extra = r.seeded_ms["median"] / max(r.measured_ms["median"], 1e-9) - 1
+                lines.append(f"| {name} | {r.beam_width} | {r.measured_ms['median']:.2f} / "
+                             f"{r.measured_ms['p95']:.2f} | {r.seeded_ms['median']:.2f} / "
+                             f"{r.seeded_ms['p95']:.2f} | {100 * extra:+.0f} % |")
     if any(r.accuracy for r in rows):
         lines += ["", "| backend | beam | frames | median error m | R@1 cell | R@2 cells "
                   "| R@4 cells | mean NEES |", "|" + "---|" * 8]

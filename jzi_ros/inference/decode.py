@@ -67,10 +67,15 @@ class BeamSearch(nn.Module):
     """
 
     def __init__(self, model: nn.Module, grid: int, depth: int, beam_width: int,
-                 with_steps: bool = False) -> None:
+                 with_steps: bool = False, seeds: int = 0, seed_level: int = 1) -> None:
         super().__init__()
         self.model = model
-        self.with_steps = bool(with_steps)
+        self.with_steps = bool(with_steps) or seeds > 0
+        self.num_seeds = int(seeds)
+        self.seed_level = int(seed_level)
+        if self.num_seeds and not 1 <= self.seed_level < depth:
+            raise JziError(f"seed_level must be in 1..{depth - 1} (a prefix the zoom expands "
+                           f"further), got {seed_level!r}")
         self.num_actions = int(grid) * int(grid)
         self.depth = int(depth)
         self.beam_width = effective_beam_width(beam_width, grid, depth)
@@ -82,7 +87,13 @@ class BeamSearch(nn.Module):
         self.level_offsets = tuple(offsets)
         self.num_views = total
 
-    def forward(self, ground: torch.Tensor, view_table: torch.Tensor) -> tuple:
+    def forward(self, ground: torch.Tensor, view_table: torch.Tensor,
+                seeds: torch.Tensor | None = None) -> tuple:
+        if self.num_seeds:
+            if seeds is None or tuple(seeds.shape) != (ground.shape[0], self.num_seeds):
+                raise JziError(f"this search takes seeds [N, {self.num_seeds}], got "
+                               f"{None if seeds is None else list(seeds.shape)}")
+            return self._seeded(ground, view_table, seeds)
         n, width = ground.shape
         beams, k = self.beam_width, self.num_actions
         table = view_table.to(ground.dtype)
@@ -128,6 +139,110 @@ class BeamSearch(nn.Module):
         return (paths, beam_lp, root_lp, torch.stack(prefixes, 1), torch.stack(prefix_lps, 1),
                 torch.stack(step_lps, 1))
 
+    def _seeded(self, ground: torch.Tensor, view_table: torch.Tensor, seeds: torch.Tensor
+                ) -> tuple:
+        """
+        Search as :meth:`forward` plus a second track of beams from forced prefixes (seeds).
+
+        ``seeds [N, S]``: cells at ``seed_level`` (index within the level; -1: none). The
+        model's own B beams run exactly as without seeds (same paths and log-probs, returned
+        as usual). S more rows follow the seeds' actions down to ``seed_level``, scored with
+        the model's log-probabilities of those actions, then keep the S best of their own
+        children at every further step. A seed the model's beam already holds at that level
+        is dropped (the two tracks expand disjoint subtrees). Only the measurement
+        (``prefix_index``/``prefix_lp``/``step_lp``, B + S columns) sees the seeded rows: a
+        temporal filter gets the model's fine-grained probabilities where its prior is even
+        when the model's own first steps went elsewhere.
+        """
+        n, width = ground.shape
+        beams, k, seeded = self.beam_width, self.num_actions, self.num_seeds
+        rows, level = beams + seeded, self.seed_level
+        table = view_table.to(ground.dtype)
+        frames = torch.arange(n, device=ground.device)
+        seeds = seeds.to(torch.long)
+        valid = seeds >= 0
+        # a seed repeated within its row counts once
+        same = (seeds.unsqueeze(2) == seeds.unsqueeze(1)) & valid.unsqueeze(1)
+        valid = valid & ~torch.tril(same, diagonal=-1).any(2)
+        cells = seeds.clamp(min=0)
+        digits = [torch.div(cells, k ** (level - 1 - t), rounding_mode="floor") % k
+                  for t in range(level)]  # the seeds' actions, most significant first
+
+        logits, cache = self.model.start(ground, table[0].expand(n, width))
+        root_lp = torch.log_softmax(logits.float(), dim=-1)
+        first = min(beams, k)
+        own_lp, own_actions = root_lp.topk(first, dim=-1)
+        if first < beams:
+            own_lp = torch.cat([own_lp, own_lp.new_full((n, beams - first), PAD_LOG_PROB)], 1)
+            own_actions = torch.cat([own_actions, own_actions.new_zeros((n, beams - first))], 1)
+        own_paths = own_actions.unsqueeze(-1)
+        seed_lp = root_lp.gather(1, digits[0])
+        actions = torch.cat([own_actions, digits[0]], 1)
+        beam_lp = torch.cat([own_lp, seed_lp], 1)
+        level_index = actions
+
+        def drop_known(beam_lp: torch.Tensor, level_index: torch.Tensor) -> torch.Tensor:
+            own = level_index[:, :beams]
+            own_valid = beam_lp[:, :beams] > PAD_LOG_PROB / 2
+            known = ((level_index[:, beams:].unsqueeze(2) == own.unsqueeze(1))
+                     & own_valid.unsqueeze(1)).any(2)
+            keep = valid & ~known
+            return torch.cat([beam_lp[:, :beams],
+                              torch.where(keep, beam_lp[:, beams:],
+                                          beam_lp.new_full((n, seeded), PAD_LOG_PROB))], 1)
+
+        beam_lp = torch.cat([beam_lp[:, :beams], torch.where(
+            valid, beam_lp[:, beams:], beam_lp.new_full((n, seeded), PAD_LOG_PROB))], 1)
+        if level == 1:
+            beam_lp = drop_known(beam_lp, level_index)
+        cache = self.model.reorder_cache(cache, frames.repeat_interleave(rows))
+        prefixes, prefix_lps, step_lps = [], [], []
+        for step in range(1, self.depth):
+            views = table[self.level_offsets[step] + level_index.reshape(-1)]
+            logits, cache = self.model.advance(actions.reshape(-1), views, cache)
+            step_lp = torch.log_softmax(logits.float(), dim=-1).reshape(n, rows, k)
+            prefixes.append(level_index)
+            prefix_lps.append(beam_lp)
+            step_lps.append(step_lp)
+            if step == self.depth - 1:
+                break
+            # the model's own track, exactly as without seeds
+            total = (beam_lp[:, :beams].unsqueeze(-1) + step_lp[:, :beams]).reshape(n, -1)
+            own_lp, flat = total.topk(beams, dim=-1)
+            own_parent = torch.div(flat, k, rounding_mode="floor")
+            own_actions = flat - own_parent * k
+            own_paths = torch.cat([own_paths.gather(
+                1, own_parent.unsqueeze(-1).expand(-1, -1, step)),
+                own_actions.unsqueeze(-1)], dim=-1)
+            # the seeded track: forced down to the seed level, then its own S best
+            if step < level:
+                seed_parent = torch.arange(seeded, device=ground.device).expand(n, -1)
+                seed_actions = digits[step]
+                forced = step_lp[:, beams:].gather(2, seed_actions.unsqueeze(-1))[..., 0]
+                seed_lp = beam_lp[:, beams:] + forced
+            else:
+                total = (beam_lp[:, beams:].unsqueeze(-1) + step_lp[:, beams:]).reshape(n, -1)
+                seed_lp, flat = total.topk(seeded, dim=-1)
+                seed_parent = torch.div(flat, k, rounding_mode="floor")
+                seed_actions = flat - seed_parent * k
+            parent = torch.cat([own_parent, beams + seed_parent], 1)
+            actions = torch.cat([own_actions, seed_actions], 1)
+            beam_lp = torch.cat([own_lp, seed_lp.clamp(min=PAD_LOG_PROB)], 1)
+            level_index = level_index.gather(1, parent) * k + actions
+            if step + 1 == level:
+                beam_lp = drop_known(beam_lp, level_index)
+            cache = self.model.reorder_cache(cache, (frames.unsqueeze(1) * rows
+                                                     + parent).reshape(-1))
+        if self.depth > 1:  # the model's track takes its last step as without seeds
+            total = (beam_lp[:, :beams].unsqueeze(-1) + step_lp[:, :beams]).reshape(n, -1)
+            own_lp, flat = total.topk(beams, dim=-1)
+            own_parent = torch.div(flat, k, rounding_mode="floor")
+            own_paths = torch.cat([own_paths.gather(
+                1, own_parent.unsqueeze(-1).expand(-1, -1, self.depth - 1)),
+                (flat - own_parent * k).unsqueeze(-1)], dim=-1)
+        return (own_paths, own_lp, root_lp, torch.stack(prefixes, 1),
+                torch.stack(prefix_lps, 1), torch.stack(step_lps, 1))
+
 
 @dataclass(frozen=True)
 class BeamSteps:
@@ -149,6 +264,20 @@ class BeamSteps:
         arrays = [np.asarray(a.cpu().numpy() if isinstance(a, torch.Tensor) else a)
                   for a in (root_lp, prefix_index, prefix_lp, step_lp)]
         return [cls(*(a[i] for a in arrays)) for i in range(arrays[0].shape[0])]
+
+
+@dataclass(frozen=True)
+class Seeds:
+    """
+    Prefixes a prior supports, to start a seeded beam from (:class:`BeamSearch` ``seeds``).
+
+    ``cells`` int ``[S]``: cells at ``level`` (1..D-1) as indices within that level (the
+    base-K number of their actions); -1 marks an unused slot (S stays fixed so a traced or
+    exported graph keeps its shapes).
+    """
+
+    level: int
+    cells: np.ndarray
 
 
 def check_view_table(view_table: torch.Tensor, tree: CellTree, embed_dim: int) -> None:

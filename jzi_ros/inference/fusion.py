@@ -64,9 +64,10 @@ import numpy as np
 
 from jzi_ros.errors import JziError
 from jzi_ros.geo import CellTree
+from jzi_ros.inference.decode import Seeds
 from jzi_ros.inference.fix import Fix, FixStatus, Hypothesis
 from jzi_ros.inference.measurement import (cell_codes, Measurement, Partition,
-                                           terminal_indices_en)
+                                           terminal_indices_en, terminal_indices_local)
 from jzi_ros.inference.posterior import apply_scale_and_floor, enu_covariance
 
 MIN_MODE_MASS = 0.05  # lighter clusters are not reported as modes
@@ -101,6 +102,10 @@ class FusionConfig:
     covariance_scale: float = 0.325  # multiplies the belief's covariance (fitted, see above)
     odom_covariance_scale: float = 1.37  # the same after an odometry step (fitted apart)
     seed: int = 0  # random stream of the filter (replays are reproducible)
+    # prior-seeded zoom: while the prior is confident, each frame's beam also expands the cells
+    # it supports (CellFilter.seed_cells; torch backend). Off: measured on the demo flight,
+    # docs/fusion.md "Prior-seeded zoom"
+    seed_beam: bool = False
 
     def __post_init__(self) -> None:
         if int(self.particles) != self.particles or self.particles < 16:
@@ -129,6 +134,8 @@ class FusionConfig:
             if not (math.isfinite(float(value)) and ok):
                 raise JziError(f"fusion.{name} must be {expected}, got {value!r}")
         self.particles = int(self.particles)
+        if not isinstance(self.seed_beam, bool):
+            raise JziError(f"fusion.seed_beam must be true or false, got {self.seed_beam!r}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "FusionConfig":
@@ -541,3 +548,56 @@ class CellFilter:
         return Fix(FixStatus.FIX, float(lats[0]), float(lons[0]), altitude_m,
                    enu_covariance(cov, altitude_sigma_m), main.mass, east, north, hypotheses,
                    "", timings)
+
+    # --- prior-seeded zoom -----------------------------------------------------------------
+    def seed_cells(self, stamp_ns: int, displacement_en: np.ndarray | None = None,
+                   min_mass: float | None = None) -> Seeds | None:
+        """
+        Return the cells the prior supports, to seed the zoom of the frame at ``stamp_ns``.
+
+        The prior is the particle cloud moved to ``stamp_ns`` without noise (by the odometry
+        displacement, else by each particle's own velocity); the level is the finest whose
+        cells are at least ``fix_sigma_m`` wide (the filter's "confident" spread), below the
+        terminal level. The seeds are the prior's heaviest cell at that level and its 8
+        neighbours (off-map slots -1), heaviest first. None (no seeding) before the filter has
+        started, when this frame will restart it (stamp going back, a gap over
+        ``max_gap_s``), or while those 9 cells hold less than ``min_mass`` of the belief
+        (default ``fix_mode_mass``: as confident as a FIX needs; 0.5 seeded more often and
+        made the random-walk filter lock onto wrong cells on the demo flight, docs/fusion.md).
+        Reads the filter's state, never changes it (no random draws either).
+        """
+        tree = self.tree
+        if not self.initialised or tree.depth < 2 or not len(self.particles):
+            return None
+        dt = (int(stamp_ns) - self.last_stamp_ns) / 1e9
+        if dt < 0 or dt > self.config.max_gap_s:
+            return None
+        level = 1
+        while level + 1 < tree.depth and tree.cell_side(level + 1) >= self.config.fix_sigma_m:
+            level += 1
+        step = (self.velocity * dt if displacement_en is None
+                else np.asarray(displacement_en, np.float64).reshape(1, 2))
+        points = np.clip(self.particles + step, -self.half, self.half)
+        n = tree.grid ** level
+        side = tree.size_m / n
+        col = np.clip(((points[:, 0] + self.half) / side).astype(np.int64), 0, n - 1)
+        row = np.clip(((self.half - points[:, 1]) / side).astype(np.int64), 0, n - 1)
+        mass = np.bincount(row * n + col, weights=self.weights, minlength=n * n).reshape(n, n)
+        top_row, top_col = np.unravel_index(int(np.argmax(mass)), mass.shape)
+        rows, cols = np.meshgrid(np.arange(top_row - 1, top_row + 2),
+                                 np.arange(top_col - 1, top_col + 2), indexing="ij")
+        rows, cols = rows.ravel(), cols.ravel()
+        inside = (rows >= 0) & (rows < n) & (cols >= 0) & (cols < n)
+        rows, cols = rows[inside], cols[inside]
+        block = mass[rows, cols]
+        if block.sum() < (self.config.fix_mode_mass if min_mass is None else min_mass) * (
+                mass.sum()):
+            return None
+        # the level index of a cell: the terminal index of its centre, without the finer digits
+        east = -self.half + (cols + 0.5) * side
+        north = self.half - (rows + 0.5) * side
+        index = terminal_indices_local(tree, east, north) // tree.num_actions ** (
+            tree.depth - level)
+        cells = np.full(9, -1, np.int64)
+        cells[:len(index)] = index[np.argsort(-block, kind="stable")]
+        return Seeds(level, cells)

@@ -179,6 +179,22 @@ class OnlineFusion:
         with self.lock:
             self.track.heading.add(stamp_ns, yaw_rad)
 
+    def seeds(self, stamp_ns: int):
+        """
+        Return the prior-seeded zoom's seeds for the frame at ``stamp_ns``, or None.
+
+        None when ``seed_beam`` is off or the prior is not confident
+        (:meth:`~jzi_ros.inference.fusion.CellFilter.seed_cells`); the filter is not changed.
+        """
+        if not self.filter.config.seed_beam:
+            return None
+        displacement = None
+        with self.lock:
+            if (self.use_odometry and self.previous_ns is not None
+                    and stamp_ns >= self.previous_ns):
+                displacement = self.track.displacement(self.previous_ns, stamp_ns)
+        return self.filter.seed_cells(stamp_ns, displacement)
+
     def fuse(self, stamp_ns: int, measurement, altitude_m: float,
              altitude_sigma_m: float) -> Fix:
         """Fold in one frame's measurement (None: nothing usable) and return the fused Fix."""

@@ -35,7 +35,7 @@ from typing import Any, Mapping
 
 from jzi_ros.config import from_mapping
 from jzi_ros.inference.backends import BACKENDS
-from jzi_ros.inference.backends.base import PRECISIONS
+from jzi_ros.inference.backends.base import CPU_GRAPHS, PRECISIONS
 from jzi_ros.inference.localizer import LocalizerConfig
 from jzi_ros.inference.posterior import POSITION_MODES
 
@@ -43,7 +43,7 @@ __all__ = ["add_localizer_arguments", "BACKENDS", "localizer_config",
            "POSITION_MODES", "PRECISIONS", "SWEEPABLE"]
 
 # options `jzi bench` may take several values of (it times every combination)
-SWEEPABLE = ("backend", "device", "precision", "beam_width")
+SWEEPABLE = ("backend", "device", "precision", "beam_width", "cpu_graph")
 
 _FIELDS = {f.name for f in dataclasses.fields(LocalizerConfig)}
 
@@ -83,6 +83,10 @@ def _options() -> list[tuple[tuple[str, ...], dict[str, Any]]]:
                                    "checkpoint's calibrated scale"}),
         (("--altitude-m", "--altitude"), {"type": float,
                                           "help": "altitude reported with every fix, metres"}),
+        (("--cpu-graph",), {"choices": CPU_GRAPHS,
+                            "help": "torch on CPU: jit traces and freezes the networks (same "
+                                    "results, faster), compile uses torch.compile (faster "
+                                    "still, minutes of start-up), eager runs them as written"}),
         (("--max-image-side",), {"type": int, "help": "larger images are subsampled first"}),
         (("--export-dir",), {"help": "ONNX/engine folder of the onnxruntime/tensorrt backends "
                                      "(default: $XDG_CACHE_HOME/jzi_ros/exports/<model "

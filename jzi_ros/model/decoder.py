@@ -48,11 +48,15 @@ class Rotary(nn.Module):
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
+    def table(self, start: int, length: int, dtype: torch.dtype
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(cos, sin)`` ``[length, hd]`` for positions ``start .. start+length-1``."""
+        return (self.cos[start:start + length].to(dtype),
+                self.sin[start:start + length].to(dtype))
+
     def forward(self, x: torch.Tensor, start: int | torch.Tensor) -> torch.Tensor:
-        """Rotate ``x [B, H, T, hd]`` whose first token sits at position ``start``."""
-        length = x.shape[2]
-        cos = self.cos[start:start + length].to(x.dtype)
-        sin = self.sin[start:start + length].to(x.dtype)
+        """Rotate ``x [..., T, hd]`` whose first token sits at position ``start``."""
+        cos, sin = self.table(start, x.shape[-2], x.dtype)
         return x * cos + _rotate_half(x) * sin
 
 
@@ -65,7 +69,8 @@ class SwiGLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up(x).chunk(2, dim=-1)
-        return self.dropout(self.down(F.silu(gate) * up))
+        out = self.down(F.silu(gate) * up)
+        return self.dropout(out) if self.training else out
 
 
 class Block(nn.Module):
@@ -83,30 +88,53 @@ class Block(nn.Module):
         # one shared table registered in every block (non-persistent: not in the state dict)
         self.rotary = rotary
 
-    def forward(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None
+    def forward(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+                mask: torch.Tensor | None = None, last_only: bool = False
                 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """
+        Run the block on new tokens ``x [B, T, C]`` after the cached ``past`` (or none).
+
+        ``rope`` (the rotary table of the new positions) and ``mask`` (new tokens x all
+        tokens, causal) are the same for every block of a step, so the caller may build them
+        once. ``last_only``: return only the last token's output (the one a head reads); the
+        keys and values of every new token are still computed and returned for the cache.
+        """
         batch, length, width = x.shape
-        q, k, v = (self.qkv(self.norm1(x)).view(batch, length, 3, self.heads, -1)
-                   .permute(2, 0, 3, 1, 4))
+        qkv = (self.qkv(self.norm1(x)).view(batch, length, 3, self.heads, -1)
+               .permute(2, 0, 3, 1, 4))
         start = 0 if past is None else past[0].shape[2]
-        q, k = self.rotary(q, start), self.rotary(k, start)
+        cos, sin = rope if rope is not None else self.rotary.table(start, length, x.dtype)
+        qk = qkv[:2]  # rotate queries and keys in one go
+        qk = qk * cos + _rotate_half(qk) * sin
+        q, k, v = qk[0], qk[1], qkv[2]
         if past is not None:
             k = torch.cat((past[0], k), dim=2)
             v = torch.cat((past[1], v), dim=2)
-        if past is None:
+        causal = False
+        if last_only:  # the last token sees every token: no mask
+            q, x, mask = q[:, :, -1:], x[:, -1:], None
+        elif past is None:
             mask, causal = None, True
-        else:
-            # new token i (absolute position start+i) sees every cached token and new ones <= i
-            mask = torch.ones(length, k.shape[2], dtype=torch.bool, device=x.device)
-            mask = mask.tril(diagonal=k.shape[2] - length)
-            causal = False
+        elif mask is None:
+            mask = causal_mask(length, k.shape[2], x.device)
         attn = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=causal,
             dropout_p=self.dropout if self.training else 0.0)
-        attn = attn.transpose(1, 2).reshape(batch, length, width)
-        x = x + self.resid_dropout(self.proj(attn))
+        attn = self.proj(attn.transpose(1, 2).reshape(batch, -1, width))
+        x = x + (self.resid_dropout(attn) if self.training else attn)
         x = x + self.mlp(self.norm2(x))
         return x, (k, v)
+
+
+def causal_mask(length: int, total: int, device: torch.device) -> torch.Tensor:
+    """
+    Return the attention mask of ``length`` new tokens after ``total - length`` cached ones.
+
+    New token i (absolute position total-length+i) sees every cached token and new ones <= i.
+    """
+    mask = torch.ones(length, total, dtype=torch.bool, device=device)
+    return mask.tril(diagonal=total - length)
 
 
 class ZoomDecoder(nn.Module):
@@ -139,12 +167,18 @@ class ZoomDecoder(nn.Module):
             if isinstance(module, nn.Linear) and module.bias is not None:
                 nn.init.zeros_(module.bias)
 
-    def _run(self, tokens: torch.Tensor, cache: KVCache | None
+    def _run(self, tokens: torch.Tensor, cache: KVCache | None, last_only: bool = False
              ) -> tuple[torch.Tensor, KVCache]:
-        x = self.embed_dropout(tokens)
+        x = self.embed_dropout(tokens) if self.training else tokens
+        length = x.shape[1]
+        start = 0 if cache is None else cache[0][0].shape[2]
+        rope = self.rotary.table(start, length, x.dtype)
+        mask = None if cache is None else causal_mask(length, start + length, x.device)
         new_cache = []
+        last = len(self.blocks) - 1
         for index, block in enumerate(self.blocks):
-            x, kv = block(x, None if cache is None else cache[index])
+            x, kv = block(x, None if cache is None else cache[index], rope, mask,
+                          last_only and index == last)
             new_cache.append(kv)
         return self.norm(x), tuple(new_cache)
 
@@ -170,11 +204,11 @@ class ZoomDecoder(nn.Module):
     def start(self, ground: torch.Tensor, root_view: torch.Tensor
               ) -> tuple[torch.Tensor, KVCache]:
         tokens = torch.stack((self.ground_proj(ground), self.view_proj(root_view)), dim=1)
-        hidden, cache = self._run(tokens, None)
+        hidden, cache = self._run(tokens, None, last_only=True)
         return self.head(hidden[:, -1]), cache
 
     def advance(self, actions: torch.Tensor, next_view: torch.Tensor, cache: KVCache
                 ) -> tuple[torch.Tensor, KVCache]:
         tokens = torch.stack((self.action_embed(actions), self.view_proj(next_view)), dim=1)
-        hidden, cache = self._run(tokens, cache)
+        hidden, cache = self._run(tokens, cache, last_only=True)
         return self.head(hidden[:, -1]), cache

@@ -115,6 +115,10 @@ class NodeFusion:
             return
         self.online.add_heading(messages.stamp_to_ns(msg.header.stamp), yaw)
 
+    def seeds(self, stamp_ns: int) -> Any:
+        """Seeds of the prior-seeded zoom for this frame (None unless ``fusion.seed_beam``)."""
+        return self.online.seeds(stamp_ns)
+
     def fuse(self, fix: Any, measurement: Any, stamp_ns: int, settings: Any) -> Any:
         """Publish the single-frame fix on its own topic; return the fused fix for fix_topic."""
         if fix.ok or settings.publish_no_fix:

@@ -285,7 +285,8 @@ class LocalizerNode(Node):
             if self.fusion is None:
                 fix = single = self.localizer.localize(rgb)
             else:  # fix_topic gets the filtered fix, the cloud this frame's own hypotheses
-                single, measurement = self.localizer.localize_measured(rgb)
+                single, measurement = self.localizer.localize_measured(
+                    rgb, seeds=self.fusion.seeds(stamp_ns))  # None unless fusion.seed_beam
                 fix = self.fusion.fuse(single, measurement, stamp_ns, s)
         except BadImageError as err:
             count = self.stats.bad_message(str(err))

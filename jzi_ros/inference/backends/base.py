@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 PRECISIONS = ("fp32", "fp16")
+CPU_GRAPHS = ("eager", "jit", "compile")  # how the torch backend runs on the CPU
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class BackendSpec:
     force_engine_update: bool = False
     max_workspace_size: int = 1 << 30  # bytes TensorRT may use while building
     cuda_graph: bool = True  # torch on CUDA: replay captured graphs instead of eager calls
+    cpu_graph: str = "jit"  # torch on CPU: eager, jit (traced + frozen) or compile (inductor)
     threads: int = 0  # CPU threads of a runtime with its own pool (ONNX Runtime); 0: its own
 
 
@@ -65,12 +67,16 @@ class Backend(abc.ABC):
     def decode(self, ground: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """float32 ``[N, C]`` -> ``(paths int64 [N, B, D], log_probs float32 [N, B])``."""
 
-    def decode_steps(self, ground: np.ndarray):
+    def decode_steps(self, ground: np.ndarray, seeds: np.ndarray | None = None,
+                     seed_level: int = 1):
         """
         Decode as :meth:`decode` and also return every step's child probabilities.
 
         ``(paths, log_probs, list of decode.BeamSteps)``, or None where this runtime's fixed
-        graph does not output them (temporal fusion then uses the beam alone).
+        graph does not output them (temporal fusion then uses the beam alone). ``seeds``
+        (int ``[N, S]``, cells at ``seed_level``, -1: none) adds a seeded track to the steps
+        (:class:`~jzi_ros.inference.decode.BeamSearch`); paths and log-probs stay the
+        model's own beam.
         """
         return None
 
