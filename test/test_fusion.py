@@ -235,7 +235,8 @@ def test_modes_are_the_belief_clusters_heaviest_first_and_the_tail_is_left_out()
     assert len(est.modes) == 2 and [m.mass for m in est.modes] == sorted(
         [m.mass for m in est.modes], reverse=True)
     heavy, light = est.modes
-    assert heavy.mass == pytest.approx(0.7, abs=0.02) and light.mass == pytest.approx(0.25, abs=0.02)
+    assert heavy.mass == pytest.approx(0.7, abs=0.02)
+    assert light.mass == pytest.approx(0.25, abs=0.02)
     assert heavy.mean_en == pytest.approx(main.mean(axis=0), abs=5.0)
     assert light.mean_en == pytest.approx(second.mean(axis=0), abs=5.0)
     assert np.sqrt(np.diag(heavy.cov_en)) == pytest.approx([30.0, 30.0], rel=0.15)
