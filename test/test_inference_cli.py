@@ -101,7 +101,7 @@ def test_bench_writes_the_json_keys(scene, tmp_path, capsys):
         assert row["accuracy"]["frames"] == 6
         cells = [f["terminal_cells"] for f in row["fusion_filter"]]
         assert cells == [pyramid.tree.num_actions ** pyramid.tree.depth, 65536]
-        assert all(f["median"] > 0 for f in row["fusion_filter"])
+        assert all(f["median"] > 0 and f["encoder_cpu_median"] > 0 for f in row["fusion_filter"])
         assert row["graph"] == "jit"  # the torch CPU default: traced and frozen
         stages = row["frame_stages_ms"]  # the frame's own split, from the same frames
         assert {"preprocess", "encode", "decode", "posterior"} <= set(stages)
@@ -111,3 +111,4 @@ def test_bench_writes_the_json_keys(scene, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| torch (jit) | cpu | fp32 | 2 |" in printed and "temporal filter" in printed
     assert "frame / encode inside it" in printed and "with the seeded zoom" in printed
+    assert "each filter frame follows one CPU encoder pass" in printed

@@ -273,13 +273,19 @@ def simulated_steps(tree, east: float, north: float, right: bool, rng: np.random
 
 
 def bench_filter(tree, frames: int = 200, warmup: int = 20, config=None,
-                 right_rate: float = 0.5, seed: int = 0) -> dict[str, float]:
+                 right_rate: float = 0.5, seed: int = 0,
+                 encode: Callable[[], object] | None = None) -> dict[str, float]:
     """
-    Time the temporal filter per frame on ``tree``.
+    Time the temporal filter per frame on ``tree``, interleaved with ``encode`` when given.
 
     Each frame: the measurement from the zoom's steps, the filter step and the fused Fix. The
     zooms are simulated (:func:`simulated_steps`) along a track crossing the map at
-    15 m/s; simulating them is not timed. Returns median and p95 in ms and the map's size.
+    15 m/s; simulating them is not timed. With ``encode`` (the ground encoder on one frame)
+    every filter frame follows one encoder pass, as in the node, where the encoder has flushed
+    the caches the filter would find warm in a tight loop; both are timed by wall clock and
+    by thread CPU time (less sensitive to other processes on a busy machine), so the filter's
+    share of the encoder comes from the same run. Returns medians (p95 of the filter's wall
+    time) in ms and the map's size.
     """
     from jzi_ros.inference.fusion import CellFilter, FusionConfig
     from jzi_ros.inference.measurement import Measurement
@@ -294,15 +300,26 @@ def bench_filter(tree, frames: int = 200, warmup: int = 20, config=None,
     zooms = [simulated_steps(tree, e, n, bool(rng.uniform() < right_rate), rng)
              for e, n in track]
     fusion = CellFilter(tree, config or FusionConfig())
-    samples = []
+    samples = []  # (filter wall, filter CPU, encoder wall, encoder CPU) seconds
     for i, steps in enumerate(zooms):
-        begin = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.thread_time()
+        if encode is not None:
+            encode()
+        encoder_wall, encoder_cpu = time.perf_counter() - wall, time.thread_time() - cpu
+        wall, cpu = time.perf_counter(), time.thread_time()
         measurement = Measurement.from_steps(tree, steps)
         fusion.fix(fusion.step(10**18 + i * 10**9, measurement), 0.0, 100.0)
         if i >= warmup:
-            samples.append((time.perf_counter() - begin) * 1e3)
-    return {"terminal_cells": tree.num_actions ** tree.depth, "size_m": tree.size_m,
-            "particles": fusion.config.particles, **stats(samples)}
+            samples.append((time.perf_counter() - wall, time.thread_time() - cpu, encoder_wall,
+                            encoder_cpu))
+    ms = 1e3 * np.asarray(samples)
+    out = {"terminal_cells": tree.num_actions ** tree.depth, "size_m": tree.size_m,
+           "particles": fusion.config.particles, **stats(ms[:, 0].tolist()),
+           "cpu_median": round(float(np.median(ms[:, 1])), 3)}
+    if encode is not None:
+        out.update(encoder_median=round(float(np.median(ms[:, 2])), 3),
+                   encoder_cpu_median=round(float(np.median(ms[:, 3])), 3))
+    return out
 
 
 def speed_words(speedup: float | None) -> str:
