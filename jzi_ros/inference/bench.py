@@ -190,14 +190,17 @@ def bench_refinement(localizer, refiner, classical, image_rgb: np.ndarray, intri
     """
     Time refinement after the zoom's fix, and classical registration, on one frame.
 
-    Returns ``{"refine_ms", "classical_ms", "refined", "note"}``; the note says whether the
-    refinement was accepted (a rejected frame may try several cells, the slow path).
+    Returns ``{"refine_ms", "refine_cpu_ms", "classical_ms", "refined", "note"}``; the note
+    says whether the refinement was accepted (a rejected frame may try several cells, the slow
+    path); ``refine_cpu_ms`` is this thread's CPU time (what ``cpu_ms`` is for the encoder).
     """
     fix = localizer.localize(image_rgb)
-    refine = _time(lambda: refiner.refine(image_rgb, fix, intrinsics), frames, warmup, "cpu")
+    cpu: list[float] = []
+    refine = _time(lambda: refiner.refine(image_rgb, fix, intrinsics), frames, warmup, "cpu",
+                   cpu)
     out = refiner.refine(image_rgb, fix, intrinsics)
-    result = {"refine_ms": stats(refine), "refined": bool(out.refined), "note": out.refinement,
-              "classical_ms": None}
+    result = {"refine_ms": stats(refine), "refine_cpu_ms": stats(cpu),
+              "refined": bool(out.refined), "note": out.refinement, "classical_ms": None}
     if classical is not None:
         result["classical_ms"] = stats(_time(lambda: classical.localize(image_rgb, intrinsics),
                                              frames, warmup, "cpu"))
@@ -385,15 +388,21 @@ def format_table(rows: list[BenchRow]) -> str:
                              f"{a['mean_nees']:.2f} |")
     if any(r.refine for r in rows):
         lines += ["", "| backend | beam | encoder ms (med) | + refine ms (med / p95) "
-                  "| classical ms (med / p95) | refinement |", "|" + "---|" * 6]
+                  "| refine / encoder | same, thread CPU | classical ms (med / p95) "
+                  "| refinement |", "|" + "---|" * 8]
         for r in rows:
             f = r.refine
             if f:
                 classical = (f"{f['classical_ms']['median']:.1f} / "
                              f"{f['classical_ms']['p95']:.1f}" if f["classical_ms"] else "-")
+                cpu = "-"
+                if r.cpu_ms and f.get("refine_cpu_ms"):  # one thread: both are work done
+                    work, encoder = f["refine_cpu_ms"]["median"], r.cpu_ms["encoder"]["median"]
+                    cpu = f"{work:.1f} / {encoder:.2f} ms = {work / max(encoder, 1e-9):.1f}x"
                 lines.append(f"| {r.backend} | {r.beam_width} | {r.encoder_ms['median']:.2f} | "
                              f"{f['refine_ms']['median']:.1f} / {f['refine_ms']['p95']:.1f} | "
-                             f"{classical} | {f['note']} |")
+                             f"{f['refine_ms']['median'] / max(r.encoder_ms['median'], 1e-9):.1f}"
+                             f"x | {cpu} | {classical} | {f['note']} |")
     return "\n".join(lines)
 
 

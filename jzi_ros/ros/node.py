@@ -60,7 +60,8 @@ from std_msgs.msg import Header
 
 from jzi_ros.errors import BadImageError, JziError
 from jzi_ros.inference import messages
-from jzi_ros.ros.params import NODE_NAME, NodeSettings, PARAMETER_NAMES, PARAMETERS, ParamSpec
+from jzi_ros.ros.params import (NODE_NAME, NodeSettings, PARAMETER_NAMES, PARAMETERS, ParamSpec,
+                                REFINE_PARAMETERS)
 from jzi_ros.ros.runtime import (LatestSlot, LogThrottle, NodeStats, RateLimiter,
                                  READY_MESSAGE, Worker)
 
@@ -165,7 +166,7 @@ class LocalizerNode(Node):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        for spec in PARAMETERS:
+        for spec in PARAMETERS + REFINE_PARAMETERS:
             try:
                 self.declare_parameter(spec.name, spec.default, _descriptor(spec))
             except (InvalidParameterTypeException, InvalidParameterValueException) as err:
@@ -184,6 +185,7 @@ class LocalizerNode(Node):
         self.worker: Worker | None = None
         self.updater: Any = None
         self.fusion: Any = None
+        self.refinement: Any = None
         self._applied: NodeSettings | None = None  # the settings the localizer runs with
         self._to_rgb: Callable[[Any], np.ndarray] = messages.image_msg_to_rgb
         self._bad_log = LogThrottle(BAD_MESSAGE_LOG_PERIOD_S)
@@ -206,6 +208,10 @@ class LocalizerNode(Node):
         self.localizer = Localizer.from_paths(
             os.path.expanduser(s.map_dir), os.path.expanduser(s.model_file), localizer_config(s))
         self._applied = s
+        from jzi_ros.ros import refinement  # refine.* parameters, CameraInfo subscription
+        self.refinement = refinement.attach(self, self.localizer)
+        if self.refinement is not None:
+            self.localizer = self.refinement.localizer
         self._to_rgb, converter = image_converter(s.image_transport)
 
         image_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
@@ -294,6 +300,8 @@ class LocalizerNode(Node):
                 self.get_logger().warning(f"skipping bad image ({count} so far): {err}")
             return
         latency_ms = (time.perf_counter() - started) * 1e3
+        if self.refinement is not None:
+            self.refinement.record(single)
         self.stats.localized(fix.ok, fix.confidence, latency_ms, fix.reason)
         if fix.ok or s.publish_no_fix:
             self.fix_pub.publish(messages.fix_to_navsatfix(
@@ -337,6 +345,8 @@ class LocalizerNode(Node):
             "stale frames dropped": str(snap.dropped_frames),
             "errors": str(snap.errors),
         }
+        if self.refinement is not None:
+            values.update(self.refinement.diagnostics())
         for key, value in values.items():
             stat.add(key, value)
         return stat
