@@ -144,7 +144,10 @@ def run_methods(name: str, frames: list[Frame], map_dir: Path, tree: CellTree,
         refiner = Refiner.for_map(map_dir, config)
         for hyp_label, hypotheses in hypotheses_sets.items():
             errors, fixed, refined, latency, calib = [], [], [], [], []
-            for frame, hyps, fallback in zip(frames, hypotheses, _fallbacks(hypotheses)):
+            zoom_ok = ([x.ok for x in zoom_fixes[0]] if zoom_fixes is not None
+                       else [True] * len(frames))
+            for frame, hyps, fallback, ok in zip(frames, hypotheses, _fallbacks(hypotheses),
+                                                 zoom_ok):
                 start = time.perf_counter()
                 result = refiner.register(frame.image, hyps, frame.intrinsics)
                 latency.append((time.perf_counter() - start) * 1e3)
@@ -155,7 +158,7 @@ def run_methods(name: str, frames: list[Frame], map_dir: Path, tree: CellTree,
                 else:
                     pos = fallback
                 errors.append(math.hypot(pos[0] - frame.east_m, pos[1] - frame.north_m))
-                fixed.append(True)
+                fixed.append(result.accepted or ok)  # rejected: the zoom's fix or NO_FIX
                 refined.append(result.accepted)
             row = method_summary(errors, fixed, latency, refined)
             row["memory_mib"] = rss_mib() - base
@@ -285,7 +288,7 @@ def telluric_dataset(args, configs) -> dict:
     rng = np.random.default_rng(args.seed)
     for query, ref in ((2, 1), (1, 2)):
         frames = render_frames(maps[query] / "imagery.tif", tree, args.frames, rng,
-                               altitude=(1500.0, 2200.0), hfov=(60.0, 75.0),
+                               altitude=tuple(args.telluric_altitude), hfov=(60.0, 75.0),
                                photometric=False, margin_m=300.0)
         sign = 1.0 if query == 2 else -1.0
         for f in frames:  # the truth in the reference date's frame
@@ -294,7 +297,7 @@ def telluric_dataset(args, configs) -> dict:
         results[f"{query}->{ref}"] = run_methods(
             f"telluric: views from date {query}, map from date {ref}", frames, maps[ref],
             tree, None, extremes(frames, tree, rng, 1500.0), configs, rng,
-            nominal_height_m=1850.0, max_height_m=4000.0)
+            nominal_height_m=float(np.mean(args.telluric_altitude)), max_height_m=4000.0)
     return results
 
 
@@ -361,13 +364,24 @@ def main() -> None:
     parser.add_argument("--demo-workdir", default="/tmp/refine-demo")
     parser.add_argument("--workdir", default="/tmp/refine-bench")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--telluric-altitude", nargs=2, type=float, default=[1500.0, 2200.0],
+                        metavar=("LOW", "HIGH"), help="telluric views' height range (metres)")
+    parser.add_argument("--no-window", action="store_true",
+                        help="skip the 'sift, window' rows (detection on an imagery window)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
+                        help="RefineConfig fields for every row, e.g. min_inliers=50")
     args = parser.parse_args()
     cv2.setNumThreads(1)
+    fields = {}
+    for item in args.set:
+        name, _, value = item.partition("=")
+        kind = type(getattr(RefineConfig(), name))
+        fields[name] = kind(value)
     configs = {}
     for detector in args.detectors:
-        configs[detector] = RefineConfig(detector=detector)
-        if detector == "sift":  # the map-build index (default) vs detection on the window
-            configs["sift, window"] = RefineConfig(detector=detector, use_index=False)
+        configs[detector] = RefineConfig(detector=detector, **fields)
+        if detector == "sift" and not args.no_window:  # the index vs detection on the window
+            configs["sift, window"] = RefineConfig(detector=detector, use_index=False, **fields)
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
     results = {}
     for name in args.datasets:

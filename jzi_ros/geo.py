@@ -272,9 +272,9 @@ class CellTree:
             yield self._path_from_level_index(index, level)
 
     def _path_from_level_index(self, index: int, level: int) -> Path:
-        path = []
+        path, k = [], self.num_actions
         for _ in range(level):
-            index, action = divmod(index, self.num_actions)
+            index, action = divmod(index, k)
             path.append(action)
         return tuple(reversed(path))
 

@@ -220,6 +220,47 @@ def test_odometry_displacement_moves_the_cloud():
     assert filt.weights @ filt.particles - before == pytest.approx([30.0, -40.0], abs=1.0)
 
 
+def test_modes_are_the_belief_clusters_heaviest_first_and_the_tail_is_left_out():
+    """Two clouds 1 km apart (70 / 25 %), 5 % spread thinly over the map: two modes."""
+    filt = CellFilter(TREE, FusionConfig(particles=2000))
+    rng = np.random.default_rng(0)
+    main = rng.normal([-400.0, 300.0], 30.0, (1400, 2))
+    second = rng.normal([500.0, -200.0], 40.0, (500, 2))
+    tail = rng.uniform(-1200.0, 1200.0, (100, 2))
+    points = np.concatenate([main, second, tail])
+    filt._state = np.concatenate([points.T, np.zeros((2, 2000))])
+    filt.weights = np.full(2000, 1 / 2000)
+    filt.last_stamp_ns, filt._coarse = 0, None
+    est = filt._estimate("")
+    assert len(est.modes) == 2 and [m.mass for m in est.modes] == sorted(
+        [m.mass for m in est.modes], reverse=True)
+    heavy, light = est.modes
+    assert heavy.mass == pytest.approx(0.7, abs=0.02)
+    assert light.mass == pytest.approx(0.25, abs=0.02)
+    assert heavy.mean_en == pytest.approx(main.mean(axis=0), abs=5.0)
+    assert light.mean_en == pytest.approx(second.mean(axis=0), abs=5.0)
+    assert np.sqrt(np.diag(heavy.cov_en)) == pytest.approx([30.0, 30.0], rel=0.15)
+    # the published covariance holds the second mode's offset, not the tail
+    offset = light.mean_en - heavy.mean_en
+    expected = (heavy.mass * heavy.cov_en + light.mass * (light.cov_en + np.outer(offset, offset))
+                ) / (heavy.mass + light.mass)
+    assert est.cov_en == pytest.approx(expected, rel=1e-9)
+    assert est.mean_en == pytest.approx(heavy.mean_en) and not est.converged  # 0.7 but wide
+    assert est.spread_m == pytest.approx(float(np.hypot(*offset)))
+
+
+def test_bench_filter_alternates_with_the_encoder_and_times_both():
+    from jzi_ros.inference.bench import bench_filter
+
+    calls = []
+    timing = bench_filter(TREE, frames=6, warmup=2, encode=lambda: calls.append(1))
+    assert len(calls) == 8
+    assert timing["terminal_cells"] == TREE.num_actions ** TREE.depth
+    assert timing["median"] > 0 and timing["p95"] >= timing["median"]
+    assert timing["encoder_median"] >= 0 and "encoder_cpu_median" in timing
+    assert "encoder_median" not in bench_filter(TREE, frames=2, warmup=0)
+
+
 @pytest.mark.parametrize("field,value", [("particles", 3), ("likelihood_exponent", 0.0),
                                          ("likelihood_exponent", 1.5), ("max_gap_s", -1.0),
                                          ("uniform_weight", 1.0), ("fix_mode_mass", 0.0)])

@@ -103,7 +103,7 @@ def test_bench_writes_the_json_keys(scene, tmp_path, capsys):
         assert all(0.0 <= r <= 1.0 for r in recall) and recall == sorted(recall)
         cells = [f["terminal_cells"] for f in row["fusion_filter"]]
         assert cells == [pyramid.tree.num_actions ** pyramid.tree.depth, 65536]
-        assert all(f["median"] > 0 for f in row["fusion_filter"])
+        assert all(f["median"] > 0 and f["encoder_cpu_median"] > 0 for f in row["fusion_filter"])
         assert row["graph"] == "jit"  # the torch CPU default: traced and frozen
         stages = row["frame_stages_ms"]  # the frame's own split, from the same frames
         assert {"preprocess", "encode", "decode", "posterior"} <= set(stages)
@@ -113,6 +113,7 @@ def test_bench_writes_the_json_keys(scene, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| torch (jit) | cpu | fp32 | 2 |" in printed and "temporal filter" in printed
     assert "frame / encode inside it" in printed and "with the seeded zoom" in printed
+    assert "each filter frame follows one CPU encoder pass" in printed
     assert "| R@25 m | R@50 m | R@100 m | R@250 m | mean NEES |" in printed
 
 

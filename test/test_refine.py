@@ -27,7 +27,7 @@ import pytest
 from jzi_ros.errors import JziError
 from jzi_ros.evaluation.classical import ClassicalLocalizer, format_methods, method_summary
 from jzi_ros.geo import CellTree
-from jzi_ros.inference.camera_pose import Intrinsics, pose_from_homography
+from jzi_ros.inference.camera_pose import fit_frame, Intrinsics, pose_from_homography
 from jzi_ros.inference.fix import Fix, FixStatus, Hypothesis
 from jzi_ros.inference.refine import RefineConfig, Refiner, RefiningLocalizer
 from jzi_ros.maps.imagery import FEATURES, IMAGERY, imagery_summary, MapImagery
@@ -157,13 +157,18 @@ def test_map_build_writes_imagery_read_by_window(world):
         imagery.close()
 
 
-@pytest.mark.parametrize("source", ["window", "index"])
+@pytest.mark.parametrize("source", ["window", "index", "shrunk"])
 def test_refinement_recovers_nadir_height_and_heading(world, source, monkeypatch):
     map_dir, image = world
     pose = CameraPose(23.0, -41.0, 150.0, heading_deg=130.0, pitch_deg=78.0)
-    # the index (1 m/px) serves frames of about its ground sampling; finer ones read a window
-    nominal = {"window": 150.0, "index": CAMERA.focal_px}[source]
-    refiner = Refiner.for_map(map_dir, replace(CONFIG, nominal_height_m=nominal))
+    # the index (1 m/px) serves frames of about its ground sampling; finer ones (0.66 m/px)
+    # are shrunk to it, or read a window at their own sampling when the index is not used
+    nominal = CAMERA.focal_px if source == "index" else 150.0
+    refiner = Refiner.for_map(map_dir, replace(CONFIG, nominal_height_m=nominal,
+                                               use_index=source != "window"))
+    shrink = []
+    monkeypatch.setattr("jzi_ros.inference.refine.fit_frame", lambda im, K, px, _f=fit_frame: (
+        shrink.append(px), _f(im, K, px))[1])
     reads = []
     monkeypatch.setattr(refiner.imagery, "read", lambda *a, _r=refiner.imagery.read: (
         reads.append(a), _r(*a))[1])
@@ -179,6 +184,8 @@ def test_refinement_recovers_nadir_height_and_heading(world, source, monkeypatch
     assert CONFIG.sigma_floor_m <= sigma[0] < 5.0
     assert fix.timings_ms["refine"] > 0 and fix.timings_ms["total"] > fix.timings_ms["refine"]
     assert bool(reads) == (source == "window")
+    assert shrink[1:] == ([math.floor(320 * 150.0 / CAMERA.focal_px)] if source == "shrunk"
+                          else [])
 
 
 def test_second_cell_is_tried_when_the_first_is_wrong(world):
@@ -336,3 +343,109 @@ def test_low_confidence_zoom_no_fix_becomes_a_refined_fix(world):
     assert out.refined and out.ok and out.reason == ""
     assert out.confidence > 0.05
     assert math.hypot(out.east_m - pose.east_m, out.north_m - pose.north_m) < 2.0
+
+
+def test_gemm_ratio_test_matches_the_brute_force_matcher():
+    from jzi_ros.inference.refine import _l2_ratio_matches, ratio_matches
+
+    rng = np.random.default_rng(3)
+    query = rng.integers(0, 80, (300, 128)).astype(np.float32)
+    train = np.concatenate([query[:120] + rng.normal(0, 6, (120, 128)).astype(np.float32),
+                            rng.integers(0, 80, (900, 128)).astype(np.float32)])
+    pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(query, train, k=2)
+    good = [p[0] for p in pairs if p[0].distance < 0.85 * p[1].distance]
+    assert 100 <= len(good) < len(query)  # some pass, some fail: the test discriminates
+    for got in (ratio_matches(query, train, "sift", 0.85),
+                _l2_ratio_matches(query, train, 0.85, chunk=97)):  # best two across chunks
+        np.testing.assert_array_equal(got[0], [m.queryIdx for m in good])
+        np.testing.assert_array_equal(got[1], [m.trainIdx for m in good])
+
+
+def test_batched_poses_equal_one_by_one_and_flag_degenerate_ones():
+    from jzi_ros.inference.camera_pose import poses_from_homographies
+
+    poses = [CameraPose(5.0 * i, -3.0 * i, 120.0 + 10 * i, heading_deg=40.0 * i,
+                        pitch_deg=90.0 - 5 * i) for i in range(5)]
+    batch = np.stack([np.linalg.inv(ground_to_image(CAMERA, p)) for p in poses]
+                     + [np.zeros((3, 3))])
+    got = poses_from_homographies(batch, intrinsics())
+    assert got["valid"].tolist() == [True] * 5 + [False]
+    for i, pose in enumerate(poses):
+        one = pose_from_homography(batch[i], intrinsics())
+        for name in ("east_m", "north_m", "height_m", "heading_deg", "tilt_deg"):
+            assert got[name][i] == pytest.approx(getattr(one, name), abs=1e-9)
+        assert (one.east_m, one.north_m, one.height_m) == pytest.approx(
+            (pose.east_m, pose.north_m, pose.altitude_m), abs=1e-6)
+    assert pose_from_homography(np.zeros((3, 3)), intrinsics()) is None
+
+
+def test_bootstrap_spread_grows_with_the_inlier_noise():
+    from jzi_ros.inference.refine import _pose_samples
+
+    pose = CameraPose(10.0, 20.0, 150.0, heading_deg=60.0, pitch_deg=80.0)
+    to_image = ground_to_image(CAMERA, pose)
+    rng = np.random.default_rng(0)
+    ground = rng.uniform(-60, 60, (200, 2)) + [10.0, 40.0]
+    pixels = cv2.perspectiveTransform(ground[None], to_image)[0]
+    spreads = []
+    for noise_px in (0.0, 0.5, 2.0):
+        noisy = pixels + rng.normal(0, noise_px, pixels.shape) if noise_px else pixels
+        samples = _pose_samples(noisy, ground, np.eye(3), intrinsics(), 24)
+        assert samples.shape == (24, 2)
+        assert np.allclose(samples.mean(axis=0), (10.0, 20.0), atol=0.5 + noise_px)
+        spreads.append(float(np.sqrt(np.trace(np.cov(samples.T)))))
+    assert spreads[0] < 1e-6 < spreads[1] < spreads[2]
+
+
+def test_intrinsics_parse_and_scale_per_axis():
+    K = Intrinsics.parse("400, 410, 319.5, 239.5", "--intrinsics")
+    assert (K.fx, K.fy, K.cx, K.cy) == (400.0, 410.0, 319.5, 239.5)
+    half = K.scaled(0.5, 0.25)
+    assert (half.fx, half.fy, half.cx, half.cy) == (200.0, 102.5, 159.5, 59.5)
+    with pytest.raises(JziError, match="--intrinsics '1,2': expected 4"):
+        Intrinsics.parse("1,2", "--intrinsics")
+
+
+def test_coarser_index_level_serves_frames_that_see_the_ground_coarser(tmp_path, monkeypatch):
+    import jzi_ros.maps.imagery as imagery_module
+
+    monkeypatch.setattr(imagery_module, "INDEX_MIN_PX", 256)  # levels 1 and 2 m/px on 640 m
+    image = texture(800, seed=4)
+    map_dir = build(tmp_path, image, "levels")
+    levels = imagery_module.load_index(map_dir / FEATURES)
+    assert [level.m_per_px for level in levels] == [1.0, 2.0]
+    assert imagery_module.FeatureIndex.load(map_dir / FEATURES).m_per_px == 1.0
+    assert "(coarser: " in imagery_summary(map_dir)
+    camera = CameraModel(200, 150, 70.0)
+    pose = CameraPose(-15.0, 25.0, 290.0, heading_deg=75.0, pitch_deg=84.0)
+    frame = render_view(image, source_to_local(), camera, pose)
+    refiner = Refiner.for_map(map_dir, replace(CONFIG, nominal_height_m=290.0))
+    gsd = 290.0 / camera.focal_px  # ~2 m per frame pixel: the 2 m/px level, no window read
+    assert refiner.index_for(gsd).m_per_px == 2.0 and refiner.index_for(1.1).m_per_px == 1.0
+    monkeypatch.setattr(refiner.imagery, "read", lambda *a: pytest.fail("window read"))
+    out = refiner.refine(frame, zoom_fix(pose.east_m, pose.north_m),
+                         Intrinsics.from_matrix(camera.K()))
+    assert out.refined, out.refinement
+    assert math.hypot(out.east_m - pose.east_m, out.north_m - pose.north_m) < 3.0
+
+
+def test_refining_localizer_refines_the_measured_path_and_forwards_the_config(world):
+    map_dir, image = world
+    pose = CameraPose(-30.0, 15.0, 150.0, heading_deg=200.0, pitch_deg=85.0)
+
+    class Zoom:
+        tree, backend_name, config = TREE, "stub", "zoom settings"
+
+        def localize_measured(self, image_rgb, **options):
+            self.options = options
+            return zoom_fix(pose.east_m, pose.north_m), "the zoom's measurement"
+
+    zoom = Zoom()
+    wrapped = RefiningLocalizer(zoom, Refiner.for_map(map_dir, CONFIG), intrinsics())
+    fix, measurement = wrapped.localize_measured(view(image, pose), heading_deg=12.0)
+    assert fix.refined, fix.refinement
+    assert math.hypot(fix.east_m - pose.east_m, fix.north_m - pose.north_m) < 2.0
+    assert measurement == "the zoom's measurement" and zoom.options == {"heading_deg": 12.0}
+    assert wrapped.config == "zoom settings"
+    wrapped.config = "changed at runtime"
+    assert zoom.config == "changed at runtime"

@@ -201,3 +201,58 @@ def test_report_with_no_fix_frames_and_with_nothing_scored(tmp_path):
     assert summary["path_accuracy"] == {"1": None, "2": None}
     assert summary["fix_rate"] is None and summary["top1"]["median_m"] is None
     assert (tmp_path / "empty" / "trajectory.png").stat().st_size > 0
+
+
+class RefiningIndexLocalizer(IndexLocalizer):
+    """IndexLocalizer whose frames in ``refined`` are refined fixes, the others say why not."""
+
+    def __init__(self, *args, refined=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.refined = set(refined)
+
+    def localize(self, image_rgb):
+        from dataclasses import replace
+
+        fix = super().localize(image_rgb)
+        index = self.calls[-1]
+        if index in self.refined:
+            return replace(fix, refined=True, refinement="refined: 90/100 inliers, height 200 "
+                           "m, heading 10 deg, tilt 3 deg, sigma 1.0 m",
+                           timings_ms={**fix.timings_ms, "refine": 10.0 + index})
+        why = "7 inliers (need 25)" if index % 2 else "the frame has 3 features (need 25)"
+        return replace(fix, refinement=f"not refined: {why}; 12 inliers (need 25)",
+                       timings_ms={**fix.timings_ms, "refine": 10.0 + index})
+
+
+def test_report_counts_refinement_acceptance_and_false_acceptances(tmp_path):
+    tree = tiny_tree()
+    spec = standard_spec(tree, N, corrupt=(), swap=None)
+    bag = write_bag(tmp_path / "bag", spec)
+    refined = {i for i in range(N) if i % 3 == 0}
+    loc = RefiningIndexLocalizer(tree, spec, offsets_for(N), SIGMA, refined=refined)
+    summary = write_report(replay_bag(bag, loc, _options()), tmp_path / "report")
+    err = np.array([np.hypot(*np.subtract(loc.estimate(i), loc.truth(i))) for i in range(N)])
+    accepted = np.array(sorted(refined))
+    block = summary["refinement"]
+    assert block["frames"] == N and block["accepted"] == len(refined)
+    assert block["acceptance_rate"] == pytest.approx(len(refined) / N)
+    assert block["accepted_median_m"] == pytest.approx(np.median(err[accepted]), abs=1e-3)
+    false = int(np.sum(err[accepted] > 50.0))
+    assert 0 < false < len(refined)  # the offsets make the count discriminating
+    assert block["false_acceptances"] == false
+    assert block["false_acceptance_rate"] == pytest.approx(false / N)
+    assert block["refine_ms_median"] == pytest.approx(np.median(10.0 + np.arange(N)))
+    odd = sum(1 for i in range(N) if i not in refined and i % 2)
+    assert block["not_refined"] == {"N inliers (need N)": odd,
+                                    "the frame has N features (need N)": N - len(refined) - odd}
+    out = tmp_path / "report"
+    assert json.loads((out / "report.json").read_text())["refinement"] == block
+    assert "## Refinement" in (out / "report.md").read_text()
+    rows = {int(r["index"]): r for r in csv.DictReader((out / "frames.csv").open())}
+    assert rows[0]["refined"] == "1" and rows[0]["refinement"].startswith("refined: 90/100")
+    assert rows[1]["refined"] == "0" and rows[1]["refinement"].startswith("not refined: 7")
+    # the zoom alone: no refinement block, empty refinement column
+    plain = write_report(replay_bag(bag, IndexLocalizer(tree, spec, offsets_for(N)),
+                                    _options()), tmp_path / "plain")
+    assert plain["refinement"] is None
+    assert "## Refinement" not in (tmp_path / "plain" / "report.md").read_text()

@@ -273,3 +273,22 @@ def test_navsat_heading_source(fusion):
     assert "use_local_cartesian" not in navsat  # broken for fixes
     assert isinstance(navsat["use_odometry_yaw"], bool)
     assert isinstance(navsat["zero_altitude"], bool)
+
+
+def test_refine_parameters_map_onto_refine_config_and_the_docs_table():
+    from jzi_ros.errors import JziError
+    from jzi_ros.inference.refine import RefineConfig
+
+    assert params.refine_config({}) == RefineConfig()  # hfov_deg 0: none
+    config = params.refine_config({"refine.hfov_deg": 60.0, "refine.min_inliers": 40,
+                                   "refine.nominal_height_m": 120.0})
+    assert (config.hfov_deg, config.min_inliers, config.nominal_height_m) == (60.0, 40, 120.0)
+    with pytest.raises(JziError, match="'refine.min_inliers' = 3: expected 8"):
+        params.refine_config({"refine.min_inliers": 3})
+    with pytest.raises(JziError, match="refine.min_height_m"):  # RefineConfig's own check
+        params.refine_config({"refine.min_height_m": 500.0, "refine.max_height_m": 400.0})
+    assert params.camera_info_sibling("camera/image_raw") == "camera/camera_info"
+    assert params.camera_info_sibling("/robot/cam/image/") == "/robot/cam/camera_info"
+    assert params.camera_info_sibling("image") == "camera_info"
+    assert "| `refine.enabled` | bool | `False` |" in params.markdown_table()
+    assert not set(params.PARAMETER_NAMES) & {s.name for s in params.REFINE_PARAMETERS}

@@ -283,8 +283,9 @@ def test_setup_declares_parameters_qos_and_publishers(node_module):
     node = node_module.LocalizerNode()
     node.setup()
     try:
-        own = {name for name in node.params if not name.startswith("fusion.")}
+        own = {name for name in node.params if not name.startswith(("fusion.", "refine."))}
         assert own == set(node_module.PARAMETER_NAMES)
+        assert node.descriptors["refine.min_inliers"].integer_range[0].from_value == 8
         assert node.descriptors["fusion.enabled"].read_only  # declared by ros/motion.py
         beam = node.descriptors["beam_width"]
         assert beam.read_only and beam.integer_range[0].from_value == 1

@@ -168,25 +168,35 @@ def _bench_refine(args: argparse.Namespace, localizer, map_dir: Path) -> dict:
         refiner.close()
 
 
-def _bench_filter(rows: list, tree) -> list[dict]:
-    """Time the temporal filter on this map and on a 65,536-terminal-cell map; print a table."""
+def _bench_filter(tree, encode=None) -> tuple[list[dict], str]:
+    """
+    Time the temporal filter on this map and on a 65,536-terminal-cell map: rows and a table.
+
+    ``encode``: one CPU ground-encoder pass; the filter frames then alternate with it (as in
+    the node, jzi_ros.inference.bench.bench_filter) and the share is measured in that run.
+    """
     from jzi_ros.geo import CellTree
     from jzi_ros.inference.bench import bench_filter
 
-    cpu = [r for r in rows if r.device == "cpu"]
-    encoder_ms = cpu[0].encoder_ms["median"] if cpu else None
     big = CellTree(tree.center_lat, tree.center_lon, 10_000.0, grid=4, depth=4)
     out = []
-    lines = ["", "| temporal filter (fusion) | terminal cells | particles | ms / frame (med / p95)"
-             " | vs CPU encoder |", "|---|---:|---:|---:|---:|"]
+    lines = ["", "| temporal filter (fusion) | terminal cells | particles | filter ms wall "
+             "(med / p95) | filter ms thread CPU | CPU encoder ms wall / CPU (same run) "
+             "| filter / encoder, wall / CPU |", "|---|---:|---:|---:|---:|---:|---:|"]
     for label, which in (("this map", tree), ("10 km, 4x4 grid, depth 4", big)):
-        timing = bench_filter(which)
-        share = (f"{100 * timing['median'] / encoder_ms:.1f} %" if encoder_ms else "-")
+        timing = bench_filter(which, encode=encode)
+        encoder, share = "- (no CPU row)", "-"
+        if encode is not None:
+            encoder = f"{timing['encoder_median']:.2f} / {timing['encoder_cpu_median']:.2f}"
+            share = (f"{100 * timing['median'] / timing['encoder_median']:.1f} % / "
+                     f"{100 * timing['cpu_median'] / timing['encoder_cpu_median']:.1f} %")
         lines.append(f"| {label} | {timing['terminal_cells']} | {timing['particles']} | "
-                     f"{timing['median']:.3f} / {timing['p95']:.3f} | {share} |")
-        out.append({"filter": label, **timing, "cpu_encoder_ms": encoder_ms})
-    print("\n".join(lines))
-    return out
+                     f"{timing['median']:.3f} / {timing['p95']:.3f} | "
+                     f"{timing['cpu_median']:.3f} | {encoder} | {share} |")
+        out.append({"filter": label, **timing})
+    if encode is not None:
+        lines.append("(each filter frame follows one CPU encoder pass, as in the node)")
+    return out, "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -204,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
     if args.frames < 1 or args.warmup < 0:
         raise JziError(f"--frames must be >= 1 and --warmup >= 0, got {args.frames} / "
                        f"{args.warmup}")
-    rows = []
+    rows, filter_rows = [], None
     with contextlib.ExitStack() as stack:
         map_dir, model_path = args.map_dir, args.model
         if args.preset is not None:
@@ -238,13 +248,19 @@ def run(args: argparse.Namespace) -> int:
                 row.refine = _bench_refine(args, localizer, map_dir)
             rows.append(row)
             tree = localizer.tree
+            if filter_rows is None and device == "cpu" and not args.no_fusion:
+                pixels = localizer.preprocess(image)[None]  # the filter alternates with it
+                filter_rows = _bench_filter(tree, lambda: localizer.backend.encode(pixels))
             localizer.close()
     if not rows:
         raise JziError("no backend could be timed (see the 'skipped' lines above)")
     print(format_table(rows))
-    filter_rows = _bench_filter(rows, tree) if not args.no_fusion else []
-    for row in rows:
-        row.fusion_filter = filter_rows
+    if filter_rows is None and not args.no_fusion:  # no CPU row: the filter alone
+        filter_rows = _bench_filter(tree)
+    if filter_rows is not None:
+        print(filter_rows[1])
+        for row in rows:
+            row.fusion_filter = filter_rows[0]
     if args.json:
         write_json(args.json, [row.to_dict() for row in rows])
         print(f"wrote {args.json}")

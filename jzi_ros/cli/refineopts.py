@@ -62,14 +62,7 @@ def intrinsics(args: argparse.Namespace):
 
     if args.intrinsics is None:
         return None
-    try:
-        values = [float(v) for v in args.intrinsics.split(",")]
-    except ValueError:
-        values = []
-    if len(values) != 4:
-        raise JziError(f"--intrinsics {args.intrinsics!r}: expected 4 comma-separated numbers "
-                       "FX,FY,CX,CY (pixels)")
-    return Intrinsics(*values)
+    return Intrinsics.parse(args.intrinsics, "--intrinsics")
 
 
 def wrap(method: str, zoom, map_dir, args: argparse.Namespace):

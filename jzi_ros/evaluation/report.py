@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import datetime
 import io
 from pathlib import Path
+import re
 from typing import Any
 
 import numpy as np
@@ -156,7 +157,59 @@ def summarize(result: ReplayResult, map_path: str | Path | None = None) -> dict[
         "calibration": {**calibration_summary(error_en_fix, scored.cov_en[fix_mask]),
                         "ideal": IDEAL_CALIBRATION},
         "fusion": fusion_summary(result),
+        "refinement": refinement_summary(result, scored),
     }
+
+
+def refinement_summary(result: ReplayResult, scored: ScoredFrames) -> dict[str, Any] | None:
+    """
+    Return acceptance, accepted median and false acceptances when the method refines.
+
+    None for the zoom alone (no frame says anything about refinement). Over the scored frames,
+    as :func:`jzi_ros.evaluation.classical.method_summary` counts them for the side-by-side
+    table: a false acceptance is a refined fix more than ``FALSE_FIX_M`` off.
+    """
+    from jzi_ros.evaluation.classical import FALSE_FIX_M, method_summary
+
+    if not any(r.fix.refinement for r in result.localized):
+        return None
+    used = result.used
+    refined = [r.fix.refined for r in used]
+    row = method_summary(scored.error_m, scored.is_fix,
+                         [r.fix.timings_ms.get("refine", 0.0) for r in used], refined)
+    reasons: dict[str, int] = {}
+    for r in used:
+        if not r.fix.refined:
+            # the first cell's reason, numbers as N: "7 inliers (need 25)" -> "N inliers (need N)"
+            why = r.fix.refinement.removeprefix("not refined: ").split("; ")[0]
+            kind = re.sub(r"\d+(\.\d+)?", "N", why)
+            reasons[kind] = reasons.get(kind, 0) + 1
+    return {"frames": len(used), "accepted": int(sum(refined)),
+            "acceptance_rate": row["acceptance_rate"] if used else None,
+            "accepted_median_m": row["accepted_median_m"],
+            "false_acceptances": int(sum(f and e > FALSE_FIX_M
+                                         for f, e in zip(refined, scored.error_m))),
+            "false_acceptance_rate": row["false_acceptance_rate"] if used else None,
+            "false_m": FALSE_FIX_M, "refine_ms_median": row["latency_ms"],
+            "not_refined": dict(sorted(reasons.items(), key=lambda kv: -kv[1]))}
+
+
+def refinement_markdown(block: dict[str, Any] | None) -> list[str]:
+    """Return the report.md lines of :func:`refinement_summary` (none without refinement)."""
+    if not block:
+        return []
+    lines = ["## Refinement", "", "| | value |", "|---|---:|",
+             f"| scored frames | {block['frames']} |",
+             f"| accepted (refined) | {block['accepted']} ({_pct(block['acceptance_rate'])}) |",
+             f"| accepted median error | {fmt(block['accepted_median_m'], '.1f', ' m')} |",
+             f"| false acceptances (> {block['false_m']:g} m) | {block['false_acceptances']} "
+             f"({_pct(block['false_acceptance_rate'])}) |",
+             f"| refinement median | {fmt(block['refine_ms_median'], '.1f', ' ms')} |", ""]
+    if block["not_refined"]:
+        lines += ["| not refined because | frames |", "|---|---:|"]
+        lines += [f"| {why} | {count} |" for why, count in block["not_refined"].items()]
+        lines.append("")
+    return lines
 
 
 def _pct(value: float | None) -> str:
@@ -228,7 +281,7 @@ def render_markdown(summary: dict[str, Any]) -> str:
     for name, lat in s["latency_ms"].items():
         lines.append(f"| {name} | {lat['count']} | {fmt(lat['median_ms'], '.2f', ' ms')} | "
                      f"{fmt(lat['p95_ms'], '.2f', ' ms')} |")
-    lines += [""] + fusion_markdown(s.get("fusion"))
+    lines += [""] + fusion_markdown(s.get("fusion")) + refinement_markdown(s.get("refinement"))
     lines += ["## Plots", "", "![error CDF](error_cdf.png)", "",
               "![trajectory](trajectory.png)", "", "![error over time](error_time.png)", ""]
     return "\n".join(lines)
@@ -241,7 +294,8 @@ def frames_csv(result: ReplayResult) -> str:
     writer = csv.writer(out)
     writer.writerow(["index", "stamp_ns", "frame_id", "skip", "status", "latitude", "longitude",
                      "sigma_east_m", "sigma_north_m", "confidence", "gt_latitude",
-                     "gt_longitude", "error_m", "nees", "decode_ms", "localize_ms", "detail"])
+                     "gt_longitude", "error_m", "nees", "decode_ms", "localize_ms", "detail",
+                     "refined", "refinement"])
     for r in result.records:
         row: list[Any] = [r.index, r.stamp_ns, r.frame_id, r.skip]
         if r.fix is not None:
@@ -262,6 +316,10 @@ def frames_csv(result: ReplayResult) -> str:
         else:
             row += ["", ""]
         row += [f"{r.decode_ms:.2f}", f"{r.localize_ms:.2f}", r.detail]
+        if r.fix is not None:
+            row += [int(r.fix.refined), r.fix.refinement]
+        else:
+            row += ["", ""]
         writer.writerow(row)
     return out.getvalue()
 

@@ -190,14 +190,17 @@ def bench_refinement(localizer, refiner, classical, image_rgb: np.ndarray, intri
     """
     Time refinement after the zoom's fix, and classical registration, on one frame.
 
-    Returns ``{"refine_ms", "classical_ms", "refined", "note"}``; the note says whether the
-    refinement was accepted (a rejected frame may try several cells, the slow path).
+    Returns ``{"refine_ms", "refine_cpu_ms", "classical_ms", "refined", "note"}``; the note
+    says whether the refinement was accepted (a rejected frame may try several cells, the slow
+    path); ``refine_cpu_ms`` is this thread's CPU time (what ``cpu_ms`` is for the encoder).
     """
     fix = localizer.localize(image_rgb)
-    refine = _time(lambda: refiner.refine(image_rgb, fix, intrinsics), frames, warmup, "cpu")
+    cpu: list[float] = []
+    refine = _time(lambda: refiner.refine(image_rgb, fix, intrinsics), frames, warmup, "cpu",
+                   cpu)
     out = refiner.refine(image_rgb, fix, intrinsics)
-    result = {"refine_ms": stats(refine), "refined": bool(out.refined), "note": out.refinement,
-              "classical_ms": None}
+    result = {"refine_ms": stats(refine), "refine_cpu_ms": stats(cpu),
+              "refined": bool(out.refined), "note": out.refinement, "classical_ms": None}
     if classical is not None:
         result["classical_ms"] = stats(_time(lambda: classical.localize(image_rgb, intrinsics),
                                              frames, warmup, "cpu"))
@@ -275,13 +278,19 @@ def simulated_steps(tree, east: float, north: float, right: bool, rng: np.random
 
 
 def bench_filter(tree, frames: int = 200, warmup: int = 20, config=None,
-                 right_rate: float = 0.5, seed: int = 0) -> dict[str, float]:
+                 right_rate: float = 0.5, seed: int = 0,
+                 encode: Callable[[], object] | None = None) -> dict[str, float]:
     """
-    Time the temporal filter per frame on ``tree``.
+    Time the temporal filter per frame on ``tree``, interleaved with ``encode`` when given.
 
     Each frame: the measurement from the zoom's steps, the filter step and the fused Fix. The
     zooms are simulated (:func:`simulated_steps`) along a track crossing the map at
-    15 m/s; simulating them is not timed. Returns median and p95 in ms and the map's size.
+    15 m/s; simulating them is not timed. With ``encode`` (the ground encoder on one frame)
+    every filter frame follows one encoder pass, as in the node, where the encoder has flushed
+    the caches the filter would find warm in a tight loop; both are timed by wall clock and
+    by thread CPU time (less sensitive to other processes on a busy machine), so the filter's
+    share of the encoder comes from the same run. Returns medians (p95 of the filter's wall
+    time) in ms and the map's size.
     """
     from jzi_ros.inference.fusion import CellFilter, FusionConfig
     from jzi_ros.inference.measurement import Measurement
@@ -296,15 +305,26 @@ def bench_filter(tree, frames: int = 200, warmup: int = 20, config=None,
     zooms = [simulated_steps(tree, e, n, bool(rng.uniform() < right_rate), rng)
              for e, n in track]
     fusion = CellFilter(tree, config or FusionConfig())
-    samples = []
+    samples = []  # (filter wall, filter CPU, encoder wall, encoder CPU) seconds
     for i, steps in enumerate(zooms):
-        begin = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.thread_time()
+        if encode is not None:
+            encode()
+        encoder_wall, encoder_cpu = time.perf_counter() - wall, time.thread_time() - cpu
+        wall, cpu = time.perf_counter(), time.thread_time()
         measurement = Measurement.from_steps(tree, steps)
         fusion.fix(fusion.step(10**18 + i * 10**9, measurement), 0.0, 100.0)
         if i >= warmup:
-            samples.append((time.perf_counter() - begin) * 1e3)
-    return {"terminal_cells": tree.num_actions ** tree.depth, "size_m": tree.size_m,
-            "particles": fusion.config.particles, **stats(samples)}
+            samples.append((time.perf_counter() - wall, time.thread_time() - cpu, encoder_wall,
+                            encoder_cpu))
+    ms = 1e3 * np.asarray(samples)
+    out = {"terminal_cells": tree.num_actions ** tree.depth, "size_m": tree.size_m,
+           "particles": fusion.config.particles, **stats(ms[:, 0].tolist()),
+           "cpu_median": round(float(np.median(ms[:, 1])), 3)}
+    if encode is not None:
+        out.update(encoder_median=round(float(np.median(ms[:, 2])), 3),
+                   encoder_cpu_median=round(float(np.median(ms[:, 3])), 3))
+    return out
 
 
 def speed_words(speedup: float | None) -> str:
@@ -374,15 +394,21 @@ def format_table(rows: list[BenchRow]) -> str:
                              f"{a['median_error_m']:.1f} | {recall} | {a['mean_nees']:.2f} |")
     if any(r.refine for r in rows):
         lines += ["", "| backend | beam | encoder ms (med) | + refine ms (med / p95) "
-                  "| classical ms (med / p95) | refinement |", "|" + "---|" * 6]
+                  "| refine / encoder | same, thread CPU | classical ms (med / p95) "
+                  "| refinement |", "|" + "---|" * 8]
         for r in rows:
             f = r.refine
             if f:
                 classical = (f"{f['classical_ms']['median']:.1f} / "
                              f"{f['classical_ms']['p95']:.1f}" if f["classical_ms"] else "-")
+                cpu = "-"
+                if r.cpu_ms and f.get("refine_cpu_ms"):  # one thread: both are work done
+                    work, encoder = f["refine_cpu_ms"]["median"], r.cpu_ms["encoder"]["median"]
+                    cpu = f"{work:.1f} / {encoder:.2f} ms = {work / max(encoder, 1e-9):.1f}x"
                 lines.append(f"| {r.backend} | {r.beam_width} | {r.encoder_ms['median']:.2f} | "
                              f"{f['refine_ms']['median']:.1f} / {f['refine_ms']['p95']:.1f} | "
-                             f"{classical} | {f['note']} |")
+                             f"{f['refine_ms']['median'] / max(r.encoder_ms['median'], 1e-9):.1f}"
+                             f"x | {cpu} | {classical} | {f['note']} |")
     return "\n".join(lines)
 
 

@@ -65,13 +65,26 @@ class Intrinsics:
             raise JziError(f"camera intrinsics: a camera matrix has 9 numbers, got {k.size}")
         return cls(float(k[0]), float(k[4]), float(k[2]), float(k[5]))
 
+    @classmethod
+    def parse(cls, text: str, where: str) -> "Intrinsics":
+        """From ``"FX,FY,CX,CY"`` (pixels); ``where`` names the option in the error."""
+        try:
+            values = [float(v) for v in str(text).split(",")]
+        except ValueError:
+            values = []
+        if len(values) != 4:
+            raise JziError(f"{where} {text!r}: expected 4 comma-separated numbers FX,FY,CX,CY "
+                           "(pixels)")
+        return cls(*values)
+
     def matrix(self) -> np.ndarray:
         return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
 
-    def scaled(self, factor: float) -> "Intrinsics":
+    def scaled(self, factor: float, factor_y: float | None = None) -> "Intrinsics":
         """Return the intrinsics of the image resized by ``factor`` (pixel centres kept)."""
-        return Intrinsics(self.fx * factor, self.fy * factor, (self.cx + 0.5) * factor - 0.5,
-                          (self.cy + 0.5) * factor - 0.5)
+        fy = factor if factor_y is None else factor_y
+        return Intrinsics(self.fx * factor, self.fy * fy, (self.cx + 0.5) * factor - 0.5,
+                          (self.cy + 0.5) * fy - 0.5)
 
 
 def fit_frame(image: np.ndarray, intrinsics: Intrinsics, max_px: int
@@ -106,32 +119,57 @@ def pose_from_homography(image_to_ground: np.ndarray, intrinsics: Intrinsics
     two columns of the world-to-camera rotation; the camera centre is ``-R^T t``. None for a
     degenerate homography.
     """
-    try:
-        M = np.linalg.inv(intrinsics.matrix()) @ np.linalg.inv(image_to_ground)
-    except np.linalg.LinAlgError:
+    poses = poses_from_homographies(np.asarray(image_to_ground, np.float64)[None], intrinsics)
+    if not poses["valid"][0]:
         return None
-    if not np.all(np.isfinite(M)):
-        return None
-    n1, n2 = np.linalg.norm(M[:, 0]), np.linalg.norm(M[:, 1])
-    if not (n1 > 0 and n2 > 0):
-        return None
-    skew = abs(float(M[:, 0] @ M[:, 1]) / (n1 * n2)) + abs(math.log(n1 / n2))
-    M = M / math.sqrt(n1 * n2)
-    # the ground seen at the principal point must lie in front of the camera (depth > 0)
-    centre = image_to_ground @ np.array([intrinsics.cx, intrinsics.cy, 1.0])
-    if abs(centre[2]) < 1e-12:
-        return None
-    centre = centre / centre[2]
-    if float(M[2] @ centre) < 0:
-        M = -M
-    r1, r2 = M[:, 0], M[:, 1]
-    u, _, vt = np.linalg.svd(np.column_stack([r1, r2, np.cross(r1, r2)]))
-    R = u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
-    C = -R.T @ M[:, 2]
-    up = -R[1]  # the image's up axis in the world
-    heading = math.degrees(math.atan2(up[0], up[1])) % 360.0
-    tilt = math.degrees(math.acos(float(np.clip(-R[2, 2], -1.0, 1.0))))
-    values = (C[0], C[1], C[2], heading, tilt, skew)
-    if not all(math.isfinite(float(v)) for v in values):
-        return None
-    return GroundPose(float(C[0]), float(C[1]), float(C[2]), heading, tilt, float(skew))
+    return GroundPose(*(float(poses[name][0]) for name in POSE_FIELDS))
+
+
+POSE_FIELDS = ("east_m", "north_m", "height_m", "heading_deg", "tilt_deg", "skew")
+
+
+def poses_from_homographies(image_to_ground: np.ndarray, intrinsics: Intrinsics
+                            ) -> dict[str, np.ndarray]:
+    """
+    Decompose a batch ``[M, 3, 3]`` of homographies at once (see :func:`pose_from_homography`).
+
+    Returns one array [M] per :class:`GroundPose` field plus ``valid`` (False where a
+    homography is degenerate; its other values are then meaningless). Batched so that the
+    covariance's bootstrap resamples cost one numpy call, not one per resample.
+    """
+    H = np.asarray(image_to_ground, np.float64).reshape(-1, 3, 3)
+    count = len(H)
+    valid = np.abs(np.linalg.det(H)) > 1e-300
+    safe = np.where(valid[:, None, None], H, np.eye(3))
+    with np.errstate(all="ignore"):
+        M = np.linalg.inv(intrinsics.matrix()) @ np.linalg.inv(safe)
+        valid &= np.all(np.isfinite(M), axis=(1, 2))
+        M = np.where(valid[:, None, None], M, np.eye(3))
+        n1 = np.linalg.norm(M[:, :, 0], axis=1)
+        n2 = np.linalg.norm(M[:, :, 1], axis=1)
+        valid &= (n1 > 0) & (n2 > 0)
+        n1, n2 = np.where(valid, n1, 1.0), np.where(valid, n2, 1.0)
+        skew = (np.abs(np.einsum("mi,mi->m", M[:, :, 0], M[:, :, 1]) / (n1 * n2))
+                + np.abs(np.log(n1 / n2)))
+        M = M / np.sqrt(n1 * n2)[:, None, None]
+        # the ground seen at the principal point must lie in front of the camera (depth > 0)
+        centre = H @ np.array([intrinsics.cx, intrinsics.cy, 1.0])
+        valid &= np.abs(centre[:, 2]) >= 1e-12
+        centre = centre / np.where(valid, centre[:, 2], 1.0)[:, None]
+        flip = np.einsum("mi,mi->m", M[:, 2, :], centre) < 0
+        M = np.where(flip[:, None, None], -M, M)
+        r1, r2 = M[:, :, 0], M[:, :, 1]
+        u, _, vt = np.linalg.svd(np.stack([r1, r2, np.cross(r1, r2)], axis=2))
+        fix = np.ones((count, 3))
+        fix[:, 2] = np.linalg.det(u @ vt)
+        R = (u * fix[:, None, :]) @ vt
+        C = -np.einsum("mji,mj->mi", R, M[:, :, 2])
+        up = -R[:, 1, :]  # the image's up axis in the world
+        heading = np.degrees(np.arctan2(up[:, 0], up[:, 1])) % 360.0
+        tilt = np.degrees(np.arccos(np.clip(-R[:, 2, 2], -1.0, 1.0)))
+    out = {"east_m": C[:, 0], "north_m": C[:, 1], "height_m": C[:, 2],
+           "heading_deg": heading, "tilt_deg": tilt, "skew": skew}
+    for values in out.values():
+        valid &= np.isfinite(values)
+    out["valid"] = valid
+    return out

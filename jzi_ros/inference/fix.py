@@ -71,12 +71,13 @@ class Fix:
                    "east_m": self.east_m, "north_m": self.north_m}
         bad = {k: v for k, v in numbers.items() if not math.isfinite(float(v))}
         c = cov.tolist()  # nine numbers: plain Python checks beat numpy's per-call overhead
-        if bad or not all(math.isfinite(v) for row in c for v in row):
+        flat = c[0] + c[1] + c[2]
+        if bad or not all(map(math.isfinite, flat)):
             raise JziError(f"Fix: non-finite values {bad or 'in covariance_enu'}; "
                            "build a Fix.no_fix(...) instead")
-        atol = 1e-6 * max(1.0, max(abs(v) for row in c for v in row))
+        atol = 1e-6 * max(1.0, max(map(abs, flat)))
         if any(abs(c[i][j] - c[j][i]) > atol + 1e-5 * abs(c[j][i])  # np.allclose(cov, cov.T)
-               for i in range(3) for j in range(3)):
+               for i, j in ((0, 1), (1, 0), (0, 2), (2, 0), (1, 2), (2, 1))):
             raise JziError("Fix: covariance_enu must be symmetric")
         if any(c[i][i] <= 0 for i in range(3)):
             raise JziError(f"Fix: covariance_enu diagonal must be > 0, got {np.diag(cov)}")

@@ -72,6 +72,7 @@ from jzi_ros.inference.posterior import apply_scale_and_floor, enu_covariance
 
 MIN_MODE_MASS = 0.05  # lighter clusters are not reported as modes
 MAX_MODES = 8
+SEED_CELLS = 64  # modes are seeded among this many heaviest coarse cells
 
 
 @dataclass
@@ -232,9 +233,14 @@ class CellFilter:
         self._coarse_area = tree.cell_side(level) ** 2
         self._cell_index = np.arange(self._coarse_cells)
         n = self.config.particles
+        # _modes: rows [w x, w x, w y] times state rows [x, y, y]: the second moments
+        self._WXY, self._XYY = [0, 0, 1], [0, 1, 1]
+        self._EAST_NORTH = np.array([1.0, 1.0j])  # (east, north) @ it: east + i north
+        self._mode_rows = np.arange(MAX_MODES)[:, None]
         self._drawn = int(round(self.config.proposal_fraction * n))
-        self._kept = np.arange(n)
-        self._drawn_index = np.arange(n, n + self._drawn)
+        self._all_index = np.arange(n + self._drawn)
+        self._edges = np.zeros(n + 1, np.intp)  # resampling: cumulative copies
+        self._copies = np.ones(n + self._drawn, np.intp)  # copies of the states, drawn: 1
         bank = max(1 << 16, 8 * n)
         self._normal_bank = self.rng.standard_normal((2, bank))
         radius = np.sqrt(self.rng.uniform(0, 1, bank))
@@ -326,10 +332,11 @@ class CellFilter:
         self._odometry = displacement_en is not None
         if displacement_en is None:
             velocity += self._normals(state.shape[1]) * (cfg.accel_sigma_mps2 * dt_s)
-            speed2 = velocity[0] * velocity[0]
-            speed2 += velocity[1] * velocity[1]
-            np.maximum(speed2, cfg.max_speed_mps ** 2, out=speed2)
-            velocity *= cfg.max_speed_mps / np.sqrt(speed2)  # 1 below the speed bound
+            speed = np.einsum("ij,ij->j", velocity, velocity)
+            np.maximum(speed, cfg.max_speed_mps ** 2, out=speed)
+            np.sqrt(speed, out=speed)
+            np.divide(cfg.max_speed_mps, speed, out=speed)  # 1 below the speed bound
+            velocity *= speed
             position += velocity * dt_s
         else:
             d = np.asarray(displacement_en, np.float64).reshape(2, 1)
@@ -411,10 +418,15 @@ class CellFilter:
         cfg, n, m = self.config, len(self.weights), self._drawn
         hist = np.bincount(coarse[:n], self.weights, self._coarse_cells)
         # systematic resampling of n - m: copies of particle i = jumps of the scaled cumsum
-        edges = (np.cumsum(self.weights) * (n - m) + self.rng.random()).astype(np.intp)
+        # (edges[0] stays 0; the m drawn states have one copy each)
+        edges, copies = self._edges, self._copies
+        cumulative = np.cumsum(self.weights)
+        cumulative *= n - m
+        cumulative += self.rng.random()
+        edges[1:] = cumulative  # (truncated: the floor of these positive numbers)
         edges[-1] = n - m
-        copies = np.diff(edges, prepend=0)
-        take = np.concatenate([self._kept.repeat(copies), self._drawn_index])
+        np.subtract(edges[1:], edges[:-1], out=copies[:n])
+        take = self._all_index.repeat(copies)
         self._state = states.take(take, axis=1)
         lik, coarse = likelihood.take(take), coarse.take(take)
         cloud = hist.take(coarse)  # the cloud's mass in the particle's coarse cell
@@ -458,51 +470,51 @@ class CellFilter:
 
     def _modes(self) -> tuple[Mode, ...]:
         """
-        Greedy clustering on the coarse cells' weighted moments.
+        Cluster the coarse cells' weighted moments into modes, all modes at once.
 
-        The heaviest free cell seeds a mode; the free cells whose centre of mass lies within
-        ``mode_radius_m`` of the seed's (twice re-centred) join it; repeat. Costs a few
-        bincounts over the particles plus a loop over the (few) modes.
+        Seeds: among the ``SEED_CELLS`` heaviest coarse cells, heaviest first, each cell not
+        within ``mode_radius_m`` of an earlier seed (a 64 x 64 table, two calls a seed). Then
+        twice: every occupied cell joins the first (heaviest) seed within the radius of its
+        centre of mass, and each seed moves to its members' mean. A fixed number of numpy
+        calls whatever the number of modes (the greedy one-mode-at-a-time loop this replaced
+        cost ten calls per mode). Modes under ``MIN_MODE_MASS`` are the diffuse tail (the
+        heaviest is always kept).
         """
-        radius2 = self.config.mode_radius_m ** 2
-        w, (x, y) = self.weights, self._state[:2]
-        keys, cells = self._coarse_keys(), self._coarse_cells
-        wx, wy = w * x, w * y
+        radius = self.config.mode_radius_m
+        w, keys, cells = self.weights, self._coarse_keys(), self._coarse_cells
+        weighted = self._state[:2] * w  # w x, w y
+        second = weighted.take(self._WXY, axis=0)
+        second *= self._state.take(self._XYY, axis=0)  # w x x, w x y, w y y
         mass = np.bincount(keys, w, cells)
         occupied = self._cell_index.compress(mass > 0)  # (np.flatnonzero: 3x slower)
-        # per occupied cell: mass, first and second moments [6, cells]
-        sums = np.stack([mass.take(occupied)] + [
-            np.bincount(keys, v, cells).take(occupied) for v in (wx, wy, wx * x, wx * y,
-                                                                 wy * y)])
-        mass, centre = sums[0], sums[1:3] / sums[0]
-        free = np.ones(len(mass), bool)
-        seeds = mass.copy()  # free cells' mass, -1 once taken
+        sums = np.stack([mass.take(occupied)] + [  # [6, occupied cells]
+            np.bincount(keys, v, cells).take(occupied) for v in (*weighted, *second)])
+        # positions as complex numbers east + i north: a distance is one abs()
+        centre = sums[1:3].T @ self._EAST_NORTH / sums[0]
+        seeds = centre.take((-sums[0]).argsort()[:SEED_CELLS])  # heaviest first
+        free = np.abs(seeds[:, None] - seeds) > radius  # [candidate, candidate]: far apart
+        chosen, left = [0], free[0].copy()  # the heaviest cell seeds the first mode
+        while len(chosen) < MAX_MODES:
+            first = int(left.argmax())  # the heaviest candidate far from every seed so far
+            if not left[first]:
+                break
+            chosen.append(first)
+            left &= free[first]
+        seeds = seeds.take(chosen)
+        for again in (True, False):  # members around the seeds, then around their mean
+            near = np.abs(centre - seeds[:, None]) <= radius  # [modes, cells]
+            member = near & (near.argmax(axis=0) == self._mode_rows[:len(near)])  # a cell
+            # joins the first (heaviest) seed it is near
+            moments = member @ sums.T  # [modes, 6]
+            if again:  # (each seed's own cell is its member here: no empty mode)
+                seeds = moments[:, 1:3] @ self._EAST_NORTH / moments[:, 0]
         modes = []
-        left = float(mass.sum())
-        while len(modes) < MAX_MODES and left > MIN_MODE_MASS:
-            first = int(np.argmax(seeds))
-            if seeds[first] < 0:
-                break  # every cell taken
-            seed, member = centre[:, first], None
-            for _ in range(2):  # re-centre once on the cells within the radius
-                d = centre - seed[:, None]
-                near = np.einsum("ij,ij->j", d, d) <= radius2
-                near &= free
-                near_moments = sums @ near
-                if member is not None and near_moments[0] <= 0:
-                    break  # (cannot happen for sane geometry; never divide by zero)
-                member, moments = near, near_moments
-                seed = moments[1:3] / moments[0]
-            free[member] = False
-            seeds[member] = -1.0
-            total = float(moments[0])
-            left -= total
-            if total < MIN_MODE_MASS and modes:
-                break  # seeds come heaviest first: the rest is a diffuse tail, not modes
-            xx, xy, yy = (moments[3:] / total).tolist()
-            se, sn = seed.tolist()
-            cov = np.array([[xx - se * se, xy - se * sn], [xy - se * sn, yy - sn * sn]])
-            modes.append(Mode(total, seed, cov))
+        for total, se, sn, xx, xy, yy in moments.tolist():
+            if total <= 0 or (total < MIN_MODE_MASS and modes):
+                continue  # the diffuse tail (or a seed its heavier neighbours took over)
+            se, sn = se / total, sn / total
+            xx, xy, yy = xx / total - se * se, xy / total - se * sn, yy / total - sn * sn
+            modes.append(Mode(total, np.array([se, sn]), np.array([[xx, xy], [xy, yy]])))
         modes.sort(key=lambda mode: -mode.mass)
         return tuple(modes)
 
@@ -515,13 +527,15 @@ class CellFilter:
             lat, lon = tree.cell_center(())
             return Fix.no_fix(f"fusion: {estimate.event or 'no measurement yet'}", lat, lon,
                               altitude_m, tree.size_m ** 2 / 12, timings)
-        centres = [m.mean_en.tolist() for m in estimate.modes]
-        lats, lons = tree.to_latlon(*zip(*centres))  # one pyproj call for all modes
-        half = self.half
+        centres = np.array([m.mean_en for m in estimate.modes]).T  # [2, modes]
+        lats, lons = tree.to_latlon(centres[0], centres[1])  # one pyproj call for all modes
+        # each mode's terminal cell (clipped to the root, as path_of_local's edges)
+        terminal = terminal_indices_en(tree, centres).tolist()
         hypotheses = tuple(
-            Hypothesis(tree.path_of_local(min(half, max(-half, e)), min(half, max(-half, n))),
-                       m.mass, math.log(max(m.mass, 1e-300)), e, n, la, lo)
-            for m, (e, n), la, lo in zip(estimate.modes, centres, lats, lons))
+            Hypothesis(tree._path_from_level_index(t, tree.depth), m.mass,
+                       math.log(max(m.mass, 1e-300)), e, n, la, lo)
+            for m, t, e, n, la, lo in zip(estimate.modes, terminal, *centres.tolist(),
+                                          lats.tolist(), lons.tolist()))
         main = estimate.modes[0]
         east, north = float(main.mean_en[0]), float(main.mean_en[1])
         if not estimate.converged:

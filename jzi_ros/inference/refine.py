@@ -41,13 +41,14 @@ import logging
 import math
 from pathlib import Path
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
 
 from jzi_ros.errors import JziError
-from jzi_ros.inference.camera_pose import fit_frame, GroundPose, Intrinsics, pose_from_homography
+from jzi_ros.inference.camera_pose import (fit_frame, GroundPose, Intrinsics,
+                                           pose_from_homography, poses_from_homographies)
 from jzi_ros.inference.fix import Fix, FixStatus
 from jzi_ros.inference.posterior import apply_scale_and_floor
 from jzi_ros.maps.features import detect_features, DETECTORS
@@ -58,6 +59,8 @@ LOG = logging.getLogger(__name__)
 # sampling is within this factor of the index's (SIFT/ORB tolerate such scale changes)
 INDEX_SCALE_TOLERANCE = 1.5
 GUESS_HFOV_DEG = 70.0  # horizontal field of view assumed when nothing says otherwise (warned)
+MIN_SHRUNK_PX = 160  # a frame is not shrunk to the index's resolution below this long side
+MATCH_CHUNK = 4096  # index rows per GEMM: 2000 frame features x 4096 floats = 33 MB at most
 
 
 @dataclass
@@ -117,14 +120,51 @@ def ratio_matches(query: np.ndarray, train: np.ndarray | None, detector: str, ra
     """Lowe ratio-test matches (query, train indices); ``matcher``: a trained index instead."""
     if len(query) < 2 or (matcher is None and len(train) < 2):
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if matcher is None and detector != "orb":
+        return _l2_ratio_matches(query, train, ratio)
     if matcher is None:
-        matcher = cv2.BFMatcher(cv2.NORM_HAMMING if detector == "orb" else cv2.NORM_L2)
-        pairs = matcher.knnMatch(query, train, k=2)
+        pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(query, train, k=2)
     else:
         pairs = matcher.knnMatch(query, k=2)
     good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < ratio * p[1].distance]
     return (np.array([m.queryIdx for m in good], np.int64),
             np.array([m.trainIdx for m in good], np.int64))
+
+
+def _l2_ratio_matches(query: np.ndarray, train: np.ndarray, ratio: float,
+                      chunk: int = MATCH_CHUNK) -> tuple[np.ndarray, np.ndarray]:
+    """
+    Exact brute-force L2 ratio test, as ``BFMatcher.knnMatch(k=2)`` but through GEMMs.
+
+    ``|q - t|^2 = |q|^2 + |t|^2 - 2 q.t``: the products are ``cv2.gemm`` calls (OpenCV's
+    threads, so ``--threads`` holds), 4x faster than the matcher's distance loops at a frame's
+    ~500 x 2000 SIFT descriptors (docs/refinement.md). ``chunk`` train rows at a time, keeping
+    the best two per query, bound the memory when the window holds a whole large index.
+    """
+    query = np.ascontiguousarray(query, np.float32)
+    train = np.ascontiguousarray(train, np.float32)
+    rows = np.arange(len(query))
+    best_d = np.full(len(query), np.inf, np.float32)
+    second_d = np.full(len(query), np.inf, np.float32)
+    best_i = np.zeros(len(query), np.int64)
+    for start in range(0, len(train), chunk):
+        part = train[start:start + chunk]
+        d2 = cv2.gemm(query, part, -2.0, None, 0.0, flags=cv2.GEMM_2_T)
+        d2 += np.einsum("ij,ij->i", part, part)[None, :]
+        index = np.argmin(d2, axis=1)
+        first = d2[rows, index].copy()
+        d2[rows, index] = np.inf
+        second = d2.min(axis=1)
+        better = first < best_d  # ties keep the earlier row, as the matcher does
+        second_d = np.where(better, np.minimum(best_d, second), np.minimum(second_d, first))
+        best_i = np.where(better, index + start, best_i)
+        best_d = np.where(better, first, best_d)
+    q2 = np.einsum("ij,ij->i", query, query)
+    # distances, not squares, are compared (as the matcher does); rounding can go below 0
+    first = np.maximum(best_d + q2, 0.0)
+    second = np.maximum(second_d + q2, 0.0)
+    keep = np.flatnonzero(first < ratio * ratio * second)
+    return keep.astype(np.int64), best_i[keep]
 
 
 # --- registration -------------------------------------------------------------------------
@@ -156,19 +196,44 @@ class Registration:
 
 def _pose_samples(image_pts: np.ndarray, target_pts: np.ndarray, to_ground: np.ndarray,
                   intrinsics: Intrinsics, count: int) -> np.ndarray:
-    """Nadir points [M, 2] of least-squares homographies fitted to bootstrap resamples."""
+    """
+    Nadir points [M, 2] of least-squares homographies fitted to bootstrap resamples.
+
+    All resamples at once: a resample is a weighting of the inliers (how often each was
+    drawn), so its DLT normal matrix is a weighted sum of per-point 9x9 blocks: one matrix
+    product for all of them, one batched eigen-decomposition, one batched pose.
+    """
     rng = np.random.default_rng(0)  # deterministic: the same frame gives the same covariance
     n = len(image_pts)
-    out = []
-    for _ in range(count):
-        pick = rng.integers(0, n, n)
-        H, _ = cv2.findHomography(image_pts[pick], target_pts[pick], 0)
-        if H is None:
-            continue
-        pose = pose_from_homography(to_ground @ H, intrinsics)
-        if pose is not None:
-            out.append((pose.east_m, pose.north_m))
-    return np.asarray(out, np.float64).reshape(-1, 2)
+    src, t_src = _normalise(image_pts)
+    dst, t_dst = _normalise(target_pts)
+    x, y = src[:, 0], src[:, 1]
+    u, v = dst[:, 0], dst[:, 1]
+    zero, one = np.zeros(n), np.ones(n)
+    rows = np.concatenate([
+        np.stack([x, y, one, zero, zero, zero, -u * x, -u * y, -u], axis=1)[:, None],
+        np.stack([zero, zero, zero, x, y, one, -v * x, -v * y, -v], axis=1)[:, None]], axis=1)
+    blocks = np.einsum("npi,npj->nij", rows, rows).reshape(n, 81)
+    weights = np.stack([np.bincount(rng.integers(0, n, n), minlength=n)
+                        for _ in range(count)]).astype(np.float64)
+    normal = (weights @ blocks).reshape(count, 9, 9)
+    _, vectors = np.linalg.eigh(normal)  # ascending: column 0 is the least-squares solution
+    H = vectors[:, :, 0].reshape(count, 3, 3)
+    H = np.linalg.inv(t_dst) @ H @ t_src
+    poses = poses_from_homographies(to_ground @ H, intrinsics)
+    ok = poses["valid"]
+    return np.stack([poses["east_m"][ok], poses["north_m"][ok]], axis=1).reshape(-1, 2)
+
+
+def _normalise(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Hartley normalisation: centred, mean distance sqrt(2); returns points and the 3x3."""
+    points = np.asarray(points, np.float64)
+    mean = points.mean(axis=0)
+    spread = np.sqrt(((points - mean) ** 2).sum(axis=1)).mean()
+    scale = math.sqrt(2.0) / spread if spread > 0 else 1.0
+    T = np.array([[scale, 0.0, -scale * mean[0]], [0.0, scale, -scale * mean[1]],
+                  [0.0, 0.0, 1.0]])
+    return (points - mean) * scale, T
 
 
 def solve(image_pts: np.ndarray, target_pts: np.ndarray, to_ground: np.ndarray,
@@ -245,18 +310,21 @@ class Refiner:
 
     def __init__(self, imagery, tree, config: RefineConfig | None = None,
                  index=None) -> None:
+        """``index``: a FeatureIndex or its levels (maps.imagery.load_index), or None."""
         self.imagery = imagery
         self.tree = tree
         self.config = config or RefineConfig()
-        self.index = index if (index is not None and self.config.use_index
-                               and index.detector == self.config.detector) else None
+        levels = [] if index is None else list(index) if isinstance(index, (list, tuple)) \
+            else [index]
+        self.indexes = [level for level in levels if self.config.use_index
+                        and level.detector == self.config.detector]
         self._warned_guess = False
 
     @classmethod
     def for_map(cls, map_dir: str | Path, config: RefineConfig | None = None
                 ) -> "Refiner | None":
         """Return a refiner for a map directory, or None (logged once) when it has no imagery."""
-        from jzi_ros.maps.imagery import FEATURES, FeatureIndex, IMAGERY, MapImagery
+        from jzi_ros.maps.imagery import FEATURES, IMAGERY, load_index, MapImagery
         from jzi_ros.maps.pyramid import MapPyramid
 
         imagery = MapImagery.open_in(map_dir)
@@ -266,7 +334,7 @@ class Refiner:
                         map_dir, IMAGERY)
             return None
         features = Path(map_dir) / FEATURES
-        index = FeatureIndex.load(features) if features.is_file() else None
+        index = load_index(features) if features.is_file() else None
         return cls(imagery, MapPyramid.open(map_dir).tree, config, index)
 
     def intrinsics_for(self, image: np.ndarray, intrinsics: Intrinsics | None) -> Intrinsics:
@@ -295,11 +363,12 @@ class Refiner:
         """Try the most probable cells (objects with ``path``) until one registration passes."""
         config = self.config
         image, K = fit_frame(image, self.intrinsics_for(image, intrinsics), config.max_frame_px)
+        gsd = config.nominal_height_m / math.sqrt(K.fx * K.fy)
+        image, K, gsd = self._shrink_to_index(image, K, gsd)
         frame_pts, frame_desc = detect_features(image, config.detector, config.max_features)
         if len(frame_pts) < config.min_inliers:
             return Registration(False, f"the frame has {len(frame_pts)} features (need "
                                 f"{config.min_inliers}; blank, dark or blurred image?)")
-        gsd = config.nominal_height_m / math.sqrt(K.fx * K.fy)
         margin = self.search_margin_m(K, image.shape)
         tried: list[tuple[float, float, float, float]] = []
         reasons, best = [], Registration(False, "no cell to search")
@@ -321,12 +390,29 @@ class Refiner:
         best.reason = "; ".join(dict.fromkeys(reasons)) or best.reason
         return best
 
+    def _shrink_to_index(self, image: np.ndarray, K: Intrinsics, gsd: float
+                         ) -> tuple[np.ndarray, Intrinsics, float]:
+        """
+        Shrink a frame that sees the ground finer than every index level to the finest one.
+
+        The imagery holds nothing finer than its own pixels, so such a frame would otherwise be
+        matched against features detected on an imagery window per frame; shrunk, the index
+        serves it and SIFT has fewer pixels to search. Not below :data:`MIN_SHRUNK_PX`.
+        """
+        finest = min((level.m_per_px for level in self.indexes), default=None)
+        if finest is None or gsd * INDEX_SCALE_TOLERANCE >= finest:
+            return image, K, gsd
+        side = math.floor(max(image.shape[:2]) * gsd / finest)
+        if side < MIN_SHRUNK_PX:
+            return image, K, gsd
+        image, K = fit_frame(image, K, side)
+        return image, K, self.config.nominal_height_m / math.sqrt(K.fx * K.fy)
+
     def _register_window(self, frame_pts: np.ndarray, frame_desc: np.ndarray, K: Intrinsics,
                          box: tuple[float, float, float, float], gsd: float) -> Registration:
         config = self.config
-        index = self.index
-        if index is not None and abs(math.log(gsd / index.m_per_px)) <= math.log(
-                INDEX_SCALE_TOLERANCE):
+        index = self.index_for(gsd)
+        if index is not None:
             # the map-build feature index already has this resolution: no detection per frame
             west, south, east, north = box
             en = index.points_en
@@ -351,6 +437,14 @@ class Refiner:
         qi, ti = ratio_matches(frame_desc, map_desc, config.detector, config.ratio)
         return solve(frame_pts[qi], map_pts[ti], window.pixel_to_local(), K, config,
                      config.ransac_px, region=box)
+
+    def index_for(self, m_per_px: float):
+        """Return the index level nearest a ground sampling, None when none is near enough."""
+        if not self.indexes:
+            return None
+        best = min(self.indexes, key=lambda level: abs(math.log(m_per_px / level.m_per_px)))
+        near = abs(math.log(m_per_px / best.m_per_px)) <= math.log(INDEX_SCALE_TOLERANCE)
+        return best if near else None
 
     def refine(self, image: np.ndarray, fix: Fix, intrinsics: Intrinsics | None = None
                ) -> Fix:
@@ -397,10 +491,17 @@ def refined_fix(fix: Fix, result: Registration, tree, timings: dict[str, float])
 
 
 class RefiningLocalizer:
-    """A Localizer whose fixes go through a :class:`Refiner` (the zoom's fix when rejected)."""
+    """
+    A Localizer whose fixes go through a :class:`Refiner` (the zoom's fix when rejected).
+
+    ``intrinsics``: fixed camera intrinsics, or a callable ``(height, width) -> Intrinsics``
+    asked per frame (the node's CameraInfo) that raises :class:`JziError` with the reason when
+    it has none: the frame is then not refined and the reason says why.
+    """
 
     def __init__(self, localizer, refiner: Refiner | None,
-                 intrinsics: Intrinsics | None = None) -> None:
+                 intrinsics: Intrinsics | Callable[[int, int], Intrinsics] | None = None
+                 ) -> None:
         self.localizer = localizer
         self.refiner = refiner
         self.intrinsics = intrinsics
@@ -408,11 +509,37 @@ class RefiningLocalizer:
         self.pyramid = getattr(localizer, "pyramid", None)
         self.backend_name = f"{localizer.backend_name}+refine"
 
-    def localize(self, image_rgb: np.ndarray, intrinsics: Intrinsics | None = None) -> Fix:
-        fix = self.localizer.localize(image_rgb)
+    @property
+    def config(self):
+        """Return the zoom Localizer's settings; setting them hands a runtime change on."""
+        return self.localizer.config
+
+    @config.setter
+    def config(self, config) -> None:
+        self.localizer.config = config
+
+    def localize(self, image_rgb: np.ndarray, intrinsics: Intrinsics | None = None,
+                 **zoom_options) -> Fix:
+        return self._refine(image_rgb, self.localizer.localize(image_rgb, **zoom_options),
+                            intrinsics)
+
+    def localize_measured(self, image_rgb: np.ndarray, intrinsics: Intrinsics | None = None,
+                          **zoom_options):
+        """Return ``(refined fix, the zoom's measurement)``: the filter fuses the zoom's cells."""
+        fix, measurement = self.localizer.localize_measured(image_rgb, **zoom_options)
+        return self._refine(image_rgb, fix, intrinsics), measurement
+
+    def _refine(self, image_rgb: np.ndarray, fix: Fix, intrinsics: Intrinsics | None) -> Fix:
         if self.refiner is None:
             return dataclasses.replace(fix, refinement="not refined: the map has no imagery")
-        return self.refiner.refine(image_rgb, fix, intrinsics or self.intrinsics)
+        if intrinsics is None and callable(self.intrinsics):
+            try:
+                intrinsics = self.intrinsics(*image_rgb.shape[:2])
+            except JziError as err:
+                return dataclasses.replace(fix, refinement=f"not refined: {err}")
+        elif intrinsics is None:
+            intrinsics = self.intrinsics
+        return self.refiner.refine(image_rgb, fix, intrinsics)
 
     def close(self) -> None:
         self.localizer.close()

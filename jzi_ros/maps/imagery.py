@@ -23,9 +23,14 @@ the source's own ground resolution (capped at :data:`MAX_IMAGERY_PX` pixels a si
 compressed with overviews. Refinement reads only the window around the zoom's cells; GDAL picks
 the overview level that matches the requested resolution.
 
-``features.npz`` is the classical baseline's index: local features (SIFT by default) of the
-whole imagery at :data:`INDEX_MAX_PX` pixels a side at most, keypoints in local metres. Both
-files are written atomically; a map built before they existed simply has no refinement.
+``features.npz`` is the feature index: local features (SIFT by default) of the whole imagery
+at :data:`INDEX_MAX_PX` pixels a side at most, keypoints in local metres; the classical
+baseline matches against it, and refinement matches a frame against the part around the
+zoom's cells instead of detecting features on an imagery window per frame. Frames usually see
+the ground coarser than an orthophoto (0.3 m imagery, 0.7 m frames), so the index also holds
+up to two coarser levels (2x, 4x): refinement uses the level nearest the frame's ground
+sampling. Both files are written atomically; a map built before they existed simply has no
+refinement, one built before the levels existed has the base level only.
 """
 from __future__ import annotations
 
@@ -34,7 +39,7 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -51,6 +56,8 @@ MAX_IMAGERY_PX = 16384  # imagery side cap (a 10 km root at 0.61 m/px)
 BLOCK_PX = 1024  # rendered and feature-detected in blocks of at most this side
 INDEX_MAX_PX = 4096  # feature index side cap (classical global registration)
 INDEX_FEATURES_PER_BLOCK = 3000  # per BLOCK_PX x BLOCK_PX block of the index image
+INDEX_LEVELS = 3  # the base resolution, then 2x and 4x coarser
+INDEX_MIN_PX = 512  # no coarser level with fewer pixels a side than this
 TAG_TREE = "JZI_TREE"
 TAG_M_PER_PX = "JZI_M_PER_PX"
 
@@ -248,40 +255,81 @@ class FeatureIndex:
             np.float32)
 
     def save(self, path: str | Path) -> None:
-        """Write the index as a pickle-free ``.npz``, atomically."""
-        descriptors = self.descriptors
-        if self.detector == "sift":  # SIFT values are integers in 0..255: store them as bytes
-            descriptors = np.clip(np.rint(descriptors), 0, 255).astype(np.uint8)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, points_en=self.points_en.astype(np.float32),
-                         descriptors=descriptors, detector=np.array(self.detector),
-                         m_per_px=np.array(self.m_per_px))
+        """Write the index as a pickle-free ``.npz``, atomically (one level)."""
+        save_index(path, [self])
 
     @classmethod
     def load(cls, path: str | Path) -> "FeatureIndex":
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                detector = str(data["detector"])
-                descriptors = data["descriptors"]
+        """Return the base (finest) level of an index file."""
+        return load_index(path)[0]
+
+
+def save_index(path: str | Path, levels: Sequence[FeatureIndex]) -> None:
+    """
+    Write index levels (finest first) as one pickle-free ``.npz``, atomically.
+
+    Level 0 has the plain keys (``points_en``, ``descriptors``, ``m_per_px``), level k the
+    suffix ``_k``: a reader of one level reads the base level of any file.
+    """
+    arrays = {"detector": np.array(levels[0].detector)}
+    for k, level in enumerate(levels):
+        suffix = f"_{k}" if k else ""
+        descriptors = level.descriptors
+        if level.detector == "sift":  # SIFT values are integers in 0..255: store them as bytes
+            descriptors = np.clip(np.rint(descriptors), 0, 255).astype(np.uint8)
+        arrays.update({f"points_en{suffix}": level.points_en.astype(np.float32),
+                       f"descriptors{suffix}": descriptors,
+                       f"m_per_px{suffix}": np.array(level.m_per_px)})
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+
+
+def load_index(path: str | Path) -> list[FeatureIndex]:
+    """Return every level of an index file, finest first."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            detector = str(data["detector"])
+            levels = []
+            while f"points_en{_suffix(len(levels))}" in data.files:
+                suffix = _suffix(len(levels))
+                descriptors = data[f"descriptors{suffix}"]
                 if detector == "sift":
                     descriptors = descriptors.astype(np.float32)
-                return cls(data["points_en"].astype(np.float32), descriptors, detector,
-                           float(data["m_per_px"]))
-        except FileNotFoundError:
-            raise JziError(f"map feature index {path} does not exist; rebuild the map with "
-                           "`jzi map build`") from None
-        except (KeyError, ValueError, OSError) as err:
-            raise JziError(f"map feature index {path} is corrupt ({err}); rebuild the map "
-                           "with `jzi map build`") from None
+                levels.append(FeatureIndex(data[f"points_en{suffix}"].astype(np.float32),
+                                           descriptors, detector,
+                                           float(data[f"m_per_px{suffix}"])))
+            if not levels:
+                raise KeyError("points_en")
+            return levels
+    except FileNotFoundError:
+        raise JziError(f"map feature index {path} does not exist; rebuild the map with "
+                       "`jzi map build`") from None
+    except (KeyError, ValueError, OSError) as err:
+        raise JziError(f"map feature index {path} is corrupt ({err}); rebuild the map "
+                       "with `jzi map build`") from None
+
+
+def _suffix(level: int) -> str:
+    return f"_{level}" if level else ""
+
+
+def index_resolutions(imagery_m_per_px: float, tree: CellTree) -> list[float]:
+    """Return the index levels' metres per pixel: the base, then 2x coarser while it pays."""
+    out = [max(imagery_m_per_px, tree.size_m / INDEX_MAX_PX)]
+    while len(out) < INDEX_LEVELS and tree.size_m / (2 * out[-1]) >= INDEX_MIN_PX:
+        out.append(2 * out[-1])
+    return out
 
 
 def build_feature_index(imagery: MapImagery, tree: CellTree, detector: str = "sift",
-                        progress: bool = False) -> FeatureIndex:
-    """Detect features over the whole imagery, block by block, at most INDEX_MAX_PX a side."""
+                        progress: bool = False, m_per_px: float | None = None
+                        ) -> FeatureIndex:
+    """Detect features over the whole imagery, block by block (default: the base level)."""
     from tqdm import tqdm
 
-    m_per_px = max(imagery.m_per_px, tree.size_m / INDEX_MAX_PX)
+    if m_per_px is None:
+        m_per_px = index_resolutions(imagery.m_per_px, tree)[0]
     half = tree.size_m / 2
     block_m = BLOCK_PX * m_per_px
     overlap_m = 32 * m_per_px
@@ -324,13 +372,14 @@ def write_map_imagery(make_renderer: Callable, tree: CellTree, crs, out_dir: str
     image_path = write_imagery(make_renderer, tree, crs, out_dir, m_per_px, progress)
     imagery = MapImagery(image_path)
     try:
-        index = build_feature_index(imagery, tree, detector, progress)
+        levels = [build_feature_index(imagery, tree, detector, progress, m_per_px)
+                  for m_per_px in index_resolutions(imagery.m_per_px, tree)]
     finally:
         imagery.close()
     features_path = Path(out_dir) / FEATURES
-    index.save(features_path)
-    LOG.info("map feature index %s: %d %s features", features_path, len(index.points_en),
-             detector)
+    save_index(features_path, levels)
+    LOG.info("map feature index %s: %s %s features", features_path,
+             " + ".join(str(len(level.points_en)) for level in levels), detector)
     return image_path, features_path
 
 
@@ -349,8 +398,11 @@ def imagery_summary(map_dir: str | Path) -> str:
     finally:
         imagery.close()
     if features_path.is_file():
-        index = FeatureIndex.load(features_path)
+        index, *coarser = load_index(features_path)
         line += (f"; {FEATURES} {features_path.stat().st_size / 2**20:.1f} MiB, "
                  f"{len(index.points_en)} {index.detector} features at {index.m_per_px:.2f} "
                  "m/px")
+        if coarser:
+            line += " (coarser: " + ", ".join(f"{len(c.points_en)} at {c.m_per_px:.2f}"
+                                              for c in coarser) + " m/px)"
     return line

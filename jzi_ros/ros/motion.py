@@ -254,6 +254,7 @@ def frame_heading(node: Any, localizer: Any, fusion: NodeFusion | None) -> Frame
     Call after :func:`attach` (which declares the ``fusion.*`` parameters). A north-up model
     with no heading source configured is refused with one JziError line.
     """
+    localizer = getattr(localizer, "localizer", localizer)  # the zoom under a RefiningLocalizer
     if localizer.model_config.heading != "north-up":
         return None
     values = {name: node.get_parameter(PREFIX + name).value for name in NODE_PARAMETERS}

@@ -60,7 +60,8 @@ from std_msgs.msg import Header
 
 from jzi_ros.errors import BadImageError, JziError
 from jzi_ros.inference import messages
-from jzi_ros.ros.params import NODE_NAME, NodeSettings, PARAMETER_NAMES, PARAMETERS, ParamSpec
+from jzi_ros.ros.params import (NODE_NAME, NodeSettings, PARAMETER_NAMES, PARAMETERS, ParamSpec,
+                                REFINE_PARAMETERS)
 from jzi_ros.ros.runtime import (LatestSlot, LogThrottle, NodeStats, RateLimiter,
                                  READY_MESSAGE, Worker)
 
@@ -165,7 +166,7 @@ class LocalizerNode(Node):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        for spec in PARAMETERS:
+        for spec in PARAMETERS + REFINE_PARAMETERS:
             try:
                 self.declare_parameter(spec.name, spec.default, _descriptor(spec))
             except (InvalidParameterTypeException, InvalidParameterValueException) as err:
@@ -185,6 +186,7 @@ class LocalizerNode(Node):
         self.updater: Any = None
         self.fusion: Any = None
         self.frame_heading: Any = None  # a north-up model's heading source (ros/motion.py)
+        self.refinement: Any = None
         self._applied: NodeSettings | None = None  # the settings the localizer runs with
         self._to_rgb: Callable[[Any], np.ndarray] = messages.image_msg_to_rgb
         self._bad_log = LogThrottle(BAD_MESSAGE_LOG_PERIOD_S)
@@ -207,6 +209,10 @@ class LocalizerNode(Node):
         self.localizer = Localizer.from_paths(
             os.path.expanduser(s.map_dir), os.path.expanduser(s.model_file), localizer_config(s))
         self._applied = s
+        from jzi_ros.ros import refinement  # refine.* parameters, CameraInfo subscription
+        self.refinement = refinement.attach(self, self.localizer)
+        if self.refinement is not None:
+            self.localizer = self.refinement.localizer
         self._to_rgb, converter = image_converter(s.image_transport)
 
         image_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
@@ -287,10 +293,10 @@ class LocalizerNode(Node):
             # north-up model: BadImageError (counted, skipped) while no heading is known
             heading = None if self.frame_heading is None else self.frame_heading.at(stamp_ns)
             if self.fusion is None:
-                fix = single = self.localizer.localize(rgb, heading)
+                fix = single = self.localizer.localize(rgb, heading_deg=heading)
             else:  # fix_topic gets the filtered fix, the cloud this frame's own hypotheses
-                single, measurement = self.localizer.localize_measured(
-                    rgb, heading, seeds=self.fusion.seeds(stamp_ns))  # None unless seed_beam
+                single, measurement = self.localizer.localize_measured(  # seeds: seed_beam only
+                    rgb, heading_deg=heading, seeds=self.fusion.seeds(stamp_ns))
                 fix = self.fusion.fuse(single, measurement, stamp_ns, s)
         except BadImageError as err:
             count = self.stats.bad_message(str(err))
@@ -298,6 +304,8 @@ class LocalizerNode(Node):
                 self.get_logger().warning(f"skipping bad image ({count} so far): {err}")
             return
         latency_ms = (time.perf_counter() - started) * 1e3
+        if self.refinement is not None:
+            self.refinement.record(single)
         self.stats.localized(fix.ok, fix.confidence, latency_ms, fix.reason)
         if fix.ok or s.publish_no_fix:
             self.fix_pub.publish(messages.fix_to_navsatfix(
@@ -341,6 +349,8 @@ class LocalizerNode(Node):
             "stale frames dropped": str(snap.dropped_frames),
             "errors": str(snap.errors),
         }
+        if self.refinement is not None:
+            values.update(self.refinement.diagnostics())
         for key, value in values.items():
             stat.add(key, value)
         return stat

@@ -40,6 +40,8 @@ from jzi_ros.config import reject_unknown
 from jzi_ros.errors import JziError
 from jzi_ros.inference.messages import COVARIANCE_TYPES
 from jzi_ros.inference.options import BACKENDS, POSITION_MODES
+from jzi_ros.inference.refine import RefineConfig
+from jzi_ros.maps.features import DETECTORS
 from jzi_ros.threads import DEFAULT_THREADS
 
 NODE_NAME = "jzi_localizer"
@@ -206,7 +208,7 @@ def check_value(spec: ParamSpec, value: Any) -> Any:
 def markdown_table() -> str:
     """Render the parameters table of docs/ros.md."""
     lines = ["| name | type | default | runtime | description |", "|---|---|---|---|---|"]
-    for spec in PARAMETERS:
+    for spec in PARAMETERS + REFINE_PARAMETERS:
         extra = f" One of: {', '.join(spec.choices)}." if spec.choices else ""
         if spec.min is not None:
             if isinstance(spec.default, int):
@@ -217,3 +219,59 @@ def markdown_table() -> str:
         lines.append(f"| `{spec.name}` | {spec.type_name()} | `{default}` | "
                      f"{'no' if spec.read_only else 'yes'} | {spec.description}{extra} |")
     return "\n".join(lines)
+
+
+# geometric refinement (docs/refinement.md): declared with the above, read once at start-up by
+# jzi_ros/ros/refinement.py; the RefineConfig fields keep its defaults
+_R = RefineConfig()
+REFINE_PREFIX = "refine."
+REFINE_PARAMETERS: tuple[ParamSpec, ...] = (
+    _p("refine.enabled", False, "Register each frame against the map imagery around the "
+       "zoom's cells (docs/refinement.md; the map needs imagery.tif from jzi map build). An "
+       "accepted registration moves the fix and shrinks its covariance; the status stays FIX."),
+    _p("refine.camera_info_topic", "", "sensor_msgs/CameraInfo of the camera (its K, scaled to "
+       "the image size received). Empty: the image topic's sibling camera_info "
+       "(camera/image_raw -> camera/camera_info)."),
+    _p("refine.intrinsics", "", "Camera intrinsics 'FX,FY,CX,CY' in pixels of the published "
+       "images; overrides CameraInfo. Empty: CameraInfo, else refine.hfov_deg."),
+    _p("refine.hfov_deg", 0.0, "Horizontal field of view (square pixels, centred principal "
+       "point) used while no CameraInfo has arrived; 0: such frames are not refined.",
+       min=0.0, max=169.0),
+    _p("refine.detector", _R.detector, "Local features (the map's features.npz holds SIFT).",
+       choices=DETECTORS),
+    _p("refine.nominal_height_m", _R.nominal_height_m, "Expected height above ground: sets the "
+       "map resolution the frame is matched at and how far around a cell to search.",
+       min=1.0, max=100000.0),
+    _p("refine.top_cells", _R.top_cells, "Zoom cells tried, most probable first.", min=1,
+       max=64),
+    _p("refine.min_inliers", _R.min_inliers, "Accept: at least this many homography inliers.",
+       min=8, max=100000),
+    _p("refine.min_inlier_ratio", _R.min_inlier_ratio, "Accept: inliers / ratio-test matches "
+       "at least this.", min=0.0, max=1.0),
+    _p("refine.max_skew", _R.max_skew, "Accept: how far the homography may be from a camera "
+       "view with these intrinsics (a wrong focal length on an oblique view fails here).",
+       min=1e-6, max=10.0),
+    _p("refine.min_height_m", _R.min_height_m, "Accept: recovered height above ground range, "
+       "lower end.", min=0.0, max=100000.0),
+    _p("refine.max_height_m", _R.max_height_m, "Accept: recovered height above ground range, "
+       "upper end.", min=1.0, max=100000.0),
+    _p("refine.max_tilt_deg", _R.max_tilt_deg, "Accept: optical axis at most this far from "
+       "nadir.", min=1.0, max=89.0),
+    _p("refine.max_sigma_m", _R.max_sigma_m, "Accept: 1-sigma of the refined position at most "
+       "this.", min=0.01, max=10000.0),
+)
+
+
+def refine_config(values: Mapping[str, Any]) -> RefineConfig:
+    """Return the RefineConfig of validated ``refine.*`` values (JziError names a bad one)."""
+    fields = {spec.name[len(REFINE_PREFIX):]: check_value(
+        spec, values.get(spec.name, spec.default)) for spec in REFINE_PARAMETERS}
+    config = {k: v for k, v in fields.items() if k in RefineConfig.__dataclass_fields__}
+    config["hfov_deg"] = fields["hfov_deg"] or None
+    return RefineConfig(**config)
+
+
+def camera_info_sibling(image_topic: str) -> str:
+    """Return the CameraInfo topic next to an image topic (image_transport's convention)."""
+    base = image_topic.rstrip("/")
+    return base.rsplit("/", 1)[0] + "/camera_info" if "/" in base else "camera_info"
