@@ -117,9 +117,11 @@ class FusionConfig:
     # it supports (CellFilter.seed_cells; torch backend). Off: measured on the demo flight,
     # docs/fusion.md "Prior-seeded zoom"
     seed_beam: bool = False
-    # refined fixes (PointMeasurement): their 1-sigma in the filter is at least this (2,048
-    # particles cannot represent a 0.5 m Gaussian; the motion noise per frame is metres too)
-    refined_sigma_floor_m: float = 3.0
+    # refined fixes (PointMeasurement): their 1-sigma in the filter is at least this, so the
+    # particles do not collapse onto one point (refinement's own floor is 0.55 m / 0.55 map
+    # px; with 1 m the effective sample size stayed above 390 of 2,048 in the synthetic
+    # flights of docs/fusion.md, and the fused covariance stays conservative: NEES < 1)
+    refined_sigma_floor_m: float = 1.0
     # share of a refined fix's likelihood spread over the whole map: with anywhere_prob 0.01
     # one fix far from a confident belief takes 0.01 x 0.8 / (0.99 x 0.2) = 4 % of it, under
     # the 5 % of a reported mode; a second fix at the same place moves the belief there
