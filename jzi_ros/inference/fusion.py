@@ -353,7 +353,7 @@ class CellFilter:
 
     def _gaussian_density(self, gaussian: tuple[np.ndarray, ...], en: np.ndarray
                           ) -> np.ndarray:
-        """The Gaussian's density (per m^2) at points ``[2, N]``."""
+        """Return the Gaussian's density (per m^2) at points ``[2, N]``."""
         mean, inverse, _, peak = gaussian
         d = en - mean
         quad = np.einsum("ij,ij->j", d, inverse @ d)
