@@ -118,15 +118,15 @@ class FusionConfig:
     # docs/fusion.md "Prior-seeded zoom"
     seed_beam: bool = False
     # refined fixes (PointMeasurement): their 1-sigma in the filter is at least this, so the
-    # particles do not collapse onto one point (refinement's own floor is 0.55 m / 0.55 map
-    # px; with 1 m the effective sample size stayed above 390 of 2,048 in the synthetic
-    # flights of docs/fusion.md, and the fused covariance stays conservative: NEES < 1)
-    refined_sigma_floor_m: float = 1.0
+    # particles do not collapse onto one point; refined_sigma_floor_m and
+    # refined_proposal_fraction were chosen on the same-day validation flights (seeds 1-3) by
+    # `benchmarks/refined_floor.py` (docs/fusion.md "Refined fixes in the filter")
+    refined_sigma_floor_m: float = 2.0
     # share of a refined fix's likelihood spread over the whole map: with anywhere_prob 0.01
     # one fix far from a confident belief takes 0.01 x 0.8 / (0.99 x 0.2) = 4 % of it, under
     # the 5 % of a reported mode; a second fix at the same place moves the belief there
     refined_outlier_prob: float = 0.2
-    refined_proposal_fraction: float = 0.25  # share of particles drawn from a refined fix
+    refined_proposal_fraction: float = 0.05  # share of particles drawn from a refined fix
 
     def __post_init__(self) -> None:
         if int(self.particles) != self.particles or self.particles < 16:
