@@ -575,7 +575,8 @@ class CellFilter:
             proposal += g * cfg.refined_proposal_fraction
             weights *= point_lik
             drawn = self._drawn_point
-            self._state[2:, -drawn:] = self._state[2:, self.rng.integers(0, n - m, drawn)]
+            cloud_copies = max(n - m, 1)  # (0 only for a degenerate tiny particle count)
+            self._state[2:, -drawn:] = self._state[2:, self.rng.integers(0, cloud_copies, drawn)]
         weights /= proposal
         weights /= weights.sum()
         self.weights = weights
