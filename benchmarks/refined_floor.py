@@ -22,9 +22,11 @@ four frames bring a refined fix with 0.6 m error per axis (the demo same-day acc
 is 0.7 m). Scored from frame 30. With ``--bags`` the same sweep runs on replays instead:
 each bag is localized once (zoom + refinement), then the filters with refined fixes run on the
 stored frames for every floor, both motions and ``--seeds`` filter seeds (the validation
-flights: ``benchmarks/same_day_bag.py --seed 1/2/3``). Measured, never asserted. Usage::
+flights: ``benchmarks/same_day_bag.py --seed 1/2/3``). ``--cost`` times one filter step
+with and without a refined fix instead (2,048 particles). Measured, never asserted. Usage::
 
     PYTHONPATH=. python benchmarks/refined_floor.py
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/refined_floor.py --cost
     PYTHONPATH=. python benchmarks/refined_floor.py --bags BAG1 BAG2 BAG3 --map DEMO/map \
         --intrinsics 228.504,228.504,159.5,119.5
 """
@@ -79,6 +81,28 @@ def run(floor_m: float, odometry: bool, seed: int = 4) -> dict[str, float]:
 
 
 FLOORS_M = (0.5, 1.0, 2.0, 3.0, 5.0)
+
+
+def cost(rounds: int = 3, frames: int = 400) -> None:
+    """Print the median step time with and without a refined fix, interleaved rounds."""
+    import time
+
+    rng = np.random.default_rng(0)
+    zooms = [Measurement.from_steps(TREE, simulated_steps(TREE, 0.0, 0.0, True, rng))
+             for _ in range(50)]
+    point = PointMeasurement(np.array([1.0, 2.0]), np.eye(2))
+    for round_ in range(rounds):
+        for name, given in (("zoom", None), ("zoom + refined fix", point)):
+            filt = CellFilter(TREE, FusionConfig(seed=1))
+            filt.step(0, zooms[0])
+            times = []
+            for i in range(1, frames):
+                start = time.perf_counter()
+                filt.step(i * 10**9, zooms[i % len(zooms)], None, given)
+                times.append(time.perf_counter() - start)
+            print(f"round {round_}: {name}: {np.median(times) * 1e3:.3f} ms median per step")
+    with open("/proc/loadavg", encoding="utf-8") as loadavg:
+        print(f"load average {loadavg.read().split()[0]}")
 
 
 def replays(args: argparse.Namespace) -> None:
@@ -142,10 +166,14 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="zoom model (default: the demo's)")
     parser.add_argument("--intrinsics", default=None, help="FX,FY,CX,CY of the bags' camera")
     parser.add_argument("--seeds", type=int, default=3, help="filter seeds per bag")
+    parser.add_argument("--cost", action="store_true", help="time a filter step instead")
     parser.add_argument("--proposal", type=float, nargs="+",
                         default=[FusionConfig().refined_proposal_fraction],
                         help="refined_proposal_fraction values to sweep too (bags only)")
     args = parser.parse_args()
+    if args.cost:
+        cost()
+        return
     if args.bags:
         replays(args)
         return
