@@ -198,3 +198,12 @@ def test_calibrate_has_no_progress(tmp_path, capsys):
     assert "calibrating" in capsys.readouterr().err
     assert main(args + ["--no-progress"]) == 0
     assert "calibrating" not in capsys.readouterr().err
+
+
+def test_replay_refuses_fusion_with_classical_registration(tmp_path, capsys):
+    code = main(["replay", str(tmp_path / "bag"), "--map", str(tmp_path / "map"),
+                 "--image-topic", "/img", "--gt-topic", "/gt", "--out", str(tmp_path / "r"),
+                 "--method", "classical", "--fusion"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--fusion needs the zoom's measurement" in err
+    assert "Traceback" not in err

@@ -13,6 +13,7 @@
 # limitations under the License.
 
 """The temporal filter: measurement from the zoom's steps, convergence, kidnap, time jumps."""
+import dataclasses
 import math
 
 import numpy as np
@@ -23,8 +24,9 @@ from jzi_ros.errors import JziError
 from jzi_ros.geo import CellTree
 from jzi_ros.inference.bench import simulated_steps as synthetic_steps
 from jzi_ros.inference.decode import BeamSearch, BeamSteps, PAD_LOG_PROB, path_log_probs
+from jzi_ros.inference.fix import Fix, FixStatus
 from jzi_ros.inference.fusion import CellFilter, FusionConfig
-from jzi_ros.inference.measurement import Measurement, terminal_indices_local
+from jzi_ros.inference.measurement import Measurement, PointMeasurement, terminal_indices_local
 from support import make_tiny_map, make_tiny_model, sharpen_decoder
 
 TREE = CellTree(45.0, 7.0, 2500.0, grid=4, depth=3)
@@ -263,7 +265,10 @@ def test_bench_filter_alternates_with_the_encoder_and_times_both():
 
 @pytest.mark.parametrize("field,value", [("particles", 3), ("likelihood_exponent", 0.0),
                                          ("likelihood_exponent", 1.5), ("max_gap_s", -1.0),
-                                         ("uniform_weight", 1.0), ("fix_mode_mass", 0.0)])
+                                         ("uniform_weight", 1.0), ("fix_mode_mass", 0.0),
+                                         ("refined_sigma_floor_m", 0.0),
+                                         ("refined_outlier_prob", 0.0),
+                                         ("refined_proposal_fraction", 0.96)])
 def test_bad_fusion_config_is_a_clear_error(field, value):
     with pytest.raises(JziError, match=f"fusion.{field}"):
         FusionConfig(**{field: value})
@@ -364,3 +369,95 @@ def test_fit_fusion_picks_from_its_grids_and_calibrates_the_fix_frames():
     cov = apply_scale_and_floor(np.array([est.cov_en for _, _, est in rows]),
                                 values["covariance_scale"], config.sigma_floor_m)
     assert np.median(nees_2d(_errors(rows), cov)) == pytest.approx(2 * math.log(2), rel=0.05)
+
+
+def _tracking(seed=4, frames=40):
+    """Return a filter that tracks a flight to within ~40 m, the flight, the zoom's draws."""
+    track = _flight(frames + 30)
+    rng = np.random.default_rng(seed)
+    filt = CellFilter(TREE, FusionConfig(seed=seed, accel_sigma_mps2=2.0))
+    for i, (east, north) in enumerate(track[:frames]):
+        steps = synthetic_steps(TREE, east, north, rng.uniform() < 0.6, rng)
+        est = filt.step(10**18 + i * 10**9, Measurement.from_steps(TREE, steps))
+    return filt, est, track, rng
+
+
+def _zoom(track, i, rng):
+    east, north = track[i]
+    return Measurement.from_steps(TREE, synthetic_steps(TREE, east, north, rng.uniform() < 0.6,
+                                                        rng))
+
+
+def test_refined_points_pull_a_tracking_filter_to_metres_with_a_matching_covariance():
+    filt, est, track, rng = _tracking()
+    before = filt.fix(est, 0.0, 100.0)
+    before_err = np.hypot(before.east_m - track[39, 0], before.north_m - track[39, 1])
+    assert before.ok and 5.0 < before_err < 60.0 and before.sigma_en_m[0] > 10.0
+    errors, sigmas, nees = [], [], []
+    for i in range(40, 60):
+        truth = track[i]
+        point = PointMeasurement(truth + rng.normal(0.0, 1.5, 2), np.eye(2) * 1.5 ** 2)
+        est = filt.step(10**18 + i * 10**9, _zoom(track, i, rng), point=point)
+        fix = filt.fix(est, 0.0, 100.0)
+        assert fix.ok and est.refined
+        error = np.array([fix.east_m, fix.north_m]) - truth
+        errors.append(np.hypot(*error))
+        sigmas.append(max(fix.sigma_en_m))
+        nees.append(error @ np.linalg.solve(fix.covariance_enu[:2, :2], error))
+    assert np.median(errors[2:]) < 2.5 and max(errors[2:]) < 6.0
+    # the covariance follows: about the inflated point's (1.5 m and the 2 m floor: 2.5 m), not
+    # the zoom belief's tens of metres, and neither over- nor (much) under-confident
+    floor = FusionConfig().refined_sigma_floor_m
+    assert floor <= min(sigmas) and max(sigmas[2:]) < 3.5 < 0.3 * before.sigma_en_m[0]
+    assert 0.1 < np.mean(nees[2:]) < 3.0
+
+
+def test_a_far_wrong_refined_fix_does_not_drag_a_confident_filter():
+    filt, est, track, rng = _tracking()
+    before = filt.fix(est, 0.0, 100.0)
+    wrong = PointMeasurement(track[40] + (800.0, 300.0), np.eye(2))
+    est = filt.step(10**18 + 40 * 10**9, _zoom(track, 40, rng), point=wrong)
+    fix = filt.fix(est, 0.0, 100.0)
+    assert fix.ok and not est.event and not est.refined  # no kidnap; the point is not its mode
+    assert np.hypot(fix.east_m - track[40, 0], fix.north_m - track[40, 1]) < 60.0
+    assert len(est.modes) == 1 and est.modes[0].mass > 0.9  # under a reported mode's 5 %
+    assert max(fix.sigma_en_m) < 2 * max(before.sigma_en_m)
+    # a second fix at the same place is evidence: the belief follows it (Bayes, not a veto)
+    est = filt.step(10**18 + 41 * 10**9, _zoom(track, 41, rng),
+                    point=PointMeasurement(track[41] + (800.0, 300.0), np.eye(2)))
+    assert est.refined and np.hypot(*(est.mean_en - track[41] - (800.0, 300.0))) < 5.0
+
+
+def test_without_points_the_refined_settings_change_nothing():
+    """The existing path stays bit-identical: other refined_* values, the same numbers."""
+    runs = []
+    for config in (FusionConfig(seed=7), FusionConfig(seed=7, refined_sigma_floor_m=9.0,
+                                                      refined_outlier_prob=0.5,
+                                                      refined_proposal_fraction=0.6)):
+        _, fused, fixes, events = _run(_flight(30), right_rate=0.5, seed=7, config=config)
+        runs.append((fused, [f.covariance_enu for f in fixes], events))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_array_equal(np.array(runs[0][1]), np.array(runs[1][1]))
+    assert runs[0][2] == runs[1][2]
+
+
+def test_a_refined_fix_alone_initialises_the_filter_and_online_fusion_takes_it():
+    from jzi_ros.inference.motion import OnlineFusion
+
+    online = OnlineFusion(TREE, FusionConfig(seed=1))
+    east, north = 210.0, -340.0
+    lat, lon = TREE.to_latlon(east, north)
+    refined = Fix(FixStatus.FIX, float(lat), float(lon), 50.0, np.diag([0.5, 0.7, 9.0]), 0.9,
+                  east, north, refined=True, refinement="refined: test")
+    assert PointMeasurement.from_fix(dataclasses.replace(refined, refined=False)) is None
+    point = PointMeasurement.from_fix(refined)
+    np.testing.assert_array_equal(point.east_north_m, [east, north])
+    np.testing.assert_array_equal(point.cov_en_m2, np.diag([0.5, 0.7]))
+    fused = online.fuse(10**18, None, 50.0, 3.0, single=refined)  # no zoom measurement
+    assert online.last_estimate.event == "init" and online.last_estimate.refined
+    assert np.hypot(fused.east_m - east, fused.north_m - north) < 1.0
+    fused = online.fuse(10**18 + 10**9, None, 50.0, 3.0, single=refined)
+    assert fused.ok and np.hypot(fused.east_m - east, fused.north_m - north) < 3.0
+    assert max(fused.sigma_en_m) < 5.0 and np.isfinite(fused.covariance_enu).all()
+    with pytest.raises(JziError, match="PointMeasurement"):
+        PointMeasurement(np.array([0.0, 0.0]), np.array([[1.0, 2.0], [2.0, 1.0]]))

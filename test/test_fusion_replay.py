@@ -77,3 +77,41 @@ def test_fusion_flags_without_odometry_topic_in_the_bag_are_a_clear_error(tmp_pa
                         "--fusion", "--odom-topic", "/wheel/odom"])
     assert rc == 2
     assert "/wheel/odom" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_replay_with_refinement_fuses_the_refined_fixes(tmp_path, capsys):
+    """``--method refine --fusion``: the filters run on the zoom alone and with refined fixes."""
+    from test_refine import build, source_to_local, texture, TREE
+
+    from jzi_ros.maps.pyramid import MapPyramid
+    from jzi_ros.training.camera import CameraModel, CameraPose, render_view
+
+    image = texture(800)
+    map_dir = build(tmp_path, image, "map")
+    ckpt = make_tiny_checkpoint(tmp_path, MapPyramid.open(map_dir))  # a random zoom
+    camera = CameraModel(320, 240, 60.0)
+    n = 8
+    track = np.stack([-40 + 10.0 * np.arange(n), 20 - 5.0 * np.arange(n)], axis=1)
+    frames = [(T0 + i * 10**9, render_view(image, source_to_local(), camera, CameraPose(
+        east, north, 200.0, heading_deg=30.0 + 5 * i, pitch_deg=80.0)), (east, north, 200.0))
+        for i, (east, north) in enumerate(track)]
+    bag = write_bag(tmp_path / "bag", TREE, frames)
+    out = tmp_path / "report"
+    rc = jzi_main.main(["replay", str(bag), "--map", str(map_dir), "--model", str(ckpt),
+                        "--image-topic", IMAGE_TOPIC, "--gt-topic", GT_TOPIC, "--out", str(out),
+                        "--no-progress", "--no-plots", "--backend", "torch", "--fusion",
+                        "--method", "refine", "--hfov", "60", "--nominal-height", "400"])
+    assert rc == 0
+    assert "fused + refined fixes, random walk" in capsys.readouterr().out
+    runs = json.loads((out / "report.json").read_text())["fusion"]["runs"]
+    assert set(runs) == {"single_frame", "fused_random_walk", "fused_random_walk_refined"}
+    refined = runs["fused_random_walk_refined"]
+    assert refined["all"]["count"] == n
+    # every frame is refined to within metres; the filter fed with them stays there, the
+    # same filter on the random zoom's cells alone does not come near
+    assert runs["single_frame"]["all"]["median_m"] < 5.0
+    assert refined["all"]["median_m"] < 5.0
+    assert refined["fix_fraction"] == 1.0 and refined["fix"]["recall"]["25"] == 1.0
+    assert runs["fused_random_walk"]["all"]["median_m"] > 20.0
+    assert 0 < refined["calibration"]["mean_nees"] < 6.0

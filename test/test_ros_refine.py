@@ -20,6 +20,7 @@ frame rendered from the map's own imagery with known intrinsics and pose. One no
 (``refine.enabled``), a second one does not; both run as their own processes
 (test_ros_node's ``NodeProcess``). Before each frame the test waits for the refining node's
 log line that names the intrinsics it got from CameraInfo, so no frame races its CameraInfo.
+A third node also filters (``fusion.enabled``): its refined fixes reach the filtered fix.
 The order of the intrinsics' sources (parameter, CameraInfo scaled to the image, hfov) is
 checked on a stub node, without a graph.
 """
@@ -216,3 +217,37 @@ def test_intrinsics_order_override_camera_info_scaled_hfov(assets):
     assert (fix.latitude, fix.longitude) == (zoom.latitude, zoom.longitude)
     blank.record(fix)
     assert blank.diagnostics()["refined frames"] == "0 of 1"
+
+
+def test_fusion_on_fuses_the_refined_fix_into_jzi_fix(assets):
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo, NavSatFix, NavSatStatus
+
+    map_dir, model, frame, k, _ = assets
+    node = NodeProcess(map_dir, model, "rfused", confidence_threshold=0.0,
+                       **{"refine.enabled": True, "refine.nominal_height_m": NOMINAL_HEIGHT_M,
+                          "fusion.enabled": True})
+    graph = Graph("rfused")
+    singles = {}
+    graph.node.create_subscription(NavSatFix, "jzi/fix_single",
+                                   lambda m: singles.setdefault(m.header.stamp.sec, m),
+                                   QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+    try:
+        graph.wait_ready(node)
+        send_camera_info(graph, graph.node.create_publisher(CameraInfo, "camera/camera_info",
+                                                            10), node, k)
+        for _ in range(3):  # the same view, a second apart: a hovering drone
+            stamp = graph.next_stamp()
+            fused, _ = graph.localize(graph.raw(frame, "rgb8", stamp), node)
+        assert graph.spin_until(lambda: stamp[0] in singles, node), node.output
+        single = singles[stamp[0]]
+        assert math.hypot(*np.subtract(local_en(single), NADIR_EN)) < 3.0
+        # the filtered fix on jzi/fix: metre-level too, with a metre-level covariance
+        assert fused.status.status == NavSatStatus.STATUS_FIX, node.output
+        assert math.hypot(*np.subtract(local_en(fused), NADIR_EN)) < 3.0, node.output
+        cov = np.reshape(fused.position_covariance, (3, 3))
+        assert np.all(np.isfinite(cov)) and 0 < cov[0, 0] < 5.0 ** 2
+    finally:
+        graph.close()
+        if node.process.poll() is None:
+            node.stop()

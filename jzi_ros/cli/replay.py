@@ -122,6 +122,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _fusion_options(args: argparse.Namespace):
     if not (args.fusion or args.fit_fusion):
         return None
+    if getattr(args, "method", "zoom") == "classical":
+        raise JziError("--fusion needs the zoom's measurement: use it with --method zoom or "
+                       "refine, not classical (classical registration gives no cell "
+                       "probabilities to fuse)")
     from jzi_ros.evaluation.fusion_replay import FusionOptions
     from jzi_ros.inference.fusion import FusionConfig
 

@@ -23,6 +23,10 @@ likelihood exponent re-runs only the filters (milliseconds per frame), never the
 The prior-seeded zoom (``FusionConfig.seed_beam``) cannot work that way: each frame's zoom
 depends on that filter's prior, so :class:`SeededRuns` localizes every frame again inside the
 frame loop, once per seeded filter, and the report shows them next to the unseeded runs.
+
+When the frames went through geometric refinement (``--method refine``), the filters run twice:
+on the zoom's measurements alone, and with each refined fix as a point measurement too (what
+the node does with ``refine.enabled``), so the report shows what the refined fixes add.
 """
 from __future__ import annotations
 
@@ -43,6 +47,7 @@ from jzi_ros.heading import check_enu_frame, yaw_from_quaternion
 from jzi_ros.inference.calibration import fit_covariance_scale
 from jzi_ros.inference.fix import Fix, FixStatus
 from jzi_ros.inference.fusion import CellFilter, FusionConfig
+from jzi_ros.inference.measurement import PointMeasurement
 from jzi_ros.inference.motion import HeadingSeries, OdometryTrack
 
 LOG = logging.getLogger(__name__)
@@ -53,9 +58,12 @@ RANDOM_WALK = "fused_random_walk"
 ODOMETRY = "fused_odometry"
 SINGLE = "single_frame"
 SEEDED = "_seeded"  # suffix of a run whose zoom was seeded by its own filter's prior
+REFINED = "_refined"  # suffix of a run that also fuses the refined fixes
 LABELS = {SINGLE: "single frame", RANDOM_WALK: "fused, random walk",
           ODOMETRY: "fused, odometry", RANDOM_WALK + SEEDED: "fused + seeded zoom, random walk",
-          ODOMETRY + SEEDED: "fused + seeded zoom, odometry"}
+          ODOMETRY + SEEDED: "fused + seeded zoom, odometry",
+          RANDOM_WALK + REFINED: "fused + refined fixes, random walk",
+          ODOMETRY + REFINED: "fused + refined fixes, odometry"}
 # what --fit-fusion and the demo recipe fit, in this order (fit_fusion)
 FIT_GRIDS = {"accel_sigma_mps2": (1.0, 2.0, 4.0, 6.0, 8.0, 12.0),
              "likelihood_exponent": (0.1, 0.2, 0.3, 0.5, 0.7, 1.0),
@@ -107,11 +115,13 @@ def read_odometry(reader: Any, bag: Path, options: FusionOptions) -> OdometryTra
 
 def run_filter(records: Sequence[Any], tree, config: FusionConfig,
                track: OdometryTrack | None, altitude_m: float = 0.0,
-               altitude_sigma_m: float = 100.0) -> list[tuple[Fix, Any]]:
+               altitude_sigma_m: float = 100.0, refined: bool = False
+               ) -> list[tuple[Fix, Any]]:
     """
     One filter over the records (stamp order): ``(fused Fix, FilterEstimate)`` per record.
 
-    Records without a measurement (skipped frames) only propagate the filter.
+    Records without a measurement (skipped frames) only propagate the filter. ``refined``:
+    a record whose fix is refined also brings that fix as a point measurement.
     """
     fused = CellFilter(tree, config)
     out = []
@@ -121,8 +131,9 @@ def run_filter(records: Sequence[Any], tree, config: FusionConfig,
         displacement = None
         if track is not None and previous is not None:
             displacement = track.displacement(previous, record.stamp_ns)
+        point = PointMeasurement.from_fix(getattr(record, "fix", None)) if refined else None
         estimate = fused.step(record.stamp_ns, getattr(record, "measurement", None),
-                              displacement)
+                              displacement, point)
         fix = fused.fix(estimate, altitude_m, altitude_sigma_m)
         elapsed = (time.perf_counter() - start) * 1e3
         out.append((replace(fix, timings_ms={"filter": elapsed}), estimate))
@@ -187,9 +198,15 @@ def fuse_replay(result: Any, options: FusionOptions, track: OdometryTrack | None
     runs = {RANDOM_WALK: None}
     if track is not None:
         runs[ODOMETRY] = track
-    for name, motion in runs.items():
-        result.fused[name] = [fix for fix, _ in run_filter(result.records, result.tree, config,
-                                                           motion)]
+    # refinement ran on the frames (--method refine): the same filters with the refined fixes
+    variants = {"": False}
+    if any(getattr(record.fix, "refinement", "") for record in result.records
+           if record.fix is not None):
+        variants[REFINED] = True
+    for suffix, refined in variants.items():
+        for name, motion in runs.items():
+            result.fused[name + suffix] = [fix for fix, _ in run_filter(
+                result.records, result.tree, config, motion, refined=refined)]
     if seeded is not None:
         result.fused.update(seeded.fixes)
 

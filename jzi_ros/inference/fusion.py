@@ -42,6 +42,14 @@ compares how well the filter's prior explains the measurement with how well a un
 would; once the accumulated log-ratio in favour of "anywhere" exceeds ``reset_nats`` the
 filter re-draws its particles from the measurement.
 
+Refined fixes (:class:`PointMeasurement`, optional per frame): a Gaussian around the refined
+position, its covariance inflated by ``refined_sigma_floor_m`` (so a few thousand particles
+do not collapse onto one point) and mixed with ``refined_outlier_prob`` of "anywhere" (so one
+wrong fix far from a confident belief does not drag it), multiplied into the zoom's
+likelihood; ``refined_proposal_fraction`` of the particles are drawn from that Gaussian (else
+none would land within metres of it). The kidnap test takes the point's evidence untempered,
+after the zoom's.
+
 Output: the heaviest mode (particles within ``mode_radius_m`` of a density peak): its mean and
 covariance as a :class:`~jzi_ros.inference.fix.Fix`, NO_FIX until that mode holds
 ``fix_mode_mass`` of the belief with a 1-sigma below ``fix_sigma_m``; the modes are the fix's
@@ -67,9 +75,12 @@ from jzi_ros.geo import CellTree
 from jzi_ros.inference.decode import Seeds
 from jzi_ros.inference.fix import Fix, FixStatus, Hypothesis
 from jzi_ros.inference.measurement import (cell_codes, Measurement, Partition,
-                                           terminal_indices_en, terminal_indices_local)
+                                           PointMeasurement, terminal_indices_en,
+                                           terminal_indices_local)
 from jzi_ros.inference.posterior import apply_scale_and_floor, enu_covariance
 
+# the "no measurement" likelihood: a frame that brings only a refined fix multiplies it into this
+UNIFORM = Measurement(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), 1.0)
 MIN_MODE_MASS = 0.05  # lighter clusters are not reported as modes
 MAX_MODES = 8
 SEED_CELLS = 64  # modes are seeded among this many heaviest coarse cells
@@ -106,6 +117,16 @@ class FusionConfig:
     # it supports (CellFilter.seed_cells; torch backend). Off: measured on the demo flight,
     # docs/fusion.md "Prior-seeded zoom"
     seed_beam: bool = False
+    # refined fixes (PointMeasurement): their 1-sigma in the filter is at least this, so the
+    # particles do not collapse onto one point; refined_sigma_floor_m and
+    # refined_proposal_fraction were chosen on the same-day validation flights (seeds 1-3) by
+    # `benchmarks/refined_floor.py` (docs/fusion.md "Refined fixes in the filter")
+    refined_sigma_floor_m: float = 2.0
+    # share of a refined fix's likelihood spread over the whole map: with anywhere_prob 0.01
+    # one fix far from a confident belief takes 0.01 x 0.8 / (0.99 x 0.2) = 4 % of it, under
+    # the 5 % of a reported mode; a second fix at the same place moves the belief there
+    refined_outlier_prob: float = 0.2
+    refined_proposal_fraction: float = 0.05  # share of particles drawn from a refined fix
 
     def __post_init__(self) -> None:
         if int(self.particles) != self.particles or self.particles < 16:
@@ -128,6 +149,10 @@ class FusionConfig:
             ("sigma_floor_m", self.sigma_floor_m > 0, "> 0 m"),
             ("covariance_scale", self.covariance_scale > 0, "> 0"),
             ("odom_covariance_scale", self.odom_covariance_scale > 0, "> 0"),
+            ("refined_sigma_floor_m", self.refined_sigma_floor_m > 0, "> 0 m"),
+            ("refined_outlier_prob", 0 < self.refined_outlier_prob < 1, "in (0, 1)"),
+            ("refined_proposal_fraction", 0 < self.refined_proposal_fraction < 1
+             - self.proposal_fraction, "in (0, 1 - proposal_fraction)"),
         ]
         for name, ok, expected in checks:
             value = getattr(self, name)
@@ -186,6 +211,8 @@ class FilterEstimate:
     event: str = ""  # "init", "reset: ...", "kidnap" on the frame that restarted the filter
     llr_cusum: float = 0.0
     odometry: bool = False  # the last prediction moved the particles by odometry
+    # the last frame brought a refined fix (PointMeasurement) within mode_radius_m of mean_en
+    refined: bool = False
 
     @property
     def spread_m(self) -> float:
@@ -238,9 +265,11 @@ class CellFilter:
         self._EAST_NORTH = np.array([1.0, 1.0j])  # (east, north) @ it: east + i north
         self._mode_rows = np.arange(MAX_MODES)[:, None]
         self._drawn = int(round(self.config.proposal_fraction * n))
-        self._all_index = np.arange(n + self._drawn)
+        self._drawn_point = max(1, int(round(self.config.refined_proposal_fraction * n)))
+        most = n + self._drawn + self._drawn_point
+        self._all_index = np.arange(most)
         self._edges = np.zeros(n + 1, np.intp)  # resampling: cumulative copies
-        self._copies = np.ones(n + self._drawn, np.intp)  # copies of the states, drawn: 1
+        self._copies = np.ones(most, np.intp)  # copies of the states, drawn: 1
         bank = max(1 << 16, 8 * n)
         self._normal_bank = self.rng.standard_normal((2, bank))
         radius = np.sqrt(self.rng.uniform(0, 1, bank))
@@ -270,6 +299,7 @@ class CellFilter:
         self.cusum = 0.0
         self._coarse: np.ndarray | None = None  # coarse cell of each particle, when known
         self._odometry = False  # the last prediction used odometry
+        self._point_en: np.ndarray | None = None  # the last frame's refined fix, if any
 
     # --- random numbers ----------------------------------------------------------------------
     def _normals(self, count: int) -> np.ndarray:
@@ -310,14 +340,67 @@ class CellFilter:
         u[2:] = self._velocities(count)
         return u
 
+    def _gaussian(self, point: PointMeasurement) -> tuple[np.ndarray, ...]:
+        """
+        Return a refined fix's Gaussian: mean ``[2, 1]``, inverse, Cholesky factor, peak.
+
+        Its covariance is the fix's plus ``refined_sigma_floor_m`` squared on the diagonal.
+        """
+        cov = point.cov_en_m2 + np.eye(2) * self.config.refined_sigma_floor_m ** 2
+        peak = 1.0 / (2 * math.pi * math.sqrt(float(np.linalg.det(cov))))
+        return (point.east_north_m.reshape(2, 1), np.linalg.inv(cov), np.linalg.cholesky(cov),
+                peak)
+
+    def _gaussian_density(self, gaussian: tuple[np.ndarray, ...], en: np.ndarray
+                          ) -> np.ndarray:
+        """Return the Gaussian's density (per m^2) at points ``[2, N]``."""
+        mean, inverse, _, peak = gaussian
+        d = en - mean
+        quad = np.einsum("ij,ij->j", d, inverse @ d)
+        quad *= -0.5
+        return np.exp(quad, out=quad) * peak
+
+    def _draw_point(self, gaussian: tuple[np.ndarray, ...], count: int) -> np.ndarray:
+        """``[4, count]`` states drawn from the Gaussian (inside the root), fresh velocities."""
+        mean, _, chol, _ = gaussian
+        out = np.empty((4, count))
+        np.clip(chol @ self._normals(count) + mean, -self.half, self.half, out=out[:2])
+        out[2:] = self._velocities(count)
+        return out
+
     def _initialise(self, measurement: Measurement, stamp_ns: int,
-                    tempered: tuple[Partition, np.ndarray, np.ndarray] | None = None) -> None:
+                    tempered: tuple[Partition, np.ndarray, np.ndarray] | None = None,
+                    point: PointMeasurement | None = None) -> None:
         n = self.config.particles
-        self._state = self._draw(tempered or self._tempered(measurement), n)
-        self.weights = np.full(n, 1.0 / n)
+        tempered = tempered or self._tempered(measurement)
+        if point is None:
+            self._state = self._draw(tempered, n)
+            self.weights = np.full(n, 1.0 / n)
+        else:
+            # half from the zoom, half from the refined fix; weights: zoom x point / proposal
+            # (a uniform prior), so a wrong fix leaves the zoom's places their Bayes share
+            gaussian, half = self._gaussian(point), n // 2
+            self._state = np.concatenate([self._draw(tempered, n - half),
+                                          self._draw_point(gaussian, half)], axis=1)
+            zoom, point_lik, g = self._likelihoods(tempered, gaussian, self._state)
+            total = float(tempered[2][-1]) * (self.tree.size_m / self.tree.grid
+                                              ** self.tree.depth) ** 2
+            weights = zoom * point_lik
+            weights /= zoom * ((n - half) / n / total) + g * (half / n)
+            self.weights = weights / weights.sum()
         self.last_stamp_ns = int(stamp_ns)
         self.cusum = 0.0
         self._coarse = None
+
+    def _likelihoods(self, tempered: tuple[Partition, np.ndarray, np.ndarray],
+                     gaussian: tuple[np.ndarray, ...], states: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return the tempered zoom likelihood, the point likelihood, the Gaussian density."""
+        part, density, _ = tempered
+        zoom = density[part.lookup(terminal_indices_en(self.tree, states[:2], inside=True))]
+        g = self._gaussian_density(gaussian, states[:2])
+        outlier = self.config.refined_outlier_prob
+        return zoom, g * (1 - outlier) + outlier / self.tree.size_m ** 2, g
 
     # --- motion ----------------------------------------------------------------------------
     def predict(self, dt_s: float, displacement_en: np.ndarray | None) -> None:
@@ -352,14 +435,20 @@ class CellFilter:
 
     # --- one frame -------------------------------------------------------------------------
     def step(self, stamp_ns: int, measurement: Measurement | None,
-             displacement_en: np.ndarray | None = None) -> FilterEstimate:
+             displacement_en: np.ndarray | None = None,
+             point: PointMeasurement | None = None) -> FilterEstimate:
         """
         Fold in one frame (stamp in ns) and return the estimate.
 
         ``measurement`` None (the frame gave nothing) only propagates. ``displacement_en``:
         odometry East/North metres since the previous frame, None for the random walk.
+        ``point``: the frame's refined fix, multiplied into the zoom's likelihood (with no
+        ``measurement``, into a uniform one).
         """
         event = ""
+        self._point_en = None if point is None else point.east_north_m
+        if point is not None and measurement is None:
+            measurement = UNIFORM
         if self.initialised:
             dt = (int(stamp_ns) - self.last_stamp_ns) / 1e9
             if dt < 0:
@@ -371,13 +460,15 @@ class CellFilter:
         if not self.initialised:
             if measurement is None:
                 return self._estimate(event or "waiting")
-            self._initialise(measurement, stamp_ns)
+            self._initialise(measurement, stamp_ns, point=point)
             return self._estimate(event or "init")
         dt = (int(stamp_ns) - self.last_stamp_ns) / 1e9
         self.last_stamp_ns = int(stamp_ns)
         self.predict(dt, displacement_en)
         if measurement is None:
             return self._estimate("")
+        if point is not None:
+            return self._step_point(stamp_ns, measurement, point, event)
         tempered = self._tempered(measurement)
         part, density, cumulative = tempered
         n = len(self.weights)
@@ -397,6 +488,41 @@ class CellFilter:
                              z_uniform * self.tree.size_m ** 2)
         return self._estimate(event)
 
+    def _step_point(self, stamp_ns: int, measurement: Measurement, point: PointMeasurement,
+                    event: str) -> FilterEstimate:
+        """
+        Update with the zoom's likelihood times a refined fix's (``step`` with a point).
+
+        Proposal: the predicted cloud, the tempered zoom (``proposal_fraction``) and the
+        point's Gaussian (``refined_proposal_fraction``). Kidnap test: the zoom's evidence as
+        without a point (in untempered nats), plus the point's given the zoom, untempered (the
+        chain rule: p(zoom, point) = p(zoom) p(point | zoom)); under "anywhere" the point's
+        needs the zoom likelihood's mean over the Gaussian, read off the Gaussian's draws.
+        """
+        cfg, n, drawn = self.config, len(self.weights), self._drawn
+        tempered = self._tempered(measurement)
+        gaussian = self._gaussian(point)
+        states = np.concatenate([self._state, self._draw(tempered, drawn),
+                                 self._draw_point(gaussian, self._drawn_point)], axis=1)
+        zoom, point_lik, g = self._likelihoods(tempered, gaussian, states)
+        area = self.tree.size_m ** 2
+        z_filter = max(float(self.weights @ zoom[:n]), 1e-300)
+        z_uniform = float(tempered[2][-1]) / self._terminal_cells
+        p_filter = float(self.weights @ (zoom[:n] * point_lik[:n])) / z_filter
+        outlier = cfg.refined_outlier_prob
+        p_uniform = ((1 - outlier) * float(zoom[n + drawn:].mean()) / (z_uniform * area)
+                     + outlier / area)
+        llr = ((math.log(z_uniform) - math.log(z_filter)) / cfg.likelihood_exponent
+               + math.log(p_uniform) - math.log(max(p_filter, 1e-300)))
+        self.cusum = max(0.0, self.cusum + llr)
+        if self.cusum > cfg.reset_nats:
+            self._initialise(measurement, stamp_ns, tempered, point)
+            return self._estimate("kidnap: frames keep disagreeing with the filter")
+        terminal_coarse = terminal_indices_en(self.tree, states[:2], inside=True) \
+            // self._coarse_span
+        self._mixture_update(states, terminal_coarse, zoom, z_uniform * area, (point_lik, g))
+        return self._estimate(event)
+
     def _coarse_keys(self) -> np.ndarray:
         if self._coarse is None:
             self._coarse = (terminal_indices_en(self.tree, self._state[:2], inside=True)
@@ -404,7 +530,8 @@ class CellFilter:
         return self._coarse
 
     def _mixture_update(self, states: np.ndarray, coarse: np.ndarray, likelihood: np.ndarray,
-                        total: float) -> None:
+                        total: float,
+                        point: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         """
         Sample the next particle set from a mixture and weight it by importance.
 
@@ -413,9 +540,16 @@ class CellFilter:
         prior being (1 - eps) x the cloud's histogram density + eps uniform. So a place the
         cloud has lost is re-found at the rate Bayes allows, not only when a random walk
         happens to drift there. ``coarse``: each state's coarse cell; ``likelihood``:
-        tempered; ``total``: the tempered measurement's integral (m^2 x density).
+        tempered; ``total``: the tempered measurement's integral (m^2 x density). ``point``:
+        a refined fix's likelihood and Gaussian density at each state; its draws (the last
+        ``_drawn_point`` states) are a third part of the proposal and take the velocities of
+        resampled cloud particles (a fresh one would scatter them at the next prediction).
         """
         cfg, n, m = self.config, len(self.weights), self._drawn
+        phi = cfg.proposal_fraction
+        if point is not None:
+            m += self._drawn_point
+            phi += cfg.refined_proposal_fraction
         hist = np.bincount(coarse[:n], self.weights, self._coarse_cells)
         # systematic resampling of n - m: copies of particle i = jumps of the scaled cumsum
         # (edges[0] stays 0; the m drawn states have one copy each)
@@ -426,16 +560,23 @@ class CellFilter:
         edges[1:] = cumulative  # (truncated: the floor of these positive numbers)
         edges[-1] = n - m
         np.subtract(edges[1:], edges[:-1], out=copies[:n])
-        take = self._all_index.repeat(copies)
+        take = self._all_index[:n + m].repeat(copies[:n + m])
         self._state = states.take(take, axis=1)
         lik, coarse = likelihood.take(take), coarse.take(take)
         cloud = hist.take(coarse)  # the cloud's mass in the particle's coarse cell
         # likelihood x prior / proposal, prior and proposal as densities per m^2
         prior = cloud * ((1 - cfg.anywhere_prob) / self._coarse_area)
         prior += cfg.anywhere_prob / self.tree.size_m ** 2
-        proposal = cloud * ((1 - cfg.proposal_fraction) / self._coarse_area)
+        proposal = cloud * ((1 - phi) / self._coarse_area)
         proposal += lik * (cfg.proposal_fraction / total)
         weights = lik * prior
+        if point is not None:
+            point_lik, g = point[0].take(take), point[1].take(take)
+            proposal += g * cfg.refined_proposal_fraction
+            weights *= point_lik
+            drawn = self._drawn_point
+            cloud_copies = max(n - m, 1)  # (0 only for a degenerate tiny particle count)
+            self._state[2:, -drawn:] = self._state[2:, self.rng.integers(0, cloud_copies, drawn)]
         weights /= proposal
         weights /= weights.sum()
         self.weights = weights
@@ -465,8 +606,10 @@ class CellFilter:
         a, b, c = a / total, b / total, c / total
         sigma = math.sqrt(max(0.0, 0.5 * (a + c) + math.hypot(0.5 * (a - c), b)))
         converged = main.mass >= self.config.fix_mode_mass and sigma <= self.config.fix_sigma_m
+        refined = self._point_en is not None and math.hypot(
+            *(self._point_en - main.mean_en)) <= self.config.mode_radius_m
         return FilterEstimate(converged, modes, main.mean_en, np.array([[a, b], [b, c]]),
-                              event, self.cusum, self._odometry)
+                              event, self.cusum, self._odometry, refined)
 
     def _modes(self) -> tuple[Mode, ...]:
         """
@@ -544,7 +687,11 @@ class CellFilter:
             return Fix.no_fix(reason, float(lats[0]), float(lons[0]), altitude_m,
                               tree.size_m ** 2 / 12, timings, hypotheses, main.mass, east, north)
         scale = cfg.odom_covariance_scale if estimate.odometry else cfg.covariance_scale
-        cov = apply_scale_and_floor(estimate.cov_en, scale, cfg.sigma_floor_m)
+        floor = cfg.sigma_floor_m
+        if estimate.refined:  # the belief is the Gaussian product: not over-dispersed as
+            # the tempered zoom's, and as sharp as the refined fixes allow
+            scale, floor = 1.0, min(floor, cfg.refined_sigma_floor_m)
+        cov = apply_scale_and_floor(estimate.cov_en, scale, floor)
         return Fix(FixStatus.FIX, float(lats[0]), float(lons[0]), altitude_m,
                    enu_covariance(cov, altitude_sigma_m), main.mass, east, north, hypotheses,
                    "", timings)

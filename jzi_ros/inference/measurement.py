@@ -36,8 +36,10 @@ from functools import lru_cache
 
 import numpy as np
 
+from jzi_ros.errors import JziError
 from jzi_ros.geo import CellTree
 from jzi_ros.inference.decode import BeamSteps, PAD_LOG_PROB
+from jzi_ros.inference.fix import Fix
 
 
 @dataclass(frozen=True, eq=False)
@@ -268,3 +270,44 @@ class Measurement:
         part = self.partition(tree)
         run = part.lookup(terminal_indices_local(tree, east, north))
         return part.density[run] + self.background / tree.size_m ** 2
+
+
+@dataclass(frozen=True)
+class PointMeasurement:
+    """
+    A refined fix as a filter measurement: local East/North metres and their 2x2 covariance.
+
+    The filter inflates the covariance by ``FusionConfig.refined_sigma_floor_m`` and mixes in
+    ``refined_outlier_prob`` of "anywhere" (jzi_ros.inference.fusion explains why).
+    """
+
+    east_north_m: np.ndarray  # [2] metres from the root centre (the tree's local frame)
+    cov_en_m2: np.ndarray  # [2, 2] East/North covariance, m^2
+
+    def __post_init__(self) -> None:
+        en = np.asarray(self.east_north_m, np.float64).reshape(-1)
+        cov = np.asarray(self.cov_en_m2, np.float64)
+        if en.shape != (2,) or cov.shape != (2, 2) or not (
+                np.all(np.isfinite(en)) and np.all(np.isfinite(cov))):
+            raise JziError(f"PointMeasurement: expected a finite East/North pair and 2x2 "
+                           f"covariance, got {self.east_north_m!r} and {self.cov_en_m2!r}")
+        if (abs(cov[0, 1] - cov[1, 0]) > 1e-6 * max(1.0, np.abs(cov).max())
+                or cov[0, 0] < 0 or cov[1, 1] < 0
+                or cov[0, 0] * cov[1, 1] < cov[0, 1] * cov[1, 0]):
+            raise JziError(f"PointMeasurement: the covariance must be symmetric positive "
+                           f"semi-definite, got {cov.tolist()}")
+        object.__setattr__(self, "east_north_m", en)
+        object.__setattr__(self, "cov_en_m2", cov)
+
+    @classmethod
+    def from_fix(cls, fix: Fix | None) -> "PointMeasurement | None":
+        """
+        Return the refined position of ``fix`` (None unless it is a refined FIX).
+
+        ``Fix.east_m`` / ``north_m`` are already the tree's local frame (refinement solves
+        there and derives latitude/longitude from it), the covariance's East/North block is
+        the refinement's.
+        """
+        if fix is None or not (fix.refined and fix.ok):
+            return None
+        return cls(np.array([fix.east_m, fix.north_m]), fix.covariance_enu[:2, :2])

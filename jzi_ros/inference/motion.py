@@ -196,9 +196,16 @@ class OnlineFusion:
         return self.filter.seed_cells(stamp_ns, displacement)
 
     def fuse(self, stamp_ns: int, measurement, altitude_m: float,
-             altitude_sigma_m: float) -> Fix:
-        """Fold in one frame's measurement (None: nothing usable) and return the fused Fix."""
+             altitude_sigma_m: float, single: Fix | None = None) -> Fix:
+        """
+        Fold in one frame's measurement (None: nothing usable) and return the fused Fix.
+
+        ``single``: the frame's own fix; when refined, its position and covariance go into
+        the filter too (:class:`~jzi_ros.inference.measurement.PointMeasurement`).
+        """
         import time
+
+        from jzi_ros.inference.measurement import PointMeasurement
 
         start = time.perf_counter()
         displacement = None
@@ -208,7 +215,8 @@ class OnlineFusion:
             elif self.use_odometry and self.previous_ns is not None:
                 displacement = self.track.displacement(self.previous_ns, stamp_ns)
             self.track.forget_before(stamp_ns - int(60e9))  # bounded memory
-        estimate = self.filter.step(stamp_ns, measurement, displacement)
+        estimate = self.filter.step(stamp_ns, measurement, displacement,
+                                    PointMeasurement.from_fix(single))
         self.previous_ns = int(stamp_ns)
         self.last_estimate = estimate
         fix = self.filter.fix(estimate, altitude_m, altitude_sigma_m)

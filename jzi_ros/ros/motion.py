@@ -152,9 +152,10 @@ class NodeFusion:
             self.single_pub.publish(messages.fix_to_navsatfix(
                 fix, stamp_ns, settings.fix_frame_id, self.node.types,
                 covariance_type=settings.covariance_type))
-        # the Localizer owns altitude and Up variance: the fused fix carries the frame's
+        # the Localizer owns altitude and Up variance: the fused fix carries the frame's; a
+        # refined fix (refine.enabled) goes into the filter as a point measurement
         return self.online.fuse(stamp_ns, measurement, fix.altitude,
-                                math.sqrt(float(fix.covariance_enu[2][2])))
+                                math.sqrt(float(fix.covariance_enu[2][2])), fix)
 
 
 def attach(node: Any, localizer: Any, out_qos: QoSProfile) -> NodeFusion | None:
