@@ -9,7 +9,9 @@
 # separated; other years or seasons); validation views (for calibration) from MAP_RASTER on
 # other "days"; test views from TEST_RASTER only, which training never reads.
 # Environment: PYTHON (default .venv/bin/python), ALTITUDE (default 500,800 metres),
-# VAL (150), TEST (300), HEADING (0,360: the test camera's heading range).
+# VAL (150), TEST (300), HEADING (0,360: the test camera's heading range), REUSE=1 (keep
+# WORKDIR/map, val and test from an earlier run with the same rasters: compare training
+# settings on the same views).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MAP_RASTER="$1"; TEST_RASTER="$2"; WORK="${3:-.cache/any_area}"; shift $(( $# < 3 ? $# : 3 ))
@@ -19,14 +21,16 @@ HEADING="${HEADING:-0,360}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 JZI=("$PY" -m jzi_ros.cli.main)
 mkdir -p "$WORK"
-"${JZI[@]}" map build "$MAP_RASTER" --out "$WORK/map" --fit --depth 3 --tile-px 112 \
-    --overwrite --no-progress
-VIEWS=(--map "$WORK/map" --size 160x120 --altitude-m "$ALTITUDE" --pitch-deg 80,90
-       "--heading-deg=$HEADING" --overwrite --no-progress)
-"${JZI[@]}" views "$MAP_RASTER" --out "$WORK/val" --split val --count "$VAL" --seed 1 \
-    --photometric 0.7 "${VIEWS[@]}"
-"${JZI[@]}" views "$TEST_RASTER" --out "$WORK/test" --split test --count "$TEST" --seed 2 \
-    "${VIEWS[@]}"
+if [[ "${REUSE:-0}" != 1 || ! -f "$WORK/test/manifest.csv" ]]; then
+    "${JZI[@]}" map build "$MAP_RASTER" --out "$WORK/map" --fit --depth 3 --tile-px 112 \
+        --overwrite --no-progress
+    VIEWS=(--map "$WORK/map" --size 160x120 --altitude-m "$ALTITUDE" --pitch-deg 80,90
+           "--heading-deg=$HEADING" --overwrite --no-progress)
+    "${JZI[@]}" views "$MAP_RASTER" --out "$WORK/val" --split val --count "$VAL" --seed 1 \
+        --photometric 0.7 "${VIEWS[@]}"
+    "${JZI[@]}" views "$TEST_RASTER" --out "$WORK/test" --split test --count "$TEST" \
+        --seed 2 "${VIEWS[@]}"
+fi
 SOURCES="[$(realpath "$MAP_RASTER")"
 for raster in ${TRAIN_RASTERS:-}; do SOURCES="$SOURCES, $(realpath "$raster")"; done
 SOURCES="$SOURCES]"

@@ -23,10 +23,15 @@ map views are encoded in the step, as in training).
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/train_throughput.py            # CPU: demo
     .venv/bin/python benchmarks/train_throughput.py --presets dinov2-s14,dinov2-b14  # GPU
+
+``--config`` times the model of a training config instead, once per ``--arm "LABEL
+[KEY=VALUE ...]"`` (the overrides ``jzi train`` takes): encoders compared at equal time per
+step, in one run (docs/any-area.md, "Encoders").
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import numpy as np
@@ -34,7 +39,7 @@ import torch
 
 from jzi_ros.geo import CellTree
 from jzi_ros.model import ModelConfig, ZoomModel
-from jzi_ros.training.config import TrainConfig
+from jzi_ros.training.config import load_train_config, TrainConfig
 from jzi_ros.training.data import prefix_view_indices
 from jzi_ros.training.loop import TrainStep
 from jzi_ros.training.optim import amp_settings, make_optimizer
@@ -55,12 +60,15 @@ def synthetic_batch(config: ModelConfig, batch: int, device: torch.device,
 
 
 def measure(preset: str, mode: str, batch: int, steps: int, device: torch.device,
-            amp: str) -> dict:
-    overrides = {"encoder": {"trainable_blocks": 0}} if mode == "frozen" else {}
-    config = ModelConfig.preset(preset, **overrides)
+            amp: str, config: ModelConfig | None = None) -> dict:
+    if config is None:
+        config = ModelConfig.preset(preset)
+    if mode == "frozen":
+        config = dataclasses.replace(config, encoder=dataclasses.replace(
+            config.encoder, trainable_blocks=0))
     torch.manual_seed(0)
     model = ZoomModel(config).to(device).train()
-    train_config = TrainConfig(manifest="-", map="-", out="-", model_preset=preset, amp=amp)
+    train_config = TrainConfig(manifest="-", map="-", out="-", amp=amp)
     optimizer = make_optimizer(model, train_config, device)
     autocast, use_scaler = amp_settings(train_config, device)
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
@@ -116,6 +124,10 @@ def main() -> None:
                         help="samples per step (default: 16 on CPU, 64 on CUDA)")
     parser.add_argument("--steps", type=int, default=None,
                         help="timed steps (default: 5 on CPU, 20 on CUDA)")
+    parser.add_argument("--config", default=None,
+                        help="training config YAML: time its model (with --arm overrides)")
+    parser.add_argument("--arm", action="append", default=[],
+                        help='with --config: "LABEL KEY=VALUE ..." (repeatable)')
     parser.add_argument("--device", default="cuda" if cuda else "cpu", help="torch device")
     parser.add_argument("--amp", default="auto", choices=("auto", "bf16", "fp16", "off"),
                         help="mixed precision (auto: bf16/fp16 on CUDA, off on CPU)")
@@ -131,9 +143,16 @@ def main() -> None:
               f"{'train M':>7} {'step ms':>8} {'samples/s':>9} {'peak GiB':>8}")
     print(header)
     print("-" * len(header))
-    for preset in args.presets.split(","):
+    if args.config:
+        arms = [arm.split() for arm in args.arm or ["config"]]
+        base = ["manifest=-", "map=-", "out=-", "render=null"]  # the model only
+        runs = [(arm[0], load_train_config(args.config, base + arm[1:]).model_config())
+                for arm in arms]
+    else:
+        runs = [(preset.strip(), None) for preset in args.presets.split(",")]
+    for preset, config in runs:
         for mode in args.modes.split(","):
-            r = measure(preset.strip(), mode.strip(), batch, steps, device, args.amp)
+            r = measure(preset, mode.strip(), batch, steps, device, args.amp, config)
             print(f"{r['preset']:<11} {r['mode']:<9} {r['batch']:>5} {str(r['amp']):>14} "
                   f"{r['views_per_batch']:>5} {r['trainable_M']:>7.1f} {r['step_ms']:>8.1f} "
                   f"{r['samples_per_s']:>9.1f} {r['peak_gib']:>8.2f}", flush=True)

@@ -99,6 +99,8 @@ def test_bench_writes_the_json_keys(scene, tmp_path, capsys):
         for key in ("encoder_ms", "frame_ms", "paper_way_ms"):
             assert row[key]["median"] > 0 and row[key]["p95"] >= row[key]["median"]
         assert row["accuracy"]["frames"] == 6
+        recall = [row["accuracy"][f"recall@{d}m"] for d in (25, 50, 100, 250)]
+        assert all(0.0 <= r <= 1.0 for r in recall) and recall == sorted(recall)
         cells = [f["terminal_cells"] for f in row["fusion_filter"]]
         assert cells == [pyramid.tree.num_actions ** pyramid.tree.depth, 65536]
         assert all(f["median"] > 0 and f["encoder_cpu_median"] > 0 for f in row["fusion_filter"])
@@ -112,3 +114,27 @@ def test_bench_writes_the_json_keys(scene, tmp_path, capsys):
     assert "| torch (jit) | cpu | fp32 | 2 |" in printed and "temporal filter" in printed
     assert "frame / encode inside it" in printed and "with the seeded zoom" in printed
     assert "each filter frame follows one CPU encoder pass" in printed
+    assert "| R@25 m | R@50 m | R@100 m | R@250 m | mean NEES |" in printed
+
+
+def test_bench_accuracy_is_recall_within_metres_and_passes_the_heading():
+    from types import SimpleNamespace
+
+    from jzi_ros.geo import CellTree
+    from jzi_ros.inference.bench import accuracy
+
+    tree = CellTree(38.9, -77.03, 1600.0, grid=4, depth=2)
+    seen = []
+
+    def localize(image, heading_deg=None):  # a fix 30 m east of the origin, sigma 30 m
+        seen.append(heading_deg)
+        return SimpleNamespace(east_m=30.0, north_m=0.0, covariance_enu=np.eye(3) * 900.0)
+
+    localizer = SimpleNamespace(tree=tree, localize=localize)
+    frames = [(None, *tree.to_latlon(east, 0.0), heading)
+              for east, heading in ((30.0, 10.0), (0.0, 20.0), (-69.0, 30.0), (330.0, 40.0))]
+    result = accuracy(localizer, frames, (25.0, 50.0, 100.0, 250.0))
+    # errors 0, 30, 99 and 300 m
+    assert [result[f"recall@{d}m"] for d in (25, 50, 100, 250)] == [0.25, 0.5, 0.75, 0.75]
+    assert result["median_error_m"] == pytest.approx(64.5, abs=0.01)
+    assert seen == [10.0, 20.0, 30.0, 40.0]

@@ -249,3 +249,25 @@ def test_grey_single_band_source_gives_grey_views(tmp_path):
                          progress=False).view(()).astype(int)
     assert np.abs(root[..., 0] - root[..., 2]).max() == 0
     assert root[TILE // 2, 2, 0] + 100 < root[TILE // 2, TILE - 3, 0]
+
+
+def test_missing_proj_grid_warning_becomes_one_log_line(caplog):
+    import logging
+    import warnings
+
+    from jzi_ros.maps import build
+
+    def caught(*texts):
+        with warnings.catch_warnings(record=True) as items:
+            warnings.simplefilter("always")
+            for text in texts:
+                warnings.warn(text, UserWarning)
+        return items
+
+    grid = "Best transformation is not available due to missing Grid(name='us_noaa_wohpgn.tif')"
+    with caplog.at_level(logging.INFO, logger="jzi_ros.maps.build"):
+        with pytest.warns(UserWarning, match="something else"):
+            build._note_missing_grids(caught(grid, "something else"), "NAD83(HARN) test")
+        build._note_missing_grids(caught(grid), "NAD83(HARN) test")  # noted once per CRS
+    notes = [r for r in caplog.records if "grid file" in r.getMessage()]
+    assert len(notes) == 1 and "NAD83(HARN) test" in notes[0].getMessage()

@@ -196,6 +196,8 @@ class FakeLocalizer:
     backend_name = "torch"
     calls = 0
     tree = CellTree(38.9, -77.03, 1600.0, grid=4, depth=2)
+    model_config = SimpleNamespace(heading="none")  # frames as they come: no heading source
+    headings: list = []  # the heading_deg of every localize call
     closed = 0
 
     def __init__(self, config):
@@ -208,7 +210,8 @@ class FakeLocalizer:
         FakeLocalizer.config = config
         return cls(config)
 
-    def localize(self, image):
+    def localize(self, image, heading_deg=None):
+        FakeLocalizer.headings.append(heading_deg)
         FakeLocalizer.calls += 1
         if image.shape[0] < 4:
             raise BadImageError("image too small")
@@ -226,14 +229,14 @@ class FakeLocalizer:
 
     seeds_seen: list = []
 
-    def localize_measured(self, image, seeds=None):
+    def localize_measured(self, image, heading_deg=None, seeds=None):
         """Fusion's entry: the same fix, and a measurement sure of the cell at (5, 6) m."""
         from jzi_ros.inference.measurement import Measurement
 
         FakeLocalizer.seeds_seen.append(seeds)
         path = self.tree.path_of_local(5.0, 6.0)
-        return self.localize(image), Measurement.from_beam(self.tree, np.array([path]),
-                                                           np.array([0.0]))
+        return self.localize(image, heading_deg), Measurement.from_beam(
+            self.tree, np.array([path]), np.array([0.0]))
 
 
 @pytest.fixture
@@ -465,6 +468,45 @@ def test_fusion_puts_the_filtered_fix_on_fix_topic_and_the_single_one_apart(node
     assert west - 20 <= east <= east_edge + 20 and south - 20 <= north <= north_edge + 20
     assert all(np.all(np.isfinite(f.position_covariance)) for f in fused)
     assert [f.header.stamp.sec for f in fused] == list(range(10, 22))
+
+
+def _odometry(stamp_sec, yaw_deg):
+    half = np.radians(yaw_deg) / 2
+    return SimpleNamespace(
+        header=SimpleNamespace(stamp=SimpleNamespace(sec=stamp_sec, nanosec=5), frame_id="map"),
+        pose=SimpleNamespace(pose=SimpleNamespace(orientation=SimpleNamespace(
+            x=0.0, y=0.0, z=float(np.sin(half)), w=float(np.cos(half))))),
+        twist=SimpleNamespace(twist=SimpleNamespace(linear=SimpleNamespace(x=0.0, y=0.0))))
+
+
+@pytest.mark.parametrize("fusion", [True, False])
+def test_north_up_model_gets_each_frames_heading_from_the_fusion_source(
+        node_module, monkeypatch, fusion):
+    monkeypatch.setattr(FakeLocalizer, "model_config", SimpleNamespace(heading="north-up"))
+    monkeypatch.setattr(FakeLocalizer, "headings", [])
+    FakeNode.overrides.update({"fusion.enabled": fusion, "fusion.odom_topic": "odom"})
+    node = node_module.LocalizerNode()
+    node.setup()
+    try:
+        odom = [s for s in node.subscriptions if s.topic == "odom"]
+        assert len(odom) == 1  # one subscription: fusion and frame heading share the samples
+        camera = [s for s in node.subscriptions if s.topic != "odom"][0].callback
+        camera(_image(200, 10))  # no odometry yet: counted and skipped, not localized
+        assert _wait(lambda: node.stats.bad_messages == 1)
+        assert "no heading for the frame stamped 10.000" in node.stats.last_bad_message
+        odom[0].callback(_odometry(20, 0.0))  # facing East: compass 90
+        camera(_image(200, 20))
+        assert _wait(lambda: len(FakeLocalizer.headings) == 1)
+        odom[0].callback(_odometry(30, 135.0))  # facing North-West: compass 315
+        camera(_image(200, 30))
+        assert _wait(lambda: len(FakeLocalizer.headings) == 2)
+        assert FakeLocalizer.headings == pytest.approx([90.0, 315.0])
+        camera(_image(200, 32))  # the last heading is 2 s old: skipped again
+        assert _wait(lambda: node.stats.bad_messages == 2)
+    finally:
+        node.close()
+    assert any("north-up model: frames rotated by the odometry heading (odom)" in text
+               for _, text, _ in LOGS)
 
 
 @pytest.mark.slow

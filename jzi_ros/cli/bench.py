@@ -36,7 +36,8 @@ trained model, or --preset to time a randomly initialised model of a named size 
 dinov2-b14, the paper's 384 px ViT-B) on a synthetic map. --backend, --device, --precision
 and --beam-width take several values (auto: every installed backend / cpu and cuda / fp16 on
 CUDA, fp32 on CPU). With --manifest the rows also report
-accuracy on labelled frames (how the default beam width was chosen).
+accuracy on labelled frames (how the default beam width was chosen): median error, recall
+within 25/50/100/250 m (R@d m, as in every jzi report) and mean NEES.
 """
 
 LOG = logging.getLogger(__name__)
@@ -59,7 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-paper-way", action="store_true",
                         help="skip the (slow) paper-way timing")
     parser.add_argument("--manifest", type=Path, default=None,
-                        help="dataset manifest: add accuracy on its labelled frames per row")
+                        help="dataset manifest: add accuracy on its labelled frames per row "
+                             "(median error, R@25/50/100/250 m: the share within that many "
+                             "metres, mean NEES; a north-up model reads its 'heading' column)")
     parser.add_argument("--split", default="val", choices=("val", "test", "train", "all"),
                         help="--manifest split to use")
     parser.add_argument("--limit", type=int, default=200,
@@ -119,7 +122,7 @@ def _samples(args: argparse.Namespace, tree) -> list:
     rows = samples_in_map(args.manifest, tree, args.split)[:args.limit]
     if not rows:
         raise JziError(f"manifest {args.manifest}: no '{args.split}' frames inside the map")
-    return [(read_image(s.image), s.latitude, s.longitude) for s in rows]
+    return [(read_image(s.image), s.latitude, s.longitude, s.heading) for s in rows]
 
 
 def _imagery_frame(map_dir, height_m: float, size: tuple[int, int] = (320, 240),
@@ -199,6 +202,7 @@ def _bench_filter(tree, encode=None) -> tuple[list[dict], str]:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from jzi_ros.evaluation.metrics import DEFAULT_RECALL_M
     from jzi_ros.files import write_json
     from jzi_ros.inference.bench import (accuracy, bench_localizer, format_table,
                                          synthetic_setup)
@@ -239,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
                                   paper_way=not args.no_paper_way)
             if args.manifest is not None:
                 samples = samples or _samples(args, localizer.tree)
-                row.accuracy = accuracy(localizer, samples)
+                row.accuracy = accuracy(localizer, samples, DEFAULT_RECALL_M)
             if args.refine:
                 row.refine = _bench_refine(args, localizer, map_dir)
             rows.append(row)

@@ -29,6 +29,7 @@ import math
 import os
 from pathlib import Path
 import time
+import warnings
 
 import numpy as np
 
@@ -39,6 +40,26 @@ from jzi_ros.maps.sources import open_source, Source
 
 LOG = logging.getLogger(__name__)
 DEFAULT_MAX_NODATA = 0.5
+_GRID_NOTED: set[str] = set()  # source CRSs whose missing-grid note was logged
+
+
+def _note_missing_grids(caught: list, crs_name: str) -> None:
+    """
+    Turn pyproj's "best transformation is not available" warning into one log line per CRS.
+
+    NAD83 rasters (e.g. NAD83(HARN)) have grid-based operations to WGS 84 that need PROJ grid
+    files an offline install lacks; the grid-free fallback differs by about a metre, far
+    below a terminal cell (docs/any-area.md). Every other warning is re-issued unchanged.
+    """
+    for item in caught:
+        if "not available due to missing Grid" in str(item.message):
+            if crs_name not in _GRID_NOTED:
+                _GRID_NOTED.add(crs_name)
+                LOG.info("PROJ: the most accurate operation from %s needs a grid file that is "
+                         "not installed (projsync --all or proj-data adds it); using a "
+                         "grid-free one, ~1 m apart: harmless at cell sizes", crs_name)
+        else:
+            warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
 
 
 def tree_crs(tree: CellTree) -> "rasterio.crs.CRS":  # noqa: F821 - lazy import
@@ -95,8 +116,11 @@ class CellRenderer:
         dst = pyproj.CRS.from_wkt(self.dst_crs.to_wkt())
         # GDAL applies COORDINATE_OPERATION in the CRSs' authority axis order (lat, lon for
         # EPSG:4326); our own transforms use x = east. Same operation, two axis conventions.
-        authority = TransformerGroup(src, dst, always_xy=False, area_of_interest=aoi)
-        xy = TransformerGroup(src, dst, always_xy=True, area_of_interest=aoi)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            authority = TransformerGroup(src, dst, always_xy=False, area_of_interest=aoi)
+            xy = TransformerGroup(src, dst, always_xy=True, area_of_interest=aoi)
+        _note_missing_grids(caught, src.name)
         for gdal_op, transformer in zip(authority.transformers, xy.transformers):
             definition = gdal_op.to_proj4()
             if definition:

@@ -28,6 +28,11 @@ from jzi_ros.config import from_mapping
 from jzi_ros.errors import JziError
 
 GROUND_CROPS = ("split2", "single")
+# image encoder families: a DINOv2 ViT (pretrained weights or random), or a small CNN built
+# from transformers' ResNet / ConvNeXt configs (random init: they learn faster from scratch)
+ENCODER_KINDS = ("vit", "resnet", "convnext")
+# CNN kinds: channels double at each of the four stages; widths default to hidden_size / 8..1
+_CNN_WIDTH_DIVISORS = (8, 4, 2, 1)
 HEADINGS = ("none", "north-up", "free")
 
 
@@ -40,8 +45,14 @@ def _check_positive(what: str, **values: int) -> None:
 @dataclass
 class EncoderConfig:
     """
-    DINOv2 ViT shapes plus where its weights come from.
+    The image encoder's shapes plus where its weights come from.
 
+    ``kind``: ``vit`` (a DINOv2 ViT: the fields ``num_layers`` .. ``layer_norm_eps``) or a CNN
+    built from transformers' configs with random weights, ``resnet`` (basic blocks, batch norm)
+    or ``convnext`` (layer norm); a CNN has four stages of ``stage_depths`` blocks and
+    ``stage_widths`` channels (default: ``hidden_size`` / 8, 4, 2, 1; the last must be
+    ``hidden_size``, the width of the vector it outputs: the spatial mean of the last stage)
+    and ignores the ViT fields.
     ``image_size`` is the input resolution the model is run at (paper: 384);
     ``pos_embed_size`` is the resolution the position table was trained for (518 for the
     public DINOv2 checkpoints; transformers interpolates it to ``image_size``).
@@ -62,20 +73,58 @@ class EncoderConfig:
     layer_norm_eps: float = 1e-6
     weights: str | None = None
     trainable_blocks: int | None = None
+    kind: str = "vit"
+    stage_depths: list[int] | None = None
+    stage_widths: list[int] | None = None
 
     def __post_init__(self) -> None:
         _check_positive("encoder", hidden_size=self.hidden_size, num_layers=self.num_layers,
                         num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
                         image_size=self.image_size, patch_size=self.patch_size)
+        if self.kind not in ENCODER_KINDS:
+            raise JziError(f"encoder.kind must be one of {ENCODER_KINDS}, got {self.kind!r}")
+        if self.trainable_blocks is not None and not 0 <= self.trainable_blocks:
+            raise JziError(f"encoder.trainable_blocks must be null or >= 0, "
+                           f"got {self.trainable_blocks!r}")
+        if self.kind != "vit":
+            self._check_cnn()
+            return
+        if self.stage_depths is not None or self.stage_widths is not None:
+            raise JziError("encoder.stage_depths / stage_widths apply to encoder.kind resnet "
+                           "or convnext, not vit (set encoder.kind, or drop them)")
         if self.hidden_size % self.num_heads:
             raise JziError(f"encoder.hidden_size {self.hidden_size} is not divisible by "
                            f"encoder.num_heads {self.num_heads}")
         if self.image_size < self.patch_size:
             raise JziError(f"encoder.image_size {self.image_size} is smaller than "
                            f"encoder.patch_size {self.patch_size}")
-        if self.trainable_blocks is not None and not 0 <= self.trainable_blocks:
-            raise JziError(f"encoder.trainable_blocks must be null or >= 0, "
-                           f"got {self.trainable_blocks!r}")
+
+    def _check_cnn(self) -> None:
+        if self.weights is not None:
+            raise JziError(f"encoder.weights {self.weights}: pretrained weights load into "
+                           f"encoder.kind vit (DINOv2) only; a {self.kind} encoder starts from "
+                           f"random weights (drop encoder.weights)")
+        if self.stage_depths is None:
+            self.stage_depths = [2, 2, 2, 2]
+        if self.stage_widths is None:
+            if self.hidden_size % 8:
+                raise JziError(f"encoder.hidden_size {self.hidden_size} is not divisible by "
+                               f"8: set encoder.stage_widths (four channel counts) explicitly")
+            self.stage_widths = [self.hidden_size // d for d in _CNN_WIDTH_DIVISORS]
+        for name in ("stage_depths", "stage_widths"):
+            value = getattr(self, name)
+            if (not isinstance(value, (list, tuple)) or len(value) != 4 or not all(
+                    isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+                raise JziError(f"encoder.{name} must be four positive integers (one per "
+                               f"stage), got {value!r}")
+        self.stage_depths, self.stage_widths = list(self.stage_depths), list(self.stage_widths)
+        if self.stage_widths[-1] != self.hidden_size:
+            raise JziError(f"encoder.stage_widths {self.stage_widths}: the last stage's width "
+                           f"must equal encoder.hidden_size {self.hidden_size} (the width of "
+                           f"the vector the encoder outputs)")
+        if self.image_size < 32:
+            raise JziError(f"encoder.image_size {self.image_size} is below 32 px, the "
+                           f"{self.kind} encoder's total stride")
 
     @property
     def frozen(self) -> bool:
@@ -84,8 +133,11 @@ class EncoderConfig:
     def shape_dict(self) -> dict:
         """Return the fields that determine the encoder's outputs (not where weights came from)."""
         data = dataclasses.asdict(self)
-        data.pop("weights")
-        data.pop("trainable_blocks")
+        if self.kind != "vit":
+            return {key: data[key] for key in ("kind", "hidden_size", "image_size",
+                                               "stage_depths", "stage_widths")}
+        for key in ("weights", "trainable_blocks", "kind", "stage_depths", "stage_widths"):
+            data.pop(key)  # a ViT hashes as before the CNN kinds existed
         data["pos_embed_size"] = self.pos_embed_size or self.image_size
         return data
 

@@ -13,11 +13,16 @@
 # limitations under the License.
 
 """
-The shared image encoder: a transformers ``Dinov2Model``, one CLS vector per image.
+The shared image encoder: one vector per image, from a ViT or a small CNN.
 
-Weights come from a local Hugging Face directory, from a DINOv2 ``.pth`` state dict (the
-format of the original facebookresearch release, mapped onto transformers' parameter names),
-or nowhere (random initialisation at any size: tests and the demo).
+``kind: vit`` is a transformers ``Dinov2Model`` (the CLS vector). Its weights come from a
+local Hugging Face directory, from a DINOv2 ``.pth`` state dict (the format of the original
+facebookresearch release, mapped onto transformers' parameter names), or nowhere (random
+initialisation at any size: tests and the demo). ``kind: resnet`` / ``convnext`` are
+transformers' ``ResNetModel`` / ``ConvNextModel`` built from a config with random weights
+(the spatial mean of the last stage): without pretrained weights a small CNN's locality
+prior learns faster than a ViT on a CPU budget (docs/any-area.md has the comparison). All
+kinds are plain transformers modules, so checkpoints stay safetensors and ONNX export works.
 """
 from __future__ import annotations
 
@@ -27,7 +32,8 @@ import re
 
 import torch
 from torch import nn
-from transformers import Dinov2Config, Dinov2Model
+from transformers import (ConvNextConfig, ConvNextModel, Dinov2Config, Dinov2Model,
+                          ResNetConfig, ResNetModel)
 
 from jzi_ros.errors import JziError
 from jzi_ros.model.config import EncoderConfig
@@ -59,6 +65,19 @@ def hf_config(config: EncoderConfig) -> Dinov2Config:
         use_swiglu_ffn=config.use_swiglu_ffn, layer_norm_eps=config.layer_norm_eps)
 
 
+def _random_backbone(config: EncoderConfig) -> nn.Module:
+    if config.kind == "resnet":
+        # ResNet-18/34 style basic blocks; the stem is one 7x7/2 convolution and a 3x3/2 pool
+        return ResNetModel(ResNetConfig(
+            embedding_size=config.stage_widths[0], hidden_sizes=config.stage_widths,
+            depths=config.stage_depths, layer_type="basic", downsample_in_first_stage=False))
+    if config.kind == "convnext":
+        return ConvNextModel(ConvNextConfig(
+            hidden_sizes=config.stage_widths, depths=config.stage_depths,
+            image_size=config.image_size))
+    return Dinov2Model(hf_config(config))
+
+
 class ImageEncoder(nn.Module):
     """Pixels ``[B, 3, S, S]`` (ImageNet-normalised) -> CLS vectors ``[B, C]``."""
 
@@ -67,7 +86,7 @@ class ImageEncoder(nn.Module):
         if load_weights and config.weights:
             self.backbone = _load_pretrained(config)
         else:
-            self.backbone = Dinov2Model(hf_config(config))
+            self.backbone = _random_backbone(config)
         self.config = config
         self.apply_trainable_blocks(config.trainable_blocks)
 
@@ -76,21 +95,34 @@ class ImageEncoder(nn.Module):
         return self.config.hidden_size
 
     def apply_trainable_blocks(self, trainable_blocks: int | None) -> None:
-        """Freeze all but the last N blocks and the final norm (None: train everything)."""
+        """
+        Freeze all but the last N blocks and the final norm (None: train everything).
+
+        A block is a transformer layer of a ViT, a stage of a CNN.
+        """
         self.config.trainable_blocks = trainable_blocks
         if trainable_blocks is None:
             self.backbone.requires_grad_(True)
             return
         self.backbone.requires_grad_(False)
-        layers = self.backbone.encoder.layer
+        if self.config.kind == "vit":
+            layers = self.backbone.encoder.layer
+        else:
+            layers = self.backbone.encoder.stages
         if trainable_blocks > 0:
             for block in layers[max(0, len(layers) - trainable_blocks):]:
                 block.requires_grad_(True)
-            self.backbone.layernorm.requires_grad_(True)
+            final_norm = getattr(self.backbone, "layernorm", None)  # ResNet has none
+            if final_norm is not None:
+                final_norm.requires_grad_(True)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        # last_hidden_state already went through the final layernorm in Dinov2Model
-        return self.backbone(pixel_values=pixels).last_hidden_state[:, 0]
+        out = self.backbone(pixel_values=pixels)
+        if self.config.kind == "vit":
+            # last_hidden_state already went through the final layernorm in Dinov2Model
+            return out.last_hidden_state[:, 0]
+        # ResNet pools to [B, C, 1, 1]; ConvNeXt pools and layer-normalises to [B, C]
+        return out.pooler_output.flatten(1)
 
 
 def _load_pretrained(config: EncoderConfig) -> Dinov2Model:

@@ -23,18 +23,27 @@ docs/fusion.md), ``fusion.odom_topic`` / ``fusion.imu_topic`` (empty: no subscri
 ``fusion.single_fix_topic`` (where the single-frame fix goes when ``fix_topic`` carries the
 filtered one), plus every :class:`~jzi_ros.inference.fusion.FusionConfig` field as
 ``fusion.<field>``. All read once at start-up.
+
+A north-up model (heading policy ``north-up``) needs each frame's heading: :func:`frame_heading`
+takes it from the same source the fusion uses (``fusion.heading_source``: the IMU's or the
+odometry's orientation, or ``fusion.heading_yaw_deg`` for a gimballed camera held at a fixed
+yaw), whether or not fusion is enabled, so one yaw turns both the motion and the image. The
+camera is taken to look down with its image top along the body's forward (x) axis.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 from typing import Any
 
+import numpy as np
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from jzi_ros.errors import JziError
-from jzi_ros.heading import check_enu_frame, HEADING_SOURCES, yaw_from_quaternion
+from jzi_ros.errors import BadImageError, JziError
+from jzi_ros.heading import (check_enu_frame, compass_deg, HEADING_SOURCES,
+                             yaw_from_quaternion)
 from jzi_ros.inference import messages
 from jzi_ros.inference.fusion import FusionConfig
 from jzi_ros.inference.motion import HeadingSeries, OnlineFusion
@@ -45,11 +54,34 @@ NODE_PARAMETERS = {
                       "fix then goes to fusion.single_fix_topic)"),
     "odom_topic": ("", "nav_msgs/Odometry for the filter's motion (empty: random walk)"),
     "imu_topic": ("", "sensor_msgs/Imu (ENU orientation) for heading_source imu"),
-    "heading_source": ("odometry", "yaw that rotates the odometry twist to East/North: "
-                                   + ", ".join(HEADING_SOURCES)),
+    "heading_source": ("odometry", "yaw that rotates the odometry twist to East/North and a "
+                                   "north-up model's frames: " + ", ".join(HEADING_SOURCES)),
     "heading_yaw_deg": (0.0, "ENU yaw for heading_source fixed (0 = East, 90 = North)"),
     "single_fix_topic": ("jzi/fix_single", "single-frame NavSatFix when fusion is on"),
 }
+# a north-up model's frame takes the heading sample nearest its stamp, if one is this close
+# (an IMU publishes at 50-400 Hz; a heading a second away from the frame is not its heading)
+FRAME_HEADING_MAX_AGE_S = 1.0
+FRAME_HEADING_KEEP_S = 10.0  # own samples kept (fusion off): bounded memory
+
+
+def _sensor_qos() -> QoSProfile:
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50,
+                      reliability=ReliabilityPolicy.BEST_EFFORT)
+
+
+def imu_yaw(msg: Any, topic: str) -> float:
+    """Return a sensor_msgs/Imu's ENU yaw (radians); JziError for NED or no orientation."""
+    check_enu_frame(msg.header.frame_id, f"IMU {topic}")
+    q = msg.orientation
+    return yaw_from_quaternion(q.x, q.y, q.z, q.w)
+
+
+def odometry_yaw(msg: Any, topic: str) -> float:
+    """Return a nav_msgs/Odometry pose's ENU yaw (radians); JziError for NED."""
+    check_enu_frame(msg.header.frame_id, f"odometry {topic}")
+    q = msg.pose.pose.orientation
+    return yaw_from_quaternion(q.x, q.y, q.z, q.w)
 
 
 def _declare(node: Any, name: str, default: Any, description: str) -> Any:
@@ -77,8 +109,7 @@ class NodeFusion:
                                 math.radians(values["heading_yaw_deg"]))
         self.online = OnlineFusion(tree, config, heading, use_odometry=bool(values["odom_topic"]))
         self.single_pub = node.create_publisher(NavSatFix, values["single_fix_topic"], out_qos)
-        sensor_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50,
-                                reliability=ReliabilityPolicy.BEST_EFFORT)
+        sensor_qos = _sensor_qos()
         if values["odom_topic"]:
             from nav_msgs.msg import Odometry
 
@@ -95,9 +126,7 @@ class NodeFusion:
         yaw = None
         try:
             if self.values["heading_source"] == "odometry":
-                check_enu_frame(msg.header.frame_id, f"odometry {self.values['odom_topic']}")
-                q = msg.pose.pose.orientation
-                yaw = yaw_from_quaternion(q.x, q.y, q.z, q.w)
+                yaw = odometry_yaw(msg, self.values["odom_topic"])
         except JziError as err:
             self.node.get_logger().error(str(err), throttle_duration_sec=10.0)
             return
@@ -107,9 +136,7 @@ class NodeFusion:
 
     def _on_imu(self, msg: Any) -> None:
         try:
-            check_enu_frame(msg.header.frame_id, f"IMU {self.values['imu_topic']}")
-            q = msg.orientation
-            yaw = yaw_from_quaternion(q.x, q.y, q.z, q.w)
+            yaw = imu_yaw(msg, self.values["imu_topic"])
         except JziError as err:
             self.node.get_logger().error(str(err), throttle_duration_sec=10.0)
             return
@@ -152,3 +179,97 @@ def attach(node: Any, localizer: Any, out_qos: QoSProfile) -> NodeFusion | None:
         f"{values['single_fix_topic']}; motion: "
         f"{values['odom_topic'] or 'random walk'} (heading {values['heading_source']})")
     return fusion
+
+
+class FrameHeading:
+    """
+    Each frame's compass heading for a north-up model, from the fusion's heading source.
+
+    With fusion on it reads the fusion's own yaw samples (one subscription, one series); with
+    fusion off it subscribes to the same topic itself. :meth:`at` gives the heading sample
+    nearest a frame's stamp, or raises BadImageError (the node counts and skips the frame)
+    when none lies within ``FRAME_HEADING_MAX_AGE_S``.
+    """
+
+    def __init__(self, node: Any, values: dict[str, Any], fusion: NodeFusion | None) -> None:
+        self.source = values["heading_source"]
+        self.fixed_yaw_rad = math.radians(values["heading_yaw_deg"])
+        self.topic = {"imu": values["imu_topic"], "odometry": values["odom_topic"]}.get(
+            self.source, "")
+        if fusion is not None:
+            self.series, self.lock = fusion.online.track.heading, fusion.online.lock
+            return
+        self.series = HeadingSeries(self.source, self.fixed_yaw_rad)
+        self.lock = threading.Lock()
+        if self.source == "imu":
+            from sensor_msgs.msg import Imu
+
+            node.create_subscription(Imu, self.topic, self._sample(node, imu_yaw), _sensor_qos())
+        elif self.source == "odometry":
+            from nav_msgs.msg import Odometry
+
+            node.create_subscription(Odometry, self.topic, self._sample(node, odometry_yaw),
+                                     _sensor_qos())
+
+    def _sample(self, node: Any, yaw_of: Any) -> Any:
+        def callback(msg: Any) -> None:
+            try:
+                yaw = yaw_of(msg, self.topic)
+            except JziError as err:
+                node.get_logger().error(str(err), throttle_duration_sec=10.0)
+                return
+            self.add(messages.stamp_to_ns(msg.header.stamp), yaw)
+        return callback
+
+    def add(self, stamp_ns: int, yaw_rad: float) -> None:
+        """Record one yaw sample (own subscription); keep the last ``FRAME_HEADING_KEEP_S``."""
+        with self.lock:
+            series = self.series
+            series.add(stamp_ns, yaw_rad)
+            cut = stamp_ns - int(FRAME_HEADING_KEEP_S * 1e9)
+            old = sum(1 for t in series.stamps_ns if t < cut)
+            if old:
+                del series.stamps_ns[:old], series.yaw_rad[:old]
+
+    def at(self, stamp_ns: int) -> float:
+        """Return the frame's compass heading in degrees (clockwise from North)."""
+        if self.source == "fixed":
+            return compass_deg(self.fixed_yaw_rad)
+        with self.lock:
+            stamps = np.asarray(self.series.stamps_ns, np.int64)
+            yaws = np.asarray(self.series.yaw_rad, np.float64)
+        if stamps.size:
+            nearest = int(np.argmin(np.abs(stamps - int(stamp_ns))))
+            if abs(int(stamps[nearest]) - int(stamp_ns)) <= FRAME_HEADING_MAX_AGE_S * 1e9:
+                return compass_deg(float(yaws[nearest]))
+        raise BadImageError(
+            f"no heading for the frame stamped {stamp_ns * 1e-9:.3f} s: the north-up model "
+            f"needs a {self.source} orientation on {self.topic} within "
+            f"{FRAME_HEADING_MAX_AGE_S:g} s of it ({stamps.size} samples held)")
+
+
+def frame_heading(node: Any, localizer: Any, fusion: NodeFusion | None) -> FrameHeading | None:
+    """
+    Return the frames' heading source for a north-up model (None for other models).
+
+    Call after :func:`attach` (which declares the ``fusion.*`` parameters). A north-up model
+    with no heading source configured is refused with one JziError line.
+    """
+    localizer = getattr(localizer, "localizer", localizer)  # the zoom under a RefiningLocalizer
+    if localizer.model_config.heading != "north-up":
+        return None
+    values = {name: node.get_parameter(PREFIX + name).value for name in NODE_PARAMETERS}
+    source = values["heading_source"]
+    needs = {"imu": "imu_topic", "odometry": "odom_topic"}.get(source)
+    if needs and not values[needs]:
+        raise JziError(
+            f"model {localizer.model_path.name} is north-up (frames are rotated by their "
+            f"heading) but fusion.heading_source {source} has no fusion.{needs}: set it, or "
+            f"fusion.heading_source fixed with fusion.heading_yaw_deg (a gimballed camera), "
+            f"or use a heading-free model")
+    heading = FrameHeading(node, values, fusion)
+    node.get_logger().info(
+        f"north-up model: frames rotated by the {source} heading"
+        + (f" ({heading.topic})" if heading.topic else
+           f" ({values['heading_yaw_deg']:g} deg ENU yaw)"))
+    return heading

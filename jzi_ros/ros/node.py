@@ -185,6 +185,7 @@ class LocalizerNode(Node):
         self.worker: Worker | None = None
         self.updater: Any = None
         self.fusion: Any = None
+        self.frame_heading: Any = None  # a north-up model's heading source (ros/motion.py)
         self.refinement: Any = None
         self._applied: NodeSettings | None = None  # the settings the localizer runs with
         self._to_rgb: Callable[[Any], np.ndarray] = messages.image_msg_to_rgb
@@ -230,6 +231,7 @@ class LocalizerNode(Node):
                           if s.publish_hypotheses else None)
         from jzi_ros.ros import motion  # temporal fusion: fusion.* parameters, subscriptions
         self.fusion = motion.attach(self, self.localizer, out_qos)
+        self.frame_heading = motion.frame_heading(self, self.localizer, self.fusion)
         self._start_diagnostics()
 
         self.worker = Worker(self.slot, self._process, self._on_worker_error)
@@ -288,11 +290,13 @@ class LocalizerNode(Node):
         started = time.perf_counter()
         try:
             rgb = self._to_rgb(msg)
+            # north-up model: BadImageError (counted, skipped) while no heading is known
+            heading = None if self.frame_heading is None else self.frame_heading.at(stamp_ns)
             if self.fusion is None:
-                fix = single = self.localizer.localize(rgb)
+                fix = single = self.localizer.localize(rgb, heading_deg=heading)
             else:  # fix_topic gets the filtered fix, the cloud this frame's own hypotheses
-                single, measurement = self.localizer.localize_measured(
-                    rgb, seeds=self.fusion.seeds(stamp_ns))  # None unless fusion.seed_beam
+                single, measurement = self.localizer.localize_measured(  # seeds: seed_beam only
+                    rgb, heading_deg=heading, seeds=self.fusion.seeds(stamp_ns))
                 fix = self.fusion.fuse(single, measurement, stamp_ns, s)
         except BadImageError as err:
             count = self.stats.bad_message(str(err))
