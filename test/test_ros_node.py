@@ -96,6 +96,19 @@ class NodeProcess:
                                 f"{self.output}")
                 self._new.wait(0.2)
 
+    def refusal(self, why):
+        """Wait for a start-up refusal: exit 1, no traceback; return its one [ERROR] line."""
+        try:
+            self.process.wait(timeout=STARTUP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            pytest.fail(f"node kept running {why}")
+        self._reader.join(5.0)
+        assert self.process.returncode == 1, self.output
+        assert "Traceback" not in self.output
+        (line,) = _error_lines(self.output)
+        return line
+
     def rss_mb(self):
         with open(f"/proc/{self.process.pid}/status") as status:
             for line in status:
@@ -491,15 +504,7 @@ def test_fusion_on_filters_jzi_fix_and_keeps_the_single_frame_fix(tiny_assets):
 
 def test_missing_map_is_one_error_line_naming_the_parameter_and_exit_1(tmp_path):
     node = NodeProcess(tmp_path / "no_map", tmp_path / "no_model.safetensors", "missing")
-    try:
-        node.process.wait(timeout=STARTUP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        node.process.kill()
-        pytest.fail("node kept running without a map")
-    node._reader.join(5.0)
-    assert node.process.returncode == 1, node.output
-    assert "Traceback" not in node.output
-    (line,) = _error_lines(node.output)
+    line = node.refusal("without a map")
     assert "map_dir" in line and "no_map" in line
 
 

@@ -80,6 +80,11 @@ class BenchRow:
         return asdict(self)
 
     @property
+    def label(self) -> str:
+        """Return the backend as a table names it, with the CPU graph when there is one."""
+        return f"{self.backend} ({self.graph})" if self.graph else self.backend
+
+    @property
     def frame_over_encoder(self) -> float:
         return self.frame_ms["median"] / max(self.encoder_ms["median"], 1e-9)
 
@@ -336,18 +341,19 @@ def speed_words(speedup: float | None) -> str:
     return f"{1.0 / speedup:.2f}x slower"
 
 
+def _med_p95(times: dict) -> str:
+    return f"{times['median']:.2f} / {times['p95']:.2f}"
+
+
 def format_table(rows: list[BenchRow]) -> str:
     head = ("| backend | device | dtype | beam | encoder ms (med / p95) | frame ms (med / p95) "
             "| paper way ms (med / p95) | frame / encoder | vs paper way |")
     lines = [head, "|" + "---|" * 9]
     for r in rows:
-        paper = (f"{r.paper_way_ms['median']:.2f} / {r.paper_way_ms['p95']:.2f}"
-                 if r.paper_way_ms else "-")
+        paper = _med_p95(r.paper_way_ms) if r.paper_way_ms else "-"
         speed = speed_words(r.speedup_vs_paper)
-        name = f"{r.backend} ({r.graph})" if r.graph else r.backend
-        lines.append(f"| {name} | {r.device} | {r.dtype} | {r.beam_width} | "
-                     f"{r.encoder_ms['median']:.2f} / {r.encoder_ms['p95']:.2f} | "
-                     f"{r.frame_ms['median']:.2f} / {r.frame_ms['p95']:.2f} | {paper} | "
+        lines.append(f"| {r.label} | {r.device} | {r.dtype} | {r.beam_width} | "
+                     f"{_med_p95(r.encoder_ms)} | {_med_p95(r.frame_ms)} | {paper} | "
                      f"{r.frame_over_encoder:.2f} | {speed} |")
     if any(r.frame_stages_ms for r in rows):
         lines += ["", "| backend | beam | inside the frame, ms (median): preprocess | encode "
@@ -355,9 +361,8 @@ def format_table(rows: list[BenchRow]) -> str:
         for r in rows:
             f = r.frame_stages_ms
             if f:
-                name = f"{r.backend} ({r.graph})" if r.graph else r.backend
                 ratio = r.frame_ms["median"] / max(f.get("encode", 0.0), 1e-9)
-                lines.append(f"| {name} | {r.beam_width} | {f.get('preprocess', 0):.2f} | "
+                lines.append(f"| {r.label} | {r.beam_width} | {f.get('preprocess', 0):.2f} | "
                              f"{f.get('encode', 0):.2f} | {f.get('decode', 0):.2f} | "
                              f"{f.get('posterior', 0):.2f} | {ratio:.2f} |")
     if any(r.cpu_ms for r in rows):
@@ -366,21 +371,17 @@ def format_table(rows: list[BenchRow]) -> str:
         for r in rows:
             c = r.cpu_ms
             if c:
-                name = f"{r.backend} ({r.graph})" if r.graph else r.backend
                 ratio = c["frame"]["median"] / max(c["encoder"]["median"], 1e-9)
-                lines.append(f"| {name} | {r.beam_width} | {c['encoder']['median']:.2f} / "
-                             f"{c['encoder']['p95']:.2f} | {c['frame']['median']:.2f} / "
-                             f"{c['frame']['p95']:.2f} | {ratio:.2f} |")
+                lines.append(f"| {r.label} | {r.beam_width} | {_med_p95(c['encoder'])} | "
+                             f"{_med_p95(c['frame'])} | {ratio:.2f} |")
     if any(r.seeded_ms for r in rows):
         lines += ["", "| backend | beam | fusion's frame ms (med / p95) | with the seeded zoom "
                   "ms (med / p95) | seeding costs |", "|" + "---|" * 5]
         for r in rows:
             if r.seeded_ms:
-                name = f"{r.backend} ({r.graph})" if r.graph else r.backend
                 extra = r.seeded_ms["median"] / max(r.measured_ms["median"], 1e-9) - 1
-                lines.append(f"| {name} | {r.beam_width} | {r.measured_ms['median']:.2f} / "
-                             f"{r.measured_ms['p95']:.2f} | {r.seeded_ms['median']:.2f} / "
-                             f"{r.seeded_ms['p95']:.2f} | {100 * extra:+.0f} % |")
+                lines.append(f"| {r.label} | {r.beam_width} | {_med_p95(r.measured_ms)} | "
+                             f"{_med_p95(r.seeded_ms)} | {100 * extra:+.0f} % |")
     if any(r.accuracy for r in rows):
         keys = [k for k in next(r.accuracy for r in rows if r.accuracy) if k.startswith("rec")]
         lines += ["", "| backend | beam | frames | median error m | "
