@@ -509,6 +509,32 @@ def test_north_up_model_gets_each_frames_heading_from_the_fusion_source(
                for _, text, _ in LOGS)
 
 
+@pytest.mark.parametrize("source, camera_yaw_deg, expected", [
+    ("odometry", 90.0, 0.0),     # body faces East, image top to its left: North up
+    ("odometry", -90.0, 180.0),  # image top to the body's right: South
+    ("fixed", 45.0, 0.0),        # gimbal at ENU yaw 45 deg, image top 45 deg further left
+])
+def test_camera_yaw_turns_the_body_heading_into_the_image_tops(
+        node_module, monkeypatch, source, camera_yaw_deg, expected):
+    monkeypatch.setattr(FakeLocalizer, "model_config", SimpleNamespace(heading="north-up"))
+    monkeypatch.setattr(FakeLocalizer, "headings", [])
+    FakeNode.overrides.update({"fusion.enabled": False, "fusion.odom_topic": "odom",
+                               "fusion.heading_source": source, "fusion.heading_yaw_deg": 45.0,
+                               "fusion.camera_yaw_deg": camera_yaw_deg})
+    node = node_module.LocalizerNode()
+    node.setup()
+    try:
+        odom = [s for s in node.subscriptions if s.topic == "odom"]
+        camera = [s for s in node.subscriptions if s.topic != "odom"][0].callback
+        if odom:
+            odom[0].callback(_odometry(20, 0.0))  # the body faces East
+        camera(_image(200, 20))
+        assert _wait(lambda: len(FakeLocalizer.headings) == 1)
+        assert FakeLocalizer.headings[0] % 360.0 == pytest.approx(expected, abs=1e-9)
+    finally:
+        node.close()
+
+
 @pytest.mark.slow
 def test_seed_beam_hands_the_converged_prior_to_the_zoom(node_module):
     FakeNode.overrides.update({"fusion.enabled": True, "fusion.seed_beam": True})

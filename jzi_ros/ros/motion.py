@@ -57,6 +57,9 @@ NODE_PARAMETERS = {
     "heading_source": ("odometry", "yaw that rotates the odometry twist to East/North and a "
                                    "north-up model's frames: " + ", ".join(HEADING_SOURCES)),
     "heading_yaw_deg": (0.0, "ENU yaw for heading_source fixed (0 = East, 90 = North)"),
+    "camera_yaw_deg": (0.0, "north-up models: yaw of the image's top edge from the body's "
+                            "forward axis, counter-clockwise seen from above (90: the image "
+                            "top points to the body's left); added to the heading source's yaw"),
     "single_fix_topic": ("jzi/fix_single", "single-frame NavSatFix when fusion is on"),
 }
 # a north-up model's frame takes the heading sample nearest its stamp, if one is this close
@@ -194,6 +197,10 @@ class FrameHeading:
     def __init__(self, node: Any, values: dict[str, Any], fusion: NodeFusion | None) -> None:
         self.source = values["heading_source"]
         self.fixed_yaw_rad = math.radians(values["heading_yaw_deg"])
+        self.camera_yaw_rad = math.radians(values["camera_yaw_deg"])
+        if not math.isfinite(self.camera_yaw_rad):
+            raise JziError(f"fusion.camera_yaw_deg must be a finite angle in degrees, got "
+                           f"{values['camera_yaw_deg']!r}")
         self.topic = {"imu": values["imu_topic"], "odometry": values["odom_topic"]}.get(
             self.source, "")
         if fusion is not None:
@@ -234,14 +241,14 @@ class FrameHeading:
     def at(self, stamp_ns: int) -> float:
         """Return the frame's compass heading in degrees (clockwise from North)."""
         if self.source == "fixed":
-            return compass_deg(self.fixed_yaw_rad)
+            return compass_deg(self.fixed_yaw_rad + self.camera_yaw_rad)
         with self.lock:
             stamps = np.asarray(self.series.stamps_ns, np.int64)
             yaws = np.asarray(self.series.yaw_rad, np.float64)
         if stamps.size:
             nearest = int(np.argmin(np.abs(stamps - int(stamp_ns))))
             if abs(int(stamps[nearest]) - int(stamp_ns)) <= FRAME_HEADING_MAX_AGE_S * 1e9:
-                return compass_deg(float(yaws[nearest]))
+                return compass_deg(float(yaws[nearest]) + self.camera_yaw_rad)
         raise BadImageError(
             f"no heading for the frame stamped {stamp_ns * 1e-9:.3f} s: the north-up model "
             f"needs a {self.source} orientation on {self.topic} within "
