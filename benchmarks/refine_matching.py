@@ -34,7 +34,7 @@ import time
 import cv2
 import numpy as np
 
-from jzi_ros.inference.refine import ratio_matches
+from jzi_ros.inference.registration import ratio_matches
 from jzi_ros.maps.imagery import FEATURES, load_index
 
 

@@ -346,7 +346,7 @@ def test_low_confidence_zoom_no_fix_becomes_a_refined_fix(world):
 
 
 def test_gemm_ratio_test_matches_the_brute_force_matcher():
-    from jzi_ros.inference.refine import _l2_ratio_matches, ratio_matches
+    from jzi_ros.inference.registration import _l2_ratio_matches, ratio_matches
 
     rng = np.random.default_rng(3)
     query = rng.integers(0, 80, (300, 128)).astype(np.float32)
@@ -380,7 +380,7 @@ def test_batched_poses_equal_one_by_one_and_flag_degenerate_ones():
 
 
 def test_bootstrap_spread_grows_with_the_inlier_noise():
-    from jzi_ros.inference.refine import _pose_samples
+    from jzi_ros.inference.registration import _pose_samples
 
     pose = CameraPose(10.0, 20.0, 150.0, heading_deg=60.0, pitch_deg=80.0)
     to_image = ground_to_image(CAMERA, pose)

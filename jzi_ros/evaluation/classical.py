@@ -18,7 +18,7 @@ The classical baseline, and the side-by-side table of localization methods.
 Classical global registration is what a user would otherwise pick: the frame's local features
 matched against one feature index of the whole map (built at map-build time, see
 :mod:`jzi_ros.maps.imagery`), a MAGSAC homography, and the same pose recovery and acceptance
-test as refinement (:func:`jzi_ros.inference.refine.solve`), without the zoom. It has the
+test as refinement (:func:`jzi_ros.inference.registration.solve`), without the zoom. It has the
 Localizer's replay interface, so ``jzi replay --method classical`` scores it like the zoom.
 
 :func:`method_summary` scores any method the same way (recall at 5..100 m over all frames,
@@ -38,7 +38,8 @@ import numpy as np
 from jzi_ros.errors import JziError
 from jzi_ros.inference.camera_pose import fit_frame, Intrinsics
 from jzi_ros.inference.fix import Fix, FixStatus
-from jzi_ros.inference.refine import GUESS_HFOV_DEG, ratio_matches, RefineConfig, solve
+from jzi_ros.inference.refine import GUESS_HFOV_DEG, RefineConfig
+from jzi_ros.inference.registration import ratio_matches, solve
 from jzi_ros.maps.features import detect_features
 
 LOG = logging.getLogger(__name__)

@@ -1,0 +1,229 @@
+# Copyright 2026 jzi_ros contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+
+"""
+Registration of a frame against map features, and the acceptance test.
+
+Ratio-test matching, a robust homography, the camera pose and its bootstrap covariance.
+
+Shared by refinement after the zoom (:mod:`jzi_ros.inference.refine`, matches around the zoom's
+cells) and the classical baseline (:mod:`jzi_ros.evaluation.classical`, matches against the
+whole map). The thresholds are :class:`~jzi_ros.inference.refine.RefineConfig` fields.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+import math
+from typing import Any
+
+import cv2
+import numpy as np
+
+from jzi_ros.inference.camera_pose import (GroundPose, Intrinsics, pose_from_homography,
+                                           poses_from_homographies)
+from jzi_ros.inference.posterior import apply_scale_and_floor
+
+MATCH_CHUNK = 4096  # index rows per GEMM: 2000 frame features x 4096 floats = 33 MB at most
+
+
+def ratio_matches(query: np.ndarray, train: np.ndarray | None, detector: str, ratio: float,
+                  matcher=None) -> tuple[np.ndarray, np.ndarray]:
+    """Lowe ratio-test matches (query, train indices); ``matcher``: a trained index instead."""
+    if len(query) < 2 or (matcher is None and len(train) < 2):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if matcher is None and detector != "orb":
+        return _l2_ratio_matches(query, train, ratio)
+    if matcher is None:
+        pairs = cv2.BFMatcher(cv2.NORM_HAMMING).knnMatch(query, train, k=2)
+    else:
+        pairs = matcher.knnMatch(query, k=2)
+    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < ratio * p[1].distance]
+    return (np.array([m.queryIdx for m in good], np.int64),
+            np.array([m.trainIdx for m in good], np.int64))
+
+
+def _l2_ratio_matches(query: np.ndarray, train: np.ndarray, ratio: float,
+                      chunk: int = MATCH_CHUNK) -> tuple[np.ndarray, np.ndarray]:
+    """
+    Exact brute-force L2 ratio test, as ``BFMatcher.knnMatch(k=2)`` but through GEMMs.
+
+    ``|q - t|^2 = |q|^2 + |t|^2 - 2 q.t``: the products are ``cv2.gemm`` calls (OpenCV's
+    threads, so ``--threads`` holds), 4x faster than the matcher's distance loops at a frame's
+    ~500 x 2000 SIFT descriptors (docs/refinement.md). ``chunk`` train rows at a time, keeping
+    the best two per query, bound the memory when the window holds a whole large index.
+    """
+    query = np.ascontiguousarray(query, np.float32)
+    train = np.ascontiguousarray(train, np.float32)
+    rows = np.arange(len(query))
+    best_d = np.full(len(query), np.inf, np.float32)
+    second_d = np.full(len(query), np.inf, np.float32)
+    best_i = np.zeros(len(query), np.int64)
+    for start in range(0, len(train), chunk):
+        part = train[start:start + chunk]
+        d2 = cv2.gemm(query, part, -2.0, None, 0.0, flags=cv2.GEMM_2_T)
+        d2 += np.einsum("ij,ij->i", part, part)[None, :]
+        index = np.argmin(d2, axis=1)
+        first = d2[rows, index].copy()
+        d2[rows, index] = np.inf
+        second = d2.min(axis=1)
+        better = first < best_d  # ties keep the earlier row, as the matcher does
+        second_d = np.where(better, np.minimum(best_d, second), np.minimum(second_d, first))
+        best_i = np.where(better, index + start, best_i)
+        best_d = np.where(better, first, best_d)
+    q2 = np.einsum("ij,ij->i", query, query)
+    # distances, not squares, are compared (as the matcher does); rounding can go below 0
+    first = np.maximum(best_d + q2, 0.0)
+    second = np.maximum(second_d + q2, 0.0)
+    keep = np.flatnonzero(first < ratio * ratio * second)
+    return keep.astype(np.int64), best_i[keep]
+
+
+# --- registration -------------------------------------------------------------------------
+@dataclass
+class Registration:
+    """One registration attempt: accepted with a pose and covariance, or a reason why not."""
+
+    accepted: bool
+    reason: str  # why not accepted; empty when accepted
+    matches: int = 0
+    inliers: int = 0
+    pose: GroundPose | None = None
+    covariance_en: np.ndarray | None = None  # 2x2 m^2, calibrated and floored
+    raw_covariance_en: np.ndarray | None = None  # the bootstrap spread (what calibration fits)
+
+    @property
+    def inlier_ratio(self) -> float:
+        return self.inliers / self.matches if self.matches else 0.0
+
+    def describe(self) -> str:
+        if not self.accepted:
+            return f"not refined: {self.reason}"
+        p = self.pose
+        sigma = math.sqrt(max(np.linalg.eigvalsh(self.covariance_en)))
+        return (f"refined: {self.inliers}/{self.matches} inliers, height {p.height_m:.0f} m, "
+                f"heading {p.heading_deg:.0f} deg, tilt {p.tilt_deg:.0f} deg, "
+                f"sigma {sigma:.1f} m")
+
+
+def _pose_samples(image_pts: np.ndarray, target_pts: np.ndarray, to_ground: np.ndarray,
+                  intrinsics: Intrinsics, count: int) -> np.ndarray:
+    """
+    Nadir points [M, 2] of least-squares homographies fitted to bootstrap resamples.
+
+    All resamples at once: a resample is a weighting of the inliers (how often each was
+    drawn), so its DLT normal matrix is a weighted sum of per-point 9x9 blocks: one matrix
+    product for all of them, one batched eigen-decomposition, one batched pose.
+    """
+    rng = np.random.default_rng(0)  # deterministic: the same frame gives the same covariance
+    n = len(image_pts)
+    src, t_src = _normalise(image_pts)
+    dst, t_dst = _normalise(target_pts)
+    x, y = src[:, 0], src[:, 1]
+    u, v = dst[:, 0], dst[:, 1]
+    zero, one = np.zeros(n), np.ones(n)
+    rows = np.concatenate([
+        np.stack([x, y, one, zero, zero, zero, -u * x, -u * y, -u], axis=1)[:, None],
+        np.stack([zero, zero, zero, x, y, one, -v * x, -v * y, -v], axis=1)[:, None]], axis=1)
+    blocks = np.einsum("npi,npj->nij", rows, rows).reshape(n, 81)
+    weights = np.stack([np.bincount(rng.integers(0, n, n), minlength=n)
+                        for _ in range(count)]).astype(np.float64)
+    normal = (weights @ blocks).reshape(count, 9, 9)
+    _, vectors = np.linalg.eigh(normal)  # ascending: column 0 is the least-squares solution
+    H = vectors[:, :, 0].reshape(count, 3, 3)
+    H = np.linalg.inv(t_dst) @ H @ t_src
+    poses = poses_from_homographies(to_ground @ H, intrinsics)
+    ok = poses["valid"]
+    return np.stack([poses["east_m"][ok], poses["north_m"][ok]], axis=1).reshape(-1, 2)
+
+
+def _normalise(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Hartley normalisation: centred, mean distance sqrt(2); returns points and the 3x3."""
+    points = np.asarray(points, np.float64)
+    mean = points.mean(axis=0)
+    spread = np.sqrt(((points - mean) ** 2).sum(axis=1)).mean()
+    scale = math.sqrt(2.0) / spread if spread > 0 else 1.0
+    T = np.array([[scale, 0.0, -scale * mean[0]], [0.0, scale, -scale * mean[1]],
+                  [0.0, 0.0, 1.0]])
+    return (points - mean) * scale, T
+
+
+def solve(image_pts: np.ndarray, target_pts: np.ndarray, to_ground: np.ndarray,
+          intrinsics: Intrinsics, config: Any, threshold: float,
+          region: tuple[float, float, float, float] | None = None) -> Registration:
+    """
+    Robust homography image -> target, pose, covariance, and the acceptance test.
+
+    ``config`` is a :class:`~jzi_ros.inference.refine.RefineConfig` (its thresholds).
+    ``to_ground`` maps target coordinates to local metres (identity when the targets already
+    are metres); ``threshold`` is MAGSAC's in target units. ``region`` (west, south, east,
+    north) is where the nadir point may lie.
+    """
+    matches = len(image_pts)
+    if matches < config.min_inliers:
+        return Registration(False, f"{matches} feature matches (need {config.min_inliers})",
+                            matches)
+    H, mask = cv2.findHomography(image_pts, target_pts, cv2.USAC_MAGSAC, threshold,
+                                 maxIters=2000, confidence=0.999)
+    if H is None or mask is None:
+        return Registration(False, "no homography fits the matches", matches)
+    inlier = mask.ravel().astype(bool)
+    count = int(inlier.sum())
+    result = Registration(False, "", matches, count)
+    if count < config.min_inliers:
+        result.reason = f"{count} inliers (need {config.min_inliers})"
+        return result
+    if result.inlier_ratio < config.min_inlier_ratio:
+        result.reason = (f"inlier ratio {result.inlier_ratio:.2f} (need "
+                         f"{config.min_inlier_ratio:g})")
+        return result
+    pose = pose_from_homography(to_ground @ H, intrinsics)
+    result.pose = pose
+    if pose is None:
+        result.reason = "degenerate homography (no camera pose)"
+        return result
+    checks = [
+        (pose.skew <= config.max_skew,
+         f"homography is not a camera view with these intrinsics (skew {pose.skew:.2f} > "
+         f"{config.max_skew:g}; wrong intrinsics or a non-planar match)"),
+        (config.min_height_m <= pose.height_m <= config.max_height_m,
+         f"height {pose.height_m:.0f} m outside {config.min_height_m:g}.."
+         f"{config.max_height_m:g} m"),
+        (pose.tilt_deg <= config.max_tilt_deg,
+         f"tilt {pose.tilt_deg:.0f} deg > {config.max_tilt_deg:g} deg"),
+    ]
+    if region is not None:
+        west, south, east, north = region
+        checks.append((west <= pose.east_m <= east and south <= pose.north_m <= north,
+                       "nadir point outside the searched cells"))
+    for ok, reason in checks:
+        if not ok:
+            result.reason = reason
+            return result
+    samples = _pose_samples(image_pts[inlier], target_pts[inlier], to_ground, intrinsics,
+                            config.bootstrap)
+    if len(samples) < config.bootstrap // 2:
+        result.reason = "inlier resamples give no stable pose"
+        return result
+    spread = np.cov(samples.T) if len(samples) > 1 else np.zeros((2, 2))
+    result.raw_covariance_en = spread
+    # an orthophoto and its features are good to about half a pixel, however tight the inliers
+    floor_m = max(config.sigma_floor_m, config.sigma_floor_px * abs(float(to_ground[0, 0])))
+    cov = apply_scale_and_floor(spread, config.covariance_scale, floor_m)
+    sigma = math.sqrt(float(max(np.linalg.eigvalsh(cov))))
+    if not (np.all(np.isfinite(cov)) and sigma <= config.max_sigma_m):
+        result.reason = f"position spread {sigma:.1f} m > {config.max_sigma_m:g} m"
+        return result
+    result.accepted, result.covariance_en = True, cov
+    return result
