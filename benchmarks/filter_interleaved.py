@@ -39,7 +39,7 @@ import torch
 
 from jzi_ros.geo import CellTree
 from jzi_ros.inference.bench import bench_filter
-from jzi_ros.inference.fusion import FusionConfig
+from jzi_ros.inference.fusion_config import FusionConfig
 from jzi_ros.inference.localizer import Localizer, LocalizerConfig
 
 

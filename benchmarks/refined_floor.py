@@ -40,7 +40,8 @@ import numpy as np
 
 from jzi_ros.geo import CellTree
 from jzi_ros.inference.bench import simulated_steps
-from jzi_ros.inference.fusion import CellFilter, FusionConfig
+from jzi_ros.inference.fusion import CellFilter
+from jzi_ros.inference.fusion_config import FusionConfig
 from jzi_ros.inference.measurement import Measurement, PointMeasurement
 
 TREE = CellTree(45.0, 7.0, 2500.0, grid=4, depth=3)

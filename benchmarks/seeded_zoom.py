@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from jzi_ros.evaluation.fusion_replay import (fusion_summary, FusionOptions,  # noqa: E402
                                               LABELS)
 from jzi_ros.evaluation.replay import replay_bag, ReplayOptions  # noqa: E402
-from jzi_ros.inference.fusion import FusionConfig  # noqa: E402
+from jzi_ros.inference.fusion_config import FusionConfig  # noqa: E402
 from jzi_ros.inference.localizer import Localizer, LocalizerConfig  # noqa: E402
 
 KEYS = ("R@25", "R@50", "R@100", "R@250", "median m", "FIX share", "FIX mean NEES",

@@ -25,7 +25,8 @@ from jzi_ros.geo import CellTree
 from jzi_ros.inference.bench import simulated_steps as synthetic_steps
 from jzi_ros.inference.decode import BeamSearch, BeamSteps, PAD_LOG_PROB, path_log_probs
 from jzi_ros.inference.fix import Fix, FixStatus
-from jzi_ros.inference.fusion import CellFilter, FusionConfig
+from jzi_ros.inference.fusion import CellFilter
+from jzi_ros.inference.fusion_config import FusionConfig
 from jzi_ros.inference.measurement import Measurement, PointMeasurement, terminal_indices_local
 from support import make_tiny_map, make_tiny_model, sharpen_decoder
 

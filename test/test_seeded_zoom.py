@@ -21,7 +21,8 @@ import torch
 
 from jzi_ros.errors import JziError
 from jzi_ros.inference.decode import BeamSearch, BeamSteps, PAD_LOG_PROB, Seeds
-from jzi_ros.inference.fusion import CellFilter, FusionConfig
+from jzi_ros.inference.fusion import CellFilter
+from jzi_ros.inference.fusion_config import FusionConfig
 from jzi_ros.inference.measurement import Measurement
 from support import make_tiny_map, make_tiny_model, sharpen_decoder
 

@@ -127,7 +127,7 @@ def _fusion_options(args: argparse.Namespace):
                        "refine, not classical (classical registration gives no cell "
                        "probabilities to fuse)")
     from jzi_ros.evaluation.fusion_replay import FusionOptions
-    from jzi_ros.inference.fusion import FusionConfig
+    from jzi_ros.inference.fusion_config import FusionConfig
 
     config = FusionConfig.from_yaml(args.fusion_config) if args.fusion_config else FusionConfig()
     if args.seed_beam:

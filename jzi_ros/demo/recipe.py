@@ -112,7 +112,7 @@ def fit_fusion(workdir: Path, seeds: list[int], frames: int = 200) -> dict:
     from jzi_ros.demo.odometry import ODOM_TOPIC
     from jzi_ros.evaluation.fusion_replay import fit_fusion as fit, FusionOptions
     from jzi_ros.evaluation.replay import replay_bag, ReplayOptions
-    from jzi_ros.inference.fusion import FusionConfig
+    from jzi_ros.inference.fusion_config import FusionConfig
     from jzi_ros.inference.localizer import Localizer, LocalizerConfig
 
     if 0 in seeds:

@@ -102,7 +102,7 @@ def replay(map_dir: Path, model: Path, bag_dir: Path, report_dir: Path,
     from jzi_ros.inference.localizer import Localizer
 
     from jzi_ros.evaluation.fusion_replay import FusionOptions
-    from jzi_ros.inference.fusion import FusionConfig
+    from jzi_ros.inference.fusion_config import FusionConfig
 
     localizer = Localizer.from_paths(map_dir, model, config or LocalizerConfig(device="cpu"))
     # temporal fusion next to the single frames: a random walk, and the bag's odometry

@@ -46,7 +46,8 @@ from jzi_ros.evaluation.metrics import (calibration_summary, DEFAULT_RECALL_M, e
 from jzi_ros.heading import check_enu_frame, yaw_from_quaternion
 from jzi_ros.inference.calibration import fit_covariance_scale
 from jzi_ros.inference.fix import Fix, FixStatus
-from jzi_ros.inference.fusion import CellFilter, FusionConfig
+from jzi_ros.inference.fusion import CellFilter
+from jzi_ros.inference.fusion_config import FusionConfig
 from jzi_ros.inference.measurement import PointMeasurement
 from jzi_ros.inference.motion import HeadingSeries, OdometryTrack
 

@@ -297,7 +297,8 @@ def bench_filter(tree, frames: int = 200, warmup: int = 20, config=None,
     share of the encoder comes from the same run. Returns medians (p95 of the filter's wall
     time) in ms and the map's size.
     """
-    from jzi_ros.inference.fusion import CellFilter, FusionConfig
+    from jzi_ros.inference.fusion import CellFilter
+    from jzi_ros.inference.fusion_config import FusionConfig
     from jzi_ros.inference.measurement import Measurement
 
     rng = np.random.default_rng(seed)

@@ -62,165 +62,23 @@ how); ``jzi bench`` times it next to the encoder.
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 import math
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from jzi_ros.errors import JziError
 from jzi_ros.geo import CellTree
+from jzi_ros.inference import seeding
 from jzi_ros.inference.decode import Seeds
 from jzi_ros.inference.fix import Fix, FixStatus, Hypothesis
+from jzi_ros.inference.fusion_config import FusionConfig
 from jzi_ros.inference.measurement import (cell_codes, Measurement, Partition,
-                                           PointMeasurement, terminal_indices_en,
-                                           terminal_indices_local)
+                                           PointGaussian, PointMeasurement,
+                                           terminal_indices_en)
+from jzi_ros.inference.modes import FilterEstimate, ModeFinder
 from jzi_ros.inference.posterior import apply_scale_and_floor, enu_covariance
 
 # the "no measurement" likelihood: a frame that brings only a refined fix multiplies it into this
 UNIFORM = Measurement(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), 1.0)
-MIN_MODE_MASS = 0.05  # lighter clusters are not reported as modes
-MAX_MODES = 8
-SEED_CELLS = 64  # modes are seeded among this many heaviest coarse cells
-
-
-@dataclass
-class FusionConfig:
-    """Filter parameters (ROS parameters ``fusion.*`` map 1:1 onto it)."""
-
-    particles: int = 2048
-    # Defaults of likelihood_exponent, proposal_fraction, accel_sigma_mps2, fix_mode_mass,
-    # fix_sigma_m and both covariance scales: fitted on three validation flights of the demo
-    # world (seeds 1-3, not the demo's seed 0) by `benchmarks/demo_recipe.py fit-fusion`
-    # (docs/fusion.md); refit for another model/map with `jzi replay --fusion --fit-fusion`
-    # on a validation bag
-    likelihood_exponent: float = 0.2  # tempering of each frame's likelihood, 1: independent
-    uniform_weight: float = 0.05  # share of each frame's likelihood spread over the whole map
-    proposal_fraction: float = 0.05  # share of particles drawn from each frame's measurement
-    anywhere_prob: float = 0.01  # prior chance per frame of being anywhere (unmodelled moves)
-    max_speed_mps: float = 25.0  # random walk (no odometry): the fastest a robot moves
-    accel_sigma_mps2: float = 6.0  # random walk: 1-sigma change of velocity per second
-    odom_noise_fraction: float = 0.1  # odometry: 1-sigma per axis, fraction of the distance
-    odom_noise_mps: float = 1.0  # odometry: plus this 1-sigma per axis per second
-    max_gap_s: float = 10.0  # a longer gap between frames restarts the filter
-    reset_nats: float = 4.0  # CUSUM threshold of the kidnap test (log-likelihood ratio)
-    mode_radius_m: float = 150.0  # particles this close to a peak form one mode
-    fix_mode_mass: float = 0.6  # FIX once the heaviest mode holds this share of the belief
-    fix_sigma_m: float = 150.0  # ... and its 1-sigma (major axis) is below this
-    sigma_floor_m: float = 5.0  # minimum 1-sigma of the published covariance
-    covariance_scale: float = 0.325  # multiplies the belief's covariance (fitted, see above)
-    odom_covariance_scale: float = 1.37  # the same after an odometry step (fitted apart)
-    seed: int = 0  # random stream of the filter (replays are reproducible)
-    # prior-seeded zoom: while the prior is confident, each frame's beam also expands the cells
-    # it supports (CellFilter.seed_cells; torch backend). Off: measured on the demo flight,
-    # docs/fusion.md "Prior-seeded zoom"
-    seed_beam: bool = False
-    # refined fixes (PointMeasurement): their 1-sigma in the filter is at least this, so the
-    # particles do not collapse onto one point; refined_sigma_floor_m and
-    # refined_proposal_fraction were chosen on the same-day validation flights (seeds 1-3) by
-    # `benchmarks/refined_floor.py` (docs/fusion.md "Refined fixes in the filter")
-    refined_sigma_floor_m: float = 2.0
-    # share of a refined fix's likelihood spread over the whole map: with anywhere_prob 0.01
-    # one fix far from a confident belief takes 0.01 x 0.8 / (0.99 x 0.2) = 4 % of it, under
-    # the 5 % of a reported mode; a second fix at the same place moves the belief there
-    refined_outlier_prob: float = 0.2
-    refined_proposal_fraction: float = 0.05  # share of particles drawn from a refined fix
-
-    def __post_init__(self) -> None:
-        if int(self.particles) != self.particles or self.particles < 16:
-            raise JziError(f"fusion.particles must be an integer >= 16, got "
-                           f"{self.particles!r}")
-        checks = [
-            ("likelihood_exponent", 0 < self.likelihood_exponent <= 1, "in (0, 1]"),
-            ("uniform_weight", 0 <= self.uniform_weight < 1, "in [0, 1)"),
-            ("proposal_fraction", 0 <= self.proposal_fraction < 1, "in [0, 1)"),
-            ("anywhere_prob", 0 < self.anywhere_prob < 1, "in (0, 1)"),
-            ("max_speed_mps", self.max_speed_mps > 0, "> 0 m/s"),
-            ("accel_sigma_mps2", self.accel_sigma_mps2 > 0, "> 0 m/s^2"),
-            ("odom_noise_fraction", self.odom_noise_fraction >= 0, ">= 0"),
-            ("odom_noise_mps", self.odom_noise_mps >= 0, ">= 0 m/s"),
-            ("max_gap_s", self.max_gap_s > 0, "> 0 s"),
-            ("reset_nats", self.reset_nats > 0, "> 0"),
-            ("mode_radius_m", self.mode_radius_m > 0, "> 0 m"),
-            ("fix_mode_mass", 0 < self.fix_mode_mass <= 1, "in (0, 1]"),
-            ("fix_sigma_m", self.fix_sigma_m > 0, "> 0 m"),
-            ("sigma_floor_m", self.sigma_floor_m > 0, "> 0 m"),
-            ("covariance_scale", self.covariance_scale > 0, "> 0"),
-            ("odom_covariance_scale", self.odom_covariance_scale > 0, "> 0"),
-            ("refined_sigma_floor_m", self.refined_sigma_floor_m > 0, "> 0 m"),
-            ("refined_outlier_prob", 0 < self.refined_outlier_prob < 1, "in (0, 1)"),
-            ("refined_proposal_fraction", 0 < self.refined_proposal_fraction < 1
-             - self.proposal_fraction, "in (0, 1 - proposal_fraction)"),
-        ]
-        for name, ok, expected in checks:
-            value = getattr(self, name)
-            if not (math.isfinite(float(value)) and ok):
-                raise JziError(f"fusion.{name} must be {expected}, got {value!r}")
-        self.particles = int(self.particles)
-        if not isinstance(self.seed_beam, bool):
-            raise JziError(f"fusion.seed_beam must be true or false, got {self.seed_beam!r}")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "FusionConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise JziError(f"fusion config: unknown key(s) {unknown}; expected some of "
-                           f"{sorted(names)}")
-        return cls(**data)
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> "FusionConfig":
-        """Read a YAML mapping of FusionConfig keys (a ``fusion:`` top level is accepted)."""
-        import yaml
-
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as err:
-            raise JziError(f"fusion config {path} cannot be read: {err}") from None
-        if isinstance(data, dict) and isinstance(data.get("fusion"), dict):
-            data = data["fusion"]
-        if not isinstance(data, dict):
-            raise JziError(f"fusion config {path}: expected a mapping of FusionConfig keys")
-        try:
-            return cls.from_dict(data)
-        except JziError as err:
-            raise JziError(f"fusion config {path}: {err}") from None
-
-
-@dataclass(frozen=True)
-class Mode:
-    """One cluster of the belief: its share, mean and covariance (East/North metres)."""
-
-    mass: float
-    mean_en: np.ndarray
-    cov_en: np.ndarray
-
-
-@dataclass(frozen=True)
-class FilterEstimate:
-    """What the filter believes after a frame."""
-
-    converged: bool
-    modes: tuple[Mode, ...]  # heaviest first
-    mean_en: np.ndarray  # the published position: the heaviest mode's mean
-    cov_en: np.ndarray  # the modes' second moment about it
-    event: str = ""  # "init", "reset: ...", "kidnap" on the frame that restarted the filter
-    llr_cusum: float = 0.0
-    odometry: bool = False  # the last prediction moved the particles by odometry
-    # the last frame brought a refined fix (PointMeasurement) within mode_radius_m of mean_en
-    refined: bool = False
-
-    @property
-    def spread_m(self) -> float:
-        """Largest distance between two reported modes (0 for one mode)."""
-        centers = np.array([m.mean_en for m in self.modes]).reshape(-1, 2)
-        if len(centers) < 2:
-            return 0.0
-        return float(np.hypot(*(centers[:, None] - centers[None]).transpose(2, 0, 1)).max())
 
 
 class CellFilter:
@@ -258,12 +116,8 @@ class CellFilter:
         self._coarse_span = tree.num_actions ** (tree.depth - level)
         self._coarse_cells = tree.num_actions ** level
         self._coarse_area = tree.cell_side(level) ** 2
-        self._cell_index = np.arange(self._coarse_cells)
         n = self.config.particles
-        # _modes: rows [w x, w x, w y] times state rows [x, y, y]: the second moments
-        self._WXY, self._XYY = [0, 0, 1], [0, 1, 1]
-        self._EAST_NORTH = np.array([1.0, 1.0j])  # (east, north) @ it: east + i north
-        self._mode_rows = np.arange(MAX_MODES)[:, None]
+        self._modes = ModeFinder(self._coarse_cells, self.config.mode_radius_m)
         self._drawn = int(round(self.config.proposal_fraction * n))
         self._drawn_point = max(1, int(round(self.config.refined_proposal_fraction * n)))
         most = n + self._drawn + self._drawn_point
@@ -340,31 +194,10 @@ class CellFilter:
         u[2:] = self._velocities(count)
         return u
 
-    def _gaussian(self, point: PointMeasurement) -> tuple[np.ndarray, ...]:
-        """
-        Return a refined fix's Gaussian: mean ``[2, 1]``, inverse, Cholesky factor, peak.
-
-        Its covariance is the fix's plus ``refined_sigma_floor_m`` squared on the diagonal.
-        """
-        cov = point.cov_en_m2 + np.eye(2) * self.config.refined_sigma_floor_m ** 2
-        peak = 1.0 / (2 * math.pi * math.sqrt(float(np.linalg.det(cov))))
-        return (point.east_north_m.reshape(2, 1), np.linalg.inv(cov), np.linalg.cholesky(cov),
-                peak)
-
-    def _gaussian_density(self, gaussian: tuple[np.ndarray, ...], en: np.ndarray
-                          ) -> np.ndarray:
-        """Return the Gaussian's density (per m^2) at points ``[2, N]``."""
-        mean, inverse, _, peak = gaussian
-        d = en - mean
-        quad = np.einsum("ij,ij->j", d, inverse @ d)
-        quad *= -0.5
-        return np.exp(quad, out=quad) * peak
-
-    def _draw_point(self, gaussian: tuple[np.ndarray, ...], count: int) -> np.ndarray:
+    def _draw_point(self, gaussian: PointGaussian, count: int) -> np.ndarray:
         """``[4, count]`` states drawn from the Gaussian (inside the root), fresh velocities."""
-        mean, _, chol, _ = gaussian
         out = np.empty((4, count))
-        np.clip(chol @ self._normals(count) + mean, -self.half, self.half, out=out[:2])
+        np.clip(gaussian.draw(self._normals(count)), -self.half, self.half, out=out[:2])
         out[2:] = self._velocities(count)
         return out
 
@@ -379,7 +212,7 @@ class CellFilter:
         else:
             # half from the zoom, half from the refined fix; weights: zoom x point / proposal
             # (a uniform prior), so a wrong fix leaves the zoom's places their Bayes share
-            gaussian, half = self._gaussian(point), n // 2
+            gaussian, half = point.gaussian(self.config.refined_sigma_floor_m), n // 2
             self._state = np.concatenate([self._draw(tempered, n - half),
                                           self._draw_point(gaussian, half)], axis=1)
             zoom, point_lik, g = self._likelihoods(tempered, gaussian, self._state)
@@ -398,7 +231,7 @@ class CellFilter:
         """Return the tempered zoom likelihood, the point likelihood, the Gaussian density."""
         part, density, _ = tempered
         zoom = density[part.lookup(terminal_indices_en(self.tree, states[:2], inside=True))]
-        g = self._gaussian_density(gaussian, states[:2])
+        g = gaussian.density(states[:2])
         outlier = self.config.refined_outlier_prob
         return zoom, g * (1 - outlier) + outlier / self.tree.size_m ** 2, g
 
@@ -501,7 +334,7 @@ class CellFilter:
         """
         cfg, n, drawn = self.config, len(self.weights), self._drawn
         tempered = self._tempered(measurement)
-        gaussian = self._gaussian(point)
+        gaussian = point.gaussian(self.config.refined_sigma_floor_m)
         states = np.concatenate([self._state, self._draw(tempered, drawn),
                                  self._draw_point(gaussian, self._drawn_point)], axis=1)
         zoom, point_lik, g = self._likelihoods(tempered, gaussian, states)
@@ -588,7 +421,7 @@ class CellFilter:
             zero = np.zeros(2)
             return FilterEstimate(False, (), zero, np.eye(2) * self.tree.size_m ** 2 / 12,
                                   event, 0.0)
-        modes = self._modes()
+        modes = self._modes(self._state, self.weights, self._coarse_keys())
         main = modes[0]
         # second moment of the reported modes about the published position (the heaviest
         # mode's mean): a second mode far away widens it, as the beam spread does per frame;
@@ -610,56 +443,6 @@ class CellFilter:
             *(self._point_en - main.mean_en)) <= self.config.mode_radius_m
         return FilterEstimate(converged, modes, main.mean_en, np.array([[a, b], [b, c]]),
                               event, self.cusum, self._odometry, refined)
-
-    def _modes(self) -> tuple[Mode, ...]:
-        """
-        Cluster the coarse cells' weighted moments into modes, all modes at once.
-
-        Seeds: among the ``SEED_CELLS`` heaviest coarse cells, heaviest first, each cell not
-        within ``mode_radius_m`` of an earlier seed (a 64 x 64 table, two calls a seed). Then
-        twice: every occupied cell joins the first (heaviest) seed within the radius of its
-        centre of mass, and each seed moves to its members' mean. A fixed number of numpy
-        calls whatever the number of modes (the greedy one-mode-at-a-time loop this replaced
-        cost ten calls per mode). Modes under ``MIN_MODE_MASS`` are the diffuse tail (the
-        heaviest is always kept).
-        """
-        radius = self.config.mode_radius_m
-        w, keys, cells = self.weights, self._coarse_keys(), self._coarse_cells
-        weighted = self._state[:2] * w  # w x, w y
-        second = weighted.take(self._WXY, axis=0)
-        second *= self._state.take(self._XYY, axis=0)  # w x x, w x y, w y y
-        mass = np.bincount(keys, w, cells)
-        occupied = self._cell_index.compress(mass > 0)  # (np.flatnonzero: 3x slower)
-        sums = np.stack([mass.take(occupied)] + [  # [6, occupied cells]
-            np.bincount(keys, v, cells).take(occupied) for v in (*weighted, *second)])
-        # positions as complex numbers east + i north: a distance is one abs()
-        centre = sums[1:3].T @ self._EAST_NORTH / sums[0]
-        seeds = centre.take((-sums[0]).argsort()[:SEED_CELLS])  # heaviest first
-        free = np.abs(seeds[:, None] - seeds) > radius  # [candidate, candidate]: far apart
-        chosen, left = [0], free[0].copy()  # the heaviest cell seeds the first mode
-        while len(chosen) < MAX_MODES:
-            first = int(left.argmax())  # the heaviest candidate far from every seed so far
-            if not left[first]:
-                break
-            chosen.append(first)
-            left &= free[first]
-        seeds = seeds.take(chosen)
-        for again in (True, False):  # members around the seeds, then around their mean
-            near = np.abs(centre - seeds[:, None]) <= radius  # [modes, cells]
-            member = near & (near.argmax(axis=0) == self._mode_rows[:len(near)])  # a cell
-            # joins the first (heaviest) seed it is near
-            moments = member @ sums.T  # [modes, 6]
-            if again:  # (each seed's own cell is its member here: no empty mode)
-                seeds = moments[:, 1:3] @ self._EAST_NORTH / moments[:, 0]
-        modes = []
-        for total, se, sn, xx, xy, yy in moments.tolist():
-            if total <= 0 or (total < MIN_MODE_MASS and modes):
-                continue  # the diffuse tail (or a seed its heavier neighbours took over)
-            se, sn = se / total, sn / total
-            xx, xy, yy = xx / total - se * se, xy / total - se * sn, yy / total - sn * sn
-            modes.append(Mode(total, np.array([se, sn]), np.array([[xx, xy], [xy, yy]])))
-        modes.sort(key=lambda mode: -mode.mass)
-        return tuple(modes)
 
     def fix(self, estimate: FilterEstimate, altitude_m: float, altitude_sigma_m: float,
             timings_ms: dict[str, float] | None = None) -> Fix:
@@ -699,52 +482,5 @@ class CellFilter:
     # --- prior-seeded zoom -----------------------------------------------------------------
     def seed_cells(self, stamp_ns: int, displacement_en: np.ndarray | None = None,
                    min_mass: float | None = None) -> Seeds | None:
-        """
-        Return the cells the prior supports, to seed the zoom of the frame at ``stamp_ns``.
-
-        The prior is the particle cloud moved to ``stamp_ns`` without noise (by the odometry
-        displacement, else by each particle's own velocity); the level is the finest whose
-        cells are at least ``fix_sigma_m`` wide (the filter's "confident" spread), below the
-        terminal level. The seeds are the prior's heaviest cell at that level and its 8
-        neighbours (off-map slots -1), heaviest first. None (no seeding) before the filter has
-        started, when this frame will restart it (stamp going back, a gap over
-        ``max_gap_s``), or while those 9 cells hold less than ``min_mass`` of the belief
-        (default ``fix_mode_mass``: as confident as a FIX needs; 0.5 seeded more often and
-        made the random-walk filter lock onto wrong cells on the demo flight, docs/fusion.md).
-        Reads the filter's state, never changes it (no random draws either).
-        """
-        tree = self.tree
-        if not self.initialised or tree.depth < 2 or not len(self.particles):
-            return None
-        dt = (int(stamp_ns) - self.last_stamp_ns) / 1e9
-        if dt < 0 or dt > self.config.max_gap_s:
-            return None
-        level = 1
-        while level + 1 < tree.depth and tree.cell_side(level + 1) >= self.config.fix_sigma_m:
-            level += 1
-        step = (self.velocity * dt if displacement_en is None
-                else np.asarray(displacement_en, np.float64).reshape(1, 2))
-        points = np.clip(self.particles + step, -self.half, self.half)
-        n = tree.grid ** level
-        side = tree.size_m / n
-        col = np.clip(((points[:, 0] + self.half) / side).astype(np.int64), 0, n - 1)
-        row = np.clip(((self.half - points[:, 1]) / side).astype(np.int64), 0, n - 1)
-        mass = np.bincount(row * n + col, weights=self.weights, minlength=n * n).reshape(n, n)
-        top_row, top_col = np.unravel_index(int(np.argmax(mass)), mass.shape)
-        rows, cols = np.meshgrid(np.arange(top_row - 1, top_row + 2),
-                                 np.arange(top_col - 1, top_col + 2), indexing="ij")
-        rows, cols = rows.ravel(), cols.ravel()
-        inside = (rows >= 0) & (rows < n) & (cols >= 0) & (cols < n)
-        rows, cols = rows[inside], cols[inside]
-        block = mass[rows, cols]
-        if block.sum() < (self.config.fix_mode_mass if min_mass is None else min_mass) * (
-                mass.sum()):
-            return None
-        # the level index of a cell: the terminal index of its centre, without the finer digits
-        east = -self.half + (cols + 0.5) * side
-        north = self.half - (rows + 0.5) * side
-        index = terminal_indices_local(tree, east, north) // tree.num_actions ** (
-            tree.depth - level)
-        cells = np.full(9, -1, np.int64)
-        cells[:len(index)] = index[np.argsort(-block, kind="stable")]
-        return Seeds(level, cells)
+        """Return the cells the prior supports for the frame at ``stamp_ns`` (seeding.py)."""
+        return seeding.seed_cells(self, stamp_ns, displacement_en, min_mass)

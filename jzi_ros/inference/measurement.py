@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
+import math
 
 import numpy as np
 
@@ -299,6 +300,13 @@ class PointMeasurement:
         object.__setattr__(self, "east_north_m", en)
         object.__setattr__(self, "cov_en_m2", cov)
 
+    def gaussian(self, sigma_floor_m: float) -> "PointGaussian":
+        """Return its likelihood: covariance plus ``sigma_floor_m`` squared on the diagonal."""
+        cov = self.cov_en_m2 + np.eye(2) * sigma_floor_m ** 2
+        peak = 1.0 / (2 * math.pi * math.sqrt(float(np.linalg.det(cov))))
+        return PointGaussian(self.east_north_m.reshape(2, 1), np.linalg.inv(cov),
+                             np.linalg.cholesky(cov), peak)
+
     @classmethod
     def from_fix(cls, fix: Fix | None) -> "PointMeasurement | None":
         """
@@ -311,3 +319,24 @@ class PointMeasurement:
         if fix is None or not (fix.refined and fix.ok):
             return None
         return cls(np.array([fix.east_m, fix.north_m]), fix.covariance_enu[:2, :2])
+
+
+@dataclass(frozen=True)
+class PointGaussian:
+    """A refined fix's Gaussian likelihood: mean ``[2, 1]``, inverse, Cholesky factor, peak."""
+
+    mean: np.ndarray
+    inverse: np.ndarray
+    chol: np.ndarray
+    peak: float
+
+    def density(self, en: np.ndarray) -> np.ndarray:
+        """Return the likelihood per square metre at East/North points ``[2, N]``."""
+        d = en - self.mean
+        quad = np.einsum("ij,ij->j", d, self.inverse @ d)
+        quad *= -0.5
+        return np.exp(quad, out=quad) * self.peak
+
+    def draw(self, normals: np.ndarray) -> np.ndarray:
+        """Return points ``[2, N]`` from standard normals ``[2, N]``."""
+        return self.chol @ normals + self.mean

@@ -21,7 +21,7 @@ Kept out of ``node.py`` on purpose: the node calls :func:`attach` once in ``setu
 docs/fusion.md), ``fusion.odom_topic`` / ``fusion.imu_topic`` (empty: no subscription),
 ``fusion.heading_source`` (odometry, imu, fixed), ``fusion.heading_yaw_deg`` and
 ``fusion.single_fix_topic`` (where the single-frame fix goes when ``fix_topic`` carries the
-filtered one), plus every :class:`~jzi_ros.inference.fusion.FusionConfig` field as
+filtered one), plus every :class:`~jzi_ros.inference.fusion_config.FusionConfig` field as
 ``fusion.<field>``. All read once at start-up.
 
 A north-up model (heading policy ``north-up``) needs each frame's heading: :func:`frame_heading`
@@ -45,7 +45,7 @@ from jzi_ros.errors import BadImageError, JziError
 from jzi_ros.heading import (check_enu_frame, compass_deg, HEADING_SOURCES,
                              yaw_from_quaternion)
 from jzi_ros.inference import messages
-from jzi_ros.inference.fusion import FusionConfig
+from jzi_ros.inference.fusion_config import FusionConfig
 from jzi_ros.inference.motion import HeadingSeries, OnlineFusion
 
 PREFIX = "fusion."
