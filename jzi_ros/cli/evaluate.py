@@ -34,8 +34,9 @@ from the calibration."""
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("manifest", type=Path, help="labelled manifest (.csv or .jsonl)")
     parser.add_argument("--map", required=True, type=Path, help="map directory")
-    parser.add_argument("--model", required=True, type=Path,
-                        help="checkpoint the map was embedded with")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="checkpoint the map was embedded with (not for --method "
+                             "classical)")
     parser.add_argument("--out", required=True, type=Path, help="report directory to create")
     parser.add_argument("--split", default="test", choices=("train", "val", "test", "all"),
                         help="manifest rows to score")
@@ -54,6 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    from jzi_ros.cli import refineopts
+    refineopts.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     if not len(truth):
         raise JziError(f"manifest {args.manifest}: no '{args.split}' row could be scored")
     extra = {"baselines": baselines(localizer.tree, truth, prior_rows),
-             "calibration_check": calibration_check(localizer.calibration,
+             "calibration_check": calibration_check(getattr(localizer, "calibration", None),
                                                     summarize(result)["calibration"])}
     summary = write_report(result, args.out, localizer.pyramid, overwrite=args.overwrite,
                            plots=not args.no_plots, extra=extra)

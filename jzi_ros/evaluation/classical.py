@@ -93,7 +93,9 @@ class ClassicalLocalizer:
         return Fix.no_fix(f"classical registration: {reason}", self._no_fix_at[0],
                           self._no_fix_at[1], 0.0, self._no_fix_variance, timings)
 
-    def localize(self, image_rgb: np.ndarray, intrinsics: Intrinsics | None = None) -> Fix:
+    def localize(self, image_rgb: np.ndarray, intrinsics: Intrinsics | None = None,
+                 heading_deg: float | None = None) -> Fix:
+        # heading_deg is accepted for the Localizer's interface; SIFT/ORB are rotation invariant
         start = time.perf_counter()
         config = self.config
         height, width = image_rgb.shape[:2]

@@ -89,7 +89,7 @@ def replay_manifest(manifest: str | os.PathLike, rows: Sequence[Any],
                 rgb = read_image(row.image)
                 t1 = time.perf_counter()
                 record.decode_ms = (t1 - t0) * 1e3
-                record.fix = localizer.localize(rgb, row.heading)
+                record.fix = localizer.localize(rgb, heading_deg=row.heading)
                 record.localize_ms = (time.perf_counter() - t1) * 1e3
             except (BadImageError, JziError) as err:
                 record.skip, record.detail = SKIP_BAD_IMAGE, str(err)

@@ -326,6 +326,11 @@ class RefiningLocalizer:
     def config(self, config) -> None:
         self.localizer.config = config
 
+    @property
+    def calibration(self):
+        """Return the zoom checkpoint's calibration record (the zoom's fixes carry it)."""
+        return getattr(self.localizer, "calibration", None)
+
     def localize(self, image_rgb: np.ndarray, intrinsics: Intrinsics | None = None,
                  **zoom_options) -> Fix:
         return self._refine(image_rgb, self.localizer.localize(image_rgb, **zoom_options),
