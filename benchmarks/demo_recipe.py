@@ -27,7 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from jzi_ros.demo import recipe  # noqa: E402  (after the path setup)
-from jzi_ros.demo.dataset import DatasetSpec  # noqa: E402
 from jzi_ros.demo.world import WorldSpec  # noqa: E402
 from jzi_ros.errors import JziError  # noqa: E402
 
@@ -37,16 +36,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks/demo_recipe.py",
                                      description=recipe.__doc__)
     sub = parser.add_subparsers(dest="step", required=True)
-    p = sub.add_parser("prepare", help="world, map pyramid and training images")
+    p = sub.add_parser("prepare", help="world, map pyramid and one GeoTIFF per day")
     p.add_argument("dir", type=Path, help="output directory")
     p.add_argument("--world-seed", type=int, default=0, help="seed of the demo world")
-    p.add_argument("--train", type=int, default=DatasetSpec.train, help="training images")
-    p.add_argument("--val", type=int, default=DatasetSpec.val, help="validation images")
-    p.add_argument("--styles", type=int, default=DatasetSpec.train_styles,
-                   help="random styles (days) the training images are rendered in")
+    p.add_argument("--train-days", type=int, nargs="+", default=list(recipe.TRAIN_DAYS),
+                   metavar="SEED", help=f"seeds of the training days (>= "
+                   f"{recipe.FIRST_TRAINING_DAY}; lower seeds are flight days)")
+    p.add_argument("--val-days", type=int, nargs="+", default=list(recipe.VAL_DAYS),
+                   metavar="SEED", help="seeds of the validation days")
     f = sub.add_parser("finalize", help="calibrate and ship the trained checkpoint")
     f.add_argument("run", type=Path, help="jzi train output directory (has best.safetensors)")
     f.add_argument("dir", type=Path, help="the directory `prepare` wrote")
+    f.add_argument("val", type=Path, help="`jzi views` validation manifest (calibration)")
     f.add_argument("--out", type=Path, default=Path("jzi_ros/data/demo_model.safetensors"),
                    help="where the shipped checkpoint goes")
     f.add_argument("--beam-width", "--beam", dest="beam", type=int, default=4,
@@ -75,10 +76,11 @@ def main(argv: list[str] | None = None) -> int:
             path = recipe.docs_plot(args.report, args.out)
             print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB)")
         elif args.step == "prepare":
-            recipe.prepare(args.dir, WorldSpec(seed=args.world_seed),
-                           DatasetSpec(train=args.train, val=args.val, train_styles=args.styles))
+            recipe.prepare(args.dir, WorldSpec(seed=args.world_seed), tuple(args.train_days),
+                           tuple(args.val_days))
         else:
-            info = recipe.finalize(args.run, args.dir, args.out, args.beam, args.checkpoint)
+            info = recipe.finalize(args.run, args.dir, args.val, args.out, args.beam,
+                                   args.checkpoint)
             print(f"wrote {args.out} ({info['bytes'] / 1e6:.1f} MB), covariance scale "
                   f"{info['calibration']['covariance_scale']:.3g}")
     except JziError as err:

@@ -1,25 +1,36 @@
 #!/usr/bin/env bash
-# Reproduce the shipped demo model (jzi_ros/data/demo_model.safetensors) with one command:
-#   benchmarks/train_demo_model.sh [WORKDIR]      (default .cache/demo_train; ~30 min on
-#                                                  2 idle CPU cores)
+# Reproduce the shipped demo model (jzi_ros/data/demo_model.safetensors) with one command,
+# through the generic path of docs/any-area.md (the demo world is "just another raster"):
+#   benchmarks/train_demo_model.sh [WORKDIR] [KEY=VALUE ...]   (default .cache/demo_train;
+#                                                  ~45 min on 2 CPU cores)
 # 1. prepare: the demo world (seed 0), its map pyramid (4x4 grid, depth 3, 112 px tiles) and
-#    16,000 training drone images on 16 random days + 600 validation images on 2 other days
-#    (seasons, sun, colours, blur, noise, occluders; validation days never train);
-# 2. jzi train with benchmarks/demo_model.yaml (from scratch, CPU), then
-#    benchmarks/demo_model_stage2.yaml (continues at a lower learning rate);
-# 3. finalize: embed the map, calibrate the covariance scale on the validation images, store the
-#    demo card (world + tile size) in the metadata and copy the checkpoint to jzi_ros/data/.
+#    one GeoTIFF per day (the same world on another day: season, sun, colours): 24 training
+#    days and 2 validation days, never a flight's day (the demo flies day 0);
+# 2. jzi views: 300 validation views from the 2 validation days (the flight's camera);
+# 3. jzi train with benchmarks/demo_model.yaml: fresh views drawn on the fly from the training
+#    days (render: block), a ResNet encoder from scratch, 42-minute budget, 1 data worker;
+# 4. finalize: embed the map, calibrate the covariance scale on the validation views, store the
+#    demo card (world, tile size, days) in the metadata and copy the checkpoint to
+#    jzi_ros/data/.
+# KEY=VALUE arguments override the training config (e.g. max_minutes=10).
+# Environment: PYTHON (default .venv/bin/python), OMP_NUM_THREADS (default 1), REUSE=1 (keep
+# WORKDIR's world, map, days and validation views from an earlier run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WORK="${1:-.cache/demo_train}"
+WORK="${1:-.cache/demo_train}"; shift $(( $# < 1 ? $# : 1 ))
 PY="${PYTHON:-.venv/bin/python}"
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
-"$PY" benchmarks/demo_recipe.py prepare "$WORK" --train 16000 --val 600 --styles 16
-rm -rf "$WORK/run" "$WORK/run2"
-"$PY" -m jzi_ros.cli.main train --config benchmarks/demo_model.yaml \
-    manifest="$WORK/dataset/manifest.csv" map="$WORK/map" out="$WORK/run"
-"$PY" -m jzi_ros.cli.main train --config benchmarks/demo_model_stage2.yaml \
-    manifest="$WORK/dataset/manifest.csv" map="$WORK/map" out="$WORK/run2" \
-    init="$WORK/run/last.safetensors"
-"$PY" benchmarks/demo_recipe.py finalize "$WORK/run2" "$WORK" --checkpoint last.safetensors \
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+JZI=("$PY" -m jzi_ros.cli.main)
+if [[ "${REUSE:-0}" != 1 || ! -f "$WORK/val/manifest.csv" ]]; then
+    "$PY" benchmarks/demo_recipe.py prepare "$WORK"
+    "${JZI[@]}" views "$WORK"/days/val/*.tif --map "$WORK/map" \
+        --out "$WORK/val" --split val --count 300 --seed 1 --size 320x240 \
+        "--heading-deg=-20,20" --altitude-m 200,320 --pitch-deg 82,90 --overwrite --no-progress
+fi
+SOURCES="[$(realpath "$WORK"/days/train/*.tif | paste -sd, | sed 's/,/, /g')]"
+rm -rf "$WORK/run"
+"${JZI[@]}" train --config benchmarks/demo_model.yaml --no-progress \
+    manifest="$WORK/val/manifest.csv" map="$WORK/map" out="$WORK/run" \
+    "render.sources=$SOURCES" "$@"
+"$PY" benchmarks/demo_recipe.py finalize "$WORK/run" "$WORK" "$WORK/val/manifest.csv" \
     --out jzi_ros/data/demo_model.safetensors

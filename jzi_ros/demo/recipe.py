@@ -16,11 +16,19 @@
 How the shipped demo model is made: ``benchmarks/train_demo_model.sh`` runs these steps.
 
 The command line is ``benchmarks/demo_recipe.py`` (a tool, not part of the ``jzi`` command).
+The demo trains through the same generic path as any area (docs/any-area.md): its world is
+"just another raster". ``prepare`` writes the demo world's map orthophoto, its map pyramid
+and one GeoTIFF per training or validation *day* (the same world in another style: season,
+sun, colours); ``jzi views`` writes the validation views from the validation days and
+``jzi train`` with a ``render:`` block draws fresh training views from the training days on
+the fly. ``finalize`` takes the trained checkpoint, calibrates its covariance scale on the
+validation views, writes the demo card (world, tile size) into its metadata and copies it,
+with a small JSON card, to ``jzi_ros/data/`` (fp32: the model is a few MB).
 
-``prepare``: the demo world, its map pyramid and a training/validation image set;
-``finalize``: take ``jzi train``'s best checkpoint, calibrate its covariance scale on the
-validation images (held-out styles), write the demo card (world, tile size) into its metadata
-and copy it, with a small JSON card, to ``jzi_ros/data/`` (fp32: the model is a few MB).
+A day is named by its seed: the style :func:`jzi_ros.demo.stages.flight_day` gives it, the
+same function that picks the day a demo flight is flown. Flight seeds below
+``FIRST_TRAINING_DAY`` are kept for flights (``jzi demo`` flies seed 0, ``fit-fusion``
+validates on seeds 1-3), so neither training nor validation ever sees their day.
 """
 from __future__ import annotations
 
@@ -29,44 +37,80 @@ import hashlib
 from pathlib import Path
 import time
 
-from jzi_ros.demo.dataset import DatasetSpec, make_dataset, MANIFEST
 from jzi_ros.demo.flow import DEMO_CARD_KEY
-from jzi_ros.demo.stages import make_map, make_world
-from jzi_ros.demo.world import WorldSpec
+from jzi_ros.demo.stages import flight_day, make_map, make_world, world_of
+from jzi_ros.demo.style import render
+from jzi_ros.demo.world import WorldSpec, write_geotiff
 from jzi_ros.errors import JziError
 from jzi_ros.files import atomic_path, write_json
 from jzi_ros.training.render import ViewSampling
 
 GRID, DEPTH, TILE_PX = 4, 3, 112
+# Day seeds: flights use 0..99 (the demo flight 0, fusion validation 1-3); training days and
+# validation days are disjoint ranges above.
+FIRST_TRAINING_DAY = 100
+TRAIN_DAYS = tuple(range(FIRST_TRAINING_DAY, FIRST_TRAINING_DAY + 24))
+VAL_DAYS = (200, 201)
+DAYS = "days"
 # The demo flight's camera is yaw-stabilised north-up (FlightSpec.yaw_mode "north"); training
 # views get a wider yaw spread than the flight's jitter so the model tolerates gimbal error.
 # Survey-drone views like the demo flight's (jzi_ros/demo/flight.py): north-up gimbal, near
 # nadir, 200-320 m up, so a frame spans ~300 m and shows layout (roads, field edges, water)
 # that a small encoder trained from scratch can place; lower, oblique views of uniform fields
-# or housing are ambiguous at the map's 625 m / 156 m levels.
+# or housing are ambiguous at the map's 625 m / 156 m levels. benchmarks/demo_model.yaml and
+# benchmarks/train_demo_model.sh spell out the same ranges for `jzi train` and `jzi views`.
 SAMPLING = ViewSampling(heading_deg=(-20.0, 20.0), altitude_m=(200.0, 320.0),
                         pitch_deg=(82.0, 90.0))
 
 
-def prepare(out: Path, spec: WorldSpec, dataset: DatasetSpec, progress: bool = True) -> None:
-    """Write ``out/world.tif``, ``out/map/``, ``out/dataset/manifest.csv`` and the demo card."""
+def day_raster(out: Path, split: str, seed: int) -> Path:
+    """Return where ``prepare`` writes the GeoTIFF of day ``seed`` (split train or val)."""
+    return out / DAYS / split / f"day{seed:04d}.tif"
+
+
+def prepare(out: Path, spec: WorldSpec, train_days: tuple[int, ...] = TRAIN_DAYS,
+            val_days: tuple[int, ...] = VAL_DAYS, progress: bool = True) -> None:
+    """
+    Write ``out/world.tif``, ``out/map/``, ``out/days/{train,val}/dayNNNN.tif``, the card.
+
+    Each day is the world rendered in the style of that day's seed, written as a GeoTIFF in
+    the world's own frame, so that the generic renderer (RasterGround) reads it like any
+    other raster of the map's area.
+    """
+    clash = sorted(set(train_days) & set(val_days))
+    flights = sorted(d for d in (*train_days, *val_days) if d < FIRST_TRAINING_DAY)
+    if clash or flights or not train_days:
+        raise JziError(f"demo recipe: training days {list(train_days)} and validation days "
+                       f"{list(val_days)} must be non-empty (training), disjoint and >= "
+                       f"{FIRST_TRAINING_DAY} (lower seeds are flight days: the demo flies "
+                       f"seed 0); overlapping {clash}, flight seeds {flights}")
     out.mkdir(parents=True, exist_ok=True)
     tree = spec.tree(GRID, DEPTH)
     start = time.perf_counter()
-    world = make_world(spec, out / "world.tif")
+    make_world(spec, out / "world.tif")
     print(f"world: {time.perf_counter() - start:.1f} s")
     make_map(out / "world.tif", out / "map", tree, TILE_PX, progress)
     print(f"map: {time.perf_counter() - start:.1f} s")
-    make_dataset(world, tree, out / "dataset", dataset, SAMPLING, overwrite=True,
-                 progress=progress)
-    print(f"dataset: {time.perf_counter() - start:.1f} s")
+    world = world_of(spec)
+    styles = {}
+    for split, days in (("train", train_days), ("val", val_days)):
+        (out / DAYS / split).mkdir(parents=True, exist_ok=True)
+        for old in (out / DAYS / split).glob("*.tif"):
+            old.unlink()  # training reads every raster of the folder
+        for seed in days:
+            style = flight_day(seed)[1]
+            write_geotiff(world, render(world, style), day_raster(out, split, seed))
+            styles[seed] = style.to_dict()
+    print(f"{len(styles)} days: {time.perf_counter() - start:.1f} s")
     write_json(out / "demo_card.json", {"world": spec.to_dict(), "tile_px": TILE_PX,
-                                        "grid": GRID, "depth": DEPTH})
+                                        "grid": GRID, "depth": DEPTH,
+                                        "train_days": list(train_days),
+                                        "val_days": list(val_days), "styles": styles})
 
 
-def finalize(run_dir: Path, prepared: Path, out: Path, beam: int = 4,
+def finalize(run_dir: Path, prepared: Path, val_manifest: Path, out: Path, beam: int = 4,
              checkpoint: str = "best.safetensors") -> dict:
-    """Calibrate, stamp the demo card and write ``out`` + its JSON card."""
+    """Calibrate on ``val_manifest``'s val rows, stamp the demo card, write ``out`` + card."""
     from jzi_ros.inference.calibration import calibrate_localizer, save_calibration
     from jzi_ros.inference.image import read_image
     from jzi_ros.inference.localizer import Localizer, LocalizerConfig
@@ -82,7 +126,7 @@ def finalize(run_dir: Path, prepared: Path, out: Path, beam: int = 4,
         embed_map(prepared / "map", tmp, progress=False)
         localizer = Localizer.from_paths(prepared / "map", tmp,
                                          LocalizerConfig(device="cpu", beam_width=beam))
-        samples = samples_in_map(prepared / "dataset" / MANIFEST, localizer.tree, "val")
+        samples = samples_in_map(val_manifest, localizer.tree, "val")
         calibration = calibrate_localizer(
             localizer, ((read_image(s.image), s.latitude, s.longitude) for s in samples))
         save_calibration(tmp, calibration)
@@ -139,7 +183,8 @@ def _read_card(prepared: Path) -> dict:
     from jzi_ros.files import read_json
 
     card = read_json(prepared / "demo_card.json", "demo card")
-    return {"world": card["world"], "tile_px": card["tile_px"]}
+    return {"world": card["world"], "tile_px": card["tile_px"],
+            "train_days": card["train_days"], "val_days": card["val_days"]}
 
 
 def docs_plot(report_dir: Path, out: Path, max_side: int = 720) -> Path:
