@@ -58,14 +58,18 @@ by ``covariance_scale`` after a random-walk step and by ``odom_covariance_scale`
 odometry step (fitted apart: the odometry belief is far tighter).
 
 Cost: a fixed, small number of numpy calls per frame whatever the map size (CellFilter says
-how); ``jzi bench`` times it next to the encoder.
+how), or, with ``FusionConfig.kernel`` numba (the default when Numba is installed), a handful
+of compiled calls (:mod:`jzi_ros.inference.fusion_kernel`) on the same random numbers with the
+same particles and weights; ``jzi bench`` times it next to the encoder.
 """
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
+from jzi_ros.errors import JziError
 from jzi_ros.geo import CellTree
 from jzi_ros.inference import seeding
 from jzi_ros.inference.decode import Seeds
@@ -93,7 +97,9 @@ class CellFilter:
     the same coarse cells: tree cells of at most 64 x 64 over the root, so their number does
     not grow with the map). Gaussian motion noise and fresh velocities are read at a random
     offset from banks drawn once at construction (drawing thousands of normals per frame
-    costs more than the rest of the update).
+    costs more than the rest of the update). ``kernel`` (``numpy`` or ``numba``) says which
+    step runs (``FusionConfig.kernel``); the compiled one covers the prediction and the step
+    without a refined fix, refined-fix frames and (re)initialisations take the numpy code.
     """
 
     def __init__(self, tree: CellTree, config: FusionConfig | None = None) -> None:
@@ -117,7 +123,9 @@ class CellFilter:
         self._coarse_cells = tree.num_actions ** level
         self._coarse_area = tree.cell_side(level) ** 2
         n = self.config.particles
-        self._modes = ModeFinder(self._coarse_cells, self.config.mode_radius_m)
+        self._kernel = _kernel_module(self.config.kernel)  # None: the numpy path
+        self.kernel = "numpy" if self._kernel is None else "numba"
+        self._modes = ModeFinder(self._coarse_cells, self.config.mode_radius_m, self._kernel)
         self._drawn = int(round(self.config.proposal_fraction * n))
         self._drawn_point = max(1, int(round(self.config.refined_proposal_fraction * n)))
         most = n + self._drawn + self._drawn_point
@@ -129,6 +137,18 @@ class CellFilter:
         radius = np.sqrt(self.rng.uniform(0, 1, bank))
         angle = self.rng.uniform(0, 2 * np.pi, bank)
         self._disc_bank = np.stack([radius * np.cos(angle), radius * np.sin(angle)])
+        if self._kernel is not None:  # its inputs, C-ordered as its compiled signatures
+            scale, offset = codes.per_metre(tree.size_m)
+            self._k_tables = [np.ascontiguousarray(a, np.float64) for a in (
+                self._high_corner, self._low_corner)] + [self._low_span] + [
+                np.ascontiguousarray(a, np.float64) for a in (self._metres, scale, offset)] + [
+                np.ascontiguousarray(a, np.int64) for a in (codes.row_code, codes.col_code)
+            ] + [self._coarse_span]
+            self._k_codes = self._k_tables[4:]  # scale, offset, row and column codes, span
+            self._k_states = np.empty((4, n + self._drawn))  # the cloud and the draws
+            self._k_likelihood = np.empty(n + self._drawn)
+            self._k_coarse = np.empty(n + self._drawn, np.int64)
+            self._k_hist = np.empty(self._coarse_cells)
         self.reset()
 
     @property
@@ -158,13 +178,17 @@ class CellFilter:
     # --- random numbers ----------------------------------------------------------------------
     def _normals(self, count: int) -> np.ndarray:
         """``[2, count]`` standard normals: a read-only slice of the bank at a random offset."""
-        start = int(self.rng.integers(0, self._normal_bank.shape[1] - count + 1))
+        start = self._bank_start(self._normal_bank, count)
         return self._normal_bank[:, start:start + count]
 
     def _velocities(self, count: int) -> np.ndarray:
         """``[2, count]`` velocities uniform in the disc of radius max_speed_mps."""
-        start = int(self.rng.integers(0, self._disc_bank.shape[1] - count + 1))
+        start = self._bank_start(self._disc_bank, count)
         return self._disc_bank[:, start:start + count] * self.config.max_speed_mps
+
+    def _bank_start(self, bank: np.ndarray, count: int) -> int:
+        """Return a random offset for ``count`` columns of a bank (one draw of the stream)."""
+        return int(self.rng.integers(0, bank.shape[1] - count + 1))
 
     # --- measurement -----------------------------------------------------------------------
     def _tempered(self, measurement: Measurement) -> tuple[Partition, np.ndarray, np.ndarray]:
@@ -246,7 +270,9 @@ class CellFilter:
         cfg, state = self.config, self._state
         position, velocity = state[:2], state[2:]
         self._odometry = displacement_en is not None
-        if displacement_en is None:
+        if self._kernel is not None:
+            self._predict_compiled(dt_s, displacement_en)
+        elif displacement_en is None:
             velocity += self._normals(state.shape[1]) * (cfg.accel_sigma_mps2 * dt_s)
             speed = np.einsum("ij,ij->j", velocity, velocity)
             np.maximum(speed, cfg.max_speed_mps ** 2, out=speed)
@@ -262,9 +288,28 @@ class CellFilter:
             position += step
             if dt_s > 0:  # should odometry drop out, the random walk carries on from here
                 np.multiply(step, 1.0 / dt_s, out=velocity)
-        np.minimum(position, self.half, out=position)
-        np.maximum(position, -self.half, out=position)
+        if self._kernel is None:
+            np.minimum(position, self.half, out=position)
+            np.maximum(position, -self.half, out=position)
         self._coarse = None
+
+    def _predict_compiled(self, dt_s: float, displacement_en: np.ndarray | None) -> None:
+        """``predict`` in the compiled kernel: the same draws and operations."""
+        cfg, state, dt_s = self.config, self._state, float(dt_s)
+        if displacement_en is None:
+            start = self._bank_start(self._normal_bank, state.shape[1])
+            speed = float(cfg.max_speed_mps)
+            self._kernel.predict_walk(state, self._normal_bank, start,
+                                      float(cfg.accel_sigma_mps2 * dt_s), speed,
+                                      float(cfg.max_speed_mps ** 2), dt_s, float(self.half))
+            return
+        d = np.asarray(displacement_en, np.float64).reshape(2, 1)
+        sigma = (cfg.odom_noise_fraction * math.hypot(d[0, 0], d[1, 0])
+                 + cfg.odom_noise_mps * dt_s)
+        start = self._bank_start(self._normal_bank, state.shape[1])
+        self._kernel.predict_odometry(state, self._normal_bank, start, float(max(sigma, 1e-6)),
+                                      float(d[0, 0]), float(d[1, 0]),
+                                      1.0 / dt_s if dt_s > 0 else 0.0, float(self.half))
 
     # --- one frame -------------------------------------------------------------------------
     def step(self, stamp_ns: int, measurement: Measurement | None,
@@ -305,6 +350,8 @@ class CellFilter:
         tempered = self._tempered(measurement)
         part, density, cumulative = tempered
         n = len(self.weights)
+        if self._kernel is not None:
+            return self._step_compiled(stamp_ns, measurement, tempered, event)
         states = np.concatenate([self._state, self._draw(tempered, self._drawn)], axis=1)
         terminal = terminal_indices_en(self.tree, states[:2], inside=True)
         likelihood = density[part.lookup(terminal)]
@@ -319,6 +366,39 @@ class CellFilter:
             return self._estimate("kidnap: frames keep disagreeing with the filter")
         self._mixture_update(states, terminal // self._coarse_span, likelihood,
                              z_uniform * self.tree.size_m ** 2)
+        return self._estimate(event)
+
+    def _step_compiled(self, stamp_ns: int, measurement: Measurement,
+                       tempered: tuple[Partition, np.ndarray, np.ndarray], event: str
+                       ) -> FilterEstimate:
+        """
+        ``step`` without a refined fix in the compiled kernel: the same draws and operations.
+
+        The proposal's draws, likelihood, kidnap test, resampling and weights as
+        ``_draw``, ``step`` and ``_mixture_update`` do them, in three calls.
+        """
+        cfg, kernel, m = self.config, self._kernel, self._drawn
+        part, density, cumulative = tempered
+        uniforms = self.rng.random((4, m))  # the draws of _draw, in its order
+        disc_start = self._bank_start(self._disc_bank, m)
+        states, likelihood, coarse = self._k_states, self._k_likelihood, self._k_coarse
+        z_filter = kernel.measure(self._state, self.weights, uniforms, self._disc_bank,
+                                  disc_start, float(cfg.max_speed_mps), part.bounds, part.cells,
+                                  density, cumulative, *self._k_tables, states, likelihood,
+                                  coarse)
+        z_uniform = float(cumulative[-1]) / self._terminal_cells
+        llr = (math.log(z_uniform) - math.log(max(z_filter, 1e-300)))
+        self.cusum = max(0.0, self.cusum + llr / cfg.likelihood_exponent)
+        if self.cusum > cfg.reset_nats:
+            self._initialise(measurement, stamp_ns, tempered)
+            return self._estimate("kidnap: frames keep disagreeing with the filter")
+        n, area = len(self.weights), self.tree.size_m ** 2
+        state, weights, keys = np.empty((4, n)), np.empty(n), np.empty(n, np.int64)
+        kernel.resample(states, coarse, likelihood, self.weights, self.rng.random(), m,
+                        self._k_hist, (1 - cfg.anywhere_prob) / self._coarse_area,
+                        cfg.anywhere_prob / area, (1 - cfg.proposal_fraction) / self._coarse_area,
+                        cfg.proposal_fraction / (z_uniform * area), state, weights, keys)
+        self._state, self.weights, self._coarse = state, weights, keys
         return self._estimate(event)
 
     def _step_point(self, stamp_ns: int, measurement: Measurement, point: PointMeasurement,
@@ -357,7 +437,10 @@ class CellFilter:
         return self._estimate(event)
 
     def _coarse_keys(self) -> np.ndarray:
-        if self._coarse is None:
+        if self._coarse is None and self._kernel is not None and self._state.flags.c_contiguous:
+            self._coarse = np.empty(self._state.shape[1], np.int64)
+            self._kernel.coarse_cells(self._state, *self._k_codes, self._coarse)
+        elif self._coarse is None:
             self._coarse = (terminal_indices_en(self.tree, self._state[:2], inside=True)
                             // self._coarse_span)
         return self._coarse
@@ -484,3 +567,32 @@ class CellFilter:
                    min_mass: float | None = None) -> Seeds | None:
         """Return the cells the prior supports for the frame at ``stamp_ns`` (seeding.py)."""
         return seeding.seed_cells(self, stamp_ns, displacement_en, min_mass)
+
+
+def _kernel_module(kernel: str):
+    """
+    Return the compiled kernels' module for ``FusionConfig.kernel``, or None for numpy.
+
+    ``numba`` without a working Numba is an error that says how to install it; ``auto`` then
+    takes numpy (with a warning when Numba is installed but cannot compile the kernels).
+    """
+    if kernel == "numpy":
+        return None
+    try:
+        from jzi_ros.inference import fusion_kernel
+
+        fusion_kernel.load()  # compiled (or loaded from Numba's cache) now, not on a frame
+        return fusion_kernel
+    except ImportError as err:
+        if kernel == "numba":
+            raise JziError(f"fusion.kernel numba: Numba is not importable ({err}); install it "
+                           f"(pip install numba, or the python3-numba Debian package) or set "
+                           f"fusion.kernel to auto or numpy") from None
+    except Exception as err:  # noqa: B902 (a Numba that does not suit this numpy, ...)
+        if kernel == "numba":
+            raise JziError(f"fusion.kernel numba: the filter kernels do not compile "
+                           f"({type(err).__name__}: {err}); set fusion.kernel to numpy") from None
+        warnings.warn(f"fusion.kernel auto: the Numba filter kernels do not compile "
+                      f"({type(err).__name__}: {err}); using numpy", RuntimeWarning,
+                      stacklevel=3)
+    return None

@@ -23,6 +23,7 @@ the coarse cells' weighted moments in a fixed number of numpy calls (:class:`Mod
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -70,10 +71,11 @@ class FilterEstimate:
 class ModeFinder:
     """Modes of a weighted particle state over ``cells`` coarse cells (``radius`` metres)."""
 
-    def __init__(self, cells: int, radius_m: float) -> None:
+    def __init__(self, cells: int, radius_m: float, kernel: Any = None) -> None:
         self.cells = int(cells)
         self.radius = float(radius_m)
         self.cell_index = np.arange(self.cells)
+        self.kernel = kernel  # jzi_ros.inference.fusion_kernel, or None: numpy
 
     def __call__(self, state: np.ndarray, weights: np.ndarray, keys: np.ndarray
                  ) -> tuple[Mode, ...]:
@@ -86,8 +88,13 @@ class ModeFinder:
         centre of mass, and each seed moves to its members' mean. A fixed number of numpy
         calls whatever the number of modes (the greedy one-mode-at-a-time loop this replaced
         cost ten calls per mode). Modes under ``MIN_MODE_MASS`` are the diffuse tail (the
-        heaviest is always kept).
+        heaviest is always kept). With ``kernel``, the same in two compiled calls around
+        numpy's argsort (so that ties are ordered alike).
         """
+        if self.kernel is not None and state.flags.c_contiguous:
+            sums, minus_mass = self.kernel.cell_moments(state, weights, keys, self.cells)
+            return _modes_of(self.kernel.cluster(sums, minus_mass.argsort(), self.radius,
+                                                 SEED_CELLS, MAX_MODES))
         radius, w, cells = self.radius, weights, self.cells
         weighted = state[:2] * w  # w x, w y
         second = weighted.take(_WXY, axis=0)
@@ -115,12 +122,17 @@ class ModeFinder:
             moments = member @ sums.T  # [modes, 6]
             if again:  # (each seed's own cell is its member here: no empty mode)
                 seeds = moments[:, 1:3] @ _EAST_NORTH / moments[:, 0]
-        modes = []
-        for total, se, sn, xx, xy, yy in moments.tolist():
-            if total <= 0 or (total < MIN_MODE_MASS and modes):
-                continue  # the diffuse tail (or a seed its heavier neighbours took over)
-            se, sn = se / total, sn / total
-            xx, xy, yy = xx / total - se * se, xy / total - se * sn, yy / total - sn * sn
-            modes.append(Mode(total, np.array([se, sn]), np.array([[xx, xy], [xy, yy]])))
-        modes.sort(key=lambda mode: -mode.mass)
-        return tuple(modes)
+        return _modes_of(moments)
+
+
+def _modes_of(moments: np.ndarray) -> tuple[Mode, ...]:
+    """Return the modes of their moments ``[modes, 6]``, heaviest first, the tail left out."""
+    modes = []
+    for total, se, sn, xx, xy, yy in moments.tolist():
+        if total <= 0 or (total < MIN_MODE_MASS and modes):
+            continue  # the diffuse tail (or a seed its heavier neighbours took over)
+        se, sn = se / total, sn / total
+        xx, xy, yy = xx / total - se * se, xy / total - se * sn, yy / total - sn * sn
+        modes.append(Mode(total, np.array([se, sn]), np.array([[xx, xy], [xy, yy]])))
+    modes.sort(key=lambda mode: -mode.mass)
+    return tuple(modes)

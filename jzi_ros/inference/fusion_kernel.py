@@ -1,0 +1,405 @@
+# Copyright 2026 jzi_ros contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+The temporal filter's per-frame step compiled with Numba (optional: ``pip install numba``).
+
+Why: at a few thousand particles the numpy filter's cost is its ~130 calls of a few
+microseconds each, not arithmetic; here the prediction, the proposal draws, the likelihood
+lookup, the resampling with the importance weights and the modes' cell moments are loops in a
+few compiled functions, so a frame makes a handful of Python-level calls.
+
+The numpy code in :mod:`jzi_ros.inference.fusion` and :mod:`jzi_ros.inference.modes` stays the
+reference (and the fallback without Numba): these loops do the same floating-point operations
+in the same order on the same random numbers (the filter draws them with its numpy generator
+and hands them over), so the particles and weights are bit-identical, numpy's pairwise
+summation included (:func:`_pairwise_sum`). Where numpy hands a sum to BLAS (the filter's
+evidence ``weights @ likelihood``, the modes' ``member @ sums``) or uses SIMD ``hypot`` (the
+modes' distances), the loops sum in index order and call libm's ``hypot``: those numbers agree
+to the last few bits (docs/fusion.md "Filter cost"), not bitwise. The tempered measurement
+(``** exponent``) stays in numpy: its SIMD ``power`` is not libm's.
+
+Compiled once per machine with ``cache=True`` (Numba writes the cache next to this file, else
+in a user cache directory); where neither is writable the functions are compiled without a
+cache at each start. :func:`load` compiles or loads them and runs each once, so a node pays it
+when the filter is built, not on its first frame.
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+
+import numba
+import numpy as np
+
+_LOAD_SECONDS: float | None = None  # how long load() took, once it has run
+_CACHE_WARNED: list = []
+
+
+def _jit(function):
+    """Compile lazily with Numba's on-disk cache; without a writable cache place, without it."""
+    try:
+        return numba.njit(cache=True, nogil=True)(function)
+    except RuntimeError as err:  # "cannot cache function ...: no locator available"
+        if not _CACHE_WARNED:
+            _CACHE_WARNED.append(True)
+            warnings.warn(f"numba cannot cache the filter kernels ({err}); they are compiled "
+                          f"at every start instead", RuntimeWarning, stacklevel=2)
+        return numba.njit(nogil=True)(function)
+
+
+@_jit
+def _block_sum(a: np.ndarray, lo: int, n: int) -> float:
+    """Sum ``a[lo:lo + n]``, ``n <= 128``, as numpy's pairwise summation does its blocks."""
+    if n < 8:
+        res = 0.0
+        for i in range(n):
+            res += a[lo + i]
+        return res
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = 8
+    while i < n - n % 8:
+        r0 += a[lo + i]
+        r1 += a[lo + i + 1]
+        r2 += a[lo + i + 2]
+        r3 += a[lo + i + 3]
+        r4 += a[lo + i + 4]
+        r5 += a[lo + i + 5]
+        r6 += a[lo + i + 6]
+        r7 += a[lo + i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+@_jit
+def _pairwise_sum(a: np.ndarray) -> float:
+    """
+    Sum ``a`` as numpy's ``add.reduce`` does: halves (multiples of 8) down to blocks of 128.
+
+    Its recursion unrolled on a small stack (Numba's cache does not load recursive functions).
+    """
+    if a.shape[0] <= 128:
+        return _block_sum(a, 0, a.shape[0])
+    starts, counts = np.empty(64, np.int64), np.empty(64, np.int64)
+    phases, lefts = np.zeros(64, np.int64), np.empty(64)
+    top, result = 0, 0.0
+    starts[0], counts[0], phases[0] = 0, a.shape[0], 0
+    while top >= 0:
+        lo, n = starts[top], counts[top]
+        half = n // 2
+        half -= half % 8
+        if n <= 128:  # a leaf: its sum is returned to the frame below
+            result = _block_sum(a, lo, n)
+            top -= 1
+        elif phases[top] == 0:  # the left half first
+            phases[top] = 1
+            top += 1
+            starts[top], counts[top], phases[top] = lo, half, 0
+        elif phases[top] == 1:  # then the right half
+            lefts[top], phases[top] = result, 2
+            top += 1
+            starts[top], counts[top], phases[top] = lo + half, n - half, 0
+        else:
+            result = lefts[top] + result
+            top -= 1
+    return result
+
+
+@_jit
+def predict_walk(state: np.ndarray, bank: np.ndarray, start: int, accel_dt: float,
+                  max_speed: float, max_speed_sq: float, dt: float, half: float) -> None:
+    """Random walk of each particle's velocity (CellFilter.predict without odometry)."""
+    for j in range(state.shape[1]):
+        vx = state[2, j] + bank[0, start + j] * accel_dt
+        vy = state[3, j] + bank[1, start + j] * accel_dt
+        speed = vx * vx + vy * vy
+        if speed < max_speed_sq:
+            speed = max_speed_sq
+        speed = max_speed / math.sqrt(speed)  # 1 below the speed bound
+        vx *= speed
+        vy *= speed
+        state[2, j] = vx
+        state[3, j] = vy
+        state[0, j] = max(min(state[0, j] + vx * dt, half), -half)
+        state[1, j] = max(min(state[1, j] + vy * dt, half), -half)
+
+
+@_jit
+def predict_odometry(state: np.ndarray, bank: np.ndarray, start: int, sigma: float,
+                      de: float, dn: float, inv_dt: float, half: float) -> None:
+    """Odometry displacement plus noise (CellFilter.predict with odometry); inv_dt 0: keep v."""
+    for j in range(state.shape[1]):
+        se = bank[0, start + j] * sigma + de
+        sn = bank[1, start + j] * sigma + dn
+        state[0, j] = max(min(state[0, j] + se, half), -half)
+        state[1, j] = max(min(state[1, j] + sn, half), -half)
+        if inv_dt > 0:
+            state[2, j] = se * inv_dt
+            state[3, j] = sn * inv_dt
+
+
+@_jit
+def _search_right(sorted_values: np.ndarray, value: float) -> int:
+    """``np.searchsorted(sorted_values, value, "right")``: the count of entries <= value."""
+    lo, hi = 0, sorted_values.shape[0]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if sorted_values[mid] <= value:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@_jit
+def measure(state: np.ndarray, weights: np.ndarray, uniforms: np.ndarray,
+             disc: np.ndarray, disc_start: int, max_speed: float,
+             bounds: np.ndarray, cells: np.ndarray, density: np.ndarray,
+             cumulative: np.ndarray, high_corner: np.ndarray, low_corner: np.ndarray,
+             low_span: int, metres: np.ndarray, scale: np.ndarray, offset: np.ndarray,
+             row_code: np.ndarray, col_code: np.ndarray, coarse_span: int,
+             states: np.ndarray, likelihood: np.ndarray, coarse: np.ndarray) -> float:
+    """
+    Append draws from the measurement to the cloud; likelihood and coarse cell of every state.
+
+    ``states`` ``[4, n + m]``: the cloud, then ``m`` states drawn from the tempered
+    measurement with ``uniforms`` ``[4, m]`` (CellFilter._draw). Fills ``likelihood`` and
+    ``coarse`` for all of them; returns the cloud's evidence ``weights @ likelihood[:n]``.
+    """
+    n, m = state.shape[1], uniforms.shape[1]
+    for j in range(n):
+        for row in range(4):
+            states[row, j] = state[row, j]
+    total, last = cumulative[cumulative.shape[0] - 1], cumulative.shape[0] - 1
+    for j in range(m):
+        run = min(_search_right(cumulative, uniforms[0, j] * total), last)
+        cell = bounds[run] + np.intp(uniforms[1, j] * np.float64(cells[run]))
+        high, low = cell // low_span, cell % low_span  # a cell of the run, a point in it
+        states[0, n + j] = (high_corner[0, high] + low_corner[0, low]
+                            + uniforms[2, j] * metres[0, 0])
+        states[1, n + j] = (high_corner[1, high] + low_corner[1, low]
+                            + uniforms[3, j] * metres[1, 0])
+        states[2, n + j] = disc[0, disc_start + j] * max_speed
+        states[3, n + j] = disc[1, disc_start + j] * max_speed
+    evidence = 0.0
+    for j in range(n + m):
+        col = np.intp(states[0, j] * scale[0, 0] + offset[0, 0])
+        row = np.intp(states[1, j] * scale[1, 0] + offset[1, 0])
+        terminal = row_code[row] + col_code[col]
+        likelihood[j] = density[_search_right(bounds, terminal) - 1]
+        coarse[j] = terminal // coarse_span
+        if j < n:
+            evidence += weights[j] * likelihood[j]
+    return evidence
+
+
+@_jit
+def resample(states: np.ndarray, coarse: np.ndarray, likelihood: np.ndarray,
+              weights: np.ndarray, uniform: float, drawn: int, hist: np.ndarray,
+              prior_scale: float, prior_floor: float, cloud_scale: float,
+              measurement_scale: float, out_state: np.ndarray, out_weights: np.ndarray,
+              out_coarse: np.ndarray) -> None:
+    """
+    Systematic resampling and importance weights (CellFilter._mixture_update without a point).
+
+    Copies of cloud particle ``i``: the jumps of ``floor(cumsum(weights) x (n - m) + u)``; the
+    ``m`` drawn states once each. Weight: likelihood x prior / proposal, normalised.
+    """
+    n = weights.shape[0]
+    hist[:] = 0.0
+    for j in range(n):
+        hist[coarse[j]] += weights[j]
+    kept = n - drawn
+    total, previous, k = 0.0, 0, 0
+    for i in range(n + drawn):
+        if i < n:
+            total += weights[i]
+            edge = kept if i == n - 1 else np.intp(total * kept + uniform)
+            copies = edge - previous
+            previous = edge
+        else:
+            copies = 1
+        for _ in range(copies):
+            for row in range(4):
+                out_state[row, k] = states[row, i]
+            lik, cell = likelihood[i], coarse[i]
+            cloud = hist[cell]
+            prior = cloud * prior_scale
+            prior += prior_floor
+            proposal = cloud * cloud_scale
+            proposal += lik * measurement_scale
+            weight = lik * prior
+            out_weights[k] = weight / proposal
+            out_coarse[k] = cell
+            k += 1
+    norm = _pairwise_sum(out_weights)
+    for j in range(n):
+        out_weights[j] /= norm
+
+
+@_jit
+def coarse_cells(state: np.ndarray, scale: np.ndarray, offset: np.ndarray,
+                  row_code: np.ndarray, col_code: np.ndarray, coarse_span: int,
+                  out: np.ndarray) -> None:
+    """Coarse cell of every particle (terminal_indices_en // coarse_span)."""
+    for j in range(state.shape[1]):
+        col = np.intp(state[0, j] * scale[0, 0] + offset[0, 0])
+        row = np.intp(state[1, j] * scale[1, 0] + offset[1, 0])
+        out[j] = (row_code[row] + col_code[col]) // coarse_span
+
+
+@_jit
+def cell_moments(state: np.ndarray, weights: np.ndarray, keys: np.ndarray, cells: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """
+    Weighted moments of the occupied coarse cells (ModeFinder's ``sums``) and minus their mass.
+
+    ``sums`` ``[occupied, 6]`` (cells in index order): mass, sum of w x, w y, w x x, w x y,
+    w y y.
+    """
+    acc = np.zeros((cells, 6))
+    for j in range(weights.shape[0]):
+        key, w = keys[j], weights[j]
+        x, y = state[0, j], state[1, j]
+        wx, wy = x * w, y * w
+        acc[key, 0] += w
+        acc[key, 1] += wx
+        acc[key, 2] += wy
+        acc[key, 3] += wx * x
+        acc[key, 4] += wx * y
+        acc[key, 5] += wy * y
+    occupied = 0
+    for c in range(cells):
+        if acc[c, 0] > 0:
+            acc[occupied] = acc[c]
+            occupied += 1
+    sums = acc[:occupied].copy()
+    return sums, -sums[:, 0]
+
+
+@_jit
+def _within(dx: float, dy: float, radius: float) -> bool:
+    """``hypot(dx, dy) <= radius``, the square root only where the squares are too close."""
+    squared, limit = dx * dx + dy * dy, radius * radius
+    if squared < limit * (1 - 1e-9):
+        return True
+    if squared > limit * (1 + 1e-9):
+        return False
+    return math.hypot(dx, dy) <= radius
+
+
+@_jit
+def cluster(sums: np.ndarray, order: np.ndarray, radius: float, seed_cells: int,
+            max_modes: int) -> np.ndarray:
+    """
+    ModeFinder's seeds and two rounds of membership: the modes' moments ``[modes, 6]``.
+
+    ``sums``: :func:`cell_moments`; ``order``: the cells heaviest first (numpy's argsort of
+    minus the mass, so that ties fall as in the numpy path).
+    """
+    occupied = sums.shape[0]
+    cx, cy = np.empty(occupied), np.empty(occupied)
+    for c in range(occupied):  # numpy's complex division: x * (1 / mass)
+        inv = 1.0 / sums[c, 0]
+        cx[c], cy[c] = sums[c, 1] * inv, sums[c, 2] * inv
+    count = min(seed_cells, occupied)
+    candidates = order[:count]
+    chosen = np.empty(max_modes, np.intp)
+    chosen[0], modes = 0, 1
+    left = np.empty(count, np.bool_)
+    cf = candidates[0]
+    for a in range(count):
+        ca = candidates[a]
+        left[a] = not _within(cx[ca] - cx[cf], cy[ca] - cy[cf], radius)
+    while modes < max_modes:
+        first = -1
+        for a in range(count):
+            if left[a]:
+                first = a
+                break
+        if first < 0:
+            break
+        chosen[modes] = first
+        modes += 1
+        cf = candidates[first]
+        for a in range(count):
+            if left[a]:
+                ca = candidates[a]
+                left[a] = not _within(cx[ca] - cx[cf], cy[ca] - cy[cf], radius)
+    sx, sy = np.empty(modes), np.empty(modes)
+    for i in range(modes):
+        c = candidates[chosen[i]]
+        sx[i], sy[i] = cx[c], cy[c]
+    moments = np.zeros((modes, 6))
+    for again in range(2):
+        moments[:] = 0.0
+        for c in range(occupied):  # a cell joins the first (heaviest) seed it is near
+            for i in range(modes):
+                if _within(cx[c] - sx[i], cy[c] - sy[i], radius):
+                    for row in range(6):
+                        moments[i, row] += sums[c, row]
+                    break
+        if again == 0:
+            for i in range(modes):
+                inv = 1.0 / moments[i, 0]
+                sx[i], sy[i] = moments[i, 1] * inv, moments[i, 2] * inv
+    return moments
+
+
+def load() -> float:
+    """
+    Compile the kernels (or load them from Numba's cache) by running each once; idempotent.
+
+    Returns the seconds the first call took (0 after).
+    """
+    global _LOAD_SECONDS
+    if _LOAD_SECONDS is not None:
+        return 0.0
+    started = time.perf_counter()
+    _warm_up()
+    _LOAD_SECONDS = time.perf_counter() - started
+    return _LOAD_SECONDS
+
+
+def load_seconds() -> float | None:
+    """Return how long :func:`load` took (compiling or loading from the cache), None before."""
+    return _LOAD_SECONDS
+
+
+def _warm_up() -> None:
+    """Run every kernel once on tiny inputs of the filter's types (compiles them all)."""
+    n, m = 8, 2
+    state, weights = np.zeros((4, n)), np.full(n, 1.0 / n)
+    bank = np.zeros((2, 64))
+    column = np.ones((2, 1))
+    predict_walk(state, bank, 0, 1.0, 1.0, 1.0, 1.0, 1.0)
+    predict_odometry(state, bank, 0, 1.0, 0.0, 0.0, 1.0, 1.0)
+    codes = np.zeros(3, np.int64)
+    states = np.zeros((4, n + m))
+    likelihood, coarse = np.zeros(n + m), np.zeros(n + m, np.int64)
+    measure(state, weights, np.zeros((4, m)), bank, 0, 1.0, np.zeros(1, np.int64),
+             np.ones(1, np.int64), np.ones(1), np.ones(1), np.zeros((2, 1)), np.zeros((2, 1)),
+             1, column, column, column, codes, codes, 1, states, likelihood, coarse)
+    resample(states, coarse, likelihood, weights, 0.5, m, np.zeros(1), 1.0, 1.0, 1.0, 1.0,
+              np.zeros((4, n)), np.zeros(n), np.zeros(n, np.int64))
+    keys = np.zeros(n, np.int64)
+    coarse_cells(state, column, column, codes, codes, 1, keys)
+    sums, neg_mass = cell_moments(state, weights, keys, 1)
+    cluster(sums, neg_mass.argsort(), 1.0, 64, 8)
