@@ -295,7 +295,7 @@ def bench_filter(tree, frames: int = 200, warmup: int = 20, config=None,
     the caches the filter would find warm in a tight loop; both are timed by wall clock and
     by thread CPU time (less sensitive to other processes on a busy machine), so the filter's
     share of the encoder comes from the same run. Returns medians (p95 of the filter's wall
-    time) in ms and the map's size.
+    time) in ms, the map's size and the kernel that ran (``FusionConfig.kernel`` resolved).
     """
     from jzi_ros.inference.fusion import CellFilter
     from jzi_ros.inference.fusion_config import FusionConfig
@@ -325,7 +325,8 @@ def bench_filter(tree, frames: int = 200, warmup: int = 20, config=None,
                             encoder_cpu))
     ms = 1e3 * np.asarray(samples)
     out = {"terminal_cells": tree.num_actions ** tree.depth, "size_m": tree.size_m,
-           "particles": fusion.config.particles, **stats(ms[:, 0].tolist()),
+           "particles": fusion.config.particles, "kernel": fusion.kernel,
+           **stats(ms[:, 0].tolist()),
            "cpu_median": round(float(np.median(ms[:, 1])), 3)}
     if encode is not None:
         out.update(encoder_median=round(float(np.median(ms[:, 2])), 3),

@@ -139,13 +139,15 @@ class CellFilter:
         self._disc_bank = np.stack([radius * np.cos(angle), radius * np.sin(angle)])
         if self._kernel is not None:  # its inputs, C-ordered as its compiled signatures
             scale, offset = codes.per_metre(tree.size_m)
-            self._k_tables = [np.ascontiguousarray(a, np.float64) for a in (
-                self._high_corner, self._low_corner)] + [self._low_span] + [
-                np.ascontiguousarray(a, np.float64) for a in (self._metres, scale, offset)] + [
-                np.ascontiguousarray(a, np.int64) for a in (codes.row_code, codes.col_code)
-            ] + [self._coarse_span]
-            self._k_codes = self._k_tables[4:]  # scale, offset, row and column codes, span
-            self._k_states = np.empty((4, n + self._drawn))  # the cloud and the draws
+            self._k_corners = tuple(np.ascontiguousarray(a, np.float64) for a in (
+                self._high_corner, self._low_corner))
+            self._k_geometry = np.array([self._metres[0, 0], self._metres[1, 0], scale[0, 0],
+                                         scale[1, 0], offset[0, 0], offset[1, 0], self.half,
+                                         self.config.max_speed_mps, self._low_span,
+                                         self._coarse_span], np.float64)
+            self._k_codes = np.ascontiguousarray(np.stack([codes.row_code, codes.col_code]),
+                                                 np.int64)
+            self._k_drawn = np.empty((4, self._drawn))
             self._k_likelihood = np.empty(n + self._drawn)
             self._k_coarse = np.empty(n + self._drawn, np.int64)
             self._k_hist = np.empty(self._coarse_cells)
@@ -271,7 +273,8 @@ class CellFilter:
         position, velocity = state[:2], state[2:]
         self._odometry = displacement_en is not None
         if self._kernel is not None:
-            self._predict_compiled(dt_s, displacement_en)
+            self._kernel.predict(state, self._normal_bank,
+                                 *self._motion(dt_s, displacement_en), float(self.half))
         elif displacement_en is None:
             velocity += self._normals(state.shape[1]) * (cfg.accel_sigma_mps2 * dt_s)
             speed = np.einsum("ij,ij->j", velocity, velocity)
@@ -293,23 +296,19 @@ class CellFilter:
             np.maximum(position, -self.half, out=position)
         self._coarse = None
 
-    def _predict_compiled(self, dt_s: float, displacement_en: np.ndarray | None) -> None:
-        """``predict`` in the compiled kernel: the same draws and operations."""
-        cfg, state, dt_s = self.config, self._state, float(dt_s)
+    def _motion(self, dt_s: float, displacement_en: np.ndarray | None
+                ) -> tuple[int, bool, float, float, float, float]:
+        """The compiled prediction's arguments: bank offset (drawn now), walk?, a, b, c, d."""
+        cfg, dt_s = self.config, float(dt_s)
+        start = self._bank_start(self._normal_bank, self._state.shape[1])
         if displacement_en is None:
-            start = self._bank_start(self._normal_bank, state.shape[1])
-            speed = float(cfg.max_speed_mps)
-            self._kernel.predict_walk(state, self._normal_bank, start,
-                                      float(cfg.accel_sigma_mps2 * dt_s), speed,
-                                      float(cfg.max_speed_mps ** 2), dt_s, float(self.half))
-            return
+            return (start, True, float(cfg.accel_sigma_mps2 * dt_s), float(cfg.max_speed_mps),
+                    float(cfg.max_speed_mps ** 2), dt_s)
         d = np.asarray(displacement_en, np.float64).reshape(2, 1)
         sigma = (cfg.odom_noise_fraction * math.hypot(d[0, 0], d[1, 0])
                  + cfg.odom_noise_mps * dt_s)
-        start = self._bank_start(self._normal_bank, state.shape[1])
-        self._kernel.predict_odometry(state, self._normal_bank, start, float(max(sigma, 1e-6)),
-                                      float(d[0, 0]), float(d[1, 0]),
-                                      1.0 / dt_s if dt_s > 0 else 0.0, float(self.half))
+        return (start, False, float(max(sigma, 1e-6)), float(d[0, 0]), float(d[1, 0]),
+                1.0 / dt_s if dt_s > 0 else 0.0)
 
     # --- one frame -------------------------------------------------------------------------
     def step(self, stamp_ns: int, measurement: Measurement | None,
@@ -342,6 +341,8 @@ class CellFilter:
             return self._estimate(event or "init")
         dt = (int(stamp_ns) - self.last_stamp_ns) / 1e9
         self.last_stamp_ns = int(stamp_ns)
+        if self._kernel is not None and measurement is not None and point is None:
+            return self._step_compiled(stamp_ns, measurement, dt, displacement_en, event)
         self.predict(dt, displacement_en)
         if measurement is None:
             return self._estimate("")
@@ -350,8 +351,6 @@ class CellFilter:
         tempered = self._tempered(measurement)
         part, density, cumulative = tempered
         n = len(self.weights)
-        if self._kernel is not None:
-            return self._step_compiled(stamp_ns, measurement, tempered, event)
         states = np.concatenate([self._state, self._draw(tempered, self._drawn)], axis=1)
         terminal = terminal_indices_en(self.tree, states[:2], inside=True)
         likelihood = density[part.lookup(terminal)]
@@ -368,38 +367,44 @@ class CellFilter:
                              z_uniform * self.tree.size_m ** 2)
         return self._estimate(event)
 
-    def _step_compiled(self, stamp_ns: int, measurement: Measurement,
-                       tempered: tuple[Partition, np.ndarray, np.ndarray], event: str
-                       ) -> FilterEstimate:
+    def _step_compiled(self, stamp_ns: int, measurement: Measurement, dt_s: float,
+                       displacement_en: np.ndarray | None, event: str) -> FilterEstimate:
         """
         ``step`` without a refined fix in the compiled kernel: the same draws and operations.
 
-        The proposal's draws, likelihood, kidnap test, resampling and weights as
-        ``_draw``, ``step`` and ``_mixture_update`` do them, in three calls.
+        The prediction, the proposal's draws and the likelihoods (``predict``, ``_draw``,
+        ``step``) in one call, the kidnap test here, the resampling, weights
+        (``_mixture_update``) and the modes' cell moments in a second.
         """
-        cfg, kernel, m = self.config, self._kernel, self._drawn
-        part, density, cumulative = tempered
+        cfg, kernel, n, m = self.config, self._kernel, len(self.weights), self._drawn
+        self._odometry = displacement_en is not None
+        motion = self._motion(dt_s, displacement_en)
         uniforms = self.rng.random((4, m))  # the draws of _draw, in its order
         disc_start = self._bank_start(self._disc_bank, m)
-        states, likelihood, coarse = self._k_states, self._k_likelihood, self._k_coarse
-        z_filter = kernel.measure(self._state, self.weights, uniforms, self._disc_bank,
-                                  disc_start, float(cfg.max_speed_mps), part.bounds, part.cells,
-                                  density, cumulative, *self._k_tables, states, likelihood,
-                                  coarse)
+        tempered = self._tempered(measurement)
+        part, density, cumulative = tempered
+        drawn, likelihood, coarse = self._k_drawn, self._k_likelihood, self._k_coarse
+        z_filter = kernel.advance(self._state, self.weights, self._normal_bank, *motion,
+                                  uniforms, self._disc_bank, disc_start, part.bounds,
+                                  part.cells, density, cumulative, *self._k_corners,
+                                  self._k_geometry, self._k_codes, drawn, likelihood, coarse)
+        self._coarse = None
         z_uniform = float(cumulative[-1]) / self._terminal_cells
         llr = (math.log(z_uniform) - math.log(max(z_filter, 1e-300)))
         self.cusum = max(0.0, self.cusum + llr / cfg.likelihood_exponent)
         if self.cusum > cfg.reset_nats:
             self._initialise(measurement, stamp_ns, tempered)
             return self._estimate("kidnap: frames keep disagreeing with the filter")
-        n, area = len(self.weights), self.tree.size_m ** 2
+        area = self.tree.size_m ** 2
         state, weights, keys = np.empty((4, n)), np.empty(n), np.empty(n, np.int64)
-        kernel.resample(states, coarse, likelihood, self.weights, self.rng.random(), m,
-                        self._k_hist, (1 - cfg.anywhere_prob) / self._coarse_area,
-                        cfg.anywhere_prob / area, (1 - cfg.proposal_fraction) / self._coarse_area,
-                        cfg.proposal_fraction / (z_uniform * area), state, weights, keys)
+        sums = kernel.update(self._state, drawn, coarse, likelihood, self.weights,
+                             self.rng.random(), (1 - cfg.anywhere_prob) / self._coarse_area,
+                             cfg.anywhere_prob / area,
+                             (1 - cfg.proposal_fraction) / self._coarse_area,
+                             cfg.proposal_fraction / (z_uniform * area), self._k_hist, state,
+                             weights, keys, *self._modes.scratch)
         self._state, self.weights, self._coarse = state, weights, keys
-        return self._estimate(event)
+        return self._estimate(event, sums)
 
     def _step_point(self, stamp_ns: int, measurement: Measurement, point: PointMeasurement,
                     event: str) -> FilterEstimate:
@@ -439,7 +444,7 @@ class CellFilter:
     def _coarse_keys(self) -> np.ndarray:
         if self._coarse is None and self._kernel is not None and self._state.flags.c_contiguous:
             self._coarse = np.empty(self._state.shape[1], np.int64)
-            self._kernel.coarse_cells(self._state, *self._k_codes, self._coarse)
+            self._kernel.coarse_cells(self._state, self._k_geometry, self._k_codes, self._coarse)
         elif self._coarse is None:
             self._coarse = (terminal_indices_en(self.tree, self._state[:2], inside=True)
                             // self._coarse_span)
@@ -499,12 +504,14 @@ class CellFilter:
         self._coarse = coarse
 
     # --- output ----------------------------------------------------------------------------
-    def _estimate(self, event: str) -> FilterEstimate:
+    def _estimate(self, event: str, sums: tuple[np.ndarray, np.ndarray] | None = None
+                  ) -> FilterEstimate:
         if not self.initialised:
             zero = np.zeros(2)
             return FilterEstimate(False, (), zero, np.eye(2) * self.tree.size_m ** 2 / 12,
                                   event, 0.0)
-        modes = self._modes(self._state, self.weights, self._coarse_keys())
+        modes = (self._modes(self._state, self.weights, self._coarse_keys()) if sums is None
+                 else self._modes.from_cell_moments(*sums))
         main = modes[0]
         # second moment of the reported modes about the published position (the heaviest
         # mode's mean): a second mode far away widens it, as the beam spread does per frame;

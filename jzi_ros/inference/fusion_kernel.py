@@ -123,36 +123,43 @@ def _pairwise_sum(a: np.ndarray) -> float:
 
 
 @_jit
-def predict_walk(state: np.ndarray, bank: np.ndarray, start: int, accel_dt: float,
-                  max_speed: float, max_speed_sq: float, dt: float, half: float) -> None:
-    """Random walk of each particle's velocity (CellFilter.predict without odometry)."""
+def _predict(state: np.ndarray, bank: np.ndarray, start: int, walk: bool, a: float, b: float,
+             c: float, d: float, half: float) -> None:
+    """
+    CellFilter.predict on the state ``[4, n]``, in place, normals from ``bank[:, start:]``.
+
+    Random walk (``walk``; a, b, c, d: accel_sigma x dt, max_speed, max_speed^2, dt): each
+    velocity plus noise, scaled back to the speed bound, moves its particle. Odometry (a, b,
+    c, d: the noise sigma, the East and North displacement, 1 / dt or 0 to keep velocities).
+    """
     for j in range(state.shape[1]):
-        vx = state[2, j] + bank[0, start + j] * accel_dt
-        vy = state[3, j] + bank[1, start + j] * accel_dt
-        speed = vx * vx + vy * vy
-        if speed < max_speed_sq:
-            speed = max_speed_sq
-        speed = max_speed / math.sqrt(speed)  # 1 below the speed bound
-        vx *= speed
-        vy *= speed
-        state[2, j] = vx
-        state[3, j] = vy
-        state[0, j] = max(min(state[0, j] + vx * dt, half), -half)
-        state[1, j] = max(min(state[1, j] + vy * dt, half), -half)
+        if walk:
+            vx = state[2, j] + bank[0, start + j] * a
+            vy = state[3, j] + bank[1, start + j] * a
+            speed = vx * vx + vy * vy
+            if speed < c:
+                speed = c
+            speed = b / math.sqrt(speed)  # 1 below the speed bound
+            vx *= speed
+            vy *= speed
+            state[2, j] = vx
+            state[3, j] = vy
+            se, sn = vx * d, vy * d
+        else:
+            se = bank[0, start + j] * a + b
+            sn = bank[1, start + j] * a + c
+            if d > 0:
+                state[2, j] = se * d
+                state[3, j] = sn * d
+        state[0, j] = max(min(state[0, j] + se, half), -half)
+        state[1, j] = max(min(state[1, j] + sn, half), -half)
 
 
 @_jit
-def predict_odometry(state: np.ndarray, bank: np.ndarray, start: int, sigma: float,
-                      de: float, dn: float, inv_dt: float, half: float) -> None:
-    """Odometry displacement plus noise (CellFilter.predict with odometry); inv_dt 0: keep v."""
-    for j in range(state.shape[1]):
-        se = bank[0, start + j] * sigma + de
-        sn = bank[1, start + j] * sigma + dn
-        state[0, j] = max(min(state[0, j] + se, half), -half)
-        state[1, j] = max(min(state[1, j] + sn, half), -half)
-        if inv_dt > 0:
-            state[2, j] = se * inv_dt
-            state[3, j] = sn * inv_dt
+def predict(state: np.ndarray, bank: np.ndarray, start: int, walk: bool, a: float, b: float,
+            c: float, d: float, half: float) -> None:
+    """CellFilter.predict (a frame without a measurement): :func:`_predict`."""
+    _predict(state, bank, start, walk, a, b, c, d, half)
 
 
 @_jit
@@ -169,66 +176,77 @@ def _search_right(sorted_values: np.ndarray, value: float) -> int:
 
 
 @_jit
-def measure(state: np.ndarray, weights: np.ndarray, uniforms: np.ndarray,
-             disc: np.ndarray, disc_start: int, max_speed: float,
-             bounds: np.ndarray, cells: np.ndarray, density: np.ndarray,
-             cumulative: np.ndarray, high_corner: np.ndarray, low_corner: np.ndarray,
-             low_span: int, metres: np.ndarray, scale: np.ndarray, offset: np.ndarray,
-             row_code: np.ndarray, col_code: np.ndarray, coarse_span: int,
-             states: np.ndarray, likelihood: np.ndarray, coarse: np.ndarray) -> float:
-    """
-    Append draws from the measurement to the cloud; likelihood and coarse cell of every state.
+def _terminal(east: float, north: float, geometry: np.ndarray, codes: np.ndarray) -> int:
+    """terminal_indices_en of one point inside the root."""
+    col = np.intp(east * geometry[2] + geometry[4])
+    row = np.intp(north * geometry[3] + geometry[5])
+    return codes[0, row] + codes[1, col]
 
-    ``states`` ``[4, n + m]``: the cloud, then ``m`` states drawn from the tempered
-    measurement with ``uniforms`` ``[4, m]`` (CellFilter._draw). Fills ``likelihood`` and
-    ``coarse`` for all of them; returns the cloud's evidence ``weights @ likelihood[:n]``.
+
+@_jit
+def advance(state: np.ndarray, weights: np.ndarray, bank: np.ndarray, start: int, walk: bool,
+            a: float, b: float, c: float, d: float, uniforms: np.ndarray, disc: np.ndarray,
+            disc_start: int, bounds: np.ndarray, cells: np.ndarray, density: np.ndarray,
+            cumulative: np.ndarray, high_corner: np.ndarray, low_corner: np.ndarray,
+            geometry: np.ndarray, codes: np.ndarray, drawn: np.ndarray,
+            likelihood: np.ndarray, coarse: np.ndarray) -> float:
+    """
+    Predict, draw from the measurement, look up every state's likelihood and coarse cell.
+
+    ``geometry``: terminal cell side (East, North signs), metres -> terminal (col, row) scale
+    and offset, the root's half side, max_speed, low_span, coarse_span. ``drawn`` ``[4, m]``:
+    the states drawn with ``uniforms`` ``[4, m]`` (CellFilter._draw). ``likelihood`` and
+    ``coarse`` ``[n + m]``: the cloud's, then the draws'. Returns the evidence
+    ``weights @ likelihood[:n]`` (summed in index order).
     """
     n, m = state.shape[1], uniforms.shape[1]
-    for j in range(n):
-        for row in range(4):
-            states[row, j] = state[row, j]
+    half, max_speed = geometry[6], geometry[7]
+    low_span, coarse_span = np.intp(geometry[8]), np.intp(geometry[9])
+    _predict(state, bank, start, walk, a, b, c, d, half)
     total, last = cumulative[cumulative.shape[0] - 1], cumulative.shape[0] - 1
     for j in range(m):
         run = min(_search_right(cumulative, uniforms[0, j] * total), last)
         cell = bounds[run] + np.intp(uniforms[1, j] * np.float64(cells[run]))
         high, low = cell // low_span, cell % low_span  # a cell of the run, a point in it
-        states[0, n + j] = (high_corner[0, high] + low_corner[0, low]
-                            + uniforms[2, j] * metres[0, 0])
-        states[1, n + j] = (high_corner[1, high] + low_corner[1, low]
-                            + uniforms[3, j] * metres[1, 0])
-        states[2, n + j] = disc[0, disc_start + j] * max_speed
-        states[3, n + j] = disc[1, disc_start + j] * max_speed
+        drawn[0, j] = (high_corner[0, high] + low_corner[0, low]
+                       + uniforms[2, j] * geometry[0])
+        drawn[1, j] = (high_corner[1, high] + low_corner[1, low]
+                       + uniforms[3, j] * geometry[1])
+        drawn[2, j] = disc[0, disc_start + j] * max_speed
+        drawn[3, j] = disc[1, disc_start + j] * max_speed
     evidence = 0.0
-    for j in range(n + m):
-        col = np.intp(states[0, j] * scale[0, 0] + offset[0, 0])
-        row = np.intp(states[1, j] * scale[1, 0] + offset[1, 0])
-        terminal = row_code[row] + col_code[col]
+    for j in range(n):
+        terminal = _terminal(state[0, j], state[1, j], geometry, codes)
         likelihood[j] = density[_search_right(bounds, terminal) - 1]
         coarse[j] = terminal // coarse_span
-        if j < n:
-            evidence += weights[j] * likelihood[j]
+        evidence += weights[j] * likelihood[j]
+    for j in range(m):
+        terminal = _terminal(drawn[0, j], drawn[1, j], geometry, codes)
+        likelihood[n + j] = density[_search_right(bounds, terminal) - 1]
+        coarse[n + j] = terminal // coarse_span
     return evidence
 
 
 @_jit
-def resample(states: np.ndarray, coarse: np.ndarray, likelihood: np.ndarray,
-              weights: np.ndarray, uniform: float, drawn: int, hist: np.ndarray,
-              prior_scale: float, prior_floor: float, cloud_scale: float,
-              measurement_scale: float, out_state: np.ndarray, out_weights: np.ndarray,
-              out_coarse: np.ndarray) -> None:
+def update(state: np.ndarray, drawn: np.ndarray, coarse: np.ndarray, likelihood: np.ndarray,
+           weights: np.ndarray, uniform: float, prior_scale: float, prior_floor: float,
+           cloud_scale: float, measurement_scale: float, hist: np.ndarray,
+           out_state: np.ndarray, out_weights: np.ndarray, out_coarse: np.ndarray,
+           acc: np.ndarray, flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
-    Systematic resampling and importance weights (CellFilter._mixture_update without a point).
+    Resample and weight (CellFilter._mixture_update without a point); the new cells' moments.
 
-    Copies of cloud particle ``i``: the jumps of ``floor(cumsum(weights) x (n - m) + u)``; the
-    ``m`` drawn states once each. Weight: likelihood x prior / proposal, normalised.
+    Copies of cloud particle ``i``: the jumps of ``floor(cumsum(weights) x (n - m) + u)``;
+    the ``m`` drawn states once each. Weight: likelihood x prior / proposal, normalised.
+    Returns :func:`cell_moments` of the new particles.
     """
-    n = weights.shape[0]
+    n, m = weights.shape[0], drawn.shape[1]
     hist[:] = 0.0
     for j in range(n):
         hist[coarse[j]] += weights[j]
-    kept = n - drawn
+    kept = n - m
     total, previous, k = 0.0, 0, 0
-    for i in range(n + drawn):
+    for i in range(n + m):
         if i < n:
             total += weights[i]
             edge = kept if i == n - 1 else np.intp(total * kept + uniform)
@@ -238,7 +256,7 @@ def resample(states: np.ndarray, coarse: np.ndarray, likelihood: np.ndarray,
             copies = 1
         for _ in range(copies):
             for row in range(4):
-                out_state[row, k] = states[row, i]
+                out_state[row, k] = state[row, i] if i < n else drawn[row, i - n]
             lik, cell = likelihood[i], coarse[i]
             cloud = hist[cell]
             prior = cloud * prior_scale
@@ -252,29 +270,28 @@ def resample(states: np.ndarray, coarse: np.ndarray, likelihood: np.ndarray,
     norm = _pairwise_sum(out_weights)
     for j in range(n):
         out_weights[j] /= norm
+    return cell_moments(out_state, out_weights, out_coarse, acc, flags)
 
 
 @_jit
-def coarse_cells(state: np.ndarray, scale: np.ndarray, offset: np.ndarray,
-                  row_code: np.ndarray, col_code: np.ndarray, coarse_span: int,
-                  out: np.ndarray) -> None:
+def coarse_cells(state: np.ndarray, geometry: np.ndarray, codes: np.ndarray,
+                 out: np.ndarray) -> None:
     """Coarse cell of every particle (terminal_indices_en // coarse_span)."""
+    coarse_span = np.intp(geometry[9])
     for j in range(state.shape[1]):
-        col = np.intp(state[0, j] * scale[0, 0] + offset[0, 0])
-        row = np.intp(state[1, j] * scale[1, 0] + offset[1, 0])
-        out[j] = (row_code[row] + col_code[col]) // coarse_span
+        out[j] = _terminal(state[0, j], state[1, j], geometry, codes) // coarse_span
 
 
 @_jit
-def cell_moments(state: np.ndarray, weights: np.ndarray, keys: np.ndarray, cells: int
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def cell_moments(state: np.ndarray, weights: np.ndarray, keys: np.ndarray, acc: np.ndarray,
+                 flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     Weighted moments of the occupied coarse cells (ModeFinder's ``sums``) and minus their mass.
 
     ``sums`` ``[occupied, 6]`` (cells in index order): mass, sum of w x, w y, w x x, w x y,
-    w y y.
+    w y y. ``acc`` ``[cells, 6]`` and ``flags`` ``[cells]``: zeroed scratch, left zeroed.
     """
-    acc = np.zeros((cells, 6))
+    occupied = 0
     for j in range(weights.shape[0]):
         key, w = keys[j], weights[j]
         x, y = state[0, j], state[1, j]
@@ -285,13 +302,22 @@ def cell_moments(state: np.ndarray, weights: np.ndarray, keys: np.ndarray, cells
         acc[key, 3] += wx * x
         acc[key, 4] += wx * y
         acc[key, 5] += wy * y
-    occupied = 0
-    for c in range(cells):
-        if acc[c, 0] > 0:
-            acc[occupied] = acc[c]
+        if not flags[key]:
+            flags[key] = 1
             occupied += 1
-    sums = acc[:occupied].copy()
-    return sums, -sums[:, 0]
+    sums = np.empty((occupied, 6))
+    minus_mass = np.empty(occupied)
+    k = 0
+    for c in range(flags.shape[0]):
+        if flags[c]:
+            flags[c] = 0
+            if acc[c, 0] > 0:  # (numpy: mass > 0; a weight of 0 occupies nothing)
+                for row in range(6):
+                    sums[k, row] = acc[c, row]
+                minus_mass[k] = -acc[c, 0]
+                k += 1
+            acc[c] = 0.0
+    return sums[:k], minus_mass[:k]
 
 
 @_jit
@@ -388,18 +414,20 @@ def _warm_up() -> None:
     n, m = 8, 2
     state, weights = np.zeros((4, n)), np.full(n, 1.0 / n)
     bank = np.zeros((2, 64))
-    column = np.ones((2, 1))
-    predict_walk(state, bank, 0, 1.0, 1.0, 1.0, 1.0, 1.0)
-    predict_odometry(state, bank, 0, 1.0, 0.0, 0.0, 1.0, 1.0)
-    codes = np.zeros(3, np.int64)
-    states = np.zeros((4, n + m))
+    predict(state, bank, 0, True, 1.0, 1.0, 1.0, 1.0, 1.0)
+    predict(state, bank, 0, False, 1.0, 0.0, 0.0, 1.0, 1.0)
+    geometry = np.array([1.0, -1.0, 1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    codes = np.zeros((2, 3), np.int64)
+    drawn = np.zeros((4, m))
     likelihood, coarse = np.zeros(n + m), np.zeros(n + m, np.int64)
-    measure(state, weights, np.zeros((4, m)), bank, 0, 1.0, np.zeros(1, np.int64),
-             np.ones(1, np.int64), np.ones(1), np.ones(1), np.zeros((2, 1)), np.zeros((2, 1)),
-             1, column, column, column, codes, codes, 1, states, likelihood, coarse)
-    resample(states, coarse, likelihood, weights, 0.5, m, np.zeros(1), 1.0, 1.0, 1.0, 1.0,
-              np.zeros((4, n)), np.zeros(n), np.zeros(n, np.int64))
+    advance(state, weights, bank, 0, True, 1.0, 1.0, 1.0, 1.0, np.zeros((4, m)), bank, 0,
+            np.zeros(1, np.int64), np.ones(1, np.int64), np.ones(1), np.ones(1),
+            np.zeros((2, 1)), np.zeros((2, 1)), geometry, codes, drawn, likelihood, coarse)
+    acc, flags = np.zeros((1, 6)), np.zeros(1, np.uint8)
+    sums, minus_mass = update(state, drawn, coarse, likelihood, weights, 0.5, 1.0, 1.0, 1.0,
+                              1.0, np.zeros(1), np.zeros((4, n)), np.zeros(n),
+                              np.zeros(n, np.int64), acc, flags)
     keys = np.zeros(n, np.int64)
-    coarse_cells(state, column, column, codes, codes, 1, keys)
-    sums, neg_mass = cell_moments(state, weights, keys, 1)
-    cluster(sums, neg_mass.argsort(), 1.0, 64, 8)
+    coarse_cells(state, geometry, codes, keys)
+    sums, minus_mass = cell_moments(state, weights, keys, acc, flags)
+    cluster(sums, minus_mass.argsort(), 1.0, 64, 8)
