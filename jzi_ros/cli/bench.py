@@ -186,9 +186,10 @@ def _bench_filter(tree, encode=None) -> tuple[list[dict], str]:
     kernel = CellFilter(tree, FusionConfig(particles=16)).kernel  # what "auto" resolves to
     kernels = [kernel] + (["numpy"] if kernel != "numpy" else [])
     out = []
-    lines = ["", "| temporal filter (fusion) | kernel | terminal cells | particles | filter ms wall "
-             "(med / p95) | filter ms thread CPU | CPU encoder ms wall / CPU (same run) "
-             "| filter / encoder, wall / CPU |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["", "| temporal filter (fusion) | kernel | terminal cells | particles | "
+             "filter ms wall (med / p95) | filter ms thread CPU | CPU encoder ms wall / CPU "
+             "(same run) | filter / encoder, wall / CPU |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for label, which in (("this map", tree), ("10 km, 4x4 grid, depth 4", big)):
         timings = {name: bench_filter(which, encode=encode, config=FusionConfig(kernel=name))
                    for name in kernels}

@@ -298,7 +298,7 @@ class CellFilter:
 
     def _motion(self, dt_s: float, displacement_en: np.ndarray | None
                 ) -> tuple[int, bool, float, float, float, float]:
-        """The compiled prediction's arguments: bank offset (drawn now), walk?, a, b, c, d."""
+        """Return the compiled prediction's arguments: bank offset (drawn now), walk, a-d."""
         cfg, dt_s = self.config, float(dt_s)
         start = self._bank_start(self._normal_bank, self._state.shape[1])
         if displacement_en is None:

@@ -158,7 +158,7 @@ def _predict(state: np.ndarray, bank: np.ndarray, start: int, walk: bool, a: flo
 @_jit
 def predict(state: np.ndarray, bank: np.ndarray, start: int, walk: bool, a: float, b: float,
             c: float, d: float, half: float) -> None:
-    """CellFilter.predict (a frame without a measurement): :func:`_predict`."""
+    """Move the particles as CellFilter.predict does (a frame without a measurement)."""
     _predict(state, bank, start, walk, a, b, c, d, half)
 
 
@@ -335,7 +335,7 @@ def _within(dx: float, dy: float, radius: float) -> bool:
 def cluster(sums: np.ndarray, order: np.ndarray, radius: float, seed_cells: int,
             max_modes: int) -> np.ndarray:
     """
-    ModeFinder's seeds and two rounds of membership: the modes' moments ``[modes, 6]``.
+    Return the modes' moments ``[modes, 6]``: ModeFinder's seeds, two rounds of membership.
 
     ``sums``: :func:`cell_moments`; ``order``: the cells heaviest first (numpy's argsort of
     minus the mass, so that ties fall as in the numpy path).
