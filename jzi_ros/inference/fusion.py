@@ -397,14 +397,14 @@ class CellFilter:
             return self._estimate("kidnap: frames keep disagreeing with the filter")
         area = self.tree.size_m ** 2
         state, weights, keys = np.empty((4, n)), np.empty(n), np.empty(n, np.int64)
-        sums = kernel.update(self._state, drawn, coarse, likelihood, self.weights,
+        occupied = kernel.update(self._state, drawn, coarse, likelihood, self.weights,
                              self.rng.random(), (1 - cfg.anywhere_prob) / self._coarse_area,
                              cfg.anywhere_prob / area,
                              (1 - cfg.proposal_fraction) / self._coarse_area,
                              cfg.proposal_fraction / (z_uniform * area), self._k_hist, state,
                              weights, keys, *self._modes.scratch)
         self._state, self.weights, self._coarse = state, weights, keys
-        return self._estimate(event, sums)
+        return self._estimate(event, occupied)
 
     def _step_point(self, stamp_ns: int, measurement: Measurement, point: PointMeasurement,
                     event: str) -> FilterEstimate:
@@ -504,14 +504,13 @@ class CellFilter:
         self._coarse = coarse
 
     # --- output ----------------------------------------------------------------------------
-    def _estimate(self, event: str, sums: tuple[np.ndarray, np.ndarray] | None = None
-                  ) -> FilterEstimate:
+    def _estimate(self, event: str, occupied: int | None = None) -> FilterEstimate:
         if not self.initialised:
             zero = np.zeros(2)
             return FilterEstimate(False, (), zero, np.eye(2) * self.tree.size_m ** 2 / 12,
                                   event, 0.0)
-        modes = (self._modes(self._state, self.weights, self._coarse_keys()) if sums is None
-                 else self._modes.from_cell_moments(*sums))
+        modes = (self._modes(self._state, self.weights, self._coarse_keys()) if occupied is None
+                 else self._modes.from_cell_moments(occupied))
         main = modes[0]
         # second moment of the reported modes about the published position (the heaviest
         # mode's mean): a second mode far away widens it, as the beam spread does per frame;

@@ -232,13 +232,14 @@ def update(state: np.ndarray, drawn: np.ndarray, coarse: np.ndarray, likelihood:
            weights: np.ndarray, uniform: float, prior_scale: float, prior_floor: float,
            cloud_scale: float, measurement_scale: float, hist: np.ndarray,
            out_state: np.ndarray, out_weights: np.ndarray, out_coarse: np.ndarray,
-           acc: np.ndarray, flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+           acc: np.ndarray, flags: np.ndarray, sums: np.ndarray, minus_mass: np.ndarray
+           ) -> int:
     """
     Resample and weight (CellFilter._mixture_update without a point); the new cells' moments.
 
     Copies of cloud particle ``i``: the jumps of ``floor(cumsum(weights) x (n - m) + u)``;
     the ``m`` drawn states once each. Weight: likelihood x prior / proposal, normalised.
-    Returns :func:`cell_moments` of the new particles.
+    Then :func:`cell_moments` of the new particles (their number of occupied cells).
     """
     n, m = weights.shape[0], drawn.shape[1]
     hist[:] = 0.0
@@ -270,7 +271,7 @@ def update(state: np.ndarray, drawn: np.ndarray, coarse: np.ndarray, likelihood:
     norm = _pairwise_sum(out_weights)
     for j in range(n):
         out_weights[j] /= norm
-    return cell_moments(out_state, out_weights, out_coarse, acc, flags)
+    return cell_moments(out_state, out_weights, out_coarse, acc, flags, sums, minus_mass)
 
 
 @_jit
@@ -284,14 +285,14 @@ def coarse_cells(state: np.ndarray, geometry: np.ndarray, codes: np.ndarray,
 
 @_jit
 def cell_moments(state: np.ndarray, weights: np.ndarray, keys: np.ndarray, acc: np.ndarray,
-                 flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                 flags: np.ndarray, sums: np.ndarray, minus_mass: np.ndarray) -> int:
     """
-    Weighted moments of the occupied coarse cells (ModeFinder's ``sums``) and minus their mass.
+    Weighted moments of the occupied coarse cells (ModeFinder's ``sums``): how many.
 
-    ``sums`` ``[occupied, 6]`` (cells in index order): mass, sum of w x, w y, w x x, w x y,
-    w y y. ``acc`` ``[cells, 6]`` and ``flags`` ``[cells]``: zeroed scratch, left zeroed.
+    Fills ``sums[:occupied]`` (cells in index order: mass, sum of w x, w y, w x x, w x y,
+    w y y) and ``minus_mass[:occupied]``. ``acc`` ``[cells, 6]`` and ``flags`` ``[cells]``:
+    zeroed scratch, left zeroed.
     """
-    occupied = 0
     for j in range(weights.shape[0]):
         key, w = keys[j], weights[j]
         x, y = state[0, j], state[1, j]
@@ -302,11 +303,7 @@ def cell_moments(state: np.ndarray, weights: np.ndarray, keys: np.ndarray, acc: 
         acc[key, 3] += wx * x
         acc[key, 4] += wx * y
         acc[key, 5] += wy * y
-        if not flags[key]:
-            flags[key] = 1
-            occupied += 1
-    sums = np.empty((occupied, 6))
-    minus_mass = np.empty(occupied)
+        flags[key] = 1
     k = 0
     for c in range(flags.shape[0]):
         if flags[c]:
@@ -317,7 +314,89 @@ def cell_moments(state: np.ndarray, weights: np.ndarray, keys: np.ndarray, acc: 
                 minus_mass[k] = -acc[c, 0]
                 k += 1
             acc[c] = 0.0
-    return sums[:k], minus_mass[:k]
+    return k
+
+
+@_jit
+def steps_keys(root_lp: np.ndarray, prefix_index: np.ndarray, prefix_lp: np.ndarray,
+               step_lp: np.ndarray, key_span: np.ndarray, level: np.ndarray, pad: float
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """
+    Measurement.from_steps's sort keys and log masses of every piece of the valid beams.
+
+    Pieces: the root's K children, then each step's valid prefixes' K children; key: the
+    piece's first terminal cell times ``D + 1`` plus its level (``key_span``, ``level``: the
+    template of a full BeamSteps); a prefix at or below ``pad`` is a padding beam.
+    """
+    k = root_lp.shape[0]
+    steps, beams = prefix_lp.shape
+    count = k
+    for s in range(steps):
+        for b in range(beams):
+            if prefix_lp[s, b] > pad:
+                count += k
+    keys, log_mass = np.empty(count, np.int64), np.empty(count)
+    for a in range(k):
+        keys[a] = a * key_span[a] + level[a]
+        log_mass[a] = root_lp[a]
+    j = k
+    for s in range(steps):
+        for b in range(beams):
+            if prefix_lp[s, b] > pad:
+                for a in range(k):
+                    piece = k + (s * beams + b) * k + a
+                    keys[j] = (np.int64(prefix_index[s, b]) * k + a) * key_span[piece] \
+                        + level[piece]
+                    log_mass[j] = prefix_lp[s, b] + step_lp[s, b, a]  # (in their precision)
+                    j += 1
+    return keys, log_mass
+
+
+@_jit
+def steps_sorted(keys: np.ndarray, log_mass: np.ndarray, order: np.ndarray, depth: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return the pieces' first terminal cells, levels and log masses in ``order``."""
+    count = order.shape[0]
+    starts, levels, logs = np.empty(count, np.int64), np.empty(count, np.int64), np.empty(count)
+    for i in range(count):
+        key = keys[order[i]]
+        starts[i], levels[i] = key // (depth + 1), key % (depth + 1)
+        logs[i] = log_mass[order[i]]
+    return starts, levels, logs
+
+
+@_jit
+def steps_measurement(starts: np.ndarray, levels: np.ndarray, mass: np.ndarray,
+                      level_spans: np.ndarray, area: float
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """
+    Return Measurement.from_steps's leaves (levels, indices, mass) and its partition.
+
+    A piece followed by one with the same start was expanded: its mass goes to 0 (it stays
+    in the partition with no cells). ``mass`` (sorted, exp'd) is normalised in place.
+    """
+    count = starts.shape[0]
+    leaves = 0
+    for i in range(count):
+        if i == count - 1 or starts[i + 1] != starts[i]:
+            leaves += 1
+        else:
+            mass[i] = mass[i] * 0.0
+    norm = _pairwise_sum(mass)
+    leaf_levels, leaf_indices = np.empty(leaves, np.int64), np.empty(leaves, np.int64)
+    leaf_mass, density, cells = np.empty(leaves), np.empty(count), np.empty(count, np.int64)
+    j = 0
+    for i in range(count):
+        mass[i] /= norm
+        span = level_spans[levels[i]]
+        density[i] = mass[i] / (np.float64(span) * area)
+        if i == count - 1 or starts[i + 1] != starts[i]:
+            cells[i] = span
+            leaf_levels[j], leaf_indices[j], leaf_mass[j] = levels[i], starts[i] // span, mass[i]
+            j += 1
+        else:
+            cells[i] = 0
+    return leaf_levels, leaf_indices, leaf_mass, density, cells
 
 
 @_jit
@@ -332,15 +411,16 @@ def _within(dx: float, dy: float, radius: float) -> bool:
 
 
 @_jit
-def cluster(sums: np.ndarray, order: np.ndarray, radius: float, seed_cells: int,
-            max_modes: int) -> np.ndarray:
+def cluster(sums: np.ndarray, occupied: int, order: np.ndarray, radius: float,
+            seed_cells: int, moments: np.ndarray) -> int:
     """
-    Return the modes' moments ``[modes, 6]``: ModeFinder's seeds, two rounds of membership.
+    Fill the modes' moments ``moments[:modes]`` (ModeFinder's seeds, two rounds): how many.
 
-    ``sums``: :func:`cell_moments`; ``order``: the cells heaviest first (numpy's argsort of
-    minus the mass, so that ties fall as in the numpy path).
+    ``sums[:occupied]``: :func:`cell_moments`; ``order``: the cells heaviest first (numpy's
+    argsort of minus the mass, so that ties fall as in the numpy path); at most
+    ``len(moments)`` modes.
     """
-    occupied = sums.shape[0]
+    max_modes = moments.shape[0]
     cx, cy = np.empty(occupied), np.empty(occupied)
     for c in range(occupied):  # numpy's complex division: x * (1 / mass)
         inv = 1.0 / sums[c, 0]
@@ -373,9 +453,8 @@ def cluster(sums: np.ndarray, order: np.ndarray, radius: float, seed_cells: int,
     for i in range(modes):
         c = candidates[chosen[i]]
         sx[i], sy[i] = cx[c], cy[c]
-    moments = np.zeros((modes, 6))
     for again in range(2):
-        moments[:] = 0.0
+        moments[:modes] = 0.0
         for c in range(occupied):  # a cell joins the first (heaviest) seed it is near
             for i in range(modes):
                 if _within(cx[c] - sx[i], cy[c] - sy[i], radius):
@@ -386,7 +465,7 @@ def cluster(sums: np.ndarray, order: np.ndarray, radius: float, seed_cells: int,
             for i in range(modes):
                 inv = 1.0 / moments[i, 0]
                 sx[i], sy[i] = moments[i, 1] * inv, moments[i, 2] * inv
-    return moments
+    return modes
 
 
 def load() -> float:
@@ -423,11 +502,17 @@ def _warm_up() -> None:
     advance(state, weights, bank, 0, True, 1.0, 1.0, 1.0, 1.0, np.zeros((4, m)), bank, 0,
             np.zeros(1, np.int64), np.ones(1, np.int64), np.ones(1), np.ones(1),
             np.zeros((2, 1)), np.zeros((2, 1)), geometry, codes, drawn, likelihood, coarse)
-    acc, flags = np.zeros((1, 6)), np.zeros(1, np.uint8)
-    sums, minus_mass = update(state, drawn, coarse, likelihood, weights, 0.5, 1.0, 1.0, 1.0,
-                              1.0, np.zeros(1), np.zeros((4, n)), np.zeros(n),
-                              np.zeros(n, np.int64), acc, flags)
+    scratch = (np.zeros((1, 6)), np.zeros(1, np.uint8), np.zeros((1, 6)), np.zeros(1))
+    update(state, drawn, coarse, likelihood, weights, 0.5, 1.0, 1.0, 1.0, 1.0, np.zeros(1),
+           np.zeros((4, n)), np.zeros(n), np.zeros(n, np.int64), *scratch)
     keys = np.zeros(n, np.int64)
     coarse_cells(state, geometry, codes, keys)
-    sums, minus_mass = cell_moments(state, weights, keys, acc, flags)
-    cluster(sums, minus_mass.argsort(), 1.0, 64, 8)
+    occupied = cell_moments(state, weights, keys, *scratch)
+    cluster(scratch[2], occupied, scratch[3][:occupied].argsort(), 1.0, 64, np.zeros((8, 6)))
+    spans, level = np.array([16, 1], np.int64), np.ones(16, np.int64)
+    for real in (np.float32, np.float64):  # Measurement.from_steps: torch's and simulated
+        keys, log_mass = steps_keys(np.zeros(4, real), np.zeros((1, 1), np.int64),
+                                    np.zeros((1, 1), real), np.zeros((1, 1, 4), real),
+                                    np.ones(8, np.int64), np.ones(8, np.int64), -1.0)
+        starts, levels, logs = steps_sorted(keys, log_mass, keys.argsort(), 1)
+        steps_measurement(starts, levels, np.exp(logs), spans, 1.0)

@@ -34,6 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 import math
+import sys
 
 import numpy as np
 
@@ -209,8 +210,16 @@ class Measurement:
 
     @classmethod
     def from_steps(cls, tree: CellTree, steps: BeamSteps) -> "Measurement":
-        """Every step's children of every beam prefix; expanded children hand their mass on."""
+        """
+        Every step's children of every beam prefix; expanded children hand their mass on.
+
+        Once a filter has loaded the compiled kernels (``FusionConfig.kernel`` numba), they
+        build it: the same numbers (numpy's argsort and exp in between), five calls not 35.
+        """
         k, depth = tree.num_actions, tree.depth
+        kernel = _compiled_kernel()
+        if kernel is not None and steps.prefix_lp.ndim == 2:
+            return cls._from_steps_compiled(tree, steps, kernel)
         valid = steps.prefix_lp > PAD_LOG_PROB / 2  # [D-1, B]; False: a padding beam
         root, level, key_span = _steps_template(tree.grid, depth, valid.shape[1])
         # all children of all beam prefixes at once: the root's (level 1), then every step's
@@ -236,6 +245,23 @@ class Measurement:
         area = (tree.size_m / tree.grid ** depth) ** 2
         measurement = cls(levels[leaf], starts[leaf] // span[leaf], mass[leaf], 0.0)
         measurement._partitions[tree] = Partition(starts, mass / (span * area), span * leaf)
+        return measurement
+
+    @classmethod
+    def _from_steps_compiled(cls, tree: CellTree, steps: BeamSteps, kernel) -> "Measurement":
+        """Return ``from_steps`` built by the compiled kernels (fusion_kernel.steps_*)."""
+        depth = tree.depth
+        _, level, key_span = _steps_template(tree.grid, depth, steps.prefix_lp.shape[1])
+        keys, log_mass = kernel.steps_keys(steps.root_lp, steps.prefix_index.astype(np.int64),
+                                           steps.prefix_lp, steps.step_lp, key_span, level,
+                                           PAD_LOG_PROB / 2)
+        starts, levels, mass = kernel.steps_sorted(keys, log_mass, np.argsort(keys), depth)
+        np.exp(mass, out=mass)
+        area = (tree.size_m / tree.grid ** depth) ** 2
+        leaf_levels, indices, leaf_mass, density, cells = kernel.steps_measurement(
+            starts, levels, mass, _level_spans(tree.grid, depth), area)
+        measurement = cls(leaf_levels, indices, leaf_mass, 0.0)
+        measurement._partitions[tree] = Partition(starts, density, cells)
         return measurement
 
     @classmethod
@@ -340,3 +366,9 @@ class PointGaussian:
     def draw(self, normals: np.ndarray) -> np.ndarray:
         """Return points ``[2, N]`` from standard normals ``[2, N]``."""
         return self.chol @ normals + self.mean
+
+
+def _compiled_kernel():
+    """Return jzi_ros.inference.fusion_kernel once a filter has loaded it, else None."""
+    module = sys.modules.get("jzi_ros.inference.fusion_kernel")
+    return module if module is not None and module.load_seconds() is not None else None

@@ -76,9 +76,12 @@ class ModeFinder:
         self.radius = float(radius_m)
         self.cell_index = np.arange(self.cells)
         self.kernel = kernel  # jzi_ros.inference.fusion_kernel, or None: numpy
-        # the kernel's zeroed scratch: per cell moments and "occupied" flags
-        self.scratch = () if kernel is None else (np.zeros((self.cells, 6)),
-                                                  np.zeros(self.cells, np.uint8))
+        # the kernel's buffers: per cell moments and "occupied" flags (zeroed scratch), the
+        # occupied cells' moments and minus their mass, the modes' moments
+        self.scratch = () if kernel is None else (
+            np.zeros((self.cells, 6)), np.zeros(self.cells, np.uint8),
+            np.zeros((self.cells, 6)), np.zeros(self.cells))
+        self.moments = np.zeros((MAX_MODES, 6))
 
     def __call__(self, state: np.ndarray, weights: np.ndarray, keys: np.ndarray
                  ) -> tuple[Mode, ...]:
@@ -95,8 +98,8 @@ class ModeFinder:
         numpy's argsort (so that ties are ordered alike).
         """
         if self.kernel is not None and state.flags.c_contiguous:
-            return self.from_cell_moments(*self.kernel.cell_moments(state, weights, keys,
-                                                                    *self.scratch))
+            return self.from_cell_moments(self.kernel.cell_moments(state, weights, keys,
+                                                                   *self.scratch))
         radius, w, cells = self.radius, weights, self.cells
         weighted = state[:2] * w  # w x, w y
         second = weighted.take(_WXY, axis=0)
@@ -126,10 +129,12 @@ class ModeFinder:
                 seeds = moments[:, 1:3] @ _EAST_NORTH / moments[:, 0]
         return _modes_of(moments)
 
-    def from_cell_moments(self, sums: np.ndarray, minus_mass: np.ndarray) -> tuple[Mode, ...]:
-        """Return the modes of the kernel's cell moments (``fusion_kernel.cell_moments``)."""
-        return _modes_of(self.kernel.cluster(sums, minus_mass.argsort(), self.radius,
-                                             SEED_CELLS, MAX_MODES))
+    def from_cell_moments(self, occupied: int) -> tuple[Mode, ...]:
+        """Return the modes of the kernel's ``occupied`` cell moments (in ``scratch``)."""
+        sums, minus_mass = self.scratch[2:]
+        modes = self.kernel.cluster(sums, occupied, minus_mass[:occupied].argsort(),
+                                    self.radius, SEED_CELLS, self.moments)
+        return _modes_of(self.moments[:modes])
 
 
 def _modes_of(moments: np.ndarray) -> tuple[Mode, ...]:
