@@ -397,12 +397,12 @@ class CellFilter:
             return self._estimate("kidnap: frames keep disagreeing with the filter")
         area = self.tree.size_m ** 2
         state, weights, keys = np.empty((4, n)), np.empty(n), np.empty(n, np.int64)
-        occupied = kernel.update(self._state, drawn, coarse, likelihood, self.weights,
-                             self.rng.random(), (1 - cfg.anywhere_prob) / self._coarse_area,
-                             cfg.anywhere_prob / area,
-                             (1 - cfg.proposal_fraction) / self._coarse_area,
-                             cfg.proposal_fraction / (z_uniform * area), self._k_hist, state,
-                             weights, keys, *self._modes.scratch)
+        occupied = kernel.update(
+            self._state, drawn, coarse, likelihood, self.weights, self.rng.random(),
+            (1 - cfg.anywhere_prob) / self._coarse_area, cfg.anywhere_prob / area,
+            (1 - cfg.proposal_fraction) / self._coarse_area,
+            cfg.proposal_fraction / (z_uniform * area), self._k_hist, state, weights, keys,
+            *self._modes.scratch)
         self._state, self.weights, self._coarse = state, weights, keys
         return self._estimate(event, occupied)
 

@@ -509,7 +509,7 @@ def _warm_up() -> None:
     coarse_cells(state, geometry, codes, keys)
     occupied = cell_moments(state, weights, keys, *scratch)
     cluster(scratch[2], occupied, scratch[3][:occupied].argsort(), 1.0, 64, np.zeros((8, 6)))
-    spans, level = np.array([16, 1], np.int64), np.ones(16, np.int64)
+    spans = np.array([16, 1], np.int64)
     for real in (np.float32, np.float64):  # Measurement.from_steps: torch's and simulated
         keys, log_mass = steps_keys(np.zeros(4, real), np.zeros((1, 1), np.int64),
                                     np.zeros((1, 1), real), np.zeros((1, 1, 4), real),
