@@ -122,6 +122,10 @@ class CellFilter:
         self._coarse_span = tree.num_actions ** (tree.depth - level)
         self._coarse_cells = tree.num_actions ** level
         self._coarse_area = tree.cell_side(level) ** 2
+        scale, offset = codes.per_metre(tree.size_m)  # terminal_indices_en of a few points
+        self._to_terminal = (float(scale[0, 0]), float(scale[1, 0]), float(offset[0, 0]),
+                             float(offset[1, 0]), tree.grid ** tree.depth - 1, codes.row_code,
+                             codes.col_code)
         n = self.config.particles
         self._kernel = _kernel_module(self.config.kernel)  # None: the numpy path
         self.kernel = "numpy" if self._kernel is None else "numba"
@@ -138,7 +142,6 @@ class CellFilter:
         angle = self.rng.uniform(0, 2 * np.pi, bank)
         self._disc_bank = np.stack([radius * np.cos(angle), radius * np.sin(angle)])
         if self._kernel is not None:  # its inputs, C-ordered as its compiled signatures
-            scale, offset = codes.per_metre(tree.size_m)
             self._k_corners = tuple(np.ascontiguousarray(a, np.float64) for a in (
                 self._high_corner, self._low_corner))
             self._k_geometry = np.array([self._metres[0, 0], self._metres[1, 0], scale[0, 0],
@@ -544,12 +547,17 @@ class CellFilter:
                               altitude_m, tree.size_m ** 2 / 12, timings)
         centres = np.array([m.mean_en for m in estimate.modes]).T  # [2, modes]
         lats, lons = tree.to_latlon(centres[0], centres[1])  # one pyproj call for all modes
-        # each mode's terminal cell (clipped to the root, as path_of_local's edges)
-        terminal = terminal_indices_en(tree, centres).tolist()
+        # each mode's terminal cell (clipped to the root, as path_of_local's edges): what
+        # terminal_indices_en computes, in Python floats for these few points
+        east_north = centres.tolist()
+        s0, s1, o0, o1, last, row_code, col_code = self._to_terminal
+        terminal = [int(row_code[max(min(int(n * s1 + o1), last), 0)]
+                        + col_code[max(min(int(e * s0 + o0), last), 0)])
+                    for e, n in zip(*east_north)]
         hypotheses = tuple(
             Hypothesis(tree._path_from_level_index(t, tree.depth), m.mass,
                        math.log(max(m.mass, 1e-300)), e, n, la, lo)
-            for m, t, e, n, la, lo in zip(estimate.modes, terminal, *centres.tolist(),
+            for m, t, e, n, la, lo in zip(estimate.modes, terminal, *east_north,
                                           lats.tolist(), lons.tolist()))
         main = estimate.modes[0]
         east, north = float(main.mean_en[0]), float(main.mean_en[1])

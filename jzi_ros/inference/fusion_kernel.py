@@ -353,50 +353,47 @@ def steps_keys(root_lp: np.ndarray, prefix_index: np.ndarray, prefix_lp: np.ndar
 
 
 @_jit
-def steps_sorted(keys: np.ndarray, log_mass: np.ndarray, order: np.ndarray, depth: int
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return the pieces' first terminal cells, levels and log masses in ``order``."""
-    count = order.shape[0]
-    starts, levels, logs = np.empty(count, np.int64), np.empty(count, np.int64), np.empty(count)
-    for i in range(count):
-        key = keys[order[i]]
-        starts[i], levels[i] = key // (depth + 1), key % (depth + 1)
-        logs[i] = log_mass[order[i]]
-    return starts, levels, logs
-
-
-@_jit
-def steps_measurement(starts: np.ndarray, levels: np.ndarray, mass: np.ndarray,
+def steps_measurement(keys: np.ndarray, mass: np.ndarray, order: np.ndarray, depth: int,
                       level_spans: np.ndarray, area: float
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                 np.ndarray]:
     """
     Return Measurement.from_steps's leaves (levels, indices, mass) and its partition.
 
-    A piece followed by one with the same start was expanded: its mass goes to 0 (it stays
-    in the partition with no cells). ``mass`` (sorted, exp'd) is normalised in place.
+    ``keys``, ``mass`` (exp'd) of :func:`steps_keys`, ``order`` their sort. A piece followed by
+    one with the same start was expanded: its mass goes to 0 (it stays in the partition with
+    no cells). Returns the leaves' levels, indices and mass, and the partition's starts,
+    densities and cells.
     """
-    count = starts.shape[0]
+    count = order.shape[0]
+    starts, levels, sorted_mass = np.empty(count, np.int64), np.empty(count, np.int64), \
+        np.empty(count)
+    for i in range(count):
+        key = keys[order[i]]
+        starts[i], levels[i] = key // (depth + 1), key % (depth + 1)
+        sorted_mass[i] = mass[order[i]]
     leaves = 0
     for i in range(count):
         if i == count - 1 or starts[i + 1] != starts[i]:
             leaves += 1
         else:
-            mass[i] = mass[i] * 0.0
-    norm = _pairwise_sum(mass)
+            sorted_mass[i] = sorted_mass[i] * 0.0
+    norm = _pairwise_sum(sorted_mass)
     leaf_levels, leaf_indices = np.empty(leaves, np.int64), np.empty(leaves, np.int64)
     leaf_mass, density, cells = np.empty(leaves), np.empty(count), np.empty(count, np.int64)
     j = 0
     for i in range(count):
-        mass[i] /= norm
+        sorted_mass[i] /= norm
         span = level_spans[levels[i]]
-        density[i] = mass[i] / (np.float64(span) * area)
+        density[i] = sorted_mass[i] / (np.float64(span) * area)
         if i == count - 1 or starts[i + 1] != starts[i]:
             cells[i] = span
-            leaf_levels[j], leaf_indices[j], leaf_mass[j] = levels[i], starts[i] // span, mass[i]
+            leaf_levels[j], leaf_indices[j] = levels[i], starts[i] // span
+            leaf_mass[j] = sorted_mass[i]
             j += 1
         else:
             cells[i] = 0
-    return leaf_levels, leaf_indices, leaf_mass, density, cells
+    return leaf_levels, leaf_indices, leaf_mass, starts, density, cells
 
 
 @_jit
@@ -514,5 +511,4 @@ def _warm_up() -> None:
         keys, log_mass = steps_keys(np.zeros(4, real), np.zeros((1, 1), np.int64),
                                     np.zeros((1, 1), real), np.zeros((1, 1, 4), real),
                                     np.ones(8, np.int64), np.ones(8, np.int64), -1.0)
-        starts, levels, logs = steps_sorted(keys, log_mass, keys.argsort(), 1)
-        steps_measurement(starts, levels, np.exp(logs), spans, 1.0)
+        steps_measurement(keys, np.exp(log_mass), keys.argsort(), 1, spans, 1.0)

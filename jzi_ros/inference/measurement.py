@@ -214,7 +214,7 @@ class Measurement:
         Every step's children of every beam prefix; expanded children hand their mass on.
 
         Once a filter has loaded the compiled kernels (``FusionConfig.kernel`` numba), they
-        build it: the same numbers (numpy's argsort and exp in between), five calls not 35.
+        build it: the same numbers (numpy's argsort and exp in between), four calls not 35.
         """
         k, depth = tree.num_actions, tree.depth
         kernel = _compiled_kernel()
@@ -252,14 +252,12 @@ class Measurement:
         """Return ``from_steps`` built by the compiled kernels (fusion_kernel.steps_*)."""
         depth = tree.depth
         _, level, key_span = _steps_template(tree.grid, depth, steps.prefix_lp.shape[1])
-        keys, log_mass = kernel.steps_keys(steps.root_lp, steps.prefix_index.astype(np.int64),
-                                           steps.prefix_lp, steps.step_lp, key_span, level,
-                                           PAD_LOG_PROB / 2)
-        starts, levels, mass = kernel.steps_sorted(keys, log_mass, np.argsort(keys), depth)
-        np.exp(mass, out=mass)
+        keys, mass = kernel.steps_keys(steps.root_lp, steps.prefix_index, steps.prefix_lp,
+                                       steps.step_lp, key_span, level, PAD_LOG_PROB / 2)
+        np.exp(mass, out=mass)  # (elementwise: the same numbers before the sort as after)
         area = (tree.size_m / tree.grid ** depth) ** 2
-        leaf_levels, indices, leaf_mass, density, cells = kernel.steps_measurement(
-            starts, levels, mass, _level_spans(tree.grid, depth), area)
+        leaf_levels, indices, leaf_mass, starts, density, cells = kernel.steps_measurement(
+            keys, mass, np.argsort(keys), depth, _level_spans(tree.grid, depth), area)
         measurement = cls(leaf_levels, indices, leaf_mass, 0.0)
         measurement._partitions[tree] = Partition(starts, density, cells)
         return measurement
