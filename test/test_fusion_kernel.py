@@ -174,3 +174,31 @@ def test_an_install_where_numba_cannot_cache_still_compiles(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["numba", "True"]
     assert "cannot cache the filter kernels" in done.stderr
+
+
+@needs_numba
+def test_tied_cells_are_ordered_as_numpy_orders_them(monkeypatch):
+    """Equal cell masses (a flat likelihood): the frame hands the modes' seeds to numpy."""
+    from jzi_ros.inference.modes import ModeFinder
+
+    handed = []
+    original = ModeFinder.from_cell_moments
+
+    def spy(self, occupied, *found):  # found given: the compiled frame's call
+        handed.extend(found)
+        return original(self, occupied, *found)
+
+    monkeypatch.setattr(ModeFinder, "from_cell_moments", spy)
+    flat = Measurement(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), 1.0)
+    sharp = Measurement.from_steps(TREE, simulated_steps(TREE, 100.0, 200.0, True,
+                                                         np.random.default_rng(0)))
+    runs = {}
+    for kernel in ("numpy", "numba"):
+        cell_filter = CellFilter(TREE, FusionConfig(kernel=kernel, particles=64, seed=4,
+                                                    proposal_fraction=0.0))
+        runs[kernel] = [cell_filter.step(10**18 + i * 10**9, sharp if i == 0 else flat)
+                        for i in range(6)]
+    assert -1 in handed  # a compiled frame met a tie and took numpy's order
+    for a, b in zip(runs["numpy"], runs["numba"]):
+        assert [m.mass for m in a.modes] == pytest.approx([m.mass for m in b.modes], rel=1e-9)
+        np.testing.assert_allclose(a.mean_en, b.mean_en, rtol=1e-9)

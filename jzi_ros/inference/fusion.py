@@ -154,6 +154,15 @@ class CellFilter:
             self._k_likelihood = np.empty(n + self._drawn)
             self._k_coarse = np.empty(n + self._drawn, np.int64)
             self._k_hist = np.empty(self._coarse_cells)
+            self._k_uniforms = np.empty((4, self._drawn))
+            self._k_cumulative = np.empty(1024)  # (grown when a measurement has more runs)
+            # the generator's draw functions and state: the kernel moves the same stream
+            self._k_generator = self._kernel.generator_handle(self.rng)
+            self._k_params = np.array([self._terminal_cells, self.config.likelihood_exponent,
+                                       0.0, self.config.reset_nats, self.config.anywhere_prob,
+                                       tree.size_m ** 2, self._coarse_area,
+                                       self.config.proposal_fraction,
+                                       self.config.mode_radius_m], np.float64)
         self.reset()
 
     @property
@@ -276,7 +285,8 @@ class CellFilter:
         position, velocity = state[:2], state[2:]
         self._odometry = displacement_en is not None
         if self._kernel is not None:
-            self._kernel.predict(state, self._normal_bank,
+            start = self._bank_start(self._normal_bank, state.shape[1])
+            self._kernel.predict(state, self._normal_bank, start,
                                  *self._motion(dt_s, displacement_en), float(self.half))
         elif displacement_en is None:
             velocity += self._normals(state.shape[1]) * (cfg.accel_sigma_mps2 * dt_s)
@@ -300,17 +310,16 @@ class CellFilter:
         self._coarse = None
 
     def _motion(self, dt_s: float, displacement_en: np.ndarray | None
-                ) -> tuple[int, bool, float, float, float, float]:
-        """Return the compiled prediction's arguments: bank offset (drawn now), walk, a-d."""
+                ) -> tuple[bool, float, float, float, float]:
+        """Return the compiled prediction's motion arguments (fusion_kernel._predict)."""
         cfg, dt_s = self.config, float(dt_s)
-        start = self._bank_start(self._normal_bank, self._state.shape[1])
         if displacement_en is None:
-            return (start, True, float(cfg.accel_sigma_mps2 * dt_s), float(cfg.max_speed_mps),
+            return (True, float(cfg.accel_sigma_mps2 * dt_s), float(cfg.max_speed_mps),
                     float(cfg.max_speed_mps ** 2), dt_s)
         d = np.asarray(displacement_en, np.float64).reshape(2, 1)
         sigma = (cfg.odom_noise_fraction * math.hypot(d[0, 0], d[1, 0])
                  + cfg.odom_noise_mps * dt_s)
-        return (start, False, float(max(sigma, 1e-6)), float(d[0, 0]), float(d[1, 0]),
+        return (False, float(max(sigma, 1e-6)), float(d[0, 0]), float(d[1, 0]),
                 1.0 / dt_s if dt_s > 0 else 0.0)
 
     # --- one frame -------------------------------------------------------------------------
@@ -373,41 +382,37 @@ class CellFilter:
     def _step_compiled(self, stamp_ns: int, measurement: Measurement, dt_s: float,
                        displacement_en: np.ndarray | None, event: str) -> FilterEstimate:
         """
-        ``step`` without a refined fix in the compiled kernel: the same draws and operations.
+        ``step`` without a refined fix in one compiled call: the same draws and operations.
 
-        The prediction, the proposal's draws and the likelihoods (``predict``, ``_draw``,
-        ``step``) in one call, the kidnap test here, the resampling, weights
-        (``_mixture_update``) and the modes' cell moments in a second.
+        ``fusion_kernel.frame`` draws from this filter's generator as ``predict``, ``_draw``
+        and ``_mixture_update`` do (so the stream stays the numpy path's), predicts, looks
+        up the likelihoods, runs the kidnap test, resamples, weights and finds the modes; a
+        kidnap re-initialises here, from the same point of the stream.
         """
-        cfg, kernel, n, m = self.config, self._kernel, len(self.weights), self._drawn
+        cfg, n = self.config, len(self.weights)
         self._odometry = displacement_en is not None
-        motion = self._motion(dt_s, displacement_en)
-        uniforms = self.rng.random((4, m))  # the draws of _draw, in its order
-        disc_start = self._bank_start(self._disc_bank, m)
-        tempered = self._tempered(measurement)
-        part, density, cumulative = tempered
-        drawn, likelihood, coarse = self._k_drawn, self._k_likelihood, self._k_coarse
-        z_filter = kernel.advance(self._state, self.weights, self._normal_bank, *motion,
-                                  uniforms, self._disc_bank, disc_start, part.bounds,
-                                  part.cells, density, cumulative, *self._k_corners,
-                                  self._k_geometry, self._k_codes, drawn, likelihood, coarse)
-        self._coarse = None
-        z_uniform = float(cumulative[-1]) / self._terminal_cells
-        llr = (math.log(z_uniform) - math.log(max(z_filter, 1e-300)))
-        self.cusum = max(0.0, self.cusum + llr / cfg.likelihood_exponent)
-        if self.cusum > cfg.reset_nats:
-            self._initialise(measurement, stamp_ns, tempered)
-            return self._estimate("kidnap: frames keep disagreeing with the filter")
-        area = self.tree.size_m ** 2
+        u, part = cfg.uniform_weight, measurement.partition(self.tree)
+        floor = ((1 - u) * measurement.background + u) / self.tree.size_m ** 2
+        tempered = (1 - u) * part.density  # as _tempered, its cumulative sum in the kernel
+        tempered += floor
+        tempered **= cfg.likelihood_exponent  # (** as _tempered: numpy's scalar fast paths)
+        if len(tempered) > len(self._k_cumulative):
+            self._k_cumulative = np.empty(2 * len(tempered))
+        params, modes = self._k_params, self._modes
+        params[2] = self.cusum
         state, weights, keys = np.empty((4, n)), np.empty(n), np.empty(n, np.int64)
-        occupied = kernel.update(
-            self._state, drawn, coarse, likelihood, self.weights, self.rng.random(),
-            (1 - cfg.anywhere_prob) / self._coarse_area, cfg.anywhere_prob / area,
-            (1 - cfg.proposal_fraction) / self._coarse_area,
-            cfg.proposal_fraction / (z_uniform * area), self._k_hist, state, weights, keys,
-            *self._modes.scratch)
+        self.cusum, occupied, found = self._kernel.frame(
+            self._k_generator, self._state, self.weights, self._normal_bank,
+            *self._motion(dt_s, displacement_en), self._k_uniforms, self._disc_bank,
+            part.bounds, part.cells, tempered, self._k_cumulative, *self._k_corners,
+            self._k_geometry, self._k_codes, self._k_drawn, self._k_likelihood, self._k_coarse,
+            params, self._k_hist, state, weights, keys, *modes.scratch, modes.moments)
+        if occupied < 0:
+            self._initialise(measurement, stamp_ns,
+                             (part, tempered, self._k_cumulative[:len(tempered)]))
+            return self._estimate("kidnap: frames keep disagreeing with the filter")
         self._state, self.weights, self._coarse = state, weights, keys
-        return self._estimate(event, occupied)
+        return self._estimate(event, occupied, found)
 
     def _step_point(self, stamp_ns: int, measurement: Measurement, point: PointMeasurement,
                     event: str) -> FilterEstimate:
@@ -507,13 +512,16 @@ class CellFilter:
         self._coarse = coarse
 
     # --- output ----------------------------------------------------------------------------
-    def _estimate(self, event: str, occupied: int | None = None) -> FilterEstimate:
+    def _estimate(self, event: str, occupied: int | None = None, found: int = -1
+                  ) -> FilterEstimate:
         if not self.initialised:
             zero = np.zeros(2)
             return FilterEstimate(False, (), zero, np.eye(2) * self.tree.size_m ** 2 / 12,
                                   event, 0.0)
-        modes = (self._modes(self._state, self.weights, self._coarse_keys()) if occupied is None
-                 else self._modes.from_cell_moments(occupied))
+        if occupied is None:  # (the compiled frame: its cell moments, and modes if found)
+            modes = self._modes(self._state, self.weights, self._coarse_keys())
+        else:
+            modes = self._modes.from_cell_moments(occupied, found)
         main = modes[0]
         # second moment of the reported modes about the published position (the heaviest
         # mode's mean): a second mode far away widens it, as the beam spread does per frame;

@@ -37,13 +37,18 @@ when the filter is built, not on its first frame.
 """
 from __future__ import annotations
 
+import ctypes
 import math
 import time
 import warnings
 
+from llvmlite import ir
 import numba
+from numba.core import cgutils
+from numba.extending import intrinsic
 import numpy as np
 
+SEED_CELLS = 64  # jzi_ros.inference.modes.SEED_CELLS (the modes are seeded among these)
 _LOAD_SECONDS: float | None = None  # how long load() took, once it has run
 _CACHE_WARNED: list = []
 
@@ -120,6 +125,61 @@ def _pairwise_sum(a: np.ndarray) -> float:
             result = lefts[top] + result
             top -= 1
     return result
+
+
+@intrinsic
+def _next_uint32(typingctx, function, state):
+    """Call a numpy BitGenerator's ``next_uint32`` (C function address) on its state address."""
+    def codegen(context, builder, signature, args):
+        kind = ir.FunctionType(ir.IntType(32), [cgutils.voidptr_t])
+        call = builder.inttoptr(args[0], kind.as_pointer())
+        return builder.call(call, [builder.inttoptr(args[1], cgutils.voidptr_t)])
+    return numba.types.uint32(function, state), codegen
+
+
+@intrinsic
+def _next_double(typingctx, function, state):
+    """Call a numpy BitGenerator's ``next_double`` (C function address) on its state address."""
+    def codegen(context, builder, signature, args):
+        kind = ir.FunctionType(ir.DoubleType(), [cgutils.voidptr_t])
+        call = builder.inttoptr(args[0], kind.as_pointer())
+        return builder.call(call, [builder.inttoptr(args[1], cgutils.voidptr_t)])
+    return numba.types.float64(function, state), codegen
+
+
+@_jit
+def _integers(generator: np.ndarray, high: int) -> int:
+    """
+    ``Generator.integers(0, high)`` for ``high <= 2**32 - 1``: the same draws, the same value.
+
+    numpy's ``random_bounded_uint64_fill`` for a 32-bit range: Lemire's multiply-and-reject
+    on ``next_uint32`` (no draw when ``high`` is 1). ``generator``: :func:`generator_handle`.
+    """
+    span = high - 1
+    if span == 0:
+        return 0
+    excl = np.uint64(span) + np.uint64(1)
+    m = np.uint64(_next_uint32(generator[0], generator[2])) * excl
+    leftover = m & np.uint64(0xFFFFFFFF)
+    if leftover < excl:
+        threshold = (np.uint64(0xFFFFFFFF) - np.uint64(span)) % excl
+        while leftover < threshold:
+            m = np.uint64(_next_uint32(generator[0], generator[2])) * excl
+            leftover = m & np.uint64(0xFFFFFFFF)
+    return np.int64(m >> np.uint64(32))
+
+
+def generator_handle(generator: np.random.Generator) -> np.ndarray:
+    """
+    Return ``[next_uint32, next_double, state]`` addresses of a numpy Generator's BitGenerator.
+
+    The kernels draw through them, so the generator's stream moves exactly as numpy's own
+    ``integers`` and ``random`` calls would move it. Valid while ``generator`` lives.
+    """
+    interface = generator.bit_generator.ctypes
+    return np.array([ctypes.cast(interface.next_uint32, ctypes.c_void_p).value,
+                     ctypes.cast(interface.next_double, ctypes.c_void_p).value,
+                     interface.state_address], np.int64)
 
 
 @_jit
@@ -225,6 +285,62 @@ def advance(state: np.ndarray, weights: np.ndarray, bank: np.ndarray, start: int
         likelihood[n + j] = density[_search_right(bounds, terminal) - 1]
         coarse[n + j] = terminal // coarse_span
     return evidence
+
+
+@_jit
+def frame(generator: np.ndarray, state: np.ndarray, weights: np.ndarray, bank: np.ndarray,
+          walk: bool, a: float, b: float, c: float, d: float, uniforms: np.ndarray,
+          disc: np.ndarray, bounds: np.ndarray, cells: np.ndarray, density: np.ndarray,
+          cumulative: np.ndarray, high_corner: np.ndarray, low_corner: np.ndarray,
+          geometry: np.ndarray, codes: np.ndarray, drawn: np.ndarray, likelihood: np.ndarray,
+          coarse: np.ndarray, params: np.ndarray, hist: np.ndarray, out_state: np.ndarray,
+          out_weights: np.ndarray, out_coarse: np.ndarray, acc: np.ndarray, flags: np.ndarray,
+          sums: np.ndarray, minus_mass: np.ndarray, moments: np.ndarray
+          ) -> tuple[float, int, int]:
+    """
+    One whole frame of CellFilter.step without a refined fix, drawing from ``generator``.
+
+    The draws in numpy's order (the prediction's bank offset, the proposal's ``[4, m]``
+    uniforms, the velocities' offset; the resampling's uniform only when there is no kidnap),
+    then :func:`advance`, the kidnap test, :func:`update` and the modes (:func:`cluster`)
+    when the heaviest cells' order has no tie. ``tempered`` (``[runs]``, numpy's
+    ``** likelihood_exponent``) times ``cells`` is summed into ``cumulative`` (its first
+    ``runs``). ``params``: terminal cells, likelihood_exponent, the CUSUM so far, reset_nats,
+    anywhere_prob, the root's area, the coarse cells' area, proposal_fraction, mode radius.
+    Returns the new CUSUM, the occupied coarse cells (-1 on a kidnap: the caller
+    re-initialises; nothing else changed but the state's prediction and the draws so far)
+    and the modes in ``moments`` (-1: a tie, the caller orders the cells as numpy does).
+    """
+    n, m, runs = state.shape[1], uniforms.shape[1], density.shape[0]
+    total = 0.0
+    for i in range(runs):  # np.cumsum(tempered * cells)
+        total += density[i] * np.float64(cells[i])
+        cumulative[i] = total
+    cumulative = cumulative[:runs]
+    start = _integers(generator, bank.shape[1] - n + 1)
+    for row in range(4):
+        for j in range(m):
+            uniforms[row, j] = _next_double(generator[1], generator[2])
+    disc_start = _integers(generator, disc.shape[1] - m + 1)
+    z_filter = advance(state, weights, bank, start, walk, a, b, c, d, uniforms, disc,
+                       disc_start, bounds, cells, density, cumulative, high_corner, low_corner,
+                       geometry, codes, drawn, likelihood, coarse)
+    z_uniform = cumulative[cumulative.shape[0] - 1] / params[0]
+    llr = math.log(z_uniform) - math.log(max(z_filter, 1e-300))
+    cusum = max(0.0, params[2] + llr / params[1])
+    if cusum > params[3]:
+        return cusum, -1, -1
+    anywhere, area, coarse_area, fraction = params[4], params[5], params[6], params[7]
+    occupied = update(state, drawn, coarse, likelihood, weights,
+                      _next_double(generator[1], generator[2]),
+                      (1 - anywhere) / coarse_area, anywhere / area,
+                      (1 - fraction) / coarse_area, fraction / (z_uniform * area), hist,
+                      out_state, out_weights, out_coarse, acc, flags, sums, minus_mass)
+    order = np.argsort(minus_mass[:occupied])
+    for i in range(min(occupied - 1, SEED_CELLS)):  # ties: numpy's argsort orders them
+        if minus_mass[order[i]] == minus_mass[order[i + 1]]:
+            return cusum, occupied, -1
+    return cusum, occupied, cluster(sums, occupied, order, params[8], SEED_CELLS, moments)
 
 
 @_jit
@@ -490,6 +606,8 @@ def _warm_up() -> None:
     n, m = 8, 2
     state, weights = np.zeros((4, n)), np.full(n, 1.0 / n)
     bank = np.zeros((2, 64))
+    random = np.random.default_rng(0)  # (alive while the kernels use its state's address)
+    generator = generator_handle(random)
     predict(state, bank, 0, True, 1.0, 1.0, 1.0, 1.0, 1.0)
     predict(state, bank, 0, False, 1.0, 0.0, 0.0, 1.0, 1.0)
     geometry = np.array([1.0, -1.0, 1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
@@ -502,6 +620,10 @@ def _warm_up() -> None:
     scratch = (np.zeros((1, 6)), np.zeros(1, np.uint8), np.zeros((1, 6)), np.zeros(1))
     update(state, drawn, coarse, likelihood, weights, 0.5, 1.0, 1.0, 1.0, 1.0, np.zeros(1),
            np.zeros((4, n)), np.zeros(n), np.zeros(n, np.int64), *scratch)
+    frame(generator, state, weights, bank, True, 1.0, 1.0, 1.0, 1.0, np.zeros((4, m)), bank,
+          np.zeros(1, np.int64), np.ones(1, np.int64), np.ones(1), np.ones(1), np.zeros((2, 1)),
+          np.zeros((2, 1)), geometry, codes, drawn, likelihood, coarse, np.ones(9), np.zeros(1),
+          np.zeros((4, n)), np.zeros(n), np.zeros(n, np.int64), *scratch, np.zeros((8, 6)))
     keys = np.zeros(n, np.int64)
     coarse_cells(state, geometry, codes, keys)
     occupied = cell_moments(state, weights, keys, *scratch)

@@ -129,12 +129,17 @@ class ModeFinder:
                 seeds = moments[:, 1:3] @ _EAST_NORTH / moments[:, 0]
         return _modes_of(moments)
 
-    def from_cell_moments(self, occupied: int) -> tuple[Mode, ...]:
-        """Return the modes of the kernel's ``occupied`` cell moments (in ``scratch``)."""
-        sums, minus_mass = self.scratch[2:]
-        modes = self.kernel.cluster(sums, occupied, minus_mass[:occupied].argsort(),
-                                    self.radius, SEED_CELLS, self.moments)
-        return _modes_of(self.moments[:modes])
+    def from_cell_moments(self, occupied: int, found: int = -1) -> tuple[Mode, ...]:
+        """
+        Return the modes of the kernel's ``occupied`` cell moments (in ``scratch``).
+
+        ``found``: the modes the kernel already put in ``moments`` (-1: none yet).
+        """
+        if found < 0:
+            sums, minus_mass = self.scratch[2:]
+            found = self.kernel.cluster(sums, occupied, minus_mass[:occupied].argsort(),
+                                        self.radius, SEED_CELLS, self.moments)
+        return _modes_of(self.moments[:found])
 
 
 def _modes_of(moments: np.ndarray) -> tuple[Mode, ...]:
