@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+import json
 import logging
 import math
 from pathlib import Path
@@ -320,6 +321,36 @@ def test_replay_methods_on_a_map_built_before_refinement(tmp_path, capsys, caplo
     out = capsys.readouterr().out
     assert "| refine | 6 |" in out and "| 0.0 % (-, 0.0 %) |" in out
     assert sum("refinement is off" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_evaluate_takes_each_rows_field_of_view_unless_one_is_given(world, tmp_path, capsys):
+    from jzi_ros.cli import main as jzi_main
+    from jzi_ros.training.manifest import Sample, write_manifest
+
+    map_dir, image = world
+    poses = [CameraPose(-40.0 + 30 * k, 35.0 - 25 * k, 170.0, heading_deg=60.0 * k,
+                        pitch_deg=72.0) for k in range(4)]
+    for hfov in (70.0, 110.0):  # the camera's true field of view, and a wrong one
+        rows = []
+        for k, pose in enumerate(poses):
+            name = tmp_path / f"{k}.png"
+            cv2.imwrite(str(name), cv2.cvtColor(view(image, pose), cv2.COLOR_RGB2BGR))
+            lat, lon = TREE.to_latlon(pose.east_m, pose.north_m)
+            rows.append(Sample(name, float(lat), float(lon), split="test", hfov=hfov))
+        write_manifest(tmp_path / f"fov{hfov:g}.csv", rows)
+    runs = {}
+    for name, extra in (("true", ["fov70.csv"]), ("wrong", ["fov110.csv"]),
+                        ("given", ["fov110.csv", "--hfov", "70"])):
+        assert jzi_main.main(["evaluate", str(tmp_path / extra[0]), "--map", str(map_dir),
+                              "--method", "classical", "--out", str(tmp_path / name),
+                              "--no-progress", "--no-plots"] + extra[1:]) == 0
+        assert "classical" in capsys.readouterr().out
+        runs[name] = json.loads((tmp_path / name / "report.json").read_text())
+    for name in ("true", "given"):
+        assert runs[name]["refinement"]["accepted"] == 4
+        assert runs[name]["estimate"]["p95_m"] < 5.0  # metres off, on every row
+    wrong = runs["wrong"]
+    assert wrong["refinement"]["accepted"] < 4 or wrong["estimate"]["median_m"] > 5.0
 
 
 def test_large_frame_is_shrunk_with_its_intrinsics(world):

@@ -157,7 +157,7 @@ def test_jzi_views_writes_a_manifest_training_refuses_to_learn_from(tmp_path):
     assert len(rows) == 5 and all(r.split == "test" and r.source == "mercator.tif"
                                   for r in rows)
     assert all(150 <= r.altitude <= 200 and r.pitch is not None and r.image.is_file()
-               for r in rows)
+               and 60 <= r.hfov <= 80 for r in rows)  # the camera's field of view is recorded
     info = json.loads((out / "views.json").read_text())
     assert info["seed"] == 7 and info["sources_sha256"]["mercator.tif"]
     # the same seed writes the same set
