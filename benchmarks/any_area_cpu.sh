@@ -7,7 +7,8 @@
 # The map is MAP_RASTER (largest covered square, 4x4 grid, depth 3, 112 px tiles); training
 # views are rendered on the fly from MAP_RASTER and the rasters in $TRAIN_RASTERS (space
 # separated; other years or seasons); validation views (for calibration) from MAP_RASTER on
-# other "days"; test views from TEST_RASTER only, which training never reads.
+# other "days"; test views from TEST_RASTER only, which training never reads. The test views are
+# scored three ways (zoom, zoom + refinement, classical registration; WORKDIR/report-METHOD).
 # Environment: PYTHON (default .venv/bin/python), ALTITUDE (default 500,800 metres),
 # VAL (150), TEST (300), HEADING (0,360: the test camera's heading range), REUSE=1 (keep
 # WORKDIR/map, val and test from an earlier run with the same rasters: compare training
@@ -42,6 +43,13 @@ rm -rf "$WORK/run"
 cp "$WORK/run/best.safetensors" "$WORK/model.safetensors"
 "${JZI[@]}" localize --map "$WORK/map" --model "$WORK/model.safetensors" --device cpu \
     --calibrate "$WORK/val/manifest.csv"
-"${JZI[@]}" evaluate "$WORK/test/manifest.csv" --map "$WORK/map" \
-    --model "$WORK/model.safetensors" --device cpu --out "$WORK/report" --overwrite \
-    --no-progress
+# the same test views three ways: the zoom alone, the zoom + refinement against the map imagery
+# (the camera's field of view from the manifest's hfov column; the map resolution matched to the
+# mid altitude), and classical registration against the whole map (no model)
+NOMINAL=$(( (${ALT_LO%.*} + ${ALT_HI%.*}) / 2 ))
+for METHOD in zoom refine classical; do
+    echo "== test views: --method $METHOD"
+    "${JZI[@]}" evaluate "$WORK/test/manifest.csv" --map "$WORK/map" \
+        --model "$WORK/model.safetensors" --device cpu --out "$WORK/report-$METHOD" \
+        --method "$METHOD" --nominal-height "$NOMINAL" --overwrite --no-progress
+done
