@@ -293,10 +293,39 @@ def test_missing_intrinsics_are_guessed_with_one_warning(world, caplog):
         first = guessed.intrinsics_for(frame, None)
         guessed.intrinsics_for(frame, None)
         given = Refiner.for_map(world[0], RefineConfig(hfov_deg=70.0))
-        assert given.intrinsics_for(frame, None) == first
+        # the same camera; a given field of view is taken as calibrated, the guess is not
+        assert given.intrinsics_for(frame, None) == replace(first, focal_sigma=0.0)
     warnings = [r for r in caplog.records if "guessing" in r.getMessage()]
     assert len(warnings) == 1
     assert first.fx == pytest.approx(CAMERA.focal_px)
+    assert first.focal_sigma == CONFIG.guessed_focal_sigma > 0
+
+
+def test_a_guessed_focal_length_widens_an_oblique_fix_not_a_nadir_one(world):
+    map_dir, image = world
+    refiner = Refiner.for_map(map_dir, CONFIG)
+    sigmas = {}
+    for pitch in (90.0, 70.0):
+        pose = CameraPose(20.0, -15.0, 170.0, heading_deg=40.0, pitch_deg=pitch)
+        for doubt in (0.0, 0.2):
+            camera = replace(intrinsics(), focal_sigma=doubt)
+            result = refiner.register(view(image, pose), zoom_fix(20.0, -15.0).hypotheses,
+                                      camera)
+            assert result.accepted, result.reason
+            sigmas[pitch, doubt] = math.sqrt(max(np.linalg.eigvalsh(result.covariance_en)))
+    assert sigmas[90.0, 0.2] < 1.5 * sigmas[90.0, 0.0] + 0.5  # at nadir the focal is moot
+    assert sigmas[70.0, 0.2] > 3 * sigmas[70.0, 0.0] and sigmas[70.0, 0.2] > 5.0
+    # a camera wider than the guess: the fix moves by tens of metres and now says so
+    wide = CameraModel(320, 240, 95.0)
+    pose = CameraPose(20.0, -15.0, 170.0, heading_deg=40.0, pitch_deg=70.0)
+    frame = render_view(image, source_to_local(), wide, pose)
+    fix = refiner.refine(frame, zoom_fix(20.0, -15.0))  # no intrinsics: the 70 deg guess
+    error = np.array([fix.east_m - pose.east_m, fix.north_m - pose.north_m])
+    if fix.refined:
+        assert np.linalg.norm(error) > 10.0
+        assert error @ np.linalg.solve(fix.covariance_enu[:2, :2], error) < 9.0  # inside 3 sigma
+    else:
+        assert "not refined" in fix.refinement
 
 
 @pytest.mark.slow
@@ -429,6 +458,9 @@ def test_bootstrap_spread_grows_with_the_inlier_noise():
 
 
 def test_intrinsics_parse_and_scale_per_axis():
+    with pytest.raises(JziError, match="focal_sigma"):
+        Intrinsics(300.0, 300.0, 160.0, 120.0, focal_sigma=0.7)
+    assert Intrinsics(300.0, 300.0, 160.0, 120.0, 0.1).scaled(0.5).focal_sigma == 0.1
     K = Intrinsics.parse("400, 410, 319.5, 239.5", "--intrinsics")
     assert (K.fx, K.fy, K.cx, K.cy) == (400.0, 410.0, 319.5, 239.5)
     half = K.scaled(0.5, 0.25)

@@ -88,6 +88,10 @@ class RefineConfig:
     sigma_floor_m: float = 0.55
     sigma_floor_px: float = 0.55
     hfov_deg: float | None = None  # field of view when no intrinsics are given (None: guess)
+    # relative 1-sigma of the guessed focal length (no intrinsics, no hfov_deg): a 70 deg guess
+    # for cameras of 60-90 deg; the nadir point's shift under it joins the covariance, so an
+    # oblique view with a guessed camera is not published as metre-accurate
+    guessed_focal_sigma: float = 0.2
 
     def __post_init__(self) -> None:
         if self.detector not in DETECTORS:
@@ -104,12 +108,20 @@ class RefineConfig:
                   "sigma_floor_m": self.sigma_floor_m > 0,
                   "sigma_floor_px": self.sigma_floor_px >= 0,
                   "hfov_deg": self.hfov_deg is None or 1 < self.hfov_deg < 170,
+                  "guessed_focal_sigma": 0 <= self.guessed_focal_sigma < 0.5,
                   "search_margin_m": self.search_margin_m is None or self.search_margin_m >= 0}
         for name, ok in checks.items():
             value = getattr(self, name)
             if not ok or (isinstance(value, float) and not math.isfinite(value)):
                 raise JziError(f"refine.{name}: value {value!r} is out of range; see "
                                "RefineConfig in jzi_ros/inference/refine.py for the bounds")
+
+    def camera(self, width: int, height: int) -> Intrinsics:
+        """Return intrinsics from ``hfov_deg``, else the guess with its focal doubt."""
+        if self.hfov_deg is not None:
+            return Intrinsics.from_hfov(width, height, self.hfov_deg)
+        guess = Intrinsics.from_hfov(width, height, GUESS_HFOV_DEG)
+        return dataclasses.replace(guess, focal_sigma=self.guessed_focal_sigma)
 
 
 # --- features and matching ---------------------------------------------------------------
@@ -156,7 +168,7 @@ class Refiner:
                         GUESS_HFOV_DEG)
             self._warned_guess = True
         height, width = image.shape[:2]
-        return Intrinsics.from_hfov(width, height, hfov or GUESS_HFOV_DEG)
+        return self.config.camera(width, height)
 
     def search_margin_m(self, intrinsics: Intrinsics, image_shape: tuple[int, ...]) -> float:
         """Return how far around a cell to search: the footprint's half-diagonal, tilt allowed."""
