@@ -382,6 +382,24 @@ def test_evaluate_takes_each_rows_field_of_view_unless_one_is_given(world, tmp_p
     assert wrong["refinement"]["accepted"] < 4 or wrong["estimate"]["median_m"] > 5.0
 
 
+def test_a_low_contrast_frame_is_searched_again_at_half_the_threshold(world):
+    from jzi_ros.inference.registration import frame_features
+    from jzi_ros.maps.features import detect_features
+
+    map_dir, image = world
+    pose = CameraPose(10.0, 20.0, 170.0, heading_deg=15.0, pitch_deg=88.0)
+    frame = view(image, pose)
+    hazy = np.clip(128 + (frame.astype(np.float32) - 128) * 0.5, 0, 255).astype(np.uint8)
+    default, _ = detect_features(hazy, "sift", CONFIG.max_features)
+    points, descriptors = frame_features(hazy, CONFIG)
+    assert len(default) < CONFIG.low_contrast_features <= len(points) == len(descriptors)
+    off = replace(CONFIG, low_contrast_features=0)
+    assert len(frame_features(hazy, off)[0]) == len(default)
+    fix = Refiner.for_map(map_dir, CONFIG).refine(hazy, zoom_fix(10.0, 20.0), intrinsics())
+    assert fix.refined, fix.refinement
+    assert math.hypot(fix.east_m - pose.east_m, fix.north_m - pose.north_m) < 3.0
+
+
 def test_large_frame_is_shrunk_with_its_intrinsics(world):
     map_dir, image = world
     pose = CameraPose(-20.0, 30.0, 150.0, heading_deg=250.0, pitch_deg=84.0)

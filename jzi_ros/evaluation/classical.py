@@ -39,8 +39,7 @@ from jzi_ros.errors import JziError
 from jzi_ros.inference.camera_pose import fit_frame, Intrinsics
 from jzi_ros.inference.fix import Fix, FixStatus
 from jzi_ros.inference.refine import RefineConfig
-from jzi_ros.inference.registration import ratio_matches, solve
-from jzi_ros.maps.features import detect_features
+from jzi_ros.inference.registration import frame_features, ratio_matches, solve
 
 LOG = logging.getLogger(__name__)
 
@@ -102,7 +101,7 @@ class ClassicalLocalizer:
         K = (intrinsics or self.intrinsics
              or config.camera(width, height))
         image_rgb, K = fit_frame(image_rgb, K, config.max_frame_px)
-        points, descriptors = detect_features(image_rgb, config.detector, config.max_features)
+        points, descriptors = frame_features(image_rgb, config)
         if len(points) < config.min_inliers or len(self.index.points_en) < config.min_inliers:
             return self._no_fix(f"{len(points)} frame features, {len(self.index.points_en)} "
                                 "in the map index", {})

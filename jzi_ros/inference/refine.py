@@ -49,7 +49,7 @@ import numpy as np
 from jzi_ros.errors import JziError
 from jzi_ros.inference.camera_pose import fit_frame, Intrinsics
 from jzi_ros.inference.fix import Fix, FixStatus
-from jzi_ros.inference.registration import ratio_matches, Registration, solve
+from jzi_ros.inference.registration import frame_features, ratio_matches, Registration, solve
 from jzi_ros.maps.features import detect_features, DETECTORS
 
 LOG = logging.getLogger(__name__)
@@ -67,6 +67,8 @@ class RefineConfig:
 
     detector: str = "sift"  # sift or orb (AKAZE is not in OpenCV 5's main modules)
     max_features: int = 2000  # per frame, and per map window
+    # a SIFT frame with fewer features is detected again at half the contrast threshold (0: off)
+    low_contrast_features: int = 100
     max_frame_px: int = 800  # larger frames are shrunk to this long side first
     use_index: bool = True  # map features from the map-build index when its scale fits
     ratio: float = 0.85  # Lowe's ratio test
@@ -97,6 +99,7 @@ class RefineConfig:
         if self.detector not in DETECTORS:
             raise JziError(f"refine.detector must be one of {DETECTORS}, got {self.detector!r}")
         checks = {"max_features": self.max_features >= 16, "max_frame_px": self.max_frame_px >= 64,
+                  "low_contrast_features": self.low_contrast_features >= 0,
                   "ratio": 0 < self.ratio < 1,
                   "ransac_px": self.ransac_px > 0, "top_cells": self.top_cells >= 1,
                   "nominal_height_m": self.nominal_height_m > 0,
@@ -185,7 +188,7 @@ class Refiner:
         image, K = fit_frame(image, self.intrinsics_for(image, intrinsics), config.max_frame_px)
         gsd = config.nominal_height_m / math.sqrt(K.fx * K.fy)
         image, K, gsd = self._shrink_to_index(image, K, gsd)
-        frame_pts, frame_desc = detect_features(image, config.detector, config.max_features)
+        frame_pts, frame_desc = frame_features(image, config)
         if len(frame_pts) < config.min_inliers:
             return Registration(False, f"the frame has {len(frame_pts)} features (need "
                                 f"{config.min_inliers}; blank, dark or blurred image?)")
