@@ -220,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
     from jzi_ros.evaluation.metrics import DEFAULT_RECALL_M
     from jzi_ros.files import write_json
     from jzi_ros.inference.bench import (accuracy, bench_localizer, format_table,
-                                         synthetic_setup)
+                                         synthetic_setup, timing_heading)
     from jzi_ros.inference.localizer import Localizer
     from jzi_ros.inference.options import localizer_config
 
@@ -264,7 +264,8 @@ def run(args: argparse.Namespace) -> int:
             rows.append(row)
             tree = localizer.tree
             if filter_rows is None and device == "cpu" and not args.no_fusion:
-                pixels = localizer.preprocess(image)[None]  # the filter alternates with it
+                # the filter alternates with the encoder, as in the node
+                pixels = localizer.preprocess(image, timing_heading(localizer))[None]
                 filter_rows = _bench_filter(tree, lambda: localizer.backend.encode(pixels))
             localizer.close()
     if not rows:

@@ -378,7 +378,8 @@ def write_view_set(renderer: ViewRenderer, out_dir: str | os.PathLike, count: in
             samples.append(Sample(image=tmp / name, latitude=view.latitude,
                                   longitude=view.longitude, heading=round(view.heading_deg, 3),
                                   split=split, pitch=round(view.pitch_deg, 3),
-                                  altitude=round(view.altitude_m, 2), source=view.source))
+                                  altitude=round(view.altitude_m, 2), source=view.source,
+                                  hfov=round(view.hfov_deg, 3)))
         write_manifest(tmp / MANIFEST, samples)
         write_json(tmp / "views.json", {
             "tree": renderer.tree.to_dict(), "render": renderer.spec.to_dict(),
