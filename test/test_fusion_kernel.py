@@ -182,13 +182,13 @@ def test_tied_cells_are_ordered_as_numpy_orders_them(monkeypatch):
     from jzi_ros.inference.modes import ModeFinder
 
     handed = []
-    original = ModeFinder.from_cell_moments
+    original = ModeFinder.summary
 
     def spy(self, occupied, *found):  # found given: the compiled frame's call
         handed.extend(found)
         return original(self, occupied, *found)
 
-    monkeypatch.setattr(ModeFinder, "from_cell_moments", spy)
+    monkeypatch.setattr(ModeFinder, "summary", spy)
     flat = Measurement(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), 1.0)
     sharp = Measurement.from_steps(TREE, simulated_steps(TREE, 100.0, 200.0, True,
                                                          np.random.default_rng(0)))

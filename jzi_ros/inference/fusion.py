@@ -518,31 +518,36 @@ class CellFilter:
             zero = np.zeros(2)
             return FilterEstimate(False, (), zero, np.eye(2) * self.tree.size_m ** 2 / 12,
                                   event, 0.0)
-        if occupied is None:  # (the compiled frame: its cell moments, and modes if found)
-            modes = self._modes(self._state, self.weights, self._coarse_keys())
+        if self._kernel is not None and self._state.flags.c_contiguous:
+            if occupied is None:  # (the compiled frame: its cell moments, modes if found)
+                occupied = self._kernel.cell_moments(self._state, self.weights,
+                                                     self._coarse_keys(), *self._modes.scratch)
+            modes, spread, sigma = self._modes.summary(occupied, found)  # as below
         else:
-            modes = self._modes.from_cell_moments(occupied, found)
+            modes = self._modes(self._state, self.weights, self._coarse_keys())
+            # second moment of the reported modes about the published position (the
+            # heaviest mode's mean): a second mode far away widens it, as the beam spread
+            # does per frame; the diffuse rest (each cluster under MIN_MODE_MASS, e.g. the
+            # anywhere_prob share) does not, or one per cent of mass 2 km away alone would
+            # make a 200 m sigma
+            a = b = c = total = 0.0
+            east, north = modes[0].mean_en.tolist()
+            for mode in modes:
+                (xx, xy), (_, yy) = mode.cov_en.tolist()
+                de, dn = mode.mean_en[0] - east, mode.mean_en[1] - north
+                a += mode.mass * (xx + de * de)
+                b += mode.mass * (xy + de * dn)
+                c += mode.mass * (yy + dn * dn)
+                total += mode.mass
+            a, b, c = a / total, b / total, c / total
+            sigma = math.sqrt(max(0.0, 0.5 * (a + c) + math.hypot(0.5 * (a - c), b)))
+            spread = np.array([[a, b], [b, c]])
         main = modes[0]
-        # second moment of the reported modes about the published position (the heaviest
-        # mode's mean): a second mode far away widens it, as the beam spread does per frame;
-        # the diffuse rest (each cluster under MIN_MODE_MASS, e.g. the anywhere_prob share)
-        # does not, or one per cent of mass 2 km away alone would make a 200 m sigma
-        a = b = c = total = 0.0
-        east, north = main.mean_en.tolist()
-        for mode in modes:
-            (xx, xy), (_, yy) = mode.cov_en.tolist()
-            de, dn = mode.mean_en[0] - east, mode.mean_en[1] - north
-            a += mode.mass * (xx + de * de)
-            b += mode.mass * (xy + de * dn)
-            c += mode.mass * (yy + dn * dn)
-            total += mode.mass
-        a, b, c = a / total, b / total, c / total
-        sigma = math.sqrt(max(0.0, 0.5 * (a + c) + math.hypot(0.5 * (a - c), b)))
         converged = main.mass >= self.config.fix_mode_mass and sigma <= self.config.fix_sigma_m
         refined = self._point_en is not None and math.hypot(
             *(self._point_en - main.mean_en)) <= self.config.mode_radius_m
-        return FilterEstimate(converged, modes, main.mean_en, np.array([[a, b], [b, c]]),
-                              event, self.cusum, self._odometry, refined)
+        return FilterEstimate(converged, modes, main.mean_en, spread, event, self.cusum,
+                              self._odometry, refined)
 
     def fix(self, estimate: FilterEstimate, altitude_m: float, altitude_sigma_m: float,
             timings_ms: dict[str, float] | None = None) -> Fix:
@@ -553,22 +558,24 @@ class CellFilter:
             lat, lon = tree.cell_center(())
             return Fix.no_fix(f"fusion: {estimate.event or 'no measurement yet'}", lat, lon,
                               altitude_m, tree.size_m ** 2 / 12, timings)
-        centres = np.array([m.mean_en for m in estimate.modes]).T  # [2, modes]
-        lats, lons = tree.to_latlon(centres[0], centres[1])  # one pyproj call for all modes
+        east_north = [m.mean_en.tolist() for m in estimate.modes]
+        if len(east_north) == 1:  # one pyproj call for all modes (floats: a third of the time)
+            lat, lon = tree.to_latlon(*east_north[0])
+            lats, lons = [lat], [lon]
+        else:
+            lats, lons = tree.to_latlon(*map(list, zip(*east_north)))
         # each mode's terminal cell (clipped to the root, as path_of_local's edges): what
         # terminal_indices_en computes, in Python floats for these few points
-        east_north = centres.tolist()
         s0, s1, o0, o1, last, row_code, col_code = self._to_terminal
         terminal = [int(row_code[max(min(int(n * s1 + o1), last), 0)]
                         + col_code[max(min(int(e * s0 + o0), last), 0)])
-                    for e, n in zip(*east_north)]
+                    for e, n in east_north]
         hypotheses = tuple(
             Hypothesis(tree._path_from_level_index(t, tree.depth), m.mass,
                        math.log(max(m.mass, 1e-300)), e, n, la, lo)
-            for m, t, e, n, la, lo in zip(estimate.modes, terminal, *east_north,
-                                          lats.tolist(), lons.tolist()))
+            for m, t, (e, n), la, lo in zip(estimate.modes, terminal, east_north, lats, lons))
         main = estimate.modes[0]
-        east, north = float(main.mean_en[0]), float(main.mean_en[1])
+        east, north = east_north[0]
         if not estimate.converged:
             reason = (f"fusion: not converged (heaviest of {len(estimate.modes)} modes holds "
                       f"{main.mass:.2f} of the belief)")

@@ -581,6 +581,46 @@ def cluster(sums: np.ndarray, occupied: int, order: np.ndarray, radius: float,
     return modes
 
 
+@_jit
+def summarise(moments: np.ndarray, found: int, min_mass: float, masses: np.ndarray,
+              means: np.ndarray, covs: np.ndarray, spread: np.ndarray) -> tuple[int, float]:
+    """
+    Make the modes of their moments and the estimate's spread (as ModeFinder, _estimate).
+
+    Fills ``masses``, ``means`` ``[., 2]``, ``covs`` ``[., 2, 2]`` heaviest first (the tail
+    under ``min_mass`` left out, the heaviest always kept; a stable sort) and ``spread``: the
+    modes' second moment about the heaviest's mean. Returns the number of modes and the
+    spread's major-axis sigma.
+    """
+    count = 0
+    for i in range(found):
+        total = moments[i, 0]
+        if total <= 0 or (total < min_mass and count > 0):
+            continue  # the diffuse tail (or a seed its heavier neighbours took over)
+        se, sn = moments[i, 1] / total, moments[i, 2] / total
+        xx = moments[i, 3] / total - se * se
+        xy = moments[i, 4] / total - se * sn
+        yy = moments[i, 5] / total - sn * sn
+        j = count  # insertion, after every mode at least as heavy (Python's stable sort)
+        while j > 0 and masses[j - 1] < total:
+            masses[j], means[j], covs[j] = masses[j - 1], means[j - 1], covs[j - 1]
+            j -= 1
+        masses[j], means[j, 0], means[j, 1] = total, se, sn
+        covs[j, 0, 0], covs[j, 0, 1], covs[j, 1, 0], covs[j, 1, 1] = xx, xy, xy, yy
+        count += 1
+    a = b = c = total = 0.0
+    east, north = means[0, 0], means[0, 1]
+    for i in range(count):
+        de, dn = means[i, 0] - east, means[i, 1] - north
+        a += masses[i] * (covs[i, 0, 0] + de * de)
+        b += masses[i] * (covs[i, 0, 1] + de * dn)
+        c += masses[i] * (covs[i, 1, 1] + dn * dn)
+        total += masses[i]
+    a, b, c = a / total, b / total, c / total
+    spread[0, 0], spread[0, 1], spread[1, 0], spread[1, 1] = a, b, b, c
+    return count, math.sqrt(max(0.0, 0.5 * (a + c) + math.hypot(0.5 * (a - c), b)))
+
+
 def load() -> float:
     """
     Compile the kernels (or load them from Numba's cache) by running each once; idempotent.
@@ -627,7 +667,10 @@ def _warm_up() -> None:
     keys = np.zeros(n, np.int64)
     coarse_cells(state, geometry, codes, keys)
     occupied = cell_moments(state, weights, keys, *scratch)
-    cluster(scratch[2], occupied, scratch[3][:occupied].argsort(), 1.0, 64, np.zeros((8, 6)))
+    found = cluster(scratch[2], occupied, scratch[3][:occupied].argsort(), 1.0, 64,
+                    np.zeros((8, 6)))
+    summarise(np.ones((8, 6)), found, 0.05, np.zeros(8), np.zeros((8, 2)), np.zeros((8, 2, 2)),
+              np.zeros((2, 2)))
     spans = np.array([16, 1], np.int64)
     for real in (np.float32, np.float64):  # Measurement.from_steps: torch's and simulated
         keys, log_mass = steps_keys(np.zeros(4, real), np.zeros((1, 1), np.int64),

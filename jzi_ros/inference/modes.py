@@ -94,12 +94,12 @@ class ModeFinder:
         centre of mass, and each seed moves to its members' mean. A fixed number of numpy
         calls whatever the number of modes (the greedy one-mode-at-a-time loop this replaced
         cost ten calls per mode). Modes under ``MIN_MODE_MASS`` are the diffuse tail (the
-        heaviest is always kept). With ``kernel``, the same in two compiled calls around
-        numpy's argsort (so that ties are ordered alike).
+        heaviest is always kept). With ``kernel``, the same in compiled calls
+        (:meth:`summary`) around numpy's argsort (so that ties are ordered alike).
         """
         if self.kernel is not None and state.flags.c_contiguous:
-            return self.from_cell_moments(self.kernel.cell_moments(state, weights, keys,
-                                                                   *self.scratch))
+            return self.summary(self.kernel.cell_moments(state, weights, keys,
+                                                         *self.scratch))[0]
         radius, w, cells = self.radius, weights, self.cells
         weighted = state[:2] * w  # w x, w y
         second = weighted.take(_WXY, axis=0)
@@ -127,29 +127,33 @@ class ModeFinder:
             moments = member @ sums.T  # [modes, 6]
             if again:  # (each seed's own cell is its member here: no empty mode)
                 seeds = moments[:, 1:3] @ _EAST_NORTH / moments[:, 0]
-        return _modes_of(moments)
+        modes = []
+        for total, se, sn, xx, xy, yy in moments.tolist():
+            if total <= 0 or (total < MIN_MODE_MASS and modes):
+                continue  # the diffuse tail (or a seed its heavier neighbours took over)
+            se, sn = se / total, sn / total
+            xx, xy, yy = xx / total - se * se, xy / total - se * sn, yy / total - sn * sn
+            modes.append(Mode(total, np.array([se, sn]), np.array([[xx, xy], [xy, yy]])))
+        modes.sort(key=lambda mode: -mode.mass)
+        return tuple(modes)
 
-    def from_cell_moments(self, occupied: int, found: int = -1) -> tuple[Mode, ...]:
+    def summary(self, occupied: int, found: int = -1
+                ) -> tuple[tuple[Mode, ...], np.ndarray, float]:
         """
-        Return the modes of the kernel's ``occupied`` cell moments (in ``scratch``).
+        Return the kernel's modes, their spread about the heaviest and its major-axis sigma.
 
-        ``found``: the modes the kernel already put in ``moments`` (-1: none yet).
+        From the ``occupied`` cell moments in ``scratch`` (``found``: the modes the kernel
+        already put in ``moments``, -1: none yet); the spread is the filter's estimate
+        covariance (``fusion_kernel.summarise``).
         """
         if found < 0:
             sums, minus_mass = self.scratch[2:]
             found = self.kernel.cluster(sums, occupied, minus_mass[:occupied].argsort(),
                                         self.radius, SEED_CELLS, self.moments)
-        return _modes_of(self.moments[:found])
-
-
-def _modes_of(moments: np.ndarray) -> tuple[Mode, ...]:
-    """Return the modes of their moments ``[modes, 6]``, heaviest first, the tail left out."""
-    modes = []
-    for total, se, sn, xx, xy, yy in moments.tolist():
-        if total <= 0 or (total < MIN_MODE_MASS and modes):
-            continue  # the diffuse tail (or a seed its heavier neighbours took over)
-        se, sn = se / total, sn / total
-        xx, xy, yy = xx / total - se * se, xy / total - se * sn, yy / total - sn * sn
-        modes.append(Mode(total, np.array([se, sn]), np.array([[xx, xy], [xy, yy]])))
-    modes.sort(key=lambda mode: -mode.mass)
-    return tuple(modes)
+        masses, means = np.empty(MAX_MODES), np.empty((MAX_MODES, 2))
+        covs, spread = np.empty((MAX_MODES, 2, 2)), np.empty((2, 2))
+        count, sigma = self.kernel.summarise(self.moments, found, MIN_MODE_MASS, masses, means,
+                                             covs, spread)
+        modes = tuple(Mode(mass, means[i], covs[i])
+                      for i, mass in enumerate(masses[:count].tolist()))
+        return modes, spread, sigma
