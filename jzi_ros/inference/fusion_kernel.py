@@ -16,19 +16,23 @@
 The temporal filter's per-frame step compiled with Numba (optional: ``pip install numba``).
 
 Why: at a few thousand particles the numpy filter's cost is its ~130 calls of a few
-microseconds each, not arithmetic; here the prediction, the proposal draws, the likelihood
-lookup, the resampling with the importance weights and the modes' cell moments are loops in a
-few compiled functions, so a frame makes a handful of Python-level calls.
+microseconds each, not arithmetic. Here one call per frame (:func:`frame`) draws the frame's
+random numbers, predicts, draws from the measurement, looks up the likelihoods, runs the
+kidnap test, resamples, weights and finds the modes; :func:`steps_keys` and
+:func:`steps_measurement` build ``Measurement.from_steps``.
 
 The numpy code in :mod:`jzi_ros.inference.fusion` and :mod:`jzi_ros.inference.modes` stays the
 reference (and the fallback without Numba): these loops do the same floating-point operations
-in the same order on the same random numbers (the filter draws them with its numpy generator
-and hands them over), so the particles and weights are bit-identical, numpy's pairwise
-summation included (:func:`_pairwise_sum`). Where numpy hands a sum to BLAS (the filter's
-evidence ``weights @ likelihood``, the modes' ``member @ sums``) or uses SIMD ``hypot`` (the
-modes' distances), the loops sum in index order and call libm's ``hypot``: those numbers agree
-to the last few bits (docs/fusion.md "Filter cost"), not bitwise. The tempered measurement
-(``** exponent``) stays in numpy: its SIMD ``power`` is not libm's.
+in the same order on the same random numbers, so the particles and weights are bit-identical,
+numpy's pairwise summation included (:func:`_pairwise_sum`). The random numbers come from the
+filter's own numpy Generator: the kernels call its BitGenerator's C functions
+(:func:`generator_handle`) with numpy's algorithms on top (:func:`_integers`), so its stream
+moves exactly as the numpy path's calls move it. Where numpy hands a sum to BLAS (the
+filter's evidence ``weights @ likelihood``, the modes' ``member @ sums``) or uses a SIMD
+``hypot`` (the modes' distances), the loops sum in index order and call libm's ``hypot``:
+those numbers agree to the last few bits (docs/fusion.md "Filter cost"), not bitwise. Left to
+numpy (its SIMD versions differ from libm's): the tempered measurement's ``** exponent``, the
+measurement's ``exp``; and its argsort where orders could differ (ties).
 
 Compiled once per machine with ``cache=True`` (Numba writes the cache next to this file, else
 in a user cache directory); where neither is writable the functions are compiled without a
@@ -48,7 +52,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 import numpy as np
 
-SEED_CELLS = 64  # jzi_ros.inference.modes.SEED_CELLS (the modes are seeded among these)
+from jzi_ros.inference.modes import SEED_CELLS
+
 _LOAD_SECONDS: float | None = None  # how long load() took, once it has run
 _CACHE_WARNED: list = []
 
