@@ -233,7 +233,7 @@ class RasterGround:
         height = max(2, math.ceil((north - south) / gsd))
         east, south = west + width * gsd, north - height * gsd
         rgb, valid = self.renderer.render_box((west, south, east, north), width, height)
-        valid &= rgb.any(axis=2)
+        valid &= (rgb[..., 0] | rgb[..., 1] | rgb[..., 2]) != 0  # pure black: no data
         to_local = np.array([[gsd, 0.0, west], [0.0, -gsd, north], [0.0, 0.0, 1.0]])
         image = render_view(rgb, to_local, camera, pose)
         seen = render_view(valid.astype(np.uint8) * 255, to_local, camera, pose)
