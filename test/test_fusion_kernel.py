@@ -202,3 +202,39 @@ def test_tied_cells_are_ordered_as_numpy_orders_them(monkeypatch):
     for a, b in zip(runs["numpy"], runs["numba"]):
         assert [m.mass for m in a.modes] == pytest.approx([m.mass for m in b.modes], rel=1e-9)
         np.testing.assert_allclose(a.mean_en, b.mean_en, rtol=1e-9)
+
+
+@needs_numba
+@pytest.mark.parametrize("tree", [TREE, CellTree(45.0, 7.0, 10_000.0, grid=4, depth=4),
+                                  CellTree(45.0, 7.0, 2500.0, grid=2, depth=6)])
+def test_the_compiled_measurement_is_the_numpy_one(tree, monkeypatch):
+    """Measurement.from_steps once the kernels are loaded: the same arrays, bit for bit."""
+    from jzi_ros.inference import fusion_kernel, measurement as measurement_module
+    from jzi_ros.inference.decode import BeamSteps, PAD_LOG_PROB
+
+    fusion_kernel.load()
+    rng = np.random.default_rng(0)
+    for case in range(24):
+        steps = simulated_steps(tree, *rng.uniform(-1000, 1000, 2), case % 2 == 0, rng)
+        if case % 3 == 1:  # the network's float32 log-probabilities
+            steps = BeamSteps(steps.root_lp.astype(np.float32), steps.prefix_index,
+                              steps.prefix_lp.astype(np.float32),
+                              steps.step_lp.astype(np.float32))
+        if case % 4 == 2:  # a padding beam and a duplicate prefix
+            prefix_lp, prefix_index = steps.prefix_lp.copy(), steps.prefix_index.copy()
+            prefix_lp[:, -1] = PAD_LOG_PROB
+            prefix_index[:, 1] = prefix_index[:, 0]
+            steps = BeamSteps(steps.root_lp, prefix_index, prefix_lp, steps.step_lp)
+        compiled = Measurement.from_steps(tree, steps)
+        with monkeypatch.context() as patch:
+            patch.setattr(measurement_module, "_compiled_kernel", lambda: None)
+            reference = Measurement.from_steps(tree, steps)
+        for a, b in ((compiled.levels, reference.levels), (compiled.indices, reference.indices),
+                     (compiled.mass, reference.mass)):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
+        part, ref = compiled.partition(tree), reference.partition(tree)
+        for a, b in ((part.bounds, ref.bounds), (part.density, ref.density),
+                     (part.cells, ref.cells)):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
