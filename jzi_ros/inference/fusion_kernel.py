@@ -440,23 +440,20 @@ def cell_moments(state: np.ndarray, weights: np.ndarray, keys: np.ndarray, acc: 
 
 @_jit
 def steps_keys(root_lp: np.ndarray, prefix_index: np.ndarray, prefix_lp: np.ndarray,
-               step_lp: np.ndarray, key_span: np.ndarray, level: np.ndarray, pad: float
-               ) -> tuple[np.ndarray, np.ndarray]:
+               step_lp: np.ndarray, key_span: np.ndarray, level: np.ndarray, pad: float,
+               ints: np.ndarray, reals: np.ndarray) -> int:
     """
-    Measurement.from_steps's sort keys and log masses of every piece of the valid beams.
+    Measurement.from_steps's sort keys and log masses of the valid beams' pieces: how many.
 
-    Pieces: the root's K children, then each step's valid prefixes' K children; key: the
-    piece's first terminal cell times ``D + 1`` plus its level (``key_span``, ``level``: the
-    template of a full BeamSteps); a prefix at or below ``pad`` is a padding beam.
+    Pieces: the root's K children, then each step's valid prefixes' K children; key
+    (``ints[0]``): the piece's first terminal cell times ``D + 1`` plus its level
+    (``key_span``, ``level``: the template of a full BeamSteps); log mass: ``reals[0]``. A
+    prefix at or below ``pad`` is a padding beam. ``ints`` ``[5, .]``, ``reals`` ``[3, .]``:
+    room for every piece of a full BeamSteps (:func:`steps_measurement` fills the rest).
     """
     k = root_lp.shape[0]
     steps, beams = prefix_lp.shape
-    count = k
-    for s in range(steps):
-        for b in range(beams):
-            if prefix_lp[s, b] > pad:
-                count += k
-    keys, log_mass = np.empty(count, np.int64), np.empty(count)
+    keys, log_mass = ints[0], reals[0]
     for a in range(k):
         keys[a] = a * key_span[a] + level[a]
         log_mass[a] = root_lp[a]
@@ -470,38 +467,34 @@ def steps_keys(root_lp: np.ndarray, prefix_index: np.ndarray, prefix_lp: np.ndar
                         + level[piece]
                     log_mass[j] = prefix_lp[s, b] + step_lp[s, b, a]  # (in their precision)
                     j += 1
-    return keys, log_mass
+    return j
 
 
 @_jit
-def steps_measurement(keys: np.ndarray, mass: np.ndarray, order: np.ndarray, depth: int,
-                      level_spans: np.ndarray, area: float
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                 np.ndarray]:
+def steps_measurement(ints: np.ndarray, reals: np.ndarray, order: np.ndarray, depth: int,
+                      level_spans: np.ndarray, area: float) -> int:
     """
-    Return Measurement.from_steps's leaves (levels, indices, mass) and its partition.
+    Measurement.from_steps's partition and leaves from :func:`steps_keys`: how many leaves.
 
-    ``keys``, ``mass`` (exp'd) of :func:`steps_keys`, ``order`` their sort. A piece followed by
-    one with the same start was expanded: its mass goes to 0 (it stays in the partition with
-    no cells). Returns the leaves' levels, indices and mass, and the partition's starts,
-    densities and cells.
+    ``reals[0]``: the pieces' masses (exp'd), ``order``: their keys' sort. A piece followed
+    by one with the same start was expanded: its mass goes to 0 (it stays in the partition
+    with no cells). Fills the partition's starts and cells (``ints[1]``, ``ints[2]``) and
+    densities (``reals[1]``), the leaves' levels, indices (``ints[3]``, ``ints[4]``) and mass
+    (``reals[2]``).
     """
     count = order.shape[0]
-    starts, levels, sorted_mass = np.empty(count, np.int64), np.empty(count, np.int64), \
-        np.empty(count)
+    keys, mass = ints[0], reals[0]
+    starts, cells, leaf_levels, leaf_indices = ints[1], ints[2], ints[3], ints[4]
+    density, leaf_mass = reals[1], reals[2]
+    levels, sorted_mass = np.empty(count, np.int64), np.empty(count)
     for i in range(count):
         key = keys[order[i]]
         starts[i], levels[i] = key // (depth + 1), key % (depth + 1)
         sorted_mass[i] = mass[order[i]]
-    leaves = 0
-    for i in range(count):
-        if i == count - 1 or starts[i + 1] != starts[i]:
-            leaves += 1
-        else:
+    for i in range(count - 1):
+        if starts[i + 1] == starts[i]:
             sorted_mass[i] = sorted_mass[i] * 0.0
     norm = _pairwise_sum(sorted_mass)
-    leaf_levels, leaf_indices = np.empty(leaves, np.int64), np.empty(leaves, np.int64)
-    leaf_mass, density, cells = np.empty(leaves), np.empty(count), np.empty(count, np.int64)
     j = 0
     for i in range(count):
         sorted_mass[i] /= norm
@@ -514,7 +507,7 @@ def steps_measurement(keys: np.ndarray, mass: np.ndarray, order: np.ndarray, dep
             j += 1
         else:
             cells[i] = 0
-    return leaf_levels, leaf_indices, leaf_mass, starts, density, cells
+    return j
 
 
 @_jit
@@ -678,7 +671,9 @@ def _warm_up() -> None:
               np.zeros((2, 2)))
     spans = np.array([16, 1], np.int64)
     for real in (np.float32, np.float64):  # Measurement.from_steps: torch's and simulated
-        keys, log_mass = steps_keys(np.zeros(4, real), np.zeros((1, 1), np.int64),
-                                    np.zeros((1, 1), real), np.zeros((1, 1, 4), real),
-                                    np.ones(8, np.int64), np.ones(8, np.int64), -1.0)
-        steps_measurement(keys, np.exp(log_mass), keys.argsort(), 1, spans, 1.0)
+        ints, reals = np.zeros((5, 8), np.int64), np.zeros((3, 8))
+        count = steps_keys(np.zeros(4, real), np.zeros((1, 1), np.int64),
+                           np.zeros((1, 1), real), np.zeros((1, 1, 4), real),
+                           np.ones(8, np.int64), np.ones(8, np.int64), -1.0, ints, reals)
+        np.exp(reals[0, :count], out=reals[0, :count])
+        steps_measurement(ints, reals, ints[0, :count].argsort(), 1, spans, 1.0)

@@ -252,14 +252,17 @@ class Measurement:
         """Return ``from_steps`` built by the compiled kernels (fusion_kernel.steps_*)."""
         depth = tree.depth
         _, level, key_span = _steps_template(tree.grid, depth, steps.prefix_lp.shape[1])
-        keys, mass = kernel.steps_keys(steps.root_lp, steps.prefix_index, steps.prefix_lp,
-                                       steps.step_lp, key_span, level, PAD_LOG_PROB / 2)
+        ints, reals = np.empty((5, len(level)), np.int64), np.empty((3, len(level)))
+        count = kernel.steps_keys(steps.root_lp, steps.prefix_index, steps.prefix_lp,
+                                  steps.step_lp, key_span, level, PAD_LOG_PROB / 2, ints, reals)
+        mass = reals[0, :count]
         np.exp(mass, out=mass)  # (elementwise: the same numbers before the sort as after)
         area = (tree.size_m / tree.grid ** depth) ** 2
-        leaf_levels, indices, leaf_mass, starts, density, cells = kernel.steps_measurement(
-            keys, mass, np.argsort(keys), depth, _level_spans(tree.grid, depth), area)
-        measurement = cls(leaf_levels, indices, leaf_mass, 0.0)
-        measurement._partitions[tree] = Partition(starts, density, cells)
+        leaves = kernel.steps_measurement(ints, reals, np.argsort(ints[0, :count]), depth,
+                                          _level_spans(tree.grid, depth), area)
+        measurement = cls(ints[3, :leaves], ints[4, :leaves], reals[2, :leaves], 0.0)
+        measurement._partitions[tree] = Partition(ints[1, :count], reals[1, :count],
+                                                  ints[2, :count])
         return measurement
 
     @classmethod
