@@ -116,12 +116,12 @@ def test_the_compiled_step_gives_the_numpy_fixes(tree, seed, proposal_fraction):
 
 @needs_numba
 def test_the_kernel_sums_weights_as_numpy_does():
-    from jzi_ros.inference import fusion_kernel
+    from jzi_ros.inference import numba_numpy
 
     rng = np.random.default_rng(0)
     for n in (1, 7, 8, 100, 128, 129, 2047, 2048, 2150, 10_000, 70_000):
         values = rng.random(n) ** 8
-        assert fusion_kernel._pairwise_sum(values) == values.sum(), n
+        assert numba_numpy.pairwise_sum(values) == values.sum(), n
 
 
 def test_kernel_choice_is_validated_and_numpy_always_works():
@@ -133,8 +133,9 @@ def test_kernel_choice_is_validated_and_numpy_always_works():
 
 def test_without_numba_auto_takes_numpy_and_numba_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "numba", None)  # "import numba" raises ImportError
-    monkeypatch.delitem(sys.modules, "jzi_ros.inference.fusion_kernel", raising=False)
-    monkeypatch.delattr(inference, "fusion_kernel", raising=False)
+    for module in ("fusion_kernel", "numba_numpy"):
+        monkeypatch.delitem(sys.modules, f"jzi_ros.inference.{module}", raising=False)
+        monkeypatch.delattr(inference, module, raising=False)
     assert CellFilter(TREE, FusionConfig(kernel="auto")).kernel == "numpy"
     with pytest.raises(JziError, match="pip install numba"):
         CellFilter(TREE, FusionConfig(kernel="numba"))

@@ -24,10 +24,10 @@ kidnap test, resamples, weights and finds the modes; :func:`steps_keys` and
 The numpy code in :mod:`jzi_ros.inference.fusion` and :mod:`jzi_ros.inference.modes` stays the
 reference (and the fallback without Numba): these loops do the same floating-point operations
 in the same order on the same random numbers, so the particles and weights are bit-identical,
-numpy's pairwise summation included (:func:`_pairwise_sum`). The random numbers come from the
-filter's own numpy Generator: the kernels call its BitGenerator's C functions
-(:func:`generator_handle`) with numpy's algorithms on top (:func:`_integers`), so its stream
-moves exactly as the numpy path's calls move it. Where numpy hands a sum to BLAS (the
+numpy's pairwise summation included. The random numbers come from the filter's own numpy
+Generator: the kernels call its BitGenerator's C functions with numpy's algorithms on top
+(:mod:`jzi_ros.inference.numba_numpy`), so its stream moves exactly as the numpy path's
+calls move it. Where numpy hands a sum to BLAS (the
 filter's evidence ``weights @ likelihood``, the modes' ``member @ sums``) or uses a SIMD
 ``hypot`` (the modes' distances), the loops sum in index order and call libm's ``hypot``:
 those numbers agree to the last few bits (docs/fusion.md "Filter cost"), not bitwise. Left to
@@ -41,153 +41,20 @@ when the filter is built, not on its first frame.
 """
 from __future__ import annotations
 
-import ctypes
 import math
 import time
-import warnings
 
-from llvmlite import ir
-import numba
-from numba.core import cgutils
-from numba.extending import intrinsic
 import numpy as np
 
 from jzi_ros.inference.modes import SEED_CELLS
+from jzi_ros.inference.numba_numpy import (generator_handle, integers, jit, next_double,
+                                           pairwise_sum)
 
+__all__ = ["generator_handle", "load", "load_seconds"]  # generator_handle: fusion.py's handle
 _LOAD_SECONDS: float | None = None  # how long load() took, once it has run
-_CACHE_WARNED: list = []
 
 
-def _jit(function):
-    """Compile lazily with Numba's on-disk cache; without a writable cache place, without it."""
-    try:
-        return numba.njit(cache=True, nogil=True)(function)
-    except RuntimeError as err:  # "cannot cache function ...: no locator available"
-        if not _CACHE_WARNED:
-            _CACHE_WARNED.append(True)
-            warnings.warn(f"numba cannot cache the filter kernels ({err}); they are compiled "
-                          f"at every start instead", RuntimeWarning, stacklevel=2)
-        return numba.njit(nogil=True)(function)
-
-
-@_jit
-def _block_sum(a: np.ndarray, lo: int, n: int) -> float:
-    """Sum ``a[lo:lo + n]``, ``n <= 128``, as numpy's pairwise summation does its blocks."""
-    if n < 8:
-        res = 0.0
-        for i in range(n):
-            res += a[lo + i]
-        return res
-    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
-    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
-    i = 8
-    while i < n - n % 8:
-        r0 += a[lo + i]
-        r1 += a[lo + i + 1]
-        r2 += a[lo + i + 2]
-        r3 += a[lo + i + 3]
-        r4 += a[lo + i + 4]
-        r5 += a[lo + i + 5]
-        r6 += a[lo + i + 6]
-        r7 += a[lo + i + 7]
-        i += 8
-    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    while i < n:
-        res += a[lo + i]
-        i += 1
-    return res
-
-
-@_jit
-def _pairwise_sum(a: np.ndarray) -> float:
-    """
-    Sum ``a`` as numpy's ``add.reduce`` does: halves (multiples of 8) down to blocks of 128.
-
-    Its recursion unrolled on a small stack (Numba's cache does not load recursive functions).
-    """
-    if a.shape[0] <= 128:
-        return _block_sum(a, 0, a.shape[0])
-    starts, counts = np.empty(64, np.int64), np.empty(64, np.int64)
-    phases, lefts = np.zeros(64, np.int64), np.empty(64)
-    top, result = 0, 0.0
-    starts[0], counts[0], phases[0] = 0, a.shape[0], 0
-    while top >= 0:
-        lo, n = starts[top], counts[top]
-        half = n // 2
-        half -= half % 8
-        if n <= 128:  # a leaf: its sum is returned to the frame below
-            result = _block_sum(a, lo, n)
-            top -= 1
-        elif phases[top] == 0:  # the left half first
-            phases[top] = 1
-            top += 1
-            starts[top], counts[top], phases[top] = lo, half, 0
-        elif phases[top] == 1:  # then the right half
-            lefts[top], phases[top] = result, 2
-            top += 1
-            starts[top], counts[top], phases[top] = lo + half, n - half, 0
-        else:
-            result = lefts[top] + result
-            top -= 1
-    return result
-
-
-@intrinsic
-def _next_uint32(typingctx, function, state):
-    """Call a numpy BitGenerator's ``next_uint32`` (C function address) on its state address."""
-    def codegen(context, builder, signature, args):
-        kind = ir.FunctionType(ir.IntType(32), [cgutils.voidptr_t])
-        call = builder.inttoptr(args[0], kind.as_pointer())
-        return builder.call(call, [builder.inttoptr(args[1], cgutils.voidptr_t)])
-    return numba.types.uint32(function, state), codegen
-
-
-@intrinsic
-def _next_double(typingctx, function, state):
-    """Call a numpy BitGenerator's ``next_double`` (C function address) on its state address."""
-    def codegen(context, builder, signature, args):
-        kind = ir.FunctionType(ir.DoubleType(), [cgutils.voidptr_t])
-        call = builder.inttoptr(args[0], kind.as_pointer())
-        return builder.call(call, [builder.inttoptr(args[1], cgutils.voidptr_t)])
-    return numba.types.float64(function, state), codegen
-
-
-@_jit
-def _integers(generator: np.ndarray, high: int) -> int:
-    """
-    ``Generator.integers(0, high)`` for ``high <= 2**32 - 1``: the same draws, the same value.
-
-    numpy's ``random_bounded_uint64_fill`` for a 32-bit range: Lemire's multiply-and-reject
-    on ``next_uint32`` (no draw when ``high`` is 1). ``generator``: :func:`generator_handle`.
-    """
-    span = high - 1
-    if span == 0:
-        return 0
-    excl = np.uint64(span) + np.uint64(1)
-    m = np.uint64(_next_uint32(generator[0], generator[2])) * excl
-    leftover = m & np.uint64(0xFFFFFFFF)
-    if leftover < excl:
-        threshold = (np.uint64(0xFFFFFFFF) - np.uint64(span)) % excl
-        while leftover < threshold:
-            m = np.uint64(_next_uint32(generator[0], generator[2])) * excl
-            leftover = m & np.uint64(0xFFFFFFFF)
-    return np.int64(m >> np.uint64(32))
-
-
-def generator_handle(generator: np.random.Generator) -> np.ndarray:
-    """
-    Return ``[next_uint32, next_double, state]`` addresses of a numpy Generator's BitGenerator.
-
-    The kernels draw through them, so the generator's stream moves exactly as numpy's own
-    ``integers`` and ``random`` calls would move it. Valid while ``generator`` lives.
-    """
-    interface = generator.bit_generator.ctypes
-    return np.array([ctypes.cast(interface.next_uint32, ctypes.c_void_p).value,
-                     ctypes.cast(interface.next_double, ctypes.c_void_p).value,
-                     interface.state_address], np.int64)
-
-
-@_jit
+@jit
 def _predict(state: np.ndarray, bank: np.ndarray, start: int, walk: bool, a: float, b: float,
              c: float, d: float, half: float) -> None:
     """
@@ -220,14 +87,14 @@ def _predict(state: np.ndarray, bank: np.ndarray, start: int, walk: bool, a: flo
         state[1, j] = max(min(state[1, j] + sn, half), -half)
 
 
-@_jit
+@jit
 def predict(state: np.ndarray, bank: np.ndarray, start: int, walk: bool, a: float, b: float,
             c: float, d: float, half: float) -> None:
     """Move the particles as CellFilter.predict does (a frame without a measurement)."""
     _predict(state, bank, start, walk, a, b, c, d, half)
 
 
-@_jit
+@jit
 def _search_right(sorted_values: np.ndarray, value: float) -> int:
     """``np.searchsorted(sorted_values, value, "right")``: the count of entries <= value."""
     lo, hi = 0, sorted_values.shape[0]
@@ -240,7 +107,7 @@ def _search_right(sorted_values: np.ndarray, value: float) -> int:
     return lo
 
 
-@_jit
+@jit
 def _terminal(east: float, north: float, geometry: np.ndarray, codes: np.ndarray) -> int:
     """terminal_indices_en of one point inside the root."""
     col = np.intp(east * geometry[2] + geometry[4])
@@ -248,7 +115,7 @@ def _terminal(east: float, north: float, geometry: np.ndarray, codes: np.ndarray
     return codes[0, row] + codes[1, col]
 
 
-@_jit
+@jit
 def advance(state: np.ndarray, weights: np.ndarray, bank: np.ndarray, start: int, walk: bool,
             a: float, b: float, c: float, d: float, uniforms: np.ndarray, disc: np.ndarray,
             disc_start: int, bounds: np.ndarray, cells: np.ndarray, density: np.ndarray,
@@ -292,7 +159,7 @@ def advance(state: np.ndarray, weights: np.ndarray, bank: np.ndarray, start: int
     return evidence
 
 
-@_jit
+@jit
 def frame(generator: np.ndarray, state: np.ndarray, weights: np.ndarray, bank: np.ndarray,
           walk: bool, a: float, b: float, c: float, d: float, uniforms: np.ndarray,
           disc: np.ndarray, bounds: np.ndarray, cells: np.ndarray, density: np.ndarray,
@@ -322,11 +189,11 @@ def frame(generator: np.ndarray, state: np.ndarray, weights: np.ndarray, bank: n
         total += density[i] * np.float64(cells[i])
         cumulative[i] = total
     cumulative = cumulative[:runs]
-    start = _integers(generator, bank.shape[1] - n + 1)
+    start = integers(generator, bank.shape[1] - n + 1)
     for row in range(4):
         for j in range(m):
-            uniforms[row, j] = _next_double(generator[1], generator[2])
-    disc_start = _integers(generator, disc.shape[1] - m + 1)
+            uniforms[row, j] = next_double(generator[1], generator[2])
+    disc_start = integers(generator, disc.shape[1] - m + 1)
     z_filter = advance(state, weights, bank, start, walk, a, b, c, d, uniforms, disc,
                        disc_start, bounds, cells, density, cumulative, high_corner, low_corner,
                        geometry, codes, drawn, likelihood, coarse)
@@ -337,7 +204,7 @@ def frame(generator: np.ndarray, state: np.ndarray, weights: np.ndarray, bank: n
         return cusum, -1, -1
     anywhere, area, coarse_area, fraction = params[4], params[5], params[6], params[7]
     occupied = update(state, drawn, coarse, likelihood, weights,
-                      _next_double(generator[1], generator[2]),
+                      next_double(generator[1], generator[2]),
                       (1 - anywhere) / coarse_area, anywhere / area,
                       (1 - fraction) / coarse_area, fraction / (z_uniform * area), hist,
                       out_state, out_weights, out_coarse, acc, flags, sums, minus_mass)
@@ -348,7 +215,7 @@ def frame(generator: np.ndarray, state: np.ndarray, weights: np.ndarray, bank: n
     return cusum, occupied, cluster(sums, occupied, order, params[8], SEED_CELLS, moments)
 
 
-@_jit
+@jit
 def update(state: np.ndarray, drawn: np.ndarray, coarse: np.ndarray, likelihood: np.ndarray,
            weights: np.ndarray, uniform: float, prior_scale: float, prior_floor: float,
            cloud_scale: float, measurement_scale: float, hist: np.ndarray,
@@ -389,13 +256,13 @@ def update(state: np.ndarray, drawn: np.ndarray, coarse: np.ndarray, likelihood:
             out_weights[k] = weight / proposal
             out_coarse[k] = cell
             k += 1
-    norm = _pairwise_sum(out_weights)
+    norm = pairwise_sum(out_weights)
     for j in range(n):
         out_weights[j] /= norm
     return cell_moments(out_state, out_weights, out_coarse, acc, flags, sums, minus_mass)
 
 
-@_jit
+@jit
 def coarse_cells(state: np.ndarray, geometry: np.ndarray, codes: np.ndarray,
                  out: np.ndarray) -> None:
     """Coarse cell of every particle (terminal_indices_en // coarse_span)."""
@@ -404,7 +271,7 @@ def coarse_cells(state: np.ndarray, geometry: np.ndarray, codes: np.ndarray,
         out[j] = _terminal(state[0, j], state[1, j], geometry, codes) // coarse_span
 
 
-@_jit
+@jit
 def cell_moments(state: np.ndarray, weights: np.ndarray, keys: np.ndarray, acc: np.ndarray,
                  flags: np.ndarray, sums: np.ndarray, minus_mass: np.ndarray) -> int:
     """
@@ -438,7 +305,7 @@ def cell_moments(state: np.ndarray, weights: np.ndarray, keys: np.ndarray, acc: 
     return k
 
 
-@_jit
+@jit
 def steps_keys(root_lp: np.ndarray, prefix_index: np.ndarray, prefix_lp: np.ndarray,
                step_lp: np.ndarray, key_span: np.ndarray, level: np.ndarray, pad: float,
                ints: np.ndarray, reals: np.ndarray) -> int:
@@ -470,7 +337,7 @@ def steps_keys(root_lp: np.ndarray, prefix_index: np.ndarray, prefix_lp: np.ndar
     return j
 
 
-@_jit
+@jit
 def steps_measurement(ints: np.ndarray, reals: np.ndarray, order: np.ndarray, depth: int,
                       level_spans: np.ndarray, area: float) -> int:
     """
@@ -494,7 +361,7 @@ def steps_measurement(ints: np.ndarray, reals: np.ndarray, order: np.ndarray, de
     for i in range(count - 1):
         if starts[i + 1] == starts[i]:
             sorted_mass[i] = sorted_mass[i] * 0.0
-    norm = _pairwise_sum(sorted_mass)
+    norm = pairwise_sum(sorted_mass)
     j = 0
     for i in range(count):
         sorted_mass[i] /= norm
@@ -510,7 +377,7 @@ def steps_measurement(ints: np.ndarray, reals: np.ndarray, order: np.ndarray, de
     return j
 
 
-@_jit
+@jit
 def _within(dx: float, dy: float, radius: float) -> bool:
     """``hypot(dx, dy) <= radius``, the square root only where the squares are too close."""
     squared, limit = dx * dx + dy * dy, radius * radius
@@ -521,7 +388,7 @@ def _within(dx: float, dy: float, radius: float) -> bool:
     return math.hypot(dx, dy) <= radius
 
 
-@_jit
+@jit
 def cluster(sums: np.ndarray, occupied: int, order: np.ndarray, radius: float,
             seed_cells: int, moments: np.ndarray) -> int:
     """
@@ -579,7 +446,7 @@ def cluster(sums: np.ndarray, occupied: int, order: np.ndarray, radius: float,
     return modes
 
 
-@_jit
+@jit
 def summarise(moments: np.ndarray, found: int, min_mass: float, masses: np.ndarray,
               means: np.ndarray, covs: np.ndarray, spread: np.ndarray) -> tuple[int, float]:
     """
