@@ -140,7 +140,8 @@ def integers(generator: np.ndarray, high: int) -> int:
     Draw from [0, high) as numpy's ``Generator.integers`` does: the same draws, the same value.
 
     For ``high <= 2**32 - 1``: numpy's ``random_bounded_uint64_fill`` for a 32-bit range,
-    Lemire's multiply-and-reject on ``next_uint32`` (no draw when ``high`` is 1). ``generator``: :func:`generator_handle`.
+    Lemire's multiply-and-reject on ``next_uint32`` (no draw when ``high`` is 1).
+    ``generator``: :func:`generator_handle`.
     """
     span = high - 1
     if span == 0:
