@@ -26,6 +26,8 @@ EXTRAS = {
     "replay": ["rosbags>=0.10", "matplotlib>=3.6"],
     # ONNX export and the ONNX Runtime backend
     "export": ["onnx>=1.15", "onnxscript>=0.1", "onnxruntime>=1.17"],
+    # the temporal filter's compiled per-frame step (FusionConfig.kernel; numpy without it)
+    "fast": ["numba>=0.60"],
     # TensorRT backend (GPU machines only; usually installed with JetPack / NVIDIA's index)
     "tensorrt": ["tensorrt>=10"],
     # ROS 2 Jazzy's rclpy and the message packages the node uses, as PyPI wheels (no ROS

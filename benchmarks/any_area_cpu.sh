@@ -7,8 +7,11 @@
 # The map is MAP_RASTER (largest covered square, 4x4 grid, depth 3, 112 px tiles); training
 # views are rendered on the fly from MAP_RASTER and the rasters in $TRAIN_RASTERS (space
 # separated; other years or seasons); validation views (for calibration) from MAP_RASTER on
-# other "days"; test views from TEST_RASTER only, which training never reads.
-# Environment: PYTHON (default .venv/bin/python), ALTITUDE (default 500,800 metres),
+# other "days"; test views from TEST_RASTER only, which training never reads. The test views are
+# scored three ways (zoom, zoom + refinement, classical registration; WORKDIR/report-METHOD).
+# Environment: PYTHON (default .venv/bin/python), CONFIG (the training config, default
+# benchmarks/any_area_cpu.yaml), DEVICE (cpu; cuda for the GPU recipe, any_area_gpu.sh),
+# ALTITUDE (default 500,800 metres),
 # VAL (150), TEST (300), HEADING (0,360: the test camera's heading range), REUSE=1 (keep
 # WORKDIR/map, val and test from an earlier run with the same rasters: compare training
 # settings on the same views).
@@ -18,6 +21,7 @@ MAP_RASTER="$1"; TEST_RASTER="$2"; WORK="${3:-.cache/any_area}"; shift $(( $# < 
 PY="${PYTHON:-.venv/bin/python}"
 ALTITUDE="${ALTITUDE:-500,800}"; VAL="${VAL:-150}"; TEST="${TEST:-300}"
 HEADING="${HEADING:-0,360}"
+CONFIG="${CONFIG:-benchmarks/any_area_cpu.yaml}"; DEVICE="${DEVICE:-cpu}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 JZI=("$PY" -m jzi_ros.cli.main)
 mkdir -p "$WORK"
@@ -36,12 +40,19 @@ for raster in ${TRAIN_RASTERS:-}; do SOURCES="$SOURCES, $(realpath "$raster")"; 
 SOURCES="$SOURCES]"
 IFS=, read -r ALT_LO ALT_HI <<< "$ALTITUDE"
 rm -rf "$WORK/run"
-"${JZI[@]}" train --config benchmarks/any_area_cpu.yaml --no-progress \
+"${JZI[@]}" train --config "$CONFIG" --no-progress \
     manifest="$WORK/val/manifest.csv" map="$WORK/map" out="$WORK/run" \
     "render.sources=$SOURCES" "render.sampling.altitude_m=[$ALT_LO, $ALT_HI]" "$@"
 cp "$WORK/run/best.safetensors" "$WORK/model.safetensors"
-"${JZI[@]}" localize --map "$WORK/map" --model "$WORK/model.safetensors" --device cpu \
+"${JZI[@]}" localize --map "$WORK/map" --model "$WORK/model.safetensors" --device "$DEVICE" \
     --calibrate "$WORK/val/manifest.csv"
-"${JZI[@]}" evaluate "$WORK/test/manifest.csv" --map "$WORK/map" \
-    --model "$WORK/model.safetensors" --device cpu --out "$WORK/report" --overwrite \
-    --no-progress
+# the same test views three ways: the zoom alone, the zoom + refinement against the map imagery
+# (the camera's field of view from the manifest's hfov column; the map resolution matched to the
+# mid altitude), and classical registration against the whole map (no model)
+NOMINAL=$(( (${ALT_LO%.*} + ${ALT_HI%.*}) / 2 ))
+for METHOD in zoom refine classical; do
+    echo "== test views: --method $METHOD"
+    "${JZI[@]}" evaluate "$WORK/test/manifest.csv" --map "$WORK/map" \
+        --model "$WORK/model.safetensors" --device "$DEVICE" --out "$WORK/report-$METHOD" \
+        --method "$METHOD" --nominal-height "$NOMINAL" --overwrite --no-progress
+done

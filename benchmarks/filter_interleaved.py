@@ -20,7 +20,8 @@ filter frame follows one encoder pass, which flushes the caches a tight loop wou
 this repeats it ``--repeats`` times on one thread, on this map and a 65,536-cell map, and
 prints every repeat's medians of wall and thread CPU time (the latter less sensitive to other
 processes on a busy machine), their ratio and the load average, so a noisy machine shows as a
-spread. The zooms fed to the filter are simulated (``simulated_steps``, right on half the
+spread; each repeat times every ``--kernels`` value (FusionConfig.kernel) back to back. The
+zooms fed to the filter are simulated (``simulated_steps``, right on half the
 frames) along a track across the map. Measures and prints; asserts nothing.
 
 Usage::
@@ -51,6 +52,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=200, help="timed frames (+20 warm-up)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per map")
     parser.add_argument("--particles", type=int, default=FusionConfig.particles)
+    parser.add_argument("--kernels", default="numba,numpy",
+                        help="FusionConfig.kernel values to time, comma-separated, each "
+                             "repeat runs them back to back (numba needs Numba installed)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     localizer = Localizer.from_paths(args.map, args.model, LocalizerConfig(device="cpu"))
@@ -58,17 +62,20 @@ def main() -> None:
     pixels = localizer.preprocess(
         np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8))[None]
     big = CellTree(tree.center_lat, tree.center_lon, 10_000.0, grid=4, depth=4)
-    print("| map | repeat | encoder ms wall / CPU | filter ms wall / CPU | filter / encoder, "
-          "wall / CPU | load |\n|---|---:|---:|---:|---:|---:|")
+    print("| map | repeat | kernel | encoder ms wall / CPU | filter ms wall / CPU | "
+          "filter / encoder, wall / CPU | load |\n|---|---:|---|---:|---:|---:|---:|")
     for which in (tree, big):
         for repeat in range(args.repeats):
-            t = bench_filter(which, args.frames, config=FusionConfig(particles=args.particles),
-                             seed=repeat, encode=lambda: localizer.backend.encode(pixels))
-            load_1min = f"{os.getloadavg()[0]:.2f}"
-            print(f"| {t['terminal_cells']} cells | {repeat} | {t['encoder_median']:.2f} / "
-                  f"{t['encoder_cpu_median']:.2f} | {t['median']:.3f} / {t['cpu_median']:.3f} | "
-                  f"{100 * t['median'] / t['encoder_median']:.1f} % / "
-                  f"{100 * t['cpu_median'] / t['encoder_cpu_median']:.1f} % | {load_1min} |")
+            for kernel in args.kernels.split(","):
+                config = FusionConfig(particles=args.particles, kernel=kernel)
+                t = bench_filter(which, args.frames, config=config, seed=repeat,
+                                 encode=lambda: localizer.backend.encode(pixels))
+                load_1min = f"{os.getloadavg()[0]:.2f}"
+                print(f"| {t['terminal_cells']} cells | {repeat} | {t['kernel']} | "
+                      f"{t['encoder_median']:.2f} / {t['encoder_cpu_median']:.2f} | "
+                      f"{t['median']:.3f} / {t['cpu_median']:.3f} | "
+                      f"{100 * t['median'] / t['encoder_median']:.1f} % / "
+                      f"{100 * t['cpu_median'] / t['encoder_cpu_median']:.1f} % | {load_1min} |")
     print(f"({args.particles} particles, one thread, medians of {args.frames} frames)")
     localizer.close()
 

@@ -102,6 +102,11 @@ def test_localizer_refuses_a_north_up_model_without_heading(tmp_path):
     assert "north_up.ckpt" in message and "heading" in message and "\n" not in message
     fix = localizer.localize(image, heading_deg=123.0)
     assert np.isfinite(fix.latitude)
+    # jzi bench times a north-up model on a frame with a heading (the rotation is timed too)
+    from jzi_ros.inference.bench import bench_localizer, TIMING_HEADING_DEG, timing_heading
+    assert timing_heading(localizer) == TIMING_HEADING_DEG
+    row = bench_localizer(localizer, image, frames=2, warmup=1, paper_way=True)
+    assert row.frame_ms["median"] > 0 and row.paper_way_ms["median"] > 0
 
 
 def test_init_checkpoint_refuses_architecture_overrides(tmp_path):

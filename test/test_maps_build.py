@@ -271,3 +271,40 @@ def test_missing_proj_grid_warning_becomes_one_log_line(caplog):
         build._note_missing_grids(caught(grid), "NAD83(HARN) test")  # noted once per CRS
     notes = [r for r in caplog.records if "grid file" in r.getMessage()]
     assert len(notes) == 1 and "NAD83(HARN) test" in notes[0].getMessage()
+
+
+@pytest.mark.parametrize("crs", ["EPSG:32610", "EPSG:4326", "EPSG:3857"])
+def test_affine_fast_path_matches_gdals_warp(tmp_path, crs):
+    """The one-affine warp (used where the CRS change is affine over a box) agrees with GDAL."""
+    from jzi_ros.maps.build import CellRenderer
+    from jzi_ros.maps.sources import open_source
+
+    t = tree()
+    marker = marker_latlon(t)
+    res = 1e-5 if crs == "EPSG:4326" else 1.0
+    src = write_geotiff(tmp_path / "src.tif", crs, marker, res=res,
+                        half_m=500.0 * (1e-5 if crs == "EPSG:4326" else 1.0))
+    with open_source(src) as source:
+        renderer = CellRenderer(source, t, TILE)
+        east, north = t.to_local(*marker)
+        for half, size in ((60.0, 96), (300.0, 40)):  # finer than the raster, and coarser
+            box = (east - half, north - half, east + half, north + half)
+            assert renderer._affine_map(*_dst(box, size), size) is not None
+            fast_rgb, fast_valid = renderer.render_box(box, size, size)
+            renderer._affine_map = lambda *args: None  # force GDAL's warper
+            gdal_rgb, gdal_valid = renderer.render_box(box, size, size)
+            del renderer._affine_map
+            assert (fast_valid == gdal_valid).mean() > 0.99
+            diff = np.abs(fast_rgb.astype(int) - gdal_rgb.astype(int))
+            assert diff.mean() < 3.0, (half, diff.mean())
+            centres = []
+            for rgb in (fast_rgb, gdal_rgb):
+                red = np.clip(rgb[..., 0].astype(float) - rgb[..., 1] - 30, 0, None)
+                rows, cols = np.indices(red.shape)
+                centres.append(np.array([(rows * red).sum(), (cols * red).sum()]) / red.sum())
+            assert np.abs(centres[0] - centres[1]).max() < 0.25  # the marker at the same place
+
+
+def _dst(box, size):
+    west, south, east, north = box
+    return Affine((east - west) / size, 0.0, west, 0.0, -(north - south) / size, north), size

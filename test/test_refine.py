@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+import json
 import logging
 import math
 from pathlib import Path
@@ -292,10 +293,39 @@ def test_missing_intrinsics_are_guessed_with_one_warning(world, caplog):
         first = guessed.intrinsics_for(frame, None)
         guessed.intrinsics_for(frame, None)
         given = Refiner.for_map(world[0], RefineConfig(hfov_deg=70.0))
-        assert given.intrinsics_for(frame, None) == first
+        # the same camera; a given field of view is taken as calibrated, the guess is not
+        assert given.intrinsics_for(frame, None) == replace(first, focal_sigma=0.0)
     warnings = [r for r in caplog.records if "guessing" in r.getMessage()]
     assert len(warnings) == 1
     assert first.fx == pytest.approx(CAMERA.focal_px)
+    assert first.focal_sigma == CONFIG.guessed_focal_sigma > 0
+
+
+def test_a_guessed_focal_length_widens_an_oblique_fix_not_a_nadir_one(world):
+    map_dir, image = world
+    refiner = Refiner.for_map(map_dir, CONFIG)
+    sigmas = {}
+    for pitch in (90.0, 70.0):
+        pose = CameraPose(20.0, -15.0, 170.0, heading_deg=40.0, pitch_deg=pitch)
+        for doubt in (0.0, 0.2):
+            camera = replace(intrinsics(), focal_sigma=doubt)
+            result = refiner.register(view(image, pose), zoom_fix(20.0, -15.0).hypotheses,
+                                      camera)
+            assert result.accepted, result.reason
+            sigmas[pitch, doubt] = math.sqrt(max(np.linalg.eigvalsh(result.covariance_en)))
+    assert sigmas[90.0, 0.2] < 1.5 * sigmas[90.0, 0.0] + 0.5  # at nadir the focal is moot
+    assert sigmas[70.0, 0.2] > 3 * sigmas[70.0, 0.0] and sigmas[70.0, 0.2] > 5.0
+    # a camera wider than the guess: the fix moves by tens of metres and now says so
+    wide = CameraModel(320, 240, 95.0)
+    pose = CameraPose(20.0, -15.0, 170.0, heading_deg=40.0, pitch_deg=70.0)
+    frame = render_view(image, source_to_local(), wide, pose)
+    fix = refiner.refine(frame, zoom_fix(20.0, -15.0))  # no intrinsics: the 70 deg guess
+    error = np.array([fix.east_m - pose.east_m, fix.north_m - pose.north_m])
+    if fix.refined:
+        assert np.linalg.norm(error) > 10.0
+        assert error @ np.linalg.solve(fix.covariance_enu[:2, :2], error) < 9.0  # inside 3 sigma
+    else:
+        assert "not refined" in fix.refinement
 
 
 @pytest.mark.slow
@@ -320,6 +350,54 @@ def test_replay_methods_on_a_map_built_before_refinement(tmp_path, capsys, caplo
     out = capsys.readouterr().out
     assert "| refine | 6 |" in out and "| 0.0 % (-, 0.0 %) |" in out
     assert sum("refinement is off" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_evaluate_takes_each_rows_field_of_view_unless_one_is_given(world, tmp_path, capsys):
+    from jzi_ros.cli import main as jzi_main
+    from jzi_ros.training.manifest import Sample, write_manifest
+
+    map_dir, image = world
+    poses = [CameraPose(-40.0 + 30 * k, 35.0 - 25 * k, 170.0, heading_deg=60.0 * k,
+                        pitch_deg=72.0) for k in range(4)]
+    for hfov in (70.0, 110.0):  # the camera's true field of view, and a wrong one
+        rows = []
+        for k, pose in enumerate(poses):
+            name = tmp_path / f"{k}.png"
+            cv2.imwrite(str(name), cv2.cvtColor(view(image, pose), cv2.COLOR_RGB2BGR))
+            lat, lon = TREE.to_latlon(pose.east_m, pose.north_m)
+            rows.append(Sample(name, float(lat), float(lon), split="test", hfov=hfov))
+        write_manifest(tmp_path / f"fov{hfov:g}.csv", rows)
+    runs = {}
+    for name, extra in (("true", ["fov70.csv"]), ("wrong", ["fov110.csv"]),
+                        ("given", ["fov110.csv", "--hfov", "70"])):
+        assert jzi_main.main(["evaluate", str(tmp_path / extra[0]), "--map", str(map_dir),
+                              "--method", "classical", "--out", str(tmp_path / name),
+                              "--no-progress", "--no-plots"] + extra[1:]) == 0
+        assert "classical" in capsys.readouterr().out
+        runs[name] = json.loads((tmp_path / name / "report.json").read_text())
+    for name in ("true", "given"):
+        assert runs[name]["refinement"]["accepted"] == 4
+        assert runs[name]["estimate"]["p95_m"] < 5.0  # metres off, on every row
+    wrong = runs["wrong"]
+    assert wrong["refinement"]["accepted"] < 4 or wrong["estimate"]["median_m"] > 5.0
+
+
+def test_a_low_contrast_frame_is_searched_again_at_half_the_threshold(world):
+    from jzi_ros.inference.registration import frame_features
+    from jzi_ros.maps.features import detect_features
+
+    map_dir, image = world
+    pose = CameraPose(10.0, 20.0, 170.0, heading_deg=15.0, pitch_deg=88.0)
+    frame = view(image, pose)
+    hazy = np.clip(128 + (frame.astype(np.float32) - 128) * 0.5, 0, 255).astype(np.uint8)
+    default, _ = detect_features(hazy, "sift", CONFIG.max_features)
+    points, descriptors = frame_features(hazy, CONFIG)
+    assert len(default) < CONFIG.low_contrast_features <= len(points) == len(descriptors)
+    off = replace(CONFIG, low_contrast_features=0)
+    assert len(frame_features(hazy, off)[0]) == len(default)
+    fix = Refiner.for_map(map_dir, CONFIG).refine(hazy, zoom_fix(10.0, 20.0), intrinsics())
+    assert fix.refined, fix.refinement
+    assert math.hypot(fix.east_m - pose.east_m, fix.north_m - pose.north_m) < 3.0
 
 
 def test_large_frame_is_shrunk_with_its_intrinsics(world):
@@ -398,6 +476,9 @@ def test_bootstrap_spread_grows_with_the_inlier_noise():
 
 
 def test_intrinsics_parse_and_scale_per_axis():
+    with pytest.raises(JziError, match="focal_sigma"):
+        Intrinsics(300.0, 300.0, 160.0, 120.0, focal_sigma=0.7)
+    assert Intrinsics(300.0, 300.0, 160.0, 120.0, 0.1).scaled(0.5).focal_sigma == 0.1
     K = Intrinsics.parse("400, 410, 319.5, 239.5", "--intrinsics")
     assert (K.fx, K.fy, K.cx, K.cy) == (400.0, 410.0, 319.5, 239.5)
     half = K.scaled(0.5, 0.25)

@@ -39,7 +39,7 @@ PIP_ONLY = {"torch": "torch", "safetensors": "safetensors", "rosbags": "rosbags"
             "matplotlib": "matplotlib"}
 # optional in the tests (pytest.importorskip / skip markers): need not be installed
 OPTIONAL = {"onnx", "onnxruntime", "onnxscript", "tensorrt", "ament_copyright", "ament_flake8",
-            "ament_pep257", "cv_bridge", "flake8"}
+            "ament_pep257", "cv_bridge", "flake8", "numba"}
 
 
 def _test_imports() -> set[str]:

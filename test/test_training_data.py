@@ -101,6 +101,12 @@ def test_manifest_csv_and_jsonl_with_out_of_root_samples(tmp_path):
     (tmp_path / "bad3.csv").write_text("image,latitude,longitude,split\na.png,1,2,dev\n")
     with pytest.raises(JziError, match="split 'dev'"):
         read_manifest(tmp_path / "bad3.csv")
+    (tmp_path / "fov.csv").write_text(
+        "image,latitude,longitude,hfov\na.png,1,2,72.5\nb.png,1,2,\n")
+    assert [r.hfov for r in read_manifest(tmp_path / "fov.csv")] == [72.5, None]
+    (tmp_path / "bad4.csv").write_text("image,latitude,longitude,hfov\na.png,1,2,200\n")
+    with pytest.raises(JziError, match=r"bad4.csv line 2: hfov 200.0 is not a field of view"):
+        read_manifest(tmp_path / "bad4.csv")
 
 
 def test_split_uses_manifest_val_rows_or_a_seeded_share():

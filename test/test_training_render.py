@@ -157,7 +157,7 @@ def test_jzi_views_writes_a_manifest_training_refuses_to_learn_from(tmp_path):
     assert len(rows) == 5 and all(r.split == "test" and r.source == "mercator.tif"
                                   for r in rows)
     assert all(150 <= r.altitude <= 200 and r.pitch is not None and r.image.is_file()
-               for r in rows)
+               and 60 <= r.hfov <= 80 for r in rows)  # the camera's field of view is recorded
     info = json.loads((out / "views.json").read_text())
     assert info["seed"] == 7 and info["sources_sha256"]["mercator.tif"]
     # the same seed writes the same set
@@ -267,3 +267,46 @@ def test_a_spent_budget_stops_validates_and_saves(tmp_path, budget):
     assert (tmp_path / "run" / "best.safetensors").exists()
     assert any("budget reached" in line for line in lines)
     assert any("first step" in line for line in lines)
+
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*.yaml")) + sorted(
+    (Path(__file__).resolve().parents[1] / "jzi_ros" / "training" / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_every_shipped_training_config_validates(recipe):
+    import yaml
+
+    rendered = "render" in yaml.safe_load(recipe.read_text())
+    # the recipe's script names the rasters of a render block
+    config = load_train_config(recipe, ["manifest=m.csv", "map=m", "out=o"]
+                               + (["render.sources=[a.tif]"] if rendered else []))
+    model = config.model_config()
+    assert model.encoder.image_size > 0 and config.batch_size >= 1
+    assert (config.render_spec() is not None) == rendered
+
+
+def test_the_gpu_recipe_trains_on_rendered_views(tmp_path):
+    """The GPU recipe's architecture and render block, one step on the CPU (no GPU needed)."""
+    from jzi_ros.training.loop import train
+
+    torch.set_num_threads(1)
+    pyramid = make_tiny_map(tmp_path, depth=2, tile_px=16, size_m=1600.0)
+    _, local, merc = world_rasters(tmp_path, pyramid.tree)
+    val = write_view_set(ViewRenderer.from_spec(RenderSpec(
+        sources=(str(merc),), sampling={"width": 64, "height": 48, "altitude_m": (150, 200)}),
+        pyramid.tree), tmp_path / "val", 2, "val", 0, progress=False)
+    recipe = next(p for p in RECIPES if p.name == "any_area_gpu.yaml")
+    config = load_train_config(recipe, [
+        f"manifest={val / 'manifest.csv'}", f"map={pyramid.path}", f"out={tmp_path / 'run'}",
+        "device=cpu", "amp=off", "num_workers=0", "batch_size=2", "max_steps=1",
+        "val_batch_size=2", f"render.sources=[{local}]", "render.samples_per_epoch=2",
+        "render.sampling.altitude_m=[150, 200]"])
+    summary = train(config, progress=False, log=lambda _msg: None)
+    assert summary["final"]["step"] == 1
+    card = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert card["final"]["step"] == 1
+    from jzi_ros.model.checkpoint import read_header
+    header = read_header(tmp_path / "run" / "last.safetensors")
+    assert header["config"]["encoder"]["kind"] == "resnet"
+    assert header["config"]["decoder"]["layers"] == 6

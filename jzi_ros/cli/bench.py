@@ -174,28 +174,43 @@ def _bench_filter(tree, encode=None) -> tuple[list[dict], str]:
 
     ``encode``: one CPU ground-encoder pass; the filter frames then alternate with it (as in
     the node, jzi_ros.inference.bench.bench_filter) and the share is measured in that run.
+    The default kernel (``FusionConfig.kernel`` auto) is a row per map; where that is the
+    compiled one, the numpy reference is timed too (in the row under ``numpy``).
     """
     from jzi_ros.geo import CellTree
     from jzi_ros.inference.bench import bench_filter
+    from jzi_ros.inference.fusion import CellFilter
+    from jzi_ros.inference.fusion_config import FusionConfig
 
     big = CellTree(tree.center_lat, tree.center_lon, 10_000.0, grid=4, depth=4)
+    kernel = CellFilter(tree, FusionConfig(particles=16)).kernel  # what "auto" resolves to
+    kernels = [kernel] + (["numpy"] if kernel != "numpy" else [])
     out = []
-    lines = ["", "| temporal filter (fusion) | terminal cells | particles | filter ms wall "
-             "(med / p95) | filter ms thread CPU | CPU encoder ms wall / CPU (same run) "
-             "| filter / encoder, wall / CPU |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["", "| temporal filter (fusion) | kernel | terminal cells | particles | "
+             "filter ms wall (med / p95) | filter ms thread CPU | CPU encoder ms wall / CPU "
+             "(same run) | filter / encoder, wall / CPU |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for label, which in (("this map", tree), ("10 km, 4x4 grid, depth 4", big)):
-        timing = bench_filter(which, encode=encode)
-        encoder, share = "- (no CPU row)", "-"
-        if encode is not None:
-            encoder = f"{timing['encoder_median']:.2f} / {timing['encoder_cpu_median']:.2f}"
-            share = (f"{100 * timing['median'] / timing['encoder_median']:.1f} % / "
-                     f"{100 * timing['cpu_median'] / timing['encoder_cpu_median']:.1f} %")
-        lines.append(f"| {label} | {timing['terminal_cells']} | {timing['particles']} | "
-                     f"{timing['median']:.3f} / {timing['p95']:.3f} | "
-                     f"{timing['cpu_median']:.3f} | {encoder} | {share} |")
-        out.append({"filter": label, **timing})
+        timings = {name: bench_filter(which, encode=encode, config=FusionConfig(kernel=name))
+                   for name in kernels}
+        for name, timing in timings.items():
+            encoder, share = "- (no CPU row)", "-"
+            if encode is not None:
+                encoder = f"{timing['encoder_median']:.2f} / {timing['encoder_cpu_median']:.2f}"
+                share = (f"{100 * timing['median'] / timing['encoder_median']:.1f} % / "
+                         f"{100 * timing['cpu_median'] / timing['encoder_cpu_median']:.1f} %")
+            lines.append(f"| {label} | {name} | {timing['terminal_cells']} | "
+                         f"{timing['particles']} | {timing['median']:.3f} / "
+                         f"{timing['p95']:.3f} | {timing['cpu_median']:.3f} | {encoder} | "
+                         f"{share} |")
+        row = {"filter": label, **timings[kernel]}
+        if kernel != "numpy":
+            row["numpy"] = timings["numpy"]
+        out.append(row)
     if encode is not None:
         lines.append("(each filter frame follows one CPU encoder pass, as in the node)")
+    if kernel == "numpy":
+        lines.append("(kernel numpy: the compiled one needs Numba, pip install numba)")
     return out, "\n".join(lines)
 
 
@@ -205,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
     from jzi_ros.evaluation.metrics import DEFAULT_RECALL_M
     from jzi_ros.files import write_json
     from jzi_ros.inference.bench import (accuracy, bench_localizer, format_table,
-                                         synthetic_setup)
+                                         synthetic_setup, timing_heading)
     from jzi_ros.inference.localizer import Localizer
     from jzi_ros.inference.options import localizer_config
 
@@ -249,7 +264,8 @@ def run(args: argparse.Namespace) -> int:
             rows.append(row)
             tree = localizer.tree
             if filter_rows is None and device == "cpu" and not args.no_fusion:
-                pixels = localizer.preprocess(image)[None]  # the filter alternates with it
+                # the filter alternates with the encoder, as in the node
+                pixels = localizer.preprocess(image, timing_heading(localizer))[None]
                 filter_rows = _bench_filter(tree, lambda: localizer.backend.encode(pixels))
             localizer.close()
     if not rows:

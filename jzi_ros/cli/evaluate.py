@@ -23,12 +23,13 @@ from jzi_ros.errors import JziError
 COMMAND = "evaluate"
 HELP = "score a model on a labelled image manifest (the replay report, no bag needed)"
 DESCRIPTION = """\
-Localize the rows of MANIFEST (split --split; e.g. a test set written by `jzi views`) and write
-the replay report (report.json, report.md, frames.csv, plots) to --out, with two baselines
-measured on the same rows: chance (a uniform terminal cell) and a no-image prior (the best
-constant guess from --prior-manifest's training rows, or the map's centre). Calibrate first on
-held-out views (`jzi localize --calibrate VAL.csv`): the report says when the test NEES drifts
-from the calibration."""
+Localize the rows of MANIFEST (split --split; e.g. a test set written by `jzi views`) with
+--method (the zoom, the zoom + geometric refinement against the map imagery, or classical
+registration against the whole map) and write the replay report (report.json, report.md,
+frames.csv, plots) to --out, with two baselines measured on the same rows: chance (a uniform
+terminal cell) and a no-image prior (the best constant guess from --prior-manifest's training
+rows, or the map's centre). Calibrate first on held-out views (`jzi localize --calibrate
+VAL.csv`): the report says when the test NEES drifts from the calibration."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,7 +81,9 @@ def run(args: argparse.Namespace) -> int:
     if args.prior_manifest is not None:
         prior_rows = training_positions(train_rows, localizer.tree)
     result = replay_manifest(args.manifest, rows[:args.limit] if args.limit else rows,
-                             localizer, progress=not args.no_progress)
+                             localizer, progress=not args.no_progress,
+                             row_intrinsics=args.method != "zoom" and args.hfov is None
+                             and args.intrinsics is None)
     truth = score(result).gt_en
     if not len(truth):
         raise JziError(f"manifest {args.manifest}: no '{args.split}' row could be scored")
@@ -90,16 +93,24 @@ def run(args: argparse.Namespace) -> int:
     summary = write_report(result, args.out, localizer.pyramid, overwrite=args.overwrite,
                            plots=not args.no_plots, extra=extra)
     check = extra["calibration_check"]
-    rows = [("model", summary["top1"]), ("chance", extra["baselines"]["chance"]),
-            ("prior", extra["baselines"]["prior"])]
+    step1 = summary["path_accuracy"]["1"]
+    rows = {"zoom": [("model", summary["top1"], step1)],
+            "refine": [("model", summary["top1"], step1),
+                       ("refined", summary["estimate"], None)],
+            "classical": [("classical", summary["estimate"], None)]}[args.method]
+    rows += [(name, extra["baselines"][name], extra["baselines"][name]["path_accuracy"]["1"])
+             for name in ("chance", "prior")]
     print(f"{summary['frames']['used']} images scored; report in {args.out}")
-    print(f"{'':8s} {'R@25':>6s} {'R@50':>6s} {'R@100':>6s} {'R@250':>6s} {'median':>9s} "
+    print(f"{'':9s} {'R@25':>6s} {'R@50':>6s} {'R@100':>6s} {'R@250':>6s} {'median':>9s} "
           f"{'step 1':>7s}")
-    steps = [summary["path_accuracy"]["1"], extra["baselines"]["chance"]["path_accuracy"]["1"],
-             extra["baselines"]["prior"]["path_accuracy"]["1"]]
-    for (name, block), step in zip(rows, steps):
+    for name, block, step in rows:
         recall = " ".join(f"{100 * v:5.1f}%" for v in block["recall"].values())
-        print(f"{name:8s} {recall} {block['median_m']:8.1f}m {100 * step:6.1f}%")
+        first = "" if step is None else f"{100 * step:6.1f}%"
+        print(f"{name:9s} {recall} {block['median_m']:8.1f}m {first:>7s}")
+    if summary.get("refinement"):
+        block = summary["refinement"]
+        print(f"refinement: {block['accepted']}/{block['frames']} frames accepted, "
+              f"{block['false_acceptances']} more than {block['false_m']:g} m off")
     if check:
         print(f"calibration: {check['verdict']}")
     return 0

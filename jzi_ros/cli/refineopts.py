@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser, method: bool = True) -> None:
                         help="refine/classical: camera intrinsics of the frames in pixels")
     camera.add_argument("--hfov", type=float, default=None, metavar="DEG",
                         help="refine/classical: horizontal field of view instead (square "
-                             "pixels, centred principal point); unset: 70 deg with a warning")
+                             "pixels, centred principal point); unset: 70 deg with a warning "
+                             "(jzi evaluate: a manifest row's hfov first)")
     parser.add_argument("--detector", choices=("sift", "orb"), default="sift",
                         help="refine/classical: local features")
     parser.add_argument("--nominal-height", type=float, default=None, metavar="M",

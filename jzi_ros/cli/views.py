@@ -25,7 +25,7 @@ HELP = "render a fixed set of drone views (val/test manifest) from rasters of th
 DESCRIPTION = """\
 Render COUNT drone-camera views whose nadir is uniform over MAP's root square, from one or
 more georeferenced rasters of the same area (other years or seasons), and write OUT/images/,
-OUT/manifest.csv (image, latitude, longitude, heading, split, pitch, altitude, source) and
+OUT/manifest.csv (image, latitude, longitude, heading, split, pitch, altitude, source, hfov) and
 OUT/views.json. Training draws fresh views on the fly from a config's `render:` block; this
 command is for the fixed sets that score it. Render the test set from a raster training never
 reads (e.g. the other date): `jzi train` refuses render sources that rendered test rows."""

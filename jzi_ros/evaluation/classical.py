@@ -38,9 +38,8 @@ import numpy as np
 from jzi_ros.errors import JziError
 from jzi_ros.inference.camera_pose import fit_frame, Intrinsics
 from jzi_ros.inference.fix import Fix, FixStatus
-from jzi_ros.inference.refine import GUESS_HFOV_DEG, RefineConfig
-from jzi_ros.inference.registration import ratio_matches, solve
-from jzi_ros.maps.features import detect_features
+from jzi_ros.inference.refine import RefineConfig
+from jzi_ros.inference.registration import frame_features, ratio_matches, solve
 
 LOG = logging.getLogger(__name__)
 
@@ -100,9 +99,9 @@ class ClassicalLocalizer:
         config = self.config
         height, width = image_rgb.shape[:2]
         K = (intrinsics or self.intrinsics
-             or Intrinsics.from_hfov(width, height, config.hfov_deg or GUESS_HFOV_DEG))
+             or config.camera(width, height))
         image_rgb, K = fit_frame(image_rgb, K, config.max_frame_px)
-        points, descriptors = detect_features(image_rgb, config.detector, config.max_features)
+        points, descriptors = frame_features(image_rgb, config)
         if len(points) < config.min_inliers or len(self.index.points_en) < config.min_inliers:
             return self._no_fix(f"{len(points)} frame features, {len(self.index.points_en)} "
                                 "in the map index", {})

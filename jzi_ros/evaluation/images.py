@@ -45,6 +45,7 @@ from jzi_ros.evaluation.metrics import DEFAULT_RECALL_M, error_summary, recall_a
 from jzi_ros.evaluation.replay import (FrameRecord, LocalizerLike, ReplayOptions, ReplayResult,
                                        SKIP_BAD_IMAGE, SKIP_GT_OUTSIDE)
 from jzi_ros.geo import CellTree
+from jzi_ros.inference.camera_pose import Intrinsics
 from jzi_ros.inference.image import read_image
 
 IMAGE_SOURCE = "manifest images"
@@ -52,12 +53,15 @@ DRIFT_FACTOR = 1.5  # test NEES more than this factor off its calibrated value i
 
 
 def replay_manifest(manifest: str | os.PathLike, rows: Sequence[Any],
-                    localizer: LocalizerLike, progress: bool = True) -> ReplayResult:
+                    localizer: LocalizerLike, progress: bool = True,
+                    row_intrinsics: bool = False) -> ReplayResult:
     """
     Localize manifest rows as if they were bag frames.
 
     ``rows`` are :class:`jzi_ros.training.manifest.Sample` (image, latitude, longitude,
-    heading), read by the caller: evaluation does not import training.
+    heading, hfov), read by the caller: evaluation does not import training.
+    ``row_intrinsics``: a row's ``hfov`` gives the camera's intrinsics to a localizer that
+    registers geometry (refinement, classical); rows without one use the localizer's own.
     """
     manifest = Path(manifest)
     tree = localizer.tree
@@ -89,7 +93,11 @@ def replay_manifest(manifest: str | os.PathLike, rows: Sequence[Any],
                 rgb = read_image(row.image)
                 t1 = time.perf_counter()
                 record.decode_ms = (t1 - t0) * 1e3
-                record.fix = localizer.localize(rgb, heading_deg=row.heading)
+                camera = {}
+                if row_intrinsics and getattr(row, "hfov", None) is not None:
+                    camera["intrinsics"] = Intrinsics.from_hfov(rgb.shape[1], rgb.shape[0],
+                                                                row.hfov)
+                record.fix = localizer.localize(rgb, heading_deg=row.heading, **camera)
                 record.localize_ms = (time.perf_counter() - t1) * 1e3
             except (BadImageError, JziError) as err:
                 record.skip, record.detail = SKIP_BAD_IMAGE, str(err)

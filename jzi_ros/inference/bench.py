@@ -117,14 +117,23 @@ def _time(fn: Callable[[], object], frames: int, warmup: int, device: str,
     return out
 
 
+TIMING_HEADING_DEG = 37.0  # a north-up model's timing frame has this heading (rotation timed)
+
+
+def timing_heading(localizer) -> float | None:
+    """Return the heading a timing frame carries: one for north-up models, else None."""
+    return TIMING_HEADING_DEG if localizer.model_config.heading == "north-up" else None
+
+
 @torch.inference_mode()
 def paper_way_frame(model: torch.nn.Module, image_rgb: np.ndarray, pyramid,
-                    device: str, dtype: torch.dtype) -> np.ndarray:
+                    device: str, dtype: torch.dtype, heading_deg: float | None = None
+                    ) -> np.ndarray:
     """One frame the paper's way; returns the greedy path's terminal cell centre (E, N)."""
     from jzi_ros.model.preprocess import ground_pixels, view_pixels
 
     config, tree = model.config, pyramid.tree
-    pixels = ground_pixels(image_rgb, config)[None].to(device, dtype)
+    pixels = ground_pixels(image_rgb, config, heading_deg)[None].to(device, dtype)
     ground = model.encode_ground(pixels)
 
     def encode_current_view(prefixes: np.ndarray) -> torch.Tensor:
@@ -140,12 +149,13 @@ def bench_localizer(localizer, image_rgb: np.ndarray, frames: int = 30, warmup: 
     """Time one Localizer (its backend, device and beam) on ``image_rgb``."""
     backend = localizer.backend
     device = backend.device
-    pixels = localizer.preprocess(image_rgb)[None]
+    heading = timing_heading(localizer)
+    pixels = localizer.preprocess(image_rgb, heading)[None]
     encoder, frame, stages, encoder_cpu, frame_cpu = [], [], {}, [], []
     for index in range(warmup + frames):  # alternate: both see the same machine load
         encoder_ms = _time(lambda: backend.encode(pixels), 1, 0, device, encoder_cpu)
         frame_ms = _time(lambda: stages.setdefault("fix", []).append(
-            localizer.localize(image_rgb)), 1, 0, device, frame_cpu)
+            localizer.localize(image_rgb, heading)), 1, 0, device, frame_cpu)
         if index >= warmup:
             encoder += encoder_ms
             frame += frame_ms
@@ -159,7 +169,7 @@ def bench_localizer(localizer, image_rgb: np.ndarray, frames: int = 30, warmup: 
     if paper_way and model is not None:
         dtype = next(model.parameters()).dtype
         paper = stats(_time(lambda: paper_way_frame(model, image_rgb, localizer.pyramid,
-                                                    device, dtype),
+                                                    device, dtype, heading),
                             frames, warmup, device))
     from jzi_ros.inference.localizer import backend_beam
 
@@ -172,9 +182,10 @@ def bench_localizer(localizer, image_rgb: np.ndarray, frames: int = 30, warmup: 
         seeds = Seeds(level, np.arange(9, dtype=np.int64) % tree.num_actions ** level)
         measured, seeded = [], []
         for index in range(warmup + frames):  # alternate, as above
-            plain_ms = _time(lambda: localizer.localize_measured(image_rgb), 1, 0, device)
-            seeded_ms = _time(lambda: localizer.localize_measured(image_rgb, seeds=seeds), 1, 0,
-                              device)
+            plain_ms = _time(lambda: localizer.localize_measured(image_rgb, heading), 1, 0,
+                             device)
+            seeded_ms = _time(lambda: localizer.localize_measured(image_rgb, heading,
+                                                                  seeds=seeds), 1, 0, device)
             if index >= warmup:
                 measured += plain_ms
                 seeded += seeded_ms
@@ -199,7 +210,7 @@ def bench_refinement(localizer, refiner, classical, image_rgb: np.ndarray, intri
     says whether the refinement was accepted (a rejected frame may try several cells, the slow
     path); ``refine_cpu_ms`` is this thread's CPU time (what ``cpu_ms`` is for the encoder).
     """
-    fix = localizer.localize(image_rgb)
+    fix = localizer.localize(image_rgb, timing_heading(localizer))
     cpu: list[float] = []
     refine = _time(lambda: refiner.refine(image_rgb, fix, intrinsics), frames, warmup, "cpu",
                    cpu)
@@ -295,7 +306,7 @@ def bench_filter(tree, frames: int = 200, warmup: int = 20, config=None,
     the caches the filter would find warm in a tight loop; both are timed by wall clock and
     by thread CPU time (less sensitive to other processes on a busy machine), so the filter's
     share of the encoder comes from the same run. Returns medians (p95 of the filter's wall
-    time) in ms and the map's size.
+    time) in ms, the map's size and the kernel that ran (``FusionConfig.kernel`` resolved).
     """
     from jzi_ros.inference.fusion import CellFilter
     from jzi_ros.inference.fusion_config import FusionConfig
@@ -325,7 +336,8 @@ def bench_filter(tree, frames: int = 200, warmup: int = 20, config=None,
                             encoder_cpu))
     ms = 1e3 * np.asarray(samples)
     out = {"terminal_cells": tree.num_actions ** tree.depth, "size_m": tree.size_m,
-           "particles": fusion.config.particles, **stats(ms[:, 0].tolist()),
+           "particles": fusion.config.particles, "kernel": fusion.kernel,
+           **stats(ms[:, 0].tolist()),
            "cpu_median": round(float(np.median(ms[:, 1])), 3)}
     if encode is not None:
         out.update(encoder_median=round(float(np.median(ms[:, 2])), 3),

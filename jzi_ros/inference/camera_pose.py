@@ -23,7 +23,7 @@ heading and tilt. Pure geometry (no matching, no acceptance policy: those are
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import math
 from typing import Sequence
 
@@ -41,12 +41,18 @@ class Intrinsics:
     fy: float
     cx: float
     cy: float
+    # relative 1-sigma of the focal length: 0 for calibrated intrinsics (CameraInfo, a given
+    # matrix or field of view); a guessed field of view carries its doubt into the covariance
+    focal_sigma: float = 0.0
 
     def __post_init__(self) -> None:
         values = (self.fx, self.fy, self.cx, self.cy)
         if not all(math.isfinite(float(v)) for v in values) or self.fx <= 0 or self.fy <= 0:
             raise JziError(f"camera intrinsics: need finite fx, fy > 0 and finite cx, cy, got "
                            f"fx={self.fx!r} fy={self.fy!r} cx={self.cx!r} cy={self.cy!r}")
+        if not 0.0 <= float(self.focal_sigma) < 0.5:
+            raise JziError(f"camera intrinsics: focal_sigma is a relative 1-sigma in [0, 0.5), "
+                           f"got {self.focal_sigma!r}")
 
     @classmethod
     def from_hfov(cls, width: int, height: int, hfov_deg: float) -> "Intrinsics":
@@ -84,7 +90,11 @@ class Intrinsics:
         """Return the intrinsics of the image resized by ``factor`` (pixel centres kept)."""
         fy = factor if factor_y is None else factor_y
         return Intrinsics(self.fx * factor, self.fy * fy, (self.cx + 0.5) * factor - 0.5,
-                          (self.cy + 0.5) * fy - 0.5)
+                          (self.cy + 0.5) * fy - 0.5, self.focal_sigma)
+
+    def with_focal(self, factor: float) -> "Intrinsics":
+        """Return these intrinsics with the focal length times ``factor`` (same image)."""
+        return replace(self, fx=self.fx * factor, fy=self.fy * factor)
 
 
 def fit_frame(image: np.ndarray, intrinsics: Intrinsics, max_px: int

@@ -58,14 +58,18 @@ by ``covariance_scale`` after a random-walk step and by ``odom_covariance_scale`
 odometry step (fitted apart: the odometry belief is far tighter).
 
 Cost: a fixed, small number of numpy calls per frame whatever the map size (CellFilter says
-how); ``jzi bench`` times it next to the encoder.
+how), or, with ``FusionConfig.kernel`` numba (the default when Numba is installed), a handful
+of compiled calls (:mod:`jzi_ros.inference.fusion_kernel`) on the same random numbers with the
+same particles and weights; ``jzi bench`` times it next to the encoder.
 """
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
+from jzi_ros.errors import JziError
 from jzi_ros.geo import CellTree
 from jzi_ros.inference import seeding
 from jzi_ros.inference.decode import Seeds
@@ -93,7 +97,9 @@ class CellFilter:
     the same coarse cells: tree cells of at most 64 x 64 over the root, so their number does
     not grow with the map). Gaussian motion noise and fresh velocities are read at a random
     offset from banks drawn once at construction (drawing thousands of normals per frame
-    costs more than the rest of the update).
+    costs more than the rest of the update). ``kernel`` (``numpy`` or ``numba``) says which
+    step runs (``FusionConfig.kernel``); the compiled one covers the prediction and the step
+    without a refined fix, refined-fix frames and (re)initialisations take the numpy code.
     """
 
     def __init__(self, tree: CellTree, config: FusionConfig | None = None) -> None:
@@ -116,8 +122,14 @@ class CellFilter:
         self._coarse_span = tree.num_actions ** (tree.depth - level)
         self._coarse_cells = tree.num_actions ** level
         self._coarse_area = tree.cell_side(level) ** 2
+        scale, offset = codes.per_metre(tree.size_m)  # terminal_indices_en of a few points
+        self._to_terminal = (float(scale[0, 0]), float(scale[1, 0]), float(offset[0, 0]),
+                             float(offset[1, 0]), tree.grid ** tree.depth - 1, codes.row_code,
+                             codes.col_code)
         n = self.config.particles
-        self._modes = ModeFinder(self._coarse_cells, self.config.mode_radius_m)
+        self._kernel = _kernel_module(self.config.kernel)  # None: the numpy path
+        self.kernel = "numpy" if self._kernel is None else "numba"
+        self._modes = ModeFinder(self._coarse_cells, self.config.mode_radius_m, self._kernel)
         self._drawn = int(round(self.config.proposal_fraction * n))
         self._drawn_point = max(1, int(round(self.config.refined_proposal_fraction * n)))
         most = n + self._drawn + self._drawn_point
@@ -129,6 +141,28 @@ class CellFilter:
         radius = np.sqrt(self.rng.uniform(0, 1, bank))
         angle = self.rng.uniform(0, 2 * np.pi, bank)
         self._disc_bank = np.stack([radius * np.cos(angle), radius * np.sin(angle)])
+        if self._kernel is not None:  # its inputs, C-ordered as its compiled signatures
+            self._k_corners = tuple(np.ascontiguousarray(a, np.float64) for a in (
+                self._high_corner, self._low_corner))
+            self._k_geometry = np.array([self._metres[0, 0], self._metres[1, 0], scale[0, 0],
+                                         scale[1, 0], offset[0, 0], offset[1, 0], self.half,
+                                         self.config.max_speed_mps, self._low_span,
+                                         self._coarse_span], np.float64)
+            self._k_codes = np.ascontiguousarray(np.stack([codes.row_code, codes.col_code]),
+                                                 np.int64)
+            self._k_drawn = np.empty((4, self._drawn))
+            self._k_likelihood = np.empty(n + self._drawn)
+            self._k_coarse = np.empty(n + self._drawn, np.int64)
+            self._k_hist = np.empty(self._coarse_cells)
+            self._k_uniforms = np.empty((4, self._drawn))
+            self._k_cumulative = np.empty(1024)  # (grown when a measurement has more runs)
+            # the generator's draw functions and state: the kernel moves the same stream
+            self._k_generator = self._kernel.generator_handle(self.rng)
+            self._k_params = np.array([self._terminal_cells, self.config.likelihood_exponent,
+                                       0.0, self.config.reset_nats, self.config.anywhere_prob,
+                                       tree.size_m ** 2, self._coarse_area,
+                                       self.config.proposal_fraction,
+                                       self.config.mode_radius_m], np.float64)
         self.reset()
 
     @property
@@ -158,13 +192,17 @@ class CellFilter:
     # --- random numbers ----------------------------------------------------------------------
     def _normals(self, count: int) -> np.ndarray:
         """``[2, count]`` standard normals: a read-only slice of the bank at a random offset."""
-        start = int(self.rng.integers(0, self._normal_bank.shape[1] - count + 1))
+        start = self._bank_start(self._normal_bank, count)
         return self._normal_bank[:, start:start + count]
 
     def _velocities(self, count: int) -> np.ndarray:
         """``[2, count]`` velocities uniform in the disc of radius max_speed_mps."""
-        start = int(self.rng.integers(0, self._disc_bank.shape[1] - count + 1))
+        start = self._bank_start(self._disc_bank, count)
         return self._disc_bank[:, start:start + count] * self.config.max_speed_mps
+
+    def _bank_start(self, bank: np.ndarray, count: int) -> int:
+        """Return a random offset for ``count`` columns of a bank (one draw of the stream)."""
+        return int(self.rng.integers(0, bank.shape[1] - count + 1))
 
     # --- measurement -----------------------------------------------------------------------
     def _tempered(self, measurement: Measurement) -> tuple[Partition, np.ndarray, np.ndarray]:
@@ -246,7 +284,11 @@ class CellFilter:
         cfg, state = self.config, self._state
         position, velocity = state[:2], state[2:]
         self._odometry = displacement_en is not None
-        if displacement_en is None:
+        if self._kernel is not None:
+            start = self._bank_start(self._normal_bank, state.shape[1])
+            self._kernel.predict(state, self._normal_bank, start,
+                                 *self._motion(dt_s, displacement_en), float(self.half))
+        elif displacement_en is None:
             velocity += self._normals(state.shape[1]) * (cfg.accel_sigma_mps2 * dt_s)
             speed = np.einsum("ij,ij->j", velocity, velocity)
             np.maximum(speed, cfg.max_speed_mps ** 2, out=speed)
@@ -262,9 +304,23 @@ class CellFilter:
             position += step
             if dt_s > 0:  # should odometry drop out, the random walk carries on from here
                 np.multiply(step, 1.0 / dt_s, out=velocity)
-        np.minimum(position, self.half, out=position)
-        np.maximum(position, -self.half, out=position)
+        if self._kernel is None:
+            np.minimum(position, self.half, out=position)
+            np.maximum(position, -self.half, out=position)
         self._coarse = None
+
+    def _motion(self, dt_s: float, displacement_en: np.ndarray | None
+                ) -> tuple[bool, float, float, float, float]:
+        """Return the compiled prediction's motion arguments (fusion_kernel._predict)."""
+        cfg, dt_s = self.config, float(dt_s)
+        if displacement_en is None:
+            return (True, float(cfg.accel_sigma_mps2 * dt_s), float(cfg.max_speed_mps),
+                    float(cfg.max_speed_mps ** 2), dt_s)
+        d = np.asarray(displacement_en, np.float64).reshape(2, 1)
+        sigma = (cfg.odom_noise_fraction * math.hypot(d[0, 0], d[1, 0])
+                 + cfg.odom_noise_mps * dt_s)
+        return (False, float(max(sigma, 1e-6)), float(d[0, 0]), float(d[1, 0]),
+                1.0 / dt_s if dt_s > 0 else 0.0)
 
     # --- one frame -------------------------------------------------------------------------
     def step(self, stamp_ns: int, measurement: Measurement | None,
@@ -297,6 +353,8 @@ class CellFilter:
             return self._estimate(event or "init")
         dt = (int(stamp_ns) - self.last_stamp_ns) / 1e9
         self.last_stamp_ns = int(stamp_ns)
+        if self._kernel is not None and measurement is not None and point is None:
+            return self._step_compiled(stamp_ns, measurement, dt, displacement_en, event)
         self.predict(dt, displacement_en)
         if measurement is None:
             return self._estimate("")
@@ -320,6 +378,41 @@ class CellFilter:
         self._mixture_update(states, terminal // self._coarse_span, likelihood,
                              z_uniform * self.tree.size_m ** 2)
         return self._estimate(event)
+
+    def _step_compiled(self, stamp_ns: int, measurement: Measurement, dt_s: float,
+                       displacement_en: np.ndarray | None, event: str) -> FilterEstimate:
+        """
+        ``step`` without a refined fix in one compiled call: the same draws and operations.
+
+        ``fusion_kernel.frame`` draws from this filter's generator as ``predict``, ``_draw``
+        and ``_mixture_update`` do (so the stream stays the numpy path's), predicts, looks
+        up the likelihoods, runs the kidnap test, resamples, weights and finds the modes; a
+        kidnap re-initialises here, from the same point of the stream.
+        """
+        cfg, n = self.config, len(self.weights)
+        self._odometry = displacement_en is not None
+        u, part = cfg.uniform_weight, measurement.partition(self.tree)
+        floor = ((1 - u) * measurement.background + u) / self.tree.size_m ** 2
+        tempered = (1 - u) * part.density  # as _tempered, its cumulative sum in the kernel
+        tempered += floor
+        tempered **= cfg.likelihood_exponent  # (** as _tempered: numpy's scalar fast paths)
+        if len(tempered) > len(self._k_cumulative):
+            self._k_cumulative = np.empty(2 * len(tempered))
+        params, modes = self._k_params, self._modes
+        params[2] = self.cusum
+        state, weights, keys = np.empty((4, n)), np.empty(n), np.empty(n, np.int64)
+        self.cusum, occupied, found = self._kernel.frame(
+            self._k_generator, self._state, self.weights, self._normal_bank,
+            *self._motion(dt_s, displacement_en), self._k_uniforms, self._disc_bank,
+            part.bounds, part.cells, tempered, self._k_cumulative, *self._k_corners,
+            self._k_geometry, self._k_codes, self._k_drawn, self._k_likelihood, self._k_coarse,
+            params, self._k_hist, state, weights, keys, *modes.scratch, modes.moments)
+        if occupied < 0:
+            self._initialise(measurement, stamp_ns,
+                             (part, tempered, self._k_cumulative[:len(tempered)]))
+            return self._estimate("kidnap: frames keep disagreeing with the filter")
+        self._state, self.weights, self._coarse = state, weights, keys
+        return self._estimate(event, occupied, found)
 
     def _step_point(self, stamp_ns: int, measurement: Measurement, point: PointMeasurement,
                     event: str) -> FilterEstimate:
@@ -357,7 +450,10 @@ class CellFilter:
         return self._estimate(event)
 
     def _coarse_keys(self) -> np.ndarray:
-        if self._coarse is None:
+        if self._coarse is None and self._kernel is not None and self._state.flags.c_contiguous:
+            self._coarse = np.empty(self._state.shape[1], np.int64)
+            self._kernel.coarse_cells(self._state, self._k_geometry, self._k_codes, self._coarse)
+        elif self._coarse is None:
             self._coarse = (terminal_indices_en(self.tree, self._state[:2], inside=True)
                             // self._coarse_span)
         return self._coarse
@@ -416,33 +512,42 @@ class CellFilter:
         self._coarse = coarse
 
     # --- output ----------------------------------------------------------------------------
-    def _estimate(self, event: str) -> FilterEstimate:
+    def _estimate(self, event: str, occupied: int | None = None, found: int = -1
+                  ) -> FilterEstimate:
         if not self.initialised:
             zero = np.zeros(2)
             return FilterEstimate(False, (), zero, np.eye(2) * self.tree.size_m ** 2 / 12,
                                   event, 0.0)
-        modes = self._modes(self._state, self.weights, self._coarse_keys())
+        if self._kernel is not None and self._state.flags.c_contiguous:
+            if occupied is None:  # (the compiled frame: its cell moments, modes if found)
+                occupied = self._kernel.cell_moments(self._state, self.weights,
+                                                     self._coarse_keys(), *self._modes.scratch)
+            modes, spread, sigma = self._modes.summary(occupied, found)  # as below
+        else:
+            modes = self._modes(self._state, self.weights, self._coarse_keys())
+            # second moment of the reported modes about the published position (the
+            # heaviest mode's mean): a second mode far away widens it, as the beam spread
+            # does per frame; the diffuse rest (each cluster under MIN_MODE_MASS, e.g. the
+            # anywhere_prob share) does not, or one per cent of mass 2 km away alone would
+            # make a 200 m sigma
+            a = b = c = total = 0.0
+            east, north = modes[0].mean_en.tolist()
+            for mode in modes:
+                (xx, xy), (_, yy) = mode.cov_en.tolist()
+                de, dn = mode.mean_en[0] - east, mode.mean_en[1] - north
+                a += mode.mass * (xx + de * de)
+                b += mode.mass * (xy + de * dn)
+                c += mode.mass * (yy + dn * dn)
+                total += mode.mass
+            a, b, c = a / total, b / total, c / total
+            sigma = math.sqrt(max(0.0, 0.5 * (a + c) + math.hypot(0.5 * (a - c), b)))
+            spread = np.array([[a, b], [b, c]])
         main = modes[0]
-        # second moment of the reported modes about the published position (the heaviest
-        # mode's mean): a second mode far away widens it, as the beam spread does per frame;
-        # the diffuse rest (each cluster under MIN_MODE_MASS, e.g. the anywhere_prob share)
-        # does not, or one per cent of mass 2 km away alone would make a 200 m sigma
-        a = b = c = total = 0.0
-        east, north = main.mean_en.tolist()
-        for mode in modes:
-            (xx, xy), (_, yy) = mode.cov_en.tolist()
-            de, dn = mode.mean_en[0] - east, mode.mean_en[1] - north
-            a += mode.mass * (xx + de * de)
-            b += mode.mass * (xy + de * dn)
-            c += mode.mass * (yy + dn * dn)
-            total += mode.mass
-        a, b, c = a / total, b / total, c / total
-        sigma = math.sqrt(max(0.0, 0.5 * (a + c) + math.hypot(0.5 * (a - c), b)))
         converged = main.mass >= self.config.fix_mode_mass and sigma <= self.config.fix_sigma_m
         refined = self._point_en is not None and math.hypot(
             *(self._point_en - main.mean_en)) <= self.config.mode_radius_m
-        return FilterEstimate(converged, modes, main.mean_en, np.array([[a, b], [b, c]]),
-                              event, self.cusum, self._odometry, refined)
+        return FilterEstimate(converged, modes, main.mean_en, spread, event, self.cusum,
+                              self._odometry, refined)
 
     def fix(self, estimate: FilterEstimate, altitude_m: float, altitude_sigma_m: float,
             timings_ms: dict[str, float] | None = None) -> Fix:
@@ -453,17 +558,24 @@ class CellFilter:
             lat, lon = tree.cell_center(())
             return Fix.no_fix(f"fusion: {estimate.event or 'no measurement yet'}", lat, lon,
                               altitude_m, tree.size_m ** 2 / 12, timings)
-        centres = np.array([m.mean_en for m in estimate.modes]).T  # [2, modes]
-        lats, lons = tree.to_latlon(centres[0], centres[1])  # one pyproj call for all modes
-        # each mode's terminal cell (clipped to the root, as path_of_local's edges)
-        terminal = terminal_indices_en(tree, centres).tolist()
+        east_north = [m.mean_en.tolist() for m in estimate.modes]
+        if len(east_north) == 1:  # one pyproj call for all modes (floats: a third of the time)
+            lat, lon = tree.to_latlon(*east_north[0])
+            lats, lons = [lat], [lon]
+        else:
+            lats, lons = tree.to_latlon(*map(list, zip(*east_north)))
+        # each mode's terminal cell (clipped to the root, as path_of_local's edges): what
+        # terminal_indices_en computes, in Python floats for these few points
+        s0, s1, o0, o1, last, row_code, col_code = self._to_terminal
+        terminal = [int(row_code[max(min(int(n * s1 + o1), last), 0)]
+                        + col_code[max(min(int(e * s0 + o0), last), 0)])
+                    for e, n in east_north]
         hypotheses = tuple(
             Hypothesis(tree._path_from_level_index(t, tree.depth), m.mass,
                        math.log(max(m.mass, 1e-300)), e, n, la, lo)
-            for m, t, e, n, la, lo in zip(estimate.modes, terminal, *centres.tolist(),
-                                          lats.tolist(), lons.tolist()))
+            for m, t, (e, n), la, lo in zip(estimate.modes, terminal, east_north, lats, lons))
         main = estimate.modes[0]
-        east, north = float(main.mean_en[0]), float(main.mean_en[1])
+        east, north = east_north[0]
         if not estimate.converged:
             reason = (f"fusion: not converged (heaviest of {len(estimate.modes)} modes holds "
                       f"{main.mass:.2f} of the belief)")
@@ -484,3 +596,32 @@ class CellFilter:
                    min_mass: float | None = None) -> Seeds | None:
         """Return the cells the prior supports for the frame at ``stamp_ns`` (seeding.py)."""
         return seeding.seed_cells(self, stamp_ns, displacement_en, min_mass)
+
+
+def _kernel_module(kernel: str):
+    """
+    Return the compiled kernels' module for ``FusionConfig.kernel``, or None for numpy.
+
+    ``numba`` without a working Numba is an error that says how to install it; ``auto`` then
+    takes numpy (with a warning when Numba is installed but cannot compile the kernels).
+    """
+    if kernel == "numpy":
+        return None
+    try:
+        from jzi_ros.inference import fusion_kernel
+
+        fusion_kernel.load()  # compiled (or loaded from Numba's cache) now, not on a frame
+        return fusion_kernel
+    except ImportError as err:
+        if kernel == "numba":
+            raise JziError(f"fusion.kernel numba: Numba is not importable ({err}); install it "
+                           f"(pip install numba, or the python3-numba Debian package) or set "
+                           f"fusion.kernel to auto or numpy") from None
+    except Exception as err:  # noqa: B902 (a Numba that does not suit this numpy, ...)
+        if kernel == "numba":
+            raise JziError(f"fusion.kernel numba: the filter kernels do not compile "
+                           f"({type(err).__name__}: {err}); set fusion.kernel to numpy") from None
+        warnings.warn(f"fusion.kernel auto: the Numba filter kernels do not compile "
+                      f"({type(err).__name__}: {err}); using numpy", RuntimeWarning,
+                      stacklevel=3)
+    return None

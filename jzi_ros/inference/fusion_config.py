@@ -30,6 +30,8 @@ from typing import Any
 
 from jzi_ros.errors import JziError
 
+KERNELS = ("auto", "numpy", "numba")  # FusionConfig.kernel
+
 
 @dataclass
 class FusionConfig:
@@ -72,6 +74,10 @@ class FusionConfig:
     # the 5 % of a reported mode; a second fix at the same place moves the belief there
     refined_outlier_prob: float = 0.2
     refined_proposal_fraction: float = 0.05  # share of particles drawn from a refined fix
+    # the per-frame step: "numba" (compiled, jzi_ros.inference.fusion_kernel; needs the
+    # optional numba package), "numpy" (the reference), "auto": numba when importable. Same
+    # random streams, the same fixes (docs/fusion.md "Filter cost")
+    kernel: str = "auto"
 
     def __post_init__(self) -> None:
         if int(self.particles) != self.particles or self.particles < 16:
@@ -104,6 +110,9 @@ class FusionConfig:
             if not (math.isfinite(float(value)) and ok):
                 raise JziError(f"fusion.{name} must be {expected}, got {value!r}")
         self.particles = int(self.particles)
+        if self.kernel not in KERNELS:
+            raise JziError(f"fusion.kernel must be one of {', '.join(KERNELS)}, got "
+                           f"{self.kernel!r}")
         if not isinstance(self.seed_beam, bool):
             raise JziError(f"fusion.seed_beam must be true or false, got {self.seed_beam!r}")
 

@@ -23,6 +23,7 @@ the coarse cells' weighted moments in a fixed number of numpy calls (:class:`Mod
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -70,10 +71,17 @@ class FilterEstimate:
 class ModeFinder:
     """Modes of a weighted particle state over ``cells`` coarse cells (``radius`` metres)."""
 
-    def __init__(self, cells: int, radius_m: float) -> None:
+    def __init__(self, cells: int, radius_m: float, kernel: Any = None) -> None:
         self.cells = int(cells)
         self.radius = float(radius_m)
         self.cell_index = np.arange(self.cells)
+        self.kernel = kernel  # jzi_ros.inference.fusion_kernel, or None: numpy
+        # the kernel's buffers: per cell moments and "occupied" flags (zeroed scratch), the
+        # occupied cells' moments and minus their mass, the modes' moments
+        self.scratch = () if kernel is None else (
+            np.zeros((self.cells, 6)), np.zeros(self.cells, np.uint8),
+            np.zeros((self.cells, 6)), np.zeros(self.cells))
+        self.moments = np.zeros((MAX_MODES, 6))
 
     def __call__(self, state: np.ndarray, weights: np.ndarray, keys: np.ndarray
                  ) -> tuple[Mode, ...]:
@@ -86,8 +94,12 @@ class ModeFinder:
         centre of mass, and each seed moves to its members' mean. A fixed number of numpy
         calls whatever the number of modes (the greedy one-mode-at-a-time loop this replaced
         cost ten calls per mode). Modes under ``MIN_MODE_MASS`` are the diffuse tail (the
-        heaviest is always kept).
+        heaviest is always kept). With ``kernel``, the same in compiled calls
+        (:meth:`summary`) around numpy's argsort (so that ties are ordered alike).
         """
+        if self.kernel is not None and state.flags.c_contiguous:
+            return self.summary(self.kernel.cell_moments(state, weights, keys,
+                                                         *self.scratch))[0]
         radius, w, cells = self.radius, weights, self.cells
         weighted = state[:2] * w  # w x, w y
         second = weighted.take(_WXY, axis=0)
@@ -124,3 +136,24 @@ class ModeFinder:
             modes.append(Mode(total, np.array([se, sn]), np.array([[xx, xy], [xy, yy]])))
         modes.sort(key=lambda mode: -mode.mass)
         return tuple(modes)
+
+    def summary(self, occupied: int, found: int = -1
+                ) -> tuple[tuple[Mode, ...], np.ndarray, float]:
+        """
+        Return the kernel's modes, their spread about the heaviest and its major-axis sigma.
+
+        From the ``occupied`` cell moments in ``scratch`` (``found``: the modes the kernel
+        already put in ``moments``, -1: none yet); the spread is the filter's estimate
+        covariance (``fusion_kernel.summarise``).
+        """
+        if found < 0:
+            sums, minus_mass = self.scratch[2:]
+            found = self.kernel.cluster(sums, occupied, minus_mass[:occupied].argsort(),
+                                        self.radius, SEED_CELLS, self.moments)
+        masses, means = np.empty(MAX_MODES), np.empty((MAX_MODES, 2))
+        covs, spread = np.empty((MAX_MODES, 2, 2)), np.empty((2, 2))
+        count, sigma = self.kernel.summarise(self.moments, found, MIN_MODE_MASS, masses, means,
+                                             covs, spread)
+        modes = tuple(Mode(mass, means[i], covs[i])
+                      for i, mass in enumerate(masses[:count].tolist()))
+        return modes, spread, sigma

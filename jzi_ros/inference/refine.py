@@ -49,7 +49,7 @@ import numpy as np
 from jzi_ros.errors import JziError
 from jzi_ros.inference.camera_pose import fit_frame, Intrinsics
 from jzi_ros.inference.fix import Fix, FixStatus
-from jzi_ros.inference.registration import ratio_matches, Registration, solve
+from jzi_ros.inference.registration import frame_features, ratio_matches, Registration, solve
 from jzi_ros.maps.features import detect_features, DETECTORS
 
 LOG = logging.getLogger(__name__)
@@ -67,6 +67,8 @@ class RefineConfig:
 
     detector: str = "sift"  # sift or orb (AKAZE is not in OpenCV 5's main modules)
     max_features: int = 2000  # per frame, and per map window
+    # a SIFT frame with fewer features is detected again at half the contrast threshold (0: off)
+    low_contrast_features: int = 100
     max_frame_px: int = 800  # larger frames are shrunk to this long side first
     use_index: bool = True  # map features from the map-build index when its scale fits
     ratio: float = 0.85  # Lowe's ratio test
@@ -88,11 +90,16 @@ class RefineConfig:
     sigma_floor_m: float = 0.55
     sigma_floor_px: float = 0.55
     hfov_deg: float | None = None  # field of view when no intrinsics are given (None: guess)
+    # relative 1-sigma of the guessed focal length (no intrinsics, no hfov_deg): a 70 deg guess
+    # for cameras of 60-90 deg; the nadir point's shift under it joins the covariance, so an
+    # oblique view with a guessed camera is not published as metre-accurate
+    guessed_focal_sigma: float = 0.2
 
     def __post_init__(self) -> None:
         if self.detector not in DETECTORS:
             raise JziError(f"refine.detector must be one of {DETECTORS}, got {self.detector!r}")
         checks = {"max_features": self.max_features >= 16, "max_frame_px": self.max_frame_px >= 64,
+                  "low_contrast_features": self.low_contrast_features >= 0,
                   "ratio": 0 < self.ratio < 1,
                   "ransac_px": self.ransac_px > 0, "top_cells": self.top_cells >= 1,
                   "nominal_height_m": self.nominal_height_m > 0,
@@ -104,12 +111,20 @@ class RefineConfig:
                   "sigma_floor_m": self.sigma_floor_m > 0,
                   "sigma_floor_px": self.sigma_floor_px >= 0,
                   "hfov_deg": self.hfov_deg is None or 1 < self.hfov_deg < 170,
+                  "guessed_focal_sigma": 0 <= self.guessed_focal_sigma < 0.5,
                   "search_margin_m": self.search_margin_m is None or self.search_margin_m >= 0}
         for name, ok in checks.items():
             value = getattr(self, name)
             if not ok or (isinstance(value, float) and not math.isfinite(value)):
                 raise JziError(f"refine.{name}: value {value!r} is out of range; see "
                                "RefineConfig in jzi_ros/inference/refine.py for the bounds")
+
+    def camera(self, width: int, height: int) -> Intrinsics:
+        """Return intrinsics from ``hfov_deg``, else the guess with its focal doubt."""
+        if self.hfov_deg is not None:
+            return Intrinsics.from_hfov(width, height, self.hfov_deg)
+        guess = Intrinsics.from_hfov(width, height, GUESS_HFOV_DEG)
+        return dataclasses.replace(guess, focal_sigma=self.guessed_focal_sigma)
 
 
 # --- features and matching ---------------------------------------------------------------
@@ -156,7 +171,7 @@ class Refiner:
                         GUESS_HFOV_DEG)
             self._warned_guess = True
         height, width = image.shape[:2]
-        return Intrinsics.from_hfov(width, height, hfov or GUESS_HFOV_DEG)
+        return self.config.camera(width, height)
 
     def search_margin_m(self, intrinsics: Intrinsics, image_shape: tuple[int, ...]) -> float:
         """Return how far around a cell to search: the footprint's half-diagonal, tilt allowed."""
@@ -173,7 +188,7 @@ class Refiner:
         image, K = fit_frame(image, self.intrinsics_for(image, intrinsics), config.max_frame_px)
         gsd = config.nominal_height_m / math.sqrt(K.fx * K.fy)
         image, K, gsd = self._shrink_to_index(image, K, gsd)
-        frame_pts, frame_desc = detect_features(image, config.detector, config.max_features)
+        frame_pts, frame_desc = frame_features(image, config)
         if len(frame_pts) < config.min_inliers:
             return Registration(False, f"the frame has {len(frame_pts)} features (need "
                                 f"{config.min_inliers}; blank, dark or blurred image?)")

@@ -34,8 +34,27 @@ import numpy as np
 from jzi_ros.inference.camera_pose import (GroundPose, Intrinsics, pose_from_homography,
                                            poses_from_homographies)
 from jzi_ros.inference.posterior import apply_scale_and_floor
+from jzi_ros.maps.features import detect_features
 
 MATCH_CHUNK = 4096  # index rows per GEMM: 2000 frame features x 4096 floats = 33 MB at most
+
+
+def frame_features(image: np.ndarray, config: Any) -> tuple[np.ndarray, np.ndarray]:
+    """
+    Detect a frame's features; a low-contrast frame is searched again at half the threshold.
+
+    Small, blurred or hazy frames can give SIFT too few corners at its default contrast
+    threshold to register at all (autzen's 160 x 120 px views: 40 % under 25 features). Below
+    ``config.low_contrast_features`` the frame is detected again with half the threshold and
+    the richer set is kept. The map's features keep the default: only the frame's weak corners
+    are added, and the acceptance test judges the result as always.
+    """
+    points, descriptors = detect_features(image, config.detector, config.max_features)
+    if config.detector == "sift" and len(points) < config.low_contrast_features:
+        more = detect_features(image, config.detector, config.max_features, contrast_scale=0.5)
+        if len(more[0]) > len(points):
+            return more
+    return points, descriptors
 
 
 def ratio_matches(query: np.ndarray, train: np.ndarray | None, detector: str, ratio: float,
@@ -101,7 +120,7 @@ class Registration:
     inliers: int = 0
     pose: GroundPose | None = None
     covariance_en: np.ndarray | None = None  # 2x2 m^2, calibrated and floored
-    raw_covariance_en: np.ndarray | None = None  # the bootstrap spread (what calibration fits)
+    raw_covariance_en: np.ndarray | None = None  # bootstrap spread + focal doubt (calibrated)
 
     @property
     def inlier_ratio(self) -> float:
@@ -146,6 +165,26 @@ def _pose_samples(image_pts: np.ndarray, target_pts: np.ndarray, to_ground: np.n
     poses = poses_from_homographies(to_ground @ H, intrinsics)
     ok = poses["valid"]
     return np.stack([poses["east_m"][ok], poses["north_m"][ok]], axis=1).reshape(-1, 2)
+
+
+def _focal_spread(to_ground_h: np.ndarray, intrinsics: Intrinsics) -> np.ndarray | None:
+    """
+    Return the nadir point's 2x2 covariance (m^2) from the focal length's relative 1-sigma.
+
+    A wrong focal length tilts the recovered camera: at nadir the nadir point does not move,
+    on an oblique view it moves by about height x the tilt error. The pose is solved again at
+    the focal length +-1 sigma and half the difference is the 1-sigma shift. None when either
+    end gives no camera pose; zero for calibrated intrinsics.
+    """
+    sigma = intrinsics.focal_sigma
+    if sigma <= 0:
+        return np.zeros((2, 2))
+    ends = [pose_from_homography(to_ground_h, intrinsics.with_focal(1 + sign * sigma))
+            for sign in (1.0, -1.0)]
+    if any(end is None for end in ends):
+        return None
+    shift = np.array([ends[0].east_m - ends[1].east_m, ends[0].north_m - ends[1].north_m]) / 2
+    return np.outer(shift, shift)
 
 
 def _normalise(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -217,13 +256,22 @@ def solve(image_pts: np.ndarray, target_pts: np.ndarray, to_ground: np.ndarray,
         result.reason = "inlier resamples give no stable pose"
         return result
     spread = np.cov(samples.T) if len(samples) > 1 else np.zeros((2, 2))
-    result.raw_covariance_en = spread
+    focal = _focal_spread(to_ground @ H, intrinsics)
+    if focal is None:
+        result.reason = ("no camera pose within the guessed focal length's doubt (give the "
+                         "camera's intrinsics)")
+        return result
     # an orthophoto and its features are good to about half a pixel, however tight the inliers
     floor_m = max(config.sigma_floor_m, config.sigma_floor_px * abs(float(to_ground[0, 0])))
+    # acceptance judges the registration (its resample spread); the published covariance also
+    # carries the guessed focal length's doubt, which says nothing about the match
     cov = apply_scale_and_floor(spread, config.covariance_scale, floor_m)
     sigma = math.sqrt(float(max(np.linalg.eigvalsh(cov))))
     if not (np.all(np.isfinite(cov)) and sigma <= config.max_sigma_m):
         result.reason = f"position spread {sigma:.1f} m > {config.max_sigma_m:g} m"
         return result
-    result.accepted, result.covariance_en = True, cov
+    result.raw_covariance_en = spread + focal
+    result.accepted = True
+    result.covariance_en = apply_scale_and_floor(result.raw_covariance_en,
+                                                 config.covariance_scale, floor_m)
     return result

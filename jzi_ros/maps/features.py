@@ -28,10 +28,14 @@ import numpy as np
 DETECTORS = ("sift", "orb")
 
 
+SIFT_CONTRAST_THRESHOLD = 0.04  # OpenCV's default
+
+
 @functools.lru_cache(maxsize=8)
-def _detector(name: str, max_features: int):
+def _detector(name: str, max_features: int, contrast_scale: float = 1.0):
     if name == "sift":
-        return cv2.SIFT_create(nfeatures=int(max_features))
+        return cv2.SIFT_create(nfeatures=int(max_features),
+                               contrastThreshold=SIFT_CONTRAST_THRESHOLD * contrast_scale)
     return cv2.ORB_create(nfeatures=int(max_features))
 
 
@@ -44,14 +48,20 @@ def to_gray(image: np.ndarray) -> np.ndarray:
 
 
 def detect_features(image: np.ndarray, detector: str, max_features: int,
-                    valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Return keypoint pixels float32 [N, 2] and descriptors [N, D] (none: N = 0)."""
+                    valid: np.ndarray | None = None, contrast_scale: float = 1.0
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """
+    Return keypoint pixels float32 [N, 2] and descriptors [N, D] (none: N = 0).
+
+    ``contrast_scale`` scales SIFT's contrast threshold (below 1: weaker corners count too).
+    """
     gray = to_gray(image)
     mask = None
     if valid is not None:
         # stay clear of the edge of the covered area (a nodata border makes strong corners)
         mask = cv2.erode(valid.astype(np.uint8) * 255, np.ones((7, 7), np.uint8))
-    keypoints, descriptors = _detector(detector, int(max_features)).detectAndCompute(gray, mask)
+    keypoints, descriptors = _detector(detector, int(max_features),
+                                       float(contrast_scale)).detectAndCompute(gray, mask)
     if descriptors is None or not keypoints:
         width, dtype = (32, np.uint8) if detector == "orb" else (128, np.float32)
         return np.zeros((0, 2), np.float32), np.zeros((0, width), dtype)

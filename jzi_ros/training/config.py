@@ -118,6 +118,8 @@ class TrainConfig:
                                f"got {value!r}")
         if self.lr <= 0:
             raise JziError(f"training config: lr must be > 0, got {self.lr}")
+        if self.amp is False:  # YAML 1.1 reads an unquoted `amp: off` (or amp=off) as false
+            self.amp = "off"
         if self.amp not in AMP_MODES:
             raise JziError(f"training config: amp must be one of {AMP_MODES}, got {self.amp!r}")
         if self.best_metric not in METRICS:

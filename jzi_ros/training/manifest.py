@@ -17,8 +17,10 @@ Dataset manifests: one row per ground image with its GPS position (CSV or JSONL)
 
 Columns / keys: ``image`` (path relative to the manifest), ``latitude``, ``longitude``, and
 optionally ``heading`` (degrees), ``time`` (free text or seconds), ``split`` ("train",
-"val" or "test"; default "train"), and for rendered views ``pitch`` (degrees below the horizon),
-``altitude`` (metres above ground) and ``source`` (the raster it was rendered from). Labels
+"val" or "test"; default "train"), ``hfov`` (the camera's horizontal field of view, degrees:
+refinement's intrinsics when no others are given), and for rendered views ``pitch`` (degrees
+below the horizon), ``altitude`` (metres above ground) and ``source`` (the raster it was
+rendered from). Labels
 (action paths) are not stored: they are computed from latitude/longitude with the map's cell
 tree, so one manifest serves any map.
 """
@@ -39,7 +41,7 @@ from jzi_ros.geo import CellTree
 
 SPLITS = ("train", "val", "test")
 COLUMNS = ("image", "latitude", "longitude", "heading", "time", "split", "pitch", "altitude",
-           "source")
+           "source", "hfov")
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class Sample:
     pitch: float | None = None
     altitude: float | None = None
     source: str | None = None
+    hfov: float | None = None  # horizontal field of view, degrees
 
 
 @dataclass
@@ -95,13 +98,16 @@ def _sample(row: dict, base: Path, where: str) -> Sample:
     if split not in SPLITS:
         raise JziError(f"{where}: split {split!r} is not one of {SPLITS}")
     time, source = row.get("time"), row.get("source")
+    hfov = _number(row.get("hfov"), "hfov", where, optional=True)
+    if hfov is not None and not 0 < hfov < 180:
+        raise JziError(f"{where}: hfov {hfov} is not a field of view in degrees (0, 180)")
     return Sample(image=(base / str(row["image"])).resolve(), latitude=latitude,
                   longitude=longitude, heading=_number(row.get("heading"), "heading", where,
                                                        optional=True),
                   time=None if time in (None, "") else str(time), split=split,
                   pitch=_number(row.get("pitch"), "pitch", where, optional=True),
                   altitude=_number(row.get("altitude"), "altitude", where, optional=True),
-                  source=None if source in (None, "") else str(source))
+                  source=None if source in (None, "") else str(source), hfov=hfov)
 
 
 def read_manifest(path: str | os.PathLike) -> list[Sample]:
@@ -153,7 +159,8 @@ def write_manifest(path: str | os.PathLike, samples: list[Sample]) -> None:
                              "" if s.heading is None else repr(s.heading),
                              s.time or "", s.split,
                              "" if s.pitch is None else repr(s.pitch),
-                             "" if s.altitude is None else repr(s.altitude), s.source or ""])
+                             "" if s.altitude is None else repr(s.altitude), s.source or "",
+                             "" if s.hfov is None else repr(s.hfov)])
 
 
 def label_samples(samples: list[Sample], tree: CellTree) -> LabeledSamples:

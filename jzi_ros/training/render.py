@@ -233,7 +233,7 @@ class RasterGround:
         height = max(2, math.ceil((north - south) / gsd))
         east, south = west + width * gsd, north - height * gsd
         rgb, valid = self.renderer.render_box((west, south, east, north), width, height)
-        valid &= rgb.any(axis=2)
+        valid &= (rgb[..., 0] | rgb[..., 1] | rgb[..., 2]) != 0  # pure black: no data
         to_local = np.array([[gsd, 0.0, west], [0.0, -gsd, north], [0.0, 0.0, 1.0]])
         image = render_view(rgb, to_local, camera, pose)
         seen = render_view(valid.astype(np.uint8) * 255, to_local, camera, pose)
@@ -378,7 +378,8 @@ def write_view_set(renderer: ViewRenderer, out_dir: str | os.PathLike, count: in
             samples.append(Sample(image=tmp / name, latitude=view.latitude,
                                   longitude=view.longitude, heading=round(view.heading_deg, 3),
                                   split=split, pitch=round(view.pitch_deg, 3),
-                                  altitude=round(view.altitude_m, 2), source=view.source))
+                                  altitude=round(view.altitude_m, 2), source=view.source,
+                                  hfov=round(view.hfov_deg, 3)))
         write_manifest(tmp / MANIFEST, samples)
         write_json(tmp / "views.json", {
             "tree": renderer.tree.to_dict(), "render": renderer.spec.to_dict(),

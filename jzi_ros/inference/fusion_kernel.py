@@ -1,0 +1,546 @@
+# Copyright 2026 jzi_ros contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+The temporal filter's per-frame step compiled with Numba (optional: ``pip install numba``).
+
+Why: at a few thousand particles the numpy filter's cost is its ~130 calls of a few
+microseconds each, not arithmetic. Here one call per frame (:func:`frame`) draws the frame's
+random numbers, predicts, draws from the measurement, looks up the likelihoods, runs the
+kidnap test, resamples, weights and finds the modes; :func:`steps_keys` and
+:func:`steps_measurement` build ``Measurement.from_steps``.
+
+The numpy code in :mod:`jzi_ros.inference.fusion` and :mod:`jzi_ros.inference.modes` stays the
+reference (and the fallback without Numba): these loops do the same floating-point operations
+in the same order on the same random numbers, so the particles and weights are bit-identical,
+numpy's pairwise summation included. The random numbers come from the filter's own numpy
+Generator: the kernels call its BitGenerator's C functions with numpy's algorithms on top
+(:mod:`jzi_ros.inference.numba_numpy`), so its stream moves exactly as the numpy path's
+calls move it. Where numpy hands a sum to BLAS (the
+filter's evidence ``weights @ likelihood``, the modes' ``member @ sums``) or uses a SIMD
+``hypot`` (the modes' distances), the loops sum in index order and call libm's ``hypot``:
+those numbers agree to the last few bits (docs/fusion.md "Filter cost"), not bitwise. Left to
+numpy (its SIMD versions differ from libm's): the tempered measurement's ``** exponent``, the
+measurement's ``exp``; and its argsort where orders could differ (ties).
+
+Compiled once per machine with ``cache=True`` (Numba writes the cache next to this file, else
+in a user cache directory); where neither is writable the functions are compiled without a
+cache at each start. :func:`load` compiles or loads them and runs each once, so a node pays it
+when the filter is built, not on its first frame.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from jzi_ros.inference.modes import SEED_CELLS
+from jzi_ros.inference.numba_numpy import (generator_handle, integers, jit, next_double,
+                                           pairwise_sum)
+
+__all__ = ["generator_handle", "load", "load_seconds"]  # generator_handle: fusion.py's handle
+_LOAD_SECONDS: float | None = None  # how long load() took, once it has run
+
+
+@jit
+def _predict(state: np.ndarray, bank: np.ndarray, start: int, walk: bool, a: float, b: float,
+             c: float, d: float, half: float) -> None:
+    """
+    CellFilter.predict on the state ``[4, n]``, in place, normals from ``bank[:, start:]``.
+
+    Random walk (``walk``; a, b, c, d: accel_sigma x dt, max_speed, max_speed^2, dt): each
+    velocity plus noise, scaled back to the speed bound, moves its particle. Odometry (a, b,
+    c, d: the noise sigma, the East and North displacement, 1 / dt or 0 to keep velocities).
+    """
+    for j in range(state.shape[1]):
+        if walk:
+            vx = state[2, j] + bank[0, start + j] * a
+            vy = state[3, j] + bank[1, start + j] * a
+            speed = vx * vx + vy * vy
+            if speed < c:
+                speed = c
+            speed = b / math.sqrt(speed)  # 1 below the speed bound
+            vx *= speed
+            vy *= speed
+            state[2, j] = vx
+            state[3, j] = vy
+            se, sn = vx * d, vy * d
+        else:
+            se = bank[0, start + j] * a + b
+            sn = bank[1, start + j] * a + c
+            if d > 0:
+                state[2, j] = se * d
+                state[3, j] = sn * d
+        state[0, j] = max(min(state[0, j] + se, half), -half)
+        state[1, j] = max(min(state[1, j] + sn, half), -half)
+
+
+@jit
+def predict(state: np.ndarray, bank: np.ndarray, start: int, walk: bool, a: float, b: float,
+            c: float, d: float, half: float) -> None:
+    """Move the particles as CellFilter.predict does (a frame without a measurement)."""
+    _predict(state, bank, start, walk, a, b, c, d, half)
+
+
+@jit
+def _search_right(sorted_values: np.ndarray, value: float) -> int:
+    """``np.searchsorted(sorted_values, value, "right")``: the count of entries <= value."""
+    lo, hi = 0, sorted_values.shape[0]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if sorted_values[mid] <= value:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@jit
+def _terminal(east: float, north: float, geometry: np.ndarray, codes: np.ndarray) -> int:
+    """terminal_indices_en of one point inside the root."""
+    col = np.intp(east * geometry[2] + geometry[4])
+    row = np.intp(north * geometry[3] + geometry[5])
+    return codes[0, row] + codes[1, col]
+
+
+@jit
+def advance(state: np.ndarray, weights: np.ndarray, bank: np.ndarray, start: int, walk: bool,
+            a: float, b: float, c: float, d: float, uniforms: np.ndarray, disc: np.ndarray,
+            disc_start: int, bounds: np.ndarray, cells: np.ndarray, density: np.ndarray,
+            cumulative: np.ndarray, high_corner: np.ndarray, low_corner: np.ndarray,
+            geometry: np.ndarray, codes: np.ndarray, drawn: np.ndarray,
+            likelihood: np.ndarray, coarse: np.ndarray) -> float:
+    """
+    Predict, draw from the measurement, look up every state's likelihood and coarse cell.
+
+    ``geometry``: terminal cell side (East, North signs), metres -> terminal (col, row) scale
+    and offset, the root's half side, max_speed, low_span, coarse_span. ``drawn`` ``[4, m]``:
+    the states drawn with ``uniforms`` ``[4, m]`` (CellFilter._draw). ``likelihood`` and
+    ``coarse`` ``[n + m]``: the cloud's, then the draws'. Returns the evidence
+    ``weights @ likelihood[:n]`` (summed in index order).
+    """
+    n, m = state.shape[1], uniforms.shape[1]
+    half, max_speed = geometry[6], geometry[7]
+    low_span, coarse_span = np.intp(geometry[8]), np.intp(geometry[9])
+    _predict(state, bank, start, walk, a, b, c, d, half)
+    total, last = cumulative[cumulative.shape[0] - 1], cumulative.shape[0] - 1
+    for j in range(m):
+        run = min(_search_right(cumulative, uniforms[0, j] * total), last)
+        cell = bounds[run] + np.intp(uniforms[1, j] * np.float64(cells[run]))
+        high, low = cell // low_span, cell % low_span  # a cell of the run, a point in it
+        drawn[0, j] = (high_corner[0, high] + low_corner[0, low]
+                       + uniforms[2, j] * geometry[0])
+        drawn[1, j] = (high_corner[1, high] + low_corner[1, low]
+                       + uniforms[3, j] * geometry[1])
+        drawn[2, j] = disc[0, disc_start + j] * max_speed
+        drawn[3, j] = disc[1, disc_start + j] * max_speed
+    evidence = 0.0
+    for j in range(n):
+        terminal = _terminal(state[0, j], state[1, j], geometry, codes)
+        likelihood[j] = density[_search_right(bounds, terminal) - 1]
+        coarse[j] = terminal // coarse_span
+        evidence += weights[j] * likelihood[j]
+    for j in range(m):
+        terminal = _terminal(drawn[0, j], drawn[1, j], geometry, codes)
+        likelihood[n + j] = density[_search_right(bounds, terminal) - 1]
+        coarse[n + j] = terminal // coarse_span
+    return evidence
+
+
+@jit
+def frame(generator: np.ndarray, state: np.ndarray, weights: np.ndarray, bank: np.ndarray,
+          walk: bool, a: float, b: float, c: float, d: float, uniforms: np.ndarray,
+          disc: np.ndarray, bounds: np.ndarray, cells: np.ndarray, density: np.ndarray,
+          cumulative: np.ndarray, high_corner: np.ndarray, low_corner: np.ndarray,
+          geometry: np.ndarray, codes: np.ndarray, drawn: np.ndarray, likelihood: np.ndarray,
+          coarse: np.ndarray, params: np.ndarray, hist: np.ndarray, out_state: np.ndarray,
+          out_weights: np.ndarray, out_coarse: np.ndarray, acc: np.ndarray, flags: np.ndarray,
+          sums: np.ndarray, minus_mass: np.ndarray, moments: np.ndarray
+          ) -> tuple[float, int, int]:
+    """
+    One whole frame of CellFilter.step without a refined fix, drawing from ``generator``.
+
+    The draws in numpy's order (the prediction's bank offset, the proposal's ``[4, m]``
+    uniforms, the velocities' offset; the resampling's uniform only when there is no kidnap),
+    then :func:`advance`, the kidnap test, :func:`update` and the modes (:func:`cluster`)
+    when the heaviest cells' order has no tie. ``tempered`` (``[runs]``, numpy's
+    ``** likelihood_exponent``) times ``cells`` is summed into ``cumulative`` (its first
+    ``runs``). ``params``: terminal cells, likelihood_exponent, the CUSUM so far, reset_nats,
+    anywhere_prob, the root's area, the coarse cells' area, proposal_fraction, mode radius.
+    Returns the new CUSUM, the occupied coarse cells (-1 on a kidnap: the caller
+    re-initialises; nothing else changed but the state's prediction and the draws so far)
+    and the modes in ``moments`` (-1: a tie, the caller orders the cells as numpy does).
+    """
+    n, m, runs = state.shape[1], uniforms.shape[1], density.shape[0]
+    total = 0.0
+    for i in range(runs):  # np.cumsum(tempered * cells)
+        total += density[i] * np.float64(cells[i])
+        cumulative[i] = total
+    cumulative = cumulative[:runs]
+    start = integers(generator, bank.shape[1] - n + 1)
+    for row in range(4):
+        for j in range(m):
+            uniforms[row, j] = next_double(generator[1], generator[2])
+    disc_start = integers(generator, disc.shape[1] - m + 1)
+    z_filter = advance(state, weights, bank, start, walk, a, b, c, d, uniforms, disc,
+                       disc_start, bounds, cells, density, cumulative, high_corner, low_corner,
+                       geometry, codes, drawn, likelihood, coarse)
+    z_uniform = cumulative[cumulative.shape[0] - 1] / params[0]
+    llr = math.log(z_uniform) - math.log(max(z_filter, 1e-300))
+    cusum = max(0.0, params[2] + llr / params[1])
+    if cusum > params[3]:
+        return cusum, -1, -1
+    anywhere, area, coarse_area, fraction = params[4], params[5], params[6], params[7]
+    occupied = update(state, drawn, coarse, likelihood, weights,
+                      next_double(generator[1], generator[2]),
+                      (1 - anywhere) / coarse_area, anywhere / area,
+                      (1 - fraction) / coarse_area, fraction / (z_uniform * area), hist,
+                      out_state, out_weights, out_coarse, acc, flags, sums, minus_mass)
+    order = np.argsort(minus_mass[:occupied])
+    for i in range(min(occupied - 1, SEED_CELLS)):  # ties: numpy's argsort orders them
+        if minus_mass[order[i]] == minus_mass[order[i + 1]]:
+            return cusum, occupied, -1
+    return cusum, occupied, cluster(sums, occupied, order, params[8], SEED_CELLS, moments)
+
+
+@jit
+def update(state: np.ndarray, drawn: np.ndarray, coarse: np.ndarray, likelihood: np.ndarray,
+           weights: np.ndarray, uniform: float, prior_scale: float, prior_floor: float,
+           cloud_scale: float, measurement_scale: float, hist: np.ndarray,
+           out_state: np.ndarray, out_weights: np.ndarray, out_coarse: np.ndarray,
+           acc: np.ndarray, flags: np.ndarray, sums: np.ndarray, minus_mass: np.ndarray
+           ) -> int:
+    """
+    Resample and weight (CellFilter._mixture_update without a point); the new cells' moments.
+
+    Copies of cloud particle ``i``: the jumps of ``floor(cumsum(weights) x (n - m) + u)``;
+    the ``m`` drawn states once each. Weight: likelihood x prior / proposal, normalised.
+    Then :func:`cell_moments` of the new particles (their number of occupied cells).
+    """
+    n, m = weights.shape[0], drawn.shape[1]
+    hist[:] = 0.0
+    for j in range(n):
+        hist[coarse[j]] += weights[j]
+    kept = n - m
+    total, previous, k = 0.0, 0, 0
+    for i in range(n + m):
+        if i < n:
+            total += weights[i]
+            edge = kept if i == n - 1 else np.intp(total * kept + uniform)
+            copies = edge - previous
+            previous = edge
+        else:
+            copies = 1
+        for _ in range(copies):
+            for row in range(4):
+                out_state[row, k] = state[row, i] if i < n else drawn[row, i - n]
+            lik, cell = likelihood[i], coarse[i]
+            cloud = hist[cell]
+            prior = cloud * prior_scale
+            prior += prior_floor
+            proposal = cloud * cloud_scale
+            proposal += lik * measurement_scale
+            weight = lik * prior
+            out_weights[k] = weight / proposal
+            out_coarse[k] = cell
+            k += 1
+    norm = pairwise_sum(out_weights)
+    for j in range(n):
+        out_weights[j] /= norm
+    return cell_moments(out_state, out_weights, out_coarse, acc, flags, sums, minus_mass)
+
+
+@jit
+def coarse_cells(state: np.ndarray, geometry: np.ndarray, codes: np.ndarray,
+                 out: np.ndarray) -> None:
+    """Coarse cell of every particle (terminal_indices_en // coarse_span)."""
+    coarse_span = np.intp(geometry[9])
+    for j in range(state.shape[1]):
+        out[j] = _terminal(state[0, j], state[1, j], geometry, codes) // coarse_span
+
+
+@jit
+def cell_moments(state: np.ndarray, weights: np.ndarray, keys: np.ndarray, acc: np.ndarray,
+                 flags: np.ndarray, sums: np.ndarray, minus_mass: np.ndarray) -> int:
+    """
+    Weighted moments of the occupied coarse cells (ModeFinder's ``sums``): how many.
+
+    Fills ``sums[:occupied]`` (cells in index order: mass, sum of w x, w y, w x x, w x y,
+    w y y) and ``minus_mass[:occupied]``. ``acc`` ``[cells, 6]`` and ``flags`` ``[cells]``:
+    zeroed scratch, left zeroed.
+    """
+    for j in range(weights.shape[0]):
+        key, w = keys[j], weights[j]
+        x, y = state[0, j], state[1, j]
+        wx, wy = x * w, y * w
+        acc[key, 0] += w
+        acc[key, 1] += wx
+        acc[key, 2] += wy
+        acc[key, 3] += wx * x
+        acc[key, 4] += wx * y
+        acc[key, 5] += wy * y
+        flags[key] = 1
+    k = 0
+    for c in range(flags.shape[0]):
+        if flags[c]:
+            flags[c] = 0
+            if acc[c, 0] > 0:  # (numpy: mass > 0; a weight of 0 occupies nothing)
+                for row in range(6):
+                    sums[k, row] = acc[c, row]
+                minus_mass[k] = -acc[c, 0]
+                k += 1
+            acc[c] = 0.0
+    return k
+
+
+@jit
+def steps_keys(root_lp: np.ndarray, prefix_index: np.ndarray, prefix_lp: np.ndarray,
+               step_lp: np.ndarray, key_span: np.ndarray, level: np.ndarray, pad: float,
+               ints: np.ndarray, reals: np.ndarray) -> int:
+    """
+    Measurement.from_steps's sort keys and log masses of the valid beams' pieces: how many.
+
+    Pieces: the root's K children, then each step's valid prefixes' K children; key
+    (``ints[0]``): the piece's first terminal cell times ``D + 1`` plus its level
+    (``key_span``, ``level``: the template of a full BeamSteps); log mass: ``reals[0]``. A
+    prefix at or below ``pad`` is a padding beam. ``ints`` ``[5, .]``, ``reals`` ``[3, .]``:
+    room for every piece of a full BeamSteps (:func:`steps_measurement` fills the rest).
+    """
+    k = root_lp.shape[0]
+    steps, beams = prefix_lp.shape
+    keys, log_mass = ints[0], reals[0]
+    for a in range(k):
+        keys[a] = a * key_span[a] + level[a]
+        log_mass[a] = root_lp[a]
+    j = k
+    for s in range(steps):
+        for b in range(beams):
+            if prefix_lp[s, b] > pad:
+                for a in range(k):
+                    piece = k + (s * beams + b) * k + a
+                    keys[j] = (np.int64(prefix_index[s, b]) * k + a) * key_span[piece] \
+                        + level[piece]
+                    log_mass[j] = prefix_lp[s, b] + step_lp[s, b, a]  # (in their precision)
+                    j += 1
+    return j
+
+
+@jit
+def steps_measurement(ints: np.ndarray, reals: np.ndarray, order: np.ndarray, depth: int,
+                      level_spans: np.ndarray, area: float) -> int:
+    """
+    Measurement.from_steps's partition and leaves from :func:`steps_keys`: how many leaves.
+
+    ``reals[0]``: the pieces' masses (exp'd), ``order``: their keys' sort. A piece followed
+    by one with the same start was expanded: its mass goes to 0 (it stays in the partition
+    with no cells). Fills the partition's starts and cells (``ints[1]``, ``ints[2]``) and
+    densities (``reals[1]``), the leaves' levels, indices (``ints[3]``, ``ints[4]``) and mass
+    (``reals[2]``).
+    """
+    count = order.shape[0]
+    keys, mass = ints[0], reals[0]
+    starts, cells, leaf_levels, leaf_indices = ints[1], ints[2], ints[3], ints[4]
+    density, leaf_mass = reals[1], reals[2]
+    levels, sorted_mass = np.empty(count, np.int64), np.empty(count)
+    for i in range(count):
+        key = keys[order[i]]
+        starts[i], levels[i] = key // (depth + 1), key % (depth + 1)
+        sorted_mass[i] = mass[order[i]]
+    for i in range(count - 1):
+        if starts[i + 1] == starts[i]:
+            sorted_mass[i] = sorted_mass[i] * 0.0
+    norm = pairwise_sum(sorted_mass)
+    j = 0
+    for i in range(count):
+        sorted_mass[i] /= norm
+        span = level_spans[levels[i]]
+        density[i] = sorted_mass[i] / (np.float64(span) * area)
+        if i == count - 1 or starts[i + 1] != starts[i]:
+            cells[i] = span
+            leaf_levels[j], leaf_indices[j] = levels[i], starts[i] // span
+            leaf_mass[j] = sorted_mass[i]
+            j += 1
+        else:
+            cells[i] = 0
+    return j
+
+
+@jit
+def _within(dx: float, dy: float, radius: float) -> bool:
+    """``hypot(dx, dy) <= radius``, the square root only where the squares are too close."""
+    squared, limit = dx * dx + dy * dy, radius * radius
+    if squared < limit * (1 - 1e-9):
+        return True
+    if squared > limit * (1 + 1e-9):
+        return False
+    return math.hypot(dx, dy) <= radius
+
+
+@jit
+def cluster(sums: np.ndarray, occupied: int, order: np.ndarray, radius: float,
+            seed_cells: int, moments: np.ndarray) -> int:
+    """
+    Fill the modes' moments ``moments[:modes]`` (ModeFinder's seeds, two rounds): how many.
+
+    ``sums[:occupied]``: :func:`cell_moments`; ``order``: the cells heaviest first (numpy's
+    argsort of minus the mass, so that ties fall as in the numpy path); at most
+    ``len(moments)`` modes.
+    """
+    max_modes = moments.shape[0]
+    cx, cy = np.empty(occupied), np.empty(occupied)
+    for c in range(occupied):  # numpy's complex division: x * (1 / mass)
+        inv = 1.0 / sums[c, 0]
+        cx[c], cy[c] = sums[c, 1] * inv, sums[c, 2] * inv
+    count = min(seed_cells, occupied)
+    candidates = order[:count]
+    chosen = np.empty(max_modes, np.intp)
+    chosen[0], modes = 0, 1
+    left = np.empty(count, np.bool_)
+    cf = candidates[0]
+    for a in range(count):
+        ca = candidates[a]
+        left[a] = not _within(cx[ca] - cx[cf], cy[ca] - cy[cf], radius)
+    while modes < max_modes:
+        first = -1
+        for a in range(count):
+            if left[a]:
+                first = a
+                break
+        if first < 0:
+            break
+        chosen[modes] = first
+        modes += 1
+        cf = candidates[first]
+        for a in range(count):
+            if left[a]:
+                ca = candidates[a]
+                left[a] = not _within(cx[ca] - cx[cf], cy[ca] - cy[cf], radius)
+    sx, sy = np.empty(modes), np.empty(modes)
+    for i in range(modes):
+        c = candidates[chosen[i]]
+        sx[i], sy[i] = cx[c], cy[c]
+    for again in range(2):
+        moments[:modes] = 0.0
+        for c in range(occupied):  # a cell joins the first (heaviest) seed it is near
+            for i in range(modes):
+                if _within(cx[c] - sx[i], cy[c] - sy[i], radius):
+                    for row in range(6):
+                        moments[i, row] += sums[c, row]
+                    break
+        if again == 0:
+            for i in range(modes):
+                inv = 1.0 / moments[i, 0]
+                sx[i], sy[i] = moments[i, 1] * inv, moments[i, 2] * inv
+    return modes
+
+
+@jit
+def summarise(moments: np.ndarray, found: int, min_mass: float, masses: np.ndarray,
+              means: np.ndarray, covs: np.ndarray, spread: np.ndarray) -> tuple[int, float]:
+    """
+    Make the modes of their moments and the estimate's spread (as ModeFinder, _estimate).
+
+    Fills ``masses``, ``means`` ``[., 2]``, ``covs`` ``[., 2, 2]`` heaviest first (the tail
+    under ``min_mass`` left out, the heaviest always kept; a stable sort) and ``spread``: the
+    modes' second moment about the heaviest's mean. Returns the number of modes and the
+    spread's major-axis sigma.
+    """
+    count = 0
+    for i in range(found):
+        total = moments[i, 0]
+        if total <= 0 or (total < min_mass and count > 0):
+            continue  # the diffuse tail (or a seed its heavier neighbours took over)
+        se, sn = moments[i, 1] / total, moments[i, 2] / total
+        xx = moments[i, 3] / total - se * se
+        xy = moments[i, 4] / total - se * sn
+        yy = moments[i, 5] / total - sn * sn
+        j = count  # insertion, after every mode at least as heavy (Python's stable sort)
+        while j > 0 and masses[j - 1] < total:
+            masses[j], means[j], covs[j] = masses[j - 1], means[j - 1], covs[j - 1]
+            j -= 1
+        masses[j], means[j, 0], means[j, 1] = total, se, sn
+        covs[j, 0, 0], covs[j, 0, 1], covs[j, 1, 0], covs[j, 1, 1] = xx, xy, xy, yy
+        count += 1
+    a = b = c = total = 0.0
+    east, north = means[0, 0], means[0, 1]
+    for i in range(count):
+        de, dn = means[i, 0] - east, means[i, 1] - north
+        a += masses[i] * (covs[i, 0, 0] + de * de)
+        b += masses[i] * (covs[i, 0, 1] + de * dn)
+        c += masses[i] * (covs[i, 1, 1] + dn * dn)
+        total += masses[i]
+    a, b, c = a / total, b / total, c / total
+    spread[0, 0], spread[0, 1], spread[1, 0], spread[1, 1] = a, b, b, c
+    return count, math.sqrt(max(0.0, 0.5 * (a + c) + math.hypot(0.5 * (a - c), b)))
+
+
+def load() -> float:
+    """
+    Compile the kernels (or load them from Numba's cache) by running each once; idempotent.
+
+    Returns the seconds the first call took (0 after).
+    """
+    global _LOAD_SECONDS
+    if _LOAD_SECONDS is not None:
+        return 0.0
+    started = time.perf_counter()
+    _warm_up()
+    _LOAD_SECONDS = time.perf_counter() - started
+    return _LOAD_SECONDS
+
+
+def load_seconds() -> float | None:
+    """Return how long :func:`load` took (compiling or loading from the cache), None before."""
+    return _LOAD_SECONDS
+
+
+def _warm_up() -> None:
+    """Run every kernel once on tiny inputs of the filter's types (compiles them all)."""
+    n, m = 8, 2
+    state, weights = np.zeros((4, n)), np.full(n, 1.0 / n)
+    bank = np.zeros((2, 64))
+    random = np.random.default_rng(0)  # (alive while the kernels use its state's address)
+    generator = generator_handle(random)
+    predict(state, bank, 0, True, 1.0, 1.0, 1.0, 1.0, 1.0)
+    predict(state, bank, 0, False, 1.0, 0.0, 0.0, 1.0, 1.0)
+    geometry = np.array([1.0, -1.0, 1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    codes = np.zeros((2, 3), np.int64)
+    drawn = np.zeros((4, m))
+    likelihood, coarse = np.zeros(n + m), np.zeros(n + m, np.int64)
+    advance(state, weights, bank, 0, True, 1.0, 1.0, 1.0, 1.0, np.zeros((4, m)), bank, 0,
+            np.zeros(1, np.int64), np.ones(1, np.int64), np.ones(1), np.ones(1),
+            np.zeros((2, 1)), np.zeros((2, 1)), geometry, codes, drawn, likelihood, coarse)
+    scratch = (np.zeros((1, 6)), np.zeros(1, np.uint8), np.zeros((1, 6)), np.zeros(1))
+    update(state, drawn, coarse, likelihood, weights, 0.5, 1.0, 1.0, 1.0, 1.0, np.zeros(1),
+           np.zeros((4, n)), np.zeros(n), np.zeros(n, np.int64), *scratch)
+    frame(generator, state, weights, bank, True, 1.0, 1.0, 1.0, 1.0, np.zeros((4, m)), bank,
+          np.zeros(1, np.int64), np.ones(1, np.int64), np.ones(1), np.ones(1), np.zeros((2, 1)),
+          np.zeros((2, 1)), geometry, codes, drawn, likelihood, coarse, np.ones(9), np.zeros(1),
+          np.zeros((4, n)), np.zeros(n), np.zeros(n, np.int64), *scratch, np.zeros((8, 6)))
+    keys = np.zeros(n, np.int64)
+    coarse_cells(state, geometry, codes, keys)
+    occupied = cell_moments(state, weights, keys, *scratch)
+    found = cluster(scratch[2], occupied, scratch[3][:occupied].argsort(), 1.0, 64,
+                    np.zeros((8, 6)))
+    summarise(np.ones((8, 6)), found, 0.05, np.zeros(8), np.zeros((8, 2)), np.zeros((8, 2, 2)),
+              np.zeros((2, 2)))
+    spans = np.array([16, 1], np.int64)
+    for real in (np.float32, np.float64):  # Measurement.from_steps: torch's and simulated
+        ints, reals = np.zeros((5, 8), np.int64), np.zeros((3, 8))
+        count = steps_keys(np.zeros(4, real), np.zeros((1, 1), np.int64),
+                           np.zeros((1, 1), real), np.zeros((1, 1, 4), real),
+                           np.ones(8, np.int64), np.ones(8, np.int64), -1.0, ints, reals)
+        np.exp(reals[0, :count], out=reals[0, :count])
+        steps_measurement(ints, reals, ints[0, :count].argsort(), 1, spans, 1.0)
