@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Reproduce the shipped demo model (jzi_ros/data/demo_model.safetensors) with one command,
-# through the generic path of docs/any-area.md (the demo world is "just another raster"):
+# Train, calibrate and install the demo model (jzi_ros/data/demo_model.safetensors) with one
+# command, through the generic path of docs/any-area.md (the demo world is "just another
+# raster"):
 #   benchmarks/train_demo_model.sh [WORKDIR] [KEY=VALUE ...]   (default .cache/demo_train;
 #                                                  ~45 min on 2 CPU cores)
 # 1. prepare: the demo world (seed 0), its map pyramid (4x4 grid, depth 3, 112 px tiles) and
