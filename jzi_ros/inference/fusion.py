@@ -57,27 +57,25 @@ hypotheses (their number and spread are in :class:`FilterEstimate`). The covaria
 by ``covariance_scale`` after a random-walk step and by ``odom_covariance_scale`` after an
 odometry step (fitted apart: the odometry belief is far tighter).
 
-Cost: a fixed, small number of numpy calls per frame whatever the map size (CellFilter says
-how), or, with ``FusionConfig.kernel`` numba (the default when Numba is installed), a handful
-of compiled calls (:mod:`jzi_ros.inference.fusion_kernel`) on the same random numbers with the
-same particles and weights; ``jzi bench`` times it next to the encoder.
+Cost: a small, fixed number of numpy calls per frame whatever the map size (CellFilter says
+how), or one compiled call (``FusionConfig.kernel``, :mod:`jzi_ros.inference.fusion_compiled`)
+with the same particles and weights; ``jzi bench`` times it next to the encoder.
 """
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 
-from jzi_ros.errors import JziError
 from jzi_ros.geo import CellTree
 from jzi_ros.inference import seeding
 from jzi_ros.inference.decode import Seeds
 from jzi_ros.inference.fix import Fix, FixStatus, Hypothesis
+from jzi_ros.inference.fusion_compiled import CompiledStep, kernel_module, motion_args
 from jzi_ros.inference.fusion_config import FusionConfig
+from jzi_ros.inference.fusion_point import PointUpdate
 from jzi_ros.inference.measurement import (cell_codes, Measurement, Partition,
-                                           PointGaussian, PointMeasurement,
-                                           terminal_indices_en)
+                                           PointMeasurement, terminal_indices_en)
 from jzi_ros.inference.modes import FilterEstimate, ModeFinder
 from jzi_ros.inference.posterior import apply_scale_and_floor, enu_covariance
 
@@ -85,7 +83,7 @@ from jzi_ros.inference.posterior import apply_scale_and_floor, enu_covariance
 UNIFORM = Measurement(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), 1.0)
 
 
-class CellFilter:
+class CellFilter(PointUpdate):
     """
     The particle filter. ``step`` once per frame, in stamp order; not thread-safe.
 
@@ -127,7 +125,7 @@ class CellFilter:
                              float(offset[1, 0]), tree.grid ** tree.depth - 1, codes.row_code,
                              codes.col_code)
         n = self.config.particles
-        self._kernel = _kernel_module(self.config.kernel)  # None: the numpy path
+        self._kernel = kernel_module(self.config.kernel)  # None: the numpy path
         self.kernel = "numpy" if self._kernel is None else "numba"
         self._modes = ModeFinder(self._coarse_cells, self.config.mode_radius_m, self._kernel)
         self._drawn = int(round(self.config.proposal_fraction * n))
@@ -141,28 +139,8 @@ class CellFilter:
         radius = np.sqrt(self.rng.uniform(0, 1, bank))
         angle = self.rng.uniform(0, 2 * np.pi, bank)
         self._disc_bank = np.stack([radius * np.cos(angle), radius * np.sin(angle)])
-        if self._kernel is not None:  # its inputs, C-ordered as its compiled signatures
-            self._k_corners = tuple(np.ascontiguousarray(a, np.float64) for a in (
-                self._high_corner, self._low_corner))
-            self._k_geometry = np.array([self._metres[0, 0], self._metres[1, 0], scale[0, 0],
-                                         scale[1, 0], offset[0, 0], offset[1, 0], self.half,
-                                         self.config.max_speed_mps, self._low_span,
-                                         self._coarse_span], np.float64)
-            self._k_codes = np.ascontiguousarray(np.stack([codes.row_code, codes.col_code]),
-                                                 np.int64)
-            self._k_drawn = np.empty((4, self._drawn))
-            self._k_likelihood = np.empty(n + self._drawn)
-            self._k_coarse = np.empty(n + self._drawn, np.int64)
-            self._k_hist = np.empty(self._coarse_cells)
-            self._k_uniforms = np.empty((4, self._drawn))
-            self._k_cumulative = np.empty(1024)  # (grown when a measurement has more runs)
-            # the generator's draw functions and state: the kernel moves the same stream
-            self._k_generator = self._kernel.generator_handle(self.rng)
-            self._k_params = np.array([self._terminal_cells, self.config.likelihood_exponent,
-                                       0.0, self.config.reset_nats, self.config.anywhere_prob,
-                                       tree.size_m ** 2, self._coarse_area,
-                                       self.config.proposal_fraction,
-                                       self.config.mode_radius_m], np.float64)
+        self._compiled = (None if self._kernel is None  # the compiled kernels' inputs
+                          else CompiledStep(self._kernel, self, codes, scale, offset))
         self.reset()
 
     @property
@@ -232,13 +210,6 @@ class CellFilter:
         u[2:] = self._velocities(count)
         return u
 
-    def _draw_point(self, gaussian: PointGaussian, count: int) -> np.ndarray:
-        """``[4, count]`` states drawn from the Gaussian (inside the root), fresh velocities."""
-        out = np.empty((4, count))
-        np.clip(gaussian.draw(self._normals(count)), -self.half, self.half, out=out[:2])
-        out[2:] = self._velocities(count)
-        return out
-
     def _initialise(self, measurement: Measurement, stamp_ns: int,
                     tempered: tuple[Partition, np.ndarray, np.ndarray] | None = None,
                     point: PointMeasurement | None = None) -> None:
@@ -263,17 +234,6 @@ class CellFilter:
         self.cusum = 0.0
         self._coarse = None
 
-    def _likelihoods(self, tempered: tuple[Partition, np.ndarray, np.ndarray],
-                     gaussian: tuple[np.ndarray, ...], states: np.ndarray
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Return the tempered zoom likelihood, the point likelihood, the Gaussian density."""
-        part, density, _ = tempered
-        zoom = density[part.lookup(terminal_indices_en(self.tree, states[:2], inside=True))]
-        g = gaussian.density(states[:2])
-        outlier = self.config.refined_outlier_prob
-        return zoom, g * (1 - outlier) + outlier / self.tree.size_m ** 2, g
-
-    # --- motion ----------------------------------------------------------------------------
     def predict(self, dt_s: float, displacement_en: np.ndarray | None) -> None:
         """
         Move the particles by ``dt_s`` seconds: odometry displacement + noise, or random walk.
@@ -287,7 +247,7 @@ class CellFilter:
         if self._kernel is not None:
             start = self._bank_start(self._normal_bank, state.shape[1])
             self._kernel.predict(state, self._normal_bank, start,
-                                 *self._motion(dt_s, displacement_en), float(self.half))
+                                 *motion_args(cfg, dt_s, displacement_en), float(self.half))
         elif displacement_en is None:
             velocity += self._normals(state.shape[1]) * (cfg.accel_sigma_mps2 * dt_s)
             speed = np.einsum("ij,ij->j", velocity, velocity)
@@ -308,19 +268,6 @@ class CellFilter:
             np.minimum(position, self.half, out=position)
             np.maximum(position, -self.half, out=position)
         self._coarse = None
-
-    def _motion(self, dt_s: float, displacement_en: np.ndarray | None
-                ) -> tuple[bool, float, float, float, float]:
-        """Return the compiled prediction's motion arguments (fusion_kernel._predict)."""
-        cfg, dt_s = self.config, float(dt_s)
-        if displacement_en is None:
-            return (True, float(cfg.accel_sigma_mps2 * dt_s), float(cfg.max_speed_mps),
-                    float(cfg.max_speed_mps ** 2), dt_s)
-        d = np.asarray(displacement_en, np.float64).reshape(2, 1)
-        sigma = (cfg.odom_noise_fraction * math.hypot(d[0, 0], d[1, 0])
-                 + cfg.odom_noise_mps * dt_s)
-        return (False, float(max(sigma, 1e-6)), float(d[0, 0]), float(d[1, 0]),
-                1.0 / dt_s if dt_s > 0 else 0.0)
 
     # --- one frame -------------------------------------------------------------------------
     def step(self, stamp_ns: int, measurement: Measurement | None,
@@ -389,70 +336,25 @@ class CellFilter:
         up the likelihoods, runs the kidnap test, resamples, weights and finds the modes; a
         kidnap re-initialises here, from the same point of the stream.
         """
-        cfg, n = self.config, len(self.weights)
+        cfg = self.config
         self._odometry = displacement_en is not None
         u, part = cfg.uniform_weight, measurement.partition(self.tree)
         floor = ((1 - u) * measurement.background + u) / self.tree.size_m ** 2
         tempered = (1 - u) * part.density  # as _tempered, its cumulative sum in the kernel
         tempered += floor
         tempered **= cfg.likelihood_exponent  # (** as _tempered: numpy's scalar fast paths)
-        if len(tempered) > len(self._k_cumulative):
-            self._k_cumulative = np.empty(2 * len(tempered))
-        params, modes = self._k_params, self._modes
-        params[2] = self.cusum
-        state, weights, keys = np.empty((4, n)), np.empty(n), np.empty(n, np.int64)
-        self.cusum, occupied, found = self._kernel.frame(
-            self._k_generator, self._state, self.weights, self._normal_bank,
-            *self._motion(dt_s, displacement_en), self._k_uniforms, self._disc_bank,
-            part.bounds, part.cells, tempered, self._k_cumulative, *self._k_corners,
-            self._k_geometry, self._k_codes, self._k_drawn, self._k_likelihood, self._k_coarse,
-            params, self._k_hist, state, weights, keys, *modes.scratch, modes.moments)
+        self.cusum, occupied, found, state, weights, keys = self._compiled.frame(
+            self, part, tempered, motion_args(cfg, dt_s, displacement_en))
         if occupied < 0:
             self._initialise(measurement, stamp_ns,
-                             (part, tempered, self._k_cumulative[:len(tempered)]))
+                             (part, tempered, self._compiled.cumulative[:len(tempered)]))
             return self._estimate("kidnap: frames keep disagreeing with the filter")
         self._state, self.weights, self._coarse = state, weights, keys
         return self._estimate(event, occupied, found)
 
-    def _step_point(self, stamp_ns: int, measurement: Measurement, point: PointMeasurement,
-                    event: str) -> FilterEstimate:
-        """
-        Update with the zoom's likelihood times a refined fix's (``step`` with a point).
-
-        Proposal: the predicted cloud, the tempered zoom (``proposal_fraction``) and the
-        point's Gaussian (``refined_proposal_fraction``). Kidnap test: the zoom's evidence as
-        without a point (in untempered nats), plus the point's given the zoom, untempered (the
-        chain rule: p(zoom, point) = p(zoom) p(point | zoom)); under "anywhere" the point's
-        needs the zoom likelihood's mean over the Gaussian, read off the Gaussian's draws.
-        """
-        cfg, n, drawn = self.config, len(self.weights), self._drawn
-        tempered = self._tempered(measurement)
-        gaussian = point.gaussian(self.config.refined_sigma_floor_m)
-        states = np.concatenate([self._state, self._draw(tempered, drawn),
-                                 self._draw_point(gaussian, self._drawn_point)], axis=1)
-        zoom, point_lik, g = self._likelihoods(tempered, gaussian, states)
-        area = self.tree.size_m ** 2
-        z_filter = max(float(self.weights @ zoom[:n]), 1e-300)
-        z_uniform = float(tempered[2][-1]) / self._terminal_cells
-        p_filter = float(self.weights @ (zoom[:n] * point_lik[:n])) / z_filter
-        outlier = cfg.refined_outlier_prob
-        p_uniform = ((1 - outlier) * float(zoom[n + drawn:].mean()) / (z_uniform * area)
-                     + outlier / area)
-        llr = ((math.log(z_uniform) - math.log(z_filter)) / cfg.likelihood_exponent
-               + math.log(p_uniform) - math.log(max(p_filter, 1e-300)))
-        self.cusum = max(0.0, self.cusum + llr)
-        if self.cusum > cfg.reset_nats:
-            self._initialise(measurement, stamp_ns, tempered, point)
-            return self._estimate("kidnap: frames keep disagreeing with the filter")
-        terminal_coarse = terminal_indices_en(self.tree, states[:2], inside=True) \
-            // self._coarse_span
-        self._mixture_update(states, terminal_coarse, zoom, z_uniform * area, (point_lik, g))
-        return self._estimate(event)
-
     def _coarse_keys(self) -> np.ndarray:
         if self._coarse is None and self._kernel is not None and self._state.flags.c_contiguous:
-            self._coarse = np.empty(self._state.shape[1], np.int64)
-            self._kernel.coarse_cells(self._state, self._k_geometry, self._k_codes, self._coarse)
+            self._coarse = self._compiled.coarse_cells(self._state)
         elif self._coarse is None:
             self._coarse = (terminal_indices_en(self.tree, self._state[:2], inside=True)
                             // self._coarse_span)
@@ -596,32 +498,3 @@ class CellFilter:
                    min_mass: float | None = None) -> Seeds | None:
         """Return the cells the prior supports for the frame at ``stamp_ns`` (seeding.py)."""
         return seeding.seed_cells(self, stamp_ns, displacement_en, min_mass)
-
-
-def _kernel_module(kernel: str):
-    """
-    Return the compiled kernels' module for ``FusionConfig.kernel``, or None for numpy.
-
-    ``numba`` without a working Numba is an error that says how to install it; ``auto`` then
-    takes numpy (with a warning when Numba is installed but cannot compile the kernels).
-    """
-    if kernel == "numpy":
-        return None
-    try:
-        from jzi_ros.inference import fusion_kernel
-
-        fusion_kernel.load()  # compiled (or loaded from Numba's cache) now, not on a frame
-        return fusion_kernel
-    except ImportError as err:
-        if kernel == "numba":
-            raise JziError(f"fusion.kernel numba: Numba is not importable ({err}); install it "
-                           f"(pip install numba, or the python3-numba Debian package) or set "
-                           f"fusion.kernel to auto or numpy") from None
-    except Exception as err:  # noqa: B902 (a Numba that does not suit this numpy, ...)
-        if kernel == "numba":
-            raise JziError(f"fusion.kernel numba: the filter kernels do not compile "
-                           f"({type(err).__name__}: {err}); set fusion.kernel to numpy") from None
-        warnings.warn(f"fusion.kernel auto: the Numba filter kernels do not compile "
-                      f"({type(err).__name__}: {err}); using numpy", RuntimeWarning,
-                      stacklevel=3)
-    return None

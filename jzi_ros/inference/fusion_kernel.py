@@ -18,8 +18,8 @@ The temporal filter's per-frame step compiled with Numba (optional: ``pip instal
 Why: at a few thousand particles the numpy filter's cost is its ~130 calls of a few
 microseconds each, not arithmetic. Here one call per frame (:func:`frame`) draws the frame's
 random numbers, predicts, draws from the measurement, looks up the likelihoods, runs the
-kidnap test, resamples, weights and finds the modes; :func:`steps_keys` and
-:func:`steps_measurement` build ``Measurement.from_steps``.
+kidnap test, resamples, weights and finds the modes; ``Measurement.from_steps`` is compiled
+in :mod:`jzi_ros.inference.measurement_kernel`.
 
 The numpy code in :mod:`jzi_ros.inference.fusion` and :mod:`jzi_ros.inference.modes` stays the
 reference (and the fallback without Numba): these loops do the same floating-point operations
@@ -46,11 +46,13 @@ import time
 
 import numpy as np
 
+from jzi_ros.inference.measurement_kernel import steps_keys, steps_measurement
 from jzi_ros.inference.modes import SEED_CELLS
 from jzi_ros.inference.numba_numpy import (generator_handle, integers, jit, next_double,
                                            pairwise_sum)
 
-__all__ = ["generator_handle", "load", "load_seconds"]  # generator_handle: fusion.py's handle
+# generator_handle: fusion.py's handle; steps_*: measurement.py reads them off this module
+__all__ = ["generator_handle", "load", "load_seconds", "steps_keys", "steps_measurement"]
 _LOAD_SECONDS: float | None = None  # how long load() took, once it has run
 
 
@@ -303,78 +305,6 @@ def cell_moments(state: np.ndarray, weights: np.ndarray, keys: np.ndarray, acc: 
                 k += 1
             acc[c] = 0.0
     return k
-
-
-@jit
-def steps_keys(root_lp: np.ndarray, prefix_index: np.ndarray, prefix_lp: np.ndarray,
-               step_lp: np.ndarray, key_span: np.ndarray, level: np.ndarray, pad: float,
-               ints: np.ndarray, reals: np.ndarray) -> int:
-    """
-    Measurement.from_steps's sort keys and log masses of the valid beams' pieces: how many.
-
-    Pieces: the root's K children, then each step's valid prefixes' K children; key
-    (``ints[0]``): the piece's first terminal cell times ``D + 1`` plus its level
-    (``key_span``, ``level``: the template of a full BeamSteps); log mass: ``reals[0]``. A
-    prefix at or below ``pad`` is a padding beam. ``ints`` ``[5, .]``, ``reals`` ``[3, .]``:
-    room for every piece of a full BeamSteps (:func:`steps_measurement` fills the rest).
-    """
-    k = root_lp.shape[0]
-    steps, beams = prefix_lp.shape
-    keys, log_mass = ints[0], reals[0]
-    for a in range(k):
-        keys[a] = a * key_span[a] + level[a]
-        log_mass[a] = root_lp[a]
-    j = k
-    for s in range(steps):
-        for b in range(beams):
-            if prefix_lp[s, b] > pad:
-                for a in range(k):
-                    piece = k + (s * beams + b) * k + a
-                    keys[j] = (np.int64(prefix_index[s, b]) * k + a) * key_span[piece] \
-                        + level[piece]
-                    log_mass[j] = prefix_lp[s, b] + step_lp[s, b, a]  # (in their precision)
-                    j += 1
-    return j
-
-
-@jit
-def steps_measurement(ints: np.ndarray, reals: np.ndarray, order: np.ndarray, depth: int,
-                      level_spans: np.ndarray, area: float) -> int:
-    """
-    Measurement.from_steps's partition and leaves from :func:`steps_keys`: how many leaves.
-
-    ``reals[0]``: the pieces' masses (exp'd), ``order``: their keys' sort. A piece followed
-    by one with the same start was expanded: its mass goes to 0 (it stays in the partition
-    with no cells). Fills the partition's starts and cells (``ints[1]``, ``ints[2]``) and
-    densities (``reals[1]``), the leaves' levels, indices (``ints[3]``, ``ints[4]``) and mass
-    (``reals[2]``).
-    """
-    count = order.shape[0]
-    keys, mass = ints[0], reals[0]
-    starts, cells, leaf_levels, leaf_indices = ints[1], ints[2], ints[3], ints[4]
-    density, leaf_mass = reals[1], reals[2]
-    levels, sorted_mass = np.empty(count, np.int64), np.empty(count)
-    for i in range(count):
-        key = keys[order[i]]
-        starts[i], levels[i] = key // (depth + 1), key % (depth + 1)
-        sorted_mass[i] = mass[order[i]]
-    for i in range(count - 1):
-        if starts[i + 1] == starts[i]:
-            sorted_mass[i] = sorted_mass[i] * 0.0
-    norm = pairwise_sum(sorted_mass)
-    j = 0
-    for i in range(count):
-        sorted_mass[i] /= norm
-        span = level_spans[levels[i]]
-        density[i] = sorted_mass[i] / (np.float64(span) * area)
-        if i == count - 1 or starts[i + 1] != starts[i]:
-            cells[i] = span
-            leaf_levels[j], leaf_indices[j] = levels[i], starts[i] // span
-            leaf_mass[j] = sorted_mass[i]
-            j += 1
-        else:
-            cells[i] = 0
-    return j
 
 
 @jit
