@@ -256,14 +256,12 @@ class CellFilter(PointUpdate):
             np.divide(cfg.max_speed_mps, speed, out=speed)  # 1 below the speed bound
             velocity *= speed
             position += velocity * dt_s
-        else:
-            d = np.asarray(displacement_en, np.float64).reshape(2, 1)
-            sigma = (cfg.odom_noise_fraction * math.hypot(d[0, 0], d[1, 0])
-                     + cfg.odom_noise_mps * dt_s)
-            step = self._normals(state.shape[1]) * max(sigma, 1e-6) + d
+        else:  # odometry, its noise as the compiled prediction's (one formula: motion_args)
+            _, sigma, east, north, per_s = motion_args(cfg, dt_s, displacement_en)
+            step = self._normals(state.shape[1]) * sigma + np.array([[east], [north]])
             position += step
             if dt_s > 0:  # should odometry drop out, the random walk carries on from here
-                np.multiply(step, 1.0 / dt_s, out=velocity)
+                np.multiply(step, per_s, out=velocity)
         if self._kernel is None:
             np.minimum(position, self.half, out=position)
             np.maximum(position, -self.half, out=position)
