@@ -62,9 +62,24 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--workdir", type=Path, required=True, help="a `jzi demo` work directory")
     v.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3],
                    help="validation flight seeds (not 0: the demo's test flight)")
+    c = sub.add_parser("calibrate-flights",
+                       help="calibrate the shipped model on validation flights (other days)")
+    c.add_argument("--workdir", type=Path, required=True, help="a `jzi demo` work directory")
+    c.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3],
+                   help="validation flight seeds (not 0: the demo's test flight)")
+    c.add_argument("--model", type=Path, default=Path("jzi_ros/data/demo_model.safetensors"),
+                   help="the checkpoint to calibrate (its JSON card is rewritten)")
+    c.add_argument("--beam-width", "--beam", dest="beam", type=int, default=4,
+                   help="beam width used for calibration")
     args = parser.parse_args(argv)
     try:
-        if args.step == "fit-fusion":
+        if args.step == "calibrate-flights":
+            info = recipe.calibrate_on_flights(args.workdir, args.seeds, args.model, args.beam)
+            cal = info["calibration"]
+            print(f"{args.model}: calibrated on {cal['frames']} frames of {info['calibrated_on']}"
+                  f": covariance scale {cal['covariance_scale']:.3g}, confidence gate "
+                  f"{cal['confidence_threshold']:.3g} ({cal['gate_fix_rate']:.0%} FIX)")
+        elif args.step == "fit-fusion":
             from jzi_ros.evaluation.fusion_replay import fitted_words
 
             fitted = recipe.fit_fusion(args.workdir, args.seeds)

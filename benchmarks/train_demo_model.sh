@@ -12,7 +12,12 @@
 #    days (render: block), a ResNet encoder from scratch, 42-minute budget, 1 data worker;
 # 4. finalize: embed the map, calibrate the covariance scale on the validation views, store the
 #    demo card (world, tile size, days) in the metadata and copy the checkpoint to
-#    jzi_ros/data/.
+#    jzi_ros/data/;
+# 5. calibrate-flights: fly the demo camera on three other days (flight seeds 1-3, never the
+#    test flight's 0) and calibrate the confidence gate and covariance scale on those frames,
+#    which are closer to the demo's than the `jzi views` validation views;
+# 6. fit-fusion: fit the temporal filter on the same flights and print the values for
+#    FusionConfig's defaults (jzi_ros/inference/fusion_config.py; docs/fusion.md).
 # KEY=VALUE arguments override the training config (e.g. max_minutes=10).
 # Environment: PYTHON (default .venv/bin/python), OMP_NUM_THREADS (default 1), REUSE=1 (keep
 # WORKDIR's world, map, days and validation views from an earlier run).
@@ -35,3 +40,5 @@ rm -rf "$WORK/run"
     "render.sources=$SOURCES" "$@"
 "$PY" benchmarks/demo_recipe.py finalize "$WORK/run" "$WORK" "$WORK/val/manifest.csv" \
     --out jzi_ros/data/demo_model.safetensors
+"$PY" benchmarks/demo_recipe.py calibrate-flights --workdir "$WORK/demo"
+"$PY" benchmarks/demo_recipe.py fit-fusion --workdir "$WORK/demo"

@@ -134,6 +134,17 @@ def test_finalize_calibrates_on_the_views_and_stamps_the_demo_card(prepared, tmp
     # finalize embedded the map with the shipped model: a Localizer opens it
     assert pyramid.load_embeddings(read_header(out)["encoder_hash"]).shape[0] == \
         pyramid.tree.num_views
+    # calibrate-flights: the same model recalibrated on a validation flight of another day
+    with pytest.raises(JziError, match="seed 0 is the demo's test flight"):
+        recipe.calibrate_on_flights(tmp_path / "demo", [0, 1], out)
+    again = recipe.calibrate_on_flights(tmp_path / "demo", [1], out, beam=2, frames=8)
+    assert (tmp_path / "demo" / "validation_seed1").is_dir()
+    flights = read_header(out)["metadata"]["calibration"]
+    assert 2 <= flights["frames"] <= 8 and flights["beam_width"] == 2
+    assert flights == again["calibration"] != calibration
+    assert again["calibrated_on"] == "validation flights (seeds 1)"
+    assert again["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest() != info["sha256"]
+    assert read_header(out)["metadata"][DEMO_CARD_KEY] == metadata[DEMO_CARD_KEY]
 
 
 def test_tool_reports_bad_input_in_one_line(tmp_path, capsys):

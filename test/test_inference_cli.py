@@ -22,6 +22,7 @@ import pytest
 from jzi_ros.cli.main import main
 from jzi_ros.model.checkpoint import read_header
 from jzi_ros.training.manifest import Sample, write_manifest
+from replay_support import BagSpec, T0, write_bag
 from support import make_tiny_checkpoint, make_tiny_map, world_of
 
 
@@ -84,6 +85,60 @@ def test_calibrate_stores_the_scale_in_the_checkpoint(scene, capsys):
     stored = read_header(ckpt)["metadata"]["calibration"]
     assert stored["frames"] == 6 and stored["mean_nees"] == pytest.approx(2.0, rel=1e-2)
     assert stored["beam_width"] == 4
+
+
+def _flight(scene, tmp_path):
+    """
+    Write the scene's val frames as a flight: a bag and a manifest of the same frames.
+
+    The bag has raw images, GT at the frame stamps and one corrupt frame; the manifest the
+    same pixels (PNG) and positions.
+    """
+    import shutil
+
+    pyramid, ckpt, samples, _ = scene
+    val = [s for s in samples if s.split == "val"]
+    images = [cv2.imread(str(s.image))[..., ::-1].copy() for s in val]
+    frames = images[:3] + [None] + images[3:]  # a truncated message, with ground truth
+    labels = val[:3] + val[2:3] + val[3:]
+    stamps = [T0 + i * 10**9 for i in range(len(frames))]
+    gt = [(t, s.latitude, s.longitude, 0) for t, s in zip(stamps, labels)]
+    bag = write_bag(tmp_path / "flight", BagSpec(stamps, stamps, frames, gt))
+    manifest = tmp_path / "same.csv"
+    write_manifest(manifest, val)
+    model = tmp_path / "model.safetensors"
+    shutil.copy(ckpt, model)
+    return pyramid, model, bag, manifest
+
+
+def test_calibrate_on_a_bag_equals_the_same_frames_from_a_manifest(scene, tmp_path, capsys):
+    pyramid, model, bag, manifest = _flight(scene, tmp_path)
+    common = ["localize", "--map", str(pyramid.path), "--model", str(model), "--backend",
+              "torch", "--device", "cpu", "--no-progress"]
+    assert main(common + ["--calibrate", str(manifest)]) == 0
+    from_manifest = read_header(model)["metadata"]["calibration"]
+    assert main(common + ["--calibrate", str(bag), "--image-topic", "/camera/image",
+                          "--gt-topic", "/gps/fix"]) == 0
+    from_bag = read_header(model)["metadata"]["calibration"]
+    assert from_bag["frames"] == from_manifest["frames"] == 6  # the corrupt frame is left out
+    assert from_bag["covariance_scale"] == pytest.approx(from_manifest["covariance_scale"])
+    # several sources are pooled
+    assert main(common + ["--calibrate", str(bag), str(manifest), "--image-topic",
+                          "/camera/image", "--gt-topic", "/gps/fix", "--dry-run"]) == 0
+    assert "calibration on 12 frames" in capsys.readouterr().out
+
+
+def test_calibrate_on_a_bag_needs_its_topics(scene, tmp_path, capsys):
+    pyramid, model, bag, _ = _flight(scene, tmp_path)
+    code = main(["localize", "--map", str(pyramid.path), "--model", str(model), "--backend",
+                 "torch", "--device", "cpu", "--calibrate", str(bag), "--gt-topic", "/gps/fix"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--image-topic" in err
+    code = main(["localize", "--map", str(pyramid.path), "--model", str(model), "--backend",
+                 "torch", "--device", "cpu", "--calibrate", str(bag), "--image-topic", "/nope",
+                 "--gt-topic", "/gps/fix"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "/nope" in err and "metadata 'calibration'" not in err
 
 
 def test_bench_writes_the_json_keys(scene, tmp_path, capsys):

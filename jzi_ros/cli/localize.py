@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from pathlib import Path
 import sys
@@ -30,8 +31,12 @@ one fix per image (status, lat/lon, 1-sigma East/North, confidence, top path, la
 
 With --calibrate MANIFEST the validation frames of a dataset manifest (split 'val', or all
 frames with --split all) are localized with the given beam/position/floor settings, the
-covariance scale that makes the mean 2-D NEES equal 2 is fitted, and it is stored in the
-checkpoint's metadata, where every Localizer built from it picks it up.
+confidence gate and the covariance scale that makes the mean 2-D NEES equal 2 are fitted, and
+they are stored in the checkpoint's metadata, where every Localizer built from it picks them
+up. --calibrate also takes recorded flights: a ROS 2 bag (directory, .mcap or .db3) with a
+camera topic and a NavSatFix ground-truth topic (--image-topic, --gt-topic), e.g. a validation
+flight with RTK GPS. Calibrate on data like the deployment's (same camera, other days), never
+on the flight you evaluate. Several manifests and bags are pooled.
 """
 
 
@@ -49,9 +54,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heading", type=float, default=None, metavar="DEG",
                         help="the images' heading (degrees clockwise from north; needed by "
                              "north-up models)")
-    parser.add_argument("--calibrate", type=Path, default=None, metavar="MANIFEST",
-                        help="fit and store the covariance scale on this dataset manifest's "
-                             "validation frames instead of localizing IMAGES")
+    parser.add_argument("--calibrate", type=Path, nargs="+", action="extend", default=None,
+                        metavar="MANIFEST_OR_BAG",
+                        help="fit and store the confidence gate and covariance scale on these "
+                             "dataset manifests' validation frames and/or bags' frames with "
+                             "ground truth, instead of localizing IMAGES")
+    parser.add_argument("--image-topic", default=None,
+                        help="--calibrate with a bag: the camera topic (sensor_msgs/Image or "
+                             "CompressedImage)")
+    parser.add_argument("--gt-topic", default=None,
+                        help="--calibrate with a bag: the ground-truth sensor_msgs/NavSatFix "
+                             "topic")
+    parser.add_argument("--gt-tolerance", type=float, default=0.5, metavar="S",
+                        help="--calibrate with a bag: the largest gap (s) between a frame and "
+                             "the ground truth it is paired with (default 0.5)")
     parser.add_argument("--split", choices=("val", "test", "train", "all"), default="val",
                         help="manifest split used by --calibrate")
     parser.add_argument("--target", choices=("mean", "median"), default="mean",
@@ -91,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     from jzi_ros.inference.options import localizer_config
 
     if args.calibrate is None and not args.images:
-        raise JziError("give IMAGE files to localize, or --calibrate MANIFEST")
+        raise JziError("give IMAGE files to localize, or --calibrate MANIFEST_OR_BAG")
     localizer = Localizer.from_paths(args.map_dir, args.model, localizer_config(args))
     if args.calibrate is not None:
         return _calibrate(localizer, args)
@@ -117,13 +133,21 @@ def _calibrate(localizer, args: argparse.Namespace) -> int:
     from jzi_ros.inference.image import read_image
     from jzi_ros.training.manifest import samples_in_map
 
-    inside = samples_in_map(args.calibrate, localizer.tree, args.split)
-    if len(inside) < 2:
-        raise JziError(f"manifest {args.calibrate}: {len(inside)} '{args.split}' frame(s) "
-                       "inside the map; calibration needs at least 2 (try --split all)")
-    rows = ((read_image(s.image), s.latitude, s.longitude, s.heading) for s in inside)
-    result = calibrate_localizer(localizer, rows, args.target, progress=not args.no_progress,
-                                 total=len(inside))
+    sources = []  # (rows, frame count or None)
+    for path in args.calibrate:
+        if _is_bag(path):
+            sources.append((_bag_rows(localizer, path, args), None))
+            continue
+        inside = samples_in_map(path, localizer.tree, args.split)
+        if len(inside) < 2:
+            raise JziError(f"manifest {path}: {len(inside)} '{args.split}' frame(s) inside the "
+                           "map; calibration needs at least 2 (try --split all)")
+        sources.append((((read_image(s.image), s.latitude, s.longitude, s.heading)
+                         for s in inside), len(inside)))
+    counts = [count for _, count in sources]
+    result = calibrate_localizer(localizer, itertools.chain(*(rows for rows, _ in sources)),
+                                 args.target, progress=not args.no_progress,
+                                 total=None if None in counts else sum(counts))
     print(f"calibration on {result.frames} frames (beam {result.beam_width}, position "
           f"{result.position}, floor {result.sigma_floor_m:g} m): scale "
           f"{result.covariance_scale:.4g}; mean NEES {result.raw_mean_nees:.2f} -> "
@@ -142,3 +166,24 @@ def _calibrate(localizer, args: argparse.Namespace) -> int:
         save_calibration(args.model, result)
         print(f"stored in {args.model} (metadata 'calibration')")
     return 0
+
+
+def _is_bag(path: Path) -> bool:
+    """Tell a ROS 2 bag (a directory with metadata.yaml, a .mcap or .db3 file) from a manifest."""
+    return (path / "metadata.yaml").is_file() or path.suffix in (".mcap", ".db3")
+
+
+def _bag_rows(localizer, bag: Path, args: argparse.Namespace):
+    """Read the frames of ``bag`` with ground truth inside the map (heading-free models)."""
+    from jzi_ros.evaluation.replay import labelled_frames, ReplayOptions
+
+    missing = [flag for flag, value in (("--image-topic", args.image_topic),
+                                        ("--gt-topic", args.gt_topic)) if not value]
+    if missing:
+        raise JziError(f"--calibrate {bag}: a bag needs {' and '.join(missing)} (the camera "
+                       "topic and the NavSatFix ground-truth topic)")
+    if localizer.model_config.heading == "north-up":
+        raise JziError(f"--calibrate {bag}: model {args.model} is north-up and a bag's frames "
+                       "carry no heading here; calibrate it on a manifest with a heading column")
+    return labelled_frames(bag, localizer.tree, ReplayOptions(
+        args.image_topic, args.gt_topic, gt_tolerance_s=args.gt_tolerance, progress=False))

@@ -130,14 +130,75 @@ def finalize(run_dir: Path, prepared: Path, val_manifest: Path, out: Path, beam:
         calibration = calibrate_localizer(
             localizer, ((read_image(s.image), s.latitude, s.longitude) for s in samples))
         save_calibration(tmp, calibration)
+    return _write_card(out, model, card, calibration, "validation views")
+
+
+def _write_card(out: Path, model, card: dict, calibration, calibrated_on: str) -> dict:
+    """Write the JSON card beside the shipped checkpoint ``out`` (hash, size, calibration)."""
     info = {"file": out.name, "bytes": out.stat().st_size,
             "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
             "parameters": sum(p.numel() for p in model.parameters()),
             "model_config": model.config.to_dict(), "demo": card,
-            "calibration": calibration.to_dict(),
+            "calibration": calibration.to_dict(), "calibrated_on": calibrated_on,
             "reproduce": "benchmarks/train_demo_model.sh"}
     write_json(out.with_suffix(".json"), info)
     return info
+
+
+def validation_bags(workdir: Path, seeds: list[int], model: Path, frames: int = 200
+                    ) -> list[Path]:
+    """
+    Return the validation flights' bags in ``workdir`` (flown first if missing).
+
+    Each seed flies the demo world (the model card's) on another day than the demo's test
+    flight (seed 0, refused); the world and the map are ``jzi demo``'s, made if missing.
+    """
+    from jzi_ros.demo import stages
+    from jzi_ros.demo.flight import FlightSpec
+    from jzi_ros.demo.flow import DemoOptions, model_card, run_demo
+
+    if 0 in seeds:
+        raise JziError("validation flights: seed 0 is the demo's test flight; use others")
+    world_spec, tree, _ = model_card(model)
+    if not (workdir / "map" / "embeddings.safetensors").exists():
+        run_demo(DemoOptions(workdir=workdir, frames=frames, model=model, progress=False))
+    bags = []
+    for seed in seeds:
+        bag = workdir / f"validation_seed{seed}"
+        if not bag.exists():
+            stages.make_bag(world_spec, workdir / "world.tif", tree, FlightSpec(frames=frames),
+                            seed, bag)
+        bags.append(bag)
+    return bags
+
+
+def calibrate_on_flights(workdir: Path, seeds: list[int], model: Path, beam: int = 4,
+                         frames: int = 200) -> dict:
+    """
+    Calibrate ``model``'s confidence gate and covariance scale on validation flights.
+
+    The flights see the demo's camera on other days than the test flight, so they are closer
+    to what the demo scores than ``jzi views`` validation views (another camera model and
+    sampling). Same as ``jzi localize --calibrate BAG ...`` on each bag; rewrites the card.
+    """
+    import itertools
+
+    from jzi_ros.demo.bag import GT_TOPIC, IMAGE_TOPIC
+    from jzi_ros.evaluation.replay import labelled_frames, ReplayOptions
+    from jzi_ros.inference.calibration import calibrate_localizer, save_calibration
+    from jzi_ros.inference.localizer import Localizer, LocalizerConfig
+    from jzi_ros.model.checkpoint import load_checkpoint
+
+    bags = validation_bags(workdir, seeds, model, frames)
+    localizer = Localizer.from_paths(workdir / "map", model,
+                                     LocalizerConfig(device="cpu", beam_width=beam))
+    options = ReplayOptions(IMAGE_TOPIC, GT_TOPIC, progress=False)
+    calibration = calibrate_localizer(localizer, itertools.chain(
+        *(labelled_frames(bag, localizer.tree, options) for bag in bags)))
+    save_calibration(model, calibration)
+    loaded, metadata = load_checkpoint(model)
+    return _write_card(model, loaded, metadata[DEMO_CARD_KEY], calibration,
+                       f"validation flights (seeds {', '.join(map(str, seeds))})")
 
 
 def fit_fusion(workdir: Path, seeds: list[int], frames: int = 200) -> dict:
@@ -149,29 +210,19 @@ def fit_fusion(workdir: Path, seeds: list[int], frames: int = 200) -> dict:
     the FIX gate and the covariance scale pooled over all flights
     (fusion_replay.fit_fusion). The result is FusionConfig's default.
     """
-    from jzi_ros.demo import stages
     from jzi_ros.demo.bag import GT_TOPIC, IMAGE_TOPIC
-    from jzi_ros.demo.flight import FlightSpec
-    from jzi_ros.demo.flow import DemoOptions, model_card, run_demo, shipped_model
+    from jzi_ros.demo.flow import shipped_model
     from jzi_ros.demo.odometry import ODOM_TOPIC
     from jzi_ros.evaluation.fusion_replay import fit_fusion as fit, FusionOptions
     from jzi_ros.evaluation.replay import replay_bag, ReplayOptions
     from jzi_ros.inference.fusion_config import FusionConfig
     from jzi_ros.inference.localizer import Localizer, LocalizerConfig
 
-    if 0 in seeds:
-        raise JziError("fit-fusion: seed 0 is the demo's test flight; validate on others")
     model = shipped_model()
-    world_spec, tree, _ = model_card(model)
-    if not (workdir / "map" / "embeddings.safetensors").exists():
-        run_demo(DemoOptions(workdir=workdir, frames=frames, progress=False))
+    bags = validation_bags(workdir, seeds, model, frames)
     localizer = Localizer.from_paths(workdir / "map", model, LocalizerConfig(device="cpu"))
     results = []
-    for seed in seeds:
-        bag = workdir / f"validation_seed{seed}"
-        if not bag.exists():
-            stages.make_bag(world_spec, workdir / "world.tif", tree, FlightSpec(frames=frames),
-                            seed, bag)
+    for seed, bag in zip(seeds, bags):
         options = ReplayOptions(IMAGE_TOPIC, GT_TOPIC, progress=False,
                                 fusion=FusionOptions(FusionConfig(), ODOM_TOPIC))
         results.append(replay_bag(bag, localizer, options))

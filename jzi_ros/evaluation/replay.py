@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 import logging
 from pathlib import Path
 import time
-from typing import Any, Protocol
+from typing import Any, Iterator, Protocol
 
 import numpy as np
 from tqdm import tqdm
@@ -177,6 +177,54 @@ def _check_overlap(bag: Path, options: ReplayOptions, scan: FrameScan, selected:
         "check --gt-topic, --start/--duration or --gt-tolerance")
 
 
+def _select(reader: Any, bag: Path, tree: CellTree, options: ReplayOptions
+            ) -> tuple[str, GroundTruth, FrameScan, np.ndarray,
+                       list[tuple[GtSample | None, str, str]]]:
+    """Check the topics, read the ground truth, select the frames and look up their GT."""
+    msgtype = require_topic(reader, bag, options.image_topic, IMAGE_TYPES, "camera images",
+                            "--image-topic")
+    require_topic(reader, bag, options.gt_topic, (NAVSATFIX_TYPE,), "ground truth",
+                  "--gt-topic")
+    gt = read_ground_truth(reader, bag, options.gt_topic, tree)
+    scan = scan_frames(reader, bag, options.image_topic, msgtype)
+    selected = select_frames(scan, options.every, options.start_s, options.duration_s,
+                             options.limit)
+    if selected.size == 0:
+        raise JziError(f"bag {bag}: no frame on {options.image_topic} within --start "
+                       f"{options.start_s:g} s / --duration {options.duration_s} s "
+                       f"(the topic has {scan.count} frames)")
+    lookups = [_gt_for(gt, tree, int(scan.stamps_ns[o]), options.gt_tolerance_s)
+               for o in selected]
+    _check_overlap(bag, options, scan, selected, gt, lookups)
+    return msgtype, gt, scan, selected, lookups
+
+
+def labelled_frames(bag: str | Path, tree: CellTree, options: ReplayOptions
+                    ) -> Iterator[tuple[np.ndarray, float, float]]:
+    """
+    Yield ``(image_rgb, latitude, longitude)`` for the selected frames of ``bag`` with GT.
+
+    The frames replay would score (ground truth within the tolerance and inside the map),
+    in header-stamp order; corrupt or undecodable frames are left out. What calibration on a
+    recorded flight reads (``jzi localize --calibrate BAG``).
+    """
+    options.validate()
+    bag = Path(bag)
+    with open_bag(bag) as reader:
+        msgtype, _, scan, selected, lookups = _select(reader, bag, tree, options)
+        to_rgb = compressed_msg_to_rgb if msgtype == COMPRESSED_TYPE else image_msg_to_rgb
+        for index, (_, _, raw) in enumerate(iter_frames(reader, bag, options.image_topic,
+                                                        selected)):
+            sample, skip, _ = lookups[index]
+            if skip:
+                continue
+            try:
+                rgb = to_rgb(deserialize(reader, raw, msgtype))
+            except (ValueError, AttributeError, BadImageError):
+                continue
+            yield rgb, sample.latitude, sample.longitude
+
+
 def replay_bag(bag: str | Path, localizer: LocalizerLike, options: ReplayOptions
                ) -> ReplayResult:
     """
@@ -191,21 +239,7 @@ def replay_bag(bag: str | Path, localizer: LocalizerLike, options: ReplayOptions
     tree = localizer.tree
     began = time.perf_counter()
     with open_bag(bag) as reader:
-        msgtype = require_topic(reader, bag, options.image_topic, IMAGE_TYPES,
-                                "camera images", "--image-topic")
-        require_topic(reader, bag, options.gt_topic, (NAVSATFIX_TYPE,), "ground truth",
-                      "--gt-topic")
-        gt = read_ground_truth(reader, bag, options.gt_topic, tree)
-        scan = scan_frames(reader, bag, options.image_topic, msgtype)
-        selected = select_frames(scan, options.every, options.start_s, options.duration_s,
-                                 options.limit)
-        if selected.size == 0:
-            raise JziError(f"bag {bag}: no frame on {options.image_topic} within --start "
-                           f"{options.start_s:g} s / --duration {options.duration_s} s "
-                           f"(the topic has {scan.count} frames)")
-        lookups = [_gt_for(gt, tree, int(scan.stamps_ns[o]), options.gt_tolerance_s)
-                   for o in selected]
-        _check_overlap(bag, options, scan, selected, gt, lookups)
+        msgtype, gt, scan, selected, lookups = _select(reader, bag, tree, options)
         result = ReplayResult(bag, options, msgtype, tree, str(localizer.backend_name),
                               scan.count, int(selected.size), gt,
                               stamps_from_log_time=scan.from_log_time)
