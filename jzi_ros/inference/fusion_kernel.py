@@ -48,11 +48,14 @@ import numpy as np
 
 from jzi_ros.inference.measurement_kernel import steps_keys, steps_measurement
 from jzi_ros.inference.modes import SEED_CELLS
+from jzi_ros.inference.modes_kernel import cell_moments, cluster, heaviest, summarise
 from jzi_ros.inference.numba_numpy import (generator_handle, integers, jit, next_double,
                                            pairwise_sum)
 
-# generator_handle: fusion.py's handle; steps_*: measurement.py reads them off this module
-__all__ = ["generator_handle", "load", "load_seconds", "steps_keys", "steps_measurement"]
+# generator_handle: fusion.py's handle; steps_*: measurement.py reads them off this module,
+# the modes' kernels modes.py and fusion.py
+__all__ = ["cell_moments", "cluster", "generator_handle", "load", "load_seconds",
+           "steps_keys", "steps_measurement", "summarise"]
 _LOAD_SECONDS: float | None = None  # how long load() took, once it has run
 
 
@@ -65,28 +68,34 @@ def _predict(state: np.ndarray, bank: np.ndarray, start: int, walk: bool, a: flo
     Random walk (``walk``; a, b, c, d: accel_sigma x dt, max_speed, max_speed^2, dt): each
     velocity plus noise, scaled back to the speed bound, moves its particle. Odometry (a, b,
     c, d: the noise sigma, the East and North displacement, 1 / dt or 0 to keep velocities).
+    One branch-free loop per case (the compiler vectorises them; square roots and divisions
+    are correctly rounded either way).
     """
-    for j in range(state.shape[1]):
-        if walk:
-            vx = state[2, j] + bank[0, start + j] * a
-            vy = state[3, j] + bank[1, start + j] * a
+    n = state.shape[1]
+    east, north, v_east, v_north = state[0], state[1], state[2], state[3]
+    noise_east, noise_north = bank[0, start:start + n], bank[1, start:start + n]
+    if walk:
+        for j in range(n):
+            vx = v_east[j] + noise_east[j] * a
+            vy = v_north[j] + noise_north[j] * a
             speed = vx * vx + vy * vy
-            if speed < c:
-                speed = c
+            speed = c if speed < c else speed
             speed = b / math.sqrt(speed)  # 1 below the speed bound
             vx *= speed
             vy *= speed
-            state[2, j] = vx
-            state[3, j] = vy
-            se, sn = vx * d, vy * d
-        else:
-            se = bank[0, start + j] * a + b
-            sn = bank[1, start + j] * a + c
+            v_east[j] = vx
+            v_north[j] = vy
+            east[j] = max(min(east[j] + vx * d, half), -half)
+            north[j] = max(min(north[j] + vy * d, half), -half)
+    else:
+        for j in range(n):
+            se = noise_east[j] * a + b
+            sn = noise_north[j] * a + c
+            east[j] = max(min(east[j] + se, half), -half)
+            north[j] = max(min(north[j] + sn, half), -half)
             if d > 0:
-                state[2, j] = se * d
-                state[3, j] = sn * d
-        state[0, j] = max(min(state[0, j] + se, half), -half)
-        state[1, j] = max(min(state[1, j] + sn, half), -half)
+                v_east[j] = se * d
+                v_north[j] = sn * d
 
 
 @jit
@@ -210,10 +219,9 @@ def frame(generator: np.ndarray, state: np.ndarray, weights: np.ndarray, bank: n
                       (1 - anywhere) / coarse_area, anywhere / area,
                       (1 - fraction) / coarse_area, fraction / (z_uniform * area), hist,
                       out_state, out_weights, out_coarse, acc, flags, sums, minus_mass)
-    order = np.argsort(minus_mass[:occupied])
-    for i in range(min(occupied - 1, SEED_CELLS)):  # ties: numpy's argsort orders them
-        if minus_mass[order[i]] == minus_mass[order[i + 1]]:
-            return cusum, occupied, -1
+    order = np.empty(SEED_CELLS + 1, np.intp)  # the heaviest cells (and the next: ties)
+    if heaviest(minus_mass[:occupied], min(occupied, SEED_CELLS + 1), order) < 0:
+        return cusum, occupied, -1  # a tie: numpy's argsort orders them
     return cusum, occupied, cluster(sums, occupied, order, params[8], SEED_CELLS, moments)
 
 
@@ -271,149 +279,6 @@ def coarse_cells(state: np.ndarray, geometry: np.ndarray, codes: np.ndarray,
     coarse_span = np.intp(geometry[9])
     for j in range(state.shape[1]):
         out[j] = _terminal(state[0, j], state[1, j], geometry, codes) // coarse_span
-
-
-@jit
-def cell_moments(state: np.ndarray, weights: np.ndarray, keys: np.ndarray, acc: np.ndarray,
-                 flags: np.ndarray, sums: np.ndarray, minus_mass: np.ndarray) -> int:
-    """
-    Weighted moments of the occupied coarse cells (ModeFinder's ``sums``): how many.
-
-    Fills ``sums[:occupied]`` (cells in index order: mass, sum of w x, w y, w x x, w x y,
-    w y y) and ``minus_mass[:occupied]``. ``acc`` ``[cells, 6]`` and ``flags`` ``[cells]``:
-    zeroed scratch, left zeroed.
-    """
-    for j in range(weights.shape[0]):
-        key, w = keys[j], weights[j]
-        x, y = state[0, j], state[1, j]
-        wx, wy = x * w, y * w
-        acc[key, 0] += w
-        acc[key, 1] += wx
-        acc[key, 2] += wy
-        acc[key, 3] += wx * x
-        acc[key, 4] += wx * y
-        acc[key, 5] += wy * y
-        flags[key] = 1
-    k = 0
-    for c in range(flags.shape[0]):
-        if flags[c]:
-            flags[c] = 0
-            if acc[c, 0] > 0:  # (numpy: mass > 0; a weight of 0 occupies nothing)
-                for row in range(6):
-                    sums[k, row] = acc[c, row]
-                minus_mass[k] = -acc[c, 0]
-                k += 1
-            acc[c] = 0.0
-    return k
-
-
-@jit
-def _within(dx: float, dy: float, radius: float) -> bool:
-    """``hypot(dx, dy) <= radius``, the square root only where the squares are too close."""
-    squared, limit = dx * dx + dy * dy, radius * radius
-    if squared < limit * (1 - 1e-9):
-        return True
-    if squared > limit * (1 + 1e-9):
-        return False
-    return math.hypot(dx, dy) <= radius
-
-
-@jit
-def cluster(sums: np.ndarray, occupied: int, order: np.ndarray, radius: float,
-            seed_cells: int, moments: np.ndarray) -> int:
-    """
-    Fill the modes' moments ``moments[:modes]`` (ModeFinder's seeds, two rounds): how many.
-
-    ``sums[:occupied]``: :func:`cell_moments`; ``order``: the cells heaviest first (numpy's
-    argsort of minus the mass, so that ties fall as in the numpy path); at most
-    ``len(moments)`` modes.
-    """
-    max_modes = moments.shape[0]
-    cx, cy = np.empty(occupied), np.empty(occupied)
-    for c in range(occupied):  # numpy's complex division: x * (1 / mass)
-        inv = 1.0 / sums[c, 0]
-        cx[c], cy[c] = sums[c, 1] * inv, sums[c, 2] * inv
-    count = min(seed_cells, occupied)
-    candidates = order[:count]
-    chosen = np.empty(max_modes, np.intp)
-    chosen[0], modes = 0, 1
-    left = np.empty(count, np.bool_)
-    cf = candidates[0]
-    for a in range(count):
-        ca = candidates[a]
-        left[a] = not _within(cx[ca] - cx[cf], cy[ca] - cy[cf], radius)
-    while modes < max_modes:
-        first = -1
-        for a in range(count):
-            if left[a]:
-                first = a
-                break
-        if first < 0:
-            break
-        chosen[modes] = first
-        modes += 1
-        cf = candidates[first]
-        for a in range(count):
-            if left[a]:
-                ca = candidates[a]
-                left[a] = not _within(cx[ca] - cx[cf], cy[ca] - cy[cf], radius)
-    sx, sy = np.empty(modes), np.empty(modes)
-    for i in range(modes):
-        c = candidates[chosen[i]]
-        sx[i], sy[i] = cx[c], cy[c]
-    for again in range(2):
-        moments[:modes] = 0.0
-        for c in range(occupied):  # a cell joins the first (heaviest) seed it is near
-            for i in range(modes):
-                if _within(cx[c] - sx[i], cy[c] - sy[i], radius):
-                    for row in range(6):
-                        moments[i, row] += sums[c, row]
-                    break
-        if again == 0:
-            for i in range(modes):
-                inv = 1.0 / moments[i, 0]
-                sx[i], sy[i] = moments[i, 1] * inv, moments[i, 2] * inv
-    return modes
-
-
-@jit
-def summarise(moments: np.ndarray, found: int, min_mass: float, masses: np.ndarray,
-              means: np.ndarray, covs: np.ndarray, spread: np.ndarray) -> tuple[int, float]:
-    """
-    Make the modes of their moments and the estimate's spread (as ModeFinder, _estimate).
-
-    Fills ``masses``, ``means`` ``[., 2]``, ``covs`` ``[., 2, 2]`` heaviest first (the tail
-    under ``min_mass`` left out, the heaviest always kept; a stable sort) and ``spread``: the
-    modes' second moment about the heaviest's mean. Returns the number of modes and the
-    spread's major-axis sigma.
-    """
-    count = 0
-    for i in range(found):
-        total = moments[i, 0]
-        if total <= 0 or (total < min_mass and count > 0):
-            continue  # the diffuse tail (or a seed its heavier neighbours took over)
-        se, sn = moments[i, 1] / total, moments[i, 2] / total
-        xx = moments[i, 3] / total - se * se
-        xy = moments[i, 4] / total - se * sn
-        yy = moments[i, 5] / total - sn * sn
-        j = count  # insertion, after every mode at least as heavy (Python's stable sort)
-        while j > 0 and masses[j - 1] < total:
-            masses[j], means[j], covs[j] = masses[j - 1], means[j - 1], covs[j - 1]
-            j -= 1
-        masses[j], means[j, 0], means[j, 1] = total, se, sn
-        covs[j, 0, 0], covs[j, 0, 1], covs[j, 1, 0], covs[j, 1, 1] = xx, xy, xy, yy
-        count += 1
-    a = b = c = total = 0.0
-    east, north = means[0, 0], means[0, 1]
-    for i in range(count):
-        de, dn = means[i, 0] - east, means[i, 1] - north
-        a += masses[i] * (covs[i, 0, 0] + de * de)
-        b += masses[i] * (covs[i, 0, 1] + de * dn)
-        c += masses[i] * (covs[i, 1, 1] + dn * dn)
-        total += masses[i]
-    a, b, c = a / total, b / total, c / total
-    spread[0, 0], spread[0, 1], spread[1, 0], spread[1, 1] = a, b, b, c
-    return count, math.sqrt(max(0.0, 0.5 * (a + c) + math.hypot(0.5 * (a - c), b)))
 
 
 def load() -> float:
