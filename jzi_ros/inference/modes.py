@@ -23,9 +23,12 @@ the coarse cells' weighted moments in a fixed number of numpy calls (:class:`Mod
 from __future__ import annotations
 
 from dataclasses import dataclass
+import math
 from typing import Any
 
 import numpy as np
+
+from jzi_ros.inference.fix import Hypothesis
 
 MIN_MODE_MASS = 0.05  # lighter clusters are not reported as modes
 MAX_MODES = 8
@@ -157,3 +160,27 @@ class ModeFinder:
         modes = tuple(Mode(mass, means[i], covs[i])
                       for i, mass in enumerate(masses[:count].tolist()))
         return modes, spread, sigma
+
+
+def mode_hypotheses(tree, to_terminal: tuple, modes: tuple[Mode, ...]) -> tuple[Hypothesis, ...]:
+    """
+    Return the modes as a fix's hypotheses: each mode's terminal cell, mass, centre, lat/lon.
+
+    ``to_terminal``: ``CellFilter._to_terminal`` (scale, offset, last index and the code
+    tables of ``terminal_indices_en``, computed here in Python floats for these few points,
+    clipped to the root as ``path_of_local``'s edges). One projection call for all modes.
+    """
+    east_north = [m.mean_en.tolist() for m in modes]
+    if len(east_north) == 1:  # (floats: a third of the time of a one-point list)
+        lat, lon = tree.to_latlon(*east_north[0])
+        lats, lons = [lat], [lon]
+    else:
+        lats, lons = tree.to_latlon(*map(list, zip(*east_north)))
+    s0, s1, o0, o1, last, row_code, col_code = to_terminal
+    terminal = [int(row_code[max(min(int(n * s1 + o1), last), 0)]
+                    + col_code[max(min(int(e * s0 + o0), last), 0)])
+                for e, n in east_north]
+    return tuple(
+        Hypothesis(tree._path_from_level_index(t, tree.depth), m.mass,
+                   math.log(max(m.mass, 1e-300)), e, n, la, lo)
+        for m, t, (e, n), la, lo in zip(modes, terminal, east_north, lats, lons))
