@@ -54,6 +54,9 @@ class CompiledStep:
         self.cumulative = np.empty(1024)  # (grown when a measurement has more runs)
         # the generator's draw functions and state: the kernel moves the same stream
         self.generator = kernel.generator_handle(filt.rng)
+        # the frame's new particles, weights and coarse cells: two sets used in turn (the
+        # one the filter does not hold), so a frame writes into memory the last frames warmed
+        self.outputs = [(np.empty((4, n)), np.empty(n), np.empty(n, np.int64)) for _ in "ab"]
         self.params = np.array([filt._terminal_cells, config.likelihood_exponent, 0.0,
                                 config.reset_nats, config.anywhere_prob, tree.size_m ** 2,
                                 filt._coarse_area, config.proposal_fraction,
@@ -71,13 +74,20 @@ class CompiledStep:
 
         Returns ``(cusum, occupied, found, state, weights, coarse keys)``: ``occupied`` < 0
         when the kidnap test fired (``self.cumulative[:len(tempered)]`` then holds the
-        tempered measurement's cumulative sum).
+        tempered measurement's cumulative sum). The new state, weights and keys are one of
+        ``outputs``, the one the filter does not hold now: they stay valid until the frame
+        after next (``CellFilter.particles`` is a view of the state, as in the numpy path,
+        whose prediction moves the particles in place).
         """
         if len(tempered) > len(self.cumulative):
             self.cumulative = np.empty(2 * len(tempered))
         n, modes = len(filt.weights), filt._modes
         self.params[2] = filt.cusum
-        state, weights, keys = np.empty((4, n)), np.empty(n), np.empty(n, np.int64)
+        state, weights, keys = self.outputs[0]
+        if state is filt._state or weights is filt.weights or keys is filt._coarse:
+            state, weights, keys = self.outputs[1]
+        if len(weights) != n:  # (a filter always holds config.particles)
+            state, weights, keys = np.empty((4, n)), np.empty(n), np.empty(n, np.int64)
         cusum, occupied, found = self.kernel.frame(
             self.generator, filt._state, filt.weights, filt._normal_bank, *motion,
             self.uniforms, filt._disc_bank, part.bounds, part.cells, tempered, self.cumulative,

@@ -46,7 +46,8 @@ import time
 
 import numpy as np
 
-from jzi_ros.inference.measurement_kernel import steps_keys, steps_measurement
+from jzi_ros.inference.measurement_kernel import (steps_keys, steps_measurement,
+                                                  steps_measurement_sorted)
 from jzi_ros.inference.modes import SEED_CELLS
 from jzi_ros.inference.modes_kernel import cell_moments, cluster, heaviest, summarise
 from jzi_ros.inference.numba_numpy import (generator_handle, integers, jit, next_double,
@@ -55,7 +56,7 @@ from jzi_ros.inference.numba_numpy import (generator_handle, integers, jit, next
 # generator_handle: fusion.py's handle; steps_*: measurement.py reads them off this module,
 # the modes' kernels modes.py and fusion.py
 __all__ = ["cell_moments", "cluster", "generator_handle", "load", "load_seconds",
-           "steps_keys", "steps_measurement", "summarise"]
+           "steps_keys", "steps_measurement", "steps_measurement_sorted", "summarise"]
 _LOAD_SECONDS: float | None = None  # how long load() took, once it has run
 
 
@@ -339,3 +340,4 @@ def _warm_up() -> None:
                            np.ones(8, np.int64), np.ones(8, np.int64), -1.0, ints, reals)
         np.exp(reals[0, :count], out=reals[0, :count])
         steps_measurement(ints, reals, ints[0, :count].argsort(), 1, spans, 1.0)
+        steps_measurement_sorted(ints, reals, count, 1, spans, 1.0)
