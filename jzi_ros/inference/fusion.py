@@ -78,7 +78,7 @@ from jzi_ros.inference.fusion_point import PointUpdate
 from jzi_ros.inference.measurement import (cell_codes, Measurement, Partition,
                                            PointMeasurement, terminal_indices_en)
 from jzi_ros.inference.modes import FilterEstimate, mode_hypotheses, ModeFinder
-from jzi_ros.inference.posterior import apply_scale_and_floor, enu_covariance
+from jzi_ros.inference.posterior import fix_covariance
 
 # the "no measurement" likelihood: a frame that brings only a refined fix multiplies it into this
 UNIFORM = Measurement(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), 1.0)
@@ -342,14 +342,14 @@ class CellFilter(PointUpdate):
         tempered = (1 - u) * part.density  # as _tempered, its cumulative sum in the kernel
         tempered += floor
         tempered **= cfg.likelihood_exponent  # (** as _tempered: numpy's scalar fast paths)
-        self.cusum, occupied, found, state, weights, keys = self._compiled.frame(
+        self.cusum, occupied, _, state, weights, keys, summary = self._compiled.frame(
             self, part, tempered, motion_args(cfg, dt_s, displacement_en))
         if occupied < 0:
             self._initialise(measurement, stamp_ns,
                              (part, tempered, self._compiled.cumulative[:len(tempered)]))
             return self._estimate("kidnap: frames keep disagreeing with the filter")
         self._state, self.weights, self._coarse = state, weights, keys
-        return self._estimate(event, occupied, found)
+        return self._estimate(event, summary)
 
     def _coarse_keys(self) -> np.ndarray:
         if self._coarse is None and self._kernel is not None and self._state.flags.c_contiguous:
@@ -413,17 +413,16 @@ class CellFilter(PointUpdate):
         self._coarse = coarse
 
     # --- output ----------------------------------------------------------------------------
-    def _estimate(self, event: str, occupied: int | None = None, found: int = -1
-                  ) -> FilterEstimate:
+    def _estimate(self, event: str, summary: tuple | None = None) -> FilterEstimate:
         if not self.initialised:
             zero = np.zeros(2)
             return FilterEstimate(False, (), zero, np.eye(2) * self.tree.size_m ** 2 / 12,
                                   event, 0.0)
         if self._kernel is not None and self._state.flags.c_contiguous:
-            if occupied is None:  # (the compiled frame: its cell moments, modes if found)
-                occupied = self._kernel.cell_moments(self._state, self.weights,
-                                                     self._coarse_keys(), *self._modes.scratch)
-            modes, spread, sigma = self._modes.summary(occupied, found)  # as below
+            if summary is None:  # (the compiled frame's: its modes, spread and sigma)
+                summary = self._modes.summary(self._kernel.cell_moments(
+                    self._state, self.weights, self._coarse_keys(), *self._modes.scratch))
+            modes, spread, sigma = summary  # as below
         else:
             modes = self._modes(self._state, self.weights, self._coarse_keys())
             # second moment of the reported modes about the published position (the
@@ -474,10 +473,9 @@ class CellFilter(PointUpdate):
         if estimate.refined:  # the belief is the Gaussian product: not over-dispersed as
             # the tempered zoom's, and as sharp as the refined fixes allow
             scale, floor = 1.0, min(floor, cfg.refined_sigma_floor_m)
-        cov = apply_scale_and_floor(estimate.cov_en, scale, floor)
         return Fix(FixStatus.FIX, float(lat), float(lon), altitude_m,
-                   enu_covariance(cov, altitude_sigma_m), main.mass, east, north, hypotheses,
-                   "", timings)
+                   fix_covariance(estimate.cov_en, scale, floor, altitude_sigma_m), main.mass,
+                   east, north, hypotheses, "", timings)
 
     # --- prior-seeded zoom -----------------------------------------------------------------
     def seed_cells(self, stamp_ns: int, displacement_en: np.ndarray | None = None,

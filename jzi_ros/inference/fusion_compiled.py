@@ -29,6 +29,7 @@ import warnings
 import numpy as np
 
 from jzi_ros.errors import JziError
+from jzi_ros.inference.modes import SUMMARY_SIZE
 
 
 class CompiledStep:
@@ -72,9 +73,10 @@ class CompiledStep:
         """
         Run ``fusion_kernel.frame`` on the filter's particles; the filter itself is not changed.
 
-        Returns ``(cusum, occupied, found, state, weights, coarse keys)``: ``occupied`` < 0
-        when the kidnap test fired (``self.cumulative[:len(tempered)]`` then holds the
-        tempered measurement's cumulative sum). The new state, weights and keys are one of
+        Returns ``(cusum, occupied, found, state, weights, coarse keys, modes)``:
+        ``occupied`` < 0 when the kidnap test fired (``self.cumulative[:len(tempered)]`` then
+        holds the tempered measurement's cumulative sum); ``modes``: ModeFinder.summary's
+        ``(modes, spread, sigma)``, from the kernel's summary or, on a tie, ordered by numpy. The new state, weights and keys are one of
         ``outputs``, the one the filter does not hold now: they stay valid until the frame
         after next (``CellFilter.particles`` is a view of the state, as in the numpy path,
         whose prediction moves the particles in place).
@@ -88,12 +90,17 @@ class CompiledStep:
             state, weights, keys = self.outputs[1]
         if len(weights) != n:  # (a filter always holds config.particles)
             state, weights, keys = np.empty((4, n)), np.empty(n), np.empty(n, np.int64)
-        cusum, occupied, found = self.kernel.frame(
+        summary = np.empty(SUMMARY_SIZE)  # (new every frame: the modes are views of it)
+        cusum, occupied, found, count, sigma = self.kernel.frame(
             self.generator, filt._state, filt.weights, filt._normal_bank, *motion,
             self.uniforms, filt._disc_bank, part.bounds, part.cells, tempered, self.cumulative,
             *self.corners, self.geometry, self.codes, self.drawn, self.likelihood, self.coarse,
-            self.params, self.hist, state, weights, keys, *modes.scratch, modes.moments)
-        return cusum, occupied, found, state, weights, keys
+            self.params, self.hist, state, weights, keys, *modes.scratch, modes.moments, summary)
+        if occupied < 0:
+            return cusum, occupied, found, state, weights, keys, None
+        summary = (modes.modes_of(summary, count) + (sigma,) if found >= 0
+                   else modes.summary(occupied, found))
+        return cusum, occupied, found, state, weights, keys, summary
 
 
 def motion_args(config, dt_s: float, displacement_en: np.ndarray | None

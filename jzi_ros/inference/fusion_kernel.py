@@ -48,7 +48,7 @@ import numpy as np
 
 from jzi_ros.inference.measurement_kernel import (steps_keys, steps_measurement,
                                                   steps_measurement_sorted)
-from jzi_ros.inference.modes import SEED_CELLS
+from jzi_ros.inference.modes import MAX_MODES, MIN_MODE_MASS, SEED_CELLS
 from jzi_ros.inference.modes_kernel import cell_moments, cluster, heaviest, summarise
 from jzi_ros.inference.numba_numpy import (generator_handle, integers, jit, next_double,
                                            pairwise_sum)
@@ -179,8 +179,8 @@ def frame(generator: np.ndarray, state: np.ndarray, weights: np.ndarray, bank: n
           geometry: np.ndarray, codes: np.ndarray, drawn: np.ndarray, likelihood: np.ndarray,
           coarse: np.ndarray, params: np.ndarray, hist: np.ndarray, out_state: np.ndarray,
           out_weights: np.ndarray, out_coarse: np.ndarray, acc: np.ndarray, flags: np.ndarray,
-          sums: np.ndarray, minus_mass: np.ndarray, moments: np.ndarray
-          ) -> tuple[float, int, int]:
+          sums: np.ndarray, minus_mass: np.ndarray, moments: np.ndarray, summary: np.ndarray
+          ) -> tuple[float, int, int, int, float]:
     """
     One whole frame of CellFilter.step without a refined fix, drawing from ``generator``.
 
@@ -192,8 +192,10 @@ def frame(generator: np.ndarray, state: np.ndarray, weights: np.ndarray, bank: n
     ``runs``). ``params``: terminal cells, likelihood_exponent, the CUSUM so far, reset_nats,
     anywhere_prob, the root's area, the coarse cells' area, proposal_fraction, mode radius.
     Returns the new CUSUM, the occupied coarse cells (-1 on a kidnap: the caller
-    re-initialises; nothing else changed but the state's prediction and the draws so far)
-    and the modes in ``moments`` (-1: a tie, the caller orders the cells as numpy does).
+    re-initialises; nothing else changed but the state's prediction and the draws so far),
+    the modes in ``moments`` (-1: a tie, the caller orders the cells as numpy does) and,
+    when found, :func:`summarise`'s number of modes and sigma, its outputs in ``summary``
+    (modes.SUMMARY_SIZE: masses, means, covariances, spread).
     """
     n, m, runs = state.shape[1], uniforms.shape[1], density.shape[0]
     total = 0.0
@@ -213,7 +215,7 @@ def frame(generator: np.ndarray, state: np.ndarray, weights: np.ndarray, bank: n
     llr = math.log(z_uniform) - math.log(max(z_filter, 1e-300))
     cusum = max(0.0, params[2] + llr / params[1])
     if cusum > params[3]:
-        return cusum, -1, -1
+        return cusum, -1, -1, 0, 0.0
     anywhere, area, coarse_area, fraction = params[4], params[5], params[6], params[7]
     occupied = update(state, drawn, coarse, likelihood, weights,
                       next_double(generator[1], generator[2]),
@@ -222,8 +224,14 @@ def frame(generator: np.ndarray, state: np.ndarray, weights: np.ndarray, bank: n
                       out_state, out_weights, out_coarse, acc, flags, sums, minus_mass)
     order = np.empty(SEED_CELLS + 1, np.intp)  # the heaviest cells (and the next: ties)
     if heaviest(minus_mass[:occupied], min(occupied, SEED_CELLS + 1), order) < 0:
-        return cusum, occupied, -1  # a tie: numpy's argsort orders them
-    return cusum, occupied, cluster(sums, occupied, order, params[8], SEED_CELLS, moments)
+        return cusum, occupied, -1, 0, 0.0  # a tie: numpy's argsort orders them
+    found = cluster(sums, occupied, order, params[8], SEED_CELLS, moments)
+    m = MAX_MODES
+    count, sigma = summarise(moments, found, MIN_MODE_MASS, summary[:m],
+                             summary[m:3 * m].reshape((m, 2)),
+                             summary[3 * m:7 * m].reshape((m, 2, 2)),
+                             summary[7 * m:].reshape((2, 2)))
+    return cusum, occupied, found, count, sigma
 
 
 @jit
@@ -324,7 +332,8 @@ def _warm_up() -> None:
     frame(generator, state, weights, bank, True, 1.0, 1.0, 1.0, 1.0, np.zeros((4, m)), bank,
           np.zeros(1, np.int64), np.ones(1, np.int64), np.ones(1), np.ones(1), np.zeros((2, 1)),
           np.zeros((2, 1)), geometry, codes, drawn, likelihood, coarse, np.ones(9), np.zeros(1),
-          np.zeros((4, n)), np.zeros(n), np.zeros(n, np.int64), *scratch, np.zeros((8, 6)))
+          np.zeros((4, n)), np.zeros(n), np.zeros(n, np.int64), *scratch,
+          np.zeros((MAX_MODES, 6)), np.zeros(MAX_MODES * 7 + 4))
     keys = np.zeros(n, np.int64)
     coarse_cells(state, geometry, codes, keys)
     occupied = cell_moments(state, weights, keys, *scratch)

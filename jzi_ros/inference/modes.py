@@ -37,6 +37,9 @@ SEED_CELLS = 64  # modes are seeded among this many heaviest coarse cells
 _WXY, _XYY = [0, 0, 1], [0, 1, 1]
 _EAST_NORTH = np.array([1.0, 1.0j])  # (east, north) @ it: east + i north
 _MODE_ROWS = np.arange(MAX_MODES)[:, None]
+# the compiled modes' summary in one buffer: masses [M], means [M, 2], covariances [M, 2, 2],
+# the spread [2, 2] (fusion_kernel.summarise's outputs)
+SUMMARY_SIZE = MAX_MODES * 7 + 4
 
 
 @dataclass(frozen=True)
@@ -153,14 +156,24 @@ class ModeFinder:
             sums, minus_mass = self.scratch[2:]
             found = self.kernel.cluster(sums, occupied, minus_mass[:occupied].argsort(),
                                         self.radius, SEED_CELLS, self.moments)
-        masses, means = np.empty(MAX_MODES), np.empty((MAX_MODES, 2))
-        covs, spread = np.empty((MAX_MODES, 2, 2)), np.empty((2, 2))
-        count, sigma = self.kernel.summarise(self.moments, found, MIN_MODE_MASS, masses, means,
-                                             covs, spread)
-        modes = tuple(Mode(mass, means[i], covs[i])
-                      for i, mass in enumerate(masses[:count].tolist()))
-        return modes, spread, sigma
+        summary = np.empty(SUMMARY_SIZE)
+        count, sigma = self.kernel.summarise(self.moments, found, MIN_MODE_MASS,
+                                             *summary_views(summary))
+        return self.modes_of(summary, count) + (sigma,)
 
+    @staticmethod
+    def modes_of(summary: np.ndarray, count: int) -> tuple[tuple[Mode, ...], np.ndarray]:
+        """Return the ``count`` modes and the spread in a summary buffer (views of it)."""
+        _, means, covs, spread = summary_views(summary)
+        return tuple(Mode(mass, means[i], covs[i])
+                     for i, mass in enumerate(summary[:count].tolist())), spread
+
+
+def summary_views(summary: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Return the masses, means, covariances and spread in a ``SUMMARY_SIZE`` buffer."""
+    m = MAX_MODES
+    return (summary[:m], summary[m:3 * m].reshape(m, 2), summary[3 * m:7 * m].reshape(m, 2, 2),
+            summary[7 * m:].reshape(2, 2))
 
 def mode_hypotheses(tree, to_terminal: tuple, modes: tuple[Mode, ...]) -> tuple[Hypothesis, ...]:
     """
