@@ -76,10 +76,11 @@ class CompiledStep:
         Returns ``(cusum, occupied, found, state, weights, coarse keys, modes)``:
         ``occupied`` < 0 when the kidnap test fired (``self.cumulative[:len(tempered)]`` then
         holds the tempered measurement's cumulative sum); ``modes``: ModeFinder.summary's
-        ``(modes, spread, sigma)``, from the kernel's summary or, on a tie, ordered by numpy. The new state, weights and keys are one of
-        ``outputs``, the one the filter does not hold now: they stay valid until the frame
-        after next (``CellFilter.particles`` is a view of the state, as in the numpy path,
-        whose prediction moves the particles in place).
+        ``(modes, spread, sigma)``, from the kernel's summary or, on a tie, ordered by numpy.
+        The new state, weights and keys are one of ``outputs``, the one the filter does not
+        hold now, overwritten by the frame after next (as in the numpy path the next frame's
+        prediction moves the particles in place: ``CellFilter.particles`` is a view of the
+        state, to copy if kept).
         """
         if len(tempered) > len(self.cumulative):
             self.cumulative = np.empty(2 * len(tempered))

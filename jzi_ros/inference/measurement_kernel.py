@@ -18,8 +18,9 @@
 Three calls instead of about 35 numpy ones per frame, the same numbers (bit-identical: the
 keys, sort and pairwise normalisation are numpy's; ``exp`` stays in numpy, between the two
 kernels; the sort is Numba's, or numpy's argsort when two pieces have the same key, where
-sorts may order them differently). Used by :mod:`jzi_ros.inference.measurement` once a filter has loaded
-the kernels (:func:`jzi_ros.inference.fusion_kernel.load` compiles these too).
+sorts may order them differently). Used by :mod:`jzi_ros.inference.measurement` once a
+filter has loaded the kernels (:func:`jzi_ros.inference.fusion_kernel.load` compiles these
+too).
 """
 from __future__ import annotations
 

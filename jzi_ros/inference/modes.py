@@ -175,6 +175,7 @@ def summary_views(summary: np.ndarray) -> tuple[np.ndarray, ...]:
     return (summary[:m], summary[m:3 * m].reshape(m, 2), summary[3 * m:7 * m].reshape(m, 2, 2),
             summary[7 * m:].reshape(2, 2))
 
+
 def mode_hypotheses(tree, to_terminal: tuple, modes: tuple[Mode, ...]) -> tuple[Hypothesis, ...]:
     """
     Return the modes as a fix's hypotheses: each mode's terminal cell, mass, centre, lat/lon.
