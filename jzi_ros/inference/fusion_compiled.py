@@ -62,6 +62,11 @@ class CompiledStep:
                                 config.reset_nats, config.anywhere_prob, tree.size_m ** 2,
                                 filt._coarse_area, config.proposal_fraction,
                                 config.mode_radius_m], np.float64)
+        # frame's fixed arguments, in its order (one tuple: no lookups per frame)
+        self.fixed = (self.generator, filt._normal_bank, self.uniforms, filt._disc_bank,
+                      *self.corners, self.geometry, self.codes, self.drawn, self.likelihood,
+                      self.coarse, self.params, self.hist, *filt._modes.scratch,
+                      filt._modes.moments)
 
     def coarse_cells(self, state: np.ndarray) -> np.ndarray:
         """Return the coarse cell of every particle of ``state`` (C-ordered ``[4, N]``)."""
@@ -93,10 +98,8 @@ class CompiledStep:
             state, weights, keys = np.empty((4, n)), np.empty(n), np.empty(n, np.int64)
         summary = np.empty(SUMMARY_SIZE)  # (new every frame: the modes are views of it)
         cusum, occupied, found, count, sigma = self.kernel.frame(
-            self.generator, filt._state, filt.weights, filt._normal_bank, *motion,
-            self.uniforms, filt._disc_bank, part.bounds, part.cells, tempered, self.cumulative,
-            *self.corners, self.geometry, self.codes, self.drawn, self.likelihood, self.coarse,
-            self.params, self.hist, state, weights, keys, *modes.scratch, modes.moments, summary)
+            filt._state, filt.weights, *motion, part.bounds, part.cells, tempered, state,
+            weights, keys, summary, self.cumulative, *self.fixed)
         if occupied < 0:
             return cusum, occupied, found, state, weights, keys, None
         summary = (modes.modes_of(summary, count) + (sigma,) if found >= 0

@@ -172,17 +172,20 @@ def advance(state: np.ndarray, weights: np.ndarray, bank: np.ndarray, start: int
 
 
 @jit
-def frame(generator: np.ndarray, state: np.ndarray, weights: np.ndarray, bank: np.ndarray,
-          walk: bool, a: float, b: float, c: float, d: float, uniforms: np.ndarray,
-          disc: np.ndarray, bounds: np.ndarray, cells: np.ndarray, density: np.ndarray,
-          cumulative: np.ndarray, high_corner: np.ndarray, low_corner: np.ndarray,
-          geometry: np.ndarray, codes: np.ndarray, drawn: np.ndarray, likelihood: np.ndarray,
-          coarse: np.ndarray, params: np.ndarray, hist: np.ndarray, out_state: np.ndarray,
-          out_weights: np.ndarray, out_coarse: np.ndarray, acc: np.ndarray, flags: np.ndarray,
-          sums: np.ndarray, minus_mass: np.ndarray, moments: np.ndarray, summary: np.ndarray
-          ) -> tuple[float, int, int, int, float]:
+def frame(state: np.ndarray, weights: np.ndarray, walk: bool, a: float, b: float, c: float,
+          d: float, bounds: np.ndarray, cells: np.ndarray, density: np.ndarray,
+          out_state: np.ndarray, out_weights: np.ndarray, out_coarse: np.ndarray,
+          summary: np.ndarray, cumulative: np.ndarray, generator: np.ndarray, bank: np.ndarray,
+          uniforms: np.ndarray, disc: np.ndarray, high_corner: np.ndarray,
+          low_corner: np.ndarray, geometry: np.ndarray, codes: np.ndarray, drawn: np.ndarray,
+          likelihood: np.ndarray, coarse: np.ndarray, params: np.ndarray, hist: np.ndarray,
+          acc: np.ndarray, flags: np.ndarray, sums: np.ndarray, minus_mass: np.ndarray,
+          moments: np.ndarray) -> tuple[float, int, int, int, float]:
     """
     One whole frame of CellFilter.step without a refined fix, drawing from ``generator``.
+
+    The arguments that change from frame to frame first, the filter's fixed buffers from
+    ``generator`` on (CompiledStep keeps them in one tuple).
 
     The draws in numpy's order (the prediction's bank offset, the proposal's ``[4, m]``
     uniforms, the velocities' offset; the resampling's uniform only when there is no kidnap),
@@ -329,11 +332,11 @@ def _warm_up() -> None:
     scratch = (np.zeros((1, 6)), np.zeros(1, np.uint8), np.zeros((1, 6)), np.zeros(1))
     update(state, drawn, coarse, likelihood, weights, 0.5, 1.0, 1.0, 1.0, 1.0, np.zeros(1),
            np.zeros((4, n)), np.zeros(n), np.zeros(n, np.int64), *scratch)
-    frame(generator, state, weights, bank, True, 1.0, 1.0, 1.0, 1.0, np.zeros((4, m)), bank,
-          np.zeros(1, np.int64), np.ones(1, np.int64), np.ones(1), np.ones(1), np.zeros((2, 1)),
-          np.zeros((2, 1)), geometry, codes, drawn, likelihood, coarse, np.ones(9), np.zeros(1),
-          np.zeros((4, n)), np.zeros(n), np.zeros(n, np.int64), *scratch,
-          np.zeros((MAX_MODES, 6)), np.zeros(MAX_MODES * 7 + 4))
+    frame(state, weights, True, 1.0, 1.0, 1.0, 1.0, np.zeros(1, np.int64), np.ones(1, np.int64),
+          np.ones(1), np.zeros((4, n)), np.zeros(n), np.zeros(n, np.int64),
+          np.zeros(MAX_MODES * 7 + 4), np.ones(1), generator, bank, np.zeros((4, m)), bank,
+          np.zeros((2, 1)), np.zeros((2, 1)), geometry, codes, drawn, likelihood, coarse,
+          np.ones(9), np.zeros(1), *scratch, np.zeros((MAX_MODES, 6)))
     keys = np.zeros(n, np.int64)
     coarse_cells(state, geometry, codes, keys)
     occupied = cell_moments(state, weights, keys, *scratch)
