@@ -112,30 +112,29 @@ class Fix:
     refinement: str = ""  # what refinement did, or why it kept the zoom's fix
 
     def __post_init__(self) -> None:
-        # plain Python checks: numpy's per-call overhead would cost more than these few numbers
+        # plain Python checks (numpy's per-call overhead would cost more than these few
+        # numbers), few statements: a fix is made every frame, often right after an encoder
+        # pass has evicted the interpreter's caches
         cov = np.array(self.covariance_enu, dtype=np.float64).reshape(3, 3)
         object.__setattr__(self, "covariance_enu", cov)
         if type(self.status) is not FixStatus:
             object.__setattr__(self, "status", FixStatus(self.status))
-        finite = math.isfinite
         (xx, xy, xz), (yx, yy, yz), (zx, zy, zz) = c = cov.tolist()
-        if not (finite(float(self.latitude)) and finite(float(self.longitude))
-                and finite(float(self.altitude)) and finite(float(self.confidence))
-                and finite(float(self.east_m)) and finite(float(self.north_m))
-                and finite(xx) and finite(xy) and finite(xz) and finite(yx) and finite(yy)
-                and finite(yz) and finite(zx) and finite(zy) and finite(zz)):
-            numbers = {"latitude": self.latitude, "longitude": self.longitude,
-                       "altitude": self.altitude, "confidence": self.confidence,
-                       "east_m": self.east_m, "north_m": self.north_m}
-            bad = {k: v for k, v in numbers.items() if not finite(float(v))}
+        flat = c[0] + c[1] + c[2]
+        numbers = (self.latitude, self.longitude, self.altitude, self.confidence, self.east_m,
+                   self.north_m)
+        if not (all(map(math.isfinite, map(float, numbers)))
+                and all(map(math.isfinite, flat))):
+            names = ("latitude", "longitude", "altitude", "confidence", "east_m", "north_m")
+            bad = {k: v for k, v in zip(names, numbers) if not math.isfinite(float(v))}
             raise JziError(f"Fix: non-finite values {bad or 'in covariance_enu'}; "
                            "build a Fix.no_fix(...) instead")
-        atol = 1e-6 * max(1.0, abs(xx), abs(xy), abs(xz), abs(yx), abs(yy), abs(yz), abs(zx),
-                          abs(zy), abs(zz))
-        for i, j in ((0, 1), (0, 2), (1, 2)):  # np.allclose(cov, cov.T), both ways
-            if (abs(c[i][j] - c[j][i]) > atol + 1e-5 * abs(c[j][i])
-                    or abs(c[j][i] - c[i][j]) > atol + 1e-5 * abs(c[i][j])):
-                raise JziError("Fix: covariance_enu must be symmetric")
+        atol = 1e-6 * max(1.0, *map(abs, flat))
+        if (abs(xy - yx) > atol + 1e-5 * abs(yx) or abs(yx - xy) > atol + 1e-5 * abs(xy)
+                or abs(xz - zx) > atol + 1e-5 * abs(zx) or abs(zx - xz) > atol + 1e-5 * abs(xz)
+                or abs(yz - zy) > atol + 1e-5 * abs(zy)
+                or abs(zy - yz) > atol + 1e-5 * abs(yz)):  # np.allclose(cov, cov.T)
+            raise JziError("Fix: covariance_enu must be symmetric")
         if xx <= 0 or yy <= 0 or zz <= 0:
             raise JziError(f"Fix: covariance_enu diagonal must be > 0, got {np.diag(cov)}")
 
