@@ -573,9 +573,20 @@ def test_the_maps_georef_sigma_widens_every_registered_fix_by_exactly_its_square
                                np.diag([16.0, 16.0, 0.0]), rtol=0, atol=1e-9)
 
 
-def test_node_parameter_minus_one_means_the_maps_georef_sigma():
+def test_georef_sigma_override_from_the_cli_and_the_node_parameter():
+    import argparse
+
+    from jzi_ros.cli import refineopts
     from jzi_ros.ros.params import refine_config
 
+    parser = argparse.ArgumentParser()
+    refineopts.add_arguments(parser)
+    assert refineopts.refine_config(parser.parse_args([])).georef_sigma_m is None  # the map's
+    assert refineopts.refine_config(parser.parse_args(
+        ["--georef-sigma-m", "7"])).georef_sigma_m == 7.0
+    with pytest.raises(JziError, match="refine.georef_sigma_m"):
+        refineopts.refine_config(parser.parse_args(["--georef-sigma-m", "-2"]))
+    # the node's parameter: -1 (the default) is the map's value, other negatives are refused
     assert refine_config({}).georef_sigma_m is None
     assert refine_config({"refine.georef_sigma_m": -1.0}).georef_sigma_m is None
     assert refine_config({"refine.georef_sigma_m": 3.0}).georef_sigma_m == 3.0
