@@ -244,3 +244,16 @@ def test_bad_georef_sigma_is_refused_naming_the_field_and_file(pyramid, tmp_path
     with pytest.raises(JziError, match=r"manifest .*manifest\.json: georef_sigma_m = .* must "
                                        r"be a finite number of metres >= 0"):
         MapPyramid.open(tmp_path / "map")
+    assert set_georef_sigma_m(tmp_path / "map", 3.0).georef_sigma_m == 3.0  # the repair
+    assert MapPyramid.open(tmp_path / "map").georef_sigma_m == 3.0
+
+
+def test_map_set_refuses_a_corrupt_map_without_writing(pyramid, tmp_path):
+    from jzi_ros.maps.pyramid import set_georef_sigma_m
+
+    manifest_file = tmp_path / "map" / "manifest.json"
+    broken = manifest_file.read_text().replace('"tile_px": 16', '"tile_px": 17')
+    manifest_file.write_text(broken)
+    with pytest.raises(JziError, match="declares views"):
+        set_georef_sigma_m(tmp_path / "map", 3.0)
+    assert manifest_file.read_text() == broken

@@ -24,7 +24,8 @@ its nadir point (the published position, not the ground point at the image centr
 height above ground, heading and tilt. The covariance is the spread of the nadir point over
 bootstrap resamples of the inliers, times a calibrated scale, with a floor (the zoom's
 :func:`~jzi_ros.inference.posterior.apply_scale_and_floor`; the scale is fitted with its
-:func:`~jzi_ros.inference.calibration.fit_covariance_scale`).
+:func:`~jzi_ros.inference.calibration.fit_covariance_scale`), plus the map's georeferencing
+variance (``georef_sigma_m`` squared: the imagery itself is off by it, the same for every fix).
 
 Every refined solution passes an explicit acceptance test (inlier count and ratio, plausible
 height and tilt, a rotation that is one, the nadir inside the searched area, a bounded spread)

@@ -119,8 +119,12 @@ class MapPyramid:
         path = Path(path).expanduser()
         if not path.is_dir():
             raise JziError(f"map {path} is not a directory (build one with `jzi map build`)")
+        return cls._from_manifest(path, read_json(path / MANIFEST, "map manifest"))
+
+    @classmethod
+    def _from_manifest(cls, path: Path, manifest) -> "MapPyramid":
+        """Check a manifest read from ``path`` and open the files it names."""
         manifest_file = path / MANIFEST
-        manifest = read_json(manifest_file, "map manifest")
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise JziError(f"map manifest {manifest_file} is not a jzi_ros map "
                            f'(expected "format": "{FORMAT}")')
@@ -464,13 +468,20 @@ def set_georef_sigma_m(map_dir: str | Path, value: float | None) -> MapPyramid:
     """
     Set the map's georeferencing 1-sigma (None: unknown) in its manifest; atomic, no rebuild.
 
-    The map is opened first, so a corrupt map is refused rather than rewritten.
+    The changed manifest is checked as :meth:`MapPyramid.open` checks it before it is written,
+    so a corrupt map is refused rather than rewritten (a bad value in this field is replaced).
     """
-    pyramid = MapPyramid.open(map_dir)
-    manifest_file = pyramid.path / MANIFEST
+    path = Path(map_dir).expanduser()
+    manifest_file = path / MANIFEST
     value = check_georef_sigma_m(value, f"map manifest {manifest_file}")
-    write_json(manifest_file, {**pyramid.manifest, GEOREF_SIGMA_KEY: value})
-    return MapPyramid.open(pyramid.path)
+    if not path.is_dir():
+        raise JziError(f"map {path} is not a directory (build one with `jzi map build`)")
+    manifest = read_json(manifest_file, "map manifest")
+    if isinstance(manifest, dict):
+        manifest = {**manifest, GEOREF_SIGMA_KEY: value}
+    pyramid = MapPyramid._from_manifest(path, manifest)
+    write_json(manifest_file, manifest)
+    return pyramid
 
 
 def level_of_view(tree: CellTree, index: int) -> int:
