@@ -282,3 +282,29 @@ def test_a_frame_writes_into_the_output_set_the_filter_does_not_hold():
             np.testing.assert_array_equal(weights, copy)  # read, not overwritten
             assert weights is not cell_filter.weights and state is not cell_filter._state
     assert held[-1][0] is held[-3][0] and held[-1][2] is held[-3][2]  # two sets, in turn
+
+
+@needs_numba
+def test_the_measurement_kernel_sorts_distinct_keys_and_leaves_repeated_ones_to_numpy():
+    """steps_measurement_sorted: numpy's argsort's result, or -1 (nothing written) on a tie."""
+    from jzi_ros.inference import fusion_kernel
+
+    fusion_kernel.load()
+    rng = np.random.default_rng(3)
+    spans = np.array([16, 1], np.int64)
+    for repeated in (False, True):
+        keys = rng.permutation(np.arange(0, 60, 2))[:12] * 2 + 1  # level 1, distinct starts
+        if repeated:
+            keys[5] = keys[2]
+        ints, reals = np.zeros((5, 12), np.int64), np.zeros((3, 12))
+        ints[0], reals[0] = keys, rng.random(12)
+        expected_ints, expected_reals = ints.copy(), reals.copy()
+        leaves = fusion_kernel.steps_measurement(expected_ints, expected_reals, np.argsort(keys),
+                                                 1, spans, 1.0)
+        got = fusion_kernel.steps_measurement_sorted(ints, reals, 12, 1, spans, 1.0)
+        if repeated:
+            assert got == -1 and (ints[1:] == 0).all() and (reals[1:] == 0).all()
+        else:
+            assert got == leaves
+            np.testing.assert_array_equal(ints, expected_ints)
+            np.testing.assert_array_equal(reals, expected_reals)
