@@ -255,6 +255,7 @@ def test_modes_are_the_belief_clusters_heaviest_first_and_the_tail_is_left_out()
 @pytest.mark.parametrize("kernel", ["numpy", "auto"])
 def test_the_fused_fixs_hypotheses_are_the_modes_built_when_read(kernel):
     """Two modes: the Fix knows it has two hypotheses; their cells and lat/lon come on read."""
+    import copy as copy_module
     import pickle
 
     from jzi_ros.inference.fix import LazyHypotheses
@@ -282,6 +283,7 @@ def test_the_fused_fixs_hypotheses_are_the_modes_built_when_read(kernel):
     assert (top.latitude, top.longitude, top.east_m) == (fix.latitude, fix.longitude, fix.east_m)
     copy = pickle.loads(pickle.dumps(fix))  # pickles as the tuple it built
     assert type(copy.hypotheses) is tuple and copy.hypotheses == fix.hypotheses
+    assert copy_module.deepcopy(fix.hypotheses) == fix.hypotheses
     assert fix.hypotheses == tuple(fix.hypotheses) and tuple(fix.hypotheses) == fix.hypotheses
     assert Fix.no_fix("x", 1.0, 2.0, 0.0, 9.0, hypotheses=fix.hypotheses).hypotheses is (
         fix.hypotheses)  # passed on unbuilt

@@ -52,8 +52,8 @@ class LazyHypotheses(Sequence):
 
     The temporal filter publishes one fix per frame; its modes' cells, paths and latitudes
     (a projection each) are built only when something reads ``Fix.hypotheses`` (replay,
-    refinement, the CLI), from the values captured at the frame. Reads, compares and pickles
-    as the tuple it builds; its length is known without building it.
+    refinement, the CLI), from the values captured at the frame. Reads, compares, pickles and
+    deep-copies as the tuple it builds; its length is known without building it.
     """
 
     __slots__ = ("_count", "_build", "_items")
@@ -91,6 +91,9 @@ class LazyHypotheses(Sequence):
 
     def __reduce__(self):
         return tuple, (self._built(),)
+
+    def __deepcopy__(self, memo: dict) -> tuple[Hypothesis, ...]:
+        return self._built()  # (a tuple of frozen dataclasses: nothing to copy)
 
 
 @dataclass(frozen=True)
