@@ -30,6 +30,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import pyproj
+from pyproj.enums import TransformDirection
 
 from jzi_ros.errors import JziError
 
@@ -144,7 +145,8 @@ class CellTree:
 
     def to_latlon(self, east, north):
         """(east, north) metres from the root centre -> (lat, lon) degrees."""
-        lon, lat = self._transformer.transform(east, north, direction="INVERSE")
+        # (the enum, not "INVERSE": pyproj parses a string on every call)
+        lon, lat = self._transformer.transform(east, north, direction=TransformDirection.INVERSE)
         return lat, lon
 
     # --- sizes and counts ---------------------------------------------------------------

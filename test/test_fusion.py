@@ -252,6 +252,43 @@ def test_modes_are_the_belief_clusters_heaviest_first_and_the_tail_is_left_out()
     assert est.spread_m == pytest.approx(float(np.hypot(*offset)))
 
 
+@pytest.mark.parametrize("kernel", ["numpy", "auto"])
+def test_the_fused_fixs_hypotheses_are_the_modes_built_when_read(kernel):
+    """Two modes: the Fix knows it has two hypotheses; their cells and lat/lon come on read."""
+    import copy as copy_module
+    import pickle
+
+    from jzi_ros.inference.fix import LazyHypotheses
+
+    filt = CellFilter(TREE, FusionConfig(particles=2000, kernel=kernel))
+    rng = np.random.default_rng(0)
+    points = np.concatenate([rng.normal([-400.0, 300.0], 30.0, (1300, 2)),
+                             rng.normal([500.0, -200.0], 40.0, (700, 2))])
+    filt._state = np.ascontiguousarray(np.concatenate([points.T, np.zeros((2, 2000))]))
+    filt.weights = np.full(2000, 1 / 2000)
+    filt.last_stamp_ns, filt._coarse = 0, None
+    est = filt._estimate("")
+    fix = filt.fix(est, 12.0, 100.0)
+    assert isinstance(fix.hypotheses, LazyHypotheses) and fix.hypotheses._items is None
+    assert len(fix.hypotheses) == len(est.modes) == 2 and fix.hypotheses  # not built yet
+    assert fix.hypotheses._items is None
+    for hypothesis, mode in zip(fix.hypotheses, est.modes):
+        east, north = mode.mean_en.tolist()
+        assert hypothesis.path == TREE.path_of_local(east, north)
+        assert (hypothesis.east_m, hypothesis.north_m) == (east, north)
+        assert hypothesis.probability == mode.mass
+        assert hypothesis.log_prob == math.log(mode.mass)
+        assert (hypothesis.latitude, hypothesis.longitude) == TREE.to_latlon(east, north)
+    top = fix.hypotheses[0]
+    assert (top.latitude, top.longitude, top.east_m) == (fix.latitude, fix.longitude, fix.east_m)
+    copy = pickle.loads(pickle.dumps(fix))  # pickles as the tuple it built
+    assert type(copy.hypotheses) is tuple and copy.hypotheses == fix.hypotheses
+    assert copy_module.deepcopy(fix.hypotheses) == fix.hypotheses
+    assert fix.hypotheses == tuple(fix.hypotheses) and tuple(fix.hypotheses) == fix.hypotheses
+    assert Fix.no_fix("x", 1.0, 2.0, 0.0, 9.0, hypotheses=fix.hypotheses).hypotheses is (
+        fix.hypotheses)  # passed on unbuilt
+
+
 def test_bench_filter_alternates_with_the_encoder_and_times_both():
     from jzi_ros.inference.bench import bench_filter
 

@@ -239,3 +239,72 @@ def test_the_compiled_measurement_is_the_numpy_one(tree, monkeypatch):
                      (part.cells, ref.cells)):
             assert a.dtype == b.dtype
             np.testing.assert_array_equal(a, b)
+
+
+@needs_numba
+def test_the_heaviest_cells_are_numpys_argsort_order_or_a_tie():
+    """modes_kernel.heaviest: np.argsort's first cells without a sort, -1 on a tie in them."""
+    from jzi_ros.inference.modes_kernel import heaviest
+
+    rng = np.random.default_rng(0)
+    for occupied in (1, 2, 7, 64, 65, 66, 300, 4096):
+        for _ in range(5):
+            minus_mass = -rng.random(occupied)
+            count = min(occupied, 65)
+            order = np.empty(65, np.intp)
+            assert heaviest(minus_mass, count, order) == count
+            np.testing.assert_array_equal(order[:count], np.argsort(minus_mass)[:count])
+            if occupied > 1:  # two of the heaviest with the same mass: numpy must order them
+                tied = minus_mass.copy()
+                first, second = np.argsort(tied)[:2]
+                tied[second] = tied[first]
+                assert heaviest(tied, count, order) == -1
+            if occupied > 66:  # a tie behind the selected cells changes nothing
+                tied = minus_mass.copy()
+                rest = np.argsort(tied)[count:]
+                tied[rest[1]] = tied[rest[0]]
+                assert heaviest(tied, count, order) == count
+                np.testing.assert_array_equal(order[:count], np.argsort(tied)[:count])
+
+
+@needs_numba
+def test_a_frame_writes_into_the_output_set_the_filter_does_not_hold():
+    """The compiled frame's two output sets in turn: the weights held stay for a frame."""
+    rng = np.random.default_rng(2)
+    cell_filter = CellFilter(TREE, FusionConfig(kernel="numba", seed=2))
+    held = []
+    for i in range(8):
+        steps = simulated_steps(TREE, 100.0 + 15 * i, 200.0, True, rng)
+        cell_filter.step(10**18 + i * 10**9, Measurement.from_steps(TREE, steps))
+        held.append((cell_filter.weights, cell_filter.weights.copy(), cell_filter._state))
+        if len(held) >= 3:  # (the first frame initialises: numpy arrays)
+            weights, copy, state = held[-2]
+            np.testing.assert_array_equal(weights, copy)  # read, not overwritten
+            assert weights is not cell_filter.weights and state is not cell_filter._state
+    assert held[-1][0] is held[-3][0] and held[-1][2] is held[-3][2]  # two sets, in turn
+
+
+@needs_numba
+def test_the_measurement_kernel_sorts_distinct_keys_and_leaves_repeated_ones_to_numpy():
+    """steps_measurement_sorted: numpy's argsort's result, or -1 (nothing written) on a tie."""
+    from jzi_ros.inference import fusion_kernel
+
+    fusion_kernel.load()
+    rng = np.random.default_rng(3)
+    spans = np.array([16, 1], np.int64)
+    for repeated in (False, True):
+        keys = rng.permutation(np.arange(0, 60, 2))[:12] * 2 + 1  # level 1, distinct starts
+        if repeated:
+            keys[5] = keys[2]
+        ints, reals = np.zeros((5, 12), np.int64), np.zeros((3, 12))
+        ints[0], reals[0] = keys, rng.random(12)
+        expected_ints, expected_reals = ints.copy(), reals.copy()
+        leaves = fusion_kernel.steps_measurement(expected_ints, expected_reals, np.argsort(keys),
+                                                 1, spans, 1.0)
+        got = fusion_kernel.steps_measurement_sorted(ints, reals, 12, 1, spans, 1.0)
+        if repeated:
+            assert got == -1 and (ints[1:] == 0).all() and (reals[1:] == 0).all()
+        else:
+            assert got == leaves
+            np.testing.assert_array_equal(ints, expected_ints)
+            np.testing.assert_array_equal(reals, expected_reals)

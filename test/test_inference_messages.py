@@ -312,3 +312,11 @@ def test_a_fix_with_a_broken_covariance_is_refused(cov, match):
         Fix(FixStatus.FIX, 45.0, 7.0, 0.0, cov, 0.9)
     ok = np.diag([4.0, 9.0, 1.0]) + np.array([[0, 1e-9, 0], [0, 0, 0], [0, 0, 0]])
     assert Fix(FixStatus.FIX, 45.0, 7.0, 0.0, ok, 0.9).ok  # within np.allclose's tolerance
+
+
+def test_a_fix_with_a_non_finite_number_names_it():
+    with pytest.raises(JziError, match=r"non-finite values \{'north_m': nan\}"):
+        Fix(FixStatus.FIX, 45.0, 7.0, 0.0, np.eye(3), 0.9, 1.0, float("nan"))
+    with pytest.raises(JziError, match="non-finite values .'latitude': .*inf"):
+        Fix(FixStatus.FIX, np.float64("inf"), 7.0, 0.0, np.eye(3), 0.9)
+    assert Fix(0, 45.0, 7.0, 0.0, np.eye(3), 0.9).status is FixStatus.FIX  # an int status

@@ -21,7 +21,7 @@ import pytest
 from jzi_ros.errors import JziError
 from jzi_ros.inference.calibration import calibrate, Calibration, fit_covariance_scale
 from jzi_ros.inference.posterior import (apply_scale_and_floor, enu_covariance,
-                                         posterior_from_beam, raw_estimate)
+                                         fix_covariance, posterior_from_beam, raw_estimate)
 from support import tiny_tree
 
 TREE = tiny_tree(4, 2, size_m=1600.0)  # terminal cells of 100 m
@@ -106,3 +106,15 @@ def test_one_matrix_is_floored_in_closed_form_like_the_batched_eigh():
         one = apply_scale_and_floor(cov, 1.7, floor)
         batched = apply_scale_and_floor(cov[None], 1.7, floor)[0]
         assert np.allclose(one, batched, rtol=1e-9, atol=1e-9 * max(1.0, np.abs(batched).max()))
+
+
+def test_the_fused_fix_covariance_is_the_floored_enu_one_bit_for_bit():
+    """fix_covariance (the filter's fix, plain floats) gives the numpy functions' numbers."""
+    rng = np.random.default_rng(1)
+    for i in range(300):  # every branch: above the floor, below it, one eigenvalue lifted
+        a = rng.normal(size=(2, 2)) * 10.0 ** rng.integers(-1, 4)
+        cov = a @ a.T if i % 3 else np.diag(rng.uniform(0, 60, 2))
+        scale, floor, up = float(rng.uniform(0.2, 2)), float(rng.choice([0.5, 5.0, 30.0])), 7.0
+        expected = enu_covariance(apply_scale_and_floor(cov, scale, floor), up)
+        got = np.array(fix_covariance(cov, scale, floor, up))
+        assert got.tobytes() == expected.tobytes()

@@ -147,3 +147,29 @@ def test_embed_passes_arguments_to_embed_map(built, tmp_path, monkeypatch, capsy
                  "--no-progress"]) == 0
     assert calls == [(str(built), "m.safetensors", 8, "cpu", False)]
     assert "embeddings written" in capsys.readouterr().out
+
+
+def test_georef_sigma_set_on_build_changed_by_map_set_and_shown_by_info(tmp_path, capsys):
+    src = geotiff(tmp_path / "src.tif")
+    assert main(build_args(src, tmp_path / "map", "--georef-sigma-m", "2.45")) == 0
+    assert "georef     1-sigma 2.45 m per horizontal axis" in capsys.readouterr().out
+    assert MapPyramid.open(tmp_path / "map").georef_sigma_m == 2.45
+    assert main(["map", "set", str(tmp_path / "map"), "--georef-sigma-m", "11.2"]) == 0
+    assert "1-sigma 11.2 m" in capsys.readouterr().out
+    assert main(["map", "info", str(tmp_path / "map")]) == 0
+    assert "georef     1-sigma 11.2 m per horizontal axis" in capsys.readouterr().out
+    assert main(["map", "info", str(tmp_path / "map"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["georef_sigma_m"] == 11.2
+    for bad in ("-3", "nan"):
+        assert main(["map", "set", str(tmp_path / "map"), "--georef-sigma-m", bad]) == 2
+        one_error_line(capsys, "manifest.json: georef_sigma_m", "finite number of metres >= 0")
+    assert MapPyramid.open(tmp_path / "map").georef_sigma_m == 11.2
+    assert main(build_args(src, tmp_path / "bad", "--georef-sigma-m", "-1")) == 2
+    one_error_line(capsys, "--georef-sigma-m", "georef_sigma_m = -1.0")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_info_says_when_the_georef_sigma_is_unknown(built, capsys):
+    assert main(["map", "info", str(built)]) == 0
+    assert (f"1-sigma unknown (0 m used: refined fixes ignore the imagery's georeferencing "
+            f"error); set it: jzi map set {built} --georef-sigma-m M") in capsys.readouterr().out

@@ -194,3 +194,66 @@ def test_map_is_readable_by_other_users(pyramid):
     assert ((pyramid.path / "manifest.json").stat().st_mode & 0o777) == 0o666 & ~mask
     pyramid.write_embeddings(np.zeros((tree().num_views, 2)), "enc")
     assert (pyramid.embeddings_path.stat().st_mode & 0o777) == 0o666 & ~mask
+
+
+def test_georef_sigma_round_trip_and_change_without_rebuild(tmp_path):
+    from jzi_ros.maps.pyramid import set_georef_sigma_m
+
+    built = write_pyramid(tmp_path / "map", tree(), TILE, render, {"path": "synthetic"},
+                          progress=False, georef_sigma_m=2.5)
+    assert built.georef_sigma_m == 2.5 and built.manifest["georef_sigma_m"] == 2.5
+    before = json.loads((tmp_path / "map" / "manifest.json").read_text())
+    changed = set_georef_sigma_m(tmp_path / "map", 11.2)
+    assert changed.georef_sigma_m == 11.2 and MapPyramid.open(tmp_path / "map").georef_sigma_m \
+        == 11.2
+    after = json.loads((tmp_path / "map" / "manifest.json").read_text())
+    assert {**before, "georef_sigma_m": 11.2} == after  # nothing else changed
+    np.testing.assert_array_equal(changed.views, built.views)
+    assert set_georef_sigma_m(tmp_path / "map", 0).georef_sigma_m == 0.0
+    assert sorted(os.listdir(tmp_path / "map")) == ["manifest.json", "views.npy"]  # no temp left
+
+
+def test_a_map_built_before_georef_sigma_opens_as_unknown(pyramid, tmp_path):
+    from jzi_ros.maps.preview import map_summary
+
+    assert pyramid.georef_sigma_m is None  # built without a value: unknown
+    manifest_file = tmp_path / "map" / "manifest.json"
+    old = json.loads(manifest_file.read_text())
+    del old["georef_sigma_m"]  # the manifest as maps built before the field have it
+    manifest_file.write_text(json.dumps(old))
+    reopened = MapPyramid.open(tmp_path / "map")
+    assert reopened.georef_sigma_m is None
+    assert "georef     1-sigma unknown (0 m used" in map_summary(reopened)
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf"), "5", True])
+def test_bad_georef_sigma_is_refused_naming_the_field_and_file(pyramid, tmp_path, bad):
+    from jzi_ros.maps.pyramid import set_georef_sigma_m
+
+    with pytest.raises(JziError, match="georef_sigma_m"):
+        write_pyramid(tmp_path / "other", tree(), TILE, render, {}, progress=False,
+                      georef_sigma_m=bad)
+    assert not (tmp_path / "other").exists()
+    manifest_file = tmp_path / "map" / "manifest.json"
+    good = manifest_file.read_text()
+    with pytest.raises(JziError, match="manifest.json: georef_sigma_m"):
+        set_georef_sigma_m(tmp_path / "map", bad)
+    assert manifest_file.read_text() == good  # refused before anything was written
+    manifest_file.write_text(good.replace('"georef_sigma_m": null',
+                                          f'"georef_sigma_m": {json.dumps(bad)}'))
+    with pytest.raises(JziError, match=r"manifest .*manifest\.json: georef_sigma_m = .* must "
+                                       r"be a finite number of metres >= 0"):
+        MapPyramid.open(tmp_path / "map")
+    assert set_georef_sigma_m(tmp_path / "map", 3.0).georef_sigma_m == 3.0  # the repair
+    assert MapPyramid.open(tmp_path / "map").georef_sigma_m == 3.0
+
+
+def test_map_set_refuses_a_corrupt_map_without_writing(pyramid, tmp_path):
+    from jzi_ros.maps.pyramid import set_georef_sigma_m
+
+    manifest_file = tmp_path / "map" / "manifest.json"
+    broken = manifest_file.read_text().replace('"tile_px": 16', '"tile_px": 17')
+    manifest_file.write_text(broken)
+    with pytest.raises(JziError, match="declares views"):
+        set_georef_sigma_m(tmp_path / "map", 3.0)
+    assert manifest_file.read_text() == broken

@@ -20,6 +20,7 @@ import json
 import logging
 import math
 from pathlib import Path
+import shutil
 
 import cv2
 import numpy as np
@@ -136,6 +137,9 @@ def test_intrinsics_and_config_are_validated():
         RefineConfig(min_inliers=2)
     with pytest.raises(JziError, match="refine.detector"):
         RefineConfig(detector="akaze")
+    for bad in (-0.5, float("nan"), float("inf")):
+        with pytest.raises(JziError, match="refine.georef_sigma_m"):
+            RefineConfig(georef_sigma_m=bad)
 
 
 def test_map_build_writes_imagery_read_by_window(world):
@@ -530,3 +534,61 @@ def test_refining_localizer_refines_the_measured_path_and_forwards_the_config(wo
     assert wrapped.config == "zoom settings"
     wrapped.config = "changed at runtime"
     assert zoom.config == "changed at runtime"
+
+
+def test_the_maps_georef_sigma_widens_every_registered_fix_by_exactly_its_square(
+        world, tmp_path):
+    from jzi_ros.inference.measurement import PointMeasurement
+    from jzi_ros.maps.pyramid import set_georef_sigma_m
+
+    map_dir, image = world
+    known = tmp_path / "map"
+    shutil.copytree(map_dir, known)
+    set_georef_sigma_m(known, 4.0)
+    pose = CameraPose(12.0, -25.0, 150.0, heading_deg=60.0, pitch_deg=84.0)
+    frame, zoom = view(image, pose), zoom_fix(pose.east_m + 10, pose.north_m + 5)
+    plain = Refiner.for_map(map_dir, CONFIG).refine(frame, zoom, intrinsics())  # unknown: 0
+    widened = Refiner.for_map(known, CONFIG).refine(frame, zoom, intrinsics())
+    overridden = Refiner.for_map(known, replace(CONFIG, georef_sigma_m=1.5)).refine(
+        frame, zoom, intrinsics())
+    assert plain.refined and widened.refined and overridden.refined, plain.refinement
+    assert (widened.east_m, widened.north_m) == (plain.east_m, plain.north_m)
+    grown = widened.covariance_enu - plain.covariance_enu
+    np.testing.assert_allclose(grown, np.diag([16.0, 16.0, 0.0]), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(overridden.covariance_enu - plain.covariance_enu,
+                               np.diag([2.25, 2.25, 0.0]), rtol=0, atol=1e-9)
+    assert "map georef sigma 4.0 m" in widened.refinement
+    assert "georef" not in plain.refinement
+    # the temporal filter's refined-point update is fed this very covariance
+    point = PointMeasurement.from_fix(widened)
+    np.testing.assert_array_equal(point.cov_en_m2, widened.covariance_enu[:2, :2])
+    # acceptance judged the registration alone: a sigma far above max_sigma_m still refines
+    huge = Refiner.for_map(known, replace(CONFIG, georef_sigma_m=100.0)).refine(
+        frame, zoom, intrinsics())
+    assert huge.refined and huge.sigma_en_m[0] > CONFIG.max_sigma_m
+    classical = [ClassicalLocalizer(m, CONFIG).localize(frame, intrinsics())
+                 for m in (map_dir, known)]
+    assert all(f.refined for f in classical)
+    np.testing.assert_allclose(classical[1].covariance_enu - classical[0].covariance_enu,
+                               np.diag([16.0, 16.0, 0.0]), rtol=0, atol=1e-9)
+
+
+def test_georef_sigma_override_from_the_cli_and_the_node_parameter():
+    import argparse
+
+    from jzi_ros.cli import refineopts
+    from jzi_ros.ros.params import refine_config
+
+    parser = argparse.ArgumentParser()
+    refineopts.add_arguments(parser)
+    assert refineopts.refine_config(parser.parse_args([])).georef_sigma_m is None  # the map's
+    assert refineopts.refine_config(parser.parse_args(
+        ["--georef-sigma-m", "7"])).georef_sigma_m == 7.0
+    with pytest.raises(JziError, match="refine.georef_sigma_m"):
+        refineopts.refine_config(parser.parse_args(["--georef-sigma-m", "-2"]))
+    # the node's parameter: -1 (the default) is the map's value, other negatives are refused
+    assert refine_config({}).georef_sigma_m is None
+    assert refine_config({"refine.georef_sigma_m": -1.0}).georef_sigma_m is None
+    assert refine_config({"refine.georef_sigma_m": 3.0}).georef_sigma_m == 3.0
+    with pytest.raises(JziError, match="refine.georef_sigma_m"):
+        refine_config({"refine.georef_sigma_m": -0.5})

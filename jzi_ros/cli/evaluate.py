@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from jzi_ros.cli import refineopts
     from jzi_ros.evaluation.images import (baselines, calibration_check, replay_manifest,
                                            training_positions)
+    from jzi_ros.evaluation.metrics import fmt
     from jzi_ros.evaluation.report import score, summarize, write_report
     from jzi_ros.training.manifest import read_manifest
 
@@ -109,8 +110,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name:9s} {recall} {block['median_m']:8.1f}m {first:>7s}")
     if summary.get("refinement"):
         block = summary["refinement"]
+        nees = block["accepted_calibration"]
         print(f"refinement: {block['accepted']}/{block['frames']} frames accepted, "
-              f"{block['false_acceptances']} more than {block['false_m']:g} m off")
+              f"{block['false_acceptances']} more than {block['false_m']:g} m off; "
+              f"their NEES mean {fmt(nees['mean_nees'], '.2f')}, median "
+              f"{fmt(nees['median_nees'], '.2f')} (ideal 2, 1.39)")
     if check:
         print(f"calibration: {check['verdict']}")
     return 0

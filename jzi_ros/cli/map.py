@@ -22,12 +22,17 @@ from jzi_ros.cli import add_common_arguments, HelpFormatter
 from jzi_ros.errors import JziError
 
 COMMAND = "map"
-HELP = "build, embed, inspect and preview an onboard map (tile pyramid)"
+HELP = "build, embed, inspect, preview and annotate an onboard map (tile pyramid)"
 DESCRIPTION = """\
 A map is a directory: manifest.json + views.npy (every non-terminal cell of the cell tree,
 north-up RGB tiles in a local metric frame) + embeddings.safetensors once embedded.
 `jzi map build` renders it from an orthophoto (GeoTIFF/COG/any GDAL raster with a CRS, an
-MBTiles file or an XYZ z/x/y tile folder); `jzi map embed` encodes the views with a model."""
+MBTiles file or an XYZ z/x/y tile folder); `jzi map embed` encodes the views with a model;
+`jzi map set` changes a manifest setting (the imagery's georeferencing 1-sigma) in place."""
+
+GEOREF_HELP = ("horizontal georeferencing 1-sigma of the source imagery, metres per axis (e.g. "
+               "a stated 6 m CE95 is 6 / 2.45 = 2.45); added to the covariance of every fix "
+               "registered against the imagery")
 
 
 def _floats(text: str, count: int, option: str, names: str) -> list[float]:
@@ -71,6 +76,8 @@ def _add_build(sub) -> None:
                         "unset: the source's own, capped at 16384 px a side")
     p.add_argument("--no-imagery", action="store_true",
                    help="skip the refinement imagery (refinement and classical baseline off)")
+    p.add_argument("--georef-sigma-m", type=float, default=None, metavar="M",
+                   help=GEOREF_HELP + "; unset: unknown (0 used)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing DIR")
     p.add_argument("--allow-large", action="store_true",
                    help="build a map larger than 64 GiB (the size is estimated first)")
@@ -100,6 +107,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        formatter_class=HelpFormatter)
     p.add_argument("map_dir", metavar="DIR", help="map directory")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON instead")
+    p = sub.add_parser("set", help="change a manifest setting without rebuilding",
+                       formatter_class=HelpFormatter)
+    p.add_argument("map_dir", metavar="DIR", help="map directory")
+    p.add_argument("--georef-sigma-m", type=float, required=True, metavar="M",
+                   help=GEOREF_HELP)
     p = sub.add_parser("preview", help="write the views along a path as one image",
                        formatter_class=HelpFormatter)
     p.add_argument("map_dir", metavar="DIR", help="map directory")
@@ -158,14 +170,17 @@ def _build(args) -> int:
                                  max_nodata=args.max_nodata, crs=args.crs,
                                  terminal=args.terminal_tiles, allow_large=args.allow_large,
                                  imagery=not args.no_imagery,
-                                 imagery_m_per_px=args.imagery_m_per_px)
+                                 imagery_m_per_px=args.imagery_m_per_px,
+                                 georef_sigma_m=args.georef_sigma_m)
     pyramid = result.pyramid
     nodata = ", ".join(f"L{k} {v:.1%}" for k, v in pyramid.nodata_fraction.items())
     print(f"map {pyramid.path}: {result.tiles} tiles of {pyramid.tile_px} px in "
           f"{result.seconds:.1f} s ({result.tiles_per_s:.1f} tiles/s), "
           f"{pyramid.views.nbytes / 2**20:.1f} MiB views; nodata {nodata}")
     from jzi_ros.maps.imagery import imagery_summary
+    from jzi_ros.maps.preview import georef_line
     print(imagery_summary(pyramid.path))
+    print(georef_line(pyramid))
     if args.model:
         _embed(pyramid.path, args.model, args.batch_size, args.device, not args.no_progress)
     return 0
@@ -185,6 +200,11 @@ def run(args: argparse.Namespace) -> int:
         else:
             from jzi_ros.maps.preview import map_summary
             print(map_summary(pyramid))
+        return 0
+    if args.verb == "set":
+        from jzi_ros.maps.preview import georef_line
+        from jzi_ros.maps.pyramid import set_georef_sigma_m
+        print(georef_line(set_georef_sigma_m(args.map_dir, args.georef_sigma_m)))
         return 0
     if args.verb == "preview":
         from jzi_ros.geo import parse_path

@@ -46,6 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser, method: bool = True) -> None:
     parser.add_argument("--nominal-height", type=float, default=None, metavar="M",
                         help="refine: expected height above ground (sets the map resolution "
                              "the frame is matched at); unset: RefineConfig's default")
+    parser.add_argument("--georef-sigma-m", type=float, default=None, metavar="M",
+                        help="refine/classical: the map imagery's georeferencing 1-sigma "
+                             "(metres per axis) added to every registered fix's covariance; "
+                             "unset: the map's (`jzi map set DIR --georef-sigma-m M`)")
 
 
 def refine_config(args: argparse.Namespace):
@@ -53,7 +57,7 @@ def refine_config(args: argparse.Namespace):
     from jzi_ros.inference.refine import RefineConfig
 
     chosen = {"detector": args.detector, "hfov_deg": args.hfov,
-              "nominal_height_m": args.nominal_height}
+              "nominal_height_m": args.nominal_height, "georef_sigma_m": args.georef_sigma_m}
     return RefineConfig(**{k: v for k, v in chosen.items() if v is not None})
 
 

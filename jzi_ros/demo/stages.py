@@ -52,7 +52,9 @@ def make_world(spec: WorldSpec, tif: Path) -> World:
 def make_map(tif: Path, map_dir: Path, tree: CellTree, tile_px: int, progress: bool) -> None:
     from jzi_ros.maps.build import build_pyramid
 
-    build_pyramid(tif, map_dir, tree, tile_px=tile_px, overwrite=True, progress=progress)
+    # the synthetic world is its own truth: the map's georeferencing is exact (0, not unknown)
+    build_pyramid(tif, map_dir, tree, tile_px=tile_px, overwrite=True, progress=progress,
+                  georef_sigma_m=0.0)
 
 
 def encoder_hash(model: Path) -> str:

@@ -38,7 +38,8 @@ import numpy as np
 from jzi_ros.errors import JziError
 from jzi_ros.inference.camera_pose import fit_frame, Intrinsics
 from jzi_ros.inference.fix import Fix, FixStatus
-from jzi_ros.inference.refine import RefineConfig
+from jzi_ros.inference.refine import (describe_registered, RefineConfig,
+                                      registered_covariance_en)
 from jzi_ros.inference.registration import frame_features, ratio_matches, solve
 
 LOG = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class ClassicalLocalizer:
         self.pyramid = MapPyramid.open(map_dir)
         self.tree = self.pyramid.tree
         self.config = config or RefineConfig()
+        self.georef_sigma_m = self.config.georef_sigma_for(self.pyramid)
         self.intrinsics = intrinsics
         features = Path(map_dir) / FEATURES
         if not features.is_file():
@@ -116,11 +118,11 @@ class ClassicalLocalizer:
         pose = result.pose
         lat, lon = self.tree.to_latlon(pose.east_m, pose.north_m)
         cov = np.zeros((3, 3))
-        cov[:2, :2] = result.covariance_en
+        cov[:2, :2] = registered_covariance_en(result, self.georef_sigma_m)
         cov[2, 2] = NO_ALTITUDE_SIGMA_M ** 2
         return Fix(FixStatus.FIX, float(lat), float(lon), 0.0, cov, result.inlier_ratio,
                    pose.east_m, pose.north_m, (), "", timings, refined=True,
-                   refinement=result.describe())
+                   refinement=describe_registered(result, self.georef_sigma_m))
 
     def close(self) -> None:
         pass

@@ -187,14 +187,24 @@ def refinement_summary(result: ReplayResult, scored: ScoredFrames) -> dict[str, 
             why = r.fix.refinement.removeprefix("not refined: ").split("; ")[0]
             kind = re.sub(r"\d+(\.\d+)?", "N", why)
             reasons[kind] = reasons.get(kind, 0) + 1
+    accepted = np.array(refined, bool) & scored.is_fix
     return {"frames": len(used), "accepted": int(sum(refined)),
             "acceptance_rate": row["acceptance_rate"] if used else None,
             "accepted_median_m": row["accepted_median_m"],
+            # covariance consistency of the refined fixes alone (the zoom's fixes differ)
+            "accepted_calibration": calibration_summary(
+                (scored.est_en - scored.gt_en)[accepted], scored.cov_en[accepted]),
             "false_acceptances": int(sum(f and e > FALSE_FIX_M
                                          for f, e in zip(refined, scored.error_m))),
             "false_acceptance_rate": row["false_acceptance_rate"] if used else None,
             "false_m": FALSE_FIX_M, "refine_ms_median": row["latency_ms"],
             "not_refined": dict(sorted(reasons.items(), key=lambda kv: -kv[1]))}
+
+
+def _nees(block: dict[str, Any]) -> str:
+    """Return "mean / median" NEES of the accepted refined fixes (reports before it: missing)."""
+    nees = block.get("accepted_calibration") or {}
+    return f"{fmt(nees.get('mean_nees'), '.2f')} / {fmt(nees.get('median_nees'), '.2f')}"
 
 
 def refinement_markdown(block: dict[str, Any] | None) -> list[str]:
@@ -205,6 +215,7 @@ def refinement_markdown(block: dict[str, Any] | None) -> list[str]:
              f"| scored frames | {block['frames']} |",
              f"| accepted (refined) | {block['accepted']} ({_pct(block['acceptance_rate'])}) |",
              f"| accepted median error | {fmt(block['accepted_median_m'], '.1f', ' m')} |",
+             f"| accepted mean / median NEES (ideal 2 / 1.39) | {_nees(block)} |",
              f"| false acceptances (> {block['false_m']:g} m) | {block['false_acceptances']} "
              f"({_pct(block['false_acceptance_rate'])}) |",
              f"| refinement median | {fmt(block['refine_ms_median'], '.1f', ' ms')} |", ""]

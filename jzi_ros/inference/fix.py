@@ -15,9 +15,11 @@
 """``Fix``: the one result type of the localizer, read by the ROS node, replay and the CLI."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 import enum
 import math
+from typing import Callable
 
 import numpy as np
 
@@ -44,6 +46,56 @@ class Hypothesis:
     longitude: float
 
 
+class LazyHypotheses(Sequence):
+    """
+    Hypotheses built on first read: a Fix that few readers ask for them need not pay for them.
+
+    The temporal filter publishes one fix per frame; its modes' cells, paths and latitudes
+    (a projection each) are built only when something reads ``Fix.hypotheses`` (replay,
+    refinement, the CLI), from the values captured at the frame. Reads, compares, pickles and
+    deep-copies as the tuple it builds; its length is known without building it.
+    """
+
+    __slots__ = ("_count", "_build", "_items")
+
+    def __init__(self, count: int, build: Callable[[], tuple[Hypothesis, ...]]) -> None:
+        self._count, self._build, self._items = int(count), build, None
+
+    def _built(self) -> tuple[Hypothesis, ...]:
+        if self._items is None:
+            self._items = tuple(self._build())
+            self._build = None
+            if len(self._items) != self._count:
+                raise JziError(f"LazyHypotheses: built {len(self._items)} hypotheses, "
+                               f"announced {self._count}")
+        return self._items
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index):
+        return self._built()[index]
+
+    def __iter__(self):
+        return iter(self._built())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, LazyHypotheses):
+            other = other._built()
+        return self._built() == other
+
+    __hash__ = None  # (as a list: compared by value)
+
+    def __repr__(self) -> str:
+        return repr(self._built())
+
+    def __reduce__(self):
+        return tuple, (self._built(),)
+
+    def __deepcopy__(self, memo: dict) -> tuple[Hypothesis, ...]:
+        return self._built()  # (a tuple of frozen dataclasses: nothing to copy)
+
+
 @dataclass(frozen=True)
 class Fix:
     """A position estimate. Every number is finite: failures are NO_FIX with a ``reason``."""
@@ -56,30 +108,37 @@ class Fix:
     confidence: float  # 0..1, higher is surer
     east_m: float = 0.0  # estimate in the map's local frame
     north_m: float = 0.0
-    hypotheses: tuple[Hypothesis, ...] = ()
+    hypotheses: Sequence[Hypothesis] = ()  # a tuple, or LazyHypotheses (built when read)
     reason: str = ""  # why NO_FIX (empty for FIX)
     timings_ms: dict[str, float] = field(default_factory=dict)
     refined: bool = False  # position from geometric refinement (jzi_ros.inference.refine)
     refinement: str = ""  # what refinement did, or why it kept the zoom's fix
 
     def __post_init__(self) -> None:
+        # plain Python checks (numpy's per-call overhead would cost more than these few
+        # numbers), few statements: a fix is made every frame, often right after an encoder
+        # pass has evicted the interpreter's caches
         cov = np.array(self.covariance_enu, dtype=np.float64).reshape(3, 3)
         object.__setattr__(self, "covariance_enu", cov)
-        object.__setattr__(self, "status", FixStatus(self.status))
-        numbers = {"latitude": self.latitude, "longitude": self.longitude,
-                   "altitude": self.altitude, "confidence": self.confidence,
-                   "east_m": self.east_m, "north_m": self.north_m}
-        bad = {k: v for k, v in numbers.items() if not math.isfinite(float(v))}
-        c = cov.tolist()  # nine numbers: plain Python checks beat numpy's per-call overhead
+        if type(self.status) is not FixStatus:
+            object.__setattr__(self, "status", FixStatus(self.status))
+        (xx, xy, xz), (yx, yy, yz), (zx, zy, zz) = c = cov.tolist()
         flat = c[0] + c[1] + c[2]
-        if bad or not all(map(math.isfinite, flat)):
+        numbers = (self.latitude, self.longitude, self.altitude, self.confidence, self.east_m,
+                   self.north_m)
+        if not (all(map(math.isfinite, map(float, numbers)))
+                and all(map(math.isfinite, flat))):
+            names = ("latitude", "longitude", "altitude", "confidence", "east_m", "north_m")
+            bad = {k: v for k, v in zip(names, numbers) if not math.isfinite(float(v))}
             raise JziError(f"Fix: non-finite values {bad or 'in covariance_enu'}; "
                            "build a Fix.no_fix(...) instead")
-        atol = 1e-6 * max(1.0, max(map(abs, flat)))
-        if any(abs(c[i][j] - c[j][i]) > atol + 1e-5 * abs(c[j][i])  # np.allclose(cov, cov.T)
-               for i, j in ((0, 1), (1, 0), (0, 2), (2, 0), (1, 2), (2, 1))):
+        atol = 1e-6 * max(1.0, *map(abs, flat))
+        if (abs(xy - yx) > atol + 1e-5 * abs(yx) or abs(yx - xy) > atol + 1e-5 * abs(xy)
+                or abs(xz - zx) > atol + 1e-5 * abs(zx) or abs(zx - xz) > atol + 1e-5 * abs(xz)
+                or abs(yz - zy) > atol + 1e-5 * abs(zy)
+                or abs(zy - yz) > atol + 1e-5 * abs(yz)):  # np.allclose(cov, cov.T)
             raise JziError("Fix: covariance_enu must be symmetric")
-        if any(c[i][i] <= 0 for i in range(3)):
+        if xx <= 0 or yy <= 0 or zz <= 0:
             raise JziError(f"Fix: covariance_enu diagonal must be > 0, got {np.diag(cov)}")
 
     @property
@@ -93,7 +152,7 @@ class Fix:
     @classmethod
     def no_fix(cls, reason: str, latitude: float, longitude: float, altitude: float,
                variance_m2: float, timings_ms: dict[str, float] | None = None,
-               hypotheses: tuple[Hypothesis, ...] = (), confidence: float = 0.0,
+               hypotheses: Sequence[Hypothesis] = (), confidence: float = 0.0,
                east_m: float = 0.0, north_m: float = 0.0) -> "Fix":
         """
         Return an explicit no-fix.
@@ -101,6 +160,8 @@ class Fix:
         Finite placeholder position (e.g. the map centre) with a huge covariance, so nothing
         downstream ever sees NaN.
         """
+        v = variance_m2  # (a nested list: __post_init__ makes the one array)
         return cls(FixStatus.NO_FIX, latitude, longitude, altitude,
-                   np.diag([variance_m2, variance_m2, variance_m2]), confidence, east_m,
-                   north_m, tuple(hypotheses), reason, dict(timings_ms or {}))
+                   [[v, 0.0, 0.0], [0.0, v, 0.0], [0.0, 0.0, v]], confidence, east_m,
+                   north_m, hypotheses if isinstance(hypotheses, LazyHypotheses)
+                   else tuple(hypotheses), reason, dict(timings_ms or {}))

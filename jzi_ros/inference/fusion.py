@@ -63,6 +63,7 @@ with the same particles and weights; ``jzi bench`` times it next to the encoder.
 """
 from __future__ import annotations
 
+from functools import partial
 import math
 
 import numpy as np
@@ -70,14 +71,14 @@ import numpy as np
 from jzi_ros.geo import CellTree
 from jzi_ros.inference import seeding
 from jzi_ros.inference.decode import Seeds
-from jzi_ros.inference.fix import Fix, FixStatus, Hypothesis
+from jzi_ros.inference.fix import Fix, FixStatus, LazyHypotheses
 from jzi_ros.inference.fusion_compiled import CompiledStep, kernel_module, motion_args
 from jzi_ros.inference.fusion_config import FusionConfig
 from jzi_ros.inference.fusion_point import PointUpdate
 from jzi_ros.inference.measurement import (cell_codes, Measurement, Partition,
                                            PointMeasurement, terminal_indices_en)
-from jzi_ros.inference.modes import FilterEstimate, ModeFinder
-from jzi_ros.inference.posterior import apply_scale_and_floor, enu_covariance
+from jzi_ros.inference.modes import FilterEstimate, mode_hypotheses, ModeFinder
+from jzi_ros.inference.posterior import fix_covariance
 
 # the "no measurement" likelihood: a frame that brings only a refined fix multiplies it into this
 UNIFORM = Measurement(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), 1.0)
@@ -341,14 +342,14 @@ class CellFilter(PointUpdate):
         tempered = (1 - u) * part.density  # as _tempered, its cumulative sum in the kernel
         tempered += floor
         tempered **= cfg.likelihood_exponent  # (** as _tempered: numpy's scalar fast paths)
-        self.cusum, occupied, found, state, weights, keys = self._compiled.frame(
+        self.cusum, occupied, _, state, weights, keys, summary = self._compiled.frame(
             self, part, tempered, motion_args(cfg, dt_s, displacement_en))
         if occupied < 0:
             self._initialise(measurement, stamp_ns,
                              (part, tempered, self._compiled.cumulative[:len(tempered)]))
             return self._estimate("kidnap: frames keep disagreeing with the filter")
         self._state, self.weights, self._coarse = state, weights, keys
-        return self._estimate(event, occupied, found)
+        return self._estimate(event, summary)
 
     def _coarse_keys(self) -> np.ndarray:
         if self._coarse is None and self._kernel is not None and self._state.flags.c_contiguous:
@@ -412,17 +413,16 @@ class CellFilter(PointUpdate):
         self._coarse = coarse
 
     # --- output ----------------------------------------------------------------------------
-    def _estimate(self, event: str, occupied: int | None = None, found: int = -1
-                  ) -> FilterEstimate:
+    def _estimate(self, event: str, summary: tuple | None = None) -> FilterEstimate:
         if not self.initialised:
             zero = np.zeros(2)
             return FilterEstimate(False, (), zero, np.eye(2) * self.tree.size_m ** 2 / 12,
                                   event, 0.0)
         if self._kernel is not None and self._state.flags.c_contiguous:
-            if occupied is None:  # (the compiled frame: its cell moments, modes if found)
-                occupied = self._kernel.cell_moments(self._state, self.weights,
-                                                     self._coarse_keys(), *self._modes.scratch)
-            modes, spread, sigma = self._modes.summary(occupied, found)  # as below
+            if summary is None:  # (the compiled frame's: its modes, spread and sigma)
+                summary = self._modes.summary(self._kernel.cell_moments(
+                    self._state, self.weights, self._coarse_keys(), *self._modes.scratch))
+            modes, spread, sigma = summary  # as below
         else:
             modes = self._modes(self._state, self.weights, self._coarse_keys())
             # second moment of the reported modes about the published position (the
@@ -458,38 +458,24 @@ class CellFilter(PointUpdate):
             lat, lon = tree.cell_center(())
             return Fix.no_fix(f"fusion: {estimate.event or 'no measurement yet'}", lat, lon,
                               altitude_m, tree.size_m ** 2 / 12, timings)
-        east_north = [m.mean_en.tolist() for m in estimate.modes]
-        if len(east_north) == 1:  # one pyproj call for all modes (floats: a third of the time)
-            lat, lon = tree.to_latlon(*east_north[0])
-            lats, lons = [lat], [lon]
-        else:
-            lats, lons = tree.to_latlon(*map(list, zip(*east_north)))
-        # each mode's terminal cell (clipped to the root, as path_of_local's edges): what
-        # terminal_indices_en computes, in Python floats for these few points
-        s0, s1, o0, o1, last, row_code, col_code = self._to_terminal
-        terminal = [int(row_code[max(min(int(n * s1 + o1), last), 0)]
-                        + col_code[max(min(int(e * s0 + o0), last), 0)])
-                    for e, n in east_north]
-        hypotheses = tuple(
-            Hypothesis(tree._path_from_level_index(t, tree.depth), m.mass,
-                       math.log(max(m.mass, 1e-300)), e, n, la, lo)
-            for m, t, (e, n), la, lo in zip(estimate.modes, terminal, east_north, lats, lons))
         main = estimate.modes[0]
-        east, north = east_north[0]
+        east, north = main.mean_en.tolist()
+        lat, lon = tree.to_latlon(east, north)  # the published position: one point
+        hypotheses = LazyHypotheses(len(estimate.modes), partial(
+            mode_hypotheses, tree, self._to_terminal, estimate.modes))
         if not estimate.converged:
             reason = (f"fusion: not converged (heaviest of {len(estimate.modes)} modes holds "
                       f"{main.mass:.2f} of the belief)")
-            return Fix.no_fix(reason, float(lats[0]), float(lons[0]), altitude_m,
+            return Fix.no_fix(reason, float(lat), float(lon), altitude_m,
                               tree.size_m ** 2 / 12, timings, hypotheses, main.mass, east, north)
         scale = cfg.odom_covariance_scale if estimate.odometry else cfg.covariance_scale
         floor = cfg.sigma_floor_m
         if estimate.refined:  # the belief is the Gaussian product: not over-dispersed as
             # the tempered zoom's, and as sharp as the refined fixes allow
             scale, floor = 1.0, min(floor, cfg.refined_sigma_floor_m)
-        cov = apply_scale_and_floor(estimate.cov_en, scale, floor)
-        return Fix(FixStatus.FIX, float(lats[0]), float(lons[0]), altitude_m,
-                   enu_covariance(cov, altitude_sigma_m), main.mass, east, north, hypotheses,
-                   "", timings)
+        return Fix(FixStatus.FIX, float(lat), float(lon), altitude_m,
+                   fix_covariance(estimate.cov_en, scale, floor, altitude_sigma_m), main.mass,
+                   east, north, hypotheses, "", timings)
 
     # --- prior-seeded zoom -----------------------------------------------------------------
     def seed_cells(self, stamp_ns: int, displacement_en: np.ndarray | None = None,

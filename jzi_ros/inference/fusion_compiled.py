@@ -29,6 +29,7 @@ import warnings
 import numpy as np
 
 from jzi_ros.errors import JziError
+from jzi_ros.inference.modes import SUMMARY_SIZE
 
 
 class CompiledStep:
@@ -54,10 +55,18 @@ class CompiledStep:
         self.cumulative = np.empty(1024)  # (grown when a measurement has more runs)
         # the generator's draw functions and state: the kernel moves the same stream
         self.generator = kernel.generator_handle(filt.rng)
+        # the frame's new particles, weights and coarse cells: two sets used in turn (the
+        # one the filter does not hold), so a frame writes into memory the last frames warmed
+        self.outputs = [(np.empty((4, n)), np.empty(n), np.empty(n, np.int64)) for _ in "ab"]
         self.params = np.array([filt._terminal_cells, config.likelihood_exponent, 0.0,
                                 config.reset_nats, config.anywhere_prob, tree.size_m ** 2,
                                 filt._coarse_area, config.proposal_fraction,
                                 config.mode_radius_m], np.float64)
+        # frame's fixed arguments, in its order (one tuple: no lookups per frame)
+        self.fixed = (self.generator, filt._normal_bank, self.uniforms, filt._disc_bank,
+                      *self.corners, self.geometry, self.codes, self.drawn, self.likelihood,
+                      self.coarse, self.params, self.hist, *filt._modes.scratch,
+                      filt._modes.moments)
 
     def coarse_cells(self, state: np.ndarray) -> np.ndarray:
         """Return the coarse cell of every particle of ``state`` (C-ordered ``[4, N]``)."""
@@ -69,21 +78,33 @@ class CompiledStep:
         """
         Run ``fusion_kernel.frame`` on the filter's particles; the filter itself is not changed.
 
-        Returns ``(cusum, occupied, found, state, weights, coarse keys)``: ``occupied`` < 0
-        when the kidnap test fired (``self.cumulative[:len(tempered)]`` then holds the
-        tempered measurement's cumulative sum).
+        Returns ``(cusum, occupied, found, state, weights, coarse keys, modes)``:
+        ``occupied`` < 0 when the kidnap test fired (``self.cumulative[:len(tempered)]`` then
+        holds the tempered measurement's cumulative sum); ``modes``: ModeFinder.summary's
+        ``(modes, spread, sigma)``, from the kernel's summary or, on a tie, ordered by numpy.
+        The new state, weights and keys are one of ``outputs``, the one the filter does not
+        hold now, overwritten by the frame after next (as in the numpy path the next frame's
+        prediction moves the particles in place: ``CellFilter.particles`` is a view of the
+        state, to copy if kept).
         """
         if len(tempered) > len(self.cumulative):
             self.cumulative = np.empty(2 * len(tempered))
         n, modes = len(filt.weights), filt._modes
         self.params[2] = filt.cusum
-        state, weights, keys = np.empty((4, n)), np.empty(n), np.empty(n, np.int64)
-        cusum, occupied, found = self.kernel.frame(
-            self.generator, filt._state, filt.weights, filt._normal_bank, *motion,
-            self.uniforms, filt._disc_bank, part.bounds, part.cells, tempered, self.cumulative,
-            *self.corners, self.geometry, self.codes, self.drawn, self.likelihood, self.coarse,
-            self.params, self.hist, state, weights, keys, *modes.scratch, modes.moments)
-        return cusum, occupied, found, state, weights, keys
+        state, weights, keys = self.outputs[0]
+        if state is filt._state or weights is filt.weights or keys is filt._coarse:
+            state, weights, keys = self.outputs[1]
+        if len(weights) != n:  # (a filter always holds config.particles)
+            state, weights, keys = np.empty((4, n)), np.empty(n), np.empty(n, np.int64)
+        summary = np.empty(SUMMARY_SIZE)  # (new every frame: the modes are views of it)
+        cusum, occupied, found, count, sigma = self.kernel.frame(
+            filt._state, filt.weights, *motion, part.bounds, part.cells, tempered, state,
+            weights, keys, summary, self.cumulative, *self.fixed)
+        if occupied < 0:
+            return cusum, occupied, found, state, weights, keys, None
+        summary = (modes.modes_of(summary, count) + (sigma,) if found >= 0
+                   else modes.summary(occupied, found))
+        return cusum, occupied, found, state, weights, keys, summary
 
 
 def motion_args(config, dt_s: float, displacement_en: np.ndarray | None

@@ -46,13 +46,17 @@ import time
 
 import numpy as np
 
-from jzi_ros.inference.measurement_kernel import steps_keys, steps_measurement
-from jzi_ros.inference.modes import SEED_CELLS
+from jzi_ros.inference.measurement_kernel import (steps_keys, steps_measurement,
+                                                  steps_measurement_sorted)
+from jzi_ros.inference.modes import MAX_MODES, MIN_MODE_MASS, SEED_CELLS
+from jzi_ros.inference.modes_kernel import cell_moments, cluster, heaviest, summarise
 from jzi_ros.inference.numba_numpy import (generator_handle, integers, jit, next_double,
                                            pairwise_sum)
 
-# generator_handle: fusion.py's handle; steps_*: measurement.py reads them off this module
-__all__ = ["generator_handle", "load", "load_seconds", "steps_keys", "steps_measurement"]
+# generator_handle: fusion.py's handle; steps_*: measurement.py reads them off this module,
+# the modes' kernels modes.py and fusion.py
+__all__ = ["cell_moments", "cluster", "generator_handle", "load", "load_seconds",
+           "steps_keys", "steps_measurement", "steps_measurement_sorted", "summarise"]
 _LOAD_SECONDS: float | None = None  # how long load() took, once it has run
 
 
@@ -65,28 +69,34 @@ def _predict(state: np.ndarray, bank: np.ndarray, start: int, walk: bool, a: flo
     Random walk (``walk``; a, b, c, d: accel_sigma x dt, max_speed, max_speed^2, dt): each
     velocity plus noise, scaled back to the speed bound, moves its particle. Odometry (a, b,
     c, d: the noise sigma, the East and North displacement, 1 / dt or 0 to keep velocities).
+    One branch-free loop per case (the compiler vectorises them; square roots and divisions
+    are correctly rounded either way).
     """
-    for j in range(state.shape[1]):
-        if walk:
-            vx = state[2, j] + bank[0, start + j] * a
-            vy = state[3, j] + bank[1, start + j] * a
+    n = state.shape[1]
+    east, north, v_east, v_north = state[0], state[1], state[2], state[3]
+    noise_east, noise_north = bank[0, start:start + n], bank[1, start:start + n]
+    if walk:
+        for j in range(n):
+            vx = v_east[j] + noise_east[j] * a
+            vy = v_north[j] + noise_north[j] * a
             speed = vx * vx + vy * vy
-            if speed < c:
-                speed = c
+            speed = c if speed < c else speed
             speed = b / math.sqrt(speed)  # 1 below the speed bound
             vx *= speed
             vy *= speed
-            state[2, j] = vx
-            state[3, j] = vy
-            se, sn = vx * d, vy * d
-        else:
-            se = bank[0, start + j] * a + b
-            sn = bank[1, start + j] * a + c
+            v_east[j] = vx
+            v_north[j] = vy
+            east[j] = max(min(east[j] + vx * d, half), -half)
+            north[j] = max(min(north[j] + vy * d, half), -half)
+    else:
+        for j in range(n):
+            se = noise_east[j] * a + b
+            sn = noise_north[j] * a + c
+            east[j] = max(min(east[j] + se, half), -half)
+            north[j] = max(min(north[j] + sn, half), -half)
             if d > 0:
-                state[2, j] = se * d
-                state[3, j] = sn * d
-        state[0, j] = max(min(state[0, j] + se, half), -half)
-        state[1, j] = max(min(state[1, j] + sn, half), -half)
+                v_east[j] = se * d
+                v_north[j] = sn * d
 
 
 @jit
@@ -162,17 +172,20 @@ def advance(state: np.ndarray, weights: np.ndarray, bank: np.ndarray, start: int
 
 
 @jit
-def frame(generator: np.ndarray, state: np.ndarray, weights: np.ndarray, bank: np.ndarray,
-          walk: bool, a: float, b: float, c: float, d: float, uniforms: np.ndarray,
-          disc: np.ndarray, bounds: np.ndarray, cells: np.ndarray, density: np.ndarray,
-          cumulative: np.ndarray, high_corner: np.ndarray, low_corner: np.ndarray,
-          geometry: np.ndarray, codes: np.ndarray, drawn: np.ndarray, likelihood: np.ndarray,
-          coarse: np.ndarray, params: np.ndarray, hist: np.ndarray, out_state: np.ndarray,
-          out_weights: np.ndarray, out_coarse: np.ndarray, acc: np.ndarray, flags: np.ndarray,
-          sums: np.ndarray, minus_mass: np.ndarray, moments: np.ndarray
-          ) -> tuple[float, int, int]:
+def frame(state: np.ndarray, weights: np.ndarray, walk: bool, a: float, b: float, c: float,
+          d: float, bounds: np.ndarray, cells: np.ndarray, density: np.ndarray,
+          out_state: np.ndarray, out_weights: np.ndarray, out_coarse: np.ndarray,
+          summary: np.ndarray, cumulative: np.ndarray, generator: np.ndarray, bank: np.ndarray,
+          uniforms: np.ndarray, disc: np.ndarray, high_corner: np.ndarray,
+          low_corner: np.ndarray, geometry: np.ndarray, codes: np.ndarray, drawn: np.ndarray,
+          likelihood: np.ndarray, coarse: np.ndarray, params: np.ndarray, hist: np.ndarray,
+          acc: np.ndarray, flags: np.ndarray, sums: np.ndarray, minus_mass: np.ndarray,
+          moments: np.ndarray) -> tuple[float, int, int, int, float]:
     """
     One whole frame of CellFilter.step without a refined fix, drawing from ``generator``.
+
+    The arguments that change from frame to frame first, the filter's fixed buffers from
+    ``generator`` on (CompiledStep keeps them in one tuple).
 
     The draws in numpy's order (the prediction's bank offset, the proposal's ``[4, m]``
     uniforms, the velocities' offset; the resampling's uniform only when there is no kidnap),
@@ -182,8 +195,10 @@ def frame(generator: np.ndarray, state: np.ndarray, weights: np.ndarray, bank: n
     ``runs``). ``params``: terminal cells, likelihood_exponent, the CUSUM so far, reset_nats,
     anywhere_prob, the root's area, the coarse cells' area, proposal_fraction, mode radius.
     Returns the new CUSUM, the occupied coarse cells (-1 on a kidnap: the caller
-    re-initialises; nothing else changed but the state's prediction and the draws so far)
-    and the modes in ``moments`` (-1: a tie, the caller orders the cells as numpy does).
+    re-initialises; nothing else changed but the state's prediction and the draws so far),
+    the modes in ``moments`` (-1: a tie, the caller orders the cells as numpy does) and,
+    when found, :func:`summarise`'s number of modes and sigma, its outputs in ``summary``
+    (modes.SUMMARY_SIZE: masses, means, covariances, spread).
     """
     n, m, runs = state.shape[1], uniforms.shape[1], density.shape[0]
     total = 0.0
@@ -203,18 +218,23 @@ def frame(generator: np.ndarray, state: np.ndarray, weights: np.ndarray, bank: n
     llr = math.log(z_uniform) - math.log(max(z_filter, 1e-300))
     cusum = max(0.0, params[2] + llr / params[1])
     if cusum > params[3]:
-        return cusum, -1, -1
+        return cusum, -1, -1, 0, 0.0
     anywhere, area, coarse_area, fraction = params[4], params[5], params[6], params[7]
     occupied = update(state, drawn, coarse, likelihood, weights,
                       next_double(generator[1], generator[2]),
                       (1 - anywhere) / coarse_area, anywhere / area,
                       (1 - fraction) / coarse_area, fraction / (z_uniform * area), hist,
                       out_state, out_weights, out_coarse, acc, flags, sums, minus_mass)
-    order = np.argsort(minus_mass[:occupied])
-    for i in range(min(occupied - 1, SEED_CELLS)):  # ties: numpy's argsort orders them
-        if minus_mass[order[i]] == minus_mass[order[i + 1]]:
-            return cusum, occupied, -1
-    return cusum, occupied, cluster(sums, occupied, order, params[8], SEED_CELLS, moments)
+    order = np.empty(SEED_CELLS + 1, np.intp)  # the heaviest cells (and the next: ties)
+    if heaviest(minus_mass[:occupied], min(occupied, SEED_CELLS + 1), order) < 0:
+        return cusum, occupied, -1, 0, 0.0  # a tie: numpy's argsort orders them
+    found = cluster(sums, occupied, order, params[8], SEED_CELLS, moments)
+    m = MAX_MODES
+    count, sigma = summarise(moments, found, MIN_MODE_MASS, summary[:m],
+                             summary[m:3 * m].reshape((m, 2)),
+                             summary[3 * m:7 * m].reshape((m, 2, 2)),
+                             summary[7 * m:].reshape((2, 2)))
+    return cusum, occupied, found, count, sigma
 
 
 @jit
@@ -273,149 +293,6 @@ def coarse_cells(state: np.ndarray, geometry: np.ndarray, codes: np.ndarray,
         out[j] = _terminal(state[0, j], state[1, j], geometry, codes) // coarse_span
 
 
-@jit
-def cell_moments(state: np.ndarray, weights: np.ndarray, keys: np.ndarray, acc: np.ndarray,
-                 flags: np.ndarray, sums: np.ndarray, minus_mass: np.ndarray) -> int:
-    """
-    Weighted moments of the occupied coarse cells (ModeFinder's ``sums``): how many.
-
-    Fills ``sums[:occupied]`` (cells in index order: mass, sum of w x, w y, w x x, w x y,
-    w y y) and ``minus_mass[:occupied]``. ``acc`` ``[cells, 6]`` and ``flags`` ``[cells]``:
-    zeroed scratch, left zeroed.
-    """
-    for j in range(weights.shape[0]):
-        key, w = keys[j], weights[j]
-        x, y = state[0, j], state[1, j]
-        wx, wy = x * w, y * w
-        acc[key, 0] += w
-        acc[key, 1] += wx
-        acc[key, 2] += wy
-        acc[key, 3] += wx * x
-        acc[key, 4] += wx * y
-        acc[key, 5] += wy * y
-        flags[key] = 1
-    k = 0
-    for c in range(flags.shape[0]):
-        if flags[c]:
-            flags[c] = 0
-            if acc[c, 0] > 0:  # (numpy: mass > 0; a weight of 0 occupies nothing)
-                for row in range(6):
-                    sums[k, row] = acc[c, row]
-                minus_mass[k] = -acc[c, 0]
-                k += 1
-            acc[c] = 0.0
-    return k
-
-
-@jit
-def _within(dx: float, dy: float, radius: float) -> bool:
-    """``hypot(dx, dy) <= radius``, the square root only where the squares are too close."""
-    squared, limit = dx * dx + dy * dy, radius * radius
-    if squared < limit * (1 - 1e-9):
-        return True
-    if squared > limit * (1 + 1e-9):
-        return False
-    return math.hypot(dx, dy) <= radius
-
-
-@jit
-def cluster(sums: np.ndarray, occupied: int, order: np.ndarray, radius: float,
-            seed_cells: int, moments: np.ndarray) -> int:
-    """
-    Fill the modes' moments ``moments[:modes]`` (ModeFinder's seeds, two rounds): how many.
-
-    ``sums[:occupied]``: :func:`cell_moments`; ``order``: the cells heaviest first (numpy's
-    argsort of minus the mass, so that ties fall as in the numpy path); at most
-    ``len(moments)`` modes.
-    """
-    max_modes = moments.shape[0]
-    cx, cy = np.empty(occupied), np.empty(occupied)
-    for c in range(occupied):  # numpy's complex division: x * (1 / mass)
-        inv = 1.0 / sums[c, 0]
-        cx[c], cy[c] = sums[c, 1] * inv, sums[c, 2] * inv
-    count = min(seed_cells, occupied)
-    candidates = order[:count]
-    chosen = np.empty(max_modes, np.intp)
-    chosen[0], modes = 0, 1
-    left = np.empty(count, np.bool_)
-    cf = candidates[0]
-    for a in range(count):
-        ca = candidates[a]
-        left[a] = not _within(cx[ca] - cx[cf], cy[ca] - cy[cf], radius)
-    while modes < max_modes:
-        first = -1
-        for a in range(count):
-            if left[a]:
-                first = a
-                break
-        if first < 0:
-            break
-        chosen[modes] = first
-        modes += 1
-        cf = candidates[first]
-        for a in range(count):
-            if left[a]:
-                ca = candidates[a]
-                left[a] = not _within(cx[ca] - cx[cf], cy[ca] - cy[cf], radius)
-    sx, sy = np.empty(modes), np.empty(modes)
-    for i in range(modes):
-        c = candidates[chosen[i]]
-        sx[i], sy[i] = cx[c], cy[c]
-    for again in range(2):
-        moments[:modes] = 0.0
-        for c in range(occupied):  # a cell joins the first (heaviest) seed it is near
-            for i in range(modes):
-                if _within(cx[c] - sx[i], cy[c] - sy[i], radius):
-                    for row in range(6):
-                        moments[i, row] += sums[c, row]
-                    break
-        if again == 0:
-            for i in range(modes):
-                inv = 1.0 / moments[i, 0]
-                sx[i], sy[i] = moments[i, 1] * inv, moments[i, 2] * inv
-    return modes
-
-
-@jit
-def summarise(moments: np.ndarray, found: int, min_mass: float, masses: np.ndarray,
-              means: np.ndarray, covs: np.ndarray, spread: np.ndarray) -> tuple[int, float]:
-    """
-    Make the modes of their moments and the estimate's spread (as ModeFinder, _estimate).
-
-    Fills ``masses``, ``means`` ``[., 2]``, ``covs`` ``[., 2, 2]`` heaviest first (the tail
-    under ``min_mass`` left out, the heaviest always kept; a stable sort) and ``spread``: the
-    modes' second moment about the heaviest's mean. Returns the number of modes and the
-    spread's major-axis sigma.
-    """
-    count = 0
-    for i in range(found):
-        total = moments[i, 0]
-        if total <= 0 or (total < min_mass and count > 0):
-            continue  # the diffuse tail (or a seed its heavier neighbours took over)
-        se, sn = moments[i, 1] / total, moments[i, 2] / total
-        xx = moments[i, 3] / total - se * se
-        xy = moments[i, 4] / total - se * sn
-        yy = moments[i, 5] / total - sn * sn
-        j = count  # insertion, after every mode at least as heavy (Python's stable sort)
-        while j > 0 and masses[j - 1] < total:
-            masses[j], means[j], covs[j] = masses[j - 1], means[j - 1], covs[j - 1]
-            j -= 1
-        masses[j], means[j, 0], means[j, 1] = total, se, sn
-        covs[j, 0, 0], covs[j, 0, 1], covs[j, 1, 0], covs[j, 1, 1] = xx, xy, xy, yy
-        count += 1
-    a = b = c = total = 0.0
-    east, north = means[0, 0], means[0, 1]
-    for i in range(count):
-        de, dn = means[i, 0] - east, means[i, 1] - north
-        a += masses[i] * (covs[i, 0, 0] + de * de)
-        b += masses[i] * (covs[i, 0, 1] + de * dn)
-        c += masses[i] * (covs[i, 1, 1] + dn * dn)
-        total += masses[i]
-    a, b, c = a / total, b / total, c / total
-    spread[0, 0], spread[0, 1], spread[1, 0], spread[1, 1] = a, b, b, c
-    return count, math.sqrt(max(0.0, 0.5 * (a + c) + math.hypot(0.5 * (a - c), b)))
-
-
 def load() -> float:
     """
     Compile the kernels (or load them from Numba's cache) by running each once; idempotent.
@@ -455,10 +332,11 @@ def _warm_up() -> None:
     scratch = (np.zeros((1, 6)), np.zeros(1, np.uint8), np.zeros((1, 6)), np.zeros(1))
     update(state, drawn, coarse, likelihood, weights, 0.5, 1.0, 1.0, 1.0, 1.0, np.zeros(1),
            np.zeros((4, n)), np.zeros(n), np.zeros(n, np.int64), *scratch)
-    frame(generator, state, weights, bank, True, 1.0, 1.0, 1.0, 1.0, np.zeros((4, m)), bank,
-          np.zeros(1, np.int64), np.ones(1, np.int64), np.ones(1), np.ones(1), np.zeros((2, 1)),
-          np.zeros((2, 1)), geometry, codes, drawn, likelihood, coarse, np.ones(9), np.zeros(1),
-          np.zeros((4, n)), np.zeros(n), np.zeros(n, np.int64), *scratch, np.zeros((8, 6)))
+    frame(state, weights, True, 1.0, 1.0, 1.0, 1.0, np.zeros(1, np.int64), np.ones(1, np.int64),
+          np.ones(1), np.zeros((4, n)), np.zeros(n), np.zeros(n, np.int64),
+          np.zeros(MAX_MODES * 7 + 4), np.ones(1), generator, bank, np.zeros((4, m)), bank,
+          np.zeros((2, 1)), np.zeros((2, 1)), geometry, codes, drawn, likelihood, coarse,
+          np.ones(9), np.zeros(1), *scratch, np.zeros((MAX_MODES, 6)))
     keys = np.zeros(n, np.int64)
     coarse_cells(state, geometry, codes, keys)
     occupied = cell_moments(state, weights, keys, *scratch)
@@ -474,3 +352,4 @@ def _warm_up() -> None:
                            np.ones(8, np.int64), np.ones(8, np.int64), -1.0, ints, reals)
         np.exp(reals[0, :count], out=reals[0, :count])
         steps_measurement(ints, reals, ints[0, :count].argsort(), 1, spans, 1.0)
+        steps_measurement_sorted(ints, reals, count, 1, spans, 1.0)

@@ -214,7 +214,7 @@ class Measurement:
         Every step's children of every beam prefix; expanded children hand their mass on.
 
         Once a filter has loaded the compiled kernels (``FusionConfig.kernel`` numba), they
-        build it: the same numbers (numpy's argsort and exp in between), four calls not 35.
+        build it: the same numbers (numpy's exp in between), three calls not 35.
         """
         k, depth = tree.num_actions, tree.depth
         kernel = _compiled_kernel()
@@ -257,9 +257,11 @@ class Measurement:
                                   steps.step_lp, key_span, level, PAD_LOG_PROB / 2, ints, reals)
         mass = reals[0, :count]
         np.exp(mass, out=mass)  # (elementwise: the same numbers before the sort as after)
-        area = (tree.size_m / tree.grid ** depth) ** 2
-        leaves = kernel.steps_measurement(ints, reals, np.argsort(ints[0, :count]), depth,
-                                          _level_spans(tree.grid, depth), area)
+        area, spans = (tree.size_m / tree.grid ** depth) ** 2, _level_spans(tree.grid, depth)
+        leaves = kernel.steps_measurement_sorted(ints, reals, count, depth, spans, area)
+        if leaves < 0:  # equal keys (a repeated prefix): numpy's argsort orders them
+            leaves = kernel.steps_measurement(ints, reals, np.argsort(ints[0, :count]), depth,
+                                              spans, area)
         measurement = cls(ints[3, :leaves], ints[4, :leaves], reals[2, :leaves], 0.0)
         measurement._partitions[tree] = Partition(ints[1, :count], reals[1, :count],
                                                   ints[2, :count])

@@ -23,9 +23,12 @@ the coarse cells' weighted moments in a fixed number of numpy calls (:class:`Mod
 from __future__ import annotations
 
 from dataclasses import dataclass
+import math
 from typing import Any
 
 import numpy as np
+
+from jzi_ros.inference.fix import Hypothesis
 
 MIN_MODE_MASS = 0.05  # lighter clusters are not reported as modes
 MAX_MODES = 8
@@ -34,6 +37,9 @@ SEED_CELLS = 64  # modes are seeded among this many heaviest coarse cells
 _WXY, _XYY = [0, 0, 1], [0, 1, 1]
 _EAST_NORTH = np.array([1.0, 1.0j])  # (east, north) @ it: east + i north
 _MODE_ROWS = np.arange(MAX_MODES)[:, None]
+# the compiled modes' summary in one buffer: masses [M], means [M, 2], covariances [M, 2, 2],
+# the spread [2, 2] (fusion_kernel.summarise's outputs)
+SUMMARY_SIZE = MAX_MODES * 7 + 4
 
 
 @dataclass(frozen=True)
@@ -150,10 +156,45 @@ class ModeFinder:
             sums, minus_mass = self.scratch[2:]
             found = self.kernel.cluster(sums, occupied, minus_mass[:occupied].argsort(),
                                         self.radius, SEED_CELLS, self.moments)
-        masses, means = np.empty(MAX_MODES), np.empty((MAX_MODES, 2))
-        covs, spread = np.empty((MAX_MODES, 2, 2)), np.empty((2, 2))
-        count, sigma = self.kernel.summarise(self.moments, found, MIN_MODE_MASS, masses, means,
-                                             covs, spread)
-        modes = tuple(Mode(mass, means[i], covs[i])
-                      for i, mass in enumerate(masses[:count].tolist()))
-        return modes, spread, sigma
+        summary = np.empty(SUMMARY_SIZE)
+        count, sigma = self.kernel.summarise(self.moments, found, MIN_MODE_MASS,
+                                             *summary_views(summary))
+        return self.modes_of(summary, count) + (sigma,)
+
+    @staticmethod
+    def modes_of(summary: np.ndarray, count: int) -> tuple[tuple[Mode, ...], np.ndarray]:
+        """Return the ``count`` modes and the spread in a summary buffer (views of it)."""
+        _, means, covs, spread = summary_views(summary)
+        return tuple(Mode(mass, means[i], covs[i])
+                     for i, mass in enumerate(summary[:count].tolist())), spread
+
+
+def summary_views(summary: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Return the masses, means, covariances and spread in a ``SUMMARY_SIZE`` buffer."""
+    m = MAX_MODES
+    return (summary[:m], summary[m:3 * m].reshape(m, 2), summary[3 * m:7 * m].reshape(m, 2, 2),
+            summary[7 * m:].reshape(2, 2))
+
+
+def mode_hypotheses(tree, to_terminal: tuple, modes: tuple[Mode, ...]) -> tuple[Hypothesis, ...]:
+    """
+    Return the modes as a fix's hypotheses: each mode's terminal cell, mass, centre, lat/lon.
+
+    ``to_terminal``: ``CellFilter._to_terminal`` (scale, offset, last index and the code
+    tables of ``terminal_indices_en``, computed here in Python floats for these few points,
+    clipped to the root as ``path_of_local``'s edges). One projection call for all modes.
+    """
+    east_north = [m.mean_en.tolist() for m in modes]
+    if len(east_north) == 1:  # (floats: a third of the time of a one-point list)
+        lat, lon = tree.to_latlon(*east_north[0])
+        lats, lons = [lat], [lon]
+    else:
+        lats, lons = tree.to_latlon(*map(list, zip(*east_north)))
+    s0, s1, o0, o1, last, row_code, col_code = to_terminal
+    terminal = [int(row_code[max(min(int(n * s1 + o1), last), 0)]
+                    + col_code[max(min(int(e * s0 + o0), last), 0)])
+                for e, n in east_north]
+    return tuple(
+        Hypothesis(tree._path_from_level_index(t, tree.depth), m.mass,
+                   math.log(max(m.mass, 1e-300)), e, n, la, lo)
+        for m, t, (e, n), la, lo in zip(modes, terminal, east_north, lats, lons))

@@ -41,15 +41,21 @@ _CACHE_WARNED: list = []
 
 
 def jit(function):
-    """Compile lazily with Numba's on-disk cache; without a writable cache place, without it."""
+    """
+    Compile lazily with Numba's on-disk cache; without a writable cache place, without it.
+
+    ``error_model="numpy"``: a float division by zero gives inf/nan as in numpy instead of
+    raising (the kernels never divide by zero), so divisions and square roots carry no
+    branch and loops over particles vectorise (the results are the same: correctly rounded).
+    """
     try:
-        return numba.njit(cache=True, nogil=True)(function)
+        return numba.njit(cache=True, nogil=True, error_model="numpy")(function)
     except RuntimeError as err:  # "cannot cache function ...: no locator available"
         if not _CACHE_WARNED:
             _CACHE_WARNED.append(True)
             warnings.warn(f"numba cannot cache the filter kernels ({err}); they are compiled "
                           f"at every start instead", RuntimeWarning, stacklevel=2)
-        return numba.njit(nogil=True)(function)
+        return numba.njit(nogil=True, error_model="numpy")(function)
 
 
 @jit

@@ -104,19 +104,40 @@ def apply_scale_and_floor(cov: np.ndarray, scale: float, sigma_floor_m: float) -
 
 def _floor_2x2(cov: np.ndarray, floor: float) -> np.ndarray:
     """Clip the eigenvalues of one symmetric 2x2 to >= ``floor`` (np.linalg.eigh's result)."""
-    (a, b1), (b2, c) = cov.tolist()
+    a, b, c = floored_2x2(*cov.tolist(), floor)
+    return np.array([[a, b], [b, c]])
+
+
+def floored_2x2(row_0: list, row_1: list, floor: float) -> tuple[float, float, float]:
+    """Return ``(xx, xy, yy)`` of a 2x2 (rows of floats) with eigenvalues clipped to >= floor."""
+    (a, b1), (b2, c) = row_0, row_1
     b = 0.5 * (b1 + b2)
     mid, radius = 0.5 * (a + c), math.hypot(0.5 * (a - c), b)
     low, high = mid - radius, mid + radius
     if low >= floor:
-        return np.array([[a, b], [b, c]])
+        return a, b, c
     if high <= floor:
-        return np.array([[floor, 0.0], [0.0, floor]])
+        return floor, 0.0, floor
     # raise only the low eigenvalue: add (floor - low) v v^T, v its unit eigenvector
     u, w = (b, low - a) if abs(low - a) >= abs(low - c) else (low - c, b)
     norm = u * u + w * w
     lift = (floor - low) / norm
-    return np.array([[a + lift * u * u, b + lift * u * w], [b + lift * u * w, c + lift * w * w]])
+    return a + lift * u * u, b + lift * u * w, c + lift * w * w
+
+
+def fix_covariance(cov_en: np.ndarray, scale: float, sigma_floor_m: float,
+                   up_sigma_m: float) -> list[list[float]]:
+    """
+    ``enu_covariance(apply_scale_and_floor(cov_en, ...), up_sigma_m)`` of one 2x2, as lists.
+
+    The same numbers in plain Python floats (the filter's fix, every frame: a Fix makes the
+    one array).
+    """
+    scale = float(scale)
+    (a, b), (c, d) = np.asarray(cov_en, dtype=np.float64).tolist()
+    xx, xy, yy = floored_2x2([a * scale, b * scale], [c * scale, d * scale],
+                             float(sigma_floor_m) ** 2)
+    return [[xx, xy, 0.0], [xy, yy, 0.0], [0.0, 0.0, float(up_sigma_m) ** 2]]
 
 
 def enu_covariance(cov_en: np.ndarray, up_sigma_m: float) -> np.ndarray:

@@ -24,7 +24,8 @@ its nadir point (the published position, not the ground point at the image centr
 height above ground, heading and tilt. The covariance is the spread of the nadir point over
 bootstrap resamples of the inliers, times a calibrated scale, with a floor (the zoom's
 :func:`~jzi_ros.inference.posterior.apply_scale_and_floor`; the scale is fitted with its
-:func:`~jzi_ros.inference.calibration.fit_covariance_scale`).
+:func:`~jzi_ros.inference.calibration.fit_covariance_scale`), plus the map's georeferencing
+variance (``georef_sigma_m`` squared: the imagery itself is off by it, the same for every fix).
 
 Every refined solution passes an explicit acceptance test (inlier count and ratio, plausible
 height and tilt, a rotation that is one, the nadir inside the searched area, a bounded spread)
@@ -51,6 +52,7 @@ from jzi_ros.inference.camera_pose import fit_frame, Intrinsics
 from jzi_ros.inference.fix import Fix, FixStatus
 from jzi_ros.inference.registration import frame_features, ratio_matches, Registration, solve
 from jzi_ros.maps.features import detect_features, DETECTORS
+from jzi_ros.maps.pyramid import check_georef_sigma_m
 
 LOG = logging.getLogger(__name__)
 
@@ -94,6 +96,9 @@ class RefineConfig:
     # for cameras of 60-90 deg; the nadir point's shift under it joins the covariance, so an
     # oblique view with a guessed camera is not published as metre-accurate
     guessed_focal_sigma: float = 0.2
+    # the map imagery's georeferencing 1-sigma (metres per axis) added to every refined fix's
+    # covariance; None: the map manifest's georef_sigma_m (0 when the map does not know it)
+    georef_sigma_m: float | None = None
 
     def __post_init__(self) -> None:
         if self.detector not in DETECTORS:
@@ -112,12 +117,19 @@ class RefineConfig:
                   "sigma_floor_px": self.sigma_floor_px >= 0,
                   "hfov_deg": self.hfov_deg is None or 1 < self.hfov_deg < 170,
                   "guessed_focal_sigma": 0 <= self.guessed_focal_sigma < 0.5,
-                  "search_margin_m": self.search_margin_m is None or self.search_margin_m >= 0}
+                  "search_margin_m": self.search_margin_m is None or self.search_margin_m >= 0,
+                  "georef_sigma_m": self.georef_sigma_m is None or self.georef_sigma_m >= 0}
         for name, ok in checks.items():
             value = getattr(self, name)
             if not ok or (isinstance(value, float) and not math.isfinite(value)):
                 raise JziError(f"refine.{name}: value {value!r} is out of range; see "
                                "RefineConfig in jzi_ros/inference/refine.py for the bounds")
+
+    def georef_sigma_for(self, pyramid) -> float:
+        """Return the georeferencing 1-sigma to use: this override, else the map's, else 0."""
+        if self.georef_sigma_m is not None:
+            return float(self.georef_sigma_m)
+        return pyramid.georef_sigma_m or 0.0
 
     def camera(self, width: int, height: int) -> Intrinsics:
         """Return intrinsics from ``hfov_deg``, else the guess with its focal doubt."""
@@ -132,11 +144,19 @@ class Refiner:
     """Registers frames against a map's imagery around the zoom's cells (one caller at a time)."""
 
     def __init__(self, imagery, tree, config: RefineConfig | None = None,
-                 index=None) -> None:
-        """``index``: a FeatureIndex or its levels (maps.imagery.load_index), or None."""
+                 index=None, georef_sigma_m: float = 0.0) -> None:
+        """
+        ``index``: a FeatureIndex or its levels (maps.imagery.load_index), or None.
+
+        ``georef_sigma_m``: the imagery's georeferencing 1-sigma (metres per axis) added to
+        every refined covariance (:meth:`for_map` reads it from the map, or the config's
+        override).
+        """
         self.imagery = imagery
         self.tree = tree
         self.config = config or RefineConfig()
+        self.georef_sigma_m = check_georef_sigma_m(float(georef_sigma_m),
+                                                   "Refiner(georef_sigma_m)")
         levels = [] if index is None else list(index) if isinstance(index, (list, tuple)) \
             else [index]
         self.indexes = [level for level in levels if self.config.use_index
@@ -158,7 +178,9 @@ class Refiner:
             return None
         features = Path(map_dir) / FEATURES
         index = load_index(features) if features.is_file() else None
-        return cls(imagery, MapPyramid.open(map_dir).tree, config, index)
+        pyramid = MapPyramid.open(map_dir)
+        config = config or RefineConfig()
+        return cls(imagery, pyramid.tree, config, index, config.georef_sigma_for(pyramid))
 
     def intrinsics_for(self, image: np.ndarray, intrinsics: Intrinsics | None) -> Intrinsics:
         """Return the given intrinsics, else ones from ``hfov_deg`` (or the warned guess)."""
@@ -287,30 +309,51 @@ class Refiner:
             timings["total"] += elapsed
         if not result.accepted:
             return dataclasses.replace(fix, refinement=result.describe(), timings_ms=timings)
-        return refined_fix(fix, result, self.tree, timings)
+        return refined_fix(fix, result, self.tree, timings, self.georef_sigma_m)
 
     def close(self) -> None:
         self.imagery.close()
 
 
-def refined_fix(fix: Fix, result: Registration, tree, timings: dict[str, float]) -> Fix:
+def registered_covariance_en(result: Registration, georef_sigma_m: float) -> np.ndarray:
+    """
+    Return the East/North covariance of a fix registered against the map imagery.
+
+    The registration's own (bootstrap) covariance says how well the frame sits on the
+    imagery; the imagery itself is off its true place by the map's georeferencing error, the
+    same for every fix from that map, so ``georef_sigma_m`` squared joins the diagonal.
+    Acceptance (``max_sigma_m``) judged the registration alone, before this.
+    """
+    return result.covariance_en + np.eye(2) * georef_sigma_m ** 2
+
+
+def refined_fix(fix: Fix, result: Registration, tree, timings: dict[str, float],
+                georef_sigma_m: float = 0.0) -> Fix:
     """
     Return ``fix`` moved to the registration's nadir point with its covariance.
 
     The geometric check stands on its own, so a zoom NO_FIX (confidence below the gate, cells
     still ranked) becomes a FIX when refinement accepts; its confidence is then at least the
-    inlier ratio.
+    inlier ratio. The covariance is :func:`registered_covariance_en`.
     """
     pose = result.pose
     lat, lon = tree.to_latlon(pose.east_m, pose.north_m)
     cov = np.array(fix.covariance_enu, dtype=np.float64)
-    cov[:2, :2] = result.covariance_en
+    cov[:2, :2] = registered_covariance_en(result, georef_sigma_m)
     cov[:2, 2] = cov[2, :2] = 0.0
     return dataclasses.replace(fix, status=FixStatus.FIX, reason="", latitude=float(lat),
                                longitude=float(lon), covariance_enu=cov, east_m=pose.east_m,
                                north_m=pose.north_m,
                                confidence=max(fix.confidence, result.inlier_ratio),
-                               refined=True, refinement=result.describe(), timings_ms=timings)
+                               refined=True,
+                               refinement=describe_registered(result, georef_sigma_m),
+                               timings_ms=timings)
+
+
+def describe_registered(result: Registration, georef_sigma_m: float) -> str:
+    """Return the registration's outcome, with the map's georeferencing 1-sigma when set."""
+    text = result.describe()
+    return f"{text}, map georef sigma {georef_sigma_m:.1f} m" if georef_sigma_m else text
 
 
 class RefiningLocalizer:

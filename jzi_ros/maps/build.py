@@ -36,7 +36,8 @@ import numpy as np
 
 from jzi_ros.errors import JziError
 from jzi_ros.geo import CellTree, local_crs
-from jzi_ros.maps.pyramid import check_map_size, MapPyramid, write_pyramid
+from jzi_ros.maps.pyramid import (check_georef_sigma_m, check_map_size, MapPyramid,
+                                  write_pyramid)
 from jzi_ros.maps.sources import open_source, Source
 
 LOG = logging.getLogger(__name__)
@@ -269,7 +270,8 @@ def build_pyramid(source: str | os.PathLike, out_dir: str | os.PathLike, tree: C
                   tile_px: int = 384, overwrite: bool = False, progress: bool = True,
                   max_nodata: float | None = DEFAULT_MAX_NODATA, crs: str | None = None,
                   terminal: bool = False, imagery: bool = True,
-                  imagery_m_per_px: float | None = None) -> MapPyramid:
+                  imagery_m_per_px: float | None = None,
+                  georef_sigma_m: float | None = None) -> MapPyramid:
     """
     Render ``source`` (GDAL raster with a CRS, MBTiles file or XYZ folder) into a map.
 
@@ -277,10 +279,13 @@ def build_pyramid(source: str | os.PathLike, out_dir: str | os.PathLike, tree: C
     whose views are more than that fraction uncovered at any level (None: never refuse).
     ``imagery`` also writes the refinement imagery and feature index
     (:mod:`jzi_ros.maps.imagery`) at ``imagery_m_per_px`` (None: the source's resolution).
+    ``georef_sigma_m``: the source's georeferencing 1-sigma in metres, stored in the manifest
+    (None: unknown).
     """
     return build_pyramid_timed(source, out_dir, tree, tile_px, overwrite, progress,
                                max_nodata, crs, terminal, imagery=imagery,
-                               imagery_m_per_px=imagery_m_per_px).pyramid
+                               imagery_m_per_px=imagery_m_per_px,
+                               georef_sigma_m=georef_sigma_m).pyramid
 
 
 def build_pyramid_timed(source: str | os.PathLike, out_dir: str | os.PathLike,
@@ -289,7 +294,8 @@ def build_pyramid_timed(source: str | os.PathLike, out_dir: str | os.PathLike,
                         max_nodata: float | None = DEFAULT_MAX_NODATA,
                         crs: str | None = None, terminal: bool = False,
                         allow_large: bool = False, imagery: bool = True,
-                        imagery_m_per_px: float | None = None) -> BuildResult:
+                        imagery_m_per_px: float | None = None,
+                        georef_sigma_m: float | None = None) -> BuildResult:
     """
     :func:`build_pyramid` that also reports the tile count and wall time.
 
@@ -298,6 +304,7 @@ def build_pyramid_timed(source: str | os.PathLike, out_dir: str | os.PathLike,
     """
     if max_nodata is not None and not 0.0 <= max_nodata <= 1.0:
         raise JziError(f"--max-nodata must be a fraction in 0..1, got {max_nodata}")
+    check_georef_sigma_m(georef_sigma_m, f"map {out_dir} (--georef-sigma-m)")
     out_dir = Path(out_dir).expanduser()
     if out_dir.exists() and not overwrite:
         # Checked before opening the source so a slow source is not touched for nothing.
@@ -311,7 +318,8 @@ def build_pyramid_timed(source: str | os.PathLike, out_dir: str | os.PathLike,
                     local_crs=renderer.dst_crs.to_proj4(),
                     coordinate_operation=renderer.operation)
         pyramid = write_pyramid(out_dir, tree, tile_px, renderer, info, overwrite=overwrite,
-                                progress=progress, max_nodata=max_nodata, terminal=terminal)
+                                progress=progress, max_nodata=max_nodata, terminal=terminal,
+                                georef_sigma_m=georef_sigma_m)
         if imagery:
             from jzi_ros.maps.imagery import write_map_imagery
             write_map_imagery(lambda tile: CellRenderer(src, tree, tile), tree,

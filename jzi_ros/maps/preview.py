@@ -48,6 +48,7 @@ def map_summary(pyramid: MapPyramid) -> str:
         f"source     {source.get('path', '?')} [{source.get('kind', '?')}] "
         f"sha256 {str(source.get('sha256', '?'))[:16]}",
         f"created    {manifest.get('created', '?')}",
+        georef_line(pyramid),
         "level  cells   cell side m   m/px     nodata",
     ]
     nodata = pyramid.nodata_fraction
@@ -68,6 +69,16 @@ def map_summary(pyramid: MapPyramid) -> str:
     from jzi_ros.maps.imagery import imagery_summary
     lines.append(imagery_summary(pyramid.path))
     return "\n".join(lines)
+
+
+def georef_line(pyramid: MapPyramid) -> str:
+    """Return the ``georef`` line of ``jzi map info``: the value, or that it is unknown."""
+    sigma = pyramid.georef_sigma_m
+    if sigma is None:
+        return (f"georef     1-sigma unknown (0 m used: refined fixes ignore the imagery's "
+                f"georeferencing error); set it: jzi map set {pyramid.path} --georef-sigma-m M")
+    return (f"georef     1-sigma {sigma:g} m per horizontal axis (added to the covariance of "
+            "fixes registered against the imagery)")
 
 
 def _outline(tile: np.ndarray, grid: int, action: int) -> np.ndarray:

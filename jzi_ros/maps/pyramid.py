@@ -17,7 +17,8 @@ The on-disk map: a manifest, a memory-mapped table of views and an optional embe
 
 Layout of a map directory::
 
-    manifest.json             root (cell tree), tile size, source, creation time, nodata
+    manifest.json             root (cell tree), tile size, source, creation time, nodata,
+                              the imagery's georeferencing 1-sigma (``georef_sigma_m``)
     views.npy                 uint8 [num_views, tile_px, tile_px, 3], RGB, north-up,
                               row i = tree.view_index(path)
     terminal.npy              optional, uint8 [K**(2D), tile_px, tile_px, 3] (visualisation)
@@ -26,12 +27,19 @@ Layout of a map directory::
 
 ``.npy`` is used for the views because numpy memory-maps it without a copy, so a robot opens a
 multi-GB map instantly and only touches the pages the beam search visits.
+
+``georef_sigma_m`` is how far the source imagery's absolute georeferencing may be off (1-sigma
+per horizontal axis, metres; e.g. 6 m CE95 is 6 / 2.45 = 2.45 m). Every fix registered against
+this imagery shares that error, so the localizer adds it to their covariance. It is optional
+(``null`` or absent: unknown, 0 is used) so maps built before it existed still open, and
+:func:`set_georef_sigma_m` changes it without a rebuild.
 """
 from __future__ import annotations
 
 import datetime
 import json
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Callable, Sequence
@@ -51,6 +59,7 @@ TERMINAL = "terminal.npy"
 EMBEDDINGS = "embeddings.safetensors"
 EMBEDDINGS_KEY = "embeddings"
 EMBEDDINGS_VERSION = 2  # 2: one table per encoder hash; 1 (still read): a single table
+GEOREF_SIGMA_KEY = "georef_sigma_m"  # manifest field: the imagery's georeferencing 1-sigma
 LOG = logging.getLogger(__name__)
 
 # A render function returns an RGB tile, or (tile, valid) where ``valid`` is a bool mask of the
@@ -60,6 +69,22 @@ RenderView = Callable[[tuple[int, ...]], "np.ndarray | tuple[np.ndarray, np.ndar
 
 def _embed_hint(path: Path) -> str:
     return f"run `jzi map embed {path} --model CHECKPOINT`"
+
+
+def check_georef_sigma_m(value, where: str) -> float | None:
+    """
+    Return a georeferencing 1-sigma as a float (None stays None: unknown).
+
+    JziError naming ``where`` (the file/option/field) unless it is a finite number >= 0.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value < 0:
+        raise JziError(f"{where}: georef_sigma_m = {value!r} must be a finite number of "
+                       "metres >= 0 (the imagery's horizontal georeferencing 1-sigma; 0 for a "
+                       "perfectly georeferenced map)")
+    return float(value)
 
 
 def _open_npy(file: Path, shape: tuple[int, ...], what: str) -> np.ndarray:
@@ -94,8 +119,12 @@ class MapPyramid:
         path = Path(path).expanduser()
         if not path.is_dir():
             raise JziError(f"map {path} is not a directory (build one with `jzi map build`)")
+        return cls._from_manifest(path, read_json(path / MANIFEST, "map manifest"))
+
+    @classmethod
+    def _from_manifest(cls, path: Path, manifest) -> "MapPyramid":
+        """Check a manifest read from ``path`` and open the files it names."""
         manifest_file = path / MANIFEST
-        manifest = read_json(manifest_file, "map manifest")
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise JziError(f"map manifest {manifest_file} is not a jzi_ros map "
                            f'(expected "format": "{FORMAT}")')
@@ -115,6 +144,7 @@ class MapPyramid:
                            f"{err}") from None
         except JziError as err:
             raise JziError(f"map manifest {manifest_file}: {err}") from None
+        check_georef_sigma_m(manifest.get(GEOREF_SIGMA_KEY), f"map manifest {manifest_file}")
         expected = (tree.num_views, tile_px, tile_px, 3)
         if declared != expected or dtype != "uint8":
             raise JziError(f"map manifest {manifest_file} declares views {dtype} "
@@ -150,6 +180,12 @@ class MapPyramid:
     def nodata_fraction(self) -> dict[int, float]:
         """Per level: fraction of view pixels the source did not cover."""
         return {int(k): float(v) for k, v in self.manifest.get("nodata_fraction", {}).items()}
+
+    @property
+    def georef_sigma_m(self) -> float | None:
+        """Return the imagery's georeferencing 1-sigma per axis in metres (None: unknown)."""
+        value = self.manifest.get(GEOREF_SIGMA_KEY)
+        return None if value is None else float(value)
 
     # --- embeddings -----------------------------------------------------------------------
     @property
@@ -360,7 +396,8 @@ def _check_nodata(nodata: dict[str, float], max_nodata: float | None, source: st
 
 def write_pyramid(out_dir: str | Path, tree: CellTree, tile_px: int, render_view: RenderView,
                   source_info: dict, overwrite: bool = False, progress: bool = True,
-                  max_nodata: float | None = None, terminal: bool = False) -> MapPyramid:
+                  max_nodata: float | None = None, terminal: bool = False,
+                  georef_sigma_m: float | None = None) -> MapPyramid:
     """
     Render every view (in view order) into a ``.npy`` table row by row; atomic directory.
 
@@ -368,9 +405,11 @@ def write_pyramid(out_dir: str | Path, tree: CellTree, tile_px: int, render_view
     with a bool mask of covered pixels. Tiles go to disk one by one, so a paper-sized map
     (4,369 views of 384 px, ~1.9 GB) never sits in RAM. With ``max_nodata`` a level whose mean
     nodata fraction exceeds it aborts the build (nothing is left behind). ``terminal`` also
-    renders the level-``depth`` cells (for visualisation only).
+    renders the level-``depth`` cells (for visualisation only). ``georef_sigma_m``: the
+    source's georeferencing 1-sigma in metres (None: unknown).
     """
     from tqdm import tqdm
+    georef_sigma_m = check_georef_sigma_m(georef_sigma_m, f"map {out_dir}")
     tile_px = int(tile_px)
     if tile_px < 8:
         raise JziError(f"tile_px must be >= 8 pixels, got {tile_px}")
@@ -413,6 +452,7 @@ def write_pyramid(out_dir: str | Path, tree: CellTree, tile_px: int, render_view
             "cell_side_m": [tree.cell_side(level) for level in range(tree.depth + 1)],
             "metres_per_pixel": [tree.cell_side(level) / tile_px for level in range(tree.depth)],
             "source": source_info,
+            GEOREF_SIGMA_KEY: georef_sigma_m,
             "created": _utc_now(),
             "nodata_fraction": nodata,
             "views": {"file": VIEWS, "dtype": "uint8", "shape": list(shape),
@@ -422,6 +462,26 @@ def write_pyramid(out_dir: str | Path, tree: CellTree, tile_px: int, render_view
         }
         write_json(tmp / MANIFEST, manifest)
     return MapPyramid.open(out_dir)
+
+
+def set_georef_sigma_m(map_dir: str | Path, value: float | None) -> MapPyramid:
+    """
+    Set the map's georeferencing 1-sigma (None: unknown) in its manifest; atomic, no rebuild.
+
+    The changed manifest is checked as :meth:`MapPyramid.open` checks it before it is written,
+    so a corrupt map is refused rather than rewritten (a bad value in this field is replaced).
+    """
+    path = Path(map_dir).expanduser()
+    manifest_file = path / MANIFEST
+    value = check_georef_sigma_m(value, f"map manifest {manifest_file}")
+    if not path.is_dir():
+        raise JziError(f"map {path} is not a directory (build one with `jzi map build`)")
+    manifest = read_json(manifest_file, "map manifest")
+    if isinstance(manifest, dict):
+        manifest = {**manifest, GEOREF_SIGMA_KEY: value}
+    pyramid = MapPyramid._from_manifest(path, manifest)
+    write_json(manifest_file, manifest)
+    return pyramid
 
 
 def level_of_view(tree: CellTree, index: int) -> int:

@@ -259,6 +259,9 @@ REFINE_PARAMETERS: tuple[ParamSpec, ...] = (
        "nadir.", min=1.0, max=89.0),
     _p("refine.max_sigma_m", _R.max_sigma_m, "Accept: 1-sigma of the refined position at most "
        "this.", min=0.01, max=10000.0),
+    _p("refine.georef_sigma_m", -1.0, "The map imagery's georeferencing 1-sigma (metres per "
+       "axis) added to every refined fix's covariance. -1: the map manifest's georef_sigma_m "
+       "(jzi map set; 0 when unknown).", min=-1.0, max=100000.0),
 )
 
 
@@ -268,6 +271,8 @@ def refine_config(values: Mapping[str, Any]) -> RefineConfig:
         spec, values.get(spec.name, spec.default)) for spec in REFINE_PARAMETERS}
     config = {k: v for k, v in fields.items() if k in RefineConfig.__dataclass_fields__}
     config["hfov_deg"] = fields["hfov_deg"] or None
+    if fields["georef_sigma_m"] == -1.0:  # any other value is RefineConfig's to check
+        config["georef_sigma_m"] = None
     return RefineConfig(**config)
 
 

@@ -123,6 +123,10 @@ def attach(node: Any, localizer: Any) -> NodeRefinement | None:
     if not values["refine.enabled"]:
         return None
     refinement = NodeRefinement(node, localizer, values)
+    georef = ("" if refinement.refiner is None else
+              f"; map georeferencing 1-sigma {refinement.refiner.georef_sigma_m:g} m added to "
+              "refined covariances")
     node.get_logger().info(f"refinement on: camera intrinsics from "
-                           f"{'refine.intrinsics' if refinement.override else refinement.topic}")
+                           f"{'refine.intrinsics' if refinement.override else refinement.topic}"
+                           f"{georef}")
     return refinement
