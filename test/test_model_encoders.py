@@ -13,6 +13,7 @@
 # limitations under the License.
 
 """CNN encoders (ResNet, ConvNeXt from transformers configs): build, freeze, save, export."""
+import json
 from pathlib import Path
 
 import numpy as np
@@ -63,8 +64,14 @@ def test_encoder_kinds_hash_apart_and_vit_hashes_as_before():
     assert _model("resnet").encoder_hash() != _model("convnext").encoder_hash()
     # a ViT's shape header has no CNN keys, so checkpoints made before them still verify
     assert "kind" not in EncoderConfig().shape_dict()
-    model, _ = load_checkpoint(SHIPPED)
-    assert model.config.encoder.kind == "vit"
+
+
+def test_shipped_demo_model_loads_as_its_card_says():
+    # the demo model comes from the generic path (benchmarks/train_demo_model.sh): a ResNet
+    card = json.loads(SHIPPED.with_suffix(".json").read_text())
+    model, _ = load_checkpoint(SHIPPED)  # verifies the encoder hash and every tensor's hash
+    assert model.config.to_dict() == card["model_config"]
+    assert model.config.encoder.kind == "resnet"
 
 
 @pytest.mark.parametrize("kind", ["resnet", "convnext"])

@@ -48,17 +48,17 @@ class FusionConfig:
     proposal_fraction: float = 0.05  # share of particles drawn from each frame's measurement
     anywhere_prob: float = 0.01  # prior chance per frame of being anywhere (unmodelled moves)
     max_speed_mps: float = 25.0  # random walk (no odometry): the fastest a robot moves
-    accel_sigma_mps2: float = 6.0  # random walk: 1-sigma change of velocity per second
+    accel_sigma_mps2: float = 4.0  # random walk: 1-sigma change of velocity per second
     odom_noise_fraction: float = 0.1  # odometry: 1-sigma per axis, fraction of the distance
     odom_noise_mps: float = 1.0  # odometry: plus this 1-sigma per axis per second
     max_gap_s: float = 10.0  # a longer gap between frames restarts the filter
     reset_nats: float = 4.0  # CUSUM threshold of the kidnap test (log-likelihood ratio)
     mode_radius_m: float = 150.0  # particles this close to a peak form one mode
-    fix_mode_mass: float = 0.6  # FIX once the heaviest mode holds this share of the belief
-    fix_sigma_m: float = 150.0  # ... and its 1-sigma (major axis) is below this
+    fix_mode_mass: float = 0.5  # FIX once the heaviest mode holds this share of the belief
+    fix_sigma_m: float = 250.0  # ... and its 1-sigma (major axis) is below this
     sigma_floor_m: float = 5.0  # minimum 1-sigma of the published covariance
-    covariance_scale: float = 0.325  # multiplies the belief's covariance (fitted, see above)
-    odom_covariance_scale: float = 1.37  # the same after an odometry step (fitted apart)
+    covariance_scale: float = 0.478  # multiplies the belief's covariance (fitted, see above)
+    odom_covariance_scale: float = 1.0  # the same after an odometry step (fitted apart)
     seed: int = 0  # random stream of the filter (replays are reproducible)
     # prior-seeded zoom: while the prior is confident, each frame's beam also expands the cells
     # it supports (CellFilter.seed_cells; torch backend). Off: measured on the demo flight,
