@@ -3,13 +3,13 @@
 # command, through the generic path of docs/any-area.md (the demo world is "just another
 # raster"):
 #   benchmarks/train_demo_model.sh [WORKDIR] [KEY=VALUE ...]   (default .cache/demo_train;
-#                                                  ~45 min on 2 CPU cores)
+#                                                  ~50 min on 2 CPU cores)
 # 1. prepare: the demo world (seed 0), its map pyramid (4x4 grid, depth 3, 112 px tiles) and
 #    one GeoTIFF per day (the same world on another day: season, sun, colours): 24 training
 #    days and 2 validation days, never a flight's day (the demo flies day 0);
 # 2. jzi views: 300 validation views from the 2 validation days (the flight's camera);
 # 3. jzi train with benchmarks/demo_model.yaml: fresh views drawn on the fly from the training
-#    days (render: block), a ResNet encoder from scratch, 42-minute budget, 1 data worker;
+#    days (render: block), a ResNet encoder from scratch, 2,466 steps, 1 data worker;
 # 4. finalize: embed the map, calibrate the covariance scale on the validation views, store the
 #    demo card (world, tile size, days) in the metadata and copy the checkpoint to
 #    jzi_ros/data/;
@@ -18,7 +18,7 @@
 #    which are closer to the demo's than the `jzi views` validation views;
 # 6. fit-fusion: fit the temporal filter on the same flights and print the values for
 #    FusionConfig's defaults (jzi_ros/inference/fusion_config.py; docs/fusion.md).
-# KEY=VALUE arguments override the training config (e.g. max_minutes=10).
+# KEY=VALUE arguments override the training config (e.g. max_steps=200).
 # Environment: PYTHON (default .venv/bin/python), OMP_NUM_THREADS (default 1), REUSE=1 (keep
 # WORKDIR's world, map, days and validation views from an earlier run).
 set -euo pipefail
