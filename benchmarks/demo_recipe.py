@@ -54,10 +54,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="beam width used for calibration")
     f.add_argument("--checkpoint", default="best.safetensors",
                    help="which checkpoint of the run to ship")
-    d = sub.add_parser("docs-plot", help="copy a demo report's trajectory plot for the README")
+    d = sub.add_parser("docs-plot", help="copy a demo report's plot for the README")
     d.add_argument("report", type=Path, help="the demo's report directory")
     d.add_argument("--out", type=Path, default=Path("docs/demo_trajectory.png"),
                    help="where the small PNG goes")
+    d.add_argument("--plot", default="fusion_tracks.png",
+                   help="which plot of the report (trajectory.png: single frames with ellipses)")
     v = sub.add_parser("fit-fusion", help="fit the temporal filter on validation flights")
     v.add_argument("--workdir", type=Path, required=True, help="a `jzi demo` work directory")
     v.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3],
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"FIX gate mass/sigma, right minus wrong FIXes: "
                   f"{fitted['gate_right_minus_wrong']}")
         elif args.step == "docs-plot":
-            path = recipe.docs_plot(args.report, args.out)
+            path = recipe.docs_plot(args.report, args.out, plot=args.plot)
             print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB)")
         elif args.step == "prepare":
             recipe.prepare(args.dir, WorldSpec(seed=args.world_seed), tuple(args.train_days),

@@ -238,11 +238,15 @@ def _read_card(prepared: Path) -> dict:
             "train_days": card["train_days"], "val_days": card["val_days"]}
 
 
-def docs_plot(report_dir: Path, out: Path, max_side: int = 720) -> Path:
-    """Write a small palette PNG of the demo's trajectory plot for the README."""
+def docs_plot(report_dir: Path, out: Path, max_side: int = 1000,
+              plot: str = "fusion_tracks.png") -> Path:
+    """Write a small palette PNG of one of the demo report's plots for the README."""
     from PIL import Image
 
-    image = Image.open(report_dir / "trajectory.png").convert("RGB")
+    if not (report_dir / plot).is_file():
+        raise JziError(f"{report_dir / plot} does not exist: run `jzi demo` first (the "
+                       "fusion plot needs its temporal filters, on by default)")
+    image = Image.open(report_dir / plot).convert("RGB")
     image.thumbnail((max_side, max_side))
     with atomic_path(out) as tmp:
         image.quantize(colors=96).save(tmp, format="PNG", optimize=True)
