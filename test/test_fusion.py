@@ -467,7 +467,7 @@ def test_a_far_wrong_refined_fix_does_not_drag_a_confident_filter():
 
 
 def _refined_fix(east, north, registration_en, georef_sigma_m):
-    """A refined FIX as refinement makes it: the registration's covariance + georef^2 I."""
+    """Return a refined FIX as refinement makes it: registration covariance + georef^2 I."""
     lat, lon = TREE.to_latlon(east, north)
     cov = np.zeros((3, 3))
     cov[:2, :2] = registration_en + np.eye(2) * georef_sigma_m ** 2
