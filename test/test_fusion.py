@@ -466,6 +466,68 @@ def test_a_far_wrong_refined_fix_does_not_drag_a_confident_filter():
     assert est.refined and np.hypot(*(est.mean_en - track[41] - (800.0, 300.0))) < 5.0
 
 
+def _refined_fix(east, north, registration_en, georef_sigma_m):
+    """Return a refined FIX as refinement makes it: registration covariance + georef^2 I."""
+    lat, lon = TREE.to_latlon(east, north)
+    cov = np.zeros((3, 3))
+    cov[:2, :2] = registration_en + np.eye(2) * georef_sigma_m ** 2
+    cov[2, 2] = 9.0
+    return Fix(FixStatus.FIX, float(lat), float(lon), 50.0, cov, 0.9, east, north,
+               refined=True, refinement="refined: test", georef_sigma_m=georef_sigma_m)
+
+
+@pytest.mark.parametrize("kernel", ["numpy", "auto"])
+def test_the_maps_georef_sigma_is_counted_once_however_many_refined_fixes(kernel):
+    """N refined fixes of one point: the belief shrinks, the published 1-sigma stays >= s."""
+    from jzi_ros.inference.motion import OnlineFusion
+
+    s, east, north = 4.0, 210.0, -340.0
+    registration = np.array([[0.25, 0.125], [0.125, 0.5]])  # + 16 - 16 in binary: exact
+    config = FusionConfig(seed=3, kernel=kernel)
+    plain, biased = (OnlineFusion(TREE, config, georef_sigma_m=g) for g in (0.0, s))
+    published = []
+    for i in range(25):
+        stamp = 10**18 + i * 10**9
+        a = plain.fuse(stamp, None, 50.0, 3.0, single=_refined_fix(east, north,
+                                                                   registration, 0.0))
+        b = biased.fuse(stamp, None, 50.0, 3.0, single=_refined_fix(east, north,
+                                                                    registration, s))
+        # the same belief (the point update takes the registration's covariance either way)
+        np.testing.assert_array_equal(biased.filter.particles, plain.filter.particles)
+        assert (b.east_m, b.north_m, b.status) == (a.east_m, a.north_m, a.status)
+        if not b.ok:
+            continue
+        # ... published with s^2 added once: sigma = sqrt(belief^2 + s^2), never below s
+        np.testing.assert_array_equal(b.covariance_enu, a.covariance_enu + np.diag([s * s,
+                                                                                    s * s, 0]))
+        sigma_a, sigma_b = (math.sqrt(np.linalg.eigvalsh(f.covariance_enu[:2, :2])[-1])
+                            for f in (a, b))
+        assert sigma_b == pytest.approx(math.hypot(sigma_a, s), rel=1e-12)
+        assert sigma_b >= s and b.georef_sigma_m == s and a.georef_sigma_m == 0.0
+        published.append((sigma_a, sigma_b))
+    assert len(published) >= 20
+    # the belief alone ends below s (at the 2 m refined floor): what averaging s^2 per fix
+    # down, as before, published
+    assert published[-1][0] < s and min(b for _, b in published) >= s
+
+
+def test_a_fix_says_what_georef_term_its_covariance_holds():
+    registration = np.diag([0.3, 0.7])
+    fix = _refined_fix(1.0, 2.0, registration, 11.2)
+    np.testing.assert_allclose(fix.covariance_enu[:2, :2], registration + 11.2 ** 2 * np.eye(2))
+    np.testing.assert_allclose(fix.map_covariance_en, registration, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(PointMeasurement.from_fix(fix).cov_en_m2, registration,
+                               rtol=0, atol=1e-12)
+    plain = _refined_fix(1.0, 2.0, registration, 0.0)  # s = 0: the very block, as before
+    assert np.shares_memory(plain.map_covariance_en, plain.covariance_enu)
+    np.testing.assert_array_equal(PointMeasurement.from_fix(plain).cov_en_m2, registration)
+    with pytest.raises(JziError, match="georef_sigma_m"):
+        dataclasses.replace(plain, georef_sigma_m=float("nan"))
+    for bad in (-1.0, float("inf")):
+        with pytest.raises(JziError, match="CellFilter: georef_sigma_m"):
+            CellFilter(TREE, FusionConfig(), georef_sigma_m=bad)
+
+
 def test_without_points_the_refined_settings_change_nothing():
     """The existing path stays bit-identical: other refined_* values, the same numbers."""
     runs = []

@@ -115,3 +115,62 @@ def test_replay_with_refinement_fuses_the_refined_fixes(tmp_path, capsys):
     assert refined["fix_fraction"] == 1.0 and refined["fix"]["recall"]["25"] == 1.0
     assert runs["fused_random_walk"]["all"]["median_m"] > 20.0
     assert 0 < refined["calibration"]["mean_nees"] < 6.0
+
+
+@pytest.mark.parametrize("map_sigma,override,used", [(3.0, None, 3.0), (3.0, 5.0, 5.0),
+                                                     (None, None, 0.0)])
+def test_replay_fusion_adds_the_maps_georef_sigma_as_refinement_does(tmp_path, map_sigma,
+                                                                     override, used):
+    """The filters learn the value refinement uses: the override, else the map's, else 0."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from replay_support import IndexLocalizer, standard_spec
+    from replay_support import write_bag as write_spec_bag
+    from support import tiny_tree
+
+    from jzi_ros.evaluation.fusion_replay import (fusion_markdown, fusion_summary,
+                                                  FusionOptions)
+    from jzi_ros.evaluation.replay import replay_bag, ReplayOptions
+    from jzi_ros.inference.fusion_config import FusionConfig
+
+    class Refined(IndexLocalizer):
+        """Every frame registered to 1 m, its covariance widened by the map's term."""
+
+        def localize_measured(self, rgb):
+            fix = self.localize(rgb)
+            cov = fix.covariance_enu.copy()
+            cov[:2, :2] = np.eye(2) * (1.0 + used ** 2)
+            return replace(fix, covariance_enu=cov, refined=True, refinement="refined: test",
+                           georef_sigma_m=used), None
+
+    tree = tiny_tree()
+    spec = standard_spec(tree, 20, corrupt=(), swap=None)
+    bag = write_spec_bag(tmp_path / "bag", spec)
+    localizer = Refined(tree, spec, {}, pyramid=SimpleNamespace(georef_sigma_m=map_sigma))
+    fusion = FusionOptions(FusionConfig(seed=1), georef_sigma_m=override)
+    result = replay_bag(bag, localizer, ReplayOptions("/camera/image", "/gps/fix",
+                                                      progress=False, fusion=fusion))
+    assert result.fusion_georef_sigma_m == used
+    fixes = [f for f in result.fused["fused_random_walk_refined"] if f.ok]
+    assert len(fixes) >= 15
+    for fix in fixes:  # the belief's (>= the 2 m refined floor) + the map's term, once
+        assert fix.georef_sigma_m == used
+        assert np.linalg.eigvalsh(fix.covariance_enu[:2, :2])[0] >= 4.0 + used ** 2 - 1e-9
+    # ... and not more than once: the sharpest is a ~2.1 m belief with the term added
+    assert min(max(f.sigma_en_m) for f in fixes) < math.hypot(2.5, used)
+    text = "\n".join(fusion_markdown(fusion_summary(result)))
+    assert (f"georeferencing 1-sigma {used:g} m" in text) == bool(used)
+
+
+def test_replay_georef_sigma_option_reaches_the_filters_and_is_checked_up_front():
+    from jzi_ros.cli.main import parse
+    from jzi_ros.cli.replay import _fusion_options
+    from jzi_ros.errors import JziError
+
+    argv = ["replay", "BAG", "--map", "M", "--model", "C", "--image-topic", "I",
+            "--gt-topic", "G", "--out", "O", "--fusion"]
+    assert _fusion_options(parse(argv)).georef_sigma_m is None  # the map's, as refinement's
+    assert _fusion_options(parse(argv + ["--georef-sigma-m", "7.5"])).georef_sigma_m == 7.5
+    with pytest.raises(JziError, match="refine.georef_sigma_m"):  # before any frame
+        _fusion_options(parse(argv + ["--georef-sigma-m", "-1"]))

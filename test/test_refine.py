@@ -559,9 +559,13 @@ def test_the_maps_georef_sigma_widens_every_registered_fix_by_exactly_its_square
                                np.diag([2.25, 2.25, 0.0]), rtol=0, atol=1e-9)
     assert "map georef sigma 4.0 m" in widened.refinement
     assert "georef" not in plain.refinement
-    # the temporal filter's refined-point update is fed this very covariance
+    # the fix says what it holds; the temporal filter's refined-point update takes the
+    # registration's own covariance (it adds the term once to what it publishes)
+    assert (widened.georef_sigma_m, overridden.georef_sigma_m, plain.georef_sigma_m) == (
+        4.0, 1.5, 0.0)
     point = PointMeasurement.from_fix(widened)
-    np.testing.assert_array_equal(point.cov_en_m2, widened.covariance_enu[:2, :2])
+    np.testing.assert_allclose(point.cov_en_m2, plain.covariance_enu[:2, :2], rtol=0,
+                               atol=1e-9)
     # acceptance judged the registration alone: a sigma far above max_sigma_m still refines
     huge = Refiner.for_map(known, replace(CONFIG, georef_sigma_m=100.0)).refine(
         frame, zoom, intrinsics())
@@ -571,6 +575,7 @@ def test_the_maps_georef_sigma_widens_every_registered_fix_by_exactly_its_square
     assert all(f.refined for f in classical)
     np.testing.assert_allclose(classical[1].covariance_enu - classical[0].covariance_enu,
                                np.diag([16.0, 16.0, 0.0]), rtol=0, atol=1e-9)
+    assert [f.georef_sigma_m for f in classical] == [0.0, 4.0]
 
 
 def test_georef_sigma_override_from_the_cli_and_the_node_parameter():

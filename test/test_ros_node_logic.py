@@ -560,6 +560,22 @@ def test_seed_beam_hands_the_converged_prior_to_the_zoom(node_module):
     assert seen[-1].cells[0] == index  # the heaviest prior cell first
 
 
+@pytest.mark.parametrize("override,used", [(-1.0, 3.0), (5.0, 5.0)])
+def test_fusion_adds_the_maps_georef_sigma_as_refinement_would(node_module, monkeypatch,
+                                                               override, used):
+    """The filter takes refine.georef_sigma_m, else the map's value, refinement off or on."""
+    monkeypatch.setattr(FakeLocalizer, "pyramid", SimpleNamespace(georef_sigma_m=3.0),
+                        raising=False)
+    FakeNode.overrides.update({"fusion.enabled": True, "refine.georef_sigma_m": override})
+    node = node_module.LocalizerNode()
+    node.setup()
+    try:
+        assert node.fusion.online.filter.georef_sigma_m == used
+    finally:
+        node.close()
+    assert any(f"map georeferencing 1-sigma {used:g} m" in text for _, text, _ in LOGS)
+
+
 def test_fusion_rejects_a_bad_heading_source_in_one_line(node_module, tmp_path):
     FakeNode.overrides.update({"fusion.enabled": True, "fusion.heading_source": "compass"})
     assert node_module.main([]) == 1

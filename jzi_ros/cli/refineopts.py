@@ -48,8 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser, method: bool = True) -> None:
                              "the frame is matched at); unset: RefineConfig's default")
     parser.add_argument("--georef-sigma-m", type=float, default=None, metavar="M",
                         help="refine/classical: the map imagery's georeferencing 1-sigma "
-                             "(metres per axis) added to every registered fix's covariance; "
-                             "unset: the map's (`jzi map set DIR --georef-sigma-m M`)")
+                             "(metres per axis) added to every registered fix's covariance "
+                             "(with --fusion: once to every filtered fix's); unset: the "
+                             "map's (`jzi map set DIR --georef-sigma-m M`)")
 
 
 def refine_config(args: argparse.Namespace):

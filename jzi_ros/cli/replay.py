@@ -130,10 +130,12 @@ def _fusion_options(args: argparse.Namespace):
     from jzi_ros.inference.fusion_config import FusionConfig
 
     config = FusionConfig.from_yaml(args.fusion_config) if args.fusion_config else FusionConfig()
+    refineopts.refine_config(args)  # a bad --georef-sigma-m fails here, not after the frames
     if args.seed_beam:
         config = dataclasses.replace(config, seed_beam=True)
     return FusionOptions(config, args.odom_topic, args.imu_topic,
-                         args.heading_source, args.heading_yaw_deg, args.fit_fusion)
+                         args.heading_source, args.heading_yaw_deg, args.fit_fusion,
+                         args.georef_sigma_m)  # None: the map's, as refinement's
 
 
 def run(args: argparse.Namespace) -> int:

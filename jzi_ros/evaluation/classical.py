@@ -122,7 +122,8 @@ class ClassicalLocalizer:
         cov[2, 2] = NO_ALTITUDE_SIGMA_M ** 2
         return Fix(FixStatus.FIX, float(lat), float(lon), 0.0, cov, result.inlier_ratio,
                    pose.east_m, pose.north_m, (), "", timings, refined=True,
-                   refinement=describe_registered(result, self.georef_sigma_m))
+                   refinement=describe_registered(result, self.georef_sigma_m),
+                   georef_sigma_m=self.georef_sigma_m)
 
     def close(self) -> None:
         pass

@@ -84,6 +84,9 @@ class FusionOptions:
     heading_source: str = "odometry"  # odometry, imu or fixed (jzi_ros.heading)
     heading_yaw_deg: float = 0.0  # ENU yaw for heading_source fixed
     fit: bool = False  # fit likelihood exponent + covariance scale on this bag
+    # the map's georeferencing 1-sigma the filters add to their fixes (--georef-sigma-m);
+    # None: the map's, as refinement (maps.pyramid.georef_sigma_used)
+    georef_sigma_m: float | None = None
 
 
 def read_odometry(reader: Any, bag: Path, options: FusionOptions) -> OdometryTrack | None:
@@ -116,15 +119,16 @@ def read_odometry(reader: Any, bag: Path, options: FusionOptions) -> OdometryTra
 
 def run_filter(records: Sequence[Any], tree, config: FusionConfig,
                track: OdometryTrack | None, altitude_m: float = 0.0,
-               altitude_sigma_m: float = 100.0, refined: bool = False
-               ) -> list[tuple[Fix, Any]]:
+               altitude_sigma_m: float = 100.0, refined: bool = False,
+               georef_sigma_m: float = 0.0) -> list[tuple[Fix, Any]]:
     """
     One filter over the records (stamp order): ``(fused Fix, FilterEstimate)`` per record.
 
     Records without a measurement (skipped frames) only propagate the filter. ``refined``:
     a record whose fix is refined also brings that fix as a point measurement.
+    ``georef_sigma_m``: the map's georeferencing 1-sigma (CellFilter).
     """
-    fused = CellFilter(tree, config)
+    fused = CellFilter(tree, config, georef_sigma_m)
     out = []
     previous: int | None = None
     for record in records:
@@ -152,12 +156,13 @@ class SeededRuns:
     (the seeded localization, ms) and ``seeded`` (1.0 when the zoom was seeded).
     """
 
-    def __init__(self, localizer: Any, config: FusionConfig, track: OdometryTrack | None
-                 ) -> None:
+    def __init__(self, localizer: Any, config: FusionConfig, track: OdometryTrack | None,
+                 georef_sigma_m: float = 0.0) -> None:
         self.localizer = localizer
         self.track = track
         motions = {RANDOM_WALK: None, **({ODOMETRY: track} if track is not None else {})}
-        self.filters = {name + SEEDED: (CellFilter(localizer.tree, config), motion)
+        self.filters = {name + SEEDED: (CellFilter(localizer.tree, config, georef_sigma_m),
+                                        motion)
                         for name, motion in motions.items()}
         self.fixes: dict[str, list[Fix]] = {name: [] for name in self.filters}
         self.previous: int | None = None
@@ -184,14 +189,17 @@ class SeededRuns:
 
 
 def fuse_replay(result: Any, options: FusionOptions, track: OdometryTrack | None,
-                seeded: SeededRuns | None = None) -> None:
+                seeded: SeededRuns | None = None, georef_sigma_m: float = 0.0) -> None:
     """
     Run the filters over a finished replay; fills ``result.fused`` (and ``fusion_fit``).
 
     ``seeded``: the prior-seeded runs that went along with the frame loop, added as they are.
+    ``georef_sigma_m``: the map's georeferencing 1-sigma the filters add to their fixes (the
+    fit never sees it: it scores the beliefs, which live in the map's frame).
     """
     config = options.config
     result.fusion_track = track
+    result.fusion_georef_sigma_m = georef_sigma_m
     if options.fit:
         result.fusion_fit = fit_fusion(result, config)
         config = replace(config, **result.fusion_fit["config"])
@@ -207,7 +215,8 @@ def fuse_replay(result: Any, options: FusionOptions, track: OdometryTrack | None
     for suffix, refined in variants.items():
         for name, motion in runs.items():
             result.fused[name + suffix] = [fix for fix, _ in run_filter(
-                result.records, result.tree, config, motion, refined=refined)]
+                result.records, result.tree, config, motion, refined=refined,
+                georef_sigma_m=georef_sigma_m)]
     if seeded is not None:
         result.fused.update(seeded.fixes)
 
@@ -261,7 +270,8 @@ def fusion_summary(result: Any) -> dict[str, Any] | None:
         rows[name] = track_summary(result, fixes)
     config = getattr(result, "fusion_config", None)
     return {"runs": rows, "config": None if config is None else vars(config).copy(),
-            "fit": getattr(result, "fusion_fit", None)}
+            "fit": getattr(result, "fusion_fit", None),
+            "georef_sigma_m": getattr(result, "fusion_georef_sigma_m", 0.0)}
 
 
 def fitted_words(fit: dict[str, Any]) -> str:
@@ -289,6 +299,9 @@ def fusion_markdown(block: dict[str, Any] | None) -> list[str]:
             f"{fmt(row['fix']['median_m'], '.1f', ' m')} | "
             f"{fmt(row['calibration']['mean_nees'], '.2f')} | "
             f"{fmt(first, '.0f', ' s')} | {fmt(row['filter_ms_median'], '.2f')} |")
+    if block.get("georef_sigma_m"):
+        lines += ["", f"Fused FIX covariances hold the map's georeferencing 1-sigma "
+                  f"{block['georef_sigma_m']:g} m per axis, added once (refinement.md)."]
     if block.get("fit"):
         fit = block["fit"]
         lines += ["", f"Fitted on this bag: {fitted_words(fit)} (R@100 m by value: "

@@ -136,6 +136,7 @@ class ReplayResult:
     fusion_config: Any = None
     fusion_fit: dict | None = None
     fusion_track: Any = None  # the bag's OdometryTrack (replays with --odom-topic)
+    fusion_georef_sigma_m: float = 0.0  # the map's georeferencing 1-sigma in the fused fixes
 
     @property
     def used(self) -> list[FrameRecord]:
@@ -243,12 +244,16 @@ def replay_bag(bag: str | Path, localizer: LocalizerLike, options: ReplayOptions
         result = ReplayResult(bag, options, msgtype, tree, str(localizer.backend_name),
                               scan.count, int(selected.size), gt,
                               stamps_from_log_time=scan.from_log_time)
-        track, seeded = None, None
+        track, seeded, georef = None, None, 0.0
         if options.fusion is not None:
             from jzi_ros.evaluation.fusion_replay import read_odometry, SeededRuns
+            from jzi_ros.maps.pyramid import georef_sigma_used
             track = read_odometry(reader, bag, options.fusion)
+            # the value the localizer's refinement uses: the override, else the map's
+            georef = georef_sigma_used(getattr(localizer, "pyramid", None),
+                                       options.fusion.georef_sigma_m)
             if options.fusion.config.seed_beam:  # these filters localize inside the loop
-                seeded = SeededRuns(localizer, options.fusion.config, track)
+                seeded = SeededRuns(localizer, options.fusion.config, track, georef)
         to_rgb = compressed_msg_to_rgb if msgtype == COMPRESSED_TYPE else image_msg_to_rgb
         bar = tqdm(total=int(selected.size), unit="frame", desc="replay",
                    disable=not options.progress, dynamic_ncols=True)
@@ -274,7 +279,7 @@ def replay_bag(bag: str | Path, localizer: LocalizerLike, options: ReplayOptions
             result.loop_s = time.perf_counter() - loop_began
     if options.fusion is not None:
         from jzi_ros.evaluation.fusion_replay import fuse_replay
-        fuse_replay(result, options.fusion, track, seeded)
+        fuse_replay(result, options.fusion, track, seeded, georef)
     result.wall_s = time.perf_counter() - began
     return result
 

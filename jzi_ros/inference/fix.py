@@ -113,6 +113,9 @@ class Fix:
     timings_ms: dict[str, float] = field(default_factory=dict)
     refined: bool = False  # position from geometric refinement (jzi_ros.inference.refine)
     refinement: str = ""  # what refinement did, or why it kept the zoom's fix
+    # the map imagery's georeferencing 1-sigma (metres per axis) whose square covariance_enu
+    # holds on East and North (fixes registered against the imagery, the filter's; 0: none)
+    georef_sigma_m: float = 0.0
 
     def __post_init__(self) -> None:
         # plain Python checks (numpy's per-call overhead would cost more than these few
@@ -125,10 +128,11 @@ class Fix:
         (xx, xy, xz), (yx, yy, yz), (zx, zy, zz) = c = cov.tolist()
         flat = c[0] + c[1] + c[2]
         numbers = (self.latitude, self.longitude, self.altitude, self.confidence, self.east_m,
-                   self.north_m)
+                   self.north_m, self.georef_sigma_m)
         if not (all(map(math.isfinite, map(float, numbers)))
                 and all(map(math.isfinite, flat))):
-            names = ("latitude", "longitude", "altitude", "confidence", "east_m", "north_m")
+            names = ("latitude", "longitude", "altitude", "confidence", "east_m", "north_m",
+                     "georef_sigma_m")
             bad = {k: v for k, v in zip(names, numbers) if not math.isfinite(float(v))}
             raise JziError(f"Fix: non-finite values {bad or 'in covariance_enu'}; "
                            "build a Fix.no_fix(...) instead")
@@ -148,6 +152,17 @@ class Fix:
     @property
     def sigma_en_m(self) -> tuple[float, float]:
         return math.sqrt(self.covariance_enu[0, 0]), math.sqrt(self.covariance_enu[1, 1])
+
+    @property
+    def map_covariance_en(self) -> np.ndarray:
+        """
+        Return the East/North covariance relative to the map: without ``georef_sigma_m``^2.
+
+        The imagery's offset is one bias shared by every fix from that map; whoever combines
+        fixes (the temporal filter) works in the map's frame and adds it once to its result.
+        """
+        cov = self.covariance_enu[:2, :2]
+        return cov - np.eye(2) * self.georef_sigma_m ** 2 if self.georef_sigma_m else cov
 
     @classmethod
     def no_fix(cls, reason: str, latitude: float, longitude: float, altitude: float,

@@ -55,7 +55,9 @@ covariance as a :class:`~jzi_ros.inference.fix.Fix`, NO_FIX until that mode hold
 ``fix_mode_mass`` of the belief with a 1-sigma below ``fix_sigma_m``; the modes are the fix's
 hypotheses (their number and spread are in :class:`FilterEstimate`). The covariance is scaled
 by ``covariance_scale`` after a random-walk step and by ``odom_covariance_scale`` after an
-odometry step (fitted apart: the odometry belief is far tighter).
+odometry step (fitted apart: the odometry belief is far tighter). The belief lives in the map's
+frame (refined fixes enter without the map's georeferencing term, ``Fix.map_covariance_en``);
+every FIX gets ``georef_sigma_m`` squared added once, as the offset is one bias of the map.
 
 Cost: a small, fixed number of numpy calls per frame whatever the map size (CellFilter says
 how), or one compiled call (``FusionConfig.kernel``, :mod:`jzi_ros.inference.fusion_compiled`)
@@ -79,6 +81,7 @@ from jzi_ros.inference.measurement import (cell_codes, Measurement, Partition,
                                            PointMeasurement, terminal_indices_en)
 from jzi_ros.inference.modes import FilterEstimate, mode_hypotheses, ModeFinder
 from jzi_ros.inference.posterior import fix_covariance
+from jzi_ros.maps.pyramid import check_georef_sigma_m
 
 # the "no measurement" likelihood: a frame that brings only a refined fix multiplies it into this
 UNIFORM = Measurement(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), 1.0)
@@ -99,11 +102,14 @@ class CellFilter(PointUpdate):
     costs more than the rest of the update). ``kernel`` (``numpy`` or ``numba``) says which
     step runs (``FusionConfig.kernel``); the compiled one covers the prediction and the step
     without a refined fix, refined-fix frames and (re)initialisations take the numpy code.
+    ``georef_sigma_m``: the map imagery's georeferencing 1-sigma (``georef_sigma_used``).
     """
 
-    def __init__(self, tree: CellTree, config: FusionConfig | None = None) -> None:
+    def __init__(self, tree: CellTree, config: FusionConfig | None = None,
+                 georef_sigma_m: float = 0.0) -> None:
         self.tree = tree
         self.config = config or FusionConfig()
+        self.georef_sigma_m = check_georef_sigma_m(float(georef_sigma_m), "CellFilter")
         self.rng = np.random.default_rng(self.config.seed)
         self.half = tree.size_m / 2
         codes = cell_codes(tree.grid, tree.depth)
@@ -473,9 +479,11 @@ class CellFilter(PointUpdate):
         if estimate.refined:  # the belief is the Gaussian product: not over-dispersed as
             # the tempered zoom's, and as sharp as the refined fixes allow
             scale, floor = 1.0, min(floor, cfg.refined_sigma_floor_m)
-        return Fix(FixStatus.FIX, float(lat), float(lon), altitude_m,
-                   fix_covariance(estimate.cov_en, scale, floor, altitude_sigma_m), main.mass,
-                   east, north, hypotheses, "", timings)
+        cov = fix_covariance(estimate.cov_en, scale, floor, altitude_sigma_m)
+        cov[0][0] += self.georef_sigma_m ** 2  # the map's offset, once (module docstring)
+        cov[1][1] += self.georef_sigma_m ** 2
+        return Fix(FixStatus.FIX, float(lat), float(lon), altitude_m, cov, main.mass, east,
+                   north, hypotheses, "", timings, georef_sigma_m=self.georef_sigma_m)
 
     # --- prior-seeded zoom -----------------------------------------------------------------
     def seed_cells(self, stamp_ns: int, displacement_en: np.ndarray | None = None,

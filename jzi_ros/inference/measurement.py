@@ -342,12 +342,13 @@ class PointMeasurement:
         Return the refined position of ``fix`` (None unless it is a refined FIX).
 
         ``Fix.east_m`` / ``north_m`` are already the tree's local frame (refinement solves
-        there and derives latitude/longitude from it), the covariance's East/North block is
-        the refinement's.
+        there and derives latitude/longitude from it), the covariance is the registration's
+        own (:attr:`Fix.map_covariance_en`: the map's georeferencing term taken out again;
+        the filter works in the map's frame and adds it once to the fixes it publishes).
         """
         if fix is None or not (fix.refined and fix.ok):
             return None
-        return cls(np.array([fix.east_m, fix.north_m]), fix.covariance_enu[:2, :2])
+        return cls(np.array([fix.east_m, fix.north_m]), fix.map_covariance_en)
 
 
 @dataclass(frozen=True)

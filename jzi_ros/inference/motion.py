@@ -154,15 +154,17 @@ class OnlineFusion:
     (the node's one-slot mailbox keeps the newest); a time jump backwards (a bag played
     again) restarts the filter, as does a gap over ``max_gap_s``. Without odometry samples
     covering an interval the filter falls back to its random walk for that interval.
+    ``georef_sigma_m``: the map's georeferencing 1-sigma, as refinement uses it
+    (:func:`~jzi_ros.maps.pyramid.georef_sigma_used`), added once to every fused FIX.
     """
 
     def __init__(self, tree, config, heading: HeadingSeries | None = None,
-                 use_odometry: bool = True) -> None:
+                 use_odometry: bool = True, georef_sigma_m: float = 0.0) -> None:
         import threading
 
         from jzi_ros.inference.fusion import CellFilter
 
-        self.filter = CellFilter(tree, config)
+        self.filter = CellFilter(tree, config, georef_sigma_m)
         self.track = OdometryTrack(heading or HeadingSeries())
         self.use_odometry = bool(use_odometry)
         self.lock = threading.Lock()

@@ -52,7 +52,7 @@ from jzi_ros.inference.camera_pose import fit_frame, Intrinsics
 from jzi_ros.inference.fix import Fix, FixStatus
 from jzi_ros.inference.registration import frame_features, ratio_matches, Registration, solve
 from jzi_ros.maps.features import detect_features, DETECTORS
-from jzi_ros.maps.pyramid import check_georef_sigma_m
+from jzi_ros.maps.pyramid import check_georef_sigma_m, georef_sigma_used
 
 LOG = logging.getLogger(__name__)
 
@@ -127,9 +127,7 @@ class RefineConfig:
 
     def georef_sigma_for(self, pyramid) -> float:
         """Return the georeferencing 1-sigma to use: this override, else the map's, else 0."""
-        if self.georef_sigma_m is not None:
-            return float(self.georef_sigma_m)
-        return pyramid.georef_sigma_m or 0.0
+        return georef_sigma_used(pyramid, self.georef_sigma_m)
 
     def camera(self, width: int, height: int) -> Intrinsics:
         """Return intrinsics from ``hfov_deg``, else the guess with its focal doubt."""
@@ -347,7 +345,7 @@ def refined_fix(fix: Fix, result: Registration, tree, timings: dict[str, float],
                                confidence=max(fix.confidence, result.inlier_ratio),
                                refined=True,
                                refinement=describe_registered(result, georef_sigma_m),
-                               timings_ms=timings)
+                               timings_ms=timings, georef_sigma_m=georef_sigma_m)
 
 
 def describe_registered(result: Registration, georef_sigma_m: float) -> str:

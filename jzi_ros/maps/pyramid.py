@@ -87,6 +87,19 @@ def check_georef_sigma_m(value, where: str) -> float | None:
     return float(value)
 
 
+def georef_sigma_used(pyramid: "MapPyramid | None", override: float | None = None) -> float:
+    """
+    Return the georeferencing 1-sigma a run uses: ``override``, else the map's, else 0.
+
+    The one rule for every user (refinement, the classical baseline, the temporal filter), so
+    the refined fixes a filter fuses and the fixes it publishes carry the same value. A map
+    that does not know its value, or none at hand (``pyramid`` None), counts as 0.
+    """
+    if override is not None:
+        return float(override)
+    return (None if pyramid is None else pyramid.georef_sigma_m) or 0.0
+
+
 def _open_npy(file: Path, shape: tuple[int, ...], what: str) -> np.ndarray:
     try:
         array = np.load(file, mmap_mode="r", allow_pickle=False)

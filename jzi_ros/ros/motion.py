@@ -47,6 +47,7 @@ from jzi_ros.heading import (check_enu_frame, compass_deg, HEADING_SOURCES,
 from jzi_ros.inference import messages
 from jzi_ros.inference.fusion_config import FusionConfig
 from jzi_ros.inference.motion import HeadingSeries, OnlineFusion
+from jzi_ros.ros import refinement
 
 PREFIX = "fusion."
 NODE_PARAMETERS = {
@@ -103,14 +104,15 @@ class NodeFusion:
     """The node's filter, its motion subscriptions and the single-frame publisher."""
 
     def __init__(self, node: Any, tree: Any, config: FusionConfig, values: dict[str, Any],
-                 out_qos: QoSProfile) -> None:
+                 out_qos: QoSProfile, georef_sigma_m: float = 0.0) -> None:
         from sensor_msgs.msg import NavSatFix
 
         self.node = node
         self.values = values
         heading = HeadingSeries(values["heading_source"],
                                 math.radians(values["heading_yaw_deg"]))
-        self.online = OnlineFusion(tree, config, heading, use_odometry=bool(values["odom_topic"]))
+        self.online = OnlineFusion(tree, config, heading, use_odometry=bool(values["odom_topic"]),
+                                   georef_sigma_m=georef_sigma_m)
         self.single_pub = node.create_publisher(NavSatFix, values["single_fix_topic"], out_qos)
         sensor_qos = _sensor_qos()
         if values["odom_topic"]:
@@ -176,11 +178,14 @@ def attach(node: Any, localizer: Any, out_qos: QoSProfile) -> NodeFusion | None:
     if not values["enabled"]:
         return None
     config = FusionConfig(**fields)  # JziError names the bad fusion.* value
-    fusion = NodeFusion(node, localizer.tree, config, values, out_qos)
+    georef = refinement.georef_sigma_m(node, localizer)  # as refinement's, on or off
+    fusion = NodeFusion(node, localizer.tree, config, values, out_qos, georef)
     node.get_logger().info(
         f"fusion on: filtered fix on the fix topic, single-frame fix on "
         f"{values['single_fix_topic']}; motion: "
-        f"{values['odom_topic'] or 'random walk'} (heading {values['heading_source']})")
+        f"{values['odom_topic'] or 'random walk'} (heading {values['heading_source']})"
+        + (f"; map georeferencing 1-sigma {georef:g} m added to filtered covariances"
+           if georef else ""))
     return fusion
 
 

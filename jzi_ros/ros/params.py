@@ -260,7 +260,8 @@ REFINE_PARAMETERS: tuple[ParamSpec, ...] = (
     _p("refine.max_sigma_m", _R.max_sigma_m, "Accept: 1-sigma of the refined position at most "
        "this.", min=0.01, max=10000.0),
     _p("refine.georef_sigma_m", -1.0, "The map imagery's georeferencing 1-sigma (metres per "
-       "axis) added to every refined fix's covariance. -1: the map manifest's georef_sigma_m "
+       "axis) added to every refined fix's covariance, and once to every filtered fix's "
+       "(fusion.enabled, refinement on or off). -1: the map manifest's georef_sigma_m "
        "(jzi map set; 0 when unknown).", min=-1.0, max=100000.0),
 )
 

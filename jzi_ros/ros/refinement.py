@@ -115,10 +115,25 @@ class NodeRefinement:
                 "camera info topic": self.topic}
 
 
+def _values(node: Any) -> dict[str, Any]:
+    """Return the ``refine.*`` parameters (declared by the node), each checked."""
+    return {spec.name: check_value(spec, node.get_parameter(spec.name).value)
+            for spec in REFINE_PARAMETERS}
+
+
+def georef_sigma_m(node: Any, localizer: Any) -> float:
+    """
+    Return the map's georeferencing 1-sigma as refinement uses it, refinement on or off.
+
+    ``refine.georef_sigma_m`` when set, else the map's (the localizer's pyramid), else 0: the
+    temporal filter adds it once to its fixes (jzi_ros/ros/motion.py).
+    """
+    return refine_config(_values(node)).georef_sigma_for(getattr(localizer, "pyramid", None))
+
+
 def attach(node: Any, localizer: Any) -> NodeRefinement | None:
     """Read the ``refine.*`` parameters (declared by the node); None when refinement is off."""
-    values = {spec.name: check_value(spec, node.get_parameter(spec.name).value)
-              for spec in REFINE_PARAMETERS}
+    values = _values(node)
     refine_config(values)  # a bad combination fails at start-up even when refinement is off
     if not values["refine.enabled"]:
         return None
