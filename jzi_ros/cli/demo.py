@@ -101,5 +101,6 @@ def run(args: argparse.Namespace) -> int:
     total = sum(result.timings_s.values())
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings_s.items())
     print(f"time: {total:.0f} s ({stages})")
-    print(f"report: {result.report_dir / 'report.md'} (plots: trajectory.png, error_cdf.png)")
+    plots = ", ".join(sorted(p.name for p in result.report_dir.glob("*.png")))
+    print(f"report: {result.report_dir / 'report.md'}" + (f" (plots: {plots})" if plots else ""))
     return 0
