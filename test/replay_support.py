@@ -39,6 +39,7 @@ T = STORE.types
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED = "sensor_msgs/msg/CompressedImage"
 NAVSAT = "sensor_msgs/msg/NavSatFix"
+IMU = "sensor_msgs/msg/Imu"
 T0 = 1_700_000_000 * 10**9  # header stamps start here (ns)
 
 
@@ -70,6 +71,15 @@ def image_message(rgb: np.ndarray, stamp_ns: int, kind: str, frame_id: str = "ca
     return T[COMPRESSED](header(stamp_ns, frame_id), ext[1:], data.reshape(-1))
 
 
+def imu_message(stamp_ns: int, yaw_deg: float, frame_id: str = "imu_link"):
+    """Return a sensor_msgs/Imu whose orientation is an ENU yaw (degrees) and nothing else."""
+    half = math.radians(yaw_deg) / 2
+    vector, zeros = T["geometry_msgs/msg/Vector3"], np.zeros(9)
+    return T[IMU](header(stamp_ns, frame_id),
+                  T["geometry_msgs/msg/Quaternion"](0.0, 0.0, math.sin(half), math.cos(half)),
+                  zeros, vector(0.0, 0.0, 0.0), zeros, vector(0.0, 0.0, 0.0), zeros)
+
+
 def navsat_message(stamp_ns: int, lat: float, lon: float, status: int = 0):
     status_msg = T["sensor_msgs/msg/NavSatStatus"](status, 1)
     return T[NAVSAT](header(stamp_ns, "gps"), status_msg, lat, lon, 12.0,
@@ -87,6 +97,7 @@ class BagSpec:
     kind: str = "raw"  # raw | png | jpeg
     extra_topic: bool = True  # an unrelated /odom-like topic to be copied verbatim
     corrupt_gt: list[int] = field(default_factory=list)  # log times of corrupt GT messages
+    imu: list[tuple[int, float]] = field(default_factory=list)  # (stamp, ENU yaw deg) on /imu
 
 
 def write_bag(path: Path, spec: BagSpec, storage: str = "sqlite3") -> Path:
@@ -111,6 +122,11 @@ def write_bag(path: Path, spec: BagSpec, storage: str = "sqlite3") -> Path:
                                                  NAVSAT)))
         for log_time in spec.corrupt_gt:
             messages.append((log_time, gps, b"\x00\x01\x00\x00\x01"))
+        if spec.imu:
+            imu = writer.add_connection("/imu", IMU, typestore=STORE)
+            for stamp, yaw_deg in spec.imu:
+                messages.append((stamp + 1_000_000, imu,
+                                 STORE.serialize_cdr(imu_message(stamp, yaw_deg), IMU)))
         if spec.extra_topic:
             chatter = writer.add_connection("/chatter", "std_msgs/msg/String", typestore=STORE)
             for i in range(5):

@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 import sys
 
+from jzi_ros.cli import headingopts
 from jzi_ros.errors import JziError
 
 COMMAND = "localize"
@@ -68,6 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gt-tolerance", type=float, default=0.5, metavar="S",
                         help="--calibrate with a bag: the largest gap (s) between a frame and "
                              "the ground truth it is paired with (default 0.5)")
+    headingopts.add_arguments(parser.add_argument_group(
+        "--calibrate with a bag and a north-up model: the heading its frames are rotated by"))
     parser.add_argument("--split", choices=("val", "test", "train", "all"), default="val",
                         help="manifest split used by --calibrate")
     parser.add_argument("--target", choices=("mean", "median"), default="mean",
@@ -174,16 +177,14 @@ def _is_bag(path: Path) -> bool:
 
 
 def _bag_rows(localizer, bag: Path, args: argparse.Namespace):
-    """Read the frames of ``bag`` with ground truth inside the map (heading-free models)."""
-    from jzi_ros.evaluation.replay import labelled_frames, ReplayOptions
+    """Read the frames of ``bag`` with ground truth inside the map (and headings if north-up)."""
+    from jzi_ros.evaluation.replay import is_north_up, labelled_frames, ReplayOptions
 
     missing = [flag for flag, value in (("--image-topic", args.image_topic),
                                         ("--gt-topic", args.gt_topic)) if not value]
     if missing:
         raise JziError(f"--calibrate {bag}: a bag needs {' and '.join(missing)} (the camera "
                        "topic and the NavSatFix ground-truth topic)")
-    if localizer.model_config.heading == "north-up":
-        raise JziError(f"--calibrate {bag}: model {args.model} is north-up and a bag's frames "
-                       "carry no heading here; calibrate it on a manifest with a heading column")
-    return labelled_frames(bag, localizer.tree, ReplayOptions(
-        args.image_topic, args.gt_topic, gt_tolerance_s=args.gt_tolerance, progress=False))
+    options = ReplayOptions(args.image_topic, args.gt_topic, gt_tolerance_s=args.gt_tolerance,
+                            progress=False, heading=headingopts.heading_options(args))
+    return labelled_frames(bag, localizer.tree, options, is_north_up(localizer))

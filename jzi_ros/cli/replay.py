@@ -22,7 +22,8 @@ from pathlib import Path
 import sys
 from typing import Sequence
 
-from jzi_ros.cli import add_common_arguments, HelpFormatter, join_negative_lists, refineopts
+from jzi_ros.cli import (add_common_arguments, headingopts, HelpFormatter, join_negative_lists,
+                         refineopts)
 from jzi_ros.errors import JziError
 
 COMMAND = "replay"
@@ -88,22 +89,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fix-topic", default="/jzi/fix",
                         help="topic of the fixes in --write-bag")
     refineopts.add_arguments(parser)
-    fusion = parser.add_argument_group("temporal fusion (docs/fusion.md)")
+    fusion = parser.add_argument_group(
+        "temporal fusion (docs/fusion.md) and the heading a north-up model's frames are "
+        "rotated by")
     fusion.add_argument("--fusion", action="store_true",
                         help="also run the filter over the frames (random walk, and the "
                              "--odom-topic odometry when given); report both next to the "
                              "single-frame fixes")
-    fusion.add_argument("--odom-topic", default=None,
-                        help="nav_msgs/Odometry topic (body twist) for the filter's motion")
-    fusion.add_argument("--imu-topic", default=None,
-                        help="sensor_msgs/Imu topic (ENU orientation) for --heading-source imu")
-    fusion.add_argument("--heading-source", choices=("odometry", "imu", "fixed"),
-                        default="odometry",
-                        help="earth-referenced yaw that rotates the odometry twist to "
-                             "East/North: the odometry's orientation (ENU frame), an IMU, or "
-                             "--heading-yaw-deg")
-    fusion.add_argument("--heading-yaw-deg", type=float, default=0.0,
-                        help="ENU yaw for --heading-source fixed (0 = East, 90 = North)")
+    headingopts.add_arguments(fusion)
     fusion.add_argument("--fusion-config", type=Path, default=None,
                         help="YAML file with filter parameters (keys of FusionConfig)")
     fusion.add_argument("--seed-beam", action="store_true",
@@ -150,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
     options = ReplayOptions(args.image_topic, args.gt_topic, every=args.every,
                             start_s=args.start, duration_s=args.duration, limit=args.limit,
                             gt_tolerance_s=args.gt_tolerance, progress=not args.no_progress,
-                            fusion=_fusion_options(args))
+                            fusion=_fusion_options(args),
+                            heading=headingopts.heading_options(args))
     options.validate()
     bag_options = BagOutputOptions(version=args.bag_version, storage=args.bag_storage,
                                    topic=args.fix_topic)

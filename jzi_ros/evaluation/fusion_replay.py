@@ -32,7 +32,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 import logging
-import math
 from pathlib import Path
 import time
 from typing import Any, Sequence
@@ -40,21 +39,19 @@ from typing import Any, Sequence
 import numpy as np
 
 from jzi_ros.errors import JziError
-from jzi_ros.evaluation.bags import iter_messages, require_topic, stamp_ns
+from jzi_ros.evaluation.bag_heading import HeadingOptions, read_heading
+from jzi_ros.evaluation.bags import iter_messages, stamp_ns
 from jzi_ros.evaluation.metrics import (calibration_summary, DEFAULT_RECALL_M, error_summary, fmt,
                                         recall_at)
-from jzi_ros.heading import check_enu_frame, yaw_from_quaternion
 from jzi_ros.inference.calibration import fit_covariance_scale
 from jzi_ros.inference.fix import Fix, FixStatus
 from jzi_ros.inference.fusion import CellFilter
 from jzi_ros.inference.fusion_config import FusionConfig
 from jzi_ros.inference.measurement import PointMeasurement
-from jzi_ros.inference.motion import HeadingSeries, OdometryTrack
+from jzi_ros.inference.motion import OdometryTrack
 
 LOG = logging.getLogger(__name__)
 
-ODOMETRY_TYPE = "nav_msgs/msg/Odometry"
-IMU_TYPE = "sensor_msgs/msg/Imu"
 RANDOM_WALK = "fused_random_walk"
 ODOMETRY = "fused_odometry"
 SINGLE = "single_frame"
@@ -93,28 +90,20 @@ def read_odometry(reader: Any, bag: Path, options: FusionOptions) -> OdometryTra
     """Read the bag's odometry (twist + heading) into an OdometryTrack; None without topic."""
     if not options.odom_topic:
         return None
-    heading = HeadingSeries(options.heading_source, math.radians(options.heading_yaw_deg))
+    heading = read_heading(reader, bag, heading_options(options))
     track = OdometryTrack(heading)
-    require_topic(reader, bag, options.odom_topic, (ODOMETRY_TYPE,), "odometry", "--odom-topic")
-    for msg in iter_messages(reader, bag, options.odom_topic):
-        yaw = None
-        if heading.source == "odometry":
-            check_enu_frame(msg.header.frame_id, f"odometry {options.odom_topic}")
-            q = msg.pose.pose.orientation
-            yaw = yaw_from_quaternion(q.x, q.y, q.z, q.w)
+    for msg in iter_messages(reader, bag, options.odom_topic):  # read_heading checked the type
         twist = msg.twist.twist.linear
-        track.add(stamp_ns(msg), float(twist.x), float(twist.y), yaw)
-    if heading.source == "imu":
-        if not options.imu_topic:
-            raise JziError("--heading-source imu needs --imu-topic (sensor_msgs/Imu, ENU)")
-        require_topic(reader, bag, options.imu_topic, (IMU_TYPE,), "IMU", "--imu-topic")
-        for msg in iter_messages(reader, bag, options.imu_topic):
-            check_enu_frame(msg.header.frame_id, f"IMU {options.imu_topic}")
-            q = msg.orientation
-            heading.add(stamp_ns(msg), yaw_from_quaternion(q.x, q.y, q.z, q.w))
+        track.add(stamp_ns(msg), float(twist.x), float(twist.y))
     if not track.stamps_ns:
         raise JziError(f"bag {bag}: no usable odometry on {options.odom_topic}")
     return track
+
+
+def heading_options(options: FusionOptions) -> HeadingOptions:
+    """Return the fusion's heading source as :class:`HeadingOptions` (one reader for both)."""
+    return HeadingOptions(options.heading_source, options.odom_topic, options.imu_topic,
+                          options.heading_yaw_deg)
 
 
 def run_filter(records: Sequence[Any], tree, config: FusionConfig,
@@ -167,7 +156,8 @@ class SeededRuns:
         self.fixes: dict[str, list[Fix]] = {name: [] for name in self.filters}
         self.previous: int | None = None
 
-    def frame(self, record: Any, rgb: np.ndarray | None) -> None:
+    def frame(self, record: Any, rgb: np.ndarray | None, heading_deg: float | None = None
+              ) -> None:
         for name, (fused, motion) in self.filters.items():
             displacement = None
             if motion is not None and self.previous is not None:
@@ -177,7 +167,8 @@ class SeededRuns:
             seeded_at = time.perf_counter()
             measurement = None
             if rgb is not None:
-                _, measurement = self.localizer.localize_measured(rgb, seeds=seeds)
+                heading = {} if heading_deg is None else {"heading_deg": heading_deg}
+                _, measurement = self.localizer.localize_measured(rgb, seeds=seeds, **heading)
             localized_at = time.perf_counter()
             estimate = fused.step(record.stamp_ns, measurement, displacement)
             fix = fused.fix(estimate, 0.0, 100.0)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 import logging
+import math
 from pathlib import Path
 import time
 from typing import Any, Iterator, Protocol
@@ -40,6 +41,7 @@ from jzi_ros.evaluation.groundtruth import GroundTruth, GtSample, read_ground_tr
 from jzi_ros.geo import CellTree
 from jzi_ros.inference.fix import Fix
 from jzi_ros.inference.messages import compressed_msg_to_rgb, image_msg_to_rgb
+from jzi_ros.inference.motion import FRAME_HEADING_MAX_AGE_S
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,8 @@ class ReplayOptions:
     gt_tolerance_s: float = 0.5
     progress: bool = True
     fusion: Any = None  # fusion_replay.FusionOptions: also run temporal filters
+    # a north-up model's frame headings (bag_heading.HeadingOptions); other models need none
+    heading: Any = None
 
     def validate(self) -> None:
         checks = [("every", self.every, self.every >= 1, "an integer >= 1"),
@@ -200,30 +204,68 @@ def _select(reader: Any, bag: Path, tree: CellTree, options: ReplayOptions
     return msgtype, gt, scan, selected, lookups
 
 
-def labelled_frames(bag: str | Path, tree: CellTree, options: ReplayOptions
-                    ) -> Iterator[tuple[np.ndarray, float, float]]:
+def is_north_up(localizer: Any) -> bool:
+    """Tell whether ``localizer``'s model rotates frames by their heading (policy north-up)."""
+    zoom = getattr(localizer, "localizer", localizer)  # the zoom under a RefiningLocalizer
+    return getattr(getattr(zoom, "model_config", None), "heading", None) == "north-up"
+
+
+def _frame_headings(reader: Any, bag: Path, options: ReplayOptions, scan: FrameScan,
+                    selected: np.ndarray) -> list[float | None]:
     """
-    Yield ``(image_rgb, latitude, longitude)`` for the selected frames of ``bag`` with GT.
+    Each selected frame's compass heading for a north-up model, from the bag's heading source.
+
+    The sample nearest the frame's stamp, as the node takes it (None: none within
+    ``FRAME_HEADING_MAX_AGE_S``; the frame is skipped). No source given: one JziError line.
+    """
+    from jzi_ros.evaluation.bag_heading import read_heading
+
+    heading = options.heading
+    if heading is None or heading.missing():
+        raise JziError(
+            f"bag {bag}: the model is north-up (each frame is rotated by its heading), so "
+            f"replay needs the bag's heading source: --heading-source imu --imu-topic TOPIC, "
+            f"odometry --odom-topic TOPIC, or fixed --heading-yaw-deg YAW (a gimballed "
+            f"camera); --camera-yaw-deg if the image top is not the body's forward axis")
+    series = read_heading(reader, bag, heading)
+    camera_yaw_rad = math.radians(heading.camera_yaw_deg)
+    return [series.compass_at(int(scan.stamps_ns[o]), camera_yaw_rad) for o in selected]
+
+
+def _no_heading(stamp_ns: int, options: ReplayOptions) -> str:
+    return (f"no {options.heading.source} heading within {FRAME_HEADING_MAX_AGE_S:g} s of the "
+            f"frame stamped {stamp_ns * 1e-9:.3f} s (the north-up model needs one)")
+
+
+def labelled_frames(bag: str | Path, tree: CellTree, options: ReplayOptions,
+                    north_up: bool = False
+                    ) -> Iterator[tuple[np.ndarray, float, float, float | None]]:
+    """
+    Yield ``(image_rgb, latitude, longitude, heading_deg)`` for the frames of ``bag`` with GT.
 
     The frames replay would score (ground truth within the tolerance and inside the map),
-    in header-stamp order; corrupt or undecodable frames are left out. What calibration on a
-    recorded flight reads (``jzi localize --calibrate BAG``).
+    in header-stamp order; corrupt or undecodable frames are left out. ``heading_deg`` is the
+    frame's compass heading from ``options.heading`` for a ``north_up`` model (frames without
+    one are left out), else None. What calibration on a recorded flight reads (``jzi localize
+    --calibrate BAG``).
     """
     options.validate()
     bag = Path(bag)
     with open_bag(bag) as reader:
         msgtype, _, scan, selected, lookups = _select(reader, bag, tree, options)
+        headings = (_frame_headings(reader, bag, options, scan, selected) if north_up
+                    else [None] * len(selected))
         to_rgb = compressed_msg_to_rgb if msgtype == COMPRESSED_TYPE else image_msg_to_rgb
         for index, (_, _, raw) in enumerate(iter_frames(reader, bag, options.image_topic,
                                                         selected)):
             sample, skip, _ = lookups[index]
-            if skip:
+            if skip or (north_up and headings[index] is None):
                 continue
             try:
                 rgb = to_rgb(deserialize(reader, raw, msgtype))
             except (ValueError, AttributeError, BadImageError):
                 continue
-            yield rgb, sample.latitude, sample.longitude
+            yield rgb, sample.latitude, sample.longitude, headings[index]
 
 
 def replay_bag(bag: str | Path, localizer: LocalizerLike, options: ReplayOptions
@@ -241,6 +283,9 @@ def replay_bag(bag: str | Path, localizer: LocalizerLike, options: ReplayOptions
     began = time.perf_counter()
     with open_bag(bag) as reader:
         msgtype, gt, scan, selected, lookups = _select(reader, bag, tree, options)
+        north_up = is_north_up(localizer)
+        headings = (_frame_headings(reader, bag, options, scan, selected) if north_up
+                    else [None] * len(selected))
         result = ReplayResult(bag, options, msgtype, tree, str(localizer.backend_name),
                               scan.count, int(selected.size), gt,
                               stamps_from_log_time=scan.from_log_time)
@@ -264,10 +309,16 @@ def replay_bag(bag: str | Path, localizer: LocalizerLike, options: ReplayOptions
                 gt_sample, skip, detail = lookups[index]
                 record = FrameRecord(index, ordinal, int(scan.stamps_ns[ordinal]), log_time,
                                      gt=gt_sample, skip=skip, detail=detail)
-                rgb = _localize_frame(reader, raw, msgtype, to_rgb, localizer, record,
-                                      options.fusion is not None)
+                heading = headings[index]
+                if north_up and heading is None:
+                    record.skip, record.detail = SKIP_BAD_IMAGE, _no_heading(record.stamp_ns,
+                                                                             options)
+                    rgb = None
+                else:
+                    rgb = _localize_frame(reader, raw, msgtype, to_rgb, localizer, record,
+                                          options.fusion is not None, heading)
                 if seeded is not None:
-                    seeded.frame(record, rgb)
+                    seeded.frame(record, rgb, heading)
                 result.records.append(record)
                 bar.update(1)
         except KeyboardInterrupt:
@@ -285,8 +336,8 @@ def replay_bag(bag: str | Path, localizer: LocalizerLike, options: ReplayOptions
 
 
 def _localize_frame(reader: Any, raw: bytes, msgtype: str, to_rgb: Any,
-                    localizer: LocalizerLike, record: FrameRecord, measure: bool = False
-                    ) -> np.ndarray | None:
+                    localizer: LocalizerLike, record: FrameRecord, measure: bool = False,
+                    heading_deg: float | None = None) -> np.ndarray | None:
     """
     Fill ``record`` in place: decode, localize, or mark the frame skipped with why.
 
@@ -303,10 +354,12 @@ def _localize_frame(reader: Any, raw: bytes, msgtype: str, to_rgb: Any,
         rgb = to_rgb(msg)
         t1 = time.perf_counter()
         record.decode_ms = (t1 - t0) * 1e3
+        # a north-up model's heading (by keyword: the localizers' common interface)
+        heading = {} if heading_deg is None else {"heading_deg": heading_deg}
         if measure:
-            record.fix, record.measurement = localizer.localize_measured(rgb)
+            record.fix, record.measurement = localizer.localize_measured(rgb, **heading)
         else:
-            record.fix = localizer.localize(rgb)
+            record.fix = localizer.localize(rgb, **heading)
         record.localize_ms = (time.perf_counter() - t1) * 1e3
     except BadImageError as err:
         record.skip, record.detail = SKIP_BAD_IMAGE, str(err)

@@ -32,8 +32,12 @@ import math
 import numpy as np
 
 from jzi_ros.errors import JziError
-from jzi_ros.heading import body_to_en, HEADING_SOURCES
+from jzi_ros.heading import body_to_en, compass_deg, HEADING_SOURCES
 from jzi_ros.inference.fix import Fix
+
+
+# a north-up model's frame takes the heading sample nearest its stamp, at most this far off
+FRAME_HEADING_MAX_AGE_S = 1.0
 
 
 @dataclass
@@ -67,6 +71,25 @@ class HeadingSeries:
         order = np.argsort(times, kind="stable")
         index = np.searchsorted(times[order], stamps_ns, side="right") - 1
         return np.asarray(self.yaw_rad)[order][np.maximum(index, 0)]
+
+    def compass_at(self, stamp_ns: int, camera_yaw_rad: float = 0.0,
+                   max_age_s: float = FRAME_HEADING_MAX_AGE_S) -> float | None:
+        """
+        Return a frame's compass heading (degrees clockwise from North), or None.
+
+        The yaw sample nearest ``stamp_ns`` (None when none lies within ``max_age_s``; the fixed
+        yaw always), turned by ``camera_yaw_rad`` (the image top's yaw from the body's forward
+        axis): what rotates a north-up model's frame, in the node and in replay alike.
+        """
+        if self.source == "fixed":
+            return compass_deg(self.fixed_yaw_rad + camera_yaw_rad)
+        if not self.stamps_ns:
+            return None
+        stamps = np.asarray(self.stamps_ns, np.int64)
+        nearest = int(np.argmin(np.abs(stamps - int(stamp_ns))))
+        if abs(int(stamps[nearest]) - int(stamp_ns)) > max_age_s * 1e9:
+            return None
+        return compass_deg(float(self.yaw_rad[nearest]) + camera_yaw_rad)
 
 
 @dataclass

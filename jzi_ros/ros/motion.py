@@ -37,16 +37,14 @@ import math
 import threading
 from typing import Any
 
-import numpy as np
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from jzi_ros.errors import BadImageError, JziError
-from jzi_ros.heading import (check_enu_frame, compass_deg, HEADING_SOURCES,
-                             yaw_from_quaternion)
+from jzi_ros.heading import check_enu_frame, HEADING_SOURCES, yaw_from_quaternion
 from jzi_ros.inference import messages
 from jzi_ros.inference.fusion_config import FusionConfig
-from jzi_ros.inference.motion import HeadingSeries, OnlineFusion
+from jzi_ros.inference.motion import FRAME_HEADING_MAX_AGE_S, HeadingSeries, OnlineFusion
 from jzi_ros.ros import refinement
 
 PREFIX = "fusion."
@@ -65,7 +63,6 @@ NODE_PARAMETERS = {
 }
 # a north-up model's frame takes the heading sample nearest its stamp, if one is this close
 # (an IMU publishes at 50-400 Hz; a heading a second away from the frame is not its heading)
-FRAME_HEADING_MAX_AGE_S = 1.0
 FRAME_HEADING_KEEP_S = 10.0  # own samples kept (fusion off): bounded memory
 
 
@@ -245,19 +242,15 @@ class FrameHeading:
 
     def at(self, stamp_ns: int) -> float:
         """Return the frame's compass heading in degrees (clockwise from North)."""
-        if self.source == "fixed":
-            return compass_deg(self.fixed_yaw_rad + self.camera_yaw_rad)
         with self.lock:
-            stamps = np.asarray(self.series.stamps_ns, np.int64)
-            yaws = np.asarray(self.series.yaw_rad, np.float64)
-        if stamps.size:
-            nearest = int(np.argmin(np.abs(stamps - int(stamp_ns))))
-            if abs(int(stamps[nearest]) - int(stamp_ns)) <= FRAME_HEADING_MAX_AGE_S * 1e9:
-                return compass_deg(float(yaws[nearest]) + self.camera_yaw_rad)
+            heading = self.series.compass_at(stamp_ns, self.camera_yaw_rad)
+            held = len(self.series.stamps_ns)
+        if heading is not None:
+            return heading
         raise BadImageError(
             f"no heading for the frame stamped {stamp_ns * 1e-9:.3f} s: the north-up model "
             f"needs a {self.source} orientation on {self.topic} within "
-            f"{FRAME_HEADING_MAX_AGE_S:g} s of it ({stamps.size} samples held)")
+            f"{FRAME_HEADING_MAX_AGE_S:g} s of it ({held} samples held)")
 
 
 def frame_heading(node: Any, localizer: Any, fusion: NodeFusion | None) -> FrameHeading | None:
