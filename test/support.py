@@ -166,6 +166,29 @@ def sharpen_decoder(model, seed: int = 0):
     return model
 
 
+# 80 px square: a north-up model's crop (56 px) sits on whole pixels at 0 and 90 degrees
+HEADING_SCENE = np.random.default_rng(4).integers(0, 256, (80, 80, 3), dtype=np.uint8)
+
+
+def make_north_up_model(root: Path, source: str):
+    """
+    Write a tiny map and a decisive north-up model embedded into it under ``root``.
+
+    Returns ``(pyramid, checkpoint path)``: a frame turned by its heading changes the fix, so
+    tests can tell a rotated frame from an unrotated one.
+    """
+    from jzi_ros.model.checkpoint import save_checkpoint
+
+    pyramid = make_tiny_map(root)
+    model = make_tiny_model(pyramid, seed=2)
+    model.config.heading = "north-up"
+    sharpen_decoder(model, 2)
+    path = Path(root) / "north_up.safetensors"
+    save_checkpoint(path, model, {"source": source})
+    embed_views_into(pyramid, model)
+    return pyramid, path
+
+
 def make_tiny_checkpoint(tmp_path: str | Path, pyramid, seed: int = 0, name: str = "tiny.ckpt",
                          preset: str = "tiny", metadata: dict | None = None,
                          embed: bool = True, sharpen: bool = False) -> Path:

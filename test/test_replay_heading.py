@@ -30,27 +30,17 @@ from jzi_ros.evaluation.replay import (labelled_frames, replay_bag, ReplayOption
                                        SKIP_BAD_IMAGE)
 from jzi_ros.inference.localizer import Localizer, LocalizerConfig
 from replay_support import BagSpec, T0, write_bag
+from support import HEADING_SCENE, make_north_up_model
 
-# 80 px square: the north-up crop (56 px) sits on whole pixels at 0 and 90 degrees
-SCENE = np.random.default_rng(4).integers(0, 256, (80, 80, 3), dtype=np.uint8)
+SCENE = HEADING_SCENE
 TURNED = np.ascontiguousarray(np.rot90(SCENE, k=1))  # the camera faces East: North on the left
 NORTH, EAST = 90.0, 0.0  # ENU yaw of the image's top edge
 
 
 @pytest.fixture(scope="module")
 def north_up(tmp_path_factory):
-    from support import embed_views_into, make_tiny_map, make_tiny_model, sharpen_decoder
-
-    from jzi_ros.model.checkpoint import save_checkpoint
-
     root = tmp_path_factory.mktemp("replay_heading")
-    pyramid = make_tiny_map(root)
-    model = make_tiny_model(pyramid, seed=2)
-    model.config.heading = "north-up"
-    sharpen_decoder(model, 2)  # decisive and input-dependent: a turned frame changes the fix
-    path = root / "north_up.safetensors"
-    save_checkpoint(path, model, {"source": "test_replay_heading"})
-    embed_views_into(pyramid, model)
+    pyramid, path = make_north_up_model(root, "test_replay_heading")
     localizer = Localizer.from_paths(pyramid.path, path, LocalizerConfig(
         backend="torch", device="cpu", confidence_threshold=0.0))
     stamps = [T0 + i * 5 * 10**9 for i in range(4)]  # 5 s apart: one IMU sample each

@@ -26,27 +26,18 @@ import numpy as np
 import pytest
 from test_ros_node import _cloud_points, _stamp, Graph, NodeProcess
 
+from support import HEADING_SCENE, make_north_up_model
+
 pytestmark = pytest.mark.ros
 
-# 80 px square: the north-up crop (56 px) sits on whole pixels at 0 and 90 degrees
-SCENE = np.random.default_rng(4).integers(0, 256, (80, 80, 3), dtype=np.uint8)
+SCENE = HEADING_SCENE
 NORTH_YAW_DEG, EAST_YAW_DEG = 90.0, 0.0  # ENU yaw of the image's top edge
 
 
 @pytest.fixture(scope="module")
 def north_up_assets(tmp_path_factory):
-    from support import embed_views_into, make_tiny_map, make_tiny_model, sharpen_decoder
-
-    from jzi_ros.model.checkpoint import save_checkpoint
-
-    root = tmp_path_factory.mktemp("ros_heading")
-    pyramid = make_tiny_map(root)
-    model = make_tiny_model(pyramid, seed=2)
-    model.config.heading = "north-up"
-    sharpen_decoder(model, 2)  # decisive and input-dependent: a turned frame changes the fix
-    path = root / "north_up.safetensors"
-    save_checkpoint(path, model, {"source": "test_ros_node_heading"})
-    embed_views_into(pyramid, model)
+    pyramid, path = make_north_up_model(tmp_path_factory.mktemp("ros_heading"),
+                                        "test_ros_node_heading")
     return pyramid.path, path
 
 
