@@ -92,6 +92,23 @@ def test_fixed_and_imu_headings():
         HeadingSeries("compass")
 
 
+def test_frame_headings_take_the_nearest_sample_within_a_second():
+    series = HeadingSeries("imu")
+    assert series.compass_at(0) is None  # no sample yet
+    # out of order, a repeated stamp (the first counts) and a gap
+    for stamp, yaw_deg in ((2 * S, 0.0), (0, 90.0), (2 * S, 45.0), (5 * S, 180.0)):
+        series.add(stamp, math.radians(yaw_deg))
+    queries = [0, S, S + 1, 2 * S + S // 2, 3 * S + 1, 4 * S, 6 * S, 6 * S + 1]
+    # compass = 90 - ENU yaw: North 0, East 90 (yaw 0), South 180 (yaw -90), West 270
+    expected = [0.0, 0.0, 90.0, 90.0, None, 270.0, 270.0, None]
+    got = series.compass_many(queries)
+    assert [None if g is None else pytest.approx(g) for g in got] == expected
+    assert [series.compass_at(q) for q in queries] == got
+    # the camera's yaw on the body turns the image top: +90 (to the left) is 90 less compass
+    assert series.compass_at(0, math.pi / 2) == pytest.approx(270.0)
+    assert HeadingSeries("fixed", 0.0).compass_many([0, 99 * S]) == [90.0, 90.0]
+
+
 def test_online_fusion_uses_odometry_and_survives_a_replayed_bag():
     tree = CellTree(45.0, 7.0, 2500.0, grid=4, depth=3)
     online = OnlineFusion(tree, FusionConfig(seed=1))

@@ -229,7 +229,7 @@ def _frame_headings(reader: Any, bag: Path, options: ReplayOptions, scan: FrameS
             f"camera); --camera-yaw-deg if the image top is not the body's forward axis")
     series = read_heading(reader, bag, heading)
     camera_yaw_rad = math.radians(heading.camera_yaw_deg)
-    return [series.compass_at(int(scan.stamps_ns[o]), camera_yaw_rad) for o in selected]
+    return series.compass_many(scan.stamps_ns[selected], camera_yaw_rad)
 
 
 def _no_heading(stamp_ns: int, options: ReplayOptions) -> str:

@@ -81,15 +81,33 @@ class HeadingSeries:
         yaw always), turned by ``camera_yaw_rad`` (the image top's yaw from the body's forward
         axis): what rotates a north-up model's frame, in the node and in replay alike.
         """
+        return self.compass_many([stamp_ns], camera_yaw_rad, max_age_s)[0]
+
+    def compass_many(self, stamps_ns, camera_yaw_rad: float = 0.0,
+                     max_age_s: float = FRAME_HEADING_MAX_AGE_S) -> list[float | None]:
+        """
+        :meth:`compass_at` for many frames at once (one sort: a whole bag's IMU is cheap).
+
+        Of two samples equally near, the earlier; of samples with the same stamp, the first.
+        """
+        queries = np.asarray(stamps_ns, np.int64).reshape(-1)
         if self.source == "fixed":
-            return compass_deg(self.fixed_yaw_rad + camera_yaw_rad)
+            return [compass_deg(self.fixed_yaw_rad + camera_yaw_rad)] * queries.size
         if not self.stamps_ns:
-            return None
-        stamps = np.asarray(self.stamps_ns, np.int64)
-        nearest = int(np.argmin(np.abs(stamps - int(stamp_ns))))
-        if abs(int(stamps[nearest]) - int(stamp_ns)) > max_age_s * 1e9:
-            return None
-        return compass_deg(float(self.yaw_rad[nearest]) + camera_yaw_rad)
+            return [None] * queries.size
+        times = np.asarray(self.stamps_ns, np.int64)
+        order = np.argsort(times, kind="stable")
+        ordered = times[order]
+        right = np.minimum(np.searchsorted(ordered, queries, side="left"), ordered.size - 1)
+        right = np.searchsorted(ordered, ordered[right], side="left")  # first of its stamp
+        # the first sample of the stamp just before (or at) each query
+        left = np.searchsorted(ordered, ordered[np.maximum(right - 1, 0)], side="left")
+        left_gap, right_gap = np.abs(queries - ordered[left]), np.abs(ordered[right] - queries)
+        pick = np.where(left_gap <= right_gap, left, right)
+        gaps = np.minimum(left_gap, right_gap)
+        yaws = np.asarray(self.yaw_rad, np.float64)[order[pick]]
+        return [None if gap > max_age_s * 1e9 else compass_deg(float(yaw) + camera_yaw_rad)
+                for gap, yaw in zip(gaps, yaws)]
 
 
 @dataclass
