@@ -101,3 +101,19 @@ def test_calibration_frames_carry_the_bags_headings(north_up):
         "imu", imu_topic="/imu")), north_up=True))
     assert [row[3] for row in rows] == pytest.approx([0.0, 90.0, 0.0], abs=1e-9)  # no 4th
     assert [row[3] for row in labelled_frames(bag, localizer.tree, _options())] == [None] * 4
+
+
+def test_the_frames_may_take_their_own_heading_source():
+    """--frame-heading-source: a gimballed camera's fixed yaw; the odometry turns the twist."""
+    from jzi_ros.cli import headingopts, replay as replay_cli
+    from jzi_ros.cli.main import build_parser
+
+    base = ["replay", "bag", "--map", "m", "--model", "c", "--image-topic", "/i", "--gt-topic",
+            "/g", "--out", "o", "--fusion", "--odom-topic", "/odom"]
+    args = build_parser().parse_args(base + ["--frame-heading-source", "fixed",
+                                             "--heading-yaw-deg", "90"])
+    frames = headingopts.heading_options(args)
+    assert (frames.source, frames.yaw_deg) == ("fixed", 90.0)
+    assert replay_cli._fusion_options(args).heading_source == "odometry"
+    same = headingopts.heading_options(build_parser().parse_args(base))
+    assert (same.source, same.odom_topic) == ("odometry", "/odom")

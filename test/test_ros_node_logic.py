@@ -22,6 +22,7 @@ changes, main()'s exit codes and shutdown) where rclpy is not installed; cv_brid
 images go through rosbags-image. The real-graph check is test_ros_node.py (marker ``ros``).
 """
 import importlib
+from pathlib import Path
 import sys
 import time
 import types as pytypes
@@ -533,6 +534,48 @@ def test_camera_yaw_turns_the_body_heading_into_the_image_tops(
         assert FakeLocalizer.headings[0] % 360.0 == pytest.approx(expected, abs=1e-9)
     finally:
         node.close()
+
+
+def test_a_gimballed_cameras_frames_take_their_own_heading_source(node_module, monkeypatch):
+    """fusion.frame_heading_source: the frames' heading apart from the one turning the twist."""
+    monkeypatch.setattr(FakeLocalizer, "model_config", SimpleNamespace(heading="north-up"))
+    monkeypatch.setattr(FakeLocalizer, "headings", [])
+    FakeNode.overrides.update({"fusion.enabled": True, "fusion.odom_topic": "odom",
+                               "fusion.heading_source": "odometry",
+                               "fusion.frame_heading_source": "fixed",
+                               "fusion.heading_yaw_deg": 90.0})  # the gimbal holds North up
+    node = node_module.LocalizerNode()
+    node.setup()
+    try:
+        odom = [s for s in node.subscriptions if s.topic == "odom"]
+        camera = [s for s in node.subscriptions if s.topic != "odom"][0].callback
+        assert len(odom) == 1  # the filter's own: the frames need no subscription
+        odom[0].callback(_odometry(20, 0.0))  # the body faces East
+        camera(_image(200, 20))
+        assert _wait(lambda: len(FakeLocalizer.headings) == 1)
+        assert FakeLocalizer.headings[0] % 360.0 == pytest.approx(0.0, abs=1e-9)
+        heading = node.fusion.online.track.heading  # the twist still turns by the odometry
+        assert heading.source == "odometry" and heading.yaw_rad == pytest.approx([0.0])
+    finally:
+        node.close()
+    assert any("north-up model: frames rotated by the fixed heading (90 deg ENU yaw)" in text
+               for _, text, _ in LOGS)
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ({"fusion.frame_heading_source": "compass"}, "fusion.frame_heading_source must be one of"),
+    ({"fusion.frame_heading_source": "imu"}, "fusion.frame_heading_source imu has no "
+                                             "fusion.imu_topic"),
+])
+def test_a_bad_frame_heading_source_is_refused_in_one_line(node_module, monkeypatch,
+                                                           overrides, expected):
+    monkeypatch.setattr(FakeLocalizer, "model_config", SimpleNamespace(heading="north-up"))
+    monkeypatch.setattr(FakeLocalizer, "model_path", Path("north_up.safetensors"),
+                        raising=False)
+    FakeNode.overrides.update({"fusion.enabled": True, "fusion.odom_topic": "odom",
+                               **overrides})
+    assert node_module.main([]) == 1
+    assert any(expected in text for level, text, _ in LOGS if level == "error")
 
 
 @pytest.mark.slow

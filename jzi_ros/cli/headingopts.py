@@ -38,6 +38,13 @@ def add_arguments(group: Any, odom_topic: bool = True) -> None:
                        help="earth-referenced yaw that rotates the odometry twist to "
                             "East/North and a north-up model's frames: the odometry's "
                             "orientation (ENU frame), an IMU, or --heading-yaw-deg")
+    group.add_argument("--frame-heading-source", choices=("odometry", "imu", "fixed"),
+                       default=None,
+                       help="north-up models: the frames' own heading source when it is not "
+                            "--heading-source, e.g. fixed (--heading-yaw-deg) for a camera "
+                            "gimballed at a fixed yaw while the odometry turns the twist "
+                            "(the node's fusion.frame_heading_source; default: "
+                            "--heading-source)")
     group.add_argument("--heading-yaw-deg", type=float, default=0.0,
                        help="ENU yaw for --heading-source fixed (0 = East, 90 = North), e.g. "
                             "a gimballed camera held at a fixed yaw")
@@ -48,10 +55,11 @@ def add_arguments(group: Any, odom_topic: bool = True) -> None:
 
 
 def heading_options(args: argparse.Namespace):
-    """Return the parsed heading source as ``bag_heading.HeadingOptions`` (validated)."""
+    """Return the frames' parsed heading source as ``bag_heading.HeadingOptions`` (validated)."""
     from jzi_ros.evaluation.bag_heading import HeadingOptions
 
-    options = HeadingOptions(args.heading_source, getattr(args, "odom_topic", None),
+    source = args.frame_heading_source or args.heading_source
+    options = HeadingOptions(source, getattr(args, "odom_topic", None),
                              args.imu_topic, args.heading_yaw_deg, args.camera_yaw_deg)
     options.validate()
     return options

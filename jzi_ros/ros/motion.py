@@ -56,6 +56,11 @@ NODE_PARAMETERS = {
     "heading_source": ("odometry", "yaw that rotates the odometry twist to East/North and a "
                                    "north-up model's frames: " + ", ".join(HEADING_SOURCES)),
     "heading_yaw_deg": (0.0, "ENU yaw for heading_source fixed (0 = East, 90 = North)"),
+    "frame_heading_source": ("", "north-up models: the frames' own heading source when it "
+                                 "is not heading_source (imu, odometry or fixed with "
+                                 "heading_yaw_deg, e.g. a camera gimballed at a fixed yaw "
+                                 "while the odometry's heading turns its twist); empty: "
+                                 "heading_source"),
     "camera_yaw_deg": (0.0, "north-up models: yaw of the image's top edge from the body's "
                             "forward axis, counter-clockwise seen from above (90: the image "
                             "top points to the body's left); added to the heading source's yaw"),
@@ -169,9 +174,11 @@ def attach(node: Any, localizer: Any, out_qos: QoSProfile) -> NodeFusion | None:
         default = getattr(FusionConfig(), field.name)
         fields[field.name] = _declare(node, field.name, default,
                                       f"FusionConfig.{field.name} (docs/fusion.md)")
-    if values["heading_source"] not in HEADING_SOURCES:
-        raise JziError(f"fusion.heading_source must be one of {HEADING_SOURCES}, got "
-                       f"{values['heading_source']!r}")
+    for name, allowed in (("heading_source", HEADING_SOURCES),
+                          ("frame_heading_source", ("",) + tuple(HEADING_SOURCES))):
+        if values[name] not in allowed:
+            raise JziError(f"fusion.{name} must be one of {', '.join(map(repr, allowed))}, "
+                           f"got {values[name]!r}")
     if not values["enabled"]:
         return None
     config = FusionConfig(**fields)  # JziError names the bad fusion.* value
@@ -190,14 +197,16 @@ class FrameHeading:
     """
     Each frame's compass heading for a north-up model, from the fusion's heading source.
 
-    With fusion on it reads the fusion's own yaw samples (one subscription, one series); with
-    fusion off it subscribes to the same topic itself. :meth:`at` gives the heading sample
-    nearest a frame's stamp, or raises BadImageError (the node counts and skips the frame)
-    when none lies within ``FRAME_HEADING_MAX_AGE_S``.
+    ``source`` is ``fusion.frame_heading_source`` when set, else ``fusion.heading_source``.
+    When it is the fusion's (fusion on) it reads the fusion's own yaw samples (one
+    subscription, one series); otherwise it subscribes to its topic itself. :meth:`at` gives
+    the heading sample nearest a frame's stamp, or raises BadImageError (the node counts and
+    skips the frame) when none lies within ``FRAME_HEADING_MAX_AGE_S``.
     """
 
-    def __init__(self, node: Any, values: dict[str, Any], fusion: NodeFusion | None) -> None:
-        self.source = values["heading_source"]
+    def __init__(self, node: Any, values: dict[str, Any], fusion: NodeFusion | None,
+                 source: str) -> None:
+        self.source = source
         self.fixed_yaw_rad = math.radians(values["heading_yaw_deg"])
         self.camera_yaw_rad = math.radians(values["camera_yaw_deg"])
         if not math.isfinite(self.camera_yaw_rad):
@@ -264,15 +273,18 @@ def frame_heading(node: Any, localizer: Any, fusion: NodeFusion | None) -> Frame
     if localizer.model_config.heading != "north-up":
         return None
     values = {name: node.get_parameter(PREFIX + name).value for name in NODE_PARAMETERS}
-    source = values["heading_source"]
+    own = values["frame_heading_source"]
+    source = own or values["heading_source"]
     needs = {"imu": "imu_topic", "odometry": "odom_topic"}.get(source)
     if needs and not values[needs]:
+        which = "frame_heading_source" if own else "heading_source"
         raise JziError(
             f"model {localizer.model_path.name} is north-up (frames are rotated by their "
-            f"heading) but fusion.heading_source {source} has no fusion.{needs}: set it, or "
-            f"fusion.heading_source fixed with fusion.heading_yaw_deg (a gimballed camera), "
+            f"heading) but fusion.{which} {source} has no fusion.{needs}: set it, or "
+            f"fusion.{which} fixed with fusion.heading_yaw_deg (a gimballed camera), "
             f"or use a heading-free model")
-    heading = FrameHeading(node, values, fusion)
+    shared = fusion if source == values["heading_source"] else None
+    heading = FrameHeading(node, values, shared, source)
     node.get_logger().info(
         f"north-up model: frames rotated by the {source} heading"
         + (f" ({heading.topic})" if heading.topic else
