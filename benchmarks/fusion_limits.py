@@ -29,15 +29,12 @@ import argparse
 from pathlib import Path
 import sys
 
+import demo_bag_args  # benchmarks/, next to this file (puts the checkout on sys.path)
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from jzi_ros.evaluation.fusion_replay import FusionOptions, run_filter  # noqa: E402
-from jzi_ros.evaluation.replay import replay_bag, ReplayOptions  # noqa: E402
-from jzi_ros.inference.fusion_config import FusionConfig  # noqa: E402
-from jzi_ros.inference.localizer import Localizer, LocalizerConfig  # noqa: E402
+from jzi_ros.evaluation.fusion_replay import FusionOptions, run_filter
+from jzi_ros.evaluation.replay import replay_bag, ReplayOptions
+from jzi_ros.inference.fusion_config import FusionConfig
 
 
 def errors_m(result, fixes) -> np.ndarray:
@@ -65,9 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     """Replay once, filter per seed, print the split."""
     parser = argparse.ArgumentParser(prog="benchmarks/fusion_limits.py", description=__doc__)
     parser.add_argument("bag", type=Path, help="a demo-style bag (DEMO/bag)")
-    parser.add_argument("--map", type=Path, required=True, help="the demo map (DEMO/map)")
-    parser.add_argument("--model", type=Path,
-                        default=ROOT / "jzi_ros" / "data" / "demo_model.safetensors")
+    demo_bag_args.add_arguments(parser)
     parser.add_argument("--filter-seeds", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--window", type=float, default=20.0,
                         help="window around each frame, s (default 20)")
@@ -76,12 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poor", type=float, default=0.2,
                         help="a stretch is poor where fewer than this share of its single "
                              "frames are right (default 0.2)")
-    parser.add_argument("--image-topic", default="/camera/image_raw/compressed")
-    parser.add_argument("--gt-topic", default="/ground_truth/fix")
-    parser.add_argument("--odom-topic", default="/odom")
     args = parser.parse_args(argv)
-    localizer = Localizer.from_paths(args.map, args.model, LocalizerConfig(
-        backend="torch", device="cpu", threads=1))
+    localizer = demo_bag_args.localizer(args)
     fusion = FusionOptions(FusionConfig(), args.odom_topic)
     result = replay_bag(args.bag, localizer, ReplayOptions(
         args.image_topic, args.gt_topic, progress=False, fusion=fusion))

@@ -28,16 +28,12 @@ import argparse
 from pathlib import Path
 import sys
 
+import demo_bag_args  # benchmarks/, next to this file (puts the checkout on sys.path)
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from jzi_ros.evaluation.fusion_replay import (fusion_summary, FusionOptions,  # noqa: E402
-                                              LABELS)
-from jzi_ros.evaluation.replay import replay_bag, ReplayOptions  # noqa: E402
-from jzi_ros.inference.fusion_config import FusionConfig  # noqa: E402
-from jzi_ros.inference.localizer import Localizer, LocalizerConfig  # noqa: E402
+from jzi_ros.evaluation.fusion_replay import fusion_summary, FusionOptions, LABELS
+from jzi_ros.evaluation.replay import replay_bag, ReplayOptions
+from jzi_ros.inference.fusion_config import FusionConfig
 
 KEYS = ("R@25", "R@50", "R@100", "R@250", "median m", "FIX share", "FIX mean NEES",
         "first FIX s", "seeded frames", "frame ms")
@@ -86,16 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     """Replay every bag per filter seed and print the tables."""
     parser = argparse.ArgumentParser(prog="benchmarks/seeded_zoom.py", description=__doc__)
     parser.add_argument("bags", nargs="+", type=Path, help="demo-style bags")
-    parser.add_argument("--map", type=Path, required=True, help="the demo map (DEMO/map)")
-    parser.add_argument("--model", type=Path,
-                        default=ROOT / "jzi_ros" / "data" / "demo_model.safetensors")
+    demo_bag_args.add_arguments(parser)
     parser.add_argument("--filter-seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--image-topic", default="/camera/image_raw/compressed")
-    parser.add_argument("--gt-topic", default="/ground_truth/fix")
-    parser.add_argument("--odom-topic", default="/odom")
     args = parser.parse_args(argv)
-    localizer = Localizer.from_paths(args.map, args.model, LocalizerConfig(
-        backend="torch", device="cpu", threads=1))
+    localizer = demo_bag_args.localizer(args)
     per_bag = {}
     for bag in args.bags:
         rows: dict[str, list[dict]] = {}
