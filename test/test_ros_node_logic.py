@@ -510,6 +510,29 @@ def test_north_up_model_gets_each_frames_heading_from_the_fusion_source(
                for _, text, _ in LOGS)
 
 
+def test_frame_headings_keep_only_the_last_seconds(node_module, monkeypatch):
+    """Fusion off: the frames' own yaw samples are bounded (FRAME_HEADING_KEEP_S)."""
+    monkeypatch.setattr(FakeLocalizer, "model_config", SimpleNamespace(heading="north-up"))
+    monkeypatch.setattr(FakeLocalizer, "headings", [])
+    FakeNode.overrides.update({"fusion.enabled": False, "fusion.odom_topic": "odom"})
+    node = node_module.LocalizerNode()
+    node.setup()
+    try:
+        odom = [s for s in node.subscriptions if s.topic == "odom"][0].callback
+        camera = [s for s in node.subscriptions if s.topic != "odom"][0].callback
+        for second in range(10, 101):  # 91 s of odometry at 1 Hz, turning 1 degree a second
+            odom(_odometry(second, float(second)))
+        series = node.frame_heading.series
+        keep = sys.modules["jzi_ros.ros.motion"].FRAME_HEADING_KEEP_S
+        assert len(series.stamps_ns) == int(keep) + 1  # 90 s .. 100 s
+        assert series.stamps_ns[0] == 90 * 10**9 + 5
+        camera(_image(200, 100))
+        assert _wait(lambda: len(FakeLocalizer.headings) == 1)
+        assert FakeLocalizer.headings[0] == pytest.approx(90.0 - 100.0 + 360.0)
+    finally:
+        node.close()
+
+
 @pytest.mark.parametrize("source, camera_yaw_deg, expected", [
     ("odometry", 90.0, 0.0),     # body faces East, image top to its left: North up
     ("odometry", -90.0, 180.0),  # image top to the body's right: South

@@ -32,6 +32,7 @@ camera is taken to look down with its image top along the body's forward (x) axi
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 import threading
@@ -245,8 +246,8 @@ class FrameHeading:
             series = self.series
             series.add(stamp_ns, yaw_rad)
             cut = stamp_ns - int(FRAME_HEADING_KEEP_S * 1e9)
-            old = sum(1 for t in series.stamps_ns if t < cut)
-            if old:
+            if series.stamps_ns[0] < cut:  # samples arrive in stamp order: drop the oldest
+                old = bisect.bisect_left(series.stamps_ns, cut)
                 del series.stamps_ns[:old], series.yaw_rad[:old]
 
     def at(self, stamp_ns: int) -> float:
