@@ -480,25 +480,32 @@ def _odometry(stamp_sec, yaw_deg):
         twist=SimpleNamespace(twist=SimpleNamespace(linear=SimpleNamespace(x=0.0, y=0.0))))
 
 
+def _north_up_node(node_module, monkeypatch, **overrides):
+    """Start the node on a north-up FakeLocalizer: ``(node, odom callbacks, camera callback)``."""
+    monkeypatch.setattr(FakeLocalizer, "model_config", SimpleNamespace(heading="north-up"))
+    monkeypatch.setattr(FakeLocalizer, "headings", [])
+    FakeNode.overrides.update({"fusion.odom_topic": "odom", **overrides})
+    node = node_module.LocalizerNode()
+    node.setup()
+    odom = [s.callback for s in node.subscriptions if s.topic == "odom"]
+    camera = [s for s in node.subscriptions if s.topic != "odom"][0].callback
+    return node, odom, camera
+
+
 @pytest.mark.parametrize("fusion", [True, False])
 def test_north_up_model_gets_each_frames_heading_from_the_fusion_source(
         node_module, monkeypatch, fusion):
-    monkeypatch.setattr(FakeLocalizer, "model_config", SimpleNamespace(heading="north-up"))
-    monkeypatch.setattr(FakeLocalizer, "headings", [])
-    FakeNode.overrides.update({"fusion.enabled": fusion, "fusion.odom_topic": "odom"})
-    node = node_module.LocalizerNode()
-    node.setup()
+    node, odom, camera = _north_up_node(node_module, monkeypatch,
+                                        **{"fusion.enabled": fusion})
     try:
-        odom = [s for s in node.subscriptions if s.topic == "odom"]
         assert len(odom) == 1  # one subscription: fusion and frame heading share the samples
-        camera = [s for s in node.subscriptions if s.topic != "odom"][0].callback
         camera(_image(200, 10))  # no odometry yet: counted and skipped, not localized
         assert _wait(lambda: node.stats.bad_messages == 1)
         assert "no heading for the frame stamped 10.000" in node.stats.last_bad_message
-        odom[0].callback(_odometry(20, 0.0))  # facing East: compass 90
+        odom[0](_odometry(20, 0.0))  # facing East: compass 90
         camera(_image(200, 20))
         assert _wait(lambda: len(FakeLocalizer.headings) == 1)
-        odom[0].callback(_odometry(30, 135.0))  # facing North-West: compass 315
+        odom[0](_odometry(30, 135.0))  # facing North-West: compass 315
         camera(_image(200, 30))
         assert _wait(lambda: len(FakeLocalizer.headings) == 2)
         assert FakeLocalizer.headings == pytest.approx([90.0, 315.0])
@@ -512,16 +519,10 @@ def test_north_up_model_gets_each_frames_heading_from_the_fusion_source(
 
 def test_frame_headings_keep_only_the_last_seconds(node_module, monkeypatch):
     """Fusion off: the frames' own yaw samples are bounded (FRAME_HEADING_KEEP_S)."""
-    monkeypatch.setattr(FakeLocalizer, "model_config", SimpleNamespace(heading="north-up"))
-    monkeypatch.setattr(FakeLocalizer, "headings", [])
-    FakeNode.overrides.update({"fusion.enabled": False, "fusion.odom_topic": "odom"})
-    node = node_module.LocalizerNode()
-    node.setup()
+    node, odom, camera = _north_up_node(node_module, monkeypatch, **{"fusion.enabled": False})
     try:
-        odom = [s for s in node.subscriptions if s.topic == "odom"][0].callback
-        camera = [s for s in node.subscriptions if s.topic != "odom"][0].callback
         for second in range(10, 101):  # 91 s of odometry at 1 Hz, turning 1 degree a second
-            odom(_odometry(second, float(second)))
+            odom[0](_odometry(second, float(second)))
         series = node.frame_heading.series
         keep = sys.modules["jzi_ros.ros.motion"].FRAME_HEADING_KEEP_S
         assert len(series.stamps_ns) == int(keep) + 1  # 90 s .. 100 s
@@ -540,18 +541,12 @@ def test_frame_headings_keep_only_the_last_seconds(node_module, monkeypatch):
 ])
 def test_camera_yaw_turns_the_body_heading_into_the_image_tops(
         node_module, monkeypatch, source, camera_yaw_deg, expected):
-    monkeypatch.setattr(FakeLocalizer, "model_config", SimpleNamespace(heading="north-up"))
-    monkeypatch.setattr(FakeLocalizer, "headings", [])
-    FakeNode.overrides.update({"fusion.enabled": False, "fusion.odom_topic": "odom",
-                               "fusion.heading_source": source, "fusion.heading_yaw_deg": 45.0,
-                               "fusion.camera_yaw_deg": camera_yaw_deg})
-    node = node_module.LocalizerNode()
-    node.setup()
+    node, odom, camera = _north_up_node(node_module, monkeypatch, **{
+        "fusion.enabled": False, "fusion.heading_source": source,
+        "fusion.heading_yaw_deg": 45.0, "fusion.camera_yaw_deg": camera_yaw_deg})
     try:
-        odom = [s for s in node.subscriptions if s.topic == "odom"]
-        camera = [s for s in node.subscriptions if s.topic != "odom"][0].callback
         if odom:
-            odom[0].callback(_odometry(20, 0.0))  # the body faces East
+            odom[0](_odometry(20, 0.0))  # the body faces East
         camera(_image(200, 20))
         assert _wait(lambda: len(FakeLocalizer.headings) == 1)
         assert FakeLocalizer.headings[0] % 360.0 == pytest.approx(expected, abs=1e-9)
@@ -561,19 +556,13 @@ def test_camera_yaw_turns_the_body_heading_into_the_image_tops(
 
 def test_a_gimballed_cameras_frames_take_their_own_heading_source(node_module, monkeypatch):
     """fusion.frame_heading_source: the frames' heading apart from the one turning the twist."""
-    monkeypatch.setattr(FakeLocalizer, "model_config", SimpleNamespace(heading="north-up"))
-    monkeypatch.setattr(FakeLocalizer, "headings", [])
-    FakeNode.overrides.update({"fusion.enabled": True, "fusion.odom_topic": "odom",
-                               "fusion.heading_source": "odometry",
-                               "fusion.frame_heading_source": "fixed",
-                               "fusion.heading_yaw_deg": 90.0})  # the gimbal holds North up
-    node = node_module.LocalizerNode()
-    node.setup()
+    node, odom, camera = _north_up_node(node_module, monkeypatch, **{
+        "fusion.enabled": True, "fusion.heading_source": "odometry",
+        "fusion.frame_heading_source": "fixed",
+        "fusion.heading_yaw_deg": 90.0})  # the gimbal holds North up
     try:
-        odom = [s for s in node.subscriptions if s.topic == "odom"]
-        camera = [s for s in node.subscriptions if s.topic != "odom"][0].callback
         assert len(odom) == 1  # the filter's own: the frames need no subscription
-        odom[0].callback(_odometry(20, 0.0))  # the body faces East
+        odom[0](_odometry(20, 0.0))  # the body faces East
         camera(_image(200, 20))
         assert _wait(lambda: len(FakeLocalizer.headings) == 1)
         assert FakeLocalizer.headings[0] % 360.0 == pytest.approx(0.0, abs=1e-9)
