@@ -33,15 +33,13 @@ import tempfile
 import time
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from jzi_ros.geo import CellTree  # noqa: E402
 from jzi_ros.inference import fusion  # noqa: E402
-from jzi_ros.inference.bench import simulated_steps  # noqa: E402
-from jzi_ros.inference.localizer import Localizer, LocalizerConfig  # noqa: E402
+from jzi_ros.inference.bench import cpu_encoder_input, simulated_steps  # noqa: E402
 from jzi_ros.inference.measurement import Measurement  # noqa: E402
 
 
@@ -83,10 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bag", type=Path, default=None, help="the demo bag (real zooms)")
     parser.add_argument("--frames", type=int, default=300)
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    localizer = Localizer.from_paths(args.map, args.model, LocalizerConfig(device="cpu"))
-    pixels = localizer.preprocess(
-        np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8))[None]
+    localizer, pixels = cpu_encoder_input(args.map, args.model)
     tree = localizer.tree
     sources = {}
     for label, which in (("simulated, this map", tree), ("simulated, 65,536 cells", CellTree(

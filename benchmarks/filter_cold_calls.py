@@ -36,10 +36,9 @@ import time
 
 import numba
 import numpy as np
-import torch
 
+from jzi_ros.inference.bench import cpu_encoder_input
 from jzi_ros.inference.fix import Fix, FixStatus
-from jzi_ros.inference.localizer import Localizer, LocalizerConfig
 
 
 @numba.njit(error_model="numpy")
@@ -62,11 +61,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path, required=True, help="model checkpoint")
     parser.add_argument("--frames", type=int, default=150, help="cold samples per call")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    localizer = Localizer.from_paths(args.map, args.model, LocalizerConfig(device="cpu"))
+    localizer, pixels = cpu_encoder_input(args.map, args.model)
     tree = localizer.tree
-    pixels = localizer.preprocess(
-        np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8))[None]
     arrays = [np.zeros(10) for _ in range(33)]
     values = np.random.default_rng(1).random(200)
     cov = np.eye(3)

@@ -35,13 +35,10 @@ import argparse
 import os
 from pathlib import Path
 
-import numpy as np
-import torch
 
 from jzi_ros.geo import CellTree
-from jzi_ros.inference.bench import bench_filter
+from jzi_ros.inference.bench import bench_filter, cpu_encoder_input
 from jzi_ros.inference.fusion_config import FusionConfig
-from jzi_ros.inference.localizer import Localizer, LocalizerConfig
 
 
 def main() -> None:
@@ -56,11 +53,8 @@ def main() -> None:
                         help="FusionConfig.kernel values to time, comma-separated, each "
                              "repeat runs them back to back (numba needs Numba installed)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    localizer = Localizer.from_paths(args.map, args.model, LocalizerConfig(device="cpu"))
+    localizer, pixels = cpu_encoder_input(args.map, args.model)
     tree = localizer.tree
-    pixels = localizer.preprocess(
-        np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8))[None]
     big = CellTree(tree.center_lat, tree.center_lon, 10_000.0, grid=4, depth=4)
     print("| map | repeat | kernel | encoder ms wall / CPU | filter ms wall / CPU | "
           "filter / encoder, wall / CPU | load |\n|---|---:|---|---:|---:|---:|---:|")

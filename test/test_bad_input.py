@@ -297,10 +297,10 @@ def test_13_10_impossible_maps_are_refused_up_front(tmp_path, capsys, extra):
 
 def test_13_10_large_maps_need_an_explicit_flag(tmp_path, capsys, monkeypatch):
     pytest.importorskip("rasterio")
-    from jzi_ros.maps import pyramid as pyramid_module
+    from jzi_ros.maps import build as build_module
     from test_maps_cli import build_args, geotiff
 
-    monkeypatch.setattr(pyramid_module, "LARGE_MAP_BYTES", 1000)
+    monkeypatch.setattr(build_module, "LARGE_MAP_BYTES", 1000)
     args = build_args(geotiff(tmp_path / "src.tif"), tmp_path / "map")
     assert main(args) == 2
     assert "--allow-large" in _one_line(capsys.readouterr().err)

@@ -215,12 +215,10 @@ def _bench_filter(tree, encode=None) -> tuple[list[dict], str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from jzi_ros.evaluation.metrics import DEFAULT_RECALL_M
     from jzi_ros.files import write_json
-    from jzi_ros.inference.bench import (accuracy, bench_localizer, format_table,
-                                         synthetic_setup, timing_heading)
+    from jzi_ros.inference.bench import (accuracy, bench_frame, bench_localizer,
+                                         format_table, synthetic_setup, timing_heading)
     from jzi_ros.inference.localizer import Localizer
     from jzi_ros.inference.options import localizer_config
 
@@ -236,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="jzi-bench-")))
             print(f"building a random {args.preset} model and a synthetic map in {folder} ...")
             map_dir, model_path = synthetic_setup(args.preset, args.grid, args.depth, folder)
-        image = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+        image = bench_frame()
         samples = None
         for backend, device, precision, beam, graph in _combinations(args):
             label = f"{backend}/{device}/{precision}/beam {beam}"

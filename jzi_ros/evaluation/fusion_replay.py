@@ -82,7 +82,7 @@ class FusionOptions:
     heading_yaw_deg: float = 0.0  # ENU yaw for heading_source fixed
     fit: bool = False  # fit likelihood exponent + covariance scale on this bag
     # the map's georeferencing 1-sigma the filters add to their fixes (--georef-sigma-m);
-    # None: the map's, as refinement (maps.pyramid.georef_sigma_used)
+    # None: the map's, as refinement (maps.georef.georef_sigma_used)
     georef_sigma_m: float | None = None
 
 

@@ -292,7 +292,7 @@ def replay_bag(bag: str | Path, localizer: LocalizerLike, options: ReplayOptions
         track, seeded, georef = None, None, 0.0
         if options.fusion is not None:
             from jzi_ros.evaluation.fusion_replay import read_odometry, SeededRuns
-            from jzi_ros.maps.pyramid import georef_sigma_used
+            from jzi_ros.maps.georef import georef_sigma_used
             track = read_odometry(reader, bag, options.fusion)
             # the value the localizer's refinement uses: the override, else the map's
             georef = georef_sigma_used(getattr(localizer, "pyramid", None),

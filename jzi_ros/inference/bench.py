@@ -49,6 +49,25 @@ import torch
 from jzi_ros.inference.decode import greedy_reference
 
 
+def bench_frame() -> np.ndarray:
+    """Return the bench's camera frame: 640 x 480 RGB noise, the same every run (seed 0)."""
+    return np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+
+
+def cpu_encoder_input(map_dir, model_path) -> tuple:
+    """
+    One CPU thread, the localizer on ``map_dir`` / ``model_path`` and the bench frame's pixels.
+
+    What the filter benchmarks interleave with the filter: ``(localizer, pixels [1, ...])``,
+    ``localizer.backend.encode(pixels)`` being one ground-encoder pass.
+    """
+    from jzi_ros.inference.localizer import Localizer, LocalizerConfig
+
+    torch.set_num_threads(1)
+    localizer = Localizer.from_paths(map_dir, model_path, LocalizerConfig(device="cpu"))
+    return localizer, localizer.preprocess(bench_frame())[None]
+
+
 def stats(samples_ms: list[float]) -> dict[str, float]:
     values = np.asarray(samples_ms, dtype=np.float64)
     return {"median": round(float(np.median(values)), 3),

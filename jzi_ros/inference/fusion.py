@@ -81,7 +81,7 @@ from jzi_ros.inference.measurement import (cell_codes, Measurement, Partition,
                                            PointMeasurement, terminal_indices_en)
 from jzi_ros.inference.modes import FilterEstimate, mode_hypotheses, ModeFinder
 from jzi_ros.inference.posterior import fix_covariance
-from jzi_ros.maps.pyramid import check_georef_sigma_m
+from jzi_ros.maps.georef import check_georef_sigma_m
 
 # the "no measurement" likelihood: a frame that brings only a refined fix multiplies it into this
 UNIFORM = Measurement(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), 1.0)

@@ -196,7 +196,7 @@ class OnlineFusion:
     again) restarts the filter, as does a gap over ``max_gap_s``. Without odometry samples
     covering an interval the filter falls back to its random walk for that interval.
     ``georef_sigma_m``: the map's georeferencing 1-sigma, as refinement uses it
-    (:func:`~jzi_ros.maps.pyramid.georef_sigma_used`), added once to every fused FIX.
+    (:func:`~jzi_ros.maps.georef.georef_sigma_used`), added once to every fused FIX.
     """
 
     def __init__(self, tree, config, heading: HeadingSeries | None = None,

@@ -52,7 +52,7 @@ from jzi_ros.inference.camera_pose import fit_frame, Intrinsics
 from jzi_ros.inference.fix import Fix, FixStatus
 from jzi_ros.inference.registration import frame_features, ratio_matches, Registration, solve
 from jzi_ros.maps.features import detect_features, DETECTORS
-from jzi_ros.maps.pyramid import check_georef_sigma_m, georef_sigma_used
+from jzi_ros.maps.georef import check_georef_sigma_m, georef_sigma_used
 
 LOG = logging.getLogger(__name__)
 

@@ -29,6 +29,7 @@ import logging
 import math
 import os
 from pathlib import Path
+import shutil
 import time
 import warnings
 
@@ -36,8 +37,8 @@ import numpy as np
 
 from jzi_ros.errors import JziError
 from jzi_ros.geo import CellTree, local_crs
-from jzi_ros.maps.pyramid import (check_georef_sigma_m, check_map_size, MapPyramid,
-                                  write_pyramid)
+from jzi_ros.maps.georef import check_georef_sigma_m
+from jzi_ros.maps.pyramid import MapPyramid, write_pyramid
 from jzi_ros.maps.sources import open_source, Source
 
 LOG = logging.getLogger(__name__)
@@ -300,7 +301,7 @@ def build_pyramid_timed(source: str | os.PathLike, out_dir: str | os.PathLike,
     :func:`build_pyramid` that also reports the tile count and wall time.
 
     The size is estimated first: a map larger than the free disk is refused, one above
-    :data:`~jzi_ros.maps.pyramid.LARGE_MAP_BYTES` needs ``allow_large``.
+    :data:`LARGE_MAP_BYTES` needs ``allow_large``.
     """
     if max_nodata is not None and not 0.0 <= max_nodata <= 1.0:
         raise JziError(f"--max-nodata must be a fraction in 0..1, got {max_nodata}")
@@ -328,3 +329,45 @@ def build_pyramid_timed(source: str | os.PathLike, out_dir: str | os.PathLike,
     tiles = tree.num_views + (tree.num_actions ** tree.depth if terminal else 0)
     LOG.info("built %s: %d tiles in %.1f s", out_dir, tiles, seconds)
     return BuildResult(pyramid, tiles, seconds)
+
+
+def bytes_per_map(tree: CellTree, tile_px: int) -> int:
+    """Size of views.npy without header: a quick size estimate before building."""
+    return tree.num_views * tile_px * tile_px * 3
+
+
+# above this a build needs an explicit --allow-large (a typo in --depth/--tile-px costs TBs)
+LARGE_MAP_BYTES = 64 * 2**30
+
+
+def _human_bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if count < 1024 or unit == "PiB":
+            return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
+        count /= 1024
+    return f"{count:.3g} EiB"
+
+
+def check_map_size(tree: CellTree, tile_px: int, out_dir: str | Path, terminal: bool = False,
+                   allow_large: bool = False) -> int:
+    """
+    Estimate the map's size before building; refuse what exceeds the free disk space.
+
+    Builds above :data:`LARGE_MAP_BYTES` need ``allow_large``. Returns the estimate in bytes.
+    """
+    tiles = tree.num_views + (tree.num_actions ** tree.depth if terminal else 0)
+    size = tiles * int(tile_px) ** 2 * 3
+    where = Path(out_dir).expanduser().absolute()
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    shape = (f"{tiles:,} tiles of {tile_px} px (grid {tree.grid}, depth {tree.depth}"
+             f"{', terminal tiles' if terminal else ''})")
+    if size > free:
+        raise JziError(f"map {out_dir} would need {_human_bytes(size)} for {shape}, but "
+                       f"{where} has {_human_bytes(free)} free; lower --depth or --tile-px")
+    if size > LARGE_MAP_BYTES and not allow_large:
+        raise JziError(f"map {out_dir} would be {_human_bytes(size)} ({shape}), above "
+                       f"{_human_bytes(LARGE_MAP_BYTES)}; check --depth/--tile-px, or pass "
+                       f"--allow-large to build it")
+    return size

@@ -28,10 +28,8 @@ Layout of a map directory::
 ``.npy`` is used for the views because numpy memory-maps it without a copy, so a robot opens a
 multi-GB map instantly and only touches the pages the beam search visits.
 
-``georef_sigma_m`` is how far the source imagery's absolute georeferencing may be off (1-sigma
-per horizontal axis, metres; e.g. 6 m CE95 is 6 / 2.45 = 2.45 m). Every fix registered against
-this imagery shares that error, so the localizer adds it to their covariance. It is optional
-(``null`` or absent: unknown, 0 is used) so maps built before it existed still open, and
+``georef_sigma_m`` (optional; ``null`` or absent: unknown, so maps built before it existed still
+open) is the imagery's georeferencing 1-sigma (``jzi_ros/maps/georef.py``);
 :func:`set_georef_sigma_m` changes it without a rebuild.
 """
 from __future__ import annotations
@@ -39,7 +37,6 @@ from __future__ import annotations
 import datetime
 import json
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Callable, Sequence
@@ -50,6 +47,7 @@ from numpy.lib.format import open_memmap
 from jzi_ros.errors import JziError
 from jzi_ros.files import atomic_directory, atomic_path, read_json, write_json
 from jzi_ros.geo import CellTree
+from jzi_ros.maps.georef import check_georef_sigma_m
 
 FORMAT = "jzi_ros.map"
 FORMAT_VERSION = 1
@@ -69,35 +67,6 @@ RenderView = Callable[[tuple[int, ...]], "np.ndarray | tuple[np.ndarray, np.ndar
 
 def _embed_hint(path: Path) -> str:
     return f"run `jzi map embed {path} --model CHECKPOINT`"
-
-
-def check_georef_sigma_m(value, where: str) -> float | None:
-    """
-    Return a georeferencing 1-sigma as a float (None stays None: unknown).
-
-    JziError naming ``where`` (the file/option/field) unless it is a finite number >= 0.
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not math.isfinite(value) or value < 0:
-        raise JziError(f"{where}: georef_sigma_m = {value!r} must be a finite number of "
-                       "metres >= 0 (the imagery's horizontal georeferencing 1-sigma; 0 for a "
-                       "perfectly georeferenced map)")
-    return float(value)
-
-
-def georef_sigma_used(pyramid: "MapPyramid | None", override: float | None = None) -> float:
-    """
-    Return the georeferencing 1-sigma a run uses: ``override``, else the map's, else 0.
-
-    The one rule for every user (refinement, the classical baseline, the temporal filter), so
-    the refined fixes a filter fuses and the fixes it publishes carry the same value. A map
-    that does not know its value, or none at hand (``pyramid`` None), counts as 0.
-    """
-    if override is not None:
-        return float(override)
-    return (None if pyramid is None else pyramid.georef_sigma_m) or 0.0
 
 
 def _open_npy(file: Path, shape: tuple[int, ...], what: str) -> np.ndarray:
@@ -500,47 +469,3 @@ def set_georef_sigma_m(map_dir: str | Path, value: float | None) -> MapPyramid:
 def level_of_view(tree: CellTree, index: int) -> int:
     """Level (0..depth-1) of a view-table row."""
     return max(lv for lv in range(tree.depth) if tree.level_offsets[lv] <= index)
-
-
-def bytes_per_map(tree: CellTree, tile_px: int) -> int:
-    """Size of views.npy without header: a quick size estimate before building."""
-    return tree.num_views * tile_px * tile_px * 3
-
-
-# above this a build needs an explicit --allow-large (a typo in --depth/--tile-px costs TBs)
-LARGE_MAP_BYTES = 64 * 2**30
-
-
-def _human_bytes(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if count < 1024 or unit == "PiB":
-            return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
-        count /= 1024
-    return f"{count:.3g} EiB"
-
-
-def check_map_size(tree: CellTree, tile_px: int, out_dir: str | Path, terminal: bool = False,
-                   allow_large: bool = False) -> int:
-    """
-    Estimate the map's size before building; refuse what exceeds the free disk space.
-
-    Builds above :data:`LARGE_MAP_BYTES` need ``allow_large``. Returns the estimate in bytes.
-    """
-    import shutil
-
-    tiles = tree.num_views + (tree.num_actions ** tree.depth if terminal else 0)
-    size = tiles * int(tile_px) ** 2 * 3
-    where = Path(out_dir).expanduser().absolute()
-    while not where.exists() and where != where.parent:
-        where = where.parent
-    free = shutil.disk_usage(where).free
-    shape = (f"{tiles:,} tiles of {tile_px} px (grid {tree.grid}, depth {tree.depth}"
-             f"{', terminal tiles' if terminal else ''})")
-    if size > free:
-        raise JziError(f"map {out_dir} would need {_human_bytes(size)} for {shape}, but "
-                       f"{where} has {_human_bytes(free)} free; lower --depth or --tile-px")
-    if size > LARGE_MAP_BYTES and not allow_large:
-        raise JziError(f"map {out_dir} would be {_human_bytes(size)} ({shape}), above "
-                       f"{_human_bytes(LARGE_MAP_BYTES)}; check --depth/--tile-px, or pass "
-                       f"--allow-large to build it")
-    return size
