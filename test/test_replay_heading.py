@@ -117,3 +117,11 @@ def test_the_frames_may_take_their_own_heading_source():
     assert replay_cli._fusion_options(args).heading_source == "odometry"
     same = headingopts.heading_options(build_parser().parse_args(base))
     assert (same.source, same.odom_topic) == ("odometry", "/odom")
+
+
+def test_frames_share_the_fusions_samples_only_when_they_read_the_same_ones():
+    imu = HeadingOptions("imu", imu_topic="/imu", camera_yaw_deg=90.0)  # camera yaw: per frame
+    assert imu.same_samples(HeadingOptions("imu", odom_topic="/odom", imu_topic="/imu"))
+    assert not imu.same_samples(HeadingOptions("imu", imu_topic="/imu2"))
+    assert not imu.same_samples(HeadingOptions("odometry", "/odom", "/imu"))
+    assert not HeadingOptions("fixed", yaw_deg=90.0).same_samples(HeadingOptions("fixed"))

@@ -61,6 +61,11 @@ class HeadingOptions:
         """Return the topic the source reads (None for a fixed yaw)."""
         return {"imu": self.imu_topic, "odometry": self.odom_topic}.get(self.source)
 
+    def same_samples(self, other: "HeadingOptions") -> bool:
+        """Tell whether ``other`` reads the same yaw samples (source, topic, fixed yaw)."""
+        return ((self.source, self.topic(), self.yaw_deg)
+                == (other.source, other.topic(), other.yaw_deg))
+
     def missing(self) -> str | None:
         """Say what is missing for this source (None when complete)."""
         flag = {"imu": "--imu-topic", "odometry": "--odom-topic"}.get(self.source)
@@ -83,7 +88,12 @@ def read_heading(reader: Any, bag: Path, options: HeadingOptions) -> HeadingSeri
     else:
         require_topic(reader, bag, topic, (IMU_TYPE,), "IMU", "--imu-topic")
     for msg in iter_messages(reader, bag, topic):
-        check_enu_frame(msg.header.frame_id, f"{options.source} {topic}")
-        q = msg.pose.pose.orientation if options.source == "odometry" else msg.orientation
-        heading.add(stamp_ns(msg), yaw_from_quaternion(q.x, q.y, q.z, q.w))
+        heading.add(stamp_ns(msg), message_yaw(msg, options.source, topic))
     return heading
+
+
+def message_yaw(msg: Any, source: str, topic: str) -> float:
+    """Return the ENU yaw of an odometry or IMU message (a non-ENU frame: one JziError line)."""
+    check_enu_frame(msg.header.frame_id, f"{source} {topic}")
+    q = msg.pose.pose.orientation if source == "odometry" else msg.orientation
+    return yaw_from_quaternion(q.x, q.y, q.z, q.w)

@@ -39,8 +39,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from jzi_ros.errors import JziError
-from jzi_ros.evaluation.bag_heading import HeadingOptions, read_heading
-from jzi_ros.evaluation.bags import iter_messages, stamp_ns
+from jzi_ros.evaluation.bag_heading import (HeadingOptions, message_yaw, ODOMETRY_TYPE,
+                                            read_heading)
+from jzi_ros.evaluation.bags import iter_messages, require_topic, stamp_ns
 from jzi_ros.evaluation.metrics import (calibration_summary, DEFAULT_RECALL_M, error_summary, fmt,
                                         recall_at)
 from jzi_ros.inference.calibration import fit_covariance_scale
@@ -48,7 +49,7 @@ from jzi_ros.inference.fix import Fix, FixStatus
 from jzi_ros.inference.fusion import CellFilter
 from jzi_ros.inference.fusion_config import FusionConfig
 from jzi_ros.inference.measurement import PointMeasurement
-from jzi_ros.inference.motion import OdometryTrack
+from jzi_ros.inference.motion import HeadingSeries, OdometryTrack
 
 LOG = logging.getLogger(__name__)
 
@@ -90,11 +91,15 @@ def read_odometry(reader: Any, bag: Path, options: FusionOptions) -> OdometryTra
     """Read the bag's odometry (twist + heading) into an OdometryTrack; None without topic."""
     if not options.odom_topic:
         return None
-    heading = read_heading(reader, bag, heading_options(options))
-    track = OdometryTrack(heading)
-    for msg in iter_messages(reader, bag, options.odom_topic):  # read_heading checked the type
+    source = heading_options(options)
+    from_odometry = source.source == "odometry"  # then one pass reads twist and yaw
+    track = OdometryTrack(HeadingSeries("odometry") if from_odometry
+                          else read_heading(reader, bag, source))
+    require_topic(reader, bag, options.odom_topic, (ODOMETRY_TYPE,), "odometry", "--odom-topic")
+    for msg in iter_messages(reader, bag, options.odom_topic):
         twist = msg.twist.twist.linear
-        track.add(stamp_ns(msg), float(twist.x), float(twist.y))
+        yaw = message_yaw(msg, "odometry", options.odom_topic) if from_odometry else None
+        track.add(stamp_ns(msg), float(twist.x), float(twist.y), yaw)
     if not track.stamps_ns:
         raise JziError(f"bag {bag}: no usable odometry on {options.odom_topic}")
     return track

@@ -211,14 +211,17 @@ def is_north_up(localizer: Any) -> bool:
 
 
 def _frame_headings(reader: Any, bag: Path, options: ReplayOptions, scan: FrameScan,
-                    selected: np.ndarray) -> list[float | None]:
+                    selected: np.ndarray, track: Any = None) -> list[float | None]:
     """
     Each selected frame's compass heading for a north-up model, from the bag's heading source.
 
     The sample nearest the frame's stamp, as the node takes it (None: none within
     ``FRAME_HEADING_MAX_AGE_S``; the frame is skipped). No source given: one JziError line.
+    ``track``: the fusion's odometry, whose yaw samples the frames share when their source is
+    the fusion's (as in the node; the bag is not read again).
     """
     from jzi_ros.evaluation.bag_heading import read_heading
+    from jzi_ros.evaluation.fusion_replay import heading_options
 
     heading = options.heading
     if heading is None or heading.missing():
@@ -227,7 +230,8 @@ def _frame_headings(reader: Any, bag: Path, options: ReplayOptions, scan: FrameS
             f"replay needs the bag's heading source: --heading-source imu --imu-topic TOPIC, "
             f"odometry --odom-topic TOPIC, or fixed --heading-yaw-deg YAW (a gimballed "
             f"camera); --camera-yaw-deg if the image top is not the body's forward axis")
-    series = read_heading(reader, bag, heading)
+    shared = track is not None and heading.same_samples(heading_options(options.fusion))
+    series = track.heading if shared else read_heading(reader, bag, heading)
     camera_yaw_rad = math.radians(heading.camera_yaw_deg)
     return series.compass_many(scan.stamps_ns[selected], camera_yaw_rad)
 
@@ -283,9 +287,6 @@ def replay_bag(bag: str | Path, localizer: LocalizerLike, options: ReplayOptions
     began = time.perf_counter()
     with open_bag(bag) as reader:
         msgtype, gt, scan, selected, lookups = _select(reader, bag, tree, options)
-        north_up = is_north_up(localizer)
-        headings = (_frame_headings(reader, bag, options, scan, selected) if north_up
-                    else [None] * len(selected))
         result = ReplayResult(bag, options, msgtype, tree, str(localizer.backend_name),
                               scan.count, int(selected.size), gt,
                               stamps_from_log_time=scan.from_log_time)
@@ -299,6 +300,9 @@ def replay_bag(bag: str | Path, localizer: LocalizerLike, options: ReplayOptions
                                        options.fusion.georef_sigma_m)
             if options.fusion.config.seed_beam:  # these filters localize inside the loop
                 seeded = SeededRuns(localizer, options.fusion.config, track, georef)
+        north_up = is_north_up(localizer)
+        headings = (_frame_headings(reader, bag, options, scan, selected, track) if north_up
+                    else [None] * len(selected))
         to_rgb = compressed_msg_to_rgb if msgtype == COMPRESSED_TYPE else image_msg_to_rgb
         bar = tqdm(total=int(selected.size), unit="frame", desc="replay",
                    disable=not options.progress, dynamic_ncols=True)
