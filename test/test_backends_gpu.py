@@ -84,6 +84,8 @@ def test_tensorrt_fp16_parity_and_engine_cache(setup):
     assert backend.encoder.built and backend.decoder.built
     parity = compare(backend, model, table, BEAM, frames=1)
     assert parity.ok(fp16=True), parity
+    # the decoder engine is fp32: the filter's per-step measurement is torch's
+    assert parity.same_prefixes and parity.step_max_abs_diff < 1e-3, parity
     assert backend.check_fp16(spec.model_path) >= 0.999
     # cached: a second backend deserialises instead of building
     again = create_backend("tensorrt", spec, "cuda", "fp16")
@@ -111,3 +113,4 @@ def test_onnxruntime_cuda_matches_torch_fp32(setup):
     backend = create_backend("onnxruntime", spec, "cuda", "fp32")
     parity = compare(backend, model, table, BEAM, frames=3)
     assert parity.same_paths and parity.log_prob_max_abs_diff < 1e-3, parity
+    assert parity.same_prefixes and parity.step_max_abs_diff < 1e-3, parity

@@ -21,8 +21,10 @@ import torch
 
 from jzi_ros.inference.backends import BackendSpec, create_backend
 from jzi_ros.inference.backends.onnxruntime_backend import run_in_chunks
-from jzi_ros.inference.export import default_export_dir, EXPORT_JSON, export_model, weights_hash
+from jzi_ros.inference.export import (DECODER_OUTPUTS, default_export_dir, EXPORT_JSON,
+                                      export_model, weights_hash)
 from jzi_ros.inference.localizer import Localizer, LocalizerConfig
+from jzi_ros.inference.measurement import Measurement
 from jzi_ros.inference.parity import compare
 from jzi_ros.model.checkpoint import load_checkpoint
 from support import LoggerRecords, make_tiny_checkpoint, make_tiny_map, world_of
@@ -58,7 +60,54 @@ def test_export_writes_graphs_and_a_description(exported):
     assert info["preprocessing"]["resize"] == [size, 2 * size]
     graph = onnx.load(str(decoder)).graph
     assert [i.name for i in graph.input] == ["ground", "view_table"]
-    assert [o.name for o in graph.output] == ["paths", "log_probs"]
+    assert [o.name for o in graph.output] == list(DECODER_OUTPUTS)
+    described = info["decoders"][f"b{BEAM}_n1"]["outputs"]
+    assert [o["name"] for o in described] == list(DECODER_OUTPUTS)
+    assert described[-1]["shape"] == [1, 1, BEAM, 16]  # step_lp [N, D-1, B, K]
+
+
+def test_onnxruntime_gives_the_filter_every_step_as_torch_does(exported):
+    """The exported graph's steps are torch's: the filter fuses the same measurement."""
+    pyramid, ckpt, _ = exported
+    model, _ = load_checkpoint(ckpt)
+    table = pyramid.load_embeddings(model.encoder_hash())
+    spec = BackendSpec(str(ckpt), table, 4, 2, BEAM, cpu_graph="eager")
+    runtimes = {name: create_backend(name, spec, "cpu", "fp32")
+                for name in ("torch", "onnxruntime")}
+    ground = np.random.default_rng(3).normal(size=(3, model.embed_dim)).astype(np.float32)
+    (paths_t, lp_t, steps_t), (paths_o, lp_o, steps_o) = (
+        runtimes[name].decode_steps(ground) for name in ("torch", "onnxruntime"))
+    assert np.array_equal(paths_t, paths_o) and np.allclose(lp_t, lp_o, atol=1e-4)
+    assert len(steps_o) == 3
+    for a, b in zip(steps_t, steps_o):
+        assert np.array_equal(a.prefix_index, b.prefix_index)
+        for name in ("root_lp", "prefix_lp", "step_lp"):
+            assert np.allclose(getattr(a, name), getattr(b, name), atol=1e-4), name
+    # decode() still returns the beam alone, the same as decode_steps' beam
+    paths, log_probs = runtimes["onnxruntime"].decode(ground)
+    assert np.array_equal(paths, paths_o) and np.array_equal(log_probs, lp_o)
+    # the graph takes no seeds: the model's own steps, with one warning
+    with LoggerRecords("jzi_ros.inference.backends") as log:
+        seeded = runtimes["onnxruntime"].decode_steps(ground, np.zeros((3, 2), np.int64))
+        runtimes["onnxruntime"].decode_steps(ground, np.zeros((3, 2), np.int64))
+    assert log.text.count("takes no seeds") == 1
+    assert np.allclose(seeded[2][0].step_lp, steps_o[0].step_lp)
+
+
+def test_localizer_on_onnxruntime_measures_every_step(exported):
+    pyramid, ckpt, _ = exported
+    config = LocalizerConfig(beam_width=BEAM, device="cpu", warmup_frames=0)
+    locs = [Localizer.from_paths(pyramid.path, ckpt, dataclasses.replace(config, backend=name))
+            for name in ("torch", "onnxruntime")]
+    image = world_of(pyramid).ground_image(120.0, -80.0, size=(40, 80))
+    (_, torch_m), (_, onnx_m) = (loc.localize_measured(image) for loc in locs)
+    beam_only = Measurement.from_beam(pyramid.tree, *(
+        np.array(v) for v in zip(*[(h.path, h.log_prob) for h in locs[1].localize(
+            image).hypotheses])))
+    assert len(onnx_m.mass) > len(beam_only.mass)  # not the final beam alone
+    assert np.array_equal(torch_m.levels, onnx_m.levels)
+    assert np.array_equal(torch_m.indices, onnx_m.indices)
+    assert np.allclose(torch_m.mass, onnx_m.mass, atol=1e-5)
 
 
 def test_onnxruntime_cpu_matches_torch_fp32(exported):
@@ -70,6 +119,7 @@ def test_onnxruntime_cpu_matches_torch_fp32(exported):
     parity = compare(backend, model, table, BEAM, frames=3)
     assert parity.ok(), parity
     assert parity.same_paths and parity.log_prob_max_abs_diff < 1e-3
+    assert parity.same_prefixes and parity.step_max_abs_diff < 1e-3
 
 
 def test_localizer_on_onnxruntime_equals_torch_and_auto_prefers_it(exported):

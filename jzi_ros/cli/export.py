@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check(model_path: Path, out: Path, beam: int, batch: int) -> int:
+    from jzi_ros.evaluation.metrics import fmt
     from jzi_ros.inference.parity import check_export
 
     try:
@@ -77,5 +78,7 @@ def _check(model_path: Path, out: Path, beam: int, batch: int) -> int:
     print(f"parity onnxruntime-cpu vs torch fp32: {verdict} (ground cosine "
           f"{parity.ground_cosine_min:.6f}, max |diff| {parity.ground_max_abs_diff:.2e}; "
           f"same paths {parity.same_paths}; log-prob max |diff| "
-          f"{parity.log_prob_max_abs_diff:.2e})")
+          f"{parity.log_prob_max_abs_diff:.2e}; every step's prefixes the same "
+          f"{parity.same_prefixes}, their log-prob max |diff| "
+          f"{fmt(parity.step_max_abs_diff, '.2e')})")
     return 0 if parity.ok() else 1

@@ -21,7 +21,12 @@ Two graphs, both with fully static shapes:
   (crops encoded and averaged, exactly ``ZoomModel.encode_ground``).
 - ``decoder_b{B}_n{N}.onnx``: ``ground [N, C]`` + ``view_table [V, C]`` -> ``paths int32
   [N, B, D]``, ``log_probs float32 [N, B]``: the whole beam search, D steps unrolled, KV
-  cache, view gathers and top-k included.
+  cache, view gathers and top-k included; and what every step saw (``root_lp [N, K]``,
+  ``prefix_index int32 [N, D-1, B]``, ``prefix_lp [N, D-1, B]``, ``step_lp [N, D-1, B, K]``,
+  :class:`~jzi_ros.inference.decode.BeamSearch` ``with_steps``), the measurement the temporal
+  filter fuses. The search computes them anyway; without them a robot's backend (TensorRT,
+  ONNX Runtime) gave the filter the final beam alone, and the fused random walk on the demo
+  flight fell from R@100 m 55 % to 15 % (docs/fusion.md).
 
 Why one fixed-length decoder graph instead of a per-step graph with explicit KV inputs: the
 per-step graph would need D engine launches per frame with host-side beam bookkeeping in
@@ -57,7 +62,7 @@ LOG = logging.getLogger(__name__)
 
 EXPORT_JSON = "export.json"
 ENCODER_FILE = "encoder.onnx"
-FORMAT = "jzi-onnx-export/1"
+FORMAT = "jzi-onnx-export/2"  # 2: the decoder also outputs every step's probabilities
 OPSET = 18
 
 
@@ -120,16 +125,22 @@ class GroundEncoderGraph(nn.Module):
         return self.model.encode_ground(pixels).float()
 
 
+# the decoder graph's outputs, in order (the last four: BeamSearch's steps, for fusion)
+DECODER_OUTPUTS = ("paths", "log_probs", "root_lp", "prefix_index", "prefix_lp", "step_lp")
+
+
 class DecoderGraph(nn.Module):
     def __init__(self, model: nn.Module, beam_width: int) -> None:
         super().__init__()
         config = model.config
-        self.search = BeamSearch(model, config.grid, config.depth, beam_width)
+        self.search = BeamSearch(model, config.grid, config.depth, beam_width, with_steps=True)
 
     def forward(self, ground: torch.Tensor, view_table: torch.Tensor):
-        paths, log_probs = self.search(ground, view_table)
+        paths, log_probs, root_lp, prefix_index, prefix_lp, step_lp = self.search(ground,
+                                                                                  view_table)
         # int32: TensorRT's native index type
-        return paths.to(torch.int32), log_probs
+        return (paths.to(torch.int32), log_probs, root_lp, prefix_index.to(torch.int32),
+                prefix_lp, step_lp)
 
 
 @contextlib.contextmanager
@@ -165,6 +176,17 @@ def _onnx_export(module: nn.Module, args: tuple, path: Path, inputs: list[str],
 
 def _io(name: str, shape: list[int], dtype: str) -> dict:
     return {"name": name, "shape": shape, "dtype": dtype}
+
+
+def _decoder_outputs(batch: int, beam: int, config) -> list[dict]:
+    """Describe the decoder graph's outputs for export.json (:data:`DECODER_OUTPUTS`)."""
+    k, steps = config.num_actions, max(config.depth - 1, 1)  # depth 1: one padding step
+    return [_io("paths", [batch, beam, config.depth], "int32"),
+            _io("log_probs", [batch, beam], "float32"),
+            _io("root_lp", [batch, k], "float32"),
+            _io("prefix_index", [batch, steps, beam], "int32"),
+            _io("prefix_lp", [batch, steps, beam], "float32"),
+            _io("step_lp", [batch, steps, beam, k], "float32")]
 
 
 def _preprocessing(config) -> dict:
@@ -261,15 +283,14 @@ def _export_model(model_path: Path, out_dir: Path, beam_width: int, batch_size: 
         example = (torch.randn(batch_size, width, generator=generator),
                    torch.randn(num_views, width, generator=generator))
         _onnx_export(DecoderGraph(model, beam), example, out_dir / name,
-                     ["ground", "view_table"], ["paths", "log_probs"])
+                     ["ground", "view_table"], list(DECODER_OUTPUTS))
         info["sha256"][name] = file_sha256(out_dir / name)
         info["decoders"][key] = {
             "file": name, "beam_width": beam,
             "batch_size": batch_size,
             "inputs": [_io("ground", [batch_size, width], "float32"),
                        _io("view_table", [num_views, width], "float32")],
-            "outputs": [_io("paths", [batch_size, beam, config.depth], "int32"),
-                        _io("log_probs", [batch_size, beam], "float32")]}
+            "outputs": _decoder_outputs(batch_size, beam, config)}
     write_json(out_dir / EXPORT_JSON, info)
     return info
 

@@ -17,7 +17,8 @@ Numerical parity of a backend against the PyTorch fp32 reference.
 
 Same random pixels and view table through both: the ground tokens are compared by cosine
 similarity (the FP16 criterion, >= 0.999) and max abs difference, the beams by exact paths and
-max log-probability difference.
+max log-probability difference, and what every step saw (the temporal filter's measurement:
+the beam prefixes exactly, their and their children's log-probabilities by max difference).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 from jzi_ros.inference.backends.base import Backend, BackendSpec
-from jzi_ros.inference.decode import BeamSearch
+from jzi_ros.inference.decode import BeamSearch, BeamSteps
 
 
 @dataclass
@@ -39,18 +40,25 @@ class Parity:
     same_paths: bool  # every beam path identical, in order
     same_top_path: bool
     log_prob_max_abs_diff: float
+    # every step's prefixes identical / max |diff| of root_lp, prefix_lp, step_lp; None where
+    # the backend's decode_steps gives nothing
+    same_prefixes: bool | None = None
+    step_max_abs_diff: float | None = None
 
     def ok(self, fp16: bool = False) -> bool:
         """
         Return whether the outputs agree within the tolerance for the precision.
 
-        fp32: identical paths and log-probs within 1e-3; fp16: cosine >= 0.999 and the same top
-        path (lower-ranked beams may swap when their scores are near-ties).
+        fp32: identical paths and log-probs within 1e-3, and so every step where the backend
+        gives them; fp16: cosine >= 0.999 and the same top path (lower-ranked beams may swap
+        when their scores are near-ties).
         """
         if fp16:
             return self.ground_cosine_min >= 0.999 and self.same_top_path
+        steps_ok = self.same_prefixes is None or (self.same_prefixes
+                                                  and self.step_max_abs_diff < 1e-3)
         return (self.same_paths and self.ground_cosine_min >= 0.99999
-                and self.log_prob_max_abs_diff < 1e-3)
+                and self.log_prob_max_abs_diff < 1e-3 and steps_ok)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -68,11 +76,20 @@ def compare(backend: Backend, model: torch.nn.Module, view_table: np.ndarray, be
     table = torch.as_tensor(np.asarray(view_table, np.float32))
     with torch.inference_mode():
         reference = model.encode_ground(torch.from_numpy(pixels))
-        search = BeamSearch(model, config.grid, config.depth, beam_width)
-        ref_paths, ref_lp = search(reference, table)
+        search = BeamSearch(model, config.grid, config.depth, beam_width, with_steps=True)
+        ref_paths, ref_lp, *ref_steps = search(reference, table)
     ground = backend.encode(pixels)
     # decode the reference tokens so the beam comparison isolates the decoder
     paths, log_probs = backend.decode(reference.numpy())
+    steps = backend.decode_steps(reference.numpy())
+    same_prefixes = step_diff = None
+    if steps is not None:
+        ref_steps = BeamSteps.split(*ref_steps)
+        same_prefixes = all(np.array_equal(a.prefix_index, b.prefix_index)
+                            for a, b in zip(steps[2], ref_steps))
+        step_diff = max(float(np.abs(getattr(a, name) - getattr(b, name)).max())
+                        for a, b in zip(steps[2], ref_steps)
+                        for name in ("root_lp", "prefix_lp", "step_lp"))
     ref = reference.numpy()
     cosine = (ground * ref).sum(1) / (np.linalg.norm(ground, axis=1) * np.linalg.norm(ref, axis=1)
                                       + 1e-12)
@@ -80,7 +97,8 @@ def compare(backend: Backend, model: torch.nn.Module, view_table: np.ndarray, be
                   ground_max_abs_diff=float(np.abs(ground - ref).max()),
                   same_paths=bool(np.array_equal(paths, ref_paths.numpy())),
                   same_top_path=bool(np.array_equal(paths[:, 0], ref_paths[:, 0].numpy())),
-                  log_prob_max_abs_diff=float(np.abs(log_probs - ref_lp.numpy()).max()))
+                  log_prob_max_abs_diff=float(np.abs(log_probs - ref_lp.numpy()).max()),
+                  same_prefixes=same_prefixes, step_max_abs_diff=step_diff)
 
 
 def check_export(model_path: str | Path, export_dir: str | Path, beam_width: int,

@@ -60,7 +60,7 @@ class OnnxRuntimeBackend(Backend):
         except ImportError:
             raise JziError("backend onnxruntime: the onnxruntime package is not installed "
                            "(pip install onnxruntime, or onnxruntime-gpu for CUDA)") from None
-        from jzi_ros.inference.export import ensure_export
+        from jzi_ros.inference.export import DECODER_OUTPUTS, ensure_export
 
         if spec.precision != "fp32":
             raise JziError(f"backend onnxruntime runs the fp32 export; precision "
@@ -91,6 +91,8 @@ class OnnxRuntimeBackend(Backend):
         self.table_value = (onnxruntime.OrtValue.ortvalue_from_numpy(self.table, "cuda", index)
                             if wants_cuda else None)
         self.files = (encoder_path, decoder_path)
+        self._warned_seeds = False
+        self.outputs = DECODER_OUTPUTS  # paths, log_probs, then the steps (export.py)
         LOG.info("onnxruntime sessions on %s from %s", self.encoder.get_providers()[0],
                  encoder_path.parent)
 
@@ -99,22 +101,42 @@ class OnnxRuntimeBackend(Backend):
         return run_in_chunks(lambda x: self.encoder.run(["ground"], {"pixels": x}),
                              pixels, self.batch)[0]
 
-    def _decode_chunk(self, ground: np.ndarray) -> list[np.ndarray]:
+    def _decode_chunk(self, ground: np.ndarray, outputs: tuple[str, ...]) -> list[np.ndarray]:
         if self.table_value is None:
-            return self.decoder.run(["paths", "log_probs"],
-                                    {"ground": ground, "view_table": self.table})
+            return self.decoder.run(list(outputs), {"ground": ground, "view_table": self.table})
         binding = self.decoder.io_binding()
         binding.bind_cpu_input("ground", ground)
         binding.bind_ortvalue_input("view_table", self.table_value)
-        binding.bind_output("paths")
-        binding.bind_output("log_probs")
+        for name in outputs:
+            binding.bind_output(name)
         self.decoder.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()
 
     def decode(self, ground: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ground = np.asarray(ground, np.float32)
-        paths, log_probs = run_in_chunks(self._decode_chunk, ground, self.batch)
+        paths, log_probs = run_in_chunks(lambda x: self._decode_chunk(x, self.outputs[:2]),
+                                         ground, self.batch)
         return paths.astype(np.int64), log_probs.astype(np.float32)
+
+    def decode_steps(self, ground: np.ndarray, seeds: np.ndarray | None = None,
+                     seed_level: int = 1):
+        """
+        Return the beam and every step's child probabilities, from the same exported graph.
+
+        The exported graph takes no seeds: with ``seeds`` the steps are the model's own beam
+        (the prior-seeded zoom is torch-only; warned once).
+        """
+        from jzi_ros.inference.decode import BeamSteps
+
+        if seeds is not None and not self._warned_seeds:
+            LOG.warning("onnxruntime: the exported decoder takes no seeds; the prior-seeded "
+                        "zoom (fusion.seed_beam) needs the torch backend, the filter gets the "
+                        "model's own beam")
+            self._warned_seeds = True
+        ground = np.asarray(ground, np.float32)
+        paths, log_probs, *steps = run_in_chunks(
+            lambda x: self._decode_chunk(x, self.outputs), ground, self.batch)
+        return paths.astype(np.int64), log_probs.astype(np.float32), BeamSteps.split(*steps)
 
     def close(self) -> None:
         self.encoder = self.decoder = self.table_value = None

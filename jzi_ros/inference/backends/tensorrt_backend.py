@@ -41,6 +41,7 @@ import torch
 from jzi_ros.errors import JziError
 from jzi_ros.files import atomic_path, read_json, write_json
 from jzi_ros.inference.backends.base import Backend, BackendSpec
+from jzi_ros.inference.export import DECODER_OUTPUTS
 
 LOG = logging.getLogger(__name__)
 
@@ -225,6 +226,7 @@ class TensorRTBackend(Backend):
             str(decoder_onnx), None, spec.force_engine_update, False, spec.max_workspace_size),
             device)
         self.table = torch.as_tensor(np.asarray(spec.view_table, np.float32), device=device)
+        self._warned_seeds = False
         self.decoder.inputs["view_table"].copy_(self.table)
         if fp16 and self.encoder.built:
             self.check_fp16(spec.model_path)
@@ -263,13 +265,39 @@ class TensorRTBackend(Backend):
                           for chunk, rows in self._chunks(pixels)])
 
     def decode_tensor(self, ground: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        paths, log_probs, *_ = self._decode_outputs(ground, DECODER_OUTPUTS[:2])
+        return paths.long(), log_probs.float()
+
+    def _decode_outputs(self, ground: torch.Tensor, names: tuple[str, ...]
+                        ) -> list[torch.Tensor]:
+        """Run the decoder engine over any number of frames; ``names``: outputs to keep."""
         ground = ground.to(self.device, torch.float32, non_blocking=True)
-        paths, log_probs = [], []
+        parts: list[list[torch.Tensor]] = []
         for chunk, rows in self._chunks(ground):
             out = self.decoder(ground=chunk)
-            paths.append(out["paths"][:rows].long())
-            log_probs.append(out["log_probs"][:rows].float().clone())
-        return torch.cat(paths), torch.cat(log_probs)
+            parts.append([out[name][:rows].clone() for name in names])
+        return [torch.cat(column) for column in zip(*parts)]
+
+    def decode_steps(self, ground: np.ndarray, seeds: np.ndarray | None = None,
+                     seed_level: int = 1):
+        """
+        Return the beam and every step's child probabilities, from the same engine.
+
+        The exported graph takes no seeds: with ``seeds`` the steps are the model's own beam
+        (the prior-seeded zoom is torch-only; warned once).
+        """
+        from jzi_ros.inference.decode import BeamSteps
+
+        if seeds is not None and not self._warned_seeds:
+            LOG.warning("tensorrt: the exported decoder takes no seeds; the prior-seeded zoom "
+                        "(fusion.seed_beam) needs the torch backend, the filter gets the "
+                        "model's own beam")
+            self._warned_seeds = True
+        paths, log_probs, *steps = self._decode_outputs(
+            torch.as_tensor(np.asarray(ground, np.float32)), DECODER_OUTPUTS)
+        return (paths.long().cpu().numpy(), log_probs.float().cpu().numpy(),
+                BeamSteps.split(*(step.float() if step.is_floating_point() else step.long()
+                                  for step in steps)))
 
     def encode(self, pixels: np.ndarray) -> np.ndarray:
         return self.encode_tensor(torch.as_tensor(np.asarray(pixels, np.float32))).cpu().numpy()
