@@ -166,8 +166,8 @@ def run_methods(name: str, frames: list[Frame], map_dir: Path, tree: CellTree,
             rows[f"{hyp_label} + refine ({label})"] = row
         refiner.close()
     for label, config in configs.items():
-        if not config.use_index:
-            continue  # the classical baseline always uses the index
+        if not config.use_index or config.global_fallback:
+            continue  # the classical baseline always uses the index (one row per detector)
         base = rss_mib()
         try:
             classical = ClassicalLocalizer(map_dir, config)
@@ -368,6 +368,8 @@ def main() -> None:
                         metavar=("LOW", "HIGH"), help="telluric views' height range (metres)")
     parser.add_argument("--no-window", action="store_true",
                         help="skip the 'sift, window' rows (detection on an imagery window)")
+    parser.add_argument("--global-fallback", action="store_true",
+                        help="add 'sift, whole-map fallback' rows (RefineConfig.global_fallback)")
     parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
                         help="RefineConfig fields for every row, e.g. min_inliers=50")
     args = parser.parse_args()
@@ -382,6 +384,9 @@ def main() -> None:
         configs[detector] = RefineConfig(detector=detector, **fields)
         if detector == "sift" and not args.no_window:  # the index vs detection on the window
             configs["sift, window"] = RefineConfig(detector=detector, use_index=False, **fields)
+        if args.global_fallback:  # the zoom's cells, then the whole index when they fail
+            configs[f"{detector}, whole-map fallback"] = RefineConfig(
+                detector=detector, global_fallback=True, **fields)
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
     results = {}
     for name in args.datasets:

@@ -203,6 +203,43 @@ def test_second_cell_is_tried_when_the_first_is_wrong(world):
     assert math.hypot(out.east_m - pose.east_m, out.north_m - pose.north_m) < 2.0
 
 
+def test_global_fallback_registers_a_frame_whose_every_zoom_cell_is_wrong(world):
+    map_dir, image = world
+    pose = CameraPose(-60.0, 70.0, 140.0, heading_deg=300.0, pitch_deg=85.0)
+    frame, fix = view(image, pose), zoom_fix(250.0, -250.0)  # the zoom went elsewhere
+    local = Refiner.for_map(map_dir, CONFIG).refine(frame, fix, intrinsics())
+    assert not local.refined and "whole map" not in local.refinement
+    fallback = Refiner.for_map(map_dir, replace(CONFIG, global_fallback=True))
+    out = fallback.refine(frame, fix, intrinsics())
+    assert out.refined and out.refinement.startswith("refined (whole map): "), out.refinement
+    assert math.hypot(out.east_m - pose.east_m, out.north_m - pose.north_m) < 2.0
+    assert out.status == FixStatus.FIX and np.all(np.isfinite(out.covariance_enu))
+    # imagery the map does not hold: the zoom's fix, with both searches' reasons
+    other = view(texture(800, seed=5), pose)
+    missed = fallback.refine(other, fix, intrinsics())
+    assert not missed.refined and "; whole map: " in missed.refinement, missed.refinement
+    assert (missed.east_m, missed.north_m) == (fix.east_m, fix.north_m)
+    # a frame the zoom's cells already explain never reaches the whole-map search
+    near = fallback.refine(frame, zoom_fix(pose.east_m, pose.north_m), intrinsics())
+    assert near.refinement.startswith("refined: ")
+
+
+def test_global_fallback_from_the_cli_and_the_node_parameter():
+    import argparse
+
+    from jzi_ros.cli import refineopts
+    from jzi_ros.ros.params import refine_config
+
+    parser = argparse.ArgumentParser()
+    refineopts.add_arguments(parser)
+    assert not refineopts.refine_config(parser.parse_args([])).global_fallback
+    assert refineopts.refine_config(parser.parse_args(["--global-fallback"])).global_fallback
+    assert not refine_config({}).global_fallback
+    assert refine_config({"refine.global_fallback": True}).global_fallback
+    with pytest.raises(JziError, match="refine.global_fallback"):
+        RefineConfig(global_fallback="yes")
+
+
 @pytest.mark.parametrize("case", ["blank frame", "wrong cell", "wrong intrinsics", "no fix"])
 def test_bad_input_keeps_the_zoom_fix_with_a_reason(world, case):
     map_dir, image = world

@@ -51,6 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser, method: bool = True) -> None:
                              "(metres per axis) added to every registered fix's covariance "
                              "(with --fusion: once to every filtered fix's); unset: the "
                              "map's (`jzi map set DIR --georef-sigma-m M`)")
+    parser.add_argument("--global-fallback", action="store_true",
+                        help="refine: when no cell around the zoom's answer registers, "
+                             "register against the map's whole feature index (the classical "
+                             "search; tens to hundreds of ms more on those frames)")
 
 
 def refine_config(args: argparse.Namespace):
@@ -58,7 +62,8 @@ def refine_config(args: argparse.Namespace):
     from jzi_ros.inference.refine import RefineConfig
 
     chosen = {"detector": args.detector, "hfov_deg": args.hfov,
-              "nominal_height_m": args.nominal_height, "georef_sigma_m": args.georef_sigma_m}
+              "nominal_height_m": args.nominal_height, "georef_sigma_m": args.georef_sigma_m,
+              "global_fallback": getattr(args, "global_fallback", False) or None}
     return RefineConfig(**{k: v for k, v in chosen.items() if v is not None})
 
 

@@ -32,7 +32,6 @@ from pathlib import Path
 import time
 from typing import Sequence
 
-import cv2
 import numpy as np
 
 from jzi_ros.errors import JziError
@@ -40,7 +39,7 @@ from jzi_ros.inference.camera_pose import fit_frame, Intrinsics
 from jzi_ros.inference.fix import Fix, FixStatus
 from jzi_ros.inference.refine import (describe_registered, RefineConfig,
                                       registered_covariance_en)
-from jzi_ros.inference.registration import frame_features, ratio_matches, solve
+from jzi_ros.inference.registration import frame_features, index_matcher, register_whole_map
 
 LOG = logging.getLogger(__name__)
 
@@ -72,15 +71,7 @@ class ClassicalLocalizer:
                            f"the configured detector is {self.config.detector}; use "
                            f"--detector {self.index.detector} or rebuild the map")
         self.backend_name = f"classical-{self.index.detector}"
-        if self.index.detector == "sift":
-            self.matcher = cv2.FlannBasedMatcher({"algorithm": 1, "trees": 4}, {"checks": 64})
-        else:
-            self.matcher = cv2.FlannBasedMatcher(
-                {"algorithm": 6, "table_number": 6, "key_size": 12, "multi_probe_level": 1},
-                {"checks": 64})
-        if len(self.index.points_en):
-            self.matcher.add([self.index.descriptors])
-            self.matcher.train()
+        self.matcher = index_matcher(self.index.descriptors, self.index.detector)
         centre = self.tree.cell_center(())
         self._no_fix_at = centre
         self._no_fix_variance = self.tree.size_m ** 2 / 12.0
@@ -107,11 +98,8 @@ class ClassicalLocalizer:
         if len(points) < config.min_inliers or len(self.index.points_en) < config.min_inliers:
             return self._no_fix(f"{len(points)} frame features, {len(self.index.points_en)} "
                                 "in the map index", {})
-        qi, ti = ratio_matches(descriptors, None, config.detector, config.ratio, self.matcher)
-        half = self.tree.size_m / 2
-        result = solve(points[qi], self.index.pixels(self.tree, ti),
-                       self.index.pixel_to_local(self.tree), K, config, config.ransac_px,
-                       region=(-half, -half, half, half))
+        result = register_whole_map(points, descriptors, self.index, self.matcher, self.tree,
+                                    K, config)
         timings = {"total": (time.perf_counter() - start) * 1e3}
         if not result.accepted:
             return self._no_fix(result.reason, timings)

@@ -31,7 +31,9 @@ Every refined solution passes an explicit acceptance test (inlier count and rati
 height and tilt, a rotation that is one, the nadir inside the searched area, a bounded spread)
 or the zoom's fix is returned unchanged with the reason in :attr:`Fix.refinement`. The same
 registration without the zoom (against the map's whole feature index) is the classical
-baseline in :mod:`jzi_ros.evaluation.classical`. ROS-free: the node passes ``CameraInfo.k``
+baseline in :mod:`jzi_ros.evaluation.classical`; ``global_fallback`` runs it after the zoom's
+cells failed, so a frame whose imagery still matches is refined even when the zoom went
+elsewhere (``refined (whole map): ...``). ROS-free: the node passes ``CameraInfo.k``
 through :meth:`Intrinsics.from_matrix`.
 """
 from __future__ import annotations
@@ -50,7 +52,8 @@ import numpy as np
 from jzi_ros.errors import JziError
 from jzi_ros.inference.camera_pose import fit_frame, Intrinsics
 from jzi_ros.inference.fix import Fix, FixStatus
-from jzi_ros.inference.registration import frame_features, ratio_matches, Registration, solve
+from jzi_ros.inference.registration import (frame_features, index_matcher, ratio_matches,
+                                            register_whole_map, Registration, solve)
 from jzi_ros.maps.features import detect_features, DETECTORS
 from jzi_ros.maps.georef import check_georef_sigma_m, georef_sigma_used
 
@@ -76,6 +79,9 @@ class RefineConfig:
     ratio: float = 0.85  # Lowe's ratio test
     ransac_px: float = 3.0  # MAGSAC threshold, in map-window pixels
     top_cells: int = 3  # zoom hypotheses tried, most probable first
+    # when no cell around the zoom's answer registers, search the map's whole feature index
+    # (the classical baseline's search: tens to hundreds of ms more on such frames)
+    global_fallback: bool = False
     search_margin_m: float | None = None  # around each cell; None: the frame's footprint
     nominal_height_m: float = 250.0  # expected height above ground: the map resolution
     min_height_m: float = 20.0  # accepted height range above ground
@@ -118,7 +124,8 @@ class RefineConfig:
                   "hfov_deg": self.hfov_deg is None or 1 < self.hfov_deg < 170,
                   "guessed_focal_sigma": 0 <= self.guessed_focal_sigma < 0.5,
                   "search_margin_m": self.search_margin_m is None or self.search_margin_m >= 0,
-                  "georef_sigma_m": self.georef_sigma_m is None or self.georef_sigma_m >= 0}
+                  "georef_sigma_m": self.georef_sigma_m is None or self.georef_sigma_m >= 0,
+                  "global_fallback": isinstance(self.global_fallback, bool)}
         for name, ok in checks.items():
             value = getattr(self, name)
             if not ok or (isinstance(value, float) and not math.isfinite(value)):
@@ -160,6 +167,7 @@ class Refiner:
         self.indexes = [level for level in levels if self.config.use_index
                         and level.detector == self.config.detector]
         self._warned_guess = False
+        self._matchers: dict[int, object] = {}  # whole-index matchers, built on first use
 
     @classmethod
     def for_map(cls, map_dir: str | Path, config: RefineConfig | None = None
@@ -230,8 +238,29 @@ class Refiner:
             reasons.append(result.reason)
             if result.inliers >= best.inliers:
                 best = result
+        if config.global_fallback and self.indexes:
+            result = self._register_whole_map(frame_pts, frame_desc, K, gsd)
+            if result.accepted:
+                return result
+            reasons.append(f"whole map: {result.reason}")
         best.reason = "; ".join(dict.fromkeys(reasons)) or best.reason
         return best
+
+    def _register_whole_map(self, frame_pts: np.ndarray, frame_desc: np.ndarray,
+                            K: Intrinsics, gsd: float) -> Registration:
+        """
+        Register against the whole feature index level nearest the frame's ground sampling.
+
+        ``global_fallback``: the zoom's cells were wrong but the imagery may still match
+        (the classical baseline's search, whose matcher is built on the first such frame).
+        """
+        level = min(self.indexes, key=lambda lv: abs(math.log(gsd / lv.m_per_px)))
+        if id(level) not in self._matchers:
+            self._matchers[id(level)] = index_matcher(level.descriptors, level.detector)
+        result = register_whole_map(frame_pts, frame_desc, level, self._matchers[id(level)],
+                                    self.tree, K, self.config)
+        result.scope = "whole map"
+        return result
 
     def _shrink_to_index(self, image: np.ndarray, K: Intrinsics, gsd: float
                          ) -> tuple[np.ndarray, Intrinsics, float]:

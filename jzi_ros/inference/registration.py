@@ -73,6 +73,45 @@ def ratio_matches(query: np.ndarray, train: np.ndarray | None, detector: str, ra
             np.array([m.trainIdx for m in good], np.int64))
 
 
+def index_matcher(descriptors: np.ndarray, detector: str):
+    """
+    Return a trained FLANN matcher over a whole feature index (None when it is empty).
+
+    The whole-map search (the classical baseline, refinement's ``global_fallback``): KD-trees
+    for SIFT, LSH for ORB; approximate, so it answers a frame in tens of milliseconds where
+    the exact GEMM search (:func:`_l2_ratio_matches`, for the few thousand features around
+    the zoom's cells) would have to scan every feature of the map.
+    """
+    if len(descriptors) < 2:
+        return None
+    if detector == "sift":
+        matcher = cv2.FlannBasedMatcher({"algorithm": 1, "trees": 4}, {"checks": 64})
+    else:
+        matcher = cv2.FlannBasedMatcher(
+            {"algorithm": 6, "table_number": 6, "key_size": 12, "multi_probe_level": 1},
+            {"checks": 64})
+    matcher.add([descriptors])
+    matcher.train()
+    return matcher
+
+
+def register_whole_map(points: np.ndarray, descriptors: np.ndarray, index, matcher, tree,
+                       intrinsics: Intrinsics, config: Any) -> Registration:
+    """
+    Register a frame's features against a whole map feature index (``matcher`` over it).
+
+    ``index`` is a :class:`~jzi_ros.maps.imagery.FeatureIndex` and ``matcher`` its
+    :func:`index_matcher`; the nadir point may lie anywhere in the root square. The classical
+    baseline, and refinement's fallback when no cell around the zoom's answer registers.
+    """
+    if matcher is None:
+        return Registration(False, f"the map index has {len(index.points_en)} features")
+    qi, ti = ratio_matches(descriptors, None, config.detector, config.ratio, matcher)
+    half = tree.size_m / 2
+    return solve(points[qi], index.pixels(tree, ti), index.pixel_to_local(tree), intrinsics,
+                 config, config.ransac_px, region=(-half, -half, half, half))
+
+
 def _l2_ratio_matches(query: np.ndarray, train: np.ndarray, ratio: float,
                       chunk: int = MATCH_CHUNK) -> tuple[np.ndarray, np.ndarray]:
     """
@@ -121,6 +160,7 @@ class Registration:
     pose: GroundPose | None = None
     covariance_en: np.ndarray | None = None  # 2x2 m^2, calibrated and floored
     raw_covariance_en: np.ndarray | None = None  # bootstrap spread + focal doubt (calibrated)
+    scope: str = ""  # where the match was searched when not around the zoom's cells
 
     @property
     def inlier_ratio(self) -> float:
@@ -131,7 +171,9 @@ class Registration:
             return f"not refined: {self.reason}"
         p = self.pose
         sigma = math.sqrt(max(np.linalg.eigvalsh(self.covariance_en)))
-        return (f"refined: {self.inliers}/{self.matches} inliers, height {p.height_m:.0f} m, "
+        where = f" ({self.scope})" if self.scope else ""
+        return (f"refined{where}: {self.inliers}/{self.matches} inliers, height "
+                f"{p.height_m:.0f} m, "
                 f"heading {p.heading_deg:.0f} deg, tilt {p.tilt_deg:.0f} deg, "
                 f"sigma {sigma:.1f} m")
 

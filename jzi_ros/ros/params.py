@@ -244,6 +244,9 @@ REFINE_PARAMETERS: tuple[ParamSpec, ...] = (
        min=1.0, max=100000.0),
     _p("refine.top_cells", _R.top_cells, "Zoom cells tried, most probable first.", min=1,
        max=64),
+    _p("refine.global_fallback", _R.global_fallback, "When no cell around the zoom's answer "
+       "registers, register against the map's whole feature index (the classical search: "
+       "tens to hundreds of ms more on such frames)."),
     _p("refine.min_inliers", _R.min_inliers, "Accept: at least this many homography inliers.",
        min=8, max=100000),
     _p("refine.min_inlier_ratio", _R.min_inlier_ratio, "Accept: inliers / ratio-test matches "
