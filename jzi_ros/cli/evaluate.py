@@ -24,12 +24,13 @@ COMMAND = "evaluate"
 HELP = "score a model on a labelled image manifest (the replay report, no bag needed)"
 DESCRIPTION = """\
 Localize the rows of MANIFEST (split --split; e.g. a test set written by `jzi views`) with
---method (the zoom, the zoom + geometric refinement against the map imagery, or classical
-registration against the whole map) and write the replay report (report.json, report.md,
-frames.csv, plots) to --out, with two baselines measured on the same rows: chance (a uniform
-terminal cell) and a no-image prior (the best constant guess from --prior-manifest's training
-rows, or the map's centre). Calibrate first on held-out views (`jzi localize --calibrate
-VAL.csv`): the report says when the test NEES drifts from the calibration."""
+--method (the zoom, the zoom + geometric refinement against the map imagery, classical
+registration against the whole map, or the retrieval baseline with --retrieval-model) and
+write the replay report (report.json, report.md, frames.csv, plots) to --out, with two
+baselines measured on the same rows: chance (a uniform terminal cell) and a no-image prior (the
+best constant guess from --prior-manifest's training rows, or the map's centre). Calibrate
+first on held-out views (`jzi localize --calibrate VAL.csv`): the report says when the test
+NEES drifts from the calibration."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--map", required=True, type=Path, help="map directory")
     parser.add_argument("--model", type=Path, default=None,
                         help="checkpoint the map was embedded with (not for --method "
-                             "classical)")
+                             "classical or retrieval)")
     parser.add_argument("--out", required=True, type=Path, help="report directory to create")
     parser.add_argument("--split", default="test", choices=("train", "val", "test", "all"),
                         help="manifest rows to score")
@@ -98,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     rows = {"zoom": [("model", summary["top1"], step1)],
             "refine": [("model", summary["top1"], step1),
                        ("refined", summary["estimate"], None)],
-            "classical": [("classical", summary["estimate"], None)]}[args.method]
+            "classical": [("classical", summary["estimate"], None)],
+            "retrieval": [("retrieval", summary["top1"], step1)]}[args.method]
     rows += [(name, extra["baselines"][name], extra["baselines"][name]["path_accuracy"]["1"])
              for name in ("chance", "prior")]
     print(f"{summary['frames']['used']} images scored; report in {args.out}")

@@ -30,7 +30,7 @@ from jzi_ros.errors import JziError
 from jzi_ros.threads import set_threads
 
 # The order subcommands are listed in --help (the data path, top to bottom).
-ORDER = ("demo", "map", "train", "export", "localize", "replay", "bench")
+ORDER = ("demo", "map", "train", "train-retrieval", "export", "localize", "replay", "bench")
 
 DESCRIPTION = """\
 Just Zoom In geo-localization: a camera frame plus an onboard satellite tile pyramid gives an

@@ -16,16 +16,18 @@
 The refinement options shared by ``jzi replay`` and ``jzi bench`` (one definition, two users).
 
 ``--method`` picks what localizes a frame: ``zoom`` (the policy alone), ``refine`` (the zoom,
-then geometric refinement against the map imagery) or ``classical`` (registration against the
-map's whole feature index, no model).
+then geometric refinement against the map imagery), ``classical`` (registration against the
+map's whole feature index, no model) or ``retrieval`` (the retrieval baseline: nearest map view
+in a contrastively trained embedding, ``--retrieval-model``; docs/retrieval.md).
 """
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from jzi_ros.errors import JziError
 
-METHODS = ("zoom", "refine", "classical")
+METHODS = ("zoom", "refine", "classical", "retrieval")
 
 
 def add_arguments(parser: argparse.ArgumentParser, method: bool = True) -> None:
@@ -33,7 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser, method: bool = True) -> None:
         parser.add_argument("--method", choices=METHODS, default="zoom",
                             help="zoom: the policy; refine: zoom + geometric refinement "
                                  "against the map imagery; classical: registration against "
-                                 "the whole map's feature index (no model)")
+                                 "the whole map's feature index (no model); retrieval: the "
+                                 "nearest map view in a contrastive embedding (the paper's "
+                                 "baseline; needs --retrieval-model)")
+        parser.add_argument("--retrieval-model", type=Path, default=None, metavar="PATH",
+                            help="retrieval: checkpoint written by jzi train-retrieval")
     camera = parser.add_mutually_exclusive_group()
     camera.add_argument("--intrinsics", metavar="FX,FY,CX,CY", default=None,
                         help="refine/classical: camera intrinsics of the frames in pixels")
@@ -81,6 +87,8 @@ def wrap(method: str, zoom, map_dir, args: argparse.Namespace):
     if method == "classical":
         from jzi_ros.evaluation.classical import ClassicalLocalizer
         return ClassicalLocalizer(map_dir, refine_config(args), intrinsics(args))
+    if method == "retrieval":
+        return retrieval_localizer(map_dir, args)
     localizer = zoom()
     if method == "zoom":
         return localizer
@@ -95,7 +103,21 @@ def localizer(args: argparse.Namespace):
     from jzi_ros.inference.options import localizer_config
 
     method = getattr(args, "method", "zoom")  # jzi evaluate has no --method
-    if args.model is None and method != "classical":
+    if args.model is None and method not in ("classical", "retrieval"):
         raise JziError(f"--model is needed for --method {method}")
     return wrap(method, lambda: Localizer.from_paths(
         args.map, args.model, localizer_config(args)), args.map, args)
+
+
+def retrieval_localizer(map_dir, args: argparse.Namespace):
+    """Return the retrieval baseline's localizer for ``--method retrieval``."""
+    path = getattr(args, "retrieval_model", None)
+    if path is None:
+        raise JziError("--method retrieval needs --retrieval-model PATH (a checkpoint written "
+                       "by `jzi train-retrieval`; docs/retrieval.md)")
+    from jzi_ros.evaluation.retrieval import RetrievalLocalizer
+
+    threshold = getattr(args, "confidence_threshold", None)
+    return RetrievalLocalizer(map_dir, path, device=getattr(args, "device", None) or "cpu",
+                              confidence_threshold=0.0 if threshold is None else threshold,
+                              progress=not getattr(args, "no_progress", False))

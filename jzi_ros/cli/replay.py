@@ -59,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="map directory (jzi map build)")
     parser.add_argument("--model", default=None, type=Path,
                         help="checkpoint (.safetensors) the map was embedded with (needed "
-                             "unless --method classical)")
+                             "unless --method classical or retrieval)")
     parser.add_argument("--image-topic", required=True, default=argparse.SUPPRESS,
                         help="camera topic (sensor_msgs/Image or sensor_msgs/CompressedImage)")
     parser.add_argument("--gt-topic", required=True, default=argparse.SUPPRESS,
@@ -115,10 +115,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _fusion_options(args: argparse.Namespace):
     if not (args.fusion or args.fit_fusion):
         return None
-    if getattr(args, "method", "zoom") == "classical":
-        raise JziError("--fusion needs the zoom's measurement: use it with --method zoom or "
-                       "refine, not classical (classical registration gives no cell "
-                       "probabilities to fuse)")
+    why = {"classical": "classical registration gives no cell probabilities to fuse",
+           "retrieval": "the retrieval baseline scores single frames only"}
+    method = getattr(args, "method", "zoom")
+    if method in why:
+        raise JziError(f"--fusion needs the zoom's measurement: use it with --method zoom or "
+                       f"refine, not {method} ({why[method]})")
     from jzi_ros.evaluation.fusion_replay import FusionOptions
     from jzi_ros.inference.fusion_config import FusionConfig
 

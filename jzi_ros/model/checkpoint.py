@@ -35,6 +35,14 @@ from jzi_ros.model.zoom import weights_hash, ZoomModel
 
 LOG = logging.getLogger(__name__)
 FORMAT = "jzi-zoom-model/1"
+# the retrieval baseline's checkpoints (jzi_ros.model.retrieval): same container, other network
+RETRIEVAL_FORMAT = "jzi-retrieval-model/1"
+# per format: what writes it, what such a file is and where it goes (a refusal names them)
+_KINDS = {FORMAT: ("a file written by jzi train", "a zoom model (jzi train)",
+                   "pass it as --model"),
+          RETRIEVAL_FORMAT: ("a file written by jzi train-retrieval",
+                             "a retrieval baseline model (jzi train-retrieval)",
+                             "pass it as --retrieval-model with --method retrieval")}
 
 
 def _header(model: ZoomModel, metadata: dict) -> dict[str, str]:
@@ -43,17 +51,46 @@ def _header(model: ZoomModel, metadata: dict) -> dict[str, str]:
             "metadata": json.dumps(metadata)}
 
 
-def _tensors(model: ZoomModel) -> dict[str, torch.Tensor]:
+def module_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Return ``model``'s state as CPU tensors that safetensors can store."""
     # clone: safetensors refuses tensors that share storage, and must not see device memory
     return {name: t.detach().to("cpu").contiguous().clone()
             for name, t in model.state_dict().items()}
 
 
-def _write(path: Path, tensors: dict[str, torch.Tensor], header: dict[str, str]) -> None:
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor],
+                      header: dict[str, str]) -> None:
+    """Write ``tensors`` with the string ``header`` atomically (fsynced before the rename)."""
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=header)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
+
+
+def read_format_header(path: str | os.PathLike, expected: str) -> dict[str, str]:
+    """
+    Return the raw string header of a checkpoint of format ``expected``; JziError otherwise.
+
+    A checkpoint of the other kind (a retrieval model where a zoom model is expected, or the
+    reverse) is refused with what it is and where it goes.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise JziError(f"checkpoint {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise JziError(f"checkpoint {path} is not a readable .safetensors file ({err})") from None
+    found = header.get("format")
+    if found != expected:
+        hint = ""
+        if found in _KINDS:
+            _, what, use = _KINDS[found]
+            hint = f"; this file is {what}: {use}"
+        raise JziError(f"checkpoint {path}: header format is {found!r}, "
+                       f"expected {expected!r} ({_KINDS[expected][0]}){hint}")
+    return header
 
 
 def save_checkpoint(path: str | os.PathLike, model: ZoomModel,
@@ -64,7 +101,7 @@ def save_checkpoint(path: str | os.PathLike, model: ZoomModel,
         json.dumps(metadata)
     except TypeError as err:
         raise JziError(f"checkpoint metadata must be JSON-serialisable: {err}") from None
-    _write(Path(path), _tensors(model), _header(model, metadata))
+    write_safetensors(Path(path), module_tensors(model), _header(model, metadata))
 
 
 def read_header(path: str | os.PathLike) -> dict:
@@ -75,16 +112,7 @@ def read_header(path: str | os.PathLike) -> dict:
     ``weights_hash`` (every tensor) is None in checkpoints written before it existed.
     """
     path = Path(path)
-    if not path.is_file():
-        raise JziError(f"checkpoint {path} does not exist")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            header = handle.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as err:
-        raise JziError(f"checkpoint {path} is not a readable .safetensors file ({err})") from None
-    if header.get("format") != FORMAT:
-        raise JziError(f"checkpoint {path}: header format is {header.get('format')!r}, "
-                       f"expected {FORMAT!r} (a file written by jzi train)")
+    header = read_format_header(path, FORMAT)
     try:
         return {"config": json.loads(header["config"]),
                 "encoder_hash": header["encoder_hash"],
@@ -141,8 +169,8 @@ def update_checkpoint_metadata(path: str | os.PathLike, **metadata) -> dict:
         raise JziError(f"checkpoint metadata must be JSON-serialisable: {err}") from None
     # through the model: the weights are verified (and an older file gains its weights hash)
     model, _ = load_checkpoint(path)
-    _write(path, _tensors(model), {**_header(model, merged),
-                                   "config": json.dumps(header["config"])})
+    write_safetensors(path, module_tensors(model), {**_header(model, merged),
+                                                    "config": json.dumps(header["config"])})
     return merged
 
 

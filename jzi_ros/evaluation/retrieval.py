@@ -1,0 +1,173 @@
+# Copyright 2026 jzi_ros contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+The retrieval baseline as a localizer: a flat nearest-neighbour search over the map's views.
+
+What the paper compares zooming against, measured on the user's own map and frames: every view
+of the finest view level (the cells of side ``size / K^(D-1)``) is embedded once at start-up
+with the retrieval model's view head; a frame is preprocessed exactly as the zoom preprocesses
+its ground image (:func:`jzi_ros.model.preprocess.ground_pixels`: heading policy, crops,
+normalisation), embedded with the frame head and compared with every view by cosine
+similarity. The fix is the centre of the most similar view's cell; the top-k cells are its
+hypotheses. It has the Localizer's replay interface (``tree``, ``pyramid``,
+``backend_name``, ``localize``, ``close``), so ``jzi evaluate`` and ``jzi replay`` score it
+with ``--method retrieval`` like the zoom.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+import time
+
+import numpy as np
+import torch
+
+from jzi_ros.errors import JziError
+from jzi_ros.inference.fix import Fix, FixStatus, Hypothesis
+from jzi_ros.inference.image import as_rgb_uint8, degenerate_reason
+from jzi_ros.maps.pyramid import MapPyramid
+from jzi_ros.model.preprocess import ground_pixels, view_pixels
+from jzi_ros.model.retrieval import load_retrieval
+
+LOG = logging.getLogger(__name__)
+NO_ALTITUDE_SIGMA_M = 100.0  # Up sigma of a retrieval fix (it publishes no altitude)
+PROGRESS_ABOVE_VIEWS = 512  # show a progress bar when embedding more views than this
+
+
+class RetrievalLocalizer:
+    """Image -> Fix at the centre of the finest-level map view nearest in embedding space."""
+
+    def __init__(self, map_dir: str | Path, checkpoint: str | Path, device: str | None = "cpu",
+                 top_k: int = 5, confidence_threshold: float = 0.0, batch_size: int = 64,
+                 progress: bool = True) -> None:
+        if not isinstance(top_k, int) or top_k < 1:
+            raise JziError(f"retrieval: top_k must be an integer >= 1, got {top_k!r}")
+        if not 0.0 <= confidence_threshold <= 1.0:
+            raise JziError(f"retrieval: confidence_threshold must be in [0, 1], "
+                           f"got {confidence_threshold!r}")
+        self.pyramid = MapPyramid.open(map_dir)
+        self.tree = self.pyramid.tree
+        if device in (None, "auto"):
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            self.device = torch.device(device)
+        except RuntimeError:
+            raise JziError(f"retrieval: device {device!r} is not a torch device (expected "
+                           f"auto, cpu, cuda or cuda:N)") from None
+        self.model, self.metadata = load_retrieval(checkpoint, self.device)
+        self.model_config = self.model.model_config  # heading policy, crops: the zoom's rules
+        trained = self.metadata.get("tree")
+        if trained and trained != self.tree.to_dict():
+            LOG.warning("retrieval model %s was trained on another cell tree (%s) than map "
+                        "%s's; its cells may not be the size it learnt", checkpoint, trained,
+                        map_dir)
+        self.backend_name = f"retrieval-torch-{self.device.type}"
+        self.top_k = top_k
+        self.confidence_threshold = float(confidence_threshold)
+        self.level = self.tree.depth - 1
+        start = self.tree.level_offsets[self.level]
+        self.rows = np.arange(start, start + self.tree.num_actions ** self.level)
+        self.paths = [self.tree.path_of_view(int(r)) for r in self.rows]
+        self.centres_en = self.tree.cell_centers_local(np.array(self.paths, np.int64).reshape(
+            len(self.paths), self.level))
+        side = self.tree.cell_side(self.level)
+        self.cell_variance_m2 = side ** 2 / 12.0  # a uniform position inside one cell
+        began = time.perf_counter()
+        self.table = self._embed_views(batch_size, progress)
+        LOG.info("retrieval: embedded %d map views of %.1f m in %.1f s", len(self.rows), side,
+                 time.perf_counter() - began)
+        self._no_fix_at = self.tree.cell_center(())
+        self._no_fix_variance = self.tree.size_m ** 2 / 12.0
+
+    @torch.no_grad()
+    def _embed_views(self, batch_size: int, progress: bool) -> torch.Tensor:
+        from tqdm import tqdm
+
+        chunks = []
+        for start in tqdm(range(0, len(self.rows), batch_size), unit="batch",
+                          desc="retrieval: embedding map views",
+                          disable=not progress or len(self.rows) <= PROGRESS_ABOVE_VIEWS):
+            views = np.asarray(self.pyramid.views[self.rows[start:start + batch_size]])
+            pixels = view_pixels(views, self.model_config).to(self.device)
+            chunks.append(self.model.encode_views(pixels).float())
+        return torch.cat(chunks)
+
+    @property
+    def nbytes(self) -> int:
+        """Return the view table's size in memory."""
+        return int(self.table.numel() * self.table.element_size())
+
+    def _no_fix(self, reason: str, timings: dict[str, float]) -> Fix:
+        return Fix.no_fix(f"retrieval: {reason}", self._no_fix_at[0], self._no_fix_at[1], 0.0,
+                          self._no_fix_variance, timings)
+
+    @torch.no_grad()
+    def localize(self, image_rgb: np.ndarray, intrinsics=None, heading_deg: float | None = None,
+                 **_) -> Fix:
+        """Localize one frame (``intrinsics`` is accepted for the interface and unused)."""
+        start = time.perf_counter()
+        image = as_rgb_uint8(image_rgb)
+        reason = degenerate_reason(image)
+        if reason is not None:
+            return self._no_fix(reason, {"total": (time.perf_counter() - start) * 1e3})
+        pixels = ground_pixels(image, self.model_config, heading_deg)
+        t_pre = time.perf_counter()
+        frame = self.model.encode_frames(pixels[None].to(self.device)).float()
+        t_enc = time.perf_counter()
+        similarity = (frame @ self.table.T)[0]
+        logits = self.model.scale().float() * similarity
+        log_probs = torch.log_softmax(logits, dim=0)
+        k = min(self.top_k, len(self.rows))
+        top_log, top = log_probs.topk(k)
+        top_log, top = top_log.cpu().numpy().astype(np.float64), top.cpu().numpy()
+        end = time.perf_counter()
+        timings = {"preprocess": (t_pre - start) * 1e3, "encode": (t_enc - t_pre) * 1e3,
+                   "search": (end - t_enc) * 1e3, "total": (end - start) * 1e3}
+        if not np.all(np.isfinite(top_log)):
+            return self._no_fix("the model produced non-finite similarities", timings)
+        return self._fix(top, top_log, timings)
+
+    def _fix(self, top: np.ndarray, top_log: np.ndarray, timings: dict[str, float]) -> Fix:
+        weights = np.exp(top_log - top_log.max())
+        weights /= weights.sum()  # normalised over the returned hypotheses
+        centres = self.centres_en[top]
+        best_e, best_n = (float(v) for v in centres[0])
+        offsets = centres - centres[0]
+        # the candidates' probability-weighted spread around the published cell, plus the
+        # uniform variance inside a cell: never below one cell's, never NaN
+        cov_en = (weights[:, None, None] * offsets[:, :, None] * offsets[:, None, :]).sum(0)
+        cov_en = cov_en + np.eye(2) * self.cell_variance_m2
+        cov = np.zeros((3, 3))
+        cov[:2, :2] = cov_en
+        cov[2, 2] = NO_ALTITUDE_SIGMA_M ** 2
+        hypotheses = []
+        for index, weight, log_prob, (east, north) in zip(top, weights, top_log, centres):
+            lat, lon = self.tree.to_latlon(float(east), float(north))
+            hypotheses.append(Hypothesis(tuple(self.paths[index]), float(weight),
+                                         float(log_prob), float(east), float(north),
+                                         float(lat), float(lon)))
+        confidence = float(math.exp(top_log[0]))  # softmax over every view of the level
+        lat, lon = hypotheses[0].latitude, hypotheses[0].longitude
+        if confidence < self.confidence_threshold:
+            return Fix.no_fix(f"retrieval: confidence {confidence:.4f} below the threshold "
+                              f"{self.confidence_threshold:g}", lat, lon, 0.0,
+                              self._no_fix_variance, timings, hypotheses, confidence,
+                              best_e, best_n)
+        return Fix(FixStatus.FIX, lat, lon, 0.0, cov, confidence, best_e, best_n,
+                   tuple(hypotheses), "", timings)
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,225 @@
+# Copyright 2026 jzi_ros contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+The retrieval baseline: its loss, training, checkpoints, localizer and CLI wiring.
+
+Everything runs on a tiny synthetic map (16 finest-level views) with the tiny encoder, so
+each test takes seconds on a CPU.
+"""
+import dataclasses
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from safetensors import safe_open
+import torch
+
+from jzi_ros.errors import JziError
+from jzi_ros.evaluation.retrieval import RetrievalLocalizer
+from jzi_ros.model.checkpoint import load_checkpoint, save_checkpoint
+from jzi_ros.model.config import ModelConfig
+from jzi_ros.model.retrieval import (info_nce, load_retrieval, RetrievalConfig, RetrievalModel,
+                                     save_retrieval)
+from jzi_ros.training.manifest import Sample, write_manifest
+
+from support import make_tiny_map, make_tiny_model, world_of
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: extra intra-op threads only fight the other test processes for cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_retrieval(pyramid, seed: int = 0, crops: str = "single") -> RetrievalModel:
+    torch.manual_seed(seed)
+    config = dataclasses.replace(ModelConfig.preset("tiny"), grid=pyramid.tree.grid,
+                                 depth=pyramid.tree.depth, ground_crops=crops)
+    return RetrievalModel(RetrievalConfig(config, embed_dim=32)).eval()
+
+
+def finest_paths(tree):
+    return list(tree.level_paths(tree.depth - 1))
+
+
+def write_view_manifest(root: Path, pyramid, split: str, jitter_m: float = 0.0,
+                        seed: int = 0, repeat: int = 1) -> Path:
+    """One image per finest-level cell (the world around a point in it) + a manifest."""
+    world, tree = world_of(pyramid), pyramid.tree
+    rng = np.random.default_rng(seed)
+    side = tree.cell_side(tree.depth - 1)
+    images = root / f"images_{split}"
+    images.mkdir(parents=True, exist_ok=True)
+    samples = []
+    for index, path in enumerate(finest_paths(tree)):
+        east, north = tree.cell_center_local(path)
+        east, north = np.array([east, north]) + rng.uniform(-jitter_m, jitter_m, 2)
+        image = world.ground_image(east, north, extent_m=side, size=(48, 48))
+        file = images / f"{index}.png"
+        cv2.imwrite(str(file), image[..., ::-1])
+        lat, lon = tree.to_latlon(east, north)
+        samples += [Sample(file, float(lat), float(lon), split=split)] * repeat
+    manifest = root / f"{split}.csv"
+    write_manifest(manifest, samples)
+    return manifest
+
+
+def test_info_nce_does_not_push_apart_frames_of_one_view():
+    rng = torch.Generator().manual_seed(0)
+    views = torch.nn.functional.normalize(torch.randn(4, 16, generator=rng), dim=-1)
+    views[1] = views[0]  # samples 0 and 1 lie in the same cell: one view, twice
+    frames = views.clone()  # every frame embedded exactly on its own view
+    scale = torch.tensor(50.0)
+    shared = info_nce(frames, views, torch.tensor([7, 7, 8, 9]), scale)
+    unmasked = info_nce(frames, views, torch.tensor([7, 6, 8, 9]), scale)
+    # masked: a perfect embedding has (almost) no loss; unmasked the twin is a negative
+    # exactly as similar as the positive, which costs log 2 on both of their rows
+    assert shared.item() < 1e-3
+    assert unmasked.item() == pytest.approx(0.5 * np.log(2.0), rel=0.05)
+
+
+def test_train_retrieval_cli_lowers_loss_and_writes_checkpoints(tmp_path):
+    from jzi_ros.cli.main import main
+
+    pyramid = make_tiny_map(tmp_path)
+    manifest = write_view_manifest(tmp_path, pyramid, "train", jitter_m=60.0, repeat=4)
+    out = tmp_path / "run"
+    code = main(["train-retrieval", f"manifest={manifest}", f"map={pyramid.path}",
+                 f"out={out}", "model_preset=tiny", "model.ground_crops=single",
+                 "num_workers=0", "epochs=8", "batch_size=16", "lr=3e-3", "warmup=0.05",
+                 "val_fraction=0.2", "augment=false", "--embed-dim", "32", "--no-progress"])
+    assert code == 0
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(history) == 8
+    assert history[-1]["train_loss"] < 0.7 * history[0]["train_loss"]
+    assert {"val_recall@1", "val_recall@5", "val_loss"} <= set(history[-1])
+    # the held-out rows repeat training images: the search must have learnt them
+    assert history[-1]["val_recall@1"] >= 0.6 > history[0]["val_recall@1"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["views"] == 16 and summary["view_level"] == 1
+    model, metadata = load_retrieval(out / "best.safetensors")
+    assert metadata["tree"] == pyramid.tree.to_dict()
+    assert model.config.embed_dim == 32 and model.model_config.ground_crops == "single"
+    # a second run into the same directory is refused
+    assert main(["train-retrieval", f"manifest={manifest}", f"map={pyramid.path}",
+                 f"out={out}", "model_preset=tiny", "num_workers=0", "epochs=1",
+                 "--no-progress"]) == 2
+
+
+def test_checkpoint_round_trip_and_refusals_of_the_other_kind(tmp_path):
+    pyramid = make_tiny_map(tmp_path)
+    model = tiny_retrieval(pyramid, seed=3, crops="split2")
+    with torch.no_grad():
+        model.logit_scale.fill_(2.5)
+    path = tmp_path / "retrieval.safetensors"
+    save_retrieval(path, model, {"note": "test"})
+    with safe_open(str(path), framework="pt") as handle:  # a safetensors file, no pickle
+        assert handle.metadata()["format"] == "jzi-retrieval-model/1"
+    loaded, metadata = load_retrieval(path)
+    assert metadata == {"note": "test"}
+    assert loaded.config.to_dict() == model.config.to_dict()
+    pixels = torch.randn(2, 2, 3, 56, 56)
+    with torch.no_grad():
+        assert torch.equal(loaded.encode_frames(pixels), model.encode_frames(pixels))
+        assert loaded.scale().item() == pytest.approx(np.exp(2.5), rel=1e-6)
+
+    zoom = tmp_path / "zoom.safetensors"
+    save_checkpoint(zoom, make_tiny_model(pyramid))
+    with pytest.raises(JziError, match=r"zoom\.safetensors: header format is 'jzi-zoom-model/1'"
+                                       r".*a zoom model \(jzi train\): pass it as --model"):
+        load_retrieval(zoom)
+    with pytest.raises(JziError, match=r"retrieval\.safetensors: .*retrieval baseline model .*"
+                                       r"--retrieval-model with --method retrieval"):
+        load_checkpoint(path)
+    # flipped weights are caught by the header's hash
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(JziError, match="corrupt"):
+        load_retrieval(path)
+
+
+def test_localizer_finds_the_cell_of_a_map_view(tmp_path):
+    pyramid = make_tiny_map(tmp_path)
+    model = tiny_retrieval(pyramid, seed=1)
+    with torch.no_grad():  # same head on both sides: a view is nearest to itself
+        model.frame_head.load_state_dict(model.view_head.state_dict())
+    path = tmp_path / "identity.safetensors"
+    save_retrieval(path, model)
+    localizer = RetrievalLocalizer(pyramid.path, path, top_k=3, progress=False)
+    tree = pyramid.tree
+    side = tree.cell_side(1)
+    assert localizer.table.shape == (16, 32) and localizer.backend_name.startswith("retrieval")
+    for cell in finest_paths(tree):
+        view = np.ascontiguousarray(pyramid.view(cell))
+        fix = localizer.localize(view)
+        assert fix.ok and len(fix.hypotheses) == 3
+        assert fix.hypotheses[0].path == cell
+        assert (fix.east_m, fix.north_m) == pytest.approx(tree.cell_center_local(cell))
+        assert sum(h.probability for h in fix.hypotheses) == pytest.approx(1.0)
+        assert 0.0 < fix.confidence <= 1.0
+        assert np.all(np.isfinite(fix.covariance_enu))
+        assert np.all(np.linalg.eigvalsh(fix.covariance_enu[:2, :2]) >= side ** 2 / 12 - 1e-6)
+        assert set(fix.timings_ms) == {"preprocess", "encode", "search", "total"}
+    # a different frame head breaks the identity: the same search then misses most cells
+    with torch.no_grad():
+        model.frame_head.weight.mul_(-1.0)
+    save_retrieval(path, model)
+    flipped = RetrievalLocalizer(pyramid.path, path, progress=False)
+    hits = sum(flipped.localize(np.ascontiguousarray(pyramid.view(c))).hypotheses[0].path == c
+               for c in finest_paths(tree))
+    assert hits < 8
+    # a uniform frame carries no place information: NO_FIX, finite
+    blank = localizer.localize(np.full((40, 40, 3), 128, np.uint8))
+    assert not blank.ok and np.all(np.isfinite(blank.covariance_enu))
+
+
+def test_method_retrieval_needs_its_model_then_evaluates_end_to_end(tmp_path, capsys):
+    from jzi_ros.cli.main import main
+
+    pyramid = make_tiny_map(tmp_path)
+    manifest = write_view_manifest(tmp_path, pyramid, "test", jitter_m=40.0)
+    out = tmp_path / "report"
+    assert main(["evaluate", str(manifest), "--map", str(pyramid.path), "--method",
+                 "retrieval", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--retrieval-model PATH" in err
+    assert not out.exists()
+
+    model = tiny_retrieval(pyramid, seed=2)
+    checkpoint = tmp_path / "r.safetensors"
+    save_retrieval(checkpoint, model)
+    assert main(["evaluate", str(manifest), "--map", str(pyramid.path), "--method",
+                 "retrieval", "--retrieval-model", str(checkpoint), "--out", str(out),
+                 "--no-plots", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "16 images scored" in printed
+    assert any(line.startswith("retrieval ") for line in printed.splitlines())
+    report = json.loads((out / "report.json").read_text())
+    assert report["backend"].startswith("retrieval") and report["frames"]["used"] == 16
+    assert len((out / "frames.csv").read_text().splitlines()) == 17
+    # a zoom checkpoint given as the retrieval model is one clear line
+    zoom = tmp_path / "zoom.safetensors"
+    save_checkpoint(zoom, make_tiny_model(pyramid))
+    assert main(["evaluate", str(manifest), "--map", str(pyramid.path), "--method",
+                 "retrieval", "--retrieval-model", str(zoom), "--out", str(tmp_path / "r2"),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "a zoom model" in err
