@@ -278,3 +278,18 @@ class LoggerRecords(logging.Handler):
     @property
     def text(self):
         return "\n".join(self.lines)
+
+
+def one_thread_torch():
+    """
+    Run a test with one torch thread, restoring the count after (a generator for a fixture).
+
+    Tiny models: extra intra-op threads only fight the other test processes for cores. A test
+    module makes it an autouse fixture: ``one_thread = pytest.fixture(autouse=True)(...)``.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -36,16 +36,10 @@ from jzi_ros.model.retrieval import (info_nce, load_retrieval, RetrievalConfig, 
                                      save_retrieval)
 from jzi_ros.training.manifest import Sample, write_manifest
 
-from support import make_tiny_map, make_tiny_model, world_of
+from support import make_tiny_map, make_tiny_model, one_thread_torch, world_of
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: extra intra-op threads only fight the other test processes for cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+one_thread = pytest.fixture(autouse=True)(one_thread_torch)
 
 
 def tiny_retrieval(pyramid, seed: int = 0, crops: str = "single") -> RetrievalModel:

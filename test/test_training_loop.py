@@ -32,18 +32,12 @@ from jzi_ros.training.config import load_train_config
 from jzi_ros.training.loop import train
 from jzi_ros.training.manifest import label_samples, read_manifest, Sample, write_manifest
 from jzi_ros.training.optim import lr_factor
-from support import make_tiny_map, world_of
+from support import make_tiny_map, one_thread_torch, world_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: extra intra-op threads only fight the other test processes for cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+one_thread = pytest.fixture(autouse=True)(one_thread_torch)
 
 
 def make_dataset(tmp_path, pyramid, count: int, seed: int = 0, outside: int = 0,

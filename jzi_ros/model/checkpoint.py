@@ -122,6 +122,25 @@ def read_header(path: str | os.PathLike) -> dict:
         raise JziError(f"checkpoint {path}: corrupt header ({err})") from None
 
 
+def load_weights_into(model: torch.nn.Module, path: Path, what: str) -> None:
+    """
+    Fill ``model`` with the tensors of the safetensors file ``path`` (strict; no pickle).
+
+    JziError, naming ``what`` and the file, when the file cannot be read or its tensors do not
+    fit the model its own header describes.
+    """
+    try:
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as err:
+        raise JziError(f"{what} {path}: cannot read weights ({err})") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[1:2] or [str(err)]
+        raise JziError(f"{what} {path}: weights do not match its config "
+                       f"({first[0].strip()})") from None
+
+
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"
                     ) -> tuple[ZoomModel, dict]:
     """
@@ -134,16 +153,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"
     header = read_header(path)
     config = ModelConfig.from_dict(header["config"])
     model = ZoomModel(config, load_weights=False)
-    try:
-        state = load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as err:
-        raise JziError(f"checkpoint {path}: cannot read weights ({err})") from None
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        first = str(err).splitlines()[1:2] or [str(err)]
-        raise JziError(f"checkpoint {path}: weights do not match its config "
-                       f"({first[0].strip()})") from None
+    load_weights_into(model, path, "checkpoint")
     if model.encoder_hash() != header["encoder_hash"]:
         raise JziError(f"checkpoint {path}: encoder weights hash to {model.encoder_hash()}, "
                        f"header says {header['encoder_hash']} (file corrupt?)")

@@ -37,16 +37,14 @@ import math
 import os
 from pathlib import Path
 
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 import torch
 from torch import nn
 import torch.nn.functional as F
 
 from jzi_ros.config import from_mapping
 from jzi_ros.errors import JziError
-from jzi_ros.model.checkpoint import (module_tensors, read_format_header, RETRIEVAL_FORMAT,
-                                      write_safetensors)
+from jzi_ros.model.checkpoint import (load_weights_into, module_tensors, read_format_header,
+                                      RETRIEVAL_FORMAT, write_safetensors)
 from jzi_ros.model.config import ModelConfig
 from jzi_ros.model.encoder import ImageEncoder
 from jzi_ros.model.zoom import weights_hash
@@ -178,16 +176,7 @@ def load_retrieval(path: str | os.PathLike, device: str | torch.device = "cpu"
     except (KeyError, json.JSONDecodeError) as err:
         raise JziError(f"retrieval checkpoint {path}: corrupt header ({err})") from None
     model = RetrievalModel(config, load_weights=False)
-    try:
-        state = load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as err:
-        raise JziError(f"retrieval checkpoint {path}: cannot read weights ({err})") from None
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        first = str(err).splitlines()[1:2] or [str(err)]
-        raise JziError(f"retrieval checkpoint {path}: weights do not match its config "
-                       f"({first[0].strip()})") from None
+    load_weights_into(model, path, "retrieval checkpoint")
     if weights_hash(model) != stored_hash:
         raise JziError(f"retrieval checkpoint {path}: its weights hash to "
                        f"{weights_hash(model)}, the header says {stored_hash}: the file is "

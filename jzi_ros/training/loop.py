@@ -179,7 +179,7 @@ def _train(config: TrainConfig, resume: bool, progress: bool, log: Callable[[str
     pyramid = MapPyramid.open(config.map)
     model = _build_model(config, pyramid, out, resume)
     render = config.render_spec()
-    labeled, train_set, val_set = _samples(config, pyramid, log, render)
+    labeled, train_set, val_set = training_samples(config, pyramid, log, render)
     if info.is_main and write_held_out(out / VAL_MANIFEST, labeled, val_set):
         log(f"held out {len(val_set)} training row(s) for validation: {out / VAL_MANIFEST} "
             f"(calibrate with `jzi localize --calibrate {out / VAL_MANIFEST}`)")
@@ -236,8 +236,8 @@ def _train(config: TrainConfig, resume: bool, progress: bool, log: Callable[[str
                    n_train, len(val_set), len(labeled.skipped))
 
 
-def _samples(config: TrainConfig, pyramid: MapPyramid, log: Callable[[str], None],
-             render=None):
+def training_samples(config: TrainConfig, pyramid: MapPyramid, log: Callable[[str], None],
+                     render=None):
     """
     Return (labelled manifest, training set, validation set); JziError before any step.
 
@@ -389,7 +389,7 @@ def _save_epoch(run: _Run, out: Path, history: list, record: dict, validated: bo
                 log: Callable[[str], None]) -> float | None:
     """Log the epoch, write metrics, best (when it improved), last and the state; return best."""
     config = run.config
-    _write_history(out / METRICS_LOG, history)
+    write_history(out / METRICS_LOG, history)
     log(_epoch_line(record, config.best_metric))
     epoch_meta = {**metadata, "epoch": record["epoch"], "metrics": record}
     if validated and _better(config.best_metric, record[config.best_metric], best):
@@ -450,7 +450,8 @@ def _epoch_line(record: dict, metric: str) -> str:
     return text
 
 
-def _write_history(path: Path, history: list[dict]) -> None:
+def write_history(path: Path, history: list[dict]) -> None:
+    """Write the per-epoch records as JSON lines, atomically (the zoom's and retrieval's)."""
     import json
     with atomic_open(path, "w", encoding="utf-8") as handle:
         for record in history:

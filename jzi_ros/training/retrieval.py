@@ -29,7 +29,6 @@ recall@1 of the view search, else the last), ``metrics.jsonl`` and ``summary.jso
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 import time
 from typing import Callable
@@ -40,7 +39,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from tqdm import tqdm
 
 from jzi_ros.errors import JziError
-from jzi_ros.files import atomic_open, write_json
+from jzi_ros.files import write_json
 from jzi_ros.maps.pyramid import MapPyramid
 from jzi_ros.model.preprocess import view_pixels
 from jzi_ros.model.retrieval import (info_nce, RetrievalConfig, RetrievalModel,
@@ -48,8 +47,8 @@ from jzi_ros.model.retrieval import (info_nce, RetrievalConfig, RetrievalModel,
 from jzi_ros.training.config import TrainConfig
 from jzi_ros.training.data import Collate, RenderedZoomDataset, ZoomDataset
 from jzi_ros.training.ddp import pick_device
-# the zoom trainer's reading of the manifest / render spec, shared rather than copied
-from jzi_ros.training.loop import _samples as labelled_samples
+# the zoom trainer's reading of the manifest / render spec and its history file, shared
+from jzi_ros.training.loop import training_samples, write_history
 from jzi_ros.training.optim import amp_settings, lr_factor, make_optimizer
 
 LAST, BEST = "last.safetensors", "best.safetensors"
@@ -145,7 +144,7 @@ def train_retrieval(config: TrainConfig, embed_dim: int = 128,
     model = RetrievalModel(RetrievalConfig(model_config, embed_dim, initial_temperature))
     model.to(device)
     render = config.render_spec()
-    labeled, train_set, val_set = labelled_samples(config, pyramid, log, render)
+    labeled, train_set, val_set = training_samples(config, pyramid, log, render)
     dataset = (ZoomDataset(train_set, tree, model_config, augment=config.augment,
                            seed=config.seed) if render is None else
                RenderedZoomDataset(render, tree, model_config, augment=config.augment,
@@ -208,7 +207,7 @@ def train_retrieval(config: TrainConfig, embed_dim: int = 128,
             record.update(validate(model, pyramid, val_loader, device,
                                    config.embed_batch_size))
         history.append(record)
-        _write_history(out / METRICS_LOG, history)
+        write_history(out / METRICS_LOG, history)
         log(_epoch_line(record))
         meta = {**metadata, "epoch": record["epoch"], "metrics": record}
         if validated and (best is None or record["val_recall@1"] > best):
@@ -286,9 +285,3 @@ def _epoch_line(record: dict) -> str:
                  f"{record['val_recall@5']:.3f}, val loss {record['val_loss']:.4f} "
                  f"({record['val_samples']} frames)")
     return text
-
-
-def _write_history(path: Path, history: list[dict]) -> None:
-    with atomic_open(path, "w", encoding="utf-8") as handle:
-        for record in history:
-            handle.write(json.dumps(record) + "\n")

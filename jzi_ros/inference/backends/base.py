@@ -80,6 +80,19 @@ class Backend(abc.ABC):
         """
         return None
 
+    def _steps_without_seeds(self, seeds: np.ndarray | None, log) -> None:
+        """
+        Warn once that this runtime's exported graph takes no seeds (its steps are unseeded).
+
+        ONNX Runtime and TensorRT run the exported decoder, which has no seeds input: the
+        prior-seeded zoom (``fusion.seed_beam``) is the torch backend's.
+        """
+        if seeds is not None and not getattr(self, "_warned_seeds", False):
+            log.warning("%s: the exported decoder takes no seeds; the prior-seeded zoom "
+                        "(fusion.seed_beam) needs the torch backend, the filter gets the "
+                        "model's own beam", self.name)
+            self._warned_seeds = True
+
     def describe(self) -> str:
         return f"{self.name} on {self.device} ({self.precision})"
 

@@ -91,7 +91,6 @@ class OnnxRuntimeBackend(Backend):
         self.table_value = (onnxruntime.OrtValue.ortvalue_from_numpy(self.table, "cuda", index)
                             if wants_cuda else None)
         self.files = (encoder_path, decoder_path)
-        self._warned_seeds = False
         self.outputs = DECODER_OUTPUTS  # paths, log_probs, then the steps (export.py)
         LOG.info("onnxruntime sessions on %s from %s", self.encoder.get_providers()[0],
                  encoder_path.parent)
@@ -128,11 +127,7 @@ class OnnxRuntimeBackend(Backend):
         """
         from jzi_ros.inference.decode import BeamSteps
 
-        if seeds is not None and not self._warned_seeds:
-            LOG.warning("onnxruntime: the exported decoder takes no seeds; the prior-seeded "
-                        "zoom (fusion.seed_beam) needs the torch backend, the filter gets the "
-                        "model's own beam")
-            self._warned_seeds = True
+        self._steps_without_seeds(seeds, LOG)
         ground = np.asarray(ground, np.float32)
         paths, log_probs, *steps = run_in_chunks(
             lambda x: self._decode_chunk(x, self.outputs), ground, self.batch)

@@ -226,7 +226,6 @@ class TensorRTBackend(Backend):
             str(decoder_onnx), None, spec.force_engine_update, False, spec.max_workspace_size),
             device)
         self.table = torch.as_tensor(np.asarray(spec.view_table, np.float32), device=device)
-        self._warned_seeds = False
         self.decoder.inputs["view_table"].copy_(self.table)
         if fp16 and self.encoder.built:
             self.check_fp16(spec.model_path)
@@ -288,11 +287,7 @@ class TensorRTBackend(Backend):
         """
         from jzi_ros.inference.decode import BeamSteps
 
-        if seeds is not None and not self._warned_seeds:
-            LOG.warning("tensorrt: the exported decoder takes no seeds; the prior-seeded zoom "
-                        "(fusion.seed_beam) needs the torch backend, the filter gets the "
-                        "model's own beam")
-            self._warned_seeds = True
+        self._steps_without_seeds(seeds, LOG)
         paths, log_probs, *steps = self._decode_outputs(
             torch.as_tensor(np.asarray(ground, np.float32)), DECODER_OUTPUTS)
         return (paths.long().cpu().numpy(), log_probs.float().cpu().numpy(),
