@@ -35,9 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-topic", default=IMAGE_TOPIC)
     parser.add_argument("--gt-topic", default=GT_TOPIC)
     parser.add_argument("--odom-topic", default=ODOM_TOPIC)
+    parser.add_argument("--backend", default="torch", choices=("torch", "onnxruntime"),
+                        help="CPU backend of the zoom (default torch, as the fusion numbers "
+                             "were taken)")
 
 
 def localizer(args: argparse.Namespace) -> Localizer:
-    """Return the torch CPU localizer on one thread, as the fusion numbers were taken."""
+    """Return the CPU localizer on one thread (torch unless ``--backend`` says otherwise)."""
     return Localizer.from_paths(args.map, args.model, LocalizerConfig(
-        backend="torch", device="cpu", threads=1))
+        backend=getattr(args, "backend", "torch"), device="cpu", threads=1))
