@@ -46,13 +46,16 @@ rm -rf "$WORK/run"
 cp "$WORK/run/best.safetensors" "$WORK/model.safetensors"
 "${JZI[@]}" localize --map "$WORK/map" --model "$WORK/model.safetensors" --device "$DEVICE" \
     --calibrate "$WORK/val/manifest.csv"
-# the same test views three ways: the zoom alone, the zoom + refinement against the map imagery
+# the same test views four ways: the zoom alone, the zoom + refinement against the map imagery
 # (the camera's field of view from the manifest's hfov column; the map resolution matched to the
-# mid altitude), and classical registration against the whole map (no model)
+# mid altitude), the same with the whole-map fallback when the zoom's cells fail, and classical
+# registration against the whole map (no model)
 NOMINAL=$(( (${ALT_LO%.*} + ${ALT_HI%.*}) / 2 ))
-for METHOD in zoom refine classical; do
+for METHOD in zoom refine refine-fallback classical; do
     echo "== test views: --method $METHOD"
+    FALLBACK=(); [[ "$METHOD" == refine-fallback ]] && FALLBACK=(--global-fallback)
     "${JZI[@]}" evaluate "$WORK/test/manifest.csv" --map "$WORK/map" \
         --model "$WORK/model.safetensors" --device "$DEVICE" --out "$WORK/report-$METHOD" \
-        --method "$METHOD" --nominal-height "$NOMINAL" --overwrite --no-progress
+        --method "${METHOD%-fallback}" "${FALLBACK[@]}" --nominal-height "$NOMINAL" \
+        --overwrite --no-progress
 done
