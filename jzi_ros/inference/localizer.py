@@ -330,7 +330,7 @@ class Localizer:
         decoded to nothing usable. ``seeds`` (``decode.Seeds``, e.g. from
         ``CellFilter.seed_cells``): also expand the prefixes the filter's prior supports
         (the prior-seeded zoom); the Fix stays the model's own beam, only the measurement
-        gains the seeded prefixes (torch backend; the others ignore seeds).
+        gains the seeded prefixes (torch backend; the exported graphs take no seeds and warn).
         """
         from jzi_ros.inference.measurement import Measurement
 
