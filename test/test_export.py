@@ -22,7 +22,7 @@ import torch
 from jzi_ros.inference.backends import BackendSpec, create_backend
 from jzi_ros.inference.backends.onnxruntime_backend import run_in_chunks
 from jzi_ros.inference.export import (DECODER_OUTPUTS, default_export_dir, EXPORT_JSON,
-                                      export_model, weights_hash)
+                                      export_model, FORMAT, read_export, weights_hash)
 from jzi_ros.inference.localizer import Localizer, LocalizerConfig
 from jzi_ros.inference.measurement import Measurement
 from jzi_ros.inference.parity import compare
@@ -152,6 +152,15 @@ def test_export_is_reused_until_the_weights_change(exported):
     with torch.no_grad():
         model.decoder.head.bias.add_(1e-3)  # a decoder-only change (frozen encoder training)
     assert weights_hash(model) != info["weights_hash"]
+
+
+def test_an_export_from_before_the_step_outputs_is_redone_with_the_reason(tmp_path):
+    (tmp_path / EXPORT_JSON).write_text('{"format": "jzi-onnx-export/1", "decoders": {}}')
+    with LoggerRecords("jzi_ros.inference.export") as log:
+        assert read_export(tmp_path) is None  # export_model then exports everything again
+    assert "jzi-onnx-export/1" in log.text and "exporting again" in log.text
+    (tmp_path / EXPORT_JSON).write_text('{"format": "%s", "decoders": {}}' % FORMAT)
+    assert read_export(tmp_path)["format"] == FORMAT
 
 
 def test_static_batch_chunks_and_pads():

@@ -207,7 +207,12 @@ def read_export(export_dir: str | Path) -> dict | None:
     if not path.exists():
         return None
     info = read_json(path, "ONNX export description")
-    return info if info.get("format") == FORMAT else None
+    if info.get("format") != FORMAT:
+        LOG.warning("ONNX export in %s is format %r, this jzi_ros writes %r (the decoder now "
+                    "also outputs every step's probabilities, which temporal fusion needs): "
+                    "exporting again", export_dir, info.get("format"), FORMAT)
+        return None
+    return info
 
 
 def export_model(model_path: str | Path, out_dir: str | Path | None = None,
