@@ -94,6 +94,40 @@ def test_onnxruntime_gives_the_filter_every_step_as_torch_does(exported):
     assert np.allclose(seeded[2][0].step_lp, steps_o[0].step_lp)
 
 
+def test_tensorrt_backend_hands_the_engines_steps_on_in_chunks(exported):
+    """Check TensorRT's output plumbing, the engine replaced by the graph's torch module."""
+    from jzi_ros.inference.backends.tensorrt_backend import TensorRTBackend
+    from jzi_ros.inference.export import DecoderGraph
+
+    pyramid, ckpt, _ = exported
+    model, _ = load_checkpoint(ckpt)
+    table = torch.as_tensor(np.asarray(pyramid.load_embeddings(model.encoder_hash()),
+                                       np.float32))
+    graph = DecoderGraph(model.float().eval(), BEAM)
+    buffers = {}
+
+    def engine(ground):  # the engine's contract: named outputs in reused buffers
+        with torch.inference_mode():
+            for name, value in zip(DECODER_OUTPUTS, graph(ground, table)):
+                buffers.setdefault(name, torch.empty_like(value)).copy_(value)
+        return buffers
+
+    backend = object.__new__(TensorRTBackend)  # no TensorRT here: only the Python around it
+    backend.device, backend.batch, backend.decoder = "cpu", 2, engine
+    ground = np.random.default_rng(5).normal(size=(3, model.embed_dim)).astype(np.float32)
+    paths, log_probs, steps = backend.decode_steps(ground)  # 3 frames in chunks of 2
+    reference = BackendSpec(str(ckpt), table.numpy(), 4, 2, BEAM, cpu_graph="eager")
+    ref_paths, ref_lp, ref_steps = create_backend("torch", reference, "cpu",
+                                                  "fp32").decode_steps(ground)
+    assert paths.dtype == np.int64 and np.array_equal(paths, ref_paths)
+    assert np.allclose(log_probs, ref_lp, atol=1e-5) and len(steps) == 3
+    for a, b in zip(steps, ref_steps):
+        assert a.prefix_index.dtype == np.int64
+        assert np.array_equal(a.prefix_index, b.prefix_index)
+        assert np.allclose(a.step_lp, b.step_lp, atol=1e-5)
+    assert np.array_equal(backend.decode(ground)[0], paths)
+
+
 def test_localizer_on_onnxruntime_measures_every_step(exported):
     pyramid, ckpt, _ = exported
     config = LocalizerConfig(beam_width=BEAM, device="cpu", warmup_frames=0)
