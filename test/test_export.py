@@ -80,6 +80,7 @@ def test_onnxruntime_gives_the_filter_every_step_as_torch_does(exported):
     assert np.array_equal(paths_t, paths_o) and np.allclose(lp_t, lp_o, atol=1e-4)
     assert len(steps_o) == 3
     for a, b in zip(steps_t, steps_o):
+        assert b.prefix_index.dtype == a.prefix_index.dtype == np.int64  # as torch gives them
         assert np.array_equal(a.prefix_index, b.prefix_index)
         for name in ("root_lp", "prefix_lp", "step_lp"):
             assert np.allclose(getattr(a, name), getattr(b, name), atol=1e-4), name

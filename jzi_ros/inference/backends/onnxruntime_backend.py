@@ -131,7 +131,9 @@ class OnnxRuntimeBackend(Backend):
         ground = np.asarray(ground, np.float32)
         paths, log_probs, *steps = run_in_chunks(
             lambda x: self._decode_chunk(x, self.outputs), ground, self.batch)
-        return paths.astype(np.int64), log_probs.astype(np.float32), BeamSteps.split(*steps)
+        root_lp, prefix_index, prefix_lp, step_lp = steps  # int32 indices in the graph
+        return (paths.astype(np.int64), log_probs.astype(np.float32),
+                BeamSteps.split(root_lp, prefix_index.astype(np.int64), prefix_lp, step_lp))
 
     def close(self) -> None:
         self.encoder = self.decoder = self.table_value = None
