@@ -39,8 +39,8 @@ from jzi_ros.errors import JziError
 from jzi_ros.inference.fix import Fix, FixStatus, Hypothesis
 from jzi_ros.inference.image import as_rgb_uint8, degenerate_reason
 from jzi_ros.maps.pyramid import MapPyramid
-from jzi_ros.model.preprocess import ground_pixels, view_pixels
-from jzi_ros.model.retrieval import load_retrieval
+from jzi_ros.model.preprocess import ground_pixels
+from jzi_ros.model.retrieval import embed_view_rows, finest_view_rows, load_retrieval
 
 LOG = logging.getLogger(__name__)
 NO_ALTITUDE_SIGMA_M = 100.0  # Up sigma of a retrieval fix (it publishes no altitude)
@@ -78,32 +78,20 @@ class RetrievalLocalizer:
         self.top_k = top_k
         self.confidence_threshold = float(confidence_threshold)
         self.level = self.tree.depth - 1
-        start = self.tree.level_offsets[self.level]
-        self.rows = np.arange(start, start + self.tree.num_actions ** self.level)
+        self.rows = finest_view_rows(self.tree)
         self.paths = [self.tree.path_of_view(int(r)) for r in self.rows]
         self.centres_en = self.tree.cell_centers_local(np.array(self.paths, np.int64).reshape(
             len(self.paths), self.level))
         side = self.tree.cell_side(self.level)
         self.cell_variance_m2 = side ** 2 / 12.0  # a uniform position inside one cell
         began = time.perf_counter()
-        self.table = self._embed_views(batch_size, progress)
+        self.table = embed_view_rows(
+            self.model, self.pyramid, self.rows, batch_size, self.device,
+            progress and len(self.rows) > PROGRESS_ABOVE_VIEWS, "retrieval: embedding map views")
         LOG.info("retrieval: embedded %d map views of %.1f m in %.1f s", len(self.rows), side,
                  time.perf_counter() - began)
         self._no_fix_at = self.tree.cell_center(())
         self._no_fix_variance = self.tree.size_m ** 2 / 12.0
-
-    @torch.no_grad()
-    def _embed_views(self, batch_size: int, progress: bool) -> torch.Tensor:
-        from tqdm import tqdm
-
-        chunks = []
-        for start in tqdm(range(0, len(self.rows), batch_size), unit="batch",
-                          desc="retrieval: embedding map views",
-                          disable=not progress or len(self.rows) <= PROGRESS_ABOVE_VIEWS):
-            views = np.asarray(self.pyramid.views[self.rows[start:start + batch_size]])
-            pixels = view_pixels(views, self.model_config).to(self.device)
-            chunks.append(self.model.encode_views(pixels).float())
-        return torch.cat(chunks)
 
     @property
     def nbytes(self) -> int:

@@ -331,11 +331,6 @@ def build_pyramid_timed(source: str | os.PathLike, out_dir: str | os.PathLike,
     return BuildResult(pyramid, tiles, seconds)
 
 
-def bytes_per_map(tree: CellTree, tile_px: int) -> int:
-    """Size of views.npy without header: a quick size estimate before building."""
-    return tree.num_views * tile_px * tile_px * 3
-
-
 # above this a build needs an explicit --allow-large (a typo in --depth/--tile-px costs TBs)
 LARGE_MAP_BYTES = 64 * 2**30
 

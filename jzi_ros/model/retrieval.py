@@ -37,6 +37,7 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -47,6 +48,7 @@ from jzi_ros.model.checkpoint import (load_weights_into, module_tensors, read_fo
                                       RETRIEVAL_FORMAT, write_safetensors)
 from jzi_ros.model.config import ModelConfig
 from jzi_ros.model.encoder import ImageEncoder
+from jzi_ros.model.preprocess import view_pixels
 from jzi_ros.model.zoom import weights_hash
 
 # CLIP's bound on the learnt logit scale: beyond it the softmax saturates and training stalls
@@ -144,6 +146,37 @@ def info_nce(frames: torch.Tensor, views: torch.Tensor, view_ids: torch.Tensor,
     logits = logits.masked_fill(same, float("-inf"))
     target = torch.arange(len(frames), device=frames.device)
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def finest_view_rows(tree) -> np.ndarray:
+    """Return the view-table rows of the finest view level (depth - 1): what is retrieved."""
+    level = tree.depth - 1
+    start = tree.level_offsets[level]
+    return np.arange(start, start + tree.num_actions ** level, dtype=np.int64)
+
+
+@torch.no_grad()
+def embed_view_rows(model: RetrievalModel, pyramid, rows: np.ndarray, batch_size: int,
+                    device: torch.device, progress: bool = False,
+                    desc: str = "embedding map views") -> torch.Tensor:
+    """
+    Return the unit embeddings ``[len(rows), E]`` of a map's views ``rows``, in eval mode.
+
+    ``pyramid``: a :class:`~jzi_ros.maps.pyramid.MapPyramid` (its memory-mapped views). The
+    trainer's validation and :class:`~jzi_ros.evaluation.retrieval.RetrievalLocalizer` both
+    embed the map this way.
+    """
+    from tqdm import tqdm
+
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch",
+                      disable=not progress):
+        views = np.asarray(pyramid.views[rows[start:start + batch_size]])
+        out.append(model.encode_views(view_pixels(views, model.model_config).to(device)).float())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.zeros((0, model.config.embed_dim), device=device)
 
 
 def save_retrieval(path: str | os.PathLike, model: RetrievalModel,

@@ -208,7 +208,6 @@ class FrameHeading:
     def __init__(self, node: Any, values: dict[str, Any], fusion: NodeFusion | None,
                  source: str) -> None:
         self.source = source
-        self.fixed_yaw_rad = math.radians(values["heading_yaw_deg"])
         self.camera_yaw_rad = math.radians(values["camera_yaw_deg"])
         if not math.isfinite(self.camera_yaw_rad):
             raise JziError(f"fusion.camera_yaw_deg must be a finite angle in degrees, got "
@@ -218,7 +217,7 @@ class FrameHeading:
         if fusion is not None:
             self.series, self.lock = fusion.online.track.heading, fusion.online.lock
             return
-        self.series = HeadingSeries(self.source, self.fixed_yaw_rad)
+        self.series = HeadingSeries(self.source, math.radians(values["heading_yaw_deg"]))
         self.lock = threading.Lock()
         if self.source == "imu":
             from sensor_msgs.msg import Imu

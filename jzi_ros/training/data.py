@@ -183,3 +183,18 @@ class RenderedZoomDataset(Dataset):
                 "path": torch.from_numpy(path),
                 "view_rows": torch.from_numpy(prefix_view_indices(self.tree, path[None])[0]),
                 "index": index}
+
+
+def training_dataset(config, train_set: LabeledSamples, tree: CellTree,
+                     model_config: ModelConfig, render=None) -> Dataset:
+    """
+    Return the training dataset of a ``jzi train`` config (``TrainConfig``).
+
+    The manifest's training rows, or views rendered on the fly when ``render`` (the config's
+    ``RenderSpec``) is given; augmented as the config says, seeded by its seed.
+    """
+    if render is None:
+        return ZoomDataset(train_set, tree, model_config, augment=config.augment,
+                           seed=config.seed)
+    return RenderedZoomDataset(render, tree, model_config, augment=config.augment,
+                               seed=config.seed)

@@ -45,10 +45,11 @@ from jzi_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from jzi_ros.model.zoom import ZoomModel
 from jzi_ros.training import ddp
 from jzi_ros.training.config import TrainConfig
-from jzi_ros.training.data import Collate, RenderedZoomDataset, ZoomDataset
+from jzi_ros.training.data import Collate, training_dataset, ZoomDataset
 from jzi_ros.training.manifest import (label_samples, read_manifest, split_train_val,
                                        write_held_out)
-from jzi_ros.training.optim import amp_settings, lr_factor, make_optimizer
+from jzi_ros.training.optim import (amp_settings, fit_schedule_to_budget, lr_factor,
+                                    make_optimizer, out_of_budget)
 from jzi_ros.training.render import check_not_test
 from jzi_ros.training.state import load_train_state, save_train_state
 from jzi_ros.training.validate import evaluate
@@ -206,15 +207,12 @@ def _train(config: TrainConfig, resume: bool, progress: bool, log: Callable[[str
         global_step, loss_sum, seen = _train_epoch(run, loader, epoch, global_step, progress,
                                                    started)
         elapsed = time.time() - epoch_start
-        stopping = ddp.all_reduce_mean(float(_out_of_budget(config, global_step, started)),
+        stopping = ddp.all_reduce_mean(float(out_of_budget(config, global_step, started)),
                                        info) > 0
         if config.max_minutes and epoch == start_epoch and not stopping:
-            # fit the cosine schedule (and warm-up) to the steps the wall-clock budget allows
-            fit = int(global_step + (config.max_minutes * 60 - (time.time() - started))
-                      * (global_step - first_step) / max(elapsed, 1e-9))
-            run.total_steps = max(global_step + 1, min(run.total_steps, fit))
-            run.warmup_steps = max(1, min(run.warmup_steps,
-                                          int(config.warmup * run.total_steps)))
+            run.total_steps, run.warmup_steps = fit_schedule_to_budget(
+                config, run.total_steps, run.warmup_steps, global_step, first_step, elapsed,
+                started)
         record = {"epoch": epoch + 1, "step": global_step,
                   "train_loss": ddp.all_reduce_mean(loss_sum / max(1, seen), info),
                   "lr": run.optimizer.param_groups[0]["lr"], "epoch_s": round(elapsed, 3),
@@ -269,9 +267,7 @@ def _loaders(config: TrainConfig, pyramid: MapPyramid, model: ZoomModel, train_s
     """Return (training dataset, its sampler, training loader, validation loader)."""
     mc, tree, device = model.config, pyramid.tree, info.device
     frozen = mc.encoder.frozen
-    dataset = (ZoomDataset(train_set, tree, mc, augment=config.augment, seed=config.seed)
-               if render is None else
-               RenderedZoomDataset(render, tree, mc, augment=config.augment, seed=config.seed))
+    dataset = training_dataset(config, train_set, tree, mc, render)
     sampler = (DistributedSampler(dataset, info.world_size, info.rank, shuffle=True,
                                   seed=config.seed) if info.distributed
                else RandomSampler(dataset, generator=torch.Generator().manual_seed(config.seed)))
@@ -343,7 +339,7 @@ def _train_epoch(run: _Run, loader: DataLoader, epoch: int, global_step: int, pr
     for step, batch in enumerate(loader):
         # at least one step per run; under DDP the clock is read only between epochs so
         # that the ranks stop together
-        if step >= run.steps_per_epoch or (step and _out_of_budget(
+        if step >= run.steps_per_epoch or (step and out_of_budget(
                 config, global_step, started or time.time(), not run.info.distributed)):
             break
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
@@ -429,13 +425,6 @@ def _finish(config: TrainConfig, pyramid: MapPyramid, model: ZoomModel, history:
         write_json(out / SUMMARY, summary)
     ddp.barrier(info)
     return summary
-
-
-def _out_of_budget(config: TrainConfig, global_step: int, started: float,
-                   clock: bool = True) -> bool:
-    """Whether the step or wall-clock budget is spent (``clock``: also read the clock)."""
-    return bool((config.max_steps and global_step >= config.max_steps) or (
-        clock and config.max_minutes and time.time() - started >= config.max_minutes * 60))
 
 
 def _epoch_line(record: dict, metric: str) -> str:

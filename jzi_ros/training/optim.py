@@ -22,6 +22,7 @@ small functions of the training config, shared by the training loop and
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 
@@ -36,6 +37,26 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def out_of_budget(config: TrainConfig, step: int, started: float, clock: bool = True) -> bool:
+    """Whether the step or wall-clock budget is spent (``clock``: also read the clock)."""
+    return bool((config.max_steps and step >= config.max_steps) or (
+        clock and config.max_minutes and time.time() - started >= config.max_minutes * 60))
+
+
+def fit_schedule_to_budget(config: TrainConfig, total: int, warmup: int, step: int,
+                           first_step: int, epoch_s: float, started: float) -> tuple[int, int]:
+    """
+    Return ``(total, warmup)`` steps fitted to what ``config.max_minutes`` still allows.
+
+    Called after the first epoch (``first_step`` .. ``step`` took ``epoch_s``): the cosine
+    schedule then ends when the wall-clock budget does instead of being cut off half-way.
+    """
+    fit = int(step + (config.max_minutes * 60 - (time.time() - started))
+              * (step - first_step) / max(epoch_s, 1e-9))
+    total = max(step + 1, min(total, fit))
+    return total, max(1, min(warmup, int(config.warmup * total)))
 
 
 def make_optimizer(model: ZoomModel, config: TrainConfig,

@@ -33,7 +33,6 @@ from pathlib import Path
 import time
 from typing import Callable
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 from tqdm import tqdm
@@ -41,15 +40,15 @@ from tqdm import tqdm
 from jzi_ros.errors import JziError
 from jzi_ros.files import write_json
 from jzi_ros.maps.pyramid import MapPyramid
-from jzi_ros.model.preprocess import view_pixels
-from jzi_ros.model.retrieval import (info_nce, RetrievalConfig, RetrievalModel,
-                                     save_retrieval)
+from jzi_ros.model.retrieval import (embed_view_rows, finest_view_rows, info_nce,
+                                     RetrievalConfig, RetrievalModel, save_retrieval)
 from jzi_ros.training.config import TrainConfig
-from jzi_ros.training.data import Collate, RenderedZoomDataset, ZoomDataset
+from jzi_ros.training.data import Collate, training_dataset, ZoomDataset
 from jzi_ros.training.ddp import pick_device
 # the zoom trainer's reading of the manifest / render spec and its history file, shared
 from jzi_ros.training.loop import training_samples, write_history
-from jzi_ros.training.optim import amp_settings, lr_factor, make_optimizer
+from jzi_ros.training.optim import (amp_settings, fit_schedule_to_budget, lr_factor,
+                                    make_optimizer, out_of_budget)
 
 LAST, BEST = "last.safetensors", "best.safetensors"
 METRICS_LOG, SUMMARY = "metrics.jsonl", "summary.json"
@@ -66,29 +65,6 @@ class FinestViewCollate(Collate):
         if "view_slots" in batch:
             batch["view_slots"] = batch["view_slots"].reshape(-1)
         return batch
-
-
-def finest_view_rows(tree) -> np.ndarray:
-    """Return the view-table rows of the finest view level (depth - 1), in table order."""
-    level = tree.depth - 1
-    start = tree.level_offsets[level]
-    return np.arange(start, start + tree.num_actions ** level, dtype=np.int64)
-
-
-@torch.no_grad()
-def embed_view_rows(model: RetrievalModel, pyramid: MapPyramid, rows: np.ndarray,
-                    batch_size: int, device: torch.device, progress: bool = False,
-                    desc: str = "embedding map views") -> torch.Tensor:
-    """Return the unit embeddings ``[len(rows), E]`` of the map's views ``rows`` (eval mode)."""
-    was_training = model.training
-    model.eval()
-    out = []
-    for start in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch",
-                      disable=not progress):
-        views = np.asarray(pyramid.views[rows[start:start + batch_size]])
-        out.append(model.encode_views(view_pixels(views, model.model_config).to(device)))
-    model.train(was_training)
-    return torch.cat(out) if out else torch.zeros((0, model.config.embed_dim), device=device)
 
 
 @torch.no_grad()
@@ -145,10 +121,7 @@ def train_retrieval(config: TrainConfig, embed_dim: int = 128,
     model.to(device)
     render = config.render_spec()
     labeled, train_set, val_set = training_samples(config, pyramid, log, render)
-    dataset = (ZoomDataset(train_set, tree, model_config, augment=config.augment,
-                           seed=config.seed) if render is None else
-               RenderedZoomDataset(render, tree, model_config, augment=config.augment,
-                                   seed=config.seed))
+    dataset = training_dataset(config, train_set, tree, model_config, render)
     loader = DataLoader(dataset, config.batch_size,
                         sampler=RandomSampler(dataset, generator=torch.Generator().manual_seed(
                             config.seed)),
@@ -189,14 +162,10 @@ def train_retrieval(config: TrainConfig, embed_dim: int = 128,
                                       autocast, schedule, step, steps_per_epoch, epoch, started,
                                       progress)
         elapsed = time.time() - epoch_start
-        stopping = _out_of_budget(config, step, started)
+        stopping = out_of_budget(config, step, started)
         if config.max_minutes and epoch == 0 and not stopping:
-            # fit the cosine schedule to the steps the wall-clock budget allows
-            fit = int(step + (config.max_minutes * 60 - (time.time() - started))
-                      * (step - first) / max(elapsed, 1e-9))
-            schedule["total"] = max(step + 1, min(schedule["total"], fit))
-            schedule["warmup"] = max(1, min(schedule["warmup"],
-                                            int(config.warmup * schedule["total"])))
+            schedule["total"], schedule["warmup"] = fit_schedule_to_budget(
+                config, schedule["total"], schedule["warmup"], step, first, elapsed, started)
         record = {"epoch": epoch + 1, "step": step, "train_loss": loss_sum / max(seen, 1),
                   "temperature": float(1.0 / model.scale().detach()),
                   "lr": optimizer.param_groups[0]["lr"], "epoch_s": round(elapsed, 3),
@@ -243,7 +212,7 @@ def _epoch(model: RetrievalModel, loader: DataLoader, optimizer: torch.optim.Opt
     bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", unit="step",
                disable=not progress)
     for index, batch in enumerate(loader):
-        if index >= steps_per_epoch or (index and _out_of_budget(config, step, started)):
+        if index >= steps_per_epoch or (index and out_of_budget(config, step, started)):
             break
         factor = lr_factor(step, schedule["total"], schedule["warmup"])
         for group in optimizer.param_groups:
@@ -270,11 +239,6 @@ def _epoch(model: RetrievalModel, loader: DataLoader, optimizer: torch.optim.Opt
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
     bar.close()
     return step, loss_sum, seen
-
-
-def _out_of_budget(config: TrainConfig, step: int, started: float) -> bool:
-    return bool((config.max_steps and step >= config.max_steps) or (
-        config.max_minutes and time.time() - started >= config.max_minutes * 60))
 
 
 def _epoch_line(record: dict) -> str:

@@ -264,7 +264,7 @@ class TensorRTBackend(Backend):
                           for chunk, rows in self._chunks(pixels)])
 
     def decode_tensor(self, ground: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        paths, log_probs, *_ = self._decode_outputs(ground, DECODER_OUTPUTS[:2])
+        paths, log_probs = self._decode_outputs(ground, DECODER_OUTPUTS[:2])
         return paths.long(), log_probs.float()
 
     def _decode_outputs(self, ground: torch.Tensor, names: tuple[str, ...]
