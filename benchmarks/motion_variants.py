@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+# Copyright 2026 jzi_ros contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Variants of the random-walk filter's motion, tried against the shipped one (docs/fusion.md).
+
+    PYTHONPATH=. python benchmarks/motion_variants.py DEMO/validation_seed1 \
+        DEMO/validation_seed2 DEMO/validation_seed3 --map DEMO/map --test DEMO/bag
+
+The fused random walk misses issue #17's doubling bar on the demo flight; this asks whether a
+different motion model closes it. Each bag is replayed once (measurements stored, the model's
+default backend), then the numpy reference filter runs every variant over ``--filter-seeds``
+seeds on the validation bags (the choice) and the test bag (reported, never chosen on):
+
+- ``shipped``: the fitted defaults (velocity random walk, ``accel_sigma_mps2``);
+- ``two-regime a_c/a_m/q``: each particle's velocity change per frame is drawn with
+  ``a_m`` m/s^2 with probability ``q`` per second, else ``a_c`` (cruise: long straight
+  stretches coast on a remembered velocity; manoeuvre: turns);
+- ``borrowed velocities s``: particles drawn from the measurement (the proposal) take the
+  velocity of a cloud particle (drawn by weight) plus ``s`` m/s noise instead of a fresh
+  velocity uniform in the speed disc;
+- ``mode radius r``: the published mode gathers particles within ``r`` m instead of 150 m.
+
+The variants replace :class:`CellFilter` methods in this process only (numpy kernel).
+Measures and prints pooled R@100 m and median error of every scored frame's estimate.
+"""
+import argparse
+from dataclasses import replace
+from pathlib import Path
+import sys
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from jzi_ros.demo.bag import GT_TOPIC, IMAGE_TOPIC  # noqa: E402
+from jzi_ros.demo.odometry import ODOM_TOPIC  # noqa: E402
+from jzi_ros.evaluation.fusion_replay import _errors, _runs, FusionOptions  # noqa: E402
+from jzi_ros.evaluation.replay import replay_bag, ReplayOptions  # noqa: E402
+from jzi_ros.inference import fusion  # noqa: E402
+from jzi_ros.inference.fusion_config import FusionConfig  # noqa: E402
+from jzi_ros.inference.localizer import Localizer, LocalizerConfig  # noqa: E402
+
+SHIPPED_PREDICT = fusion.CellFilter.predict
+SHIPPED_VELOCITIES = fusion.CellFilter._velocities
+
+
+def two_regime(cruise: float, manoeuvre: float, rate: float):
+    """A ``CellFilter.predict`` whose random-walk noise is ``manoeuvre`` w.p. rate * dt."""
+    def predict(self, dt_s, displacement_en):
+        if displacement_en is not None:
+            return SHIPPED_PREDICT(self, dt_s, displacement_en)
+        cfg, state = self.config, self._state
+        position, velocity = state[:2], state[2:]
+        self._odometry = False
+        count = state.shape[1]
+        sigma = np.where(self.rng.random(count) < rate * max(dt_s, 0.0), manoeuvre, cruise)
+        velocity += self._normals(count) * (sigma * dt_s)
+        speed = np.sqrt(np.maximum(np.einsum("ij,ij->j", velocity, velocity),
+                                   cfg.max_speed_mps ** 2))
+        velocity *= cfg.max_speed_mps / speed  # the shipped speed bound
+        position += velocity * dt_s
+        np.clip(position, -self.half, self.half, out=position)
+        self._coarse = None
+    return predict
+
+
+def borrowed(sigma_mps: float):
+    """A ``CellFilter._velocities`` that copies cloud velocities (by weight) plus noise."""
+    def velocities(self, count):
+        if not self.weights.size:
+            return SHIPPED_VELOCITIES(self, count)
+        pick = self.rng.choice(self.weights.size, count, p=self.weights / self.weights.sum())
+        return self._state[2:, pick] + self._normals(count) * sigma_mps
+    return velocities
+
+
+def score(results, config: FusionConfig, seeds: int) -> tuple[float, float]:
+    """Pooled R@100 m and median error (m) of the random-walk filter over ``seeds`` seeds."""
+    errors = np.hypot(*_errors(_runs(results, config, seeds)).T)
+    return float(np.mean(errors <= 100.0)), float(np.median(errors))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
+    parser.add_argument("bags", nargs="+", type=Path, help="validation bags (demo-style)")
+    parser.add_argument("--map", type=Path, required=True, help="the demo map (DEMO/map)")
+    parser.add_argument("--model", type=Path,
+                        default=ROOT / "jzi_ros" / "data" / "demo_model.safetensors")
+    parser.add_argument("--test", type=Path, required=True, help="the held-out bag (DEMO/bag)")
+    parser.add_argument("--filter-seeds", type=int, default=6)
+    args = parser.parse_args()
+    localizer = Localizer.from_paths(args.map, args.model, LocalizerConfig(device="cpu"))
+    options = ReplayOptions(IMAGE_TOPIC, GT_TOPIC, progress=False,
+                            fusion=FusionOptions(FusionConfig(), ODOM_TOPIC))
+    validation = [replay_bag(bag, localizer, options) for bag in args.bags]
+    test = [replay_bag(args.test, localizer, options)]
+    base = FusionConfig(kernel="numpy")
+    variants = [("shipped", {}, base)]
+    variants += [(f"two-regime {c:g}/{m:g}/{q:g}", {"predict": two_regime(c, m, q)}, base)
+                 for c, m, q in ((0.5, 6, 0.1), (1, 6, 0.1), (2, 6, 0.1), (1, 8, 0.05),
+                                 (1, 4, 0.2), (0.5, 8, 0.2))]
+    variants += [(f"borrowed velocities {s:g} m/s", {"_velocities": borrowed(s)}, base)
+                 for s in (1.0, 4.0, 8.0)]
+    variants += [(f"mode radius {r:g} m", {}, replace(base, mode_radius_m=r))
+                 for r in (75.0, 300.0)]
+    print(f"{sum(len(r.used) for r in validation)} validation frames, "
+          f"{len(test[0].used)} test frames, {args.filter_seeds} filter seeds each")
+    print("| variant | validation R@100 m | validation median m | test R@100 m | test median m |")
+    print("|---|---:|---:|---:|---:|")
+    for name, methods, config in variants:
+        for attribute, method in methods.items():
+            setattr(fusion.CellFilter, attribute, method)
+        try:
+            v100, vmed = score(validation, config, args.filter_seeds)
+            t100, tmed = score(test, config, args.filter_seeds)
+        finally:
+            fusion.CellFilter.predict = SHIPPED_PREDICT
+            fusion.CellFilter._velocities = SHIPPED_VELOCITIES
+        print(f"| {name} | {v100:.1%} | {vmed:.1f} | {t100:.1%} | {tmed:.1f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
