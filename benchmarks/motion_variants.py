@@ -59,7 +59,7 @@ SHIPPED_VELOCITIES = fusion.CellFilter._velocities
 
 
 def two_regime(cruise: float, manoeuvre: float, rate: float):
-    """A ``CellFilter.predict`` whose random-walk noise is ``manoeuvre`` w.p. rate * dt."""
+    """Return a ``CellFilter.predict`` whose walk noise is ``manoeuvre`` w.p. rate * dt."""
     def predict(self, dt_s, displacement_en):
         if displacement_en is not None:
             return SHIPPED_PREDICT(self, dt_s, displacement_en)
@@ -79,7 +79,7 @@ def two_regime(cruise: float, manoeuvre: float, rate: float):
 
 
 def borrowed(sigma_mps: float):
-    """A ``CellFilter._velocities`` that copies cloud velocities (by weight) plus noise."""
+    """Return a ``CellFilter._velocities`` copying cloud velocities (by weight) + noise."""
     def velocities(self, count):
         if not self.weights.size:
             return SHIPPED_VELOCITIES(self, count)

@@ -36,7 +36,8 @@ from jzi_ros.model.retrieval import (info_nce, load_retrieval, RetrievalConfig, 
                                      save_retrieval)
 from jzi_ros.training.manifest import Sample, write_manifest
 
-from support import make_tiny_map, make_tiny_model, one_thread_torch, world_of
+from support import (make_tiny_checkpoint, make_tiny_map, make_tiny_model, one_thread_torch,
+                     world_of)
 
 
 one_thread = pytest.fixture(autouse=True)(one_thread_torch)
@@ -217,3 +218,31 @@ def test_method_retrieval_needs_its_model_then_evaluates_end_to_end(tmp_path, ca
                  "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "a zoom model" in err
+
+
+def test_bench_times_the_retrieval_frame_next_to_the_zoom(tmp_path, capsys):
+    from jzi_ros.cli.main import main
+
+    pyramid = make_tiny_map(tmp_path)
+    zoom = make_tiny_checkpoint(tmp_path, pyramid, name="zoom.safetensors")  # map embedded
+    retrieval = tmp_path / "r.safetensors"
+    save_retrieval(retrieval, tiny_retrieval(pyramid, seed=3))
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--map", str(pyramid.path), "--model", str(zoom), "--backend",
+                 "torch", "--device", "cpu", "--frames", "3", "--warmup", "1",
+                 "--no-paper-way", "--no-fusion", "--retrieval-model", str(retrieval),
+                 "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    row = next(line for line in printed.splitlines() if line.startswith("| retrieval (torch"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[4] == "16"  # the tiny map's finest views, all searched
+    preprocess, encode, search = (float(v) for v in cells[2].split(" / "))
+    assert min(preprocess, encode, search) > 0.0
+    assert float(cells[1].split(" / ")[0]) >= encode  # the frame holds its encoder pass
+    timing = json.loads(out.read_text())[0]["retrieval"]
+    assert timing["views"] == 16 and timing["table_bytes"] == 16 * 32 * 4
+    assert timing["frame_ms"]["median"] <= timing["frame_ms"]["p95"]
+    # a random --preset map has no retrieval model: refused in one line before any timing
+    assert main(["bench", "--preset", "tiny", "--retrieval-model", str(retrieval)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--retrieval-model" in err

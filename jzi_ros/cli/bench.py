@@ -73,6 +73,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "rendered from the map imagery at --nominal-height (--map with "
                              "imagery.tif)")
     refineopts.add_arguments(parser, method=False)
+    parser.add_argument("--retrieval-model", type=Path, default=None, metavar="PATH",
+                        help="also time the retrieval baseline's frame (a checkpoint written "
+                             "by jzi train-retrieval for this map; torch on the CPU): "
+                             "preprocess, encoder, search over the map's finest views")
     parser.add_argument("--no-fusion", action="store_true",
                         help="skip timing the temporal filter (this map and a 65,536-cell map)")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE",
@@ -168,6 +172,18 @@ def _bench_refine(args: argparse.Namespace, localizer, map_dir: Path) -> dict:
         refiner.close()
 
 
+def _bench_retrieval(args: argparse.Namespace, map_dir: Path, image) -> dict:
+    from jzi_ros.evaluation.retrieval import RetrievalLocalizer
+    from jzi_ros.inference.bench import bench_retrieval
+
+    print(f"timing retrieval ({args.retrieval_model}) ...", flush=True)
+    retrieval = RetrievalLocalizer(map_dir, args.retrieval_model, device="cpu", progress=False)
+    try:
+        return bench_retrieval(retrieval, image, args.frames, args.warmup)
+    finally:
+        retrieval.close()
+
+
 def _bench_filter(tree, encode=None) -> tuple[list[dict], str]:
     """
     Time the temporal filter on this map and on a 65,536-terminal-cell map: rows and a table.
@@ -218,12 +234,16 @@ def run(args: argparse.Namespace) -> int:
     from jzi_ros.evaluation.metrics import DEFAULT_RECALL_M
     from jzi_ros.files import write_json
     from jzi_ros.inference.bench import (accuracy, bench_frame, bench_localizer,
-                                         format_table, synthetic_setup, timing_heading)
+                                         format_retrieval, format_table, synthetic_setup,
+                                         timing_heading)
     from jzi_ros.inference.localizer import Localizer
     from jzi_ros.inference.options import localizer_config
 
     if args.preset is None and (args.map_dir is None or args.model is None):
         raise JziError("give --map and --model, or --preset NAME")
+    if args.retrieval_model is not None and args.preset is not None:
+        raise JziError("--retrieval-model needs the map it was trained for: give --map and "
+                       "--model instead of --preset")
     if args.frames < 1 or args.warmup < 0:
         raise JziError(f"--frames must be >= 1 and --warmup >= 0, got {args.frames} / "
                        f"{args.warmup}")
@@ -269,6 +289,11 @@ def run(args: argparse.Namespace) -> int:
     if not rows:
         raise JziError("no backend could be timed (see the 'skipped' lines above)")
     print(format_table(rows))
+    if args.retrieval_model is not None:
+        timing = _bench_retrieval(args, map_dir, image)
+        print(format_retrieval(timing, rows))
+        for row in rows:
+            row.retrieval = timing
     if filter_rows is None and not args.no_fusion:  # no CPU row: the filter alone
         filter_rows = _bench_filter(tree)
     if filter_rows is not None:

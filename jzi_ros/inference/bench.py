@@ -94,6 +94,7 @@ class BenchRow:
     refine: dict = field(default_factory=dict)  # filled by bench_refinement (jzi bench --refine)
     # temporal filter per frame on this map and a 65,536-cell map (jzi bench, once per run)
     fusion_filter: list = field(default_factory=list)
+    retrieval: dict = field(default_factory=dict)  # bench_retrieval (--retrieval-model), once
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -240,6 +241,30 @@ def bench_refinement(localizer, refiner, classical, image_rgb: np.ndarray, intri
         result["classical_ms"] = stats(_time(lambda: classical.localize(image_rgb, intrinsics),
                                              frames, warmup, "cpu"))
     return result
+
+
+def bench_retrieval(retrieval, image_rgb: np.ndarray, frames: int = 30, warmup: int = 5
+                    ) -> dict:
+    """
+    Time the retrieval baseline's frame (``RetrievalLocalizer.localize``) on one image.
+
+    Returns wall and thread CPU ms per frame (median, p95), the median of each stage inside
+    the frame (preprocess, encode, search: the fix's ``timings``), the number of map views
+    searched and the view table's bytes.
+    """
+    stages: list[dict] = []
+    cpu: list[float] = []
+    heading = timing_heading(retrieval)
+
+    def frame() -> None:
+        stages.append(retrieval.localize(image_rgb, heading_deg=heading).timings_ms)
+
+    wall = _time(frame, frames, warmup, "cpu", cpu)
+    timed = stages[warmup:]
+    return {"frame_ms": stats(wall), "cpu_ms": stats(cpu),
+            "stages_ms": {k: round(float(np.median([t[k] for t in timed])), 3)
+                          for k in ("preprocess", "encode", "search")},
+            "views": len(retrieval.rows), "table_bytes": retrieval.nbytes}
 
 
 def accuracy(localizer, samples: list[tuple],
@@ -442,6 +467,23 @@ def format_table(rows: list[BenchRow]) -> str:
                              f"{f['refine_ms']['median']:.1f} / {f['refine_ms']['p95']:.1f} | "
                              f"{f['refine_ms']['median'] / max(r.encoder_ms['median'], 1e-9):.1f}"
                              f"x | {cpu} | {classical} | {f['note']} |")
+    return "\n".join(lines)
+
+
+def format_retrieval(timing: dict, rows: list[BenchRow]) -> str:
+    """Return a table of the retrieval baseline's frame next to each CPU zoom frame."""
+    stages = timing["stages_ms"]
+    lines = ["", "| method | frame ms (med / p95) | inside it, ms (median): preprocess / encode "
+             "/ search | thread CPU ms (med) | searched views | view table |",
+             "|" + "---|" * 6,
+             f"| retrieval (torch, cpu) | {_med_p95(timing['frame_ms'])} | "
+             f"{stages['preprocess']:.2f} / {stages['encode']:.2f} / {stages['search']:.2f} | "
+             f"{timing['cpu_ms']['median']:.2f} | {timing['views']} | "
+             f"{timing['table_bytes'] / 2 ** 10:.0f} KiB |"]
+    for r in rows:
+        if r.device == "cpu":
+            lines.append(f"| zoom, {r.label} beam {r.beam_width} | {_med_p95(r.frame_ms)} | "
+                         "- | - | - | - |")
     return "\n".join(lines)
 
 
