@@ -191,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         finite = [d for d in delays if math.isfinite(d)]
         print(f"{name}: recovered in {len(finite)} of {len(delays)} seeds, median "
               f"{np.median(delays):.0f} s (range {min(delays):.0f}-{max(delays):.0f}; a fresh "
-              f"filter from the teleport's frame {np.median(colds):.0f} s, range {min(colds):.0f}-{max(colds):.0f}); "
+              f"filter from the teleport's frame {np.median(colds):.0f} s, range "
+              f"{min(colds):.0f}-{max(colds):.0f}); "
               f"R@{args.radius:g} m after the teleport {after:.1%} vs {control:.1%} unkidnapped")
     return 0
 
