@@ -31,6 +31,7 @@ import itertools
 from pathlib import Path
 import sys
 import time
+from typing import Callable
 
 import numpy as np
 
@@ -54,20 +55,33 @@ def score(results, config: FusionConfig, seeds: int) -> tuple[float, float]:
     return float(np.mean(errors <= 100.0)), float(np.median(errors))
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
+def add_arguments(parser: argparse.ArgumentParser, filter_seeds: int) -> None:
+    """Add the validation bags, ``--map``, ``--model`` and ``--filter-seeds`` to ``parser``."""
     parser.add_argument("bags", nargs="+", type=Path, help="validation bags (demo-style)")
     parser.add_argument("--map", type=Path, required=True, help="the demo map (DEMO/map)")
     parser.add_argument("--model", type=Path,
                         default=ROOT / "jzi_ros" / "data" / "demo_model.safetensors")
-    parser.add_argument("--test", type=Path, default=None, help="a held-out bag to score")
-    parser.add_argument("--filter-seeds", type=int, default=10)
-    parser.add_argument("--top", type=int, default=8, help="combinations to print")
-    args = parser.parse_args()
+    parser.add_argument("--filter-seeds", type=int, default=filter_seeds)
+
+
+def replay_once(args: argparse.Namespace, bags) -> tuple[list, Callable]:
+    """Replay ``bags`` once (measurements stored); return the results and a replayer."""
     localizer = Localizer.from_paths(args.map, args.model, LocalizerConfig(device="cpu"))
     options = ReplayOptions(IMAGE_TOPIC, GT_TOPIC, progress=False,
                             fusion=FusionOptions(FusionConfig(), ODOM_TOPIC))
-    results = [replay_bag(bag, localizer, options) for bag in args.bags]
+
+    def replay(bag):
+        return replay_bag(bag, localizer, options)
+    return [replay(bag) for bag in bags], replay
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
+    add_arguments(parser, filter_seeds=10)
+    parser.add_argument("--test", type=Path, default=None, help="a held-out bag to score")
+    parser.add_argument("--top", type=int, default=8, help="combinations to print")
+    args = parser.parse_args()
+    results, replay = replay_once(args, args.bags)
     base = FusionConfig()
     began, rows = time.time(), []
     for combo in itertools.product(*GRID.values()):
@@ -85,7 +99,7 @@ def main() -> int:
     r100, median = score(results, base, args.filter_seeds)
     print(f"defaults {defaults}: R@100 m {r100:.1%}, median {median:.1f} m")
     if args.test is not None:
-        test = [replay_bag(args.test, localizer, options)]
+        test = [replay(args.test)]
         for name, values in (("defaults", defaults), ("validation best", rows[0][2])):
             r100, median = score(test, replace(base, **values), args.filter_seeds)
             print(f"{args.test} with the {name}: R@100 m {r100:.1%}, median {median:.1f} m")

@@ -41,18 +41,11 @@ from dataclasses import replace
 from pathlib import Path
 import sys
 
+import fusion_grid  # benchmarks/, next to this file (puts the checkout on sys.path)
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from jzi_ros.demo.bag import GT_TOPIC, IMAGE_TOPIC  # noqa: E402
-from jzi_ros.demo.odometry import ODOM_TOPIC  # noqa: E402
-from jzi_ros.evaluation.fusion_replay import _errors, _runs, FusionOptions  # noqa: E402
-from jzi_ros.evaluation.replay import replay_bag, ReplayOptions  # noqa: E402
-from jzi_ros.inference import fusion  # noqa: E402
-from jzi_ros.inference.fusion_config import FusionConfig  # noqa: E402
-from jzi_ros.inference.localizer import Localizer, LocalizerConfig  # noqa: E402
+from jzi_ros.inference import fusion
+from jzi_ros.inference.fusion_config import FusionConfig
 
 SHIPPED_PREDICT = fusion.CellFilter.predict
 SHIPPED_VELOCITIES = fusion.CellFilter._velocities
@@ -88,26 +81,13 @@ def borrowed(sigma_mps: float):
     return velocities
 
 
-def score(results, config: FusionConfig, seeds: int) -> tuple[float, float]:
-    """Pooled R@100 m and median error (m) of the random-walk filter over ``seeds`` seeds."""
-    errors = np.hypot(*_errors(_runs(results, config, seeds)).T)
-    return float(np.mean(errors <= 100.0)), float(np.median(errors))
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
-    parser.add_argument("bags", nargs="+", type=Path, help="validation bags (demo-style)")
-    parser.add_argument("--map", type=Path, required=True, help="the demo map (DEMO/map)")
-    parser.add_argument("--model", type=Path,
-                        default=ROOT / "jzi_ros" / "data" / "demo_model.safetensors")
+    fusion_grid.add_arguments(parser, filter_seeds=6)
     parser.add_argument("--test", type=Path, required=True, help="the held-out bag (DEMO/bag)")
-    parser.add_argument("--filter-seeds", type=int, default=6)
     args = parser.parse_args()
-    localizer = Localizer.from_paths(args.map, args.model, LocalizerConfig(device="cpu"))
-    options = ReplayOptions(IMAGE_TOPIC, GT_TOPIC, progress=False,
-                            fusion=FusionOptions(FusionConfig(), ODOM_TOPIC))
-    validation = [replay_bag(bag, localizer, options) for bag in args.bags]
-    test = [replay_bag(args.test, localizer, options)]
+    validation, replay = fusion_grid.replay_once(args, args.bags)
+    test = [replay(args.test)]
     base = FusionConfig(kernel="numpy")
     variants = [("shipped", {}, base)]
     variants += [(f"two-regime {c:g}/{m:g}/{q:g}", {"predict": two_regime(c, m, q)}, base)
@@ -125,8 +105,8 @@ def main() -> int:
         for attribute, method in methods.items():
             setattr(fusion.CellFilter, attribute, method)
         try:
-            v100, vmed = score(validation, config, args.filter_seeds)
-            t100, tmed = score(test, config, args.filter_seeds)
+            v100, vmed = fusion_grid.score(validation, config, args.filter_seeds)
+            t100, tmed = fusion_grid.score(test, config, args.filter_seeds)
         finally:
             fusion.CellFilter.predict = SHIPPED_PREDICT
             fusion.CellFilter._velocities = SHIPPED_VELOCITIES
