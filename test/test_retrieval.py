@@ -242,7 +242,13 @@ def test_bench_times_the_retrieval_frame_next_to_the_zoom(tmp_path, capsys):
     timing = json.loads(out.read_text())[0]["retrieval"]
     assert timing["views"] == 16 and timing["table_bytes"] == 16 * 32 * 4
     assert timing["frame_ms"]["median"] <= timing["frame_ms"]["p95"]
-    # a random --preset map has no retrieval model: refused in one line before any timing
+    # a random --preset map has no retrieval model, and a zoom file is no retrieval model:
+    # each refused in one line before any timing
     assert main(["bench", "--preset", "tiny", "--retrieval-model", str(retrieval)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--retrieval-model" in err
+    assert main(["bench", "--map", str(pyramid.path), "--model", str(zoom), "--backend",
+                 "torch", "--device", "cpu", "--no-paper-way", "--no-fusion",
+                 "--retrieval-model", str(zoom)]) == 2
+    captured = capsys.readouterr()
+    assert "timing" not in captured.out and "a zoom model" in captured.err

@@ -172,16 +172,13 @@ def _bench_refine(args: argparse.Namespace, localizer, map_dir: Path) -> dict:
         refiner.close()
 
 
-def _bench_retrieval(args: argparse.Namespace, map_dir: Path, image) -> dict:
+def _open_retrieval(args: argparse.Namespace, map_dir: Path):
+    """Load ``--retrieval-model`` for ``map_dir`` (None without it): bad files fail up front."""
     from jzi_ros.evaluation.retrieval import RetrievalLocalizer
-    from jzi_ros.inference.bench import bench_retrieval
 
-    print(f"timing retrieval ({args.retrieval_model}) ...", flush=True)
-    retrieval = RetrievalLocalizer(map_dir, args.retrieval_model, device="cpu", progress=False)
-    try:
-        return bench_retrieval(retrieval, image, args.frames, args.warmup)
-    finally:
-        retrieval.close()
+    if args.retrieval_model is None:
+        return None
+    return RetrievalLocalizer(map_dir, args.retrieval_model, device="cpu", progress=False)
 
 
 def _bench_filter(tree, encode=None) -> tuple[list[dict], str]:
@@ -234,8 +231,8 @@ def run(args: argparse.Namespace) -> int:
     from jzi_ros.evaluation.metrics import DEFAULT_RECALL_M
     from jzi_ros.files import write_json
     from jzi_ros.inference.bench import (accuracy, bench_frame, bench_localizer,
-                                         format_retrieval, format_table, synthetic_setup,
-                                         timing_heading)
+                                         bench_retrieval, format_retrieval, format_table,
+                                         synthetic_setup, timing_heading)
     from jzi_ros.inference.localizer import Localizer
     from jzi_ros.inference.options import localizer_config
 
@@ -254,6 +251,7 @@ def run(args: argparse.Namespace) -> int:
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="jzi-bench-")))
             print(f"building a random {args.preset} model and a synthetic map in {folder} ...")
             map_dir, model_path = synthetic_setup(args.preset, args.grid, args.depth, folder)
+        retrieval = _open_retrieval(args, map_dir)
         image = bench_frame()
         samples = None
         for backend, device, precision, beam, graph in _combinations(args):
@@ -289,8 +287,10 @@ def run(args: argparse.Namespace) -> int:
     if not rows:
         raise JziError("no backend could be timed (see the 'skipped' lines above)")
     print(format_table(rows))
-    if args.retrieval_model is not None:
-        timing = _bench_retrieval(args, map_dir, image)
+    if retrieval is not None:
+        print(f"timing retrieval ({args.retrieval_model}) ...", flush=True)
+        timing = bench_retrieval(retrieval, image, args.frames, args.warmup)
+        retrieval.close()
         print(format_retrieval(timing, rows))
         for row in rows:
             row.retrieval = timing
