@@ -16,7 +16,7 @@
 """
 Zoom vs the retrieval baseline vs chance on the demo flight (docs/retrieval.md), one command.
 
-    .venv/bin/python benchmarks/retrieval_demo.py --demo DEMO_DIR [--work WORKDIR] [--minutes 14]
+    .venv/bin/python benchmarks/retrieval_demo.py --demo DEMO_DIR [--work WORKDIR] [--minutes 42]
 
 1. prepare (skipped when WORKDIR has it): the demo world's map and training/validation days
    and 300 validation views, exactly as ``benchmarks/train_demo_model.sh`` makes them for the
@@ -127,7 +127,7 @@ def main() -> int:
                         help="a `jzi demo` work directory (its map/ and bag/)")
     parser.add_argument("--work", type=Path, default=ROOT / ".cache" / "retrieval_demo",
                         help="where the training data, run and reports go")
-    parser.add_argument("--minutes", type=float, default=14.0,
+    parser.add_argument("--minutes", type=float, default=42.0,
                         help="wall-clock budget of the retrieval training")
     parser.add_argument("--python", default=sys.executable,
                         help="the interpreter that runs jzi (default: this one)")

@@ -205,5 +205,11 @@ def test_replay_refuses_fusion_with_classical_registration(tmp_path, capsys):
                  "--image-topic", "/img", "--gt-topic", "/gt", "--out", str(tmp_path / "r"),
                  "--method", "classical", "--fusion"])
     err = capsys.readouterr().err
-    assert code == 2 and "--fusion needs the zoom's measurement" in err
+    assert code == 2 and "--fusion needs cell probabilities" in err and "classical" in err
     assert "Traceback" not in err
+    # retrieval fuses its softmax over the views, but has no beam to seed
+    code = main(["replay", str(tmp_path / "bag"), "--map", str(tmp_path / "map"),
+                 "--image-topic", "/img", "--gt-topic", "/gt", "--out", str(tmp_path / "r"),
+                 "--method", "retrieval", "--fusion", "--seed-beam"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--seed-beam" in err

@@ -20,6 +20,7 @@ each test takes seconds on a CPU.
 """
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import cv2
@@ -252,3 +253,83 @@ def test_bench_times_the_retrieval_frame_next_to_the_zoom(tmp_path, capsys):
                  "--retrieval-model", str(zoom)]) == 2
     captured = capsys.readouterr()
     assert "timing" not in captured.out and "a zoom model" in captured.err
+
+
+def test_localize_measured_is_the_softmax_over_every_view_as_cells(tmp_path):
+    from jzi_ros.inference.measurement import Measurement
+
+    pyramid = make_tiny_map(tmp_path)
+    model = tiny_retrieval(pyramid, seed=1)
+    with torch.no_grad():
+        model.frame_head.load_state_dict(model.view_head.state_dict())
+    path = tmp_path / "identity.safetensors"
+    save_retrieval(path, model)
+    localizer = RetrievalLocalizer(pyramid.path, path, progress=False)
+    tree = pyramid.tree
+    centres = np.array([tree.cell_center_local(c) for c in finest_paths(tree)])
+    for cell in finest_paths(tree)[::5]:
+        view = np.ascontiguousarray(pyramid.view(cell))
+        fix, measurement = localizer.localize_measured(view)
+        plain = localizer.localize(view)
+        assert fix.hypotheses == plain.hypotheses and fix.confidence == plain.confidence
+        assert measurement.mass.sum() + measurement.background == pytest.approx(1.0)
+        assert len(measurement.mass) == 16 and set(measurement.levels) == {tree.depth - 1}
+        # the density is highest over the cell the fix names, constant inside each cell
+        density = measurement.densities(tree, centres[:, 0], centres[:, 1])
+        assert finest_paths(tree)[int(np.argmax(density))] == fix.hypotheses[0].path == cell
+        side = tree.cell_side(tree.depth - 1)
+        east, north = tree.cell_center_local(cell)
+        inside = measurement.densities(tree, np.array([east - side / 3, east + side / 3]),
+                                       np.array([north + side / 3, north - side / 3]))
+        assert inside == pytest.approx([density.max()] * 2)
+        # the cell's mass is the view's softmax probability (the fix's confidence)
+        assert float(density.max()) * side ** 2 == pytest.approx(
+            math.exp(fix.hypotheses[0].log_prob)) == pytest.approx(fix.confidence)
+    # a uniform frame: NO_FIX and no measurement (the filter only propagates)
+    blank_fix, blank = localizer.localize_measured(np.full((40, 40, 3), 128, np.uint8))
+    assert not blank_fix.ok and blank is None
+    # bad cell probabilities are refused in one line
+    with pytest.raises(JziError, match="one probability per distinct cell"):
+        Measurement.from_cells(tree, 1, [0, 0], [0.5, 0.5])
+    with pytest.raises(JziError, match="outside level 1"):
+        Measurement.from_cells(tree, 1, [16], [1.0])
+    with pytest.raises(JziError, match="finite"):
+        Measurement.from_cells(tree, 1, [0, 1], [np.nan, 0.5])
+
+
+@pytest.mark.slow
+def test_replay_fuses_the_retrieval_measurement(tmp_path, capsys):
+    from jzi_ros.cli.main import main
+    from jzi_ros.demo.bag import GT_TOPIC, IMAGE_TOPIC, write_bag
+    from jzi_ros.demo.odometry import ODOM_TOPIC, simulate
+
+    pyramid = make_tiny_map(tmp_path)
+    model = tiny_retrieval(pyramid, seed=1)
+    with torch.no_grad():
+        model.frame_head.load_state_dict(model.view_head.state_dict())
+    checkpoint = tmp_path / "identity.safetensors"
+    save_retrieval(checkpoint, model)
+    tree, n, t0 = pyramid.tree, 10, 1_700_000_000 * 10**9
+    stamps = t0 + np.arange(n, dtype=np.int64) * 10**9
+    cells = [finest_paths(tree)[5]] * n  # hovering over one view's cell (400 m cells)
+    track = np.array([tree.cell_center_local(c) for c in cells])
+    frames = [(int(s), np.ascontiguousarray(pyramid.view(c)), (e, nn, 100.0))
+              for s, c, (e, nn) in zip(stamps, cells, track)]
+    bag = write_bag(tmp_path / "bag", tree, frames, odometry=simulate(0, track, stamps))
+    out = tmp_path / "report"
+    assert main(["replay", str(bag), "--map", str(pyramid.path), "--method", "retrieval",
+                 "--retrieval-model", str(checkpoint), "--image-topic", IMAGE_TOPIC,
+                 "--gt-topic", GT_TOPIC, "--fusion", "--odom-topic", ODOM_TOPIC, "--out",
+                 str(out), "--no-progress", "--no-plots"]) == 0
+    printed = capsys.readouterr().out
+    assert "fused, random walk" in printed and "fused, odometry" in printed
+    report = json.loads((out / "report.json").read_text())
+    runs = report["fusion"]["runs"]
+    assert set(runs) == {"single_frame", "fused_random_walk", "fused_odometry"}
+    # every frame is the map view the identity model retrieves: the single frame is at the
+    # cell centre, the filters fed that measurement stay inside the cell
+    assert runs["single_frame"]["all"]["median_m"] == pytest.approx(0.0, abs=1e-6)
+    side = tree.cell_side(tree.depth - 1)
+    for name in ("fused_random_walk", "fused_odometry"):
+        assert runs[name]["all"]["count"] == n
+        assert runs[name]["all"]["median_m"] < side / 2

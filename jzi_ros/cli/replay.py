@@ -115,12 +115,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _fusion_options(args: argparse.Namespace):
     if not (args.fusion or args.fit_fusion):
         return None
-    why = {"classical": "classical registration gives no cell probabilities to fuse",
-           "retrieval": "the retrieval baseline scores single frames only"}
     method = getattr(args, "method", "zoom")
-    if method in why:
-        raise JziError(f"--fusion needs the zoom's measurement: use it with --method zoom or "
-                       f"refine, not {method} ({why[method]})")
+    if method == "classical":
+        raise JziError("--fusion needs cell probabilities to fuse: use it with --method zoom, "
+                       "refine or retrieval, not classical (classical registration gives "
+                       "none)")
+    if method == "retrieval" and args.seed_beam:
+        raise JziError("--seed-beam seeds the zoom's beam search: the retrieval baseline has "
+                       "none (drop --seed-beam, or use --method zoom)")
     from jzi_ros.evaluation.fusion_replay import FusionOptions
     from jzi_ros.inference.fusion_config import FusionConfig
 

@@ -38,6 +38,7 @@ import torch
 from jzi_ros.errors import JziError
 from jzi_ros.inference.fix import Fix, FixStatus, Hypothesis
 from jzi_ros.inference.image import as_rgb_uint8, degenerate_reason
+from jzi_ros.inference.measurement import Measurement
 from jzi_ros.maps.pyramid import MapPyramid
 from jzi_ros.model.preprocess import ground_pixels
 from jzi_ros.model.retrieval import embed_view_rows, finest_view_rows, load_retrieval
@@ -79,6 +80,7 @@ class RetrievalLocalizer:
         self.confidence_threshold = float(confidence_threshold)
         self.level = self.tree.depth - 1
         self.rows = finest_view_rows(self.tree)
+        self.level_index = self.rows - self.tree.level_offsets[self.level]  # within the level
         self.paths = [self.tree.path_of_view(int(r)) for r in self.rows]
         self.centres_en = self.tree.cell_centers_local(np.array(self.paths, np.int64).reshape(
             len(self.paths), self.level))
@@ -102,31 +104,49 @@ class RetrievalLocalizer:
         return Fix.no_fix(f"retrieval: {reason}", self._no_fix_at[0], self._no_fix_at[1], 0.0,
                           self._no_fix_variance, timings)
 
-    @torch.no_grad()
     def localize(self, image_rgb: np.ndarray, intrinsics=None, heading_deg: float | None = None,
                  **_) -> Fix:
         """Localize one frame (``intrinsics`` is accepted for the interface and unused)."""
+        return self._localize(image_rgb, heading_deg)[0]
+
+    def localize_measured(self, image_rgb: np.ndarray, heading_deg: float | None = None,
+                          **_) -> tuple[Fix, Measurement | None]:
+        """
+        Return the fix and the softmax over every view as a temporal filter's measurement.
+
+        Each finest-level view's cell carries its probability (``Measurement.from_cells``);
+        None where the frame gave no usable similarities (the fix is then NO_FIX).
+        """
+        fix, log_probs = self._localize(image_rgb, heading_deg)
+        if log_probs is None:
+            return fix, None
+        return fix, Measurement.from_cells(self.tree, self.level, self.level_index,
+                                           np.exp(log_probs))
+
+    @torch.no_grad()
+    def _localize(self, image_rgb: np.ndarray, heading_deg: float | None
+                  ) -> tuple[Fix, np.ndarray | None]:
+        """Return the fix and every view's log-probability (float64; None with a NO_FIX)."""
         start = time.perf_counter()
         image = as_rgb_uint8(image_rgb)
         reason = degenerate_reason(image)
         if reason is not None:
-            return self._no_fix(reason, {"total": (time.perf_counter() - start) * 1e3})
+            return self._no_fix(reason, {"total": (time.perf_counter() - start) * 1e3}), None
         pixels = ground_pixels(image, self.model_config, heading_deg)
         t_pre = time.perf_counter()
         frame = self.model.encode_frames(pixels[None].to(self.device)).float()
         t_enc = time.perf_counter()
         similarity = (frame @ self.table.T)[0]
         logits = self.model.scale().float() * similarity
-        log_probs = torch.log_softmax(logits, dim=0)
+        log_probs = torch.log_softmax(logits, dim=0).cpu().numpy().astype(np.float64)
         k = min(self.top_k, len(self.rows))
-        top_log, top = log_probs.topk(k)
-        top_log, top = top_log.cpu().numpy().astype(np.float64), top.cpu().numpy()
+        top = np.argsort(-log_probs, kind="stable")[:k]
         end = time.perf_counter()
         timings = {"preprocess": (t_pre - start) * 1e3, "encode": (t_enc - t_pre) * 1e3,
                    "search": (end - t_enc) * 1e3, "total": (end - start) * 1e3}
-        if not np.all(np.isfinite(top_log)):
-            return self._no_fix("the model produced non-finite similarities", timings)
-        return self._fix(top, top_log, timings)
+        if not np.all(np.isfinite(log_probs)):
+            return self._no_fix("the model produced non-finite similarities", timings), None
+        return self._fix(top, log_probs[top], timings), log_probs
 
     def _fix(self, top: np.ndarray, top_log: np.ndarray, timings: dict[str, float]) -> Fix:
         weights = np.exp(top_log - top_log.max())

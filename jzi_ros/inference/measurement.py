@@ -268,6 +268,31 @@ class Measurement:
         return measurement
 
     @classmethod
+    def from_cells(cls, tree: CellTree, level: int, indices: np.ndarray,
+                   probabilities: np.ndarray) -> "Measurement":
+        """
+        Return a probability per cell of one level (indices within it), the rest uniform.
+
+        E.g. the retrieval baseline's softmax over the map's finest views: each view's cell
+        carries its probability spread evenly over the cell.
+        """
+        if not 1 <= int(level) <= tree.depth:
+            raise JziError(f"measurement: level must be in 1..{tree.depth}, got {level!r}")
+        indices = np.asarray(indices, np.int64).reshape(-1)
+        mass = np.asarray(probabilities, np.float64).reshape(-1)
+        if len(indices) != len(mass) or len(np.unique(indices)) != len(indices):
+            raise JziError("measurement: one probability per distinct cell expected, got "
+                           f"{len(mass)} for {len(indices)} cells")
+        if not np.all(np.isfinite(mass)) or np.any(mass < 0):
+            raise JziError("measurement: cell probabilities must be finite and >= 0")
+        if np.any((indices < 0) | (indices >= tree.num_actions ** int(level))):
+            raise JziError(f"measurement: a cell index lies outside level {level}")
+        if mass.sum() > 1.0:
+            mass = mass / mass.sum()
+        return cls(np.full(len(indices), int(level), np.int64), indices, mass,
+                   float(max(0.0, 1.0 - mass.sum())))
+
+    @classmethod
     def from_beam(cls, tree: CellTree, paths: np.ndarray, log_probs: np.ndarray
                   ) -> "Measurement":
         """Only the final beam: its terminal cells, the rest of the mass uniform."""
