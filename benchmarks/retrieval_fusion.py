@@ -39,8 +39,8 @@ import numpy as np
 
 from jzi_ros.evaluation.fusion_replay import fit_fusion, FusionOptions, run_filter
 from jzi_ros.evaluation.replay import replay_bag, ReplayOptions
-from jzi_ros.evaluation.retrieval import RetrievalLocalizer
 from jzi_ros.inference.fusion_config import FusionConfig
+from jzi_ros.inference.retrieval import RetrievalLocalizer
 
 
 def scores(result, fixes) -> tuple[np.ndarray, np.ndarray]:

@@ -34,7 +34,7 @@ from launch_ros.actions import Node
 
 from jzi_ros.ros.params import NODE_NAME
 
-OVERRIDES = ("map_dir", "model_file", "image_topic", "image_transport")
+OVERRIDES = ("map_dir", "model_file", "retrieval_model", "image_topic", "image_transport")
 
 
 def _start_node(context):
@@ -42,7 +42,7 @@ def _start_node(context):
         return LaunchConfiguration(name).perform(context)
 
     overrides = {name: arg(name) for name in OVERRIDES if arg(name)}
-    for name in ("map_dir", "model_file"):
+    for name in ("map_dir", "model_file", "retrieval_model"):
         if name in overrides:
             overrides[name] = os.path.expanduser(overrides[name])
     overrides["use_sim_time"] = arg("use_sim_time").lower() in ("true", "1", "yes")
@@ -63,6 +63,10 @@ def generate_launch_description():
                               description="Map directory (overrides the params file)"),
         DeclareLaunchArgument("model_file", default_value="",
                               description="Checkpoint .safetensors (overrides the params file)"),
+        DeclareLaunchArgument("retrieval_model", default_value="",
+                              description="Retrieval checkpoint: localize by the nearest map "
+                                          "view instead of the zoom (overrides the params "
+                                          "file)"),
         DeclareLaunchArgument("image_topic", default_value="",
                               description="Camera topic (overrides the params file)"),
         DeclareLaunchArgument("image_transport", default_value="",

@@ -293,3 +293,16 @@ def one_thread_torch():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def tiny_retrieval(pyramid, seed: int = 0, crops: str = "single"):
+    """Return a random tiny retrieval model (32-d embeddings) for ``pyramid``'s tree."""
+    import torch
+
+    from jzi_ros.model.config import ModelConfig
+    from jzi_ros.model.retrieval import RetrievalConfig, RetrievalModel
+
+    torch.manual_seed(seed)
+    config = dataclasses.replace(ModelConfig.preset("tiny"), grid=pyramid.tree.grid,
+                                 depth=pyramid.tree.depth, ground_crops=crops)
+    return RetrievalModel(RetrievalConfig(config, embed_dim=32)).eval()

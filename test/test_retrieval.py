@@ -18,7 +18,6 @@ The retrieval baseline: its loss, training, checkpoints, localizer and CLI wirin
 Everything runs on a tiny synthetic map (16 finest-level views) with the tiny encoder, so
 each test takes seconds on a CPU.
 """
-import dataclasses
 import json
 import math
 from pathlib import Path
@@ -30,25 +29,16 @@ from safetensors import safe_open
 import torch
 
 from jzi_ros.errors import JziError
-from jzi_ros.evaluation.retrieval import RetrievalLocalizer
+from jzi_ros.inference.retrieval import RetrievalLocalizer
 from jzi_ros.model.checkpoint import load_checkpoint, save_checkpoint
-from jzi_ros.model.config import ModelConfig
-from jzi_ros.model.retrieval import (info_nce, load_retrieval, RetrievalConfig, RetrievalModel,
-                                     save_retrieval)
+from jzi_ros.model.retrieval import info_nce, load_retrieval, save_retrieval
 from jzi_ros.training.manifest import Sample, write_manifest
 
 from support import (make_tiny_checkpoint, make_tiny_map, make_tiny_model, one_thread_torch,
-                     world_of)
+                     tiny_retrieval, world_of)
 
 
 one_thread = pytest.fixture(autouse=True)(one_thread_torch)
-
-
-def tiny_retrieval(pyramid, seed: int = 0, crops: str = "single") -> RetrievalModel:
-    torch.manual_seed(seed)
-    config = dataclasses.replace(ModelConfig.preset("tiny"), grid=pyramid.tree.grid,
-                                 depth=pyramid.tree.depth, ground_crops=crops)
-    return RetrievalModel(RetrievalConfig(config, embed_dim=32)).eval()
 
 
 def finest_paths(tree):

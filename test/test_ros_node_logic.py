@@ -672,3 +672,80 @@ def test_node_with_the_real_localizer_on_a_tiny_map(monkeypatch, tmp_path):
     points = np.frombuffer(bytes(cloud.data), "<f4").reshape(-1, 4)
     assert 1 <= len(points) <= 3
     assert abs(points[:, 3].sum() - 1.0) < 1e-4
+
+
+def _view_image(view, stamp_sec):
+    height, width = view.shape[:2]
+    return T["sensor_msgs/msg/Image"](
+        header=T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](
+            sec=stamp_sec, nanosec=0), frame_id="cam"),
+        height=height, width=width, encoding="rgb8", is_bigendian=0, step=width * 3,
+        data=np.ascontiguousarray(view).ravel())
+
+
+def _retrieval_node(monkeypatch, tmp_path, **overrides):
+    """Return the node module and a tiny map; the node gets an identity retrieval model."""
+    import torch
+
+    from jzi_ros.model.retrieval import save_retrieval
+    from support import make_tiny_map, tiny_retrieval
+
+    pyramid = make_tiny_map(tmp_path)
+    model = tiny_retrieval(pyramid, seed=1)
+    with torch.no_grad():
+        model.frame_head.load_state_dict(model.view_head.state_dict())
+    checkpoint = tmp_path / "retrieval.safetensors"
+    save_retrieval(checkpoint, model)
+    for name, module in _fake_modules().items():
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.delitem(sys.modules, "jzi_ros.ros.node", raising=False)
+    node_module = importlib.import_module("jzi_ros.ros.node")
+    FakeNode.overrides = {"map_dir": str(pyramid.path), "retrieval_model": str(checkpoint),
+                          "device": "cpu", "fix_frame_id": "cam", "altitude_m": 123.0,
+                          **overrides}  # no model_file: retrieval does not need one
+    return node_module, pyramid
+
+
+def test_node_localizes_with_a_retrieval_model_instead_of_the_zoom(monkeypatch, tmp_path):
+    node_module, pyramid = _retrieval_node(monkeypatch, tmp_path, **{"fusion.enabled": True})
+    tree = pyramid.tree
+    cell = list(tree.level_paths(tree.depth - 1))[6]
+    node = node_module.LocalizerNode()
+    node.setup()
+    fixes = node.publishers["jzi/fix"].sent
+    singles = node.publishers[node.params["fusion.single_fix_topic"]].sent
+    try:
+        assert node.localizer.backend_name.startswith("retrieval")
+        for second in range(3):  # hovering over one view's cell
+            node.subscriptions[0].callback(_view_image(pyramid.view(cell), 40 + second))
+            assert _wait(lambda: len(singles) == second + 1, timeout_s=30.0)
+        assert _wait(lambda: len(fixes) == 3)
+    finally:
+        node.close()
+        monkeypatch.delitem(sys.modules, "jzi_ros.ros.node", raising=False)
+    east, north = tree.cell_center_local(cell)
+    lat, lon = tree.to_latlon(east, north)
+    single = singles[-1]
+    assert single.status.status == 0 and single.header.frame_id == "cam"
+    assert (single.latitude, single.longitude) == pytest.approx((lat, lon), abs=1e-9)
+    assert single.altitude == 123.0  # the node's altitude_m reaches the retrieval fix
+    fused = fixes[-1]  # the filter fed retrieval's softmax stays in that cell
+    fused_en = tree.to_local(fused.latitude, fused.longitude)
+    assert np.hypot(fused_en[0] - east, fused_en[1] - north) < tree.cell_side(tree.depth - 1) / 2
+    assert all(np.isfinite([fused.latitude, fused.longitude, *fused.position_covariance]))
+
+
+@pytest.mark.parametrize("setting, words", [({"refine.enabled": True}, "refine.enabled"),
+                                            ({"fusion.enabled": True, "fusion.seed_beam": True},
+                                             "fusion.seed_beam")])
+def test_a_retrieval_node_refuses_what_only_the_zoom_has(monkeypatch, tmp_path, setting,
+                                                         words):
+    node_module, _ = _retrieval_node(monkeypatch, tmp_path, **setting)
+    node = node_module.LocalizerNode()
+    try:
+        with pytest.raises(JziError, match=words) as err:
+            node.setup()
+        assert "retrieval" in str(err.value) and "\n" not in str(err.value)
+    finally:
+        node.close()
+        monkeypatch.delitem(sys.modules, "jzi_ros.ros.node", raising=False)

@@ -174,7 +174,7 @@ def _bench_refine(args: argparse.Namespace, localizer, map_dir: Path) -> dict:
 
 def _open_retrieval(args: argparse.Namespace, map_dir: Path):
     """Load ``--retrieval-model`` for ``map_dir`` (None without it): bad files fail up front."""
-    from jzi_ros.evaluation.retrieval import RetrievalLocalizer
+    from jzi_ros.inference.retrieval import RetrievalLocalizer
 
     if args.retrieval_model is None:
         return None

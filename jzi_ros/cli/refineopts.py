@@ -115,7 +115,7 @@ def retrieval_localizer(map_dir, args: argparse.Namespace):
     if path is None:
         raise JziError("--method retrieval needs --retrieval-model PATH (a checkpoint written "
                        "by `jzi train-retrieval`; docs/retrieval.md)")
-    from jzi_ros.evaluation.retrieval import RetrievalLocalizer
+    from jzi_ros.inference.retrieval import RetrievalLocalizer
 
     threshold = getattr(args, "confidence_threshold", None)
     return RetrievalLocalizer(map_dir, path, device=getattr(args, "device", None) or "cpu",

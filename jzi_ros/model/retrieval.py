@@ -163,7 +163,7 @@ def embed_view_rows(model: RetrievalModel, pyramid, rows: np.ndarray, batch_size
     Return the unit embeddings ``[len(rows), E]`` of a map's views ``rows``, in eval mode.
 
     ``pyramid``: a :class:`~jzi_ros.maps.pyramid.MapPyramid` (its memory-mapped views). The
-    trainer's validation and :class:`~jzi_ros.evaluation.retrieval.RetrievalLocalizer` both
+    trainer's validation and :class:`~jzi_ros.inference.retrieval.RetrievalLocalizer` both
     embed the map this way.
     """
     from tqdm import tqdm

@@ -194,7 +194,7 @@ class LocalizerNode(Node):
     def setup(self) -> None:
         """Load map + model (+ engine) before spinning; JziError on a missing map or model."""
         s = self.settings
-        for name in ("map_dir", "model_file"):
+        for name in ("map_dir", "retrieval_model" if s.retrieval_model else "model_file"):
             if not getattr(s, name):
                 raise JziError(f"{NODE_NAME}: parameter '{name}' is empty; set it in the params "
                                f"file or with {name}:=PATH on the launch command line")
@@ -205,9 +205,20 @@ class LocalizerNode(Node):
 
         if s.backend == "tensorrt":
             self.get_logger().info("backend tensorrt: the first engine build can take minutes")
+        if s.retrieval_model and self.get_parameter("refine.enabled").value:
+            raise JziError(f"{NODE_NAME}: refine.enabled refines the zoom's terminal cells; "
+                           "with retrieval_model set turn refine.enabled off")
         started = time.perf_counter()
-        self.localizer = Localizer.from_paths(
-            os.path.expanduser(s.map_dir), os.path.expanduser(s.model_file), localizer_config(s))
+        if s.retrieval_model:  # the retrieval baseline instead of the zoom (docs/retrieval.md)
+            from jzi_ros.inference.retrieval import RetrievalLocalizer
+
+            self.localizer = RetrievalLocalizer(
+                os.path.expanduser(s.map_dir), os.path.expanduser(s.retrieval_model),
+                device=s.device, progress=False, config=localizer_config(s))
+        else:
+            self.localizer = Localizer.from_paths(
+                os.path.expanduser(s.map_dir), os.path.expanduser(s.model_file),
+                localizer_config(s))
         self._applied = s
         from jzi_ros.ros import refinement  # refine.* parameters, CameraInfo subscription
         self.refinement = refinement.attach(self, self.localizer)
@@ -231,6 +242,10 @@ class LocalizerNode(Node):
                           if s.publish_hypotheses else None)
         from jzi_ros.ros import motion  # temporal fusion: fusion.* parameters, subscriptions
         self.fusion = motion.attach(self, self.localizer, out_qos)
+        if (s.retrieval_model and self.fusion is not None
+                and self.fusion.online.filter.config.seed_beam):
+            raise JziError(f"{NODE_NAME}: fusion.seed_beam seeds the zoom's beam; retrieval "
+                           "has none: turn fusion.seed_beam off")
         self.frame_heading = motion.frame_heading(self, self.localizer, self.fusion)
         self._start_diagnostics()
 
@@ -242,7 +257,8 @@ class LocalizerNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.get_logger().info(
             f"{READY_MESSAGE} in {time.perf_counter() - started:.1f} s: map {s.map_dir}, "
-            f"model {s.model_file}, backend {self.localizer.backend_name}; subscribed to "
+            f"model {s.retrieval_model or s.model_file}, backend "
+            f"{self.localizer.backend_name}; subscribed to "
             f"{s.subscribed_topic} ({msg_type.__name__}, converted by {converter}), "
             f"publishing {s.fix_topic} in frame '{s.fix_frame_id}'")
 

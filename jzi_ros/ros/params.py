@@ -72,6 +72,9 @@ def _p(name: str, default: Any, description: str, **kw: Any) -> ParamSpec:
 PARAMETERS: tuple[ParamSpec, ...] = (
     _p("map_dir", "", "Map pyramid directory (jzi map build + jzi map embed)."),
     _p("model_file", "", "Model checkpoint (.safetensors) whose embeddings are in the map."),
+    _p("retrieval_model", "", "Retrieval checkpoint (jzi train-retrieval): localize each frame "
+       "by the nearest finest-level map view instead of the zoom (model_file is then unused; "
+       "torch on 'device'; no refinement, no seeded beam; docs/retrieval.md). Empty: the zoom."),
     _p("backend", "auto", "Inference backend for the ground encoder.", choices=BACKENDS),
     _p("device", "auto", "Torch device: auto, cpu, cuda or cuda:N."),
     _p("export_dir", "", "Folder of the ONNX export (jzi export) where TensorRT engines are "
@@ -133,6 +136,7 @@ class NodeSettings:
 
     map_dir: str
     model_file: str
+    retrieval_model: str
     backend: str
     device: str
     export_dir: str

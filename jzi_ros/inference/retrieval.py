@@ -38,13 +38,14 @@ import torch
 from jzi_ros.errors import JziError
 from jzi_ros.inference.fix import Fix, FixStatus, Hypothesis
 from jzi_ros.inference.image import as_rgb_uint8, degenerate_reason
+from jzi_ros.inference.localizer import LocalizerConfig
 from jzi_ros.inference.measurement import Measurement
+from jzi_ros.inference.posterior import apply_scale_and_floor
 from jzi_ros.maps.pyramid import MapPyramid
 from jzi_ros.model.preprocess import ground_pixels
 from jzi_ros.model.retrieval import embed_view_rows, finest_view_rows, load_retrieval
 
 LOG = logging.getLogger(__name__)
-NO_ALTITUDE_SIGMA_M = 100.0  # Up sigma of a retrieval fix (it publishes no altitude)
 PROGRESS_ABOVE_VIEWS = 512  # show a progress bar when embedding more views than this
 
 
@@ -53,12 +54,21 @@ class RetrievalLocalizer:
 
     def __init__(self, map_dir: str | Path, checkpoint: str | Path, device: str | None = "cpu",
                  top_k: int = 5, confidence_threshold: float = 0.0, batch_size: int = 64,
-                 progress: bool = True) -> None:
+                 progress: bool = True, config: LocalizerConfig | None = None) -> None:
+        """
+        Embed the map's finest views with ``checkpoint``'s view head.
+
+        ``config`` (the node's settings as a LocalizerConfig): its confidence gate (None:
+        none, retrieval has no calibrated one), horizontal sigma floor, altitude and Up sigma
+        apply to every fix; without it ``confidence_threshold`` and the defaults do.
+        """
         if not isinstance(top_k, int) or top_k < 1:
             raise JziError(f"retrieval: top_k must be an integer >= 1, got {top_k!r}")
         if not 0.0 <= confidence_threshold <= 1.0:
             raise JziError(f"retrieval: confidence_threshold must be in [0, 1], "
                            f"got {confidence_threshold!r}")
+        self.config = config or LocalizerConfig(confidence_threshold=confidence_threshold)
+        self.model_path = Path(checkpoint)
         self.pyramid = MapPyramid.open(map_dir)
         self.tree = self.pyramid.tree
         if device in (None, "auto"):
@@ -77,7 +87,6 @@ class RetrievalLocalizer:
                         map_dir)
         self.backend_name = f"retrieval-torch-{self.device.type}"
         self.top_k = top_k
-        self.confidence_threshold = float(confidence_threshold)
         self.level = self.tree.depth - 1
         self.rows = finest_view_rows(self.tree)
         self.level_index = self.rows - self.tree.level_offsets[self.level]  # within the level
@@ -96,13 +105,23 @@ class RetrievalLocalizer:
         self._no_fix_variance = self.tree.size_m ** 2 / 12.0
 
     @property
+    def config(self) -> LocalizerConfig:
+        """Return the gate, floor and altitude of every fix (the node swaps it at runtime)."""
+        return self._config
+
+    @config.setter
+    def config(self, config: LocalizerConfig) -> None:
+        self._config = config
+        self.confidence_threshold = float(config.confidence_threshold or 0.0)
+
+    @property
     def nbytes(self) -> int:
         """Return the view table's size in memory."""
         return int(self.table.numel() * self.table.element_size())
 
     def _no_fix(self, reason: str, timings: dict[str, float]) -> Fix:
-        return Fix.no_fix(f"retrieval: {reason}", self._no_fix_at[0], self._no_fix_at[1], 0.0,
-                          self._no_fix_variance, timings)
+        return Fix.no_fix(f"retrieval: {reason}", self._no_fix_at[0], self._no_fix_at[1],
+                          self._config.altitude_m, self._no_fix_variance, timings)
 
     def localize(self, image_rgb: np.ndarray, intrinsics=None, heading_deg: float | None = None,
                  **_) -> Fix:
@@ -110,13 +129,16 @@ class RetrievalLocalizer:
         return self._localize(image_rgb, heading_deg)[0]
 
     def localize_measured(self, image_rgb: np.ndarray, heading_deg: float | None = None,
-                          **_) -> tuple[Fix, Measurement | None]:
+                          seeds=None, **_) -> tuple[Fix, Measurement | None]:
         """
         Return the fix and the softmax over every view as a temporal filter's measurement.
 
         Each finest-level view's cell carries its probability (``Measurement.from_cells``);
         None where the frame gave no usable similarities (the fix is then NO_FIX).
         """
+        if seeds is not None:
+            raise JziError("retrieval has no beam to seed: turn the prior-seeded zoom "
+                           "(fusion.seed_beam) off")
         fix, log_probs = self._localize(image_rgb, heading_deg)
         if log_probs is None:
             return fix, None
@@ -157,10 +179,11 @@ class RetrievalLocalizer:
         # the candidates' probability-weighted spread around the published cell, plus the
         # uniform variance inside a cell: never below one cell's, never NaN
         cov_en = (weights[:, None, None] * offsets[:, :, None] * offsets[:, None, :]).sum(0)
-        cov_en = cov_en + np.eye(2) * self.cell_variance_m2
+        cov_en = apply_scale_and_floor(cov_en + np.eye(2) * self.cell_variance_m2, 1.0,
+                                       self._config.sigma_floor_m)
         cov = np.zeros((3, 3))
         cov[:2, :2] = cov_en
-        cov[2, 2] = NO_ALTITUDE_SIGMA_M ** 2
+        cov[2, 2] = self._config.altitude_sigma_m ** 2
         hypotheses = []
         for index, weight, log_prob, (east, north) in zip(top, weights, top_log, centres):
             lat, lon = self.tree.to_latlon(float(east), float(north))
@@ -171,11 +194,11 @@ class RetrievalLocalizer:
         lat, lon = hypotheses[0].latitude, hypotheses[0].longitude
         if confidence < self.confidence_threshold:
             return Fix.no_fix(f"retrieval: confidence {confidence:.4f} below the threshold "
-                              f"{self.confidence_threshold:g}", lat, lon, 0.0,
+                              f"{self.confidence_threshold:g}", lat, lon, self._config.altitude_m,
                               self._no_fix_variance, timings, hypotheses, confidence,
                               best_e, best_n)
-        return Fix(FixStatus.FIX, lat, lon, 0.0, cov, confidence, best_e, best_n,
-                   tuple(hypotheses), "", timings)
+        return Fix(FixStatus.FIX, lat, lon, self._config.altitude_m, cov, confidence, best_e,
+                   best_n, tuple(hypotheses), "", timings)
 
     def close(self) -> None:
         pass
