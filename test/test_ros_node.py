@@ -502,6 +502,41 @@ def test_fusion_on_filters_jzi_fix_and_keeps_the_single_frame_fix(tiny_assets):
         assert node.stop()[0] == 0
 
 
+def test_a_retrieval_model_localizes_instead_of_the_zoom(tiny_assets):
+    import torch
+
+    from jzi_ros.maps.pyramid import MapPyramid
+    from jzi_ros.model.retrieval import save_retrieval
+    from support import tiny_retrieval
+
+    root, map_dir, model = tiny_assets
+    pyramid = MapPyramid.open(map_dir)
+    retrieval = tiny_retrieval(pyramid, seed=1)
+    with torch.no_grad():  # frame head = view head: a map view is nearest to itself
+        retrieval.frame_head.load_state_dict(retrieval.view_head.state_dict())
+    checkpoint = root / "retrieval.safetensors"
+    save_retrieval(checkpoint, retrieval)
+    tree = pyramid.tree
+    cell = list(tree.level_paths(tree.depth - 1))[9]
+    node = NodeProcess(map_dir, model, "qgraph", retrieval_model=checkpoint,
+                       altitude_m=ALTITUDE)
+    graph = Graph("qgraph")
+    try:
+        graph.wait_ready(node)
+        assert "backend retrieval" in node.output
+        stamp = graph.next_stamp()
+        fix, cloud = graph.localize(graph.raw(np.ascontiguousarray(pyramid.view(cell)), "rgb8",
+                                              stamp), node)
+        _check_fix(fix, stamp)
+        lat, lon = tree.to_latlon(*tree.cell_center_local(cell))
+        assert (fix.latitude, fix.longitude) == pytest.approx((lat, lon), abs=1e-9)
+        assert fix.altitude == ALTITUDE
+        assert len(_cloud_points(cloud)) == 5  # the top-5 views as hypotheses
+    finally:
+        graph.close()
+        assert node.stop()[0] == 0
+
+
 def test_missing_map_is_one_error_line_naming_the_parameter_and_exit_1(tmp_path):
     node = NodeProcess(tmp_path / "no_map", tmp_path / "no_model.safetensors", "missing")
     line = node.refusal("without a map")
