@@ -306,3 +306,16 @@ def tiny_retrieval(pyramid, seed: int = 0, crops: str = "single"):
     config = dataclasses.replace(ModelConfig.preset("tiny"), grid=pyramid.tree.grid,
                                  depth=pyramid.tree.depth, ground_crops=crops)
     return RetrievalModel(RetrievalConfig(config, embed_dim=32)).eval()
+
+
+def save_identity_retrieval(pyramid, path: str | Path, seed: int = 1) -> Path:
+    """Save a tiny retrieval model whose frame head is its view head: a view finds itself."""
+    import torch
+
+    from jzi_ros.model.retrieval import save_retrieval
+
+    model = tiny_retrieval(pyramid, seed=seed)
+    with torch.no_grad():
+        model.frame_head.load_state_dict(model.view_head.state_dict())
+    save_retrieval(path, model)
+    return Path(path)

@@ -35,7 +35,7 @@ from jzi_ros.model.retrieval import info_nce, load_retrieval, save_retrieval
 from jzi_ros.training.manifest import Sample, write_manifest
 
 from support import (make_tiny_checkpoint, make_tiny_map, make_tiny_model, one_thread_torch,
-                     tiny_retrieval, world_of)
+                     save_identity_retrieval, tiny_retrieval, world_of)
 
 
 one_thread = pytest.fixture(autouse=True)(one_thread_torch)
@@ -249,11 +249,7 @@ def test_localize_measured_is_the_softmax_over_every_view_as_cells(tmp_path):
     from jzi_ros.inference.measurement import Measurement
 
     pyramid = make_tiny_map(tmp_path)
-    model = tiny_retrieval(pyramid, seed=1)
-    with torch.no_grad():
-        model.frame_head.load_state_dict(model.view_head.state_dict())
-    path = tmp_path / "identity.safetensors"
-    save_retrieval(path, model)
+    path = save_identity_retrieval(pyramid, tmp_path / "identity.safetensors")
     localizer = RetrievalLocalizer(pyramid.path, path, progress=False)
     tree = pyramid.tree
     centres = np.array([tree.cell_center_local(c) for c in finest_paths(tree)])
@@ -294,11 +290,7 @@ def test_replay_fuses_the_retrieval_measurement(tmp_path, capsys):
     from jzi_ros.demo.odometry import ODOM_TOPIC, simulate
 
     pyramid = make_tiny_map(tmp_path)
-    model = tiny_retrieval(pyramid, seed=1)
-    with torch.no_grad():
-        model.frame_head.load_state_dict(model.view_head.state_dict())
-    checkpoint = tmp_path / "identity.safetensors"
-    save_retrieval(checkpoint, model)
+    checkpoint = save_identity_retrieval(pyramid, tmp_path / "identity.safetensors")
     tree, n, t0 = pyramid.tree, 10, 1_700_000_000 * 10**9
     stamps = t0 + np.arange(n, dtype=np.int64) * 10**9
     cells = [finest_paths(tree)[5]] * n  # hovering over one view's cell (400 m cells)

@@ -503,19 +503,12 @@ def test_fusion_on_filters_jzi_fix_and_keeps_the_single_frame_fix(tiny_assets):
 
 
 def test_a_retrieval_model_localizes_instead_of_the_zoom(tiny_assets):
-    import torch
-
     from jzi_ros.maps.pyramid import MapPyramid
-    from jzi_ros.model.retrieval import save_retrieval
-    from support import tiny_retrieval
+    from support import save_identity_retrieval
 
     root, map_dir, model = tiny_assets
     pyramid = MapPyramid.open(map_dir)
-    retrieval = tiny_retrieval(pyramid, seed=1)
-    with torch.no_grad():  # frame head = view head: a map view is nearest to itself
-        retrieval.frame_head.load_state_dict(retrieval.view_head.state_dict())
-    checkpoint = root / "retrieval.safetensors"
-    save_retrieval(checkpoint, retrieval)
+    checkpoint = save_identity_retrieval(pyramid, root / "retrieval.safetensors")
     tree = pyramid.tree
     cell = list(tree.level_paths(tree.depth - 1))[9]
     node = NodeProcess(map_dir, model, "qgraph", retrieval_model=checkpoint,

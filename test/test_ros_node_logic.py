@@ -637,16 +637,21 @@ def test_fusion_rejects_a_bad_heading_source_in_one_line(node_module, tmp_path):
     assert any("fusion.heading_source" in text for level, text, _ in LOGS if level == "error")
 
 
+def _import_node(monkeypatch):
+    """Import jzi_ros.ros.node afresh over the rclpy stand-ins (the real core below it)."""
+    for name, module in _fake_modules().items():
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.delitem(sys.modules, "jzi_ros.ros.node", raising=False)
+    return importlib.import_module("jzi_ros.ros.node")
+
+
 def test_node_with_the_real_localizer_on_a_tiny_map(monkeypatch, tmp_path):
     """End to end through the real Localizer (tiny map + checkpoint), rclpy stood in."""
     from support import make_tiny_checkpoint, make_tiny_map
 
     pyramid = make_tiny_map(tmp_path)
     model = make_tiny_checkpoint(tmp_path, pyramid, sharpen=True)
-    for name, module in _fake_modules().items():
-        monkeypatch.setitem(sys.modules, name, module)
-    monkeypatch.delitem(sys.modules, "jzi_ros.ros.node", raising=False)
-    node_module = importlib.import_module("jzi_ros.ros.node")
+    node_module = _import_node(monkeypatch)
     FakeNode.overrides = {"map_dir": str(pyramid.path), "model_file": str(model),
                           "backend": "torch", "device": "cpu", "beam_width": 3,
                           "fix_frame_id": "cam"}
@@ -685,21 +690,11 @@ def _view_image(view, stamp_sec):
 
 def _retrieval_node(monkeypatch, tmp_path, **overrides):
     """Return the node module and a tiny map; the node gets an identity retrieval model."""
-    import torch
-
-    from jzi_ros.model.retrieval import save_retrieval
-    from support import make_tiny_map, tiny_retrieval
+    from support import make_tiny_map, save_identity_retrieval
 
     pyramid = make_tiny_map(tmp_path)
-    model = tiny_retrieval(pyramid, seed=1)
-    with torch.no_grad():
-        model.frame_head.load_state_dict(model.view_head.state_dict())
-    checkpoint = tmp_path / "retrieval.safetensors"
-    save_retrieval(checkpoint, model)
-    for name, module in _fake_modules().items():
-        monkeypatch.setitem(sys.modules, name, module)
-    monkeypatch.delitem(sys.modules, "jzi_ros.ros.node", raising=False)
-    node_module = importlib.import_module("jzi_ros.ros.node")
+    checkpoint = save_identity_retrieval(pyramid, tmp_path / "retrieval.safetensors")
+    node_module = _import_node(monkeypatch)
     FakeNode.overrides = {"map_dir": str(pyramid.path), "retrieval_model": str(checkpoint),
                           "device": "cpu", "fix_frame_id": "cam", "altitude_m": 123.0,
                           **overrides}  # no model_file: retrieval does not need one

@@ -105,14 +105,9 @@ class RetrievalLocalizer:
         self._no_fix_variance = self.tree.size_m ** 2 / 12.0
 
     @property
-    def config(self) -> LocalizerConfig:
-        """Return the gate, floor and altitude of every fix (the node swaps it at runtime)."""
-        return self._config
-
-    @config.setter
-    def config(self, config: LocalizerConfig) -> None:
-        self._config = config
-        self.confidence_threshold = float(config.confidence_threshold or 0.0)
+    def confidence_threshold(self) -> float:
+        """Return the gate of ``config`` (a plain attribute the node may replace): None is 0."""
+        return float(self.config.confidence_threshold or 0.0)
 
     @property
     def nbytes(self) -> int:
@@ -121,7 +116,7 @@ class RetrievalLocalizer:
 
     def _no_fix(self, reason: str, timings: dict[str, float]) -> Fix:
         return Fix.no_fix(f"retrieval: {reason}", self._no_fix_at[0], self._no_fix_at[1],
-                          self._config.altitude_m, self._no_fix_variance, timings)
+                          self.config.altitude_m, self._no_fix_variance, timings)
 
     def localize(self, image_rgb: np.ndarray, intrinsics=None, heading_deg: float | None = None,
                  **_) -> Fix:
@@ -180,10 +175,10 @@ class RetrievalLocalizer:
         # uniform variance inside a cell: never below one cell's, never NaN
         cov_en = (weights[:, None, None] * offsets[:, :, None] * offsets[:, None, :]).sum(0)
         cov_en = apply_scale_and_floor(cov_en + np.eye(2) * self.cell_variance_m2, 1.0,
-                                       self._config.sigma_floor_m)
+                                       self.config.sigma_floor_m)
         cov = np.zeros((3, 3))
         cov[:2, :2] = cov_en
-        cov[2, 2] = self._config.altitude_sigma_m ** 2
+        cov[2, 2] = self.config.altitude_sigma_m ** 2
         hypotheses = []
         for index, weight, log_prob, (east, north) in zip(top, weights, top_log, centres):
             lat, lon = self.tree.to_latlon(float(east), float(north))
@@ -194,10 +189,10 @@ class RetrievalLocalizer:
         lat, lon = hypotheses[0].latitude, hypotheses[0].longitude
         if confidence < self.confidence_threshold:
             return Fix.no_fix(f"retrieval: confidence {confidence:.4f} below the threshold "
-                              f"{self.confidence_threshold:g}", lat, lon, self._config.altitude_m,
+                              f"{self.confidence_threshold:g}", lat, lon, self.config.altitude_m,
                               self._no_fix_variance, timings, hypotheses, confidence,
                               best_e, best_n)
-        return Fix(FixStatus.FIX, lat, lon, self._config.altitude_m, cov, confidence, best_e,
+        return Fix(FixStatus.FIX, lat, lon, self.config.altitude_m, cov, confidence, best_e,
                    best_n, tuple(hypotheses), "", timings)
 
     def close(self) -> None:
