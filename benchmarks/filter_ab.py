@@ -39,7 +39,8 @@ sys.path.insert(0, str(ROOT))
 
 from jzi_ros.geo import CellTree  # noqa: E402
 from jzi_ros.inference import fusion  # noqa: E402
-from jzi_ros.inference.bench import cpu_encoder_input, simulated_steps  # noqa: E402
+from jzi_ros.inference.bench import cpu_encoder_input  # noqa: E402
+from jzi_ros.inference.bench_filter import simulated_steps  # noqa: E402
 from jzi_ros.inference.measurement import Measurement  # noqa: E402
 
 

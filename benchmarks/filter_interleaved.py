@@ -37,7 +37,8 @@ from pathlib import Path
 
 
 from jzi_ros.geo import CellTree
-from jzi_ros.inference.bench import bench_filter, cpu_encoder_input
+from jzi_ros.inference.bench import cpu_encoder_input
+from jzi_ros.inference.bench_filter import bench_filter
 from jzi_ros.inference.fusion_config import FusionConfig
 
 

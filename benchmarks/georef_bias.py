@@ -38,7 +38,7 @@ import math
 import numpy as np
 
 from jzi_ros.geo import CellTree
-from jzi_ros.inference.bench import simulated_steps
+from jzi_ros.inference.bench_filter import simulated_steps
 from jzi_ros.inference.fix import Fix, FixStatus
 from jzi_ros.inference.fusion_config import FusionConfig
 from jzi_ros.inference.measurement import Measurement

@@ -22,7 +22,7 @@ import torch
 
 from jzi_ros.errors import JziError
 from jzi_ros.geo import CellTree
-from jzi_ros.inference.bench import simulated_steps as synthetic_steps
+from jzi_ros.inference.bench_filter import simulated_steps as synthetic_steps
 from jzi_ros.inference.decode import BeamSearch, BeamSteps, PAD_LOG_PROB, path_log_probs
 from jzi_ros.inference.fix import Fix, FixStatus
 from jzi_ros.inference.fusion import CellFilter
@@ -290,7 +290,7 @@ def test_the_fused_fixs_hypotheses_are_the_modes_built_when_read(kernel):
 
 
 def test_bench_filter_alternates_with_the_encoder_and_times_both():
-    from jzi_ros.inference.bench import bench_filter
+    from jzi_ros.inference.bench_filter import bench_filter
 
     calls = []
     timing = bench_filter(TREE, frames=6, warmup=2, encode=lambda: calls.append(1))

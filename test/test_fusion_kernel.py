@@ -26,7 +26,7 @@ import pytest
 from jzi_ros import inference
 from jzi_ros.errors import JziError
 from jzi_ros.geo import CellTree
-from jzi_ros.inference.bench import simulated_steps
+from jzi_ros.inference.bench_filter import simulated_steps
 from jzi_ros.inference.fusion import CellFilter
 from jzi_ros.inference.fusion_config import FusionConfig
 from jzi_ros.inference.measurement import Measurement, PointMeasurement

@@ -22,7 +22,7 @@ from jzi_ros.errors import JziError
 from jzi_ros.geo import CellTree
 from jzi_ros.heading import (body_to_en, check_enu_frame, compass_deg, north_up_rotation_deg,
                              yaw_from_compass, yaw_from_quaternion)
-from jzi_ros.inference.bench import simulated_steps
+from jzi_ros.inference.bench_filter import simulated_steps
 from jzi_ros.inference.fusion_config import FusionConfig
 from jzi_ros.inference.measurement import Measurement
 from jzi_ros.inference.motion import HeadingSeries, OdometryTrack, OnlineFusion

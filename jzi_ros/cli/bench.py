@@ -186,12 +186,12 @@ def _bench_filter(tree, encode=None) -> tuple[list[dict], str]:
     Time the temporal filter on this map and on a 65,536-terminal-cell map: rows and a table.
 
     ``encode``: one CPU ground-encoder pass; the filter frames then alternate with it (as in
-    the node, jzi_ros.inference.bench.bench_filter) and the share is measured in that run.
+    the node, jzi_ros.inference.bench_filter.bench_filter) and the share is measured in that run.
     The default kernel (``FusionConfig.kernel`` auto) is a row per map; where that is the
     compiled one, the numpy reference is timed too (in the row under ``numpy``).
     """
     from jzi_ros.geo import CellTree
-    from jzi_ros.inference.bench import bench_filter
+    from jzi_ros.inference.bench_filter import bench_filter
     from jzi_ros.inference.fusion import CellFilter
     from jzi_ros.inference.fusion_config import FusionConfig
 
