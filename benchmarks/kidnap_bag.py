@@ -40,6 +40,7 @@ from pathlib import Path
 import sys
 
 import demo_bag_args  # benchmarks/, next to this file (puts the checkout on sys.path)
+from fusion_limits import errors_m  # the scored frames' errors, NaN without an estimate
 import numpy as np
 
 from jzi_ros.demo import odometry, stages
@@ -90,18 +91,6 @@ def write_flight(out: Path, seed: int, at: int | None, distance_m: float) -> np.
     write_bag(out, tree, frames, overwrite=True,
               odometry=odometry.simulate(seed, track, stamps))  # the flight flown on
     return shift
-
-
-def errors_m(result, fixes) -> np.ndarray:
-    """Horizontal error of each scored frame's estimate (NaN where there is none)."""
-    out = []
-    for record, fix in zip(result.records, fixes):
-        if record.used and fix is None:
-            out.append(math.nan)
-        elif record.used:
-            east, north = result.tree.to_local(fix.latitude, fix.longitude)
-            out.append(math.hypot(east - record.gt.east_m, north - record.gt.north_m))
-    return np.array(out)
 
 
 class _Tail:
