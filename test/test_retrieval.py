@@ -283,6 +283,71 @@ def test_localize_measured_is_the_softmax_over_every_view_as_cells(tmp_path):
         Measurement.from_cells(tree, 1, [0, 1], [np.nan, 0.5])
 
 
+def test_calibrate_stores_the_gate_and_scale_every_retrieval_fix_then_uses(tmp_path, capsys):
+    from jzi_ros.cli.main import main
+    from jzi_ros.evaluation.metrics import nees_2d
+    from jzi_ros.inference.calibration import Calibration
+    from jzi_ros.inference.localizer import LocalizerConfig
+    from jzi_ros.inference.posterior import apply_scale_and_floor
+
+    pyramid = make_tiny_map(tmp_path)
+    tree = pyramid.tree
+    manifest = write_view_manifest(tmp_path, pyramid, "val", jitter_m=150.0, repeat=2)
+    checkpoint = tmp_path / "r.safetensors"
+    save_retrieval(checkpoint, tiny_retrieval(pyramid, seed=2))
+    before = RetrievalLocalizer(pyramid.path, checkpoint, progress=False)
+    assert before.calibration is None and before.covariance_scale == 1.0
+    assert before.confidence_threshold == 0.0  # uncalibrated: no gate
+    common = ["localize", "--map", str(pyramid.path), "--calibrate", str(manifest),
+              "--no-progress"]
+    # one model, not both and not none: one line each, nothing written
+    assert main(common + ["--retrieval-model", str(checkpoint), "--model",
+                          str(checkpoint)]) == 2
+    assert main(common) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all("give one model" in line for line in err)
+    assert main(common + ["--retrieval-model", str(checkpoint)]) == 0
+    printed = capsys.readouterr().out
+    assert "calibration on 32 frames (beam 5, position top" in printed
+    assert f"stored in {checkpoint}" in printed
+    model, metadata = load_retrieval(checkpoint)  # the weights still verify
+    stored = Calibration.from_metadata(metadata)
+    assert stored.frames == 32 and stored.beam_width == 5 and stored.position == "top"
+    # a new localizer from the file runs with both; every fix is scaled and gated by them
+    after = RetrievalLocalizer(pyramid.path, checkpoint, progress=False)
+    assert after.covariance_scale == pytest.approx(stored.covariance_scale) != 1.0
+    assert after.confidence_threshold == pytest.approx(stored.confidence_threshold)
+    from jzi_ros.training.manifest import read_manifest
+
+    errors, covariances = [], []
+    for sample in read_manifest(manifest):
+        image = cv2.imread(str(sample.image))[..., ::-1]
+        position, raw, confidence = after.raw_estimate(image, with_confidence=True)
+        fix = after.localize(image)
+        assert fix.confidence == pytest.approx(confidence)
+        assert fix.ok == (confidence >= stored.confidence_threshold)
+        if not fix.ok:
+            assert "below the threshold" in fix.reason
+            continue
+        assert (fix.east_m, fix.north_m) == pytest.approx(tuple(position))
+        assert fix.covariance_enu[:2, :2] == pytest.approx(apply_scale_and_floor(
+            raw, stored.covariance_scale, after.config.sigma_floor_m))
+        truth = np.array(tree.to_local(sample.latitude, sample.longitude))
+        errors.append(position - truth)
+        covariances.append(fix.covariance_enu[:2, :2])
+    # the published fixes on the frames it was fitted on: mean NEES 2, as calibration said
+    assert len(errors) >= 2
+    assert nees_2d(np.array(errors), np.array(covariances)).mean() == pytest.approx(
+        stored.mean_nees, rel=1e-6) == pytest.approx(2.0, rel=1e-3)
+    # the node's settings override both (0: no gate)
+    override = RetrievalLocalizer(pyramid.path, checkpoint, progress=False, config=LocalizerConfig(
+        confidence_threshold=0.0, covariance_scale=3.0))
+    assert override.confidence_threshold == 0.0 and override.covariance_scale == 3.0
+    # a blank frame has nothing to calibrate on: one clear error
+    with pytest.raises(JziError, match="retrieval: .*uniform|retrieval: .*blank"):
+        after.raw_estimate(np.full((40, 40, 3), 128, np.uint8))
+
+
 @pytest.mark.slow
 def test_replay_fuses_the_retrieval_measurement(tmp_path, capsys):
     from jzi_ros.cli.main import main

@@ -37,7 +37,9 @@ they are stored in the checkpoint's metadata, where every Localizer built from i
 up. --calibrate also takes recorded flights: a ROS 2 bag (directory, .mcap or .db3) with a
 camera topic and a NavSatFix ground-truth topic (--image-topic, --gt-topic), e.g. a validation
 flight with RTK GPS. Calibrate on data like the deployment's (same camera, other days), never
-on the flight you evaluate. Several manifests and bags are pooled.
+on the flight you evaluate. Several manifests and bags are pooled. With --retrieval-model
+instead of --model the same is done for a retrieval baseline checkpoint (jzi
+train-retrieval): its fixes, gate and covariance scale.
 """
 
 
@@ -48,7 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--map", required=True, type=Path, dest="map_dir",
                         help="map directory built by `jzi map build` and embedded by "
                              "`jzi map embed` with this model")
-    parser.add_argument("--model", required=True, type=Path, help="checkpoint (.safetensors)")
+    parser.add_argument("--model", type=Path, help="zoom checkpoint (.safetensors)")
+    parser.add_argument("--retrieval-model", type=Path, default=None, metavar="PATH",
+                        help="localize (or --calibrate) with the retrieval baseline instead "
+                             "of the zoom: a checkpoint written by jzi train-retrieval for "
+                             "this map (docs/retrieval.md); replaces --model")
     add_localizer_arguments(parser)
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object per image instead of a text line")
@@ -111,7 +117,19 @@ def run(args: argparse.Namespace) -> int:
 
     if args.calibrate is None and not args.images:
         raise JziError("give IMAGE files to localize, or --calibrate MANIFEST_OR_BAG")
-    localizer = Localizer.from_paths(args.map_dir, args.model, localizer_config(args))
+    if (args.model is None) == (args.retrieval_model is None):
+        raise JziError("give one model: --model (a zoom checkpoint, jzi train) or "
+                       "--retrieval-model (a retrieval checkpoint, jzi train-retrieval)")
+    if args.retrieval_model is not None:
+        from jzi_ros.inference.retrieval import RetrievalLocalizer
+
+        args.model = args.retrieval_model  # what --calibrate stores into, what errors name
+        localizer = RetrievalLocalizer(args.map_dir, args.retrieval_model,
+                                       device=args.device or "cpu",
+                                       progress=not args.no_progress,
+                                       config=localizer_config(args))
+    else:
+        localizer = Localizer.from_paths(args.map_dir, args.model, localizer_config(args))
     if args.calibrate is not None:
         return _calibrate(localizer, args)
     if localizer.model_config.heading == "north-up" and args.heading is None:
@@ -120,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     failures = 0
     for path in args.images:
         try:
-            fix = localizer.localize(read_image(path), args.heading)
+            fix = localizer.localize(read_image(path), heading_deg=args.heading)
         except (BadImageError, JziError) as err:
             failures += 1
             print(json.dumps({"image": str(path), "error": str(err)}) if args.json

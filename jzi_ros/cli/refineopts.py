@@ -115,9 +115,10 @@ def retrieval_localizer(map_dir, args: argparse.Namespace):
     if path is None:
         raise JziError("--method retrieval needs --retrieval-model PATH (a checkpoint written "
                        "by `jzi train-retrieval`; docs/retrieval.md)")
+    from jzi_ros.inference.options import localizer_config
     from jzi_ros.inference.retrieval import RetrievalLocalizer
 
-    threshold = getattr(args, "confidence_threshold", None)
+    # the zoom's options where they apply (gate and scale: unset = the calibrated ones)
     return RetrievalLocalizer(map_dir, path, device=getattr(args, "device", None) or "cpu",
-                              confidence_threshold=0.0 if threshold is None else threshold,
-                              progress=not getattr(args, "no_progress", False))
+                              progress=not getattr(args, "no_progress", False),
+                              config=localizer_config(args))

@@ -90,6 +90,31 @@ class Calibration:
             raise JziError(f"checkpoint metadata field {METADATA_KEY!r} is malformed: {err}")
 
 
+def resolve_settings(calibration: Calibration | None, config, searched_width: int,
+                     position: str, model_path) -> tuple[float, float]:
+    """
+    Return ``(covariance_scale, confidence_threshold)`` a localizer runs with.
+
+    ``config``'s values where set (not None), else the checkpoint's ``calibration``, else
+    1.0 and 0.0 (no gate), with one warning when the checkpoint has no calibrated gate and
+    one when it was calibrated for another search width (beam or top-k) or position mode.
+    Shared by the zoom's Localizer and the retrieval localizer.
+    """
+    scale = (config.covariance_scale if config.covariance_scale is not None
+             else calibration.covariance_scale if calibration else 1.0)
+    if calibration and config.covariance_scale is None and (
+            calibration.beam_width != searched_width or calibration.position != position):
+        LOG.warning("covariance calibrated for beam %d / position %s, running beam %d / "
+                    "%s: recalibrate for consistent covariances",
+                    calibration.beam_width, calibration.position, searched_width, position)
+    threshold = (config.confidence_threshold if config.confidence_threshold is not None
+                 else calibration.confidence_threshold if calibration else 0.0)
+    if config.confidence_threshold is None and not calibration:
+        LOG.warning("checkpoint %s has no calibrated confidence gate: every frame the "
+                    "model decodes is a FIX (run `jzi localize --calibrate`)", model_path)
+    return float(scale), float(threshold)
+
+
 def _nees(errors: np.ndarray, raw: np.ndarray, scale: float, floor: float) -> np.ndarray:
     return nees_2d(errors, apply_scale_and_floor(raw, scale, floor))
 
@@ -228,7 +253,7 @@ def calibrate_localizer(localizer, samples: Iterable[tuple[np.ndarray, float, fl
             image, heading[0] if heading else None, with_confidence=True)
         truth = np.array(tree.to_local(lat, lon), dtype=np.float64)
         rows.append((position, truth, raw, confidence))
-    return calibrate(rows, localizer.searched_beam_width, localizer.config.position,
+    return calibrate(rows, localizer.searched_beam_width, localizer.position_mode,
                      localizer.config.sigma_floor_m, target,
                      placed_radius_m=placed_radius(tree))
 
@@ -239,7 +264,15 @@ def placed_radius(tree) -> float:
 
 
 def save_calibration(model_path: str | Path, calibration: Calibration) -> None:
-    """Store the calibration in the checkpoint's metadata (atomic, via the checkpoint API)."""
-    from jzi_ros.model.checkpoint import update_checkpoint_metadata
+    """
+    Store the calibration in the checkpoint's metadata (atomic rewrite, weights verified).
 
-    update_checkpoint_metadata(model_path, **{METADATA_KEY: calibration.to_dict()})
+    A zoom checkpoint or a retrieval checkpoint (``jzi train-retrieval``), by its header.
+    """
+    from jzi_ros.model.checkpoint import RETRIEVAL_FORMAT, checkpoint_format
+    from jzi_ros.model.checkpoint import update_checkpoint_metadata
+    from jzi_ros.model.retrieval import update_retrieval_metadata
+
+    update = (update_retrieval_metadata if checkpoint_format(model_path) == RETRIEVAL_FORMAT
+              else update_checkpoint_metadata)
+    update(model_path, **{METADATA_KEY: calibration.to_dict()})

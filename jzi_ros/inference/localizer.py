@@ -36,7 +36,7 @@ from jzi_ros.config import from_mapping
 from jzi_ros.errors import BadImageError, JziError
 from jzi_ros.inference.backends import Backend, BACKENDS, BackendSpec, create_backend
 from jzi_ros.inference.backends.base import CPU_GRAPHS
-from jzi_ros.inference.calibration import Calibration
+from jzi_ros.inference.calibration import Calibration, resolve_settings
 from jzi_ros.inference.fix import Fix, FixStatus, Hypothesis
 from jzi_ros.inference.image import as_rgb_uint8, degenerate_reason
 from jzi_ros.inference.posterior import (apply_scale_and_floor, enu_covariance, POSITION_MODES,
@@ -156,21 +156,9 @@ class Localizer:
     def config(self, config: LocalizerConfig) -> None:
         from jzi_ros.inference.decode import effective_beam_width
 
-        calibration, model_path = self.calibration, self.model_path
         beam = effective_beam_width(config.beam_width, self.tree.grid, self.tree.depth)
-        self.covariance_scale = (config.covariance_scale if config.covariance_scale is not None
-                                 else calibration.covariance_scale if calibration else 1.0)
-        if calibration and config.covariance_scale is None and (
-                calibration.beam_width != beam or calibration.position != config.position):
-            LOG.warning("covariance calibrated for beam %d / position %s, running beam %d / "
-                        "%s: recalibrate for consistent covariances",
-                        calibration.beam_width, calibration.position, beam, config.position)
-        self.confidence_threshold = (
-            config.confidence_threshold if config.confidence_threshold is not None
-            else calibration.confidence_threshold if calibration else 0.0)
-        if config.confidence_threshold is None and not calibration:
-            LOG.warning("checkpoint %s has no calibrated confidence gate: every frame the "
-                        "model decodes is a FIX (run `jzi localize --calibrate`)", model_path)
+        self.covariance_scale, self.confidence_threshold = resolve_settings(
+            self.calibration, config, beam, config.position, self.model_path)
         self._config = config
 
     @classmethod
@@ -212,6 +200,11 @@ class Localizer:
     def searched_beam_width(self) -> int:
         """Return the beam width actually searched (clamped to the number of terminal cells)."""
         return backend_beam(self)
+
+    @property
+    def position_mode(self) -> str:
+        """Return how the published position is chosen (``config.position``: top or mean)."""
+        return self.config.position
 
     # --- per frame ---------------------------------------------------------------------------
     def preprocess(self, image_rgb: np.ndarray, heading_deg: float | None = None) -> np.ndarray:

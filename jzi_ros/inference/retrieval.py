@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from jzi_ros.errors import JziError
+from jzi_ros.inference.calibration import Calibration, resolve_settings
 from jzi_ros.inference.fix import Fix, FixStatus, Hypothesis
 from jzi_ros.inference.image import as_rgb_uint8, degenerate_reason
 from jzi_ros.inference.localizer import LocalizerConfig
@@ -53,22 +54,25 @@ class RetrievalLocalizer:
     """Image -> Fix at the centre of the finest-level map view nearest in embedding space."""
 
     def __init__(self, map_dir: str | Path, checkpoint: str | Path, device: str | None = "cpu",
-                 top_k: int = 5, confidence_threshold: float = 0.0, batch_size: int = 64,
-                 progress: bool = True, config: LocalizerConfig | None = None) -> None:
+                 top_k: int = 5, confidence_threshold: float | None = None,
+                 batch_size: int = 64, progress: bool = True,
+                 config: LocalizerConfig | None = None) -> None:
         """
         Embed the map's finest views with ``checkpoint``'s view head.
 
-        ``config`` (the node's settings as a LocalizerConfig): its confidence gate (None:
-        none, retrieval has no calibrated one), horizontal sigma floor, altitude and Up sigma
-        apply to every fix; without it ``confidence_threshold`` and the defaults do.
+        ``config`` (the node's settings as a LocalizerConfig): its confidence gate and
+        covariance scale (None: the checkpoint's calibration, ``jzi localize --calibrate``;
+        without one no gate and scale 1), horizontal sigma floor, altitude and Up sigma apply
+        to every fix; without it ``confidence_threshold`` (None: the calibrated gate) and the
+        defaults do.
         """
         if not isinstance(top_k, int) or top_k < 1:
             raise JziError(f"retrieval: top_k must be an integer >= 1, got {top_k!r}")
-        if not 0.0 <= confidence_threshold <= 1.0:
+        if confidence_threshold is not None and not 0.0 <= confidence_threshold <= 1.0:
             raise JziError(f"retrieval: confidence_threshold must be in [0, 1], "
                            f"got {confidence_threshold!r}")
-        self.config = config or LocalizerConfig(confidence_threshold=confidence_threshold)
         self.model_path = Path(checkpoint)
+        self.top_k = top_k
         self.pyramid = MapPyramid.open(map_dir)
         self.tree = self.pyramid.tree
         if device in (None, "auto"):
@@ -79,6 +83,8 @@ class RetrievalLocalizer:
             raise JziError(f"retrieval: device {device!r} is not a torch device (expected "
                            f"auto, cpu, cuda or cuda:N)") from None
         self.model, self.metadata = load_retrieval(checkpoint, self.device)
+        self.calibration = Calibration.from_metadata(self.metadata)
+        self.config = config or LocalizerConfig(confidence_threshold=confidence_threshold)
         self.model_config = self.model.model_config  # heading policy, crops: the zoom's rules
         trained = self.metadata.get("tree")
         if trained and trained != self.tree.to_dict():
@@ -86,7 +92,6 @@ class RetrievalLocalizer:
                         "%s's; its cells may not be the size it learnt", checkpoint, trained,
                         map_dir)
         self.backend_name = f"retrieval-torch-{self.device.type}"
-        self.top_k = top_k
         self.level = self.tree.depth - 1
         self.rows = finest_view_rows(self.tree)
         self.level_index = self.rows - self.tree.level_offsets[self.level]  # within the level
@@ -105,9 +110,31 @@ class RetrievalLocalizer:
         self._no_fix_variance = self.tree.size_m ** 2 / 12.0
 
     @property
+    def config(self) -> LocalizerConfig:
+        """How it runs; assigning a new one (the node may) re-resolves the scale and the gate."""
+        return self._config
+
+    @config.setter
+    def config(self, config: LocalizerConfig) -> None:
+        self.covariance_scale, self._confidence_threshold = resolve_settings(
+            self.calibration, config, self.searched_beam_width, self.position_mode,
+            self.model_path)
+        self._config = config
+
+    @property
     def confidence_threshold(self) -> float:
-        """Return the gate of ``config`` (a plain attribute the node may replace): None is 0."""
-        return float(self.config.confidence_threshold or 0.0)
+        """Return the gate in force: ``config``'s, else the calibrated one, else 0 (none)."""
+        return self._confidence_threshold
+
+    @property
+    def searched_beam_width(self) -> int:
+        """Return how many views a fix keeps as hypotheses (what its covariance spreads over)."""
+        return self.top_k
+
+    @property
+    def position_mode(self) -> str:
+        """Return how the published position is chosen: always the best view's cell centre."""
+        return "top"
 
     @property
     def nbytes(self) -> int:
@@ -140,15 +167,29 @@ class RetrievalLocalizer:
         return fix, Measurement.from_cells(self.tree, self.level, self.level_index,
                                            np.exp(log_probs))
 
+    def raw_estimate(self, image_rgb: np.ndarray, heading_deg: float | None = None,
+                     with_confidence: bool = False) -> tuple:
+        """
+        Return (position [2], uncalibrated covariance [2, 2]) in metres E/N of the root.
+
+        What ``jzi localize --calibrate`` fits the covariance scale on (as the zoom's
+        ``Localizer.raw_estimate``); ``with_confidence`` adds the best view's softmax
+        probability (for the gate). JziError for a frame that gives no similarities.
+        """
+        found = self._search(as_rgb_uint8(image_rgb), heading_deg, time.perf_counter())
+        if isinstance(found, str):
+            raise JziError(f"retrieval: {found}")
+        log_probs, top, _ = found
+        _, centres, raw = self._spread(top, log_probs[top])
+        out = (centres[0].copy(), raw)
+        return out + (float(math.exp(log_probs[top[0]])),) if with_confidence else out
+
     @torch.no_grad()
-    def _localize(self, image_rgb: np.ndarray, heading_deg: float | None
-                  ) -> tuple[Fix, np.ndarray | None]:
-        """Return the fix and every view's log-probability (float64; None with a NO_FIX)."""
-        start = time.perf_counter()
-        image = as_rgb_uint8(image_rgb)
+    def _search(self, image: np.ndarray, heading_deg: float | None, start: float):
+        """Return ``(log-probability of every view, top-k indices, timings)``, or why not."""
         reason = degenerate_reason(image)
         if reason is not None:
-            return self._no_fix(reason, {"total": (time.perf_counter() - start) * 1e3}), None
+            return reason
         pixels = ground_pixels(image, self.model_config, heading_deg)
         t_pre = time.perf_counter()
         frame = self.model.encode_frames(pixels[None].to(self.device)).float()
@@ -156,28 +197,47 @@ class RetrievalLocalizer:
         similarity = (frame @ self.table.T)[0]
         logits = self.model.scale().float() * similarity
         log_probs = torch.log_softmax(logits, dim=0).cpu().numpy().astype(np.float64)
+        if not np.all(np.isfinite(log_probs)):
+            return "the model produced non-finite similarities"
         k = min(self.top_k, len(self.rows))
         top = np.argsort(-log_probs, kind="stable")[:k]
         end = time.perf_counter()
         timings = {"preprocess": (t_pre - start) * 1e3, "encode": (t_enc - t_pre) * 1e3,
                    "search": (end - t_enc) * 1e3, "total": (end - start) * 1e3}
-        if not np.all(np.isfinite(log_probs)):
-            return self._no_fix("the model produced non-finite similarities", timings), None
+        return log_probs, top, timings
+
+    def _localize(self, image_rgb: np.ndarray, heading_deg: float | None
+                  ) -> tuple[Fix, np.ndarray | None]:
+        """Return the fix and every view's log-probability (float64; None with a NO_FIX)."""
+        start = time.perf_counter()
+        found = self._search(as_rgb_uint8(image_rgb), heading_deg, start)
+        if isinstance(found, str):
+            return self._no_fix(found, {"total": (time.perf_counter() - start) * 1e3}), None
+        log_probs, top, timings = found
         return self._fix(top, log_probs[top], timings), log_probs
 
-    def _fix(self, top: np.ndarray, top_log: np.ndarray, timings: dict[str, float]) -> Fix:
+    def _spread(self, top: np.ndarray, top_log: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """
+        Return the top views' weights, their cell centres and the raw covariance [2, 2].
+
+        The raw covariance is the candidates' probability-weighted spread around the best
+        view's cell plus the uniform variance inside one cell: the shape calibration scales.
+        """
         weights = np.exp(top_log - top_log.max())
         weights /= weights.sum()  # normalised over the returned hypotheses
         centres = self.centres_en[top]
-        best_e, best_n = (float(v) for v in centres[0])
         offsets = centres - centres[0]
-        # the candidates' probability-weighted spread around the published cell, plus the
-        # uniform variance inside a cell: never below one cell's, never NaN
-        cov_en = (weights[:, None, None] * offsets[:, :, None] * offsets[:, None, :]).sum(0)
-        cov_en = apply_scale_and_floor(cov_en + np.eye(2) * self.cell_variance_m2, 1.0,
-                                       self.config.sigma_floor_m)
+        raw = (weights[:, None, None] * offsets[:, :, None] * offsets[:, None, :]).sum(0)
+        return weights, centres, raw + np.eye(2) * self.cell_variance_m2
+
+    def _fix(self, top: np.ndarray, top_log: np.ndarray, timings: dict[str, float]) -> Fix:
+        weights, centres, raw = self._spread(top, top_log)
+        best_e, best_n = (float(v) for v in centres[0])
+        # scaled by the calibration, floored: never below the floor, never NaN
         cov = np.zeros((3, 3))
-        cov[:2, :2] = cov_en
+        cov[:2, :2] = apply_scale_and_floor(raw, self.covariance_scale,
+                                            self.config.sigma_floor_m)
         cov[2, 2] = self.config.altitude_sigma_m ** 2
         hypotheses = []
         for index, weight, log_prob, (east, north) in zip(top, weights, top_log, centres):

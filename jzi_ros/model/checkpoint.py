@@ -67,6 +67,22 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor],
             os.fsync(handle.fileno())
 
 
+def _raw_header(path: Path) -> dict[str, str]:
+    """Return the string header of a .safetensors file; JziError when there is none."""
+    if not path.is_file():
+        raise JziError(f"checkpoint {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise JziError(f"checkpoint {path} is not a readable .safetensors file ({err})") from None
+
+
+def checkpoint_format(path: str | os.PathLike) -> str | None:
+    """Return the ``format`` a checkpoint's header names (FORMAT, RETRIEVAL_FORMAT, ...)."""
+    return _raw_header(Path(path)).get("format")
+
+
 def read_format_header(path: str | os.PathLike, expected: str) -> dict[str, str]:
     """
     Return the raw string header of a checkpoint of format ``expected``; JziError otherwise.
@@ -75,13 +91,7 @@ def read_format_header(path: str | os.PathLike, expected: str) -> dict[str, str]
     reverse) is refused with what it is and where it goes.
     """
     path = Path(path)
-    if not path.is_file():
-        raise JziError(f"checkpoint {path} does not exist")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            header = handle.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as err:
-        raise JziError(f"checkpoint {path} is not a readable .safetensors file ({err})") from None
+    header = _raw_header(path)
     found = header.get("format")
     if found != expected:
         hint = ""

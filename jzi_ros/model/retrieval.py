@@ -192,6 +192,19 @@ def save_retrieval(path: str | os.PathLike, model: RetrievalModel,
     write_safetensors(Path(path), module_tensors(model), header)
 
 
+def update_retrieval_metadata(path: str | os.PathLike, **metadata) -> dict:
+    """
+    Merge ``metadata`` into a retrieval checkpoint's metadata (atomic rewrite).
+
+    The weights are loaded and verified against the header's hash first, so a corrupt file is
+    refused instead of being re-stamped. Returns the merged metadata.
+    """
+    model, stored = load_retrieval(path)
+    merged = {**stored, **metadata}
+    save_retrieval(path, model, merged)
+    return merged
+
+
 def load_retrieval(path: str | os.PathLike, device: str | torch.device = "cpu"
                    ) -> tuple[RetrievalModel, dict]:
     """
