@@ -230,7 +230,9 @@ def test_bench_times_the_retrieval_frame_next_to_the_zoom(tmp_path, capsys):
     preprocess, encode, search = (float(v) for v in cells[2].split(" / "))
     assert min(preprocess, encode, search) > 0.0
     assert float(cells[1].split(" / ")[0]) >= encode  # the frame holds its encoder pass
-    timing = json.loads(out.read_text())[0]["retrieval"]
+    timings = json.loads(out.read_text())[0]["retrieval"]
+    assert set(timings) == {"torch"}  # --backend torch: no ONNX Runtime row
+    timing = timings["torch"]
     assert timing["views"] == 16 and timing["table_bytes"] == 16 * 32 * 4
     assert timing["frame_ms"]["median"] <= timing["frame_ms"]["p95"]
     # a random --preset map has no retrieval model, and a zoom file is no retrieval model:
@@ -243,6 +245,53 @@ def test_bench_times_the_retrieval_frame_next_to_the_zoom(tmp_path, capsys):
                  "--retrieval-model", str(zoom)]) == 2
     captured = capsys.readouterr()
     assert "timing" not in captured.out and "a zoom model" in captured.err
+
+
+def test_onnx_runtime_backend_gives_torch_fixes_from_the_exported_frame_encoder(
+        tmp_path, capsys):
+    pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
+    from jzi_ros.cli.main import main
+    from jzi_ros.inference.localizer import LocalizerConfig
+    from jzi_ros.inference.retrieval_export import EXPORT_JSON, FRAME_FILE
+
+    pyramid = make_tiny_map(tmp_path)
+    checkpoint = tmp_path / "r.safetensors"
+    save_retrieval(checkpoint, tiny_retrieval(pyramid, seed=4))
+    out = tmp_path / "export"
+
+    def localizer(backend: str) -> RetrievalLocalizer:
+        return RetrievalLocalizer(pyramid.path, checkpoint, progress=False, config=LocalizerConfig(
+            backend=backend, export_dir=str(out)))
+
+    # auto takes torch while there is no export (none is started behind the user's back)
+    assert localizer("auto").backend_name == "retrieval-torch-cpu" and not out.exists()
+    assert main(["export", "--retrieval-model", str(checkpoint), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"exported {checkpoint} -> {out}" in printed and "parity onnxruntime-cpu vs torch " \
+        "fp32: OK" in printed
+    assert (out / FRAME_FILE).is_file() and (out / EXPORT_JSON).is_file()
+    torch_run, onnx_run = localizer("torch"), localizer("auto")
+    assert onnx_run.backend_name == "retrieval-onnxruntime-cpu"
+    for cell in finest_paths(pyramid.tree):
+        view = np.ascontiguousarray(pyramid.view(cell))
+        expected, got = torch_run.localize(view), onnx_run.localize(view)
+        assert [h.path for h in got.hypotheses] == [h.path for h in expected.hypotheses]
+        assert got.confidence == pytest.approx(expected.confidence, rel=1e-4)
+        assert got.covariance_enu == pytest.approx(expected.covariance_enu, rel=1e-4)
+    # a damaged export is not used by auto, and exported again when onnxruntime is named
+    (out / FRAME_FILE).write_bytes(b"not a graph")
+    assert localizer("auto").backend_name == "retrieval-torch-cpu"
+    again = localizer("onnxruntime")
+    assert again.backend_name == "retrieval-onnxruntime-cpu"
+    view = np.ascontiguousarray(pyramid.view(finest_paths(pyramid.tree)[3]))
+    assert [h.path for h in again.localize(view).hypotheses] == [
+        h.path for h in torch_run.localize(view).hypotheses]
+    # there is no TensorRT engine of a retrieval model; one export command takes one model
+    with pytest.raises(JziError, match="retrieval runs on onnxruntime or torch"):
+        localizer("tensorrt")
+    assert main(["export", "--retrieval-model", str(checkpoint), "--model",
+                 str(checkpoint)]) == 2
+    assert "give one checkpoint" in capsys.readouterr().err
 
 
 def test_localize_measured_is_the_softmax_over_every_view_as_cells(tmp_path):

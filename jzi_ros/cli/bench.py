@@ -75,7 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     refineopts.add_arguments(parser, method=False)
     parser.add_argument("--retrieval-model", type=Path, default=None, metavar="PATH",
                         help="also time the retrieval baseline's frame (a checkpoint written "
-                             "by jzi train-retrieval for this map; torch on the CPU): "
+                             "by jzi train-retrieval for this map) on the CPU, in torch "
+                             "and, where --backend names onnxruntime or auto, ONNX Runtime: "
                              "preprocess, encoder, search over the map's finest views")
     parser.add_argument("--no-fusion", action="store_true",
                         help="skip timing the temporal filter (this map and a 65,536-cell map)")
@@ -172,13 +173,29 @@ def _bench_refine(args: argparse.Namespace, localizer, map_dir: Path) -> dict:
         refiner.close()
 
 
-def _open_retrieval(args: argparse.Namespace, map_dir: Path):
-    """Load ``--retrieval-model`` for ``map_dir`` (None without it): bad files fail up front."""
+def _open_retrieval(args: argparse.Namespace, map_dir: Path) -> dict:
+    """
+    Load ``--retrieval-model`` for ``map_dir`` per CPU backend ({} without it).
+
+    Torch always; ONNX Runtime too where it is installed and ``--backend`` names it or auto
+    (its frame encoder is exported on first use). Bad files fail here, before any timing.
+    """
+    from jzi_ros.inference.backends.onnxruntime_backend import available_providers
+    from jzi_ros.inference.options import localizer_config
     from jzi_ros.inference.retrieval import RetrievalLocalizer
 
     if args.retrieval_model is None:
-        return None
-    return RetrievalLocalizer(map_dir, args.retrieval_model, device="cpu", progress=False)
+        return {}
+    names = ["torch"]
+    if available_providers() and {"auto", "onnxruntime"} & set(args.backend):
+        names.append("onnxruntime")
+    out = {}
+    for name in names:
+        config = localizer_config(args, backend=name, device="cpu", precision="auto",
+                                  beam_width=1, cpu_graph="eager", warmup_frames=0)
+        out[name] = RetrievalLocalizer(map_dir, args.retrieval_model, device="cpu",
+                                       progress=False, config=config)
+    return out
 
 
 def _bench_filter(tree, encode=None) -> tuple[list[dict], str]:
@@ -287,13 +304,15 @@ def run(args: argparse.Namespace) -> int:
     if not rows:
         raise JziError("no backend could be timed (see the 'skipped' lines above)")
     print(format_table(rows))
-    if retrieval is not None:
-        print(f"timing retrieval ({args.retrieval_model}) ...", flush=True)
-        timing = bench_retrieval(retrieval, image, args.frames, args.warmup)
-        retrieval.close()
-        print(format_retrieval(timing, rows))
+    if retrieval:
+        timings = {}
+        for name, localizer in retrieval.items():
+            print(f"timing retrieval ({args.retrieval_model}, {name}) ...", flush=True)
+            timings[name] = bench_retrieval(localizer, image, args.frames, args.warmup)
+            localizer.close()
+        print(format_retrieval(timings, rows))
         for row in rows:
-            row.retrieval = timing
+            row.retrieval = timings
     if filter_rows is None and not args.no_fusion:  # no CPU row: the filter alone
         filter_rows = _bench_filter(tree)
     if filter_rows is not None:

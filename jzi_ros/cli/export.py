@@ -28,12 +28,18 @@ table -> top-B paths and log-probabilities, the whole D-step beam search in one 
 and export.json (inputs, outputs, preprocessing, weights hash). The ONNX Runtime and TensorRT
 backends read this folder; TensorRT engines are built from it on the target and cached next to
 it. After exporting, ONNX Runtime (CPU) is checked against PyTorch fp32 on random inputs.
+With --retrieval-model instead of --model: frame.onnx (frame -> embedding) of a retrieval
+baseline checkpoint, run by its localizer's ONNX Runtime backend (docs/retrieval.md).
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, type=Path,
+    parser.add_argument("--model", type=Path,
                         help="checkpoint (.safetensors) written by jzi train")
+    parser.add_argument("--retrieval-model", type=Path, default=None, metavar="PATH",
+                        help="instead of --model: a retrieval checkpoint (jzi "
+                             "train-retrieval); writes frame.onnx (frame -> embedding), which "
+                             "backend auto then runs on ONNX Runtime")
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default: $XDG_CACHE_HOME/jzi_ros/exports/<model "
                              "hash>/; "
@@ -51,6 +57,11 @@ def run(args: argparse.Namespace) -> int:
     from jzi_ros.inference.export import default_export_dir, export_model
     from jzi_ros.inference.localizer import DEFAULT_BEAM_WIDTH
 
+    if (args.model is None) == (args.retrieval_model is None):
+        raise JziError("give one checkpoint: --model (jzi train) or --retrieval-model (jzi "
+                       "train-retrieval)")
+    if args.retrieval_model is not None:
+        return _export_retrieval(args)
     beam = DEFAULT_BEAM_WIDTH if args.beam is None else args.beam
     out = args.out or default_export_dir(args.model)
     info = export_model(args.model, out, beam, args.batch)
@@ -82,3 +93,25 @@ def _check(model_path: Path, out: Path, beam: int, batch: int) -> int:
           f"{parity.same_prefixes}, their log-prob max |diff| "
           f"{fmt(parity.step_max_abs_diff, '.2e')})")
     return 0 if parity.ok() else 1
+
+
+def _export_retrieval(args: argparse.Namespace) -> int:
+    from jzi_ros.inference.retrieval_export import (check_retrieval_export,
+                                                    default_retrieval_export_dir,
+                                                    export_retrieval)
+
+    out = args.out or default_retrieval_export_dir(args.retrieval_model)
+    path = export_retrieval(args.retrieval_model, out)
+    print(f"exported {args.retrieval_model} -> {out}")
+    print(f"  {path.name:28s} {path.stat().st_size / 1e6:8.2f} MB")
+    if args.no_check:
+        return 0
+    try:
+        cosine, diff = check_retrieval_export(args.retrieval_model, path)
+    except JziError as err:  # no onnxruntime here: the export is still usable elsewhere
+        print(f"parity check skipped: {err}")
+        return 0
+    ok = cosine > 0.9999 and diff < 1e-3
+    print(f"parity onnxruntime-cpu vs torch fp32: {'OK' if ok else 'MISMATCH'} (embedding "
+          f"cosine {cosine:.6f}, max |diff| {diff:.2e})")
+    return 0 if ok else 1

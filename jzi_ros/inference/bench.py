@@ -94,7 +94,8 @@ class BenchRow:
     refine: dict = field(default_factory=dict)  # filled by bench_refinement (jzi bench --refine)
     # temporal filter per frame on this map and a 65,536-cell map (jzi bench, once per run)
     fusion_filter: list = field(default_factory=list)
-    retrieval: dict = field(default_factory=dict)  # bench_retrieval (--retrieval-model), once
+    # bench_retrieval per retrieval backend (--retrieval-model), once per run
+    retrieval: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -373,16 +374,17 @@ def format_table(rows: list[BenchRow]) -> str:
     return "\n".join(lines)
 
 
-def format_retrieval(timing: dict, rows: list[BenchRow]) -> str:
-    """Return a table of the retrieval baseline's frame next to each CPU zoom frame."""
-    stages = timing["stages_ms"]
+def format_retrieval(timings: dict[str, dict], rows: list[BenchRow]) -> str:
+    """Return a table of the retrieval frame per backend next to each CPU zoom frame."""
     lines = ["", "| method | frame ms (med / p95) | inside it, ms (median): preprocess / encode "
              "/ search | thread CPU ms (med) | searched views | view table |",
-             "|" + "---|" * 6,
-             f"| retrieval (torch, cpu) | {_med_p95(timing['frame_ms'])} | "
-             f"{stages['preprocess']:.2f} / {stages['encode']:.2f} / {stages['search']:.2f} | "
-             f"{timing['cpu_ms']['median']:.2f} | {timing['views']} | "
-             f"{timing['table_bytes'] / 2 ** 10:.0f} KiB |"]
+             "|" + "---|" * 6]
+    for name, timing in timings.items():
+        stages = timing["stages_ms"]
+        lines.append(f"| retrieval ({name}, cpu) | {_med_p95(timing['frame_ms'])} | "
+                     f"{stages['preprocess']:.2f} / {stages['encode']:.2f} / "
+                     f"{stages['search']:.2f} | {timing['cpu_ms']['median']:.2f} | "
+                     f"{timing['views']} | {timing['table_bytes'] / 2 ** 10:.0f} KiB |")
     for r in rows:
         if r.device == "cpu":
             lines.append(f"| zoom, {r.label} beam {r.beam_width} | {_med_p95(r.frame_ms)} | "

@@ -157,8 +157,8 @@ def _quiet_exporter():
             logging.getLogger(name).setLevel(level)
 
 
-def _onnx_export(module: nn.Module, args: tuple, path: Path, inputs: list[str],
-                 outputs: list[str]) -> None:
+def onnx_export(module: nn.Module, args: tuple, path: Path, inputs: list[str],
+                outputs: list[str]) -> None:
     with atomic_path(path) as tmp, warnings.catch_warnings(), _quiet_exporter():
         warnings.simplefilter("ignore")
         tmp_onnx = tmp.with_suffix(".onnx")
@@ -261,8 +261,8 @@ def _export_model(model_path: Path, out_dir: Path, beam_width: int, batch_size: 
     if info is None:
         LOG.warning("exporting %s to ONNX in %s (once per model; --export-dir chooses the "
                     "folder)", model_path, out_dir)
-        _onnx_export(GroundEncoderGraph(model), (torch.zeros(batch_size, crops, 3, size, size),),
-                     out_dir / ENCODER_FILE, ["pixels"], ["ground"])
+        onnx_export(GroundEncoderGraph(model), (torch.zeros(batch_size, crops, 3, size, size),),
+                    out_dir / ENCODER_FILE, ["pixels"], ["ground"])
         info = {"format": FORMAT, "checkpoint": str(model_path.resolve()),
                 "weights_hash": whash, "encoder_hash": model.encoder_hash(),
                 "model_config": config.to_dict(), "grid": config.grid, "depth": config.depth,
@@ -273,9 +273,9 @@ def _export_model(model_path: Path, out_dir: Path, beam_width: int, batch_size: 
     encoder = info.get("encoder")
     if encoder is None or encoder["inputs"][0]["shape"][0] != batch_size:
         if encoder is not None:  # the encoder graph has a static batch: re-export it
-            _onnx_export(GroundEncoderGraph(model),
-                         (torch.zeros(batch_size, crops, 3, size, size),),
-                         out_dir / ENCODER_FILE, ["pixels"], ["ground"])
+            onnx_export(GroundEncoderGraph(model),
+                        (torch.zeros(batch_size, crops, 3, size, size),),
+                        out_dir / ENCODER_FILE, ["pixels"], ["ground"])
             info["sha256"][ENCODER_FILE] = file_sha256(out_dir / ENCODER_FILE)
         info["encoder"] = {"file": ENCODER_FILE, "batch_size": batch_size,
                            "inputs": [_io("pixels", [batch_size, crops, 3, size, size],
@@ -287,8 +287,8 @@ def _export_model(model_path: Path, out_dir: Path, beam_width: int, batch_size: 
         generator = torch.Generator().manual_seed(0)
         example = (torch.randn(batch_size, width, generator=generator),
                    torch.randn(num_views, width, generator=generator))
-        _onnx_export(DecoderGraph(model, beam), example, out_dir / name,
-                     ["ground", "view_table"], list(DECODER_OUTPUTS))
+        onnx_export(DecoderGraph(model, beam), example, out_dir / name,
+                    ["ground", "view_table"], list(DECODER_OUTPUTS))
         info["sha256"][name] = file_sha256(out_dir / name)
         info["decoders"][key] = {
             "file": name, "beam_width": beam,

@@ -91,7 +91,8 @@ class RetrievalLocalizer:
             LOG.warning("retrieval model %s was trained on another cell tree (%s) than map "
                         "%s's; its cells may not be the size it learnt", checkpoint, trained,
                         map_dir)
-        self.backend_name = f"retrieval-torch-{self.device.type}"
+        self.backend, self._encode_frame = self._frame_encoder(self.config)
+        self.backend_name = f"retrieval-{self.backend}-{self.device.type}"
         self.level = self.tree.depth - 1
         self.rows = finest_view_rows(self.tree)
         self.level_index = self.rows - self.tree.level_offsets[self.level]  # within the level
@@ -108,6 +109,37 @@ class RetrievalLocalizer:
                  time.perf_counter() - began)
         self._no_fix_at = self.tree.cell_center(())
         self._no_fix_variance = self.tree.size_m ** 2 / 12.0
+
+    def _frame_encoder(self, config: LocalizerConfig):
+        """
+        Return ``(backend name, pixels [1, n_crops, 3, S, S] -> [1, E] tensor)``.
+
+        ``config.backend``: ``torch``; ``onnxruntime`` (the frame encoder exported on first
+        use, :mod:`jzi_ros.inference.retrieval_export`); ``auto``, ONNX Runtime when an export
+        of this checkpoint already exists and ONNX Runtime runs on this device, else torch
+        (as for the zoom, no export is started behind the user's back: ``jzi export
+        --retrieval-model R``). TensorRT has no retrieval engine: refused in one line.
+        """
+        from jzi_ros.inference.backends.onnxruntime_backend import available_providers
+        from jzi_ros.inference.retrieval_export import (export_exists, export_retrieval,
+                                                        OnnxFrameEncoder)
+
+        name = config.backend
+        if name == "tensorrt":
+            raise JziError("retrieval runs on onnxruntime or torch (there is no TensorRT "
+                           "engine of the retrieval model): set backend to auto, onnxruntime "
+                           "or torch")
+        provider = ("CUDAExecutionProvider" if self.device.type == "cuda"
+                    else "CPUExecutionProvider")
+        if name == "auto":
+            name = ("onnxruntime" if provider in available_providers()
+                    and export_exists(self.model_path, config.export_dir) else "torch")
+        if name == "onnxruntime":
+            session = OnnxFrameEncoder(export_retrieval(self.model_path, config.export_dir),
+                                       str(self.device), config.threads)
+            return name, lambda pixels: torch.from_numpy(session(pixels.numpy())).to(
+                self.device)
+        return "torch", lambda pixels: self.model.encode_frames(pixels.to(self.device)).float()
 
     @property
     def config(self) -> LocalizerConfig:
@@ -192,7 +224,7 @@ class RetrievalLocalizer:
             return reason
         pixels = ground_pixels(image, self.model_config, heading_deg)
         t_pre = time.perf_counter()
-        frame = self.model.encode_frames(pixels[None].to(self.device)).float()
+        frame = self._encode_frame(pixels[None])
         t_enc = time.perf_counter()
         similarity = (frame @ self.table.T)[0]
         logits = self.model.scale().float() * similarity
