@@ -573,6 +573,41 @@ def test_refining_localizer_refines_the_measured_path_and_forwards_the_config(wo
     assert zoom.config == "changed at runtime"
 
 
+def test_retrieval_refine_registers_the_frame_around_the_retrieved_views(world, tmp_path):
+    from support import save_identity_retrieval
+
+    from jzi_ros.inference.localizer import LocalizerConfig
+    from jzi_ros.inference.retrieval import RetrievalLocalizer
+    from jzi_ros.maps.pyramid import MapPyramid
+
+    map_dir, image = world
+    checkpoint = save_identity_retrieval(MapPyramid.open(map_dir), tmp_path / "r.safetensors")
+    retrieval = RetrievalLocalizer(map_dir, checkpoint, progress=False,
+                                   config=LocalizerConfig(confidence_threshold=0.0))
+    refining = RefiningLocalizer(retrieval, Refiner.for_map(map_dir, CONFIG), intrinsics())
+    assert refining.backend_name == "retrieval-torch-cpu+refine"
+    pose = CameraPose(-30.0, 15.0, 150.0, heading_deg=200.0, pitch_deg=85.0)
+    frame = view(image, pose)
+    plain = retrieval.localize(frame)
+    fix, measurement = refining.localize_measured(frame)
+    assert fix.refined, fix.refinement
+    assert math.hypot(fix.east_m - pose.east_m, fix.north_m - pose.north_m) < 2.0
+    assert math.hypot(plain.east_m - pose.east_m, plain.north_m - pose.north_m) > 10.0
+    # the retrieval's own cells and measurement are kept for the filter
+    assert fix.hypotheses == plain.hypotheses and len(measurement.mass) == 16
+    # a retrieved view far from the frame: refinement searches only around it and keeps
+    # retrieval's fix with the reason (never a fix elsewhere)
+    path = TREE.path_of_local(250.0, -250.0)[:1]  # a 160 m view, ~380 m from the frame
+    east, north = TREE.cell_center_local(path)
+    far = Hypothesis(path, 1.0, 0.0, east, north, *(float(v) for v in TREE.to_latlon(east,
+                                                                                    north)))
+    retrieved = replace(plain, hypotheses=(far,), east_m=east, north_m=north)
+    kept = Refiner.for_map(map_dir, replace(CONFIG, search_margin_m=20.0)).refine(
+        frame, retrieved, intrinsics())
+    assert not kept.refined and kept.refinement.startswith("not refined")
+    assert (kept.east_m, kept.north_m) == (east, north)
+
+
 def test_the_maps_georef_sigma_widens_every_registered_fix_by_exactly_its_square(
         world, tmp_path):
     from jzi_ros.inference.measurement import PointMeasurement

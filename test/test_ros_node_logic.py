@@ -179,7 +179,8 @@ def _fake_modules():
     }
     modules["sensor_msgs.msg"] = _module("sensor_msgs.msg", **{
         n: T[f"sensor_msgs/msg/{n}"] for n in ("Image", "CompressedImage", "NavSatFix",
-                                               "NavSatStatus", "PointCloud2", "PointField")})
+                                               "NavSatStatus", "PointCloud2", "PointField",
+                                               "CameraInfo")})
     modules["geometry_msgs.msg"] = _module("geometry_msgs.msg", **{
         n: T[f"geometry_msgs/msg/{n}"] for n in ("Point", "Pose", "PoseWithCovariance",
                                                  "PoseWithCovarianceStamped", "Quaternion")})
@@ -730,17 +731,27 @@ def test_node_localizes_with_a_retrieval_model_instead_of_the_zoom(monkeypatch, 
     assert all(np.isfinite([fused.latitude, fused.longitude, *fused.position_covariance]))
 
 
-@pytest.mark.parametrize("setting, words", [({"refine.enabled": True}, "refine.enabled"),
-                                            ({"fusion.enabled": True, "fusion.seed_beam": True},
-                                             "fusion.seed_beam")])
-def test_a_retrieval_node_refuses_what_only_the_zoom_has(monkeypatch, tmp_path, setting,
-                                                         words):
-    node_module, _ = _retrieval_node(monkeypatch, tmp_path, **setting)
+def test_a_retrieval_node_refuses_the_seeded_zoom_and_refines_retrieved_views(monkeypatch,
+                                                                             tmp_path):
+    node_module, _ = _retrieval_node(monkeypatch, tmp_path, **{"fusion.enabled": True,
+                                                               "fusion.seed_beam": True})
     node = node_module.LocalizerNode()
     try:
-        with pytest.raises(JziError, match=words) as err:
+        with pytest.raises(JziError, match="fusion.seed_beam") as err:
             node.setup()
         assert "retrieval" in str(err.value) and "\n" not in str(err.value)
+    finally:
+        node.close()
+        monkeypatch.delitem(sys.modules, "jzi_ros.ros.node", raising=False)
+    # refine.enabled wraps the retrieval localizer: its top views are the cells refined
+    # (test_refine.py registers a frame around them; this tiny map has no imagery)
+    node_module, _ = _retrieval_node(monkeypatch, tmp_path / "refine",
+                                     **{"refine.enabled": True})
+    node = node_module.LocalizerNode()
+    try:
+        node.setup()
+        assert node.localizer.backend_name == "retrieval-torch-cpu+refine"
+        assert node.localizer.localizer.backend_name == "retrieval-torch-cpu"
     finally:
         node.close()
         monkeypatch.delitem(sys.modules, "jzi_ros.ros.node", raising=False)

@@ -100,7 +100,9 @@ def run(args: argparse.Namespace) -> int:
             "refine": [("model", summary["top1"], step1),
                        ("refined", summary["estimate"], None)],
             "classical": [("classical", summary["estimate"], None)],
-            "retrieval": [("retrieval", summary["top1"], step1)]}[args.method]
+            "retrieval": [("retrieval", summary["top1"], step1)],
+            "retrieval-refine": [("retrieval", summary["top1"], step1),
+                                 ("refined", summary["estimate"], None)]}[args.method]
     rows += [(name, extra["baselines"][name], extra["baselines"][name]["path_accuracy"]["1"])
              for name in ("chance", "prior")]
     print(f"{summary['frames']['used']} images scored; report in {args.out}")

@@ -17,8 +17,9 @@ The refinement options shared by ``jzi replay`` and ``jzi bench`` (one definitio
 
 ``--method`` picks what localizes a frame: ``zoom`` (the policy alone), ``refine`` (the zoom,
 then geometric refinement against the map imagery), ``classical`` (registration against the
-map's whole feature index, no model) or ``retrieval`` (the retrieval baseline: nearest map view
-in a contrastively trained embedding, ``--retrieval-model``; docs/retrieval.md).
+map's whole feature index, no model), ``retrieval`` (the retrieval baseline: nearest map view
+in a contrastively trained embedding, ``--retrieval-model``; docs/retrieval.md) or
+``retrieval-refine`` (retrieval's top views, then the same geometric refinement).
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ from pathlib import Path
 
 from jzi_ros.errors import JziError
 
-METHODS = ("zoom", "refine", "classical", "retrieval")
+METHODS = ("zoom", "refine", "classical", "retrieval", "retrieval-refine")
+REFINING = ("refine", "retrieval-refine")  # methods whose fixes go through the Refiner
 
 
 def add_arguments(parser: argparse.ArgumentParser, method: bool = True) -> None:
@@ -37,9 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser, method: bool = True) -> None:
                                  "against the map imagery; classical: registration against "
                                  "the whole map's feature index (no model); retrieval: the "
                                  "nearest map view in a contrastive embedding (the paper's "
-                                 "baseline; needs --retrieval-model)")
+                                 "baseline; needs --retrieval-model); retrieval-refine: "
+                                 "retrieval's top views, then the geometric refinement")
         parser.add_argument("--retrieval-model", type=Path, default=None, metavar="PATH",
-                            help="retrieval: checkpoint written by jzi train-retrieval")
+                            help="retrieval, retrieval-refine: checkpoint written by jzi "
+                                 "train-retrieval")
     camera = parser.add_mutually_exclusive_group()
     camera.add_argument("--intrinsics", metavar="FX,FY,CX,CY", default=None,
                         help="refine/classical: camera intrinsics of the frames in pixels")
@@ -89,7 +93,7 @@ def wrap(method: str, zoom, map_dir, args: argparse.Namespace):
         return ClassicalLocalizer(map_dir, refine_config(args), intrinsics(args))
     if method == "retrieval":
         return retrieval_localizer(map_dir, args)
-    localizer = zoom()
+    localizer = retrieval_localizer(map_dir, args) if method == "retrieval-refine" else zoom()
     if method == "zoom":
         return localizer
     from jzi_ros.inference.refine import Refiner, RefiningLocalizer
@@ -103,7 +107,7 @@ def localizer(args: argparse.Namespace):
     from jzi_ros.inference.options import localizer_config
 
     method = getattr(args, "method", "zoom")  # jzi evaluate has no --method
-    if args.model is None and method not in ("classical", "retrieval"):
+    if args.model is None and method not in ("classical", "retrieval", "retrieval-refine"):
         raise JziError(f"--model is needed for --method {method}")
     return wrap(method, lambda: Localizer.from_paths(
         args.map, args.model, localizer_config(args)), args.map, args)
@@ -113,8 +117,9 @@ def retrieval_localizer(map_dir, args: argparse.Namespace):
     """Return the retrieval baseline's localizer for ``--method retrieval``."""
     path = getattr(args, "retrieval_model", None)
     if path is None:
-        raise JziError("--method retrieval needs --retrieval-model PATH (a checkpoint written "
-                       "by `jzi train-retrieval`; docs/retrieval.md)")
+        raise JziError(f"--method {getattr(args, 'method', 'retrieval')} needs "
+                       "--retrieval-model PATH (a checkpoint written by `jzi train-retrieval`; "
+                       "docs/retrieval.md)")
     from jzi_ros.inference.options import localizer_config
     from jzi_ros.inference.retrieval import RetrievalLocalizer
 

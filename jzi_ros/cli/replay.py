@@ -59,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="map directory (jzi map build)")
     parser.add_argument("--model", default=None, type=Path,
                         help="checkpoint (.safetensors) the map was embedded with (needed "
-                             "unless --method classical or retrieval)")
+                             "unless --method classical, retrieval or retrieval-refine)")
     parser.add_argument("--image-topic", required=True, default=argparse.SUPPRESS,
                         help="camera topic (sensor_msgs/Image or sensor_msgs/CompressedImage)")
     parser.add_argument("--gt-topic", required=True, default=argparse.SUPPRESS,
@@ -120,7 +120,7 @@ def _fusion_options(args: argparse.Namespace):
         raise JziError("--fusion needs cell probabilities to fuse: use it with --method zoom, "
                        "refine or retrieval, not classical (classical registration gives "
                        "none)")
-    if method == "retrieval" and args.seed_beam:
+    if method.startswith("retrieval") and args.seed_beam:
         raise JziError("--seed-beam seeds the zoom's beam search: the retrieval baseline has "
                        "none (drop --seed-beam, or use --method zoom)")
     from jzi_ros.evaluation.fusion_replay import FusionOptions
@@ -210,7 +210,8 @@ def _method_table(result, method: str) -> str:
     errors = [math.hypot(r.fix.east_m - r.gt.east_m, r.fix.north_m - r.gt.north_m)
               for r in used]
     row = method_summary(errors, [r.fix.ok for r in used], [r.localize_ms for r in used],
-                         [r.fix.refined for r in used] if method == "refine" else None)
+                         [r.fix.refined for r in used] if method in refineopts.REFINING
+                         else None)
     return format_methods({method: row})
 
 

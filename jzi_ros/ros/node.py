@@ -205,9 +205,6 @@ class LocalizerNode(Node):
 
         if s.backend == "tensorrt":
             self.get_logger().info("backend tensorrt: the first engine build can take minutes")
-        if s.retrieval_model and self.get_parameter("refine.enabled").value:
-            raise JziError(f"{NODE_NAME}: refine.enabled refines the zoom's terminal cells; "
-                           "with retrieval_model set turn refine.enabled off")
         started = time.perf_counter()
         if s.retrieval_model:  # the retrieval baseline instead of the zoom (docs/retrieval.md)
             from jzi_ros.inference.retrieval import RetrievalLocalizer
