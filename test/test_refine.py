@@ -599,8 +599,8 @@ def test_retrieval_refine_registers_the_frame_around_the_retrieved_views(world, 
     # retrieval's fix with the reason (never a fix elsewhere)
     path = TREE.path_of_local(250.0, -250.0)[:1]  # a 160 m view, ~380 m from the frame
     east, north = TREE.cell_center_local(path)
-    far = Hypothesis(path, 1.0, 0.0, east, north, *(float(v) for v in TREE.to_latlon(east,
-                                                                                    north)))
+    lat, lon = (float(v) for v in TREE.to_latlon(east, north))
+    far = Hypothesis(path, 1.0, 0.0, east, north, lat, lon)
     retrieved = replace(plain, hypotheses=(far,), east_m=east, north_m=north)
     kept = Refiner.for_map(map_dir, replace(CONFIG, search_margin_m=20.0)).refine(
         frame, retrieved, intrinsics())

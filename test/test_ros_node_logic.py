@@ -731,8 +731,8 @@ def test_node_localizes_with_a_retrieval_model_instead_of_the_zoom(monkeypatch, 
     assert all(np.isfinite([fused.latitude, fused.longitude, *fused.position_covariance]))
 
 
-def test_a_retrieval_node_refuses_the_seeded_zoom_and_refines_retrieved_views(monkeypatch,
-                                                                             tmp_path):
+def test_a_retrieval_node_refuses_the_seeded_zoom_and_refines_retrieved_views(
+        monkeypatch, tmp_path):
     node_module, _ = _retrieval_node(monkeypatch, tmp_path, **{"fusion.enabled": True,
                                                                "fusion.seed_beam": True})
     node = node_module.LocalizerNode()

@@ -116,13 +116,16 @@ def _intact(out_dir: Path, info: dict, name: str) -> bool:
     return False
 
 
-class GroundEncoderGraph(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
+class EncoderGraph(nn.Module):
+    """One encoding method of a model as a graph: ``pixels -> float32 vectors``."""
+
+    def __init__(self, model: nn.Module, method: str = "encode_ground") -> None:
         super().__init__()
         self.model = model
+        self.method = method  # encode_ground (zoom), encode_frames (retrieval)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_ground(pixels).float()
+        return getattr(self.model, self.method)(pixels).float()
 
 
 # the decoder graph's outputs, in order (the last four: BeamSearch's steps, for fusion)
@@ -261,7 +264,7 @@ def _export_model(model_path: Path, out_dir: Path, beam_width: int, batch_size: 
     if info is None:
         LOG.warning("exporting %s to ONNX in %s (once per model; --export-dir chooses the "
                     "folder)", model_path, out_dir)
-        onnx_export(GroundEncoderGraph(model), (torch.zeros(batch_size, crops, 3, size, size),),
+        onnx_export(EncoderGraph(model), (torch.zeros(batch_size, crops, 3, size, size),),
                     out_dir / ENCODER_FILE, ["pixels"], ["ground"])
         info = {"format": FORMAT, "checkpoint": str(model_path.resolve()),
                 "weights_hash": whash, "encoder_hash": model.encoder_hash(),
@@ -273,7 +276,7 @@ def _export_model(model_path: Path, out_dir: Path, beam_width: int, batch_size: 
     encoder = info.get("encoder")
     if encoder is None or encoder["inputs"][0]["shape"][0] != batch_size:
         if encoder is not None:  # the encoder graph has a static batch: re-export it
-            onnx_export(GroundEncoderGraph(model),
+            onnx_export(EncoderGraph(model),
                         (torch.zeros(batch_size, crops, 3, size, size),),
                         out_dir / ENCODER_FILE, ["pixels"], ["ground"])
             info["sha256"][ENCODER_FILE] = file_sha256(out_dir / ENCODER_FILE)

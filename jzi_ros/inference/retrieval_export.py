@@ -37,12 +37,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from jzi_ros.errors import JziError
 from jzi_ros.files import read_json, write_json
-from jzi_ros.inference.export import export_cache_root, export_key, file_sha256, OPSET
-from jzi_ros.inference.export import onnx_export
+from jzi_ros.inference.export import (EncoderGraph, export_cache_root, export_key,
+                                      file_sha256, onnx_export, OPSET)
 from jzi_ros.model.checkpoint import read_format_header, RETRIEVAL_FORMAT
 
 LOG = logging.getLogger(__name__)
@@ -50,17 +49,6 @@ LOG = logging.getLogger(__name__)
 FORMAT = "jzi-retrieval-onnx/1"
 FRAME_FILE = "frame.onnx"
 EXPORT_JSON = "retrieval_export.json"
-
-
-class FrameEncoderGraph(nn.Module):
-    """``pixels [1, n_crops, 3, S, S]`` -> the frame's unit embedding ``[1, E]``."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_frames(pixels).float()
 
 
 def default_retrieval_export_dir(model_path: str | Path) -> Path:
@@ -104,7 +92,7 @@ def export_retrieval(model_path: str | Path, export_dir: str | Path | None = Non
     out_dir.mkdir(parents=True, exist_ok=True)
     LOG.warning("exporting retrieval model %s to ONNX in %s (once per model; export_dir "
                 "chooses the folder)", model_path, out_dir)
-    onnx_export(FrameEncoderGraph(model), (torch.zeros(1, crops, 3, size, size),),
+    onnx_export(EncoderGraph(model, "encode_frames"), (torch.zeros(1, crops, 3, size, size),),
                 out_dir / FRAME_FILE, ["pixels"], ["embedding"])
     header = read_format_header(model_path, RETRIEVAL_FORMAT)
     write_json(out_dir / EXPORT_JSON, {
