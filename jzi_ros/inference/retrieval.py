@@ -91,8 +91,8 @@ class RetrievalLocalizer:
             LOG.warning("retrieval model %s was trained on another cell tree (%s) than map "
                         "%s's; its cells may not be the size it learnt", checkpoint, trained,
                         map_dir)
-        self.backend, self._encode_frame = self._frame_encoder(self.config)
-        self.backend_name = f"retrieval-{self.backend}-{self.device.type}"
+        self.runtime, self._encode_frame = self._frame_encoder(self.config)
+        self.backend_name = f"retrieval-{self.runtime}-{self.device.type}"
         self.level = self.tree.depth - 1
         self.rows = finest_view_rows(self.tree)
         self.level_index = self.rows - self.tree.level_offsets[self.level]  # within the level
