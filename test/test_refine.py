@@ -585,7 +585,7 @@ def test_retrieval_refine_registers_the_frame_around_the_retrieved_views(world, 
     retrieval = RetrievalLocalizer(map_dir, checkpoint, progress=False,
                                    config=LocalizerConfig(confidence_threshold=0.0))
     refining = RefiningLocalizer(retrieval, Refiner.for_map(map_dir, CONFIG), intrinsics())
-    assert refining.backend_name == "retrieval-torch-cpu+refine"
+    assert refining.backend_name == "retrieval-torch-jit-cpu+refine"
     pose = CameraPose(-30.0, 15.0, 150.0, heading_deg=200.0, pitch_deg=85.0)
     frame = view(image, pose)
     plain = retrieval.localize(frame)

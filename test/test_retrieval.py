@@ -231,8 +231,8 @@ def test_bench_times_the_retrieval_frame_next_to_the_zoom(tmp_path, capsys):
     assert min(preprocess, encode, search) > 0.0
     assert float(cells[1].split(" / ")[0]) >= encode  # the frame holds its encoder pass
     timings = json.loads(out.read_text())[0]["retrieval"]
-    assert set(timings) == {"torch"}  # --backend torch: no ONNX Runtime row
-    timing = timings["torch"]
+    assert set(timings) == {"torch-jit"}  # --backend torch: no ONNX Runtime row
+    timing = timings["torch-jit"]
     assert timing["views"] == 16 and timing["table_bytes"] == 16 * 32 * 4
     assert timing["frame_ms"]["median"] <= timing["frame_ms"]["p95"]
     # a random --preset map has no retrieval model, and a zoom file is no retrieval model:
@@ -245,6 +245,24 @@ def test_bench_times_the_retrieval_frame_next_to_the_zoom(tmp_path, capsys):
                  "--retrieval-model", str(zoom)]) == 2
     captured = capsys.readouterr()
     assert "timing" not in captured.out and "a zoom model" in captured.err
+
+
+def test_the_traced_cpu_encoder_gives_the_eager_fixes(tmp_path):
+    from jzi_ros.inference.localizer import LocalizerConfig
+
+    pyramid = make_tiny_map(tmp_path)
+    checkpoint = tmp_path / "r.safetensors"
+    save_retrieval(checkpoint, tiny_retrieval(pyramid, seed=5))
+    runs = {graph: RetrievalLocalizer(pyramid.path, checkpoint, progress=False,
+                                      config=LocalizerConfig(cpu_graph=graph))
+            for graph in ("eager", "jit")}
+    assert runs["eager"].backend_name == "retrieval-torch-cpu"
+    assert runs["jit"].backend_name == "retrieval-torch-jit-cpu"
+    for cell in finest_paths(pyramid.tree):
+        view = np.ascontiguousarray(pyramid.view(cell))
+        eager, traced = (runs[graph].localize(view) for graph in ("eager", "jit"))
+        assert [h.path for h in traced.hypotheses] == [h.path for h in eager.hypotheses]
+        assert traced.confidence == pytest.approx(eager.confidence, rel=1e-4)
 
 
 def test_onnx_runtime_backend_gives_torch_fixes_from_the_exported_frame_encoder(
@@ -264,7 +282,7 @@ def test_onnx_runtime_backend_gives_torch_fixes_from_the_exported_frame_encoder(
             backend=backend, export_dir=str(out)))
 
     # auto takes torch while there is no export (none is started behind the user's back)
-    assert localizer("auto").backend_name == "retrieval-torch-cpu" and not out.exists()
+    assert localizer("auto").backend_name == "retrieval-torch-jit-cpu" and not out.exists()
     assert main(["export", "--retrieval-model", str(checkpoint), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert f"exported {checkpoint} -> {out}" in printed and "parity onnxruntime-cpu vs torch " \
@@ -280,7 +298,7 @@ def test_onnx_runtime_backend_gives_torch_fixes_from_the_exported_frame_encoder(
         assert got.covariance_enu == pytest.approx(expected.covariance_enu, rel=1e-4)
     # a damaged export is not used by auto, and exported again when onnxruntime is named
     (out / FRAME_FILE).write_bytes(b"not a graph")
-    assert localizer("auto").backend_name == "retrieval-torch-cpu"
+    assert localizer("auto").backend_name == "retrieval-torch-jit-cpu"
     again = localizer("onnxruntime")
     assert again.backend_name == "retrieval-onnxruntime-cpu"
     view = np.ascontiguousarray(pyramid.view(finest_paths(pyramid.tree)[3]))

@@ -750,8 +750,8 @@ def test_a_retrieval_node_refuses_the_seeded_zoom_and_refines_retrieved_views(
     node = node_module.LocalizerNode()
     try:
         node.setup()
-        assert node.localizer.backend_name == "retrieval-torch-cpu+refine"
-        assert node.localizer.localizer.backend_name == "retrieval-torch-cpu"
+        assert node.localizer.backend_name == "retrieval-torch-jit-cpu+refine"
+        assert node.localizer.localizer.backend_name == "retrieval-torch-jit-cpu"
     finally:
         node.close()
         monkeypatch.delitem(sys.modules, "jzi_ros.ros.node", raising=False)

@@ -190,11 +190,12 @@ def _open_retrieval(args: argparse.Namespace, map_dir: Path) -> dict:
     if available_providers() and {"auto", "onnxruntime"} & set(args.backend):
         names.append("onnxruntime")
     out = {}
-    for name in names:
+    for name in names:  # torch with the bench's first --cpu-graph (default jit)
         config = localizer_config(args, backend=name, device="cpu", precision="auto",
-                                  beam_width=1, cpu_graph="eager", warmup_frames=0)
-        out[name] = RetrievalLocalizer(map_dir, args.retrieval_model, device="cpu",
+                                  beam_width=1, cpu_graph=args.cpu_graph[0], warmup_frames=0)
+        localizer = RetrievalLocalizer(map_dir, args.retrieval_model, device="cpu",
                                        progress=False, config=config)
+        out[localizer.runtime] = localizer
     return out
 
 

@@ -109,15 +109,21 @@ class RetrievalLocalizer:
                  time.perf_counter() - began)
         self._no_fix_at = self.tree.cell_center(())
         self._no_fix_variance = self.tree.size_m ** 2 / 12.0
+        if self.config.warmup_frames:  # traces / sessions warm here, not on a camera frame
+            encoder = self.model_config.encoder
+            with torch.no_grad():
+                self._encode_frame(torch.zeros(1, self.model_config.n_crops, 3,
+                                               encoder.image_size, encoder.image_size))
 
     def _frame_encoder(self, config: LocalizerConfig):
         """
         Return ``(backend name, pixels [1, n_crops, 3, S, S] -> [1, E] tensor)``.
 
-        ``config.backend``: ``torch``; ``onnxruntime`` (the frame encoder exported on first
-        use, :mod:`jzi_ros.inference.retrieval_export`); ``auto``, ONNX Runtime when an export
-        of this checkpoint already exists and ONNX Runtime runs on this device, else torch
-        (as for the zoom, no export is started behind the user's back: ``jzi export
+        ``config.backend``: ``torch`` (on a CPU traced and frozen per ``config.cpu_graph``, as
+        the zoom's encoder: ``torch-jit``); ``onnxruntime`` (the frame encoder exported on
+        first use, :mod:`jzi_ros.inference.retrieval_export`); ``auto``, ONNX Runtime when an
+        export of this checkpoint already exists and ONNX Runtime runs on this device, else
+        torch (as for the zoom, no export is started behind the user's back: ``jzi export
         --retrieval-model R``). TensorRT has no retrieval engine: refused in one line.
         """
         from jzi_ros.inference.backends.onnxruntime_backend import available_providers
@@ -139,6 +145,14 @@ class RetrievalLocalizer:
                                        str(self.device), config.threads)
             return name, lambda pixels: torch.from_numpy(session(pixels.numpy())).to(
                 self.device)
+        if self.device.type == "cpu" and config.cpu_graph != "eager":
+            from jzi_ros.inference.backends.torch_backend import CpuGraph
+            from jzi_ros.inference.export import EncoderGraph
+
+            # traced and frozen (or compiled) per input shape, as the zoom's encoder on a CPU
+            graph = CpuGraph(EncoderGraph(self.model, "encode_frames"), config.cpu_graph,
+                             "retrieval frame encoder")
+            return f"torch-{config.cpu_graph}", graph
         return "torch", lambda pixels: self.model.encode_frames(pixels.to(self.device)).float()
 
     @property

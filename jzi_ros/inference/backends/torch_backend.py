@@ -118,7 +118,7 @@ class _Encoder(nn.Module):
         return self.model.encode_ground(pixels)
 
 
-class _CpuGraph:
+class CpuGraph:
     """A module run as a frozen TorchScript trace (per input shape) or via torch.compile."""
 
     def __init__(self, module: nn.Module, mode: str, what: str) -> None:
@@ -189,11 +189,11 @@ class TorchBackend(Backend):
             self._encode = _Graphed(self._encode_eager, "ground encoder")
             self._decode = _Graphed(self._decode_eager, "beam decoder")
         elif device.type == "cpu" and spec.cpu_graph != "eager":
-            self._encode = _CpuGraph(_Encoder(self.model), spec.cpu_graph, "ground encoder")
-            self._decode = _CpuGraph(_OnTable(self.search, self.table), spec.cpu_graph,
-                                     "beam decoder")
-            self._steps = _CpuGraph(_OnTable(self.step_search, self.table), spec.cpu_graph,
-                                    "beam decoder with steps")
+            self._encode = CpuGraph(_Encoder(self.model), spec.cpu_graph, "ground encoder")
+            self._decode = CpuGraph(_OnTable(self.search, self.table), spec.cpu_graph,
+                                    "beam decoder")
+            self._steps = CpuGraph(_OnTable(self.step_search, self.table), spec.cpu_graph,
+                                   "beam decoder with steps")
 
     @torch.inference_mode()
     def _encode_eager(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -240,7 +240,7 @@ class TorchBackend(Backend):
             search = _OnTable(BeamSearch(self.model, self.grid, self.depth, self.beam_width,
                                          seeds=count, seed_level=level), self.table)
             self._seeded_searches[key] = (
-                _CpuGraph(search, self.cpu_graph, "seeded beam decoder")
+                CpuGraph(search, self.cpu_graph, "seeded beam decoder")
                 if self.device == "cpu" and self.cpu_graph != "eager" else search)
         return self._seeded_searches[key]
 
