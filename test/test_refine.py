@@ -393,6 +393,44 @@ def test_replay_methods_on_a_map_built_before_refinement(tmp_path, capsys, caplo
     assert sum("refinement is off" in r.getMessage() for r in caplog.records) == 1
 
 
+def test_evaluate_method_retrieval_refine_reports_both_halves(world, tmp_path, capsys):
+    from support import save_identity_retrieval
+
+    from jzi_ros.cli import main as jzi_main
+    from jzi_ros.maps.pyramid import MapPyramid
+    from jzi_ros.training.manifest import Sample, write_manifest
+
+    map_dir, image = world
+    checkpoint = save_identity_retrieval(MapPyramid.open(map_dir), tmp_path / "r.safetensors")
+    rows = []
+    for k in range(4):
+        pose = CameraPose(-40.0 + 30 * k, 35.0 - 25 * k, 150.0, heading_deg=50.0 * k,
+                          pitch_deg=85.0)
+        name = tmp_path / f"{k}.png"
+        cv2.imwrite(str(name), cv2.cvtColor(view(image, pose), cv2.COLOR_RGB2BGR))
+        lat, lon = TREE.to_latlon(pose.east_m, pose.north_m)
+        rows.append(Sample(name, float(lat), float(lon), split="test", hfov=70.0))
+    write_manifest(tmp_path / "views.csv", rows)
+    common = ["evaluate", str(tmp_path / "views.csv"), "--map", str(map_dir),
+              "--nominal-height", "150", "--confidence-threshold", "0", "--no-progress",
+              "--no-plots"]
+    assert jzi_main.main(common + ["--method", "retrieval-refine", "--out",
+                                   str(tmp_path / "none")]) == 2
+    assert "--method retrieval-refine needs --retrieval-model" in capsys.readouterr().err
+    reports = {}
+    for method in ("retrieval", "retrieval-refine"):
+        assert jzi_main.main(common + ["--method", method, "--retrieval-model",
+                                       str(checkpoint), "--out", str(tmp_path / method)]) == 0
+        printed = capsys.readouterr().out.splitlines()
+        assert any(line.startswith("retrieval ") for line in printed)
+        assert any(line.startswith("refined ") for line in printed) == (method != "retrieval")
+        reports[method] = json.loads((tmp_path / method / "report.json").read_text())
+    block = reports["retrieval-refine"]["refinement"]
+    assert block["accepted"] == 4 and block["accepted_median_m"] < 2.0
+    assert reports["retrieval"].get("refinement") is None
+    assert reports["retrieval-refine"]["backend"].startswith("retrieval")
+
+
 def test_evaluate_takes_each_rows_field_of_view_unless_one_is_given(world, tmp_path, capsys):
     from jzi_ros.cli import main as jzi_main
     from jzi_ros.training.manifest import Sample, write_manifest
