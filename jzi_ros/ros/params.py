@@ -74,8 +74,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _p("model_file", "", "Model checkpoint (.safetensors) whose embeddings are in the map."),
     _p("retrieval_model", "", "Retrieval checkpoint (jzi train-retrieval): localize each frame "
        "by the nearest finest-level map view instead of the zoom (model_file is then unused; "
-       "torch on 'device'; no refinement, no seeded beam; its gate and covariance scale from "
-       "jzi localize --retrieval-model R --calibrate; docs/retrieval.md). Empty: the zoom."),
+       "'backend' auto runs ONNX Runtime once exported by jzi export --retrieval-model, else "
+       "torch on 'device'; refine.* refines around its top views; no seeded beam; its gate "
+       "and covariance scale from jzi localize --retrieval-model R --calibrate; "
+       "docs/retrieval.md). Empty: the zoom."),
     _p("backend", "auto", "Inference backend for the ground encoder.", choices=BACKENDS),
     _p("device", "auto", "Torch device: auto, cpu, cuda or cuda:N."),
     _p("export_dir", "", "Folder of the ONNX export (jzi export) where TensorRT engines are "
