@@ -29,7 +29,8 @@ from safetensors import safe_open
 import torch
 
 from jzi_ros.errors import JziError
-from jzi_ros.inference.retrieval import RetrievalLocalizer
+from jzi_ros.inference.retrieval import (MAX_MEASURED_VIEWS, measured_views, MEASURED_MASS,
+                                         RetrievalLocalizer)
 from jzi_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from jzi_ros.model.retrieval import info_nce, load_retrieval, save_retrieval
 from jzi_ros.training.manifest import Sample, write_manifest
@@ -326,7 +327,9 @@ def test_localize_measured_is_the_softmax_over_every_view_as_cells(tmp_path):
         plain = localizer.localize(view)
         assert fix.hypotheses == plain.hypotheses and fix.confidence == plain.confidence
         assert measurement.mass.sum() + measurement.background == pytest.approx(1.0)
-        assert len(measurement.mass) == 16 and set(measurement.levels) == {tree.depth - 1}
+        assert 1 <= len(measurement.mass) <= 16 and set(measurement.levels) == {
+            tree.depth - 1}
+        assert measurement.mass.sum() >= MEASURED_MASS - 1e-12  # the rest: background
         # the density is highest over the cell the fix names, constant inside each cell
         density = measurement.densities(tree, centres[:, 0], centres[:, 1])
         assert finest_paths(tree)[int(np.argmax(density))] == fix.hypotheses[0].path == cell
@@ -335,8 +338,10 @@ def test_localize_measured_is_the_softmax_over_every_view_as_cells(tmp_path):
         inside = measurement.densities(tree, np.array([east - side / 3, east + side / 3]),
                                        np.array([north + side / 3, north - side / 3]))
         assert inside == pytest.approx([density.max()] * 2)
-        # the cell's mass is the view's softmax probability (the fix's confidence)
-        assert float(density.max()) * side ** 2 == pytest.approx(
+        # the cell's mass is the view's softmax probability (the fix's confidence), on top
+        # of the uniform rest (the views outside the 99.9 % kept)
+        uniform = measurement.background / tree.size_m ** 2
+        assert float(density.max() - uniform) * side ** 2 == pytest.approx(
             math.exp(fix.hypotheses[0].log_prob)) == pytest.approx(fix.confidence)
     # a uniform frame: NO_FIX and no measurement (the filter only propagates)
     blank_fix, blank = localizer.localize_measured(np.full((40, 40, 3), 128, np.uint8))
@@ -413,6 +418,33 @@ def test_calibrate_stores_the_gate_and_scale_every_retrieval_fix_then_uses(tmp_p
     # a blank frame has nothing to calibrate on: one clear error
     with pytest.raises(JziError, match="retrieval: .*uniform|retrieval: .*blank"):
         after.raw_estimate(np.full((40, 40, 3), 128, np.uint8))
+
+
+def test_the_measurement_keeps_the_views_holding_the_mass_and_makes_the_rest_uniform():
+    from jzi_ros.geo import CellTree
+    from jzi_ros.inference.measurement import Measurement
+
+    peaked = np.full(4096, 1e-8)
+    peaked[[7, 300, 2000]] = [0.6, 0.3, 0.1 - 4093e-8]
+    assert list(measured_views(peaked)) == [7, 300, 2000]  # 99.9 % in three views
+    assert list(measured_views(peaked, mass=0.85)) == [7, 300]
+    assert list(measured_views(peaked, mass=2.0, most=2)) == [7, 300]  # the k best
+    flat = np.random.default_rng(0).dirichlet(np.ones(4096))
+    kept = measured_views(flat)
+    assert len(kept) == MAX_MEASURED_VIEWS
+    assert set(kept) == set(np.argsort(-flat)[:MAX_MEASURED_VIEWS])  # the most probable
+    # as a measurement: kept views carry their own mass, every other cell the background's
+    tree = CellTree(40.0, -83.0, 10_000.0, grid=4, depth=4)
+    measurement = Measurement.from_cells(tree, 3, kept, flat[kept])
+    assert measurement.background == pytest.approx(1.0 - flat[kept].sum())
+    side = tree.cell_side(3)
+    centre = [tree.cell_center_local(tree.path_of_view(tree.level_offsets[3] + int(i)))
+              for i in (kept[0], np.setdiff1d(np.arange(4096), kept)[0])]
+    density = measurement.densities(tree, np.array([c[0] for c in centre]),
+                                    np.array([c[1] for c in centre]))
+    uniform = measurement.background / tree.size_m ** 2
+    assert density[0] == pytest.approx(flat[kept[0]] / side ** 2 + uniform)
+    assert density[1] == pytest.approx(uniform)
 
 
 @pytest.mark.slow

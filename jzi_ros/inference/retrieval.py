@@ -48,6 +48,22 @@ from jzi_ros.model.retrieval import embed_view_rows, finest_view_rows, load_retr
 
 LOG = logging.getLogger(__name__)
 PROGRESS_ABOVE_VIEWS = 512  # show a progress bar when embedding more views than this
+# the filter's measurement keeps the most probable views holding this much of the softmax
+# (at most MAX_MEASURED_VIEWS of them); the rest is uniform background. Every view as its own
+# piece made the filter's frame grow with the map: 4,096 views (the paper's map at 156 m)
+# cost 0.9 ms to build and 1.8 ms to filter per frame, against 0.13 and 0.43 ms for 256
+MEASURED_MASS = 0.999
+MAX_MEASURED_VIEWS = 256
+
+
+def measured_views(probabilities: np.ndarray, mass: float = MEASURED_MASS,
+                   most: int = MAX_MEASURED_VIEWS) -> np.ndarray:
+    """Return the indices of the most probable views that hold ``mass`` (at most ``most``)."""
+    p = np.asarray(probabilities, np.float64)
+    top = np.argpartition(-p, most - 1)[:most] if len(p) > most else np.arange(len(p))
+    top = top[np.argsort(-p[top], kind="stable")]
+    count = int(np.searchsorted(np.cumsum(p[top]), mass)) + 1
+    return top[:count]
 
 
 class RetrievalLocalizer:
@@ -201,8 +217,10 @@ class RetrievalLocalizer:
         """
         Return the fix and the softmax over every view as a temporal filter's measurement.
 
-        Each finest-level view's cell carries its probability (``Measurement.from_cells``);
-        None where the frame gave no usable similarities (the fix is then NO_FIX).
+        The most probable finest-level views (:func:`measured_views`: 99.9 % of the mass, at
+        most 256) carry their probabilities over their cells (``Measurement.from_cells``), the
+        rest of the mass is uniform over the map; None where the frame gave no usable
+        similarities (the fix is then NO_FIX).
         """
         if seeds is not None:
             raise JziError("retrieval has no beam to seed: turn the prior-seeded zoom "
@@ -210,8 +228,10 @@ class RetrievalLocalizer:
         fix, log_probs = self._localize(image_rgb, heading_deg)
         if log_probs is None:
             return fix, None
-        return fix, Measurement.from_cells(self.tree, self.level, self.level_index,
-                                           np.exp(log_probs))
+        probabilities = np.exp(log_probs)
+        keep = measured_views(probabilities)
+        return fix, Measurement.from_cells(self.tree, self.level, self.level_index[keep],
+                                           probabilities[keep])
 
     def raw_estimate(self, image_rgb: np.ndarray, heading_deg: float | None = None,
                      with_confidence: bool = False) -> tuple:
@@ -245,8 +265,7 @@ class RetrievalLocalizer:
         log_probs = torch.log_softmax(logits, dim=0).cpu().numpy().astype(np.float64)
         if not np.all(np.isfinite(log_probs)):
             return "the model produced non-finite similarities"
-        k = min(self.top_k, len(self.rows))
-        top = np.argsort(-log_probs, kind="stable")[:k]
+        top = measured_views(np.exp(log_probs), mass=2.0, most=self.top_k)  # the k best
         end = time.perf_counter()
         timings = {"preprocess": (t_pre - start) * 1e3, "encode": (t_enc - t_pre) * 1e3,
                    "search": (end - t_enc) * 1e3, "total": (end - start) * 1e3}
