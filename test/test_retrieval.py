@@ -29,7 +29,7 @@ from safetensors import safe_open
 import torch
 
 from jzi_ros.errors import JziError
-from jzi_ros.inference.retrieval import (MAX_MEASURED_VIEWS, measured_views, MEASURED_MASS,
+from jzi_ros.inference.retrieval import (MAX_MEASURED_VIEWS, MEASURED_MASS, measured_views,
                                          RetrievalLocalizer)
 from jzi_ros.model.checkpoint import load_checkpoint, save_checkpoint
 from jzi_ros.model.retrieval import info_nce, load_retrieval, save_retrieval
