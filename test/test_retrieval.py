@@ -411,6 +411,15 @@ def test_calibrate_stores_the_gate_and_scale_every_retrieval_fix_then_uses(tmp_p
     assert len(errors) >= 2
     assert nees_2d(np.array(errors), np.array(covariances)).mean() == pytest.approx(
         stored.mean_nees, rel=1e-6) == pytest.approx(2.0, rel=1e-3)
+    # jzi localize on images with the retrieval model: one JSON fix per image, gated and
+    # scaled as above (the first calibration frame: its fix from the API, printed)
+    first = read_manifest(manifest)[0]
+    assert main(["localize", str(first.image), "--map", str(pyramid.path), "--retrieval-model",
+                 str(checkpoint), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    expected = after.localize(cv2.imread(str(first.image))[..., ::-1])
+    assert printed["status"] == expected.status.name and len(printed["hypotheses"]) == 5
+    assert printed["covariance_enu"] == pytest.approx(expected.covariance_enu.ravel().tolist())
     # the node's settings override both (0: no gate)
     override = RetrievalLocalizer(pyramid.path, checkpoint, progress=False, config=LocalizerConfig(
         confidence_threshold=0.0, covariance_scale=3.0))
