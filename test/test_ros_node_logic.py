@@ -694,7 +694,9 @@ def _retrieval_node(monkeypatch, tmp_path, **overrides):
     from support import make_tiny_map, save_identity_retrieval
 
     pyramid = make_tiny_map(tmp_path)
-    checkpoint = save_identity_retrieval(pyramid, tmp_path / "retrieval.safetensors")
+    # a sharp softmax: the filter's mode must pick the frame's view, not a near-tie
+    checkpoint = save_identity_retrieval(pyramid, tmp_path / "retrieval.safetensors",
+                                         logit_scale=100.0)
     node_module = _import_node(monkeypatch)
     FakeNode.overrides = {"map_dir": str(pyramid.path), "retrieval_model": str(checkpoint),
                           "device": "cpu", "fix_frame_id": "cam", "altitude_m": 123.0,
