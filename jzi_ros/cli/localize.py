@@ -123,7 +123,6 @@ def run(args: argparse.Namespace) -> int:
     if args.retrieval_model is not None:
         from jzi_ros.inference.retrieval import RetrievalLocalizer
 
-        args.model = args.retrieval_model  # what --calibrate stores into, what errors name
         localizer = RetrievalLocalizer(args.map_dir, args.retrieval_model,
                                        device=args.device or "cpu",
                                        progress=not args.no_progress,
@@ -133,8 +132,9 @@ def run(args: argparse.Namespace) -> int:
     if args.calibrate is not None:
         return _calibrate(localizer, args)
     if localizer.model_config.heading == "north-up" and args.heading is None:
-        raise JziError(f"model {args.model} is north-up: pass --heading DEG (the images' "
-                       f"heading, degrees clockwise from north) or use a heading-free model")
+        raise JziError(f"model {localizer.model_path} is north-up: pass --heading DEG (the "
+                       f"images' heading, degrees clockwise from north) or use a heading-free "
+                       f"model")
     failures = 0
     for path in args.images:
         try:
@@ -184,8 +184,8 @@ def _calibrate(localizer, args: argparse.Namespace) -> int:
     if args.dry_run:
         print("dry run: checkpoint not modified")
     else:
-        save_calibration(args.model, result)
-        print(f"stored in {args.model} (metadata 'calibration')")
+        save_calibration(localizer.model_path, result)
+        print(f"stored in {localizer.model_path} (metadata 'calibration')")
     return 0
 
 

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from jzi_ros.errors import JziError
+from jzi_ros.inference.backends.torch_backend import torch_device
 from jzi_ros.inference.calibration import Calibration, resolve_settings
 from jzi_ros.inference.fix import Fix, FixStatus, Hypothesis
 from jzi_ros.inference.image import as_rgb_uint8, degenerate_reason
@@ -56,12 +57,18 @@ MEASURED_MASS = 0.999
 MAX_MEASURED_VIEWS = 256
 
 
+def top_views(scores: np.ndarray, k: int) -> np.ndarray:
+    """Return the indices of the ``k`` highest ``scores``, best first (a partition, not a sort)."""
+    scores = np.asarray(scores)
+    top = np.argpartition(-scores, k - 1)[:k] if len(scores) > k else np.arange(len(scores))
+    return top[np.argsort(-scores[top], kind="stable")]
+
+
 def measured_views(probabilities: np.ndarray, mass: float = MEASURED_MASS,
                    most: int = MAX_MEASURED_VIEWS) -> np.ndarray:
     """Return the indices of the most probable views that hold ``mass`` (at most ``most``)."""
     p = np.asarray(probabilities, np.float64)
-    top = np.argpartition(-p, most - 1)[:most] if len(p) > most else np.arange(len(p))
-    top = top[np.argsort(-p[top], kind="stable")]
+    top = top_views(p, most)
     count = int(np.searchsorted(np.cumsum(p[top]), mass)) + 1
     return top[:count]
 
@@ -93,11 +100,7 @@ class RetrievalLocalizer:
         self.tree = self.pyramid.tree
         if device in (None, "auto"):
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        try:
-            self.device = torch.device(device)
-        except RuntimeError:
-            raise JziError(f"retrieval: device {device!r} is not a torch device (expected "
-                           f"auto, cpu, cuda or cuda:N)") from None
+        self.device = torch_device(device)
         self.model, self.metadata = load_retrieval(checkpoint, self.device)
         self.calibration = Calibration.from_metadata(self.metadata)
         self.config = config or LocalizerConfig(confidence_threshold=confidence_threshold)
@@ -143,22 +146,24 @@ class RetrievalLocalizer:
         --retrieval-model R``). TensorRT has no retrieval engine: refused in one line.
         """
         from jzi_ros.inference.backends.onnxruntime_backend import available_providers
-        from jzi_ros.inference.retrieval_export import (export_exists, export_retrieval,
-                                                        OnnxFrameEncoder)
+        from jzi_ros.inference.retrieval_export import (export_retrieval, OnnxFrameEncoder,
+                                                        up_to_date_export)
 
-        name = config.backend
+        name, onnx_path = config.backend, None
         if name == "tensorrt":
             raise JziError("retrieval runs on onnxruntime or torch (there is no TensorRT "
                            "engine of the retrieval model): set backend to auto, onnxruntime "
                            "or torch")
-        provider = ("CUDAExecutionProvider" if self.device.type == "cuda"
-                    else "CPUExecutionProvider")
         if name == "auto":
-            name = ("onnxruntime" if provider in available_providers()
-                    and export_exists(self.model_path, config.export_dir) else "torch")
+            provider = ("CUDAExecutionProvider" if self.device.type == "cuda"
+                        else "CPUExecutionProvider")
+            if provider in available_providers():
+                onnx_path = up_to_date_export(self.model_path, config.export_dir)
+            name = "torch" if onnx_path is None else "onnxruntime"
         if name == "onnxruntime":
-            session = OnnxFrameEncoder(export_retrieval(self.model_path, config.export_dir),
-                                       str(self.device), config.threads)
+            session = OnnxFrameEncoder(
+                onnx_path or export_retrieval(self.model_path, config.export_dir),
+                str(self.device), config.threads)
             return name, lambda pixels: torch.from_numpy(session(pixels.numpy())).to(
                 self.device)
         if self.device.type == "cpu" and config.cpu_graph != "eager":
@@ -265,7 +270,7 @@ class RetrievalLocalizer:
         log_probs = torch.log_softmax(logits, dim=0).cpu().numpy().astype(np.float64)
         if not np.all(np.isfinite(log_probs)):
             return "the model produced non-finite similarities"
-        top = measured_views(np.exp(log_probs), mass=2.0, most=self.top_k)  # the k best
+        top = top_views(log_probs, self.top_k)
         end = time.perf_counter()
         timings = {"preprocess": (t_pre - start) * 1e3, "encode": (t_enc - t_pre) * 1e3,
                    "search": (end - t_enc) * 1e3, "total": (end - start) * 1e3}

@@ -53,24 +53,35 @@ EXPORT_JSON = "retrieval_export.json"
 
 def default_retrieval_export_dir(model_path: str | Path) -> Path:
     """Return the cache folder of a retrieval checkpoint's export (weights hash + config)."""
-    header = read_format_header(model_path, RETRIEVAL_FORMAT)
+    return _export_dir(read_format_header(model_path, RETRIEVAL_FORMAT), None)
+
+
+def _export_dir(header: dict[str, str], export_dir: str | Path | None) -> Path:
+    """Return ``export_dir``, or the cache folder keyed by the checkpoint ``header``."""
+    if export_dir:
+        return Path(export_dir)
     return export_cache_root() / export_key(header["weights_hash"], json.loads(header["config"]))
 
 
-def export_exists(model_path: str | Path, export_dir: str | Path | None) -> bool:
-    """Tell whether an up-to-date export of ``model_path`` is in ``export_dir`` (or the cache)."""
-    out_dir = Path(export_dir) if export_dir else default_retrieval_export_dir(model_path)
-    path = out_dir / EXPORT_JSON
-    if not path.is_file():
-        return False
+def up_to_date_export(model_path: str | Path, export_dir: str | Path | None) -> Path | None:
+    """
+    Return ``frame.onnx`` of ``model_path`` in ``export_dir`` (or the cache) if up to date.
+
+    Up to date: its description names this format and the checkpoint's weights hash, and the
+    file has the SHA-256 recorded there. None otherwise (missing, stale or damaged).
+    """
+    header = read_format_header(model_path, RETRIEVAL_FORMAT)
+    out_dir = _export_dir(header, export_dir)
+    path, frame = out_dir / EXPORT_JSON, out_dir / FRAME_FILE
+    if not path.is_file() or not frame.is_file():
+        return None
     try:
         info = read_json(path, "retrieval ONNX export description")
     except JziError:
-        return False
-    header = read_format_header(model_path, RETRIEVAL_FORMAT)
-    frame = out_dir / FRAME_FILE
-    return (info.get("format") == FORMAT and info.get("weights_hash") == header["weights_hash"]
-            and frame.is_file() and info.get("sha256") == file_sha256(frame))
+        return None
+    fresh = (info.get("format") == FORMAT and info.get("weights_hash") == header["weights_hash"]
+             and info.get("sha256") == file_sha256(frame))
+    return frame if fresh else None
 
 
 def export_retrieval(model_path: str | Path, export_dir: str | Path | None = None) -> Path:
@@ -82,9 +93,11 @@ def export_retrieval(model_path: str | Path, export_dir: str | Path | None = Non
     """
     from jzi_ros.model.retrieval import load_retrieval
 
-    out_dir = Path(export_dir) if export_dir else default_retrieval_export_dir(model_path)
-    if export_exists(model_path, out_dir):
-        return out_dir / FRAME_FILE
+    existing = up_to_date_export(model_path, export_dir)
+    if existing is not None:
+        return existing
+    header = read_format_header(model_path, RETRIEVAL_FORMAT)
+    out_dir = _export_dir(header, export_dir)
     model, _ = load_retrieval(model_path, "cpu")
     model = model.float().eval()
     config = model.config.model
@@ -94,7 +107,6 @@ def export_retrieval(model_path: str | Path, export_dir: str | Path | None = Non
                 "chooses the folder)", model_path, out_dir)
     onnx_export(EncoderGraph(model, "encode_frames"), (torch.zeros(1, crops, 3, size, size),),
                 out_dir / FRAME_FILE, ["pixels"], ["embedding"])
-    header = read_format_header(model_path, RETRIEVAL_FORMAT)
     write_json(out_dir / EXPORT_JSON, {
         "format": FORMAT, "checkpoint": str(Path(model_path).resolve()),
         "weights_hash": header["weights_hash"], "config": model.config.to_dict(),
@@ -111,26 +123,10 @@ class OnnxFrameEncoder:
 
     def __init__(self, onnx_path: Path, device: str, threads: int) -> None:
         """Open ``onnx_path`` on ``device`` (cpu, cuda or cuda:N) with ``threads`` intra-op."""
-        try:
-            import onnxruntime
-        except ImportError:
-            raise JziError("retrieval backend onnxruntime: the onnxruntime package is not "
-                           "installed (pip install onnxruntime, or onnxruntime-gpu for "
-                           "CUDA)") from None
-        from jzi_ros.inference.backends.onnxruntime_backend import available_providers
+        from jzi_ros.inference.backends.onnxruntime_backend import open_session
 
-        providers: list = ["CPUExecutionProvider"]
-        if device.startswith("cuda"):
-            if "CUDAExecutionProvider" not in available_providers():
-                raise JziError("retrieval backend onnxruntime on CUDA needs onnxruntime-gpu "
-                               "(CUDAExecutionProvider is not available)")
-            index = int(device.split(":")[1]) if ":" in device else 0
-            providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3
-        options.intra_op_num_threads = threads  # 0: one per core
-        self.session = onnxruntime.InferenceSession(str(onnx_path), options,
-                                                    providers=providers)
+        self.session = open_session(onnx_path, device, threads,
+                                    "retrieval backend onnxruntime")
         self.provider = self.session.get_providers()[0]
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:

@@ -38,6 +38,41 @@ def available_providers() -> list[str]:
     return list(onnxruntime.get_available_providers())
 
 
+def runtime_for(device: str, what: str):
+    """
+    Return the onnxruntime module and the execution providers for ``device`` (cpu, cuda:N).
+
+    JziError, naming ``what``, without the onnxruntime package or, on CUDA, without its
+    CUDAExecutionProvider (onnxruntime-gpu).
+    """
+    try:
+        import onnxruntime
+    except ImportError:
+        raise JziError(f"{what}: the onnxruntime package is not installed (pip install "
+                       "onnxruntime, or onnxruntime-gpu for CUDA)") from None
+    if not device.startswith("cuda"):
+        return onnxruntime, ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" not in available_providers():
+        raise JziError(f"{what} on CUDA needs onnxruntime-gpu (CUDAExecutionProvider is not "
+                       "available)")
+    return onnxruntime, [("CUDAExecutionProvider", {"device_id": cuda_index(device)}),
+                         "CPUExecutionProvider"]
+
+
+def open_session(path, device: str, threads: int, what: str):
+    """Return an ONNX Runtime session of ``path`` on ``device``, ``threads`` intra-op (0: all)."""
+    onnxruntime, providers = runtime_for(device, what)
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # warnings about unused initialisers are noise here
+    options.intra_op_num_threads = threads  # 0: one per core (jzi_ros.threads)
+    return onnxruntime.InferenceSession(str(path), options, providers=providers)
+
+
+def cuda_index(device: str) -> int:
+    """Return N of ``cuda:N`` (0 for ``cuda``)."""
+    return int(device.split(":")[1]) if ":" in device else 0
+
+
 def run_in_chunks(run, array: np.ndarray, batch: int) -> list[np.ndarray]:
     """``run(chunk [batch, ...]) -> list of outputs``, over any number of rows."""
     outputs: list[list[np.ndarray]] = []
@@ -55,40 +90,26 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, spec: BackendSpec) -> None:
-        try:
-            import onnxruntime
-        except ImportError:
-            raise JziError("backend onnxruntime: the onnxruntime package is not installed "
-                           "(pip install onnxruntime, or onnxruntime-gpu for CUDA)") from None
+        what = "backend onnxruntime"
+        onnxruntime, _ = runtime_for(spec.device, what)  # fails before any export
         from jzi_ros.inference.export import DECODER_OUTPUTS, ensure_export
 
         if spec.precision != "fp32":
             raise JziError(f"backend onnxruntime runs the fp32 export; precision "
                            f"{spec.precision!r} is not supported (use tensorrt for fp16)")
         wants_cuda = spec.device.startswith("cuda")
-        providers = ["CPUExecutionProvider"]
-        if wants_cuda:
-            if "CUDAExecutionProvider" not in available_providers():
-                raise JziError("backend onnxruntime on CUDA needs onnxruntime-gpu "
-                               "(CUDAExecutionProvider is not available)")
-            index = int(spec.device.split(":")[1]) if ":" in spec.device else 0
-            providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
         encoder_path, decoder_path, info = ensure_export(spec.model_path, spec.export_dir,
                                                          spec.beam_width, spec.batch_size)
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3  # warnings about unused initialisers are noise here
-        options.intra_op_num_threads = spec.threads  # 0: one per core (jzi_ros.threads)
-        self.encoder = onnxruntime.InferenceSession(str(encoder_path), options,
-                                                    providers=providers)
-        self.decoder = onnxruntime.InferenceSession(str(decoder_path), options,
-                                                    providers=providers)
+        self.encoder = open_session(encoder_path, spec.device, spec.threads, what)
+        self.decoder = open_session(decoder_path, spec.device, spec.threads, what)
         self.device = "cuda" if wants_cuda else "cpu"
         self.precision = "fp32"
         self.batch = spec.batch_size
         self.table = np.ascontiguousarray(np.asarray(spec.view_table, np.float32))
         # on CUDA the table (13 MB for the paper's map) lives on the device once, bound
         # through IO binding, instead of being copied host -> device on every frame
-        self.table_value = (onnxruntime.OrtValue.ortvalue_from_numpy(self.table, "cuda", index)
+        self.table_value = (onnxruntime.OrtValue.ortvalue_from_numpy(self.table, "cuda",
+                                                                     cuda_index(spec.device))
                             if wants_cuda else None)
         self.files = (encoder_path, decoder_path)
         self.outputs = DECODER_OUTPUTS  # paths, log_probs, then the steps (export.py)
