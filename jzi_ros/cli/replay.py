@@ -103,6 +103,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also run the filters with the prior-seeded zoom (each frame "
                              "localized again per filter, its beam seeded by that filter's "
                              "prior; FusionConfig.seed_beam) and report them next to the rest")
+    fusion.add_argument("--visual-odometry", action="store_true",
+                        help="also run a filter moved by the frames' own motion (consecutive "
+                             "frames matched; implies --fusion): the robot's odometry from the "
+                             "camera alone. Needs the frames' heading (e.g. --heading-source "
+                             "fixed --heading-yaw-deg 90 for a north-up gimbal, or an IMU); "
+                             "scaled by --nominal-height and --hfov / --intrinsics "
+                             "(docs/fusion.md)")
     fusion.add_argument("--fit-fusion", action="store_true",
                         help="fit the likelihood exponent and the covariance scale on this "
                              "(validation) bag, use and print them")
@@ -113,7 +120,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _fusion_options(args: argparse.Namespace):
-    if not (args.fusion or args.fit_fusion):
+    if not (args.fusion or args.fit_fusion or args.visual_odometry):
         return None
     method = getattr(args, "method", "zoom")
     if method == "classical":
@@ -130,9 +137,16 @@ def _fusion_options(args: argparse.Namespace):
     refineopts.refine_config(args)  # a bad --georef-sigma-m fails here, not after the frames
     if args.seed_beam:
         config = dataclasses.replace(config, seed_beam=True)
+    visual = None
+    if args.visual_odometry:
+        from jzi_ros.inference.visual_odometry import VisualOdometryConfig
+
+        chosen = {"height_m": args.nominal_height, "hfov_deg": args.hfov}
+        visual = VisualOdometryConfig(**{k: v for k, v in chosen.items() if v is not None})
     return FusionOptions(config, args.odom_topic, args.imu_topic,
                          args.heading_source, args.heading_yaw_deg, args.fit_fusion,
-                         args.georef_sigma_m)  # None: the map's, as refinement's
+                         args.georef_sigma_m,  # None: the map's, as refinement's
+                         visual, refineopts.intrinsics(args))
 
 
 def run(args: argparse.Namespace) -> int:

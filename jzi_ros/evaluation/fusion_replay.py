@@ -55,11 +55,12 @@ LOG = logging.getLogger(__name__)
 
 RANDOM_WALK = "fused_random_walk"
 ODOMETRY = "fused_odometry"
+VISUAL = "fused_visual"  # visual odometry from the frames themselves
 SINGLE = "single_frame"
 SEEDED = "_seeded"  # suffix of a run whose zoom was seeded by its own filter's prior
 REFINED = "_refined"  # suffix of a run that also fuses the refined fixes
 LABELS = {SINGLE: "single frame", RANDOM_WALK: "fused, random walk",
-          ODOMETRY: "fused, odometry", RANDOM_WALK + SEEDED: "fused + seeded zoom, random walk",
+          ODOMETRY: "fused, odometry", VISUAL: "fused, visual odometry", RANDOM_WALK + SEEDED: "fused + seeded zoom, random walk",
           ODOMETRY + SEEDED: "fused + seeded zoom, odometry",
           RANDOM_WALK + REFINED: "fused + refined fixes, random walk",
           ODOMETRY + REFINED: "fused + refined fixes, odometry"}
@@ -85,6 +86,9 @@ class FusionOptions:
     # the map's georeferencing 1-sigma the filters add to their fixes (--georef-sigma-m);
     # None: the map's, as refinement (maps.georef.georef_sigma_used)
     georef_sigma_m: float | None = None
+    # also a filter moved by the frames' own visual odometry (--visual-odometry); its camera:
+    visual_odometry: Any = None  # inference.visual_odometry.VisualOdometryConfig, or None
+    intrinsics: Any = None  # inference.camera_pose.Intrinsics of the frames, or None
 
 
 def read_odometry(reader: Any, bag: Path, options: FusionOptions) -> OdometryTrack | None:
@@ -185,11 +189,14 @@ class SeededRuns:
 
 
 def fuse_replay(result: Any, options: FusionOptions, track: OdometryTrack | None,
-                seeded: SeededRuns | None = None, georef_sigma_m: float = 0.0) -> None:
+                seeded: SeededRuns | None = None, georef_sigma_m: float = 0.0,
+                visual: Any = None) -> None:
     """
     Run the filters over a finished replay; fills ``result.fused`` (and ``fusion_fit``).
 
     ``seeded``: the prior-seeded runs that went along with the frame loop, added as they are.
+    ``visual``: the frames' :class:`~jzi_ros.inference.visual_odometry.VisualOdometry`, fed
+    in the frame loop: one more filter moves by it.
     ``georef_sigma_m``: the map's georeferencing 1-sigma the filters add to their fixes (the
     fit never sees it: it scores the beliefs, which live in the map's frame).
     """
@@ -203,6 +210,10 @@ def fuse_replay(result: Any, options: FusionOptions, track: OdometryTrack | None
     runs = {RANDOM_WALK: None}
     if track is not None:
         runs[ODOMETRY] = track
+    if visual is not None:
+        runs[VISUAL] = visual
+        result.fusion_visual = {"matched": visual.matched, "tried": visual.tried,
+                                "guessed_focal": visual.guessed}
     # refinement ran on the frames (--method refine): the same filters with the refined fixes
     variants = {"": False}
     if any(getattr(record.fix, "refinement", "") for record in result.records
@@ -267,6 +278,7 @@ def fusion_summary(result: Any) -> dict[str, Any] | None:
     config = getattr(result, "fusion_config", None)
     return {"runs": rows, "config": None if config is None else vars(config).copy(),
             "fit": getattr(result, "fusion_fit", None),
+            "visual_odometry": getattr(result, "fusion_visual", None),
             "georef_sigma_m": getattr(result, "fusion_georef_sigma_m", 0.0)}
 
 
@@ -295,6 +307,11 @@ def fusion_markdown(block: dict[str, Any] | None) -> list[str]:
             f"{fmt(row['fix']['median_m'], '.1f', ' m')} | "
             f"{fmt(row['calibration']['mean_nees'], '.2f')} | "
             f"{fmt(first, '.0f', ' s')} | {fmt(row['filter_ms_median'], '.2f')} |")
+    visual = block.get("visual_odometry")
+    if visual:
+        lines += ["", f"Visual odometry matched {visual['matched']} of {visual['tried']} "
+                  f"consecutive frame pairs (the rest: random walk)"
+                  + ("; focal length guessed (70 deg)" if visual["guessed_focal"] else "") + "."]
     if block.get("georef_sigma_m"):
         lines += ["", f"Fused FIX covariances hold the map's georeferencing 1-sigma "
                   f"{block['georef_sigma_m']:g} m per axis, added once (refinement.md)."]

@@ -141,6 +141,7 @@ class ReplayResult:
     fusion_fit: dict | None = None
     fusion_track: Any = None  # the bag's OdometryTrack (replays with --odom-topic)
     fusion_georef_sigma_m: float = 0.0  # the map's georeferencing 1-sigma in the fused fixes
+    fusion_visual: dict | None = None  # visual odometry's pair counts (--visual-odometry)
 
     @property
     def used(self) -> list[FrameRecord]:
@@ -211,10 +212,13 @@ def is_north_up(localizer: Any) -> bool:
 
 
 def _frame_headings(reader: Any, bag: Path, options: ReplayOptions, scan: FrameScan,
-                    selected: np.ndarray, track: Any = None) -> list[float | None]:
+                    selected: np.ndarray, track: Any = None, user: str = ""
+                    ) -> list[float | None]:
     """
-    Each selected frame's compass heading for a north-up model, from the bag's heading source.
+    Each selected frame's compass heading, from the bag's heading source.
 
+    For a north-up model (``user`` empty), or for ``user`` (visual odometry: its frames are
+    not skipped without one, that pair is left to the random walk).
     The sample nearest the frame's stamp, as the node takes it (None: none within
     ``FRAME_HEADING_MAX_AGE_S``; the frame is skipped). No source given: one JziError line.
     ``track``: the fusion's odometry, whose yaw samples the frames share when their source is
@@ -225,9 +229,10 @@ def _frame_headings(reader: Any, bag: Path, options: ReplayOptions, scan: FrameS
 
     heading = options.heading
     if heading is None or heading.missing():
+        who = (f"{user} turns each frame's motion into East/North by the frame's heading"
+               if user else "the model is north-up (each frame is rotated by its heading)")
         raise JziError(
-            f"bag {bag}: the model is north-up (each frame is rotated by its heading), so "
-            f"replay needs the bag's heading source: --heading-source imu --imu-topic TOPIC, "
+            f"bag {bag}: {who}, so replay needs the bag's heading source: --heading-source imu --imu-topic TOPIC, "
             f"odometry --odom-topic TOPIC, or fixed --heading-yaw-deg YAW (a gimballed "
             f"camera); --camera-yaw-deg if the image top is not the body's forward axis")
     shared = track is not None and heading.same_samples(heading_options(options.fusion))
@@ -290,7 +295,7 @@ def replay_bag(bag: str | Path, localizer: LocalizerLike, options: ReplayOptions
         result = ReplayResult(bag, options, msgtype, tree, str(localizer.backend_name),
                               scan.count, int(selected.size), gt,
                               stamps_from_log_time=scan.from_log_time)
-        track, seeded, georef = None, None, 0.0
+        track, seeded, georef, visual = None, None, 0.0, None
         if options.fusion is not None:
             from jzi_ros.evaluation.fusion_replay import read_odometry, SeededRuns
             from jzi_ros.maps.georef import georef_sigma_used
@@ -300,9 +305,15 @@ def replay_bag(bag: str | Path, localizer: LocalizerLike, options: ReplayOptions
                                        options.fusion.georef_sigma_m)
             if options.fusion.config.seed_beam:  # these filters localize inside the loop
                 seeded = SeededRuns(localizer, options.fusion.config, track, georef)
+            if options.fusion.visual_odometry is not None:
+                from jzi_ros.inference.visual_odometry import VisualOdometry
+                visual = VisualOdometry(options.fusion.visual_odometry,
+                                        options.fusion.intrinsics)
         north_up = is_north_up(localizer)
-        headings = (_frame_headings(reader, bag, options, scan, selected, track) if north_up
-                    else [None] * len(selected))
+        # a north-up model's frames are rotated by it; visual odometry turns image axes by it
+        headings = (_frame_headings(reader, bag, options, scan, selected, track,
+                                    "visual odometry" if not north_up else "")
+                    if north_up or visual is not None else [None] * len(selected))
         to_rgb = compressed_msg_to_rgb if msgtype == COMPRESSED_TYPE else image_msg_to_rgb
         bar = tqdm(total=int(selected.size), unit="frame", desc="replay",
                    disable=not options.progress, dynamic_ncols=True)
@@ -323,6 +334,8 @@ def replay_bag(bag: str | Path, localizer: LocalizerLike, options: ReplayOptions
                                           options.fusion is not None, heading)
                 if seeded is not None:
                     seeded.frame(record, rgb, heading)
+                if visual is not None and rgb is not None:
+                    visual.add_frame(record.stamp_ns, rgb, heading)
                 result.records.append(record)
                 bar.update(1)
         except KeyboardInterrupt:
@@ -334,7 +347,7 @@ def replay_bag(bag: str | Path, localizer: LocalizerLike, options: ReplayOptions
             result.loop_s = time.perf_counter() - loop_began
     if options.fusion is not None:
         from jzi_ros.evaluation.fusion_replay import fuse_replay
-        fuse_replay(result, options.fusion, track, seeded, georef)
+        fuse_replay(result, options.fusion, track, seeded, georef, visual)
     result.wall_s = time.perf_counter() - began
     return result
 

@@ -1,0 +1,182 @@
+# Copyright 2026 jzi_ros contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Visual odometry: the temporal filter's motion from the camera itself, when no odometry is given.
+
+Without odometry the filter can only assume a random walk, and it loses the robot wherever
+the single frames stay wrong for longer than the walk can coast (docs/fusion.md). Yet two
+consecutive frames of a downward camera overlap almost entirely, and their offset is the
+robot's motion. Each frame is shrunk to a small grey image; Shi-Tomasi corners of the previous
+one are tracked into it with pyramidal Lucas-Kanade (OpenCV), a similarity transform is fitted
+with RANSAC, and the new frame's centre, found in the previous frame, gives the displacement in
+the previous frame's pixels. The camera's focal length and its height above ground turn pixels
+into metres; the frame's compass heading (the heading source that also rotates a north-up
+model's frames: a north-up gimbal is a fixed yaw) turns the image axes into East/North. The
+result goes to the filter exactly like an odometry displacement (its noise, its covariance
+scale); a pair that does not match (too few inliers, a gap, no heading) leaves that interval
+to the random walk.
+
+Assumptions, said where they bite: flat ground at ``height_m`` below the camera (a wrong
+height scales every displacement: the filter's ``odom_noise_fraction`` absorbs ~10 %), a
+camera close to nadir (the image centre's ground point stands in for the nadir point: a tilted
+camera that turns between frames adds the turn times its offset). ROS-free: the node and the
+replay feed it decoded frames.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+import math
+
+import cv2
+import numpy as np
+
+from jzi_ros.errors import JziError
+from jzi_ros.inference.camera_pose import Intrinsics
+from jzi_ros.maps.features import to_gray
+
+GUESS_HFOV_DEG = 70.0  # field of view assumed when neither intrinsics nor hfov_deg are given
+
+
+@dataclass
+class VisualOdometryConfig:
+    """How frames are matched and scaled (``fusion.visual_odometry*`` in the node)."""
+
+    height_m: float = 250.0  # the camera's height above the ground (flat ground assumed)
+    hfov_deg: float | None = None  # horizontal field of view; None: intrinsics, else 70 deg
+    match_px: int = 160  # long side of the grey frames that are matched
+    corners: int = 100  # Shi-Tomasi corners tracked from the previous frame
+    min_inliers: int = 20  # RANSAC inliers a displacement needs
+    ransac_px: float = 2.0  # RANSAC threshold, pixels at match_px
+    max_gap_s: float = 2.0  # frames further apart are not matched
+
+    def __post_init__(self) -> None:
+        checks = {"height_m": self.height_m > 0, "match_px": self.match_px >= 32,
+                  "corners": self.corners >= 8, "min_inliers": self.min_inliers >= 3,
+                  "ransac_px": self.ransac_px > 0, "max_gap_s": self.max_gap_s > 0,
+                  "hfov_deg": self.hfov_deg is None or 1 < self.hfov_deg < 170}
+        for name, ok in checks.items():
+            value = getattr(self, name)
+            if not ok or (isinstance(value, float) and not math.isfinite(value)):
+                raise JziError(f"visual odometry: {name} = {value!r} is out of range; see "
+                               "VisualOdometryConfig in jzi_ros/inference/visual_odometry.py")
+
+
+def ground_shift_px(previous: np.ndarray, current: np.ndarray, config: VisualOdometryConfig
+                    ) -> tuple[np.ndarray | None, int]:
+    """
+    Return where ``current``'s centre lies in ``previous``, minus that centre, and the inliers.
+
+    That is the camera's move in the previous frame's image axes (x right, y down), for a
+    camera near nadir. Both are grey images of the same size. ``(None, inliers)`` when too few corners track or
+    the similarity fit has fewer than ``min_inliers`` inliers.
+    """
+    corners = cv2.goodFeaturesToTrack(previous, config.corners, 0.01, 5)
+    if corners is None or len(corners) < config.min_inliers:
+        return None, 0 if corners is None else len(corners)
+    tracked, status, _ = cv2.calcOpticalFlowPyrLK(previous, current, corners, None,
+                                                  winSize=(21, 21), maxLevel=3)
+    ok = status.reshape(-1) == 1
+    if int(ok.sum()) < config.min_inliers:
+        return None, int(ok.sum())
+    model, inliers = cv2.estimateAffinePartial2D(
+        corners.reshape(-1, 2)[ok], tracked.reshape(-1, 2)[ok], method=cv2.RANSAC,
+        ransacReprojThreshold=config.ransac_px)
+    count = 0 if inliers is None else int(inliers.sum())
+    if model is None or count < config.min_inliers:
+        return None, count
+    centre = np.array([previous.shape[1], previous.shape[0]], np.float64) / 2
+    # the fit maps previous -> current pixels; its inverse takes current's centre back
+    return np.linalg.solve(model[:, :2], centre - model[:, 2]) - centre, count
+
+
+def image_to_en(right_m: float, up_m: float, compass_deg: float) -> np.ndarray:
+    """Turn a displacement along the image's right / up axes into East/North metres."""
+    theta = math.radians(compass_deg)  # the image top's heading, clockwise from North
+    return np.array([right_m * math.cos(theta) + up_m * math.sin(theta),
+                     -right_m * math.sin(theta) + up_m * math.cos(theta)])
+
+
+class VisualOdometry:
+    """
+    Frame-to-frame displacements of a downward camera, asked for like an odometry track.
+
+    :meth:`add_frame` matches each frame against the previous one; :meth:`displacement` returns
+    the East/North metres between two consecutive frames' stamps (None for any other interval
+    or an unmatched pair: the filter's random walk covers it). One caller at a time.
+    """
+
+    def __init__(self, config: VisualOdometryConfig | None = None,
+                 intrinsics: Intrinsics | None = None) -> None:
+        self.config = config or VisualOdometryConfig()
+        self.intrinsics = intrinsics
+        self.guessed = False  # the focal length is the 70 deg guess (say so once)
+        self.matched = 0  # pairs matched / tried since the start (the report says both)
+        self.tried = 0
+        self._previous: tuple[int, np.ndarray, float | None, float] | None = None
+        self._steps: dict[tuple[int, int], np.ndarray] = {}
+
+    def reset(self) -> None:
+        """Forget the previous frame (the next one starts a new chain)."""
+        self._previous = None
+
+    def _focal_px(self, width: int, height: int) -> float:
+        if self.intrinsics is not None:
+            return math.sqrt(self.intrinsics.fx * self.intrinsics.fy)
+        hfov = self.config.hfov_deg
+        if hfov is None:
+            hfov, self.guessed = GUESS_HFOV_DEG, True
+        return Intrinsics.from_hfov(width, height, hfov).fx
+
+    def add_frame(self, stamp_ns: int, image: np.ndarray, compass_deg: float | None
+                  ) -> np.ndarray | None:
+        """
+        Match ``image`` (RGB or grey) with the previous frame; return East/North metres or None.
+
+        ``compass_deg``: the frame's image-top heading, clockwise from North (None: unknown, the
+        pair is not turned into a displacement). A stamp not after the previous frame's (a bag
+        played again) starts a new chain.
+        """
+        stamp_ns = int(stamp_ns)
+        grey = to_gray(image)
+        scale = self.config.match_px / max(grey.shape)
+        if scale < 1:
+            grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        else:
+            scale = 1.0
+        previous, self._previous = self._previous, (stamp_ns, grey, compass_deg,
+                                                    self._focal_px(image.shape[1],
+                                                                   image.shape[0]))
+        if (previous is None or stamp_ns <= previous[0]
+                or (stamp_ns - previous[0]) > self.config.max_gap_s * 1e9
+                or previous[1].shape != grey.shape):
+            return None
+        self.tried += 1
+        shift, _ = ground_shift_px(previous[1], grey, self.config)
+        if shift is None or previous[2] is None:
+            return None
+        # in the previous frame's axes: x right, y down (a move towards the image top is -y)
+        metres_per_px = self.config.height_m / (previous[3] * scale)
+        step = image_to_en(shift[0] * metres_per_px, -shift[1] * metres_per_px, previous[2])
+        self.matched += 1
+        self._steps[(previous[0], stamp_ns)] = step
+        return step
+
+    def forget_before(self, stamp_ns: int) -> None:
+        """Drop the displacements that end before ``stamp_ns`` (bounded memory online)."""
+        self._steps = {key: step for key, step in self._steps.items() if key[1] >= stamp_ns}
+
+    def displacement(self, start_ns: int, end_ns: int) -> np.ndarray | None:
+        """East/North metres between two consecutive matched frames, else None."""
+        return self._steps.get((int(start_ns), int(end_ns)))
