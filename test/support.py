@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -329,3 +330,45 @@ def save_identity_retrieval(pyramid, path: str | Path, seed: int = 1,
             model.logit_scale.fill_(math.log(logit_scale))
     save_retrieval(path, model)
     return Path(path)
+
+
+# --- a downward camera over textured ground (visual odometry) -----------------------------
+DOWNWARD_HFOV_DEG, DOWNWARD_HEIGHT_M, DOWNWARD_SIZE = 70.0, 250.0, (240, 320)
+TEXTURE_M_PER_PX = 0.5
+
+
+def ground_texture(seed: int = 0, side: int = 1600) -> np.ndarray:
+    """Grey ground with structure at several scales (fields, edges, speckle), RGB."""
+    rng = np.random.default_rng(seed)
+    field = np.zeros((side, side), np.float32)
+    for cells, weight in ((8, 1.0), (32, 0.6), (128, 0.4), (400, 0.3)):
+        octave = rng.uniform(-1, 1, (cells, cells)).astype(np.float32)
+        field += weight * cv2.resize(octave, (side, side), interpolation=cv2.INTER_CUBIC)
+    field = (field - field.min()) / (field.max() - field.min()) * 255
+    return np.repeat(field.astype(np.uint8)[:, :, None], 3, axis=2)
+
+
+def camera_frame(texture: np.ndarray, east_m: float, north_m: float,
+                 compass_deg: float = 0.0) -> np.ndarray:
+    """
+    Render the nadir view of the downward camera at (east, north) over ``texture``.
+
+    The texture is centred on the origin at 0.5 m per pixel.
+
+    ``compass_deg``: where the image top points, clockwise from North.
+    """
+    from jzi_ros.inference.camera_pose import Intrinsics
+
+    height, width = DOWNWARD_SIZE
+    gsd = DOWNWARD_HEIGHT_M / Intrinsics.from_hfov(width, height, DOWNWARD_HFOV_DEG).fx
+    theta, scale = math.radians(compass_deg), gsd / TEXTURE_M_PER_PX
+    # texture px per frame px along u (image right) and v (image down); texture y grows South
+    col_u = np.array([math.cos(theta), math.sin(theta)]) * scale
+    col_v = np.array([-math.sin(theta), math.cos(theta)]) * scale
+    centre = np.array([texture.shape[1] / 2 + east_m / TEXTURE_M_PER_PX,
+                       texture.shape[0] / 2 - north_m / TEXTURE_M_PER_PX])
+    offset = centre - col_u * (width - 1) / 2 - col_v * (height - 1) / 2
+    matrix = np.array([[col_u[0], col_v[0], offset[0]], [col_u[1], col_v[1], offset[1]]],
+                      np.float32)
+    return cv2.warpAffine(texture, matrix, (width, height),
+                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)

@@ -22,7 +22,7 @@ import pytest
 from jzi_ros.cli import main as jzi_main
 from jzi_ros.demo.bag import GT_TOPIC, IMAGE_TOPIC, write_bag
 from jzi_ros.demo.odometry import ODOM_TOPIC, simulate
-from support import make_tiny_checkpoint, make_tiny_map, world_of
+from support import make_tiny_checkpoint, make_tiny_map, SyntheticWorld, world_of
 
 T0 = 1_700_000_000 * 10**9
 
@@ -62,6 +62,40 @@ def test_replay_with_fusion_reports_single_and_fused_side_by_side(tmp_path, caps
     assert report["fusion"]["config"]["particles"] > 0
     assert "Temporal fusion" in (out / "report.md").read_text()
     assert (out / "fusion_tracks.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_replay_with_visual_odometry_adds_a_filter_moved_by_the_frames(tmp_path, capsys):
+    pyramid = make_tiny_map(tmp_path)
+    ckpt = make_tiny_checkpoint(tmp_path, pyramid, sharpen=True)
+    world = SyntheticWorld(pyramid.tree, 0, resolution=1024)  # the map's field, finer
+    n, extent_m, size = 10, 600.0, (120, 160)
+    # a 70 deg camera whose 160 px span 600 m of ground is this high above it
+    height_m = extent_m / 2 / math.tan(math.radians(35.0))
+    stamps = T0 + np.arange(n, dtype=np.int64) * 10**9
+    track = np.stack([-300 + 20.0 * np.arange(n), np.full(n, 40.0)], axis=1)
+    frames = [(int(s), world.ground_image(*p, extent_m=extent_m, size=size),
+               (p[0], p[1], 100.0)) for s, p in zip(stamps, track)]
+    bag = write_bag(tmp_path / "bag", pyramid.tree, frames)
+    args = ["replay", str(bag), "--map", str(pyramid.path), "--model", str(ckpt),
+            "--image-topic", IMAGE_TOPIC, "--gt-topic", GT_TOPIC, "--no-progress",
+            "--backend", "torch", "--visual-odometry", "--hfov", "70",
+            "--nominal-height", f"{height_m:.3f}", "--no-plots"]
+    # the frames' heading turns their motion into East/North: without one, one line
+    assert jzi_main.main(args + ["--out", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert "visual odometry" in err and "--heading-source" in err
+    out = tmp_path / "report"
+    assert jzi_main.main(args + ["--out", str(out), "--heading-source", "fixed",
+                                 "--heading-yaw-deg", "90"]) == 0  # a north-up gimbal
+    assert "fused, visual odometry" in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["fusion"]["runs"]) == {"single_frame", "fused_random_walk",
+                                             "fused_visual"}
+    assert report["fusion"]["visual_odometry"] == {"matched": n - 1, "tried": n - 1,
+                                                   "guessed_focal": False}
+    assert report["fusion"]["runs"]["fused_visual"]["all"]["count"] == n
+    assert "Visual odometry matched 9 of 9" in (out / "report.md").read_text()
 
 
 def test_fusion_flags_without_odometry_topic_in_the_bag_are_a_clear_error(tmp_path, capsys):

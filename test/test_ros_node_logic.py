@@ -35,6 +35,7 @@ from rosbags import typesys as rosbags_typesys
 from jzi_ros.errors import BadImageError, JziError
 from jzi_ros.geo import CellTree
 from jzi_ros.inference.fix import Fix, FixStatus, Hypothesis
+from support import camera_frame, DOWNWARD_HEIGHT_M, DOWNWARD_HFOV_DEG, ground_texture
 
 STORE = rosbags_typesys.get_typestore(rosbags_typesys.Stores.ROS2_HUMBLE)
 T = STORE.types
@@ -573,6 +574,51 @@ def test_a_gimballed_cameras_frames_take_their_own_heading_source(node_module, m
         node.close()
     assert any("north-up model: frames rotated by the fixed heading (90 deg ENU yaw)" in text
                for _, text, _ in LOGS)
+
+
+def _rgb_message(rgb, stamp_sec):
+    height, width = rgb.shape[:2]
+    return T["sensor_msgs/msg/Image"](
+        header=T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](
+            sec=stamp_sec, nanosec=5), frame_id="cam"),
+        height=height, width=width, encoding="rgb8", is_bigendian=0, step=width * 3,
+        data=np.ascontiguousarray(rgb).reshape(-1))
+
+
+@pytest.mark.slow
+def test_visual_odometry_moves_the_filter_by_the_frames(node_module, monkeypatch):
+    """fusion.visual_odometry: no odometry topic, a north-up gimbal; refine.* give the camera."""
+    FakeNode.overrides.update({"fusion.enabled": True, "fusion.visual_odometry": True,
+                               "fusion.heading_source": "fixed", "fusion.heading_yaw_deg": 90.0,
+                               "refine.hfov_deg": DOWNWARD_HFOV_DEG,
+                               "refine.nominal_height_m": DOWNWARD_HEIGHT_M})
+    node = node_module.LocalizerNode()
+    node.setup()
+    online = node.fusion.online
+    given = []
+    real_step = online.filter.step
+    monkeypatch.setattr(online.filter, "step", lambda stamp, measurement, displacement, point:
+                        given.append(displacement) or real_step(stamp, measurement,
+                                                                displacement, point))
+    texture = ground_texture()
+    try:
+        camera = node.subscriptions[0].callback
+        for i in range(4):
+            camera(_rgb_message(camera_frame(texture, 15.0 * i, 5.0 * i), 30 + i))
+            assert _wait(lambda: len(given) == i + 1)
+    finally:
+        node.close()
+    assert given[0] is None and all(np.allclose(d, (15.0, 5.0), atol=0.8) for d in given[1:])
+    assert (online.visual.matched, online.visual.tried) == (3, 3)
+    assert any("motion: visual odometry (heading fixed)" in text for _, text, _ in LOGS)
+    assert not any("70 deg assumed" in text for _, text, _ in LOGS)
+
+
+def test_visual_odometry_without_the_frames_heading_is_refused_in_one_line(node_module):
+    FakeNode.overrides.update({"fusion.enabled": True, "fusion.visual_odometry": True})
+    assert node_module.main([]) == 1  # heading_source odometry, and no odometry topic
+    assert any("visual odometry but fusion.heading_source odometry has no fusion.odom_topic"
+               in text for level, text, _ in LOGS if level == "error")
 
 
 @pytest.mark.parametrize("overrides, expected", [

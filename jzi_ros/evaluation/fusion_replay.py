@@ -60,7 +60,8 @@ SINGLE = "single_frame"
 SEEDED = "_seeded"  # suffix of a run whose zoom was seeded by its own filter's prior
 REFINED = "_refined"  # suffix of a run that also fuses the refined fixes
 LABELS = {SINGLE: "single frame", RANDOM_WALK: "fused, random walk",
-          ODOMETRY: "fused, odometry", VISUAL: "fused, visual odometry", RANDOM_WALK + SEEDED: "fused + seeded zoom, random walk",
+          ODOMETRY: "fused, odometry", VISUAL: "fused, visual odometry",
+          RANDOM_WALK + SEEDED: "fused + seeded zoom, random walk",
           ODOMETRY + SEEDED: "fused + seeded zoom, odometry",
           RANDOM_WALK + REFINED: "fused + refined fixes, random walk",
           ODOMETRY + REFINED: "fused + refined fixes, odometry"}

@@ -232,7 +232,8 @@ def _frame_headings(reader: Any, bag: Path, options: ReplayOptions, scan: FrameS
         who = (f"{user} turns each frame's motion into East/North by the frame's heading"
                if user else "the model is north-up (each frame is rotated by its heading)")
         raise JziError(
-            f"bag {bag}: {who}, so replay needs the bag's heading source: --heading-source imu --imu-topic TOPIC, "
+            f"bag {bag}: {who}, so replay needs the bag's heading source: "
+            f"--heading-source imu --imu-topic TOPIC, "
             f"odometry --odom-topic TOPIC, or fixed --heading-yaw-deg YAW (a gimballed "
             f"camera); --camera-yaw-deg if the image top is not the body's forward axis")
     shared = track is not None and heading.same_samples(heading_options(options.fusion))

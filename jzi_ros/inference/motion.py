@@ -194,13 +194,17 @@ class OnlineFusion:
     the track consistent while the worker integrates it. Frames must come in stamp order
     (the node's one-slot mailbox keeps the newest); a time jump backwards (a bag played
     again) restarts the filter, as does a gap over ``max_gap_s``. Without odometry samples
-    covering an interval the filter falls back to its random walk for that interval.
+    covering an interval the filter falls back to its random walk for that interval, or to the
+    frames' own motion when ``visual`` (a
+    :class:`~jzi_ros.inference.visual_odometry.VisualOdometry`) is given: each frame passed to
+    :meth:`fuse` is matched with the previous one.
     ``georef_sigma_m``: the map's georeferencing 1-sigma, as refinement uses it
     (:func:`~jzi_ros.maps.georef.georef_sigma_used`), added once to every fused FIX.
     """
 
     def __init__(self, tree, config, heading: HeadingSeries | None = None,
-                 use_odometry: bool = True, georef_sigma_m: float = 0.0) -> None:
+                 use_odometry: bool = True, georef_sigma_m: float = 0.0,
+                 visual=None) -> None:
         import threading
 
         from jzi_ros.inference.fusion import CellFilter
@@ -208,6 +212,7 @@ class OnlineFusion:
         self.filter = CellFilter(tree, config, georef_sigma_m)
         self.track = OdometryTrack(heading or HeadingSeries())
         self.use_odometry = bool(use_odometry)
+        self.visual = visual
         self.lock = threading.Lock()
         self.previous_ns: int | None = None
         self.last_estimate = None
@@ -239,17 +244,26 @@ class OnlineFusion:
         return self.filter.seed_cells(stamp_ns, displacement)
 
     def fuse(self, stamp_ns: int, measurement, altitude_m: float,
-             altitude_sigma_m: float, single: Fix | None = None) -> Fix:
+             altitude_sigma_m: float, single: Fix | None = None,
+             frame=None, compass_deg: float | None = None) -> Fix:
         """
         Fold in one frame's measurement (None: nothing usable) and return the fused Fix.
 
         ``single``: the frame's own fix; when refined, its position and covariance go into
         the filter too (:class:`~jzi_ros.inference.measurement.PointMeasurement`).
+        ``frame`` / ``compass_deg``: the image and its heading, for visual odometry (used where
+        odometry does not cover the interval); the Fix's ``timings_ms`` then holds its time.
         """
         import time
 
         from jzi_ros.inference.measurement import PointMeasurement
 
+        timings = {}
+        if self.visual is not None and frame is not None:
+            began = time.perf_counter()
+            self.visual.add_frame(stamp_ns, frame, compass_deg)  # a new chain after a jump back
+            self.visual.forget_before(stamp_ns - int(60e9))
+            timings["visual_odometry"] = (time.perf_counter() - began) * 1e3
         start = time.perf_counter()
         displacement = None
         with self.lock:
@@ -258,10 +272,13 @@ class OnlineFusion:
             elif self.use_odometry and self.previous_ns is not None:
                 displacement = self.track.displacement(self.previous_ns, stamp_ns)
             self.track.forget_before(stamp_ns - int(60e9))  # bounded memory
+        if (displacement is None and self.visual is not None and self.previous_ns is not None
+                and stamp_ns > self.previous_ns):
+            displacement = self.visual.displacement(self.previous_ns, stamp_ns)
         estimate = self.filter.step(stamp_ns, measurement, displacement,
                                     PointMeasurement.from_fix(single))
         self.previous_ns = int(stamp_ns)
         self.last_estimate = estimate
         fix = self.filter.fix(estimate, altitude_m, altitude_sigma_m)
-        return dataclasses.replace(fix, timings_ms={
-            "filter": (time.perf_counter() - start) * 1e3})
+        timings["filter"] = (time.perf_counter() - start) * 1e3
+        return dataclasses.replace(fix, timings_ms=timings)

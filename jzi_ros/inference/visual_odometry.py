@@ -79,8 +79,8 @@ def ground_shift_px(previous: np.ndarray, current: np.ndarray, config: VisualOdo
     Return where ``current``'s centre lies in ``previous``, minus that centre, and the inliers.
 
     That is the camera's move in the previous frame's image axes (x right, y down), for a
-    camera near nadir. Both are grey images of the same size. ``(None, inliers)`` when too few corners track or
-    the similarity fit has fewer than ``min_inliers`` inliers.
+    camera near nadir. Both are grey images of the same size. ``(None, inliers)`` when too few
+    corners track or the similarity fit has fewer than ``min_inliers`` inliers.
     """
     corners = cv2.goodFeaturesToTrack(previous, config.corners, 0.01, 5)
     if corners is None or len(corners) < config.min_inliers:
@@ -108,6 +108,17 @@ def image_to_en(right_m: float, up_m: float, compass_deg: float) -> np.ndarray:
                      -right_m * math.sin(theta) + up_m * math.cos(theta)])
 
 
+@dataclass
+class _Frame:
+    """The previous frame as matching needs it."""
+
+    stamp_ns: int
+    native: tuple[int, ...]  # grey shape as received (a camera that changes size: no pair)
+    grey: np.ndarray  # shrunk to match_px
+    compass_deg: float | None
+    focal_px: float  # at the shrunk size
+
+
 class VisualOdometry:
     """
     Frame-to-frame displacements of a downward camera, asked for like an odometry track.
@@ -124,7 +135,7 @@ class VisualOdometry:
         self.guessed = False  # the focal length is the 70 deg guess (say so once)
         self.matched = 0  # pairs matched / tried since the start (the report says both)
         self.tried = 0
-        self._previous: tuple[int, np.ndarray, float | None, float] | None = None
+        self._previous: _Frame | None = None
         self._steps: dict[tuple[int, int], np.ndarray] = {}
 
     def reset(self) -> None:
@@ -150,27 +161,28 @@ class VisualOdometry:
         """
         stamp_ns = int(stamp_ns)
         grey = to_gray(image)
-        scale = self.config.match_px / max(grey.shape)
+        native = grey.shape
+        scale = min(1.0, self.config.match_px / max(native))
         if scale < 1:
             grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        else:
-            scale = 1.0
-        previous, self._previous = self._previous, (stamp_ns, grey, compass_deg,
-                                                    self._focal_px(image.shape[1],
-                                                                   image.shape[0]))
-        if (previous is None or stamp_ns <= previous[0]
-                or (stamp_ns - previous[0]) > self.config.max_gap_s * 1e9
-                or previous[1].shape != grey.shape):
+        previous, self._previous = self._previous, _Frame(
+            stamp_ns, native, grey, compass_deg, self._focal_px(native[1], native[0]) * scale)
+        if (previous is None or stamp_ns <= previous.stamp_ns
+                or (stamp_ns - previous.stamp_ns) > self.config.max_gap_s * 1e9
+                or previous.native != native):
             return None
         self.tried += 1
-        shift, _ = ground_shift_px(previous[1], grey, self.config)
-        if shift is None or previous[2] is None:
+        if previous.compass_deg is None:  # the pair is turned by its first frame's heading
+            return None
+        shift, _ = ground_shift_px(previous.grey, grey, self.config)
+        if shift is None:
             return None
         # in the previous frame's axes: x right, y down (a move towards the image top is -y)
-        metres_per_px = self.config.height_m / (previous[3] * scale)
-        step = image_to_en(shift[0] * metres_per_px, -shift[1] * metres_per_px, previous[2])
+        metres_per_px = self.config.height_m / previous.focal_px
+        step = image_to_en(shift[0] * metres_per_px, -shift[1] * metres_per_px,
+                           previous.compass_deg)
         self.matched += 1
-        self._steps[(previous[0], stamp_ns)] = step
+        self._steps[(previous.stamp_ns, stamp_ns)] = step
         return step
 
     def forget_before(self, stamp_ns: int) -> None:

@@ -21,8 +21,10 @@ Kept out of ``node.py`` on purpose: the node calls :func:`attach` once in ``setu
 docs/fusion.md), ``fusion.odom_topic`` / ``fusion.imu_topic`` (empty: no subscription),
 ``fusion.heading_source`` (odometry, imu, fixed), ``fusion.heading_yaw_deg`` and
 ``fusion.single_fix_topic`` (where the single-frame fix goes when ``fix_topic`` carries the
-filtered one), plus every :class:`~jzi_ros.inference.fusion_config.FusionConfig` field as
-``fusion.<field>``. All read once at start-up.
+filtered one), ``fusion.visual_odometry`` (the frames' own motion where no odometry covers an
+interval, :mod:`jzi_ros.inference.visual_odometry`), plus every
+:class:`~jzi_ros.inference.fusion_config.FusionConfig` field as ``fusion.<field>``. All read
+once at start-up.
 
 A north-up model (heading policy ``north-up``) needs each frame's heading: :func:`frame_heading`
 takes it from the same source the fusion uses (``fusion.heading_source``: the IMU's or the
@@ -66,6 +68,12 @@ NODE_PARAMETERS = {
                             "forward axis, counter-clockwise seen from above (90: the image "
                             "top points to the body's left); added to the heading source's yaw"),
     "single_fix_topic": ("jzi/fix_single", "single-frame NavSatFix when fusion is on"),
+    "visual_odometry": (False, "move the filter by the frames' own motion (consecutive frames "
+                               "matched) wherever odometry does not cover the interval; needs "
+                               "each frame's heading (frame_heading_source, else "
+                               "heading_source; fixed for a north-up gimbal); scaled by "
+                               "refine.nominal_height_m and refine.intrinsics / "
+                               "refine.hfov_deg (else a 70 deg guess, warned)"),
 }
 # a north-up model's frame takes the heading sample nearest its stamp, if one is this close
 # (an IMU publishes at 50-400 Hz; a heading a second away from the frame is not its heading)
@@ -107,7 +115,7 @@ class NodeFusion:
     """The node's filter, its motion subscriptions and the single-frame publisher."""
 
     def __init__(self, node: Any, tree: Any, config: FusionConfig, values: dict[str, Any],
-                 out_qos: QoSProfile, georef_sigma_m: float = 0.0) -> None:
+                 out_qos: QoSProfile, georef_sigma_m: float = 0.0, visual: Any = None) -> None:
         from sensor_msgs.msg import NavSatFix
 
         self.node = node
@@ -115,7 +123,8 @@ class NodeFusion:
         heading = HeadingSeries(values["heading_source"],
                                 math.radians(values["heading_yaw_deg"]))
         self.online = OnlineFusion(tree, config, heading, use_odometry=bool(values["odom_topic"]),
-                                   georef_sigma_m=georef_sigma_m)
+                                   georef_sigma_m=georef_sigma_m, visual=visual)
+        self.frame_heading: FrameHeading | None = None  # visual odometry's (set by the node)
         self.single_pub = node.create_publisher(NavSatFix, values["single_fix_topic"], out_qos)
         sensor_qos = _sensor_qos()
         if values["odom_topic"]:
@@ -154,16 +163,25 @@ class NodeFusion:
         """Seeds of the prior-seeded zoom for this frame (None unless ``fusion.seed_beam``)."""
         return self.online.seeds(stamp_ns)
 
-    def fuse(self, fix: Any, measurement: Any, stamp_ns: int, settings: Any) -> Any:
-        """Publish the single-frame fix on its own topic; return the fused fix for fix_topic."""
+    def fuse(self, fix: Any, measurement: Any, stamp_ns: int, settings: Any,
+             rgb: Any = None) -> Any:
+        """
+        Publish the single-frame fix on its own topic; return the fused fix for fix_topic.
+
+        ``rgb``: the frame, for visual odometry (ignored without it).
+        """
         if fix.ok or settings.publish_no_fix:
             self.single_pub.publish(messages.fix_to_navsatfix(
                 fix, stamp_ns, settings.fix_frame_id, self.node.types,
                 covariance_type=settings.covariance_type))
+        compass = None
+        if self.online.visual is not None and self.frame_heading is not None:
+            compass = self.frame_heading.get(stamp_ns)  # None: this pair is not turned
         # the Localizer owns altitude and Up variance: the fused fix carries the frame's; a
         # refined fix (refine.enabled) goes into the filter as a point measurement
         return self.online.fuse(stamp_ns, measurement, fix.altitude,
-                                math.sqrt(float(fix.covariance_enu[2][2])), fix)
+                                math.sqrt(float(fix.covariance_enu[2][2])), fix,
+                                rgb if self.online.visual is not None else None, compass)
 
 
 def attach(node: Any, localizer: Any, out_qos: QoSProfile) -> NodeFusion | None:
@@ -184,14 +202,49 @@ def attach(node: Any, localizer: Any, out_qos: QoSProfile) -> NodeFusion | None:
         return None
     config = FusionConfig(**fields)  # JziError names the bad fusion.* value
     georef = refinement.georef_sigma_m(node, localizer)  # as refinement's, on or off
-    fusion = NodeFusion(node, localizer.tree, config, values, out_qos, georef)
+    visual = _visual_odometry(node, values)
+    fusion = NodeFusion(node, localizer.tree, config, values, out_qos, georef, visual)
+    if visual is not None:
+        fusion.frame_heading = _heading_for(node, values, fusion, "visual odometry")
+    motion = values["odom_topic"] or ("" if visual is not None else "random walk")
+    if visual is not None:
+        motion += (" where it is silent, else " if motion else "") + "visual odometry"
     node.get_logger().info(
         f"fusion on: filtered fix on the fix topic, single-frame fix on "
-        f"{values['single_fix_topic']}; motion: "
-        f"{values['odom_topic'] or 'random walk'} (heading {values['heading_source']})"
+        f"{values['single_fix_topic']}; motion: {motion} (heading {values['heading_source']})"
         + (f"; map georeferencing 1-sigma {georef:g} m added to filtered covariances"
            if georef else ""))
     return fusion
+
+
+def _visual_odometry(node: Any, values: dict[str, Any]) -> Any:
+    """Return the VisualOdometry ``fusion.visual_odometry*`` ask for, or None when off."""
+    if not values["visual_odometry"]:
+        return None
+    from jzi_ros.inference.visual_odometry import VisualOdometry, VisualOdometryConfig
+
+    # the camera as refinement knows it: one height and one camera for both
+    height_m, hfov_deg, intrinsics = refinement.camera_parameters(node)
+    if hfov_deg is None and intrinsics is None:
+        node.get_logger().warning(
+            "visual odometry: no camera field of view (refine.intrinsics, refine.hfov_deg): "
+            "70 deg assumed, every displacement is scaled by it")
+    return VisualOdometry(VisualOdometryConfig(height_m=height_m, hfov_deg=hfov_deg), intrinsics)
+
+
+def _heading_for(node: Any, values: dict[str, Any], fusion: NodeFusion | None, user: str
+                 ) -> "FrameHeading":
+    """Return the frames' heading source for ``user``; one JziError line when it has no topic."""
+    own = values["frame_heading_source"]
+    source = own or values["heading_source"]
+    needs = {"imu": "imu_topic", "odometry": "odom_topic"}.get(source)
+    if needs and not values[needs]:
+        which = "frame_heading_source" if own else "heading_source"
+        raise JziError(
+            f"{user} but fusion.{which} {source} has no fusion.{needs}: set it, or "
+            f"fusion.{which} fixed with fusion.heading_yaw_deg (a gimballed camera)")
+    shared = fusion if source == values["heading_source"] else None
+    return FrameHeading(node, values, shared, source)
 
 
 class FrameHeading:
@@ -249,13 +302,18 @@ class FrameHeading:
                 old = bisect.bisect_left(series.stamps_ns, cut)
                 del series.stamps_ns[:old], series.yaw_rad[:old]
 
-    def at(self, stamp_ns: int) -> float:
-        """Return the frame's compass heading in degrees (clockwise from North)."""
+    def get(self, stamp_ns: int) -> float | None:
+        """Return the frame's compass heading in degrees (clockwise from North), or None."""
         with self.lock:
-            heading = self.series.compass_at(stamp_ns, self.camera_yaw_rad)
-            held = len(self.series.stamps_ns)
+            return self.series.compass_at(stamp_ns, self.camera_yaw_rad)
+
+    def at(self, stamp_ns: int) -> float:
+        """:meth:`get`, or BadImageError when no sample is near (a north-up model's frame)."""
+        heading = self.get(stamp_ns)
         if heading is not None:
             return heading
+        with self.lock:
+            held = len(self.series.stamps_ns)
         raise BadImageError(
             f"no heading for the frame stamped {stamp_ns * 1e-9:.3f} s: the north-up model "
             f"needs a {self.source} orientation on {self.topic} within "
@@ -273,18 +331,13 @@ def frame_heading(node: Any, localizer: Any, fusion: NodeFusion | None) -> Frame
     if localizer.model_config.heading != "north-up":
         return None
     values = {name: node.get_parameter(PREFIX + name).value for name in NODE_PARAMETERS}
-    own = values["frame_heading_source"]
-    source = own or values["heading_source"]
-    needs = {"imu": "imu_topic", "odometry": "odom_topic"}.get(source)
-    if needs and not values[needs]:
-        which = "frame_heading_source" if own else "heading_source"
-        raise JziError(
-            f"model {localizer.model_path.name} is north-up (frames are rotated by their "
-            f"heading) but fusion.{which} {source} has no fusion.{needs}: set it, or "
-            f"fusion.{which} fixed with fusion.heading_yaw_deg (a gimballed camera), "
-            f"or use a heading-free model")
-    shared = fusion if source == values["heading_source"] else None
-    heading = FrameHeading(node, values, shared, source)
+    if fusion is not None and fusion.frame_heading is not None:
+        heading = fusion.frame_heading  # visual odometry's: one source, one subscription
+    else:
+        heading = _heading_for(node, values, fusion, f"model {localizer.model_path.name} is "
+                               "north-up (frames are rotated by their heading; or use a "
+                               "heading-free model)")
+    source = heading.source
     node.get_logger().info(
         f"north-up model: frames rotated by the {source} heading"
         + (f" ({heading.topic})" if heading.topic else

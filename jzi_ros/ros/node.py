@@ -310,7 +310,7 @@ class LocalizerNode(Node):
             else:  # fix_topic gets the filtered fix, the cloud this frame's own hypotheses
                 single, measurement = self.localizer.localize_measured(  # seeds: seed_beam only
                     rgb, heading_deg=heading, seeds=self.fusion.seeds(stamp_ns))
-                fix = self.fusion.fuse(single, measurement, stamp_ns, s)
+                fix = self.fusion.fuse(single, measurement, stamp_ns, s, rgb)
         except BadImageError as err:
             count = self.stats.bad_message(str(err))
             if self._bad_log.admit(str(err)):  # each new problem at once, repeats throttled

@@ -131,6 +131,20 @@ def georef_sigma_m(node: Any, localizer: Any) -> float:
     return refine_config(_values(node)).georef_sigma_for(getattr(localizer, "pyramid", None))
 
 
+def camera_parameters(node: Any) -> tuple[float, float | None, Intrinsics | None]:
+    """
+    Return the camera as ``refine.*`` gives it: nominal height (m), hfov (deg) and intrinsics.
+
+    What visual odometry scales image motion by (jzi_ros/ros/motion.py), refinement on or off;
+    hfov and intrinsics are None when unset.
+    """
+    values = _values(node)
+    config = refine_config(values)
+    intrinsics = (Intrinsics.parse(values["refine.intrinsics"], "parameter refine.intrinsics")
+                  if values["refine.intrinsics"] else None)
+    return config.nominal_height_m, config.hfov_deg, intrinsics
+
+
 def attach(node: Any, localizer: Any) -> NodeRefinement | None:
     """Read the ``refine.*`` parameters (declared by the node); None when refinement is off."""
     values = _values(node)
