@@ -23,7 +23,9 @@ around each frame. A random walk can only coast between informative frames; wher
 single frames are wrong for longer than it can coast, it has nothing to fuse and only
 odometry carries the estimate through. The table says how much of the random walk's loss
 lies in such stretches, and what R@radius it would reach if it were right on every frame
-there (its ceiling without a better single frame). Numbers: docs/fusion.md.
+there (its ceiling without a better single frame). ``--visual-odometry`` adds the filter
+moved by the frames' own motion (the demo camera: a north-up gimbal, 70 deg, ~250 m up).
+Numbers: docs/fusion.md.
 """
 import argparse
 from pathlib import Path
@@ -32,9 +34,11 @@ import sys
 import demo_bag_args  # benchmarks/, next to this file (puts the checkout on sys.path)
 import numpy as np
 
+from jzi_ros.evaluation.bag_heading import HeadingOptions
 from jzi_ros.evaluation.fusion_replay import FusionOptions, run_filter
 from jzi_ros.evaluation.replay import replay_bag, ReplayOptions
 from jzi_ros.inference.fusion_config import FusionConfig
+from jzi_ros.inference.visual_odometry import filter_config, VisualOdometryConfig
 
 
 def errors_m(result, fixes) -> np.ndarray:
@@ -71,11 +75,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poor", type=float, default=0.2,
                         help="a stretch is poor where fewer than this share of its single "
                              "frames are right (default 0.2)")
+    parser.add_argument("--visual-odometry", action="store_true",
+                        help="also the filter moved by the frames' own motion (north-up "
+                             "camera, 70 deg field of view, 250 m above the ground)")
     args = parser.parse_args(argv)
     localizer = demo_bag_args.localizer(args)
-    fusion = FusionOptions(FusionConfig(), args.odom_topic)
+    visual = VisualOdometryConfig(hfov_deg=70.0) if args.visual_odometry else None
+    fusion = FusionOptions(FusionConfig(), args.odom_topic, visual_odometry=visual)
     result = replay_bag(args.bag, localizer, ReplayOptions(
-        args.image_topic, args.gt_topic, progress=False, fusion=fusion))
+        args.image_topic, args.gt_topic, progress=False, fusion=fusion,
+        heading=HeadingOptions("fixed", yaw_deg=90.0) if visual else None))
     track = result.fusion_track  # the bag's odometry, as the replay read it
     used = [r for r in result.records if r.used]
     stamps = np.array([r.stamp_ns for r in used], np.int64)
@@ -84,18 +93,24 @@ def main(argv: list[str] | None = None) -> int:
     hits = single <= args.radius
     poor = window_hit_rate(stamps_s, hits, args.window) < args.poor
     runs = {"random walk": None, "odometry": track}
+    if result.fusion_visual is not None:
+        runs["visual odometry"] = result.fusion_visual
     recall = {name: [] for name in runs}
+    medians = {name: [] for name in runs}
     for seed in args.filter_seeds:
         config = FusionConfig(seed=seed)
         for name, motion in runs.items():
-            fixes = [fix for fix, _ in run_filter(result.records, result.tree, config, motion)]
-            recall[name].append(errors_m(result, fixes) <= args.radius)
+            own = filter_config(config, motion.config) if name == "visual odometry" else config
+            fixes = [fix for fix, _ in run_filter(result.records, result.tree, own, motion)]
+            errors = errors_m(result, fixes)
+            recall[name].append(errors <= args.radius)
+            medians[name].append(float(np.nanmedian(errors)))
     print(f"{args.bag}: {len(used)} scored frames; poor stretches: fewer than "
           f"{args.poor:.0%} of the single frames within {args.radius:g} m in a {args.window:g} s "
           f"window; filter seeds {args.filter_seeds}\n")
-    print(f"| frames | count | single R@{args.radius:g} | random walk R@{args.radius:g} "
-          f"| odometry R@{args.radius:g} |")
-    print("|---|---:|---:|---:|---:|")
+    print(f"| frames | count | single R@{args.radius:g} | "
+          + " | ".join(f"{name} R@{args.radius:g}" for name in runs) + " |")
+    print("|---|---:|---:|" + "---:|" * len(runs))
     for label, mask in (("poor stretches", poor), ("the rest", ~poor),
                         ("all", np.ones_like(poor))):
         cells = [f"{100 * hits[mask].mean():.1f} %" if mask.any() else "-"]
@@ -103,6 +118,14 @@ def main(argv: list[str] | None = None) -> int:
             values = [h[mask].mean() for h in recall[name]] if mask.any() else []
             cells.append(f"{100 * np.mean(values):.1f} %" if values else "-")
         print(f"| {label} | {int(mask.sum())} | " + " | ".join(cells) + " |")
+    print(f"\nsingle frame: R@{args.radius:g} {100 * hits.mean():.1f} %, median "
+          f"{np.nanmedian(single):.1f} m")
+    for name in runs:
+        values = [h.mean() for h in recall[name]]
+        print(f"{name}: R@{args.radius:g} {100 * np.mean(values):.1f} % "
+              f"({100 * min(values):.1f}-{100 * max(values):.1f} over filter seeds), median "
+              f"{np.mean(medians[name]):.1f} m ({min(medians[name]):.1f}-"
+              f"{max(medians[name]):.1f})")
     walk = np.mean([h.mean() for h in recall["random walk"]])
     ceiling = np.mean([(h | poor).mean() for h in recall["random walk"]])
     print(f"\nrandom walk R@{args.radius:g}: {100 * walk:.1f} %; right on every frame of the "

@@ -159,6 +159,9 @@ def test_bench_writes_the_json_keys(scene, tmp_path, capsys):
         cells = [f["terminal_cells"] for f in row["fusion_filter"]]
         assert cells == [pyramid.tree.num_actions ** pyramid.tree.depth, 65536]
         assert all(f["median"] > 0 and f["encoder_cpu_median"] > 0 for f in row["fusion_filter"])
+        visual = row["visual_odometry"]  # every moved pair of the bench frame matches
+        assert visual["median"] > 0 and visual["encoder_cpu_median"] > 0
+        assert visual["matched"] == visual["tried"] == 219  # 220 frames, 20 of them warm-up
         assert row["graph"] == "jit"  # the torch CPU default: traced and frozen
         stages = row["frame_stages_ms"]  # the frame's own split, from the same frames
         assert {"preprocess", "encode", "decode", "posterior"} <= set(stages)
@@ -167,6 +170,7 @@ def test_bench_writes_the_json_keys(scene, tmp_path, capsys):
         assert row["cpu_ms"]["frame"]["median"] > 0  # one thread (the default): CPU time too
     printed = capsys.readouterr().out
     assert "| torch (jit) | cpu | fp32 | 2 |" in printed and "temporal filter" in printed
+    assert "visual odometry (fusion.visual_odometry, 640 x 480 frames)" in printed
     assert "frame / encode inside it" in printed and "with the seeded zoom" in printed
     assert "each filter frame follows one CPU encoder pass" in printed
     assert "| R@25 m | R@50 m | R@100 m | R@250 m | mean NEES |" in printed

@@ -199,17 +199,19 @@ def _open_retrieval(args: argparse.Namespace, map_dir: Path) -> dict:
     return out
 
 
-def _bench_filter(tree, encode=None) -> tuple[list[dict], str]:
+def _bench_filter(tree, encode=None) -> tuple[list[dict], str, dict]:
     """
-    Time the temporal filter on this map and on a 65,536-terminal-cell map: rows and a table.
+    Time the temporal filter on this map and a 65,536-terminal-cell map: rows, table, VO.
 
+    Visual odometry (the filter's motion from the frames) is timed after them, the same way.
     ``encode``: one CPU ground-encoder pass; the filter frames then alternate with it (as in
     the node, jzi_ros.inference.bench_filter.bench_filter) and the share is measured in that run.
     The default kernel (``FusionConfig.kernel`` auto) is a row per map; where that is the
     compiled one, the numpy reference is timed too (in the row under ``numpy``).
     """
     from jzi_ros.geo import CellTree
-    from jzi_ros.inference.bench_filter import bench_filter
+    from jzi_ros.inference.bench import bench_frame
+    from jzi_ros.inference.bench_filter import bench_filter, bench_visual_odometry
     from jzi_ros.inference.fusion import CellFilter
     from jzi_ros.inference.fusion_config import FusionConfig
 
@@ -240,9 +242,18 @@ def _bench_filter(tree, encode=None) -> tuple[list[dict], str]:
         out.append(row)
     if encode is not None:
         lines.append("(each filter frame follows one CPU encoder pass, as in the node)")
+    visual = bench_visual_odometry(bench_frame(), encode=encode)
+    share = ("" if encode is None else
+             f", {100 * visual['cpu_median'] / visual['encoder_cpu_median']:.1f} % of the "
+             f"encoder's {visual['encoder_cpu_median']:.2f} ms CPU in the same run")
+    lines.append(f"visual odometry (fusion.visual_odometry, {visual['pixels']} frames): "
+                 f"{visual['median']:.2f} ms wall (p95 {visual['p95']:.2f}), "
+                 f"{visual['cpu_median']:.2f} ms thread CPU per frame{share}; "
+                 f"{visual['matched']} of {visual['tried']} pairs matched")
+
     if kernel == "numpy":
         lines.append("(kernel numpy: the compiled one needs Numba, pip install numba)")
-    return out, "\n".join(lines)
+    return out, "\n".join(lines), visual
 
 
 def run(args: argparse.Namespace) -> int:
@@ -319,7 +330,7 @@ def run(args: argparse.Namespace) -> int:
     if filter_rows is not None:
         print(filter_rows[1])
         for row in rows:
-            row.fusion_filter = filter_rows[0]
+            row.fusion_filter, row.visual_odometry = filter_rows[0], filter_rows[2]
     if args.json:
         write_json(args.json, [row.to_dict() for row in rows])
         print(f"wrote {args.json}")

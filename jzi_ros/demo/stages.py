@@ -103,13 +103,20 @@ def replay(map_dir: Path, model: Path, bag_dir: Path, report_dir: Path,
     from jzi_ros.evaluation.report import write_report
     from jzi_ros.inference.localizer import Localizer
 
+    from jzi_ros.evaluation.bag_heading import HeadingOptions
     from jzi_ros.evaluation.fusion_replay import FusionOptions
     from jzi_ros.inference.fusion_config import FusionConfig
+    from jzi_ros.inference.visual_odometry import VisualOdometryConfig
 
     localizer = Localizer.from_paths(map_dir, model, config or LocalizerConfig(device="cpu"))
-    # temporal fusion next to the single frames: a random walk, and the bag's odometry
-    fusion = FusionOptions(FusionConfig(), odom_topic=odometry.ODOM_TOPIC)
-    options = ReplayOptions(IMAGE_TOPIC, GT_TOPIC, progress=progress, fusion=fusion)
+    # temporal fusion next to the single frames: a random walk, the bag's odometry, and the
+    # frames' own motion (the demo camera: a north-up gimbal at the flight's mean height)
+    flight = FlightSpec()
+    visual = VisualOdometryConfig(height_m=sum(flight.altitude_m) / 2, hfov_deg=flight.hfov_deg)
+    fusion = FusionOptions(FusionConfig(), odom_topic=odometry.ODOM_TOPIC,
+                           visual_odometry=visual)
+    options = ReplayOptions(IMAGE_TOPIC, GT_TOPIC, progress=progress, fusion=fusion,
+                            heading=HeadingOptions("fixed", yaw_deg=90.0))
     result = replay_bag(bag_dir, localizer, options)
     summary = write_report(result, report_dir, localizer.pyramid, overwrite=True)
     truth = np.array([(r.gt.east_m, r.gt.north_m) for r in result.used], np.float64)

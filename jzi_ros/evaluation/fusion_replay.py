@@ -50,6 +50,7 @@ from jzi_ros.inference.fusion import CellFilter
 from jzi_ros.inference.fusion_config import FusionConfig
 from jzi_ros.inference.measurement import PointMeasurement
 from jzi_ros.inference.motion import HeadingSeries, OdometryTrack
+from jzi_ros.inference.visual_odometry import filter_config
 
 LOG = logging.getLogger(__name__)
 
@@ -212,9 +213,7 @@ def fuse_replay(result: Any, options: FusionOptions, track: OdometryTrack | None
     if track is not None:
         runs[ODOMETRY] = track
     if visual is not None:
-        runs[VISUAL] = visual
-        result.fusion_visual = {"matched": visual.matched, "tried": visual.tried,
-                                "guessed_focal": visual.guessed}
+        runs[VISUAL] = result.fusion_visual = visual
     # refinement ran on the frames (--method refine): the same filters with the refined fixes
     variants = {"": False}
     if any(getattr(record.fix, "refinement", "") for record in result.records
@@ -223,8 +222,9 @@ def fuse_replay(result: Any, options: FusionOptions, track: OdometryTrack | None
     for suffix, refined in variants.items():
         for name, motion in runs.items():
             result.fused[name + suffix] = [fix for fix, _ in run_filter(
-                result.records, result.tree, config, motion, refined=refined,
-                georef_sigma_m=georef_sigma_m)]
+                result.records, result.tree,
+                filter_config(config, visual.config) if name == VISUAL else config, motion,
+                refined=refined, georef_sigma_m=georef_sigma_m)]
     if seeded is not None:
         result.fused.update(seeded.fixes)
 
@@ -279,8 +279,15 @@ def fusion_summary(result: Any) -> dict[str, Any] | None:
     config = getattr(result, "fusion_config", None)
     return {"runs": rows, "config": None if config is None else vars(config).copy(),
             "fit": getattr(result, "fusion_fit", None),
-            "visual_odometry": getattr(result, "fusion_visual", None),
+            "visual_odometry": _visual_counts(getattr(result, "fusion_visual", None)),
             "georef_sigma_m": getattr(result, "fusion_georef_sigma_m", 0.0)}
+
+
+def _visual_counts(visual: Any) -> dict[str, Any] | None:
+    """Return how many frame pairs visual odometry matched (None without it)."""
+    if visual is None:
+        return None
+    return {"matched": visual.matched, "tried": visual.tried, "guessed_focal": visual.guessed}
 
 
 def fitted_words(fit: dict[str, Any]) -> str:

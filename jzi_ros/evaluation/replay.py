@@ -141,7 +141,7 @@ class ReplayResult:
     fusion_fit: dict | None = None
     fusion_track: Any = None  # the bag's OdometryTrack (replays with --odom-topic)
     fusion_georef_sigma_m: float = 0.0  # the map's georeferencing 1-sigma in the fused fixes
-    fusion_visual: dict | None = None  # visual odometry's pair counts (--visual-odometry)
+    fusion_visual: Any = None  # the frames' VisualOdometry (replays with --visual-odometry)
 
     @property
     def used(self) -> list[FrameRecord]:

@@ -94,6 +94,8 @@ class BenchRow:
     refine: dict = field(default_factory=dict)  # filled by bench_refinement (jzi bench --refine)
     # temporal filter per frame on this map and a 65,536-cell map (jzi bench, once per run)
     fusion_filter: list = field(default_factory=list)
+    # visual odometry per frame (bench_filter.bench_visual_odometry), once per run
+    visual_odometry: dict = field(default_factory=dict)
     # bench_retrieval per retrieval backend (--retrieval-model), once per run
     retrieval: dict = field(default_factory=dict)
 

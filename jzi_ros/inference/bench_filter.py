@@ -125,3 +125,37 @@ def bench_filter(tree, frames: int = 200, warmup: int = 20, config=None,
         out.update(encoder_median=round(float(np.median(ms[:, 2])), 3),
                    encoder_cpu_median=round(float(np.median(ms[:, 3])), 3))
     return out
+
+
+def bench_visual_odometry(image: np.ndarray, frames: int = 200, warmup: int = 20,
+                          encode: Callable[[], object] | None = None) -> dict[str, float]:
+    """
+    Time visual odometry per frame (fusion.visual_odometry), interleaved with ``encode``.
+
+    ``image`` and a copy moved by (8, 6) px alternate, so every pair is matched as in flight;
+    each follows one encoder pass when ``encode`` is given (as in the node). Returns medians in
+    ms (wall, thread CPU), the p95, and how many pairs matched.
+    """
+    from jzi_ros.inference.visual_odometry import VisualOdometry, VisualOdometryConfig
+
+    moved = np.roll(image, (6, 8), axis=(0, 1))
+    odometry = VisualOdometry(VisualOdometryConfig(hfov_deg=70.0))
+    samples = []
+    for i in range(frames + warmup):
+        wall, cpu = time.perf_counter(), time.thread_time()
+        if encode is not None:
+            encode()
+        encoder_wall, encoder_cpu = time.perf_counter() - wall, time.thread_time() - cpu
+        wall, cpu = time.perf_counter(), time.thread_time()
+        odometry.add_frame(10**18 + i * 10**8, moved if i % 2 else image, 0.0)
+        if i >= warmup:
+            samples.append((time.perf_counter() - wall, time.thread_time() - cpu, encoder_wall,
+                            encoder_cpu))
+    ms = 1e3 * np.asarray(samples)
+    out = {**stats(ms[:, 0].tolist()), "cpu_median": round(float(np.median(ms[:, 1])), 3),
+           "matched": odometry.matched, "tried": odometry.tried,
+           "pixels": f"{image.shape[1]} x {image.shape[0]}"}
+    if encode is not None:
+        out.update(encoder_median=round(float(np.median(ms[:, 2])), 3),
+                   encoder_cpu_median=round(float(np.median(ms[:, 3])), 3))
+    return out

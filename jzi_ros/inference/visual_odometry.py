@@ -36,6 +36,7 @@ replay feed it decoded frames.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 import math
 
@@ -60,17 +61,30 @@ class VisualOdometryConfig:
     min_inliers: int = 20  # RANSAC inliers a displacement needs
     ransac_px: float = 2.0  # RANSAC threshold, pixels at match_px
     max_gap_s: float = 2.0  # frames further apart are not matched
+    # the filter's motion noise for these displacements (odom_noise_* of FusionConfig, which
+    # odometry uses): 1-sigma per axis, a fraction of the distance plus metres per second.
+    # Larger than odometry's: a wrong height scales every step the same way (fitted on the
+    # demo's validation flights, docs/fusion.md)
+    noise_fraction: float = 0.3
+    noise_mps: float = 1.0
 
     def __post_init__(self) -> None:
         checks = {"height_m": self.height_m > 0, "match_px": self.match_px >= 32,
                   "corners": self.corners >= 8, "min_inliers": self.min_inliers >= 3,
                   "ransac_px": self.ransac_px > 0, "max_gap_s": self.max_gap_s > 0,
+                  "noise_fraction": self.noise_fraction >= 0, "noise_mps": self.noise_mps >= 0,
                   "hfov_deg": self.hfov_deg is None or 1 < self.hfov_deg < 170}
         for name, ok in checks.items():
             value = getattr(self, name)
             if not ok or (isinstance(value, float) and not math.isfinite(value)):
                 raise JziError(f"visual odometry: {name} = {value!r} is out of range; see "
                                "VisualOdometryConfig in jzi_ros/inference/visual_odometry.py")
+
+
+def filter_config(config, visual: VisualOdometryConfig):
+    """Return the FusionConfig ``config`` with visual odometry's motion noise for its steps."""
+    return dataclasses.replace(config, odom_noise_fraction=visual.noise_fraction,
+                               odom_noise_mps=visual.noise_mps)
 
 
 def ground_shift_px(previous: np.ndarray, current: np.ndarray, config: VisualOdometryConfig
