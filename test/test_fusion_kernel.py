@@ -68,16 +68,18 @@ def _run(tree, config, sequence):
     for stamp, measurement, odometry, point in sequence:
         estimate = cell_filter.step(stamp, measurement, odometry, point)
         fix = cell_filter.fix(estimate, 0.0, 100.0)
+        scale = cell_filter.odometry_scale
         out.append((estimate, fix, cell_filter.particles.copy(), cell_filter.weights.copy(),
-                    cell_filter.cusum))
+                    cell_filter.cusum, None if scale is None else scale.copy()))
     return cell_filter.kernel, out
 
 
 @needs_numba
-@pytest.mark.parametrize("tree,seed,proposal_fraction", [
-    (TREE, 0, 0.05), (TREE, 3, 0.0),  # 0.0: the kidnap is found by the likelihood-ratio test
-    (CellTree(45.0, 7.0, 10_000.0, grid=4, depth=4), 1, 0.05)])  # 65,536 cells
-def test_the_compiled_step_gives_the_numpy_fixes(tree, seed, proposal_fraction):
+@pytest.mark.parametrize("tree,seed,proposal_fraction,scale_sigma", [
+    (TREE, 0, 0.05, 0.0), (TREE, 3, 0.0, 0.0),  # 0.0: the kidnap is found by the CUSUM test
+    (CellTree(45.0, 7.0, 10_000.0, grid=4, depth=4), 1, 0.05, 0.0),  # 65,536 cells
+    (TREE, 2, 0.05, 0.05)])  # each particle's odometry scale (visual odometry)
+def test_the_compiled_step_gives_the_numpy_fixes(tree, seed, proposal_fraction, scale_sigma):
     """
     Same seed, same frames: the same particles and weights bit for bit, the same fixes.
 
@@ -85,7 +87,8 @@ def test_the_compiled_step_gives_the_numpy_fixes(tree, seed, proposal_fraction):
     hypot, the kernel in index order with libm's), every discrete outcome is the same.
     """
     sequence = _sequence(tree, seed)
-    config = {"seed": seed, "proposal_fraction": proposal_fraction}
+    config = {"seed": seed, "proposal_fraction": proposal_fraction,
+              "odom_scale_sigma": scale_sigma}
     name_a, numpy_run = _run(tree, FusionConfig(kernel="numpy", **config), sequence)
     name_b, numba_run = _run(tree, FusionConfig(kernel="numba", **config), sequence)
     assert (name_a, name_b) == ("numpy", "numba")
@@ -95,9 +98,14 @@ def test_the_compiled_step_gives_the_numpy_fixes(tree, seed, proposal_fraction):
         assert any(e.startswith("kidnap") and i not in POINTS for i, e in enumerate(events))
     assert sum(fix.ok for _, fix, *_ in numpy_run) > len(sequence) / 3  # it tracked
     for i, (a, b) in enumerate(zip(numpy_run, numba_run)):
-        (est_a, fix_a, particles_a, weights_a, cusum_a) = a
-        (est_b, fix_b, particles_b, weights_b, cusum_b) = b
+        (est_a, fix_a, particles_a, weights_a, cusum_a, scale_a) = a
+        (est_b, fix_b, particles_b, weights_b, cusum_b, scale_b) = b
         np.testing.assert_array_equal(particles_a, particles_b, err_msg=f"frame {i}")
+        np.testing.assert_array_equal(scale_a, scale_b, err_msg=f"frame {i}")
+        if scale_sigma and ODOMETRY[-1] <= i < KIDNAP:  # the odometry steps spread the scales
+            assert 0.5 <= scale_a.min() < 0.9 and 1.1 < scale_a.max() <= 2.0
+        if scale_sigma and i < ODOMETRY[0]:  # a new cloud starts at scale 1
+            assert np.all(scale_a == 1.0)
         np.testing.assert_array_equal(weights_a, weights_b, err_msg=f"frame {i}")
         assert est_a.event == est_b.event and est_a.odometry == est_b.odometry
         assert est_a.converged == est_b.converged and fix_a.status == fix_b.status

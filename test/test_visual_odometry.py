@@ -13,16 +13,22 @@
 # limitations under the License.
 
 """Visual odometry: a downward camera's frame-to-frame motion in East/North metres."""
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 
 from jzi_ros.errors import JziError
+from jzi_ros.geo import CellTree
+from jzi_ros.inference.bench_filter import simulated_steps
 from jzi_ros.inference.camera_pose import Intrinsics
+from jzi_ros.inference.fusion import CellFilter
 from jzi_ros.inference.fusion_config import FusionConfig
+from jzi_ros.inference.measurement import Measurement
 from jzi_ros.inference.motion import OnlineFusion
-from jzi_ros.inference.visual_odometry import VisualOdometry, VisualOdometryConfig
+from jzi_ros.inference.visual_odometry import (filter_config, VisualOdometry,
+                                               VisualOdometryConfig)
 from support import (camera_frame, DOWNWARD_HEIGHT_M, DOWNWARD_HFOV_DEG, DOWNWARD_SIZE,
                      ground_texture, tiny_tree)
 
@@ -132,3 +138,36 @@ def test_online_fusion_moves_by_the_frames_where_odometry_is_silent(texture, mon
     online.fuse(T0 + 3 * 10**9, None, 100.0, 10.0, None, camera_frame(texture, 60.0, -30.0),
                 0.0)
     assert np.allclose(given[-1], (0.0, 3.0))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_filter_finds_the_scale_a_wrong_height_gave_the_displacements(seed):
+    """Displacements 20 % short (the height guessed low): each particle's scale corrects it."""
+    tree = CellTree(45.0, 7.0, 2500.0, grid=4, depth=3)
+    rng = np.random.default_rng(seed)
+    frames, pos, heading = [], np.array([-600.0, -400.0]), 0.5
+    for i in range(150):
+        heading += rng.normal(0, 0.04)
+        step = 15 * np.array([math.cos(heading), math.sin(heading)])
+        pos = np.clip(pos + step, -1150, 1150)
+        measurement = Measurement.from_steps(tree, simulated_steps(tree, *pos,
+                                                                   rng.uniform() < 0.4, rng))
+        frames.append((T0 + i * 10**9, measurement, 0.8 * step, pos.copy()))
+    visual = VisualOdometryConfig()
+    errors, scales = {}, None
+    for scale_sigma in (0.0, visual.scale_sigma):
+        config = filter_config(FusionConfig(seed=seed), dataclasses.replace(
+            visual, scale_sigma=scale_sigma))
+        cell_filter = CellFilter(tree, config)
+        error = []
+        for stamp, measurement, displacement, truth in frames:
+            estimate = cell_filter.step(stamp, measurement, None if stamp == T0 else
+                                        displacement)
+            error.append(float(np.hypot(*(estimate.mean_en - truth))))
+        errors[scale_sigma] = np.mean(error[75:])
+        if scale_sigma:
+            scales = cell_filter.odometry_scale @ cell_filter.weights
+        else:
+            assert cell_filter.odometry_scale is None  # no such state for wheel odometry
+    assert scales == pytest.approx(1.25, abs=0.1)  # 1 / 0.8
+    assert errors[visual.scale_sigma] < 0.7 * errors[0.0]

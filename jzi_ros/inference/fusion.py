@@ -74,7 +74,8 @@ from jzi_ros.geo import CellTree
 from jzi_ros.inference import seeding
 from jzi_ros.inference.decode import Seeds
 from jzi_ros.inference.fix import Fix, FixStatus, LazyHypotheses
-from jzi_ros.inference.fusion_compiled import CompiledStep, kernel_module, motion_args
+from jzi_ros.inference.fusion_compiled import (CompiledStep, kernel_module, motion_args,
+                                               state_rows)
 from jzi_ros.inference.fusion_config import FusionConfig
 from jzi_ros.inference.fusion_point import PointUpdate
 from jzi_ros.inference.measurement import (cell_codes, Measurement, Partition,
@@ -132,6 +133,7 @@ class CellFilter(PointUpdate):
                              float(offset[1, 0]), tree.grid ** tree.depth - 1, codes.row_code,
                              codes.col_code)
         n = self.config.particles
+        self._rows = state_rows(self.config)  # East, North, velocity (+ odometry scale)
         self._kernel = kernel_module(self.config.kernel)  # None: the numpy path
         self.kernel = "numpy" if self._kernel is None else "numba"
         self._modes = ModeFinder(self._coarse_cells, self.config.mode_radius_m, self._kernel)
@@ -162,11 +164,16 @@ class CellFilter(PointUpdate):
     @property
     def velocity(self) -> np.ndarray:
         """Return the particles' random-walk velocity ``[N, 2]``, m/s (a view of the state)."""
-        return self._state[2:].T
+        return self._state[2:4].T
+
+    @property
+    def odometry_scale(self) -> np.ndarray | None:
+        """Return each particle's odometry scale ``[N]`` (None without that state)."""
+        return self._state[4] if self._rows > 4 else None
 
     def reset(self) -> None:
         """Forget everything; the next measurement initialises the filter."""
-        self._state = np.zeros((4, 0))
+        self._state = np.zeros((self._rows, 0))
         self.weights = np.zeros(0)
         self.last_stamp_ns: int | None = None
         self.cusum = 0.0
@@ -205,7 +212,7 @@ class CellFilter(PointUpdate):
 
     def _draw(self, tempered: tuple[Partition, np.ndarray, np.ndarray], count: int
               ) -> np.ndarray:
-        """``[4, count]`` states drawn from the tempered measurement, with fresh velocities."""
+        """``[rows, count]`` states drawn from the measurement: fresh velocities, scale 1."""
         part, _, cumulative = tempered
         u = self.rng.random((4, count))
         run = cumulative.searchsorted(u[0] * cumulative[-1], "right")
@@ -215,6 +222,8 @@ class CellFilter(PointUpdate):
         u[:2] = self._high_corner.take(high, axis=1) + self._low_corner.take(low, axis=1)
         u[:2] += u[2:] * self._metres
         u[2:] = self._velocities(count)
+        if self._rows > 4:
+            return np.concatenate([u, np.ones((self._rows - 4, count))])
         return u
 
     def _initialise(self, measurement: Measurement, stamp_ns: int,
@@ -249,7 +258,7 @@ class CellFilter(PointUpdate):
         robot cruising in one direction is followed, not trailed by a cloud that stays put.
         """
         cfg, state = self.config, self._state
-        position, velocity = state[:2], state[2:]
+        position, velocity = state[:2], state[2:4]
         self._odometry = displacement_en is not None
         if self._kernel is not None:
             start = self._bank_start(self._normal_bank, state.shape[1])
@@ -264,8 +273,15 @@ class CellFilter(PointUpdate):
             velocity *= speed
             position += velocity * dt_s
         else:  # odometry, its noise as the compiled prediction's (one formula: motion_args)
-            _, sigma, east, north, per_s = motion_args(cfg, dt_s, displacement_en)
-            step = self._normals(state.shape[1]) * sigma + np.array([[east], [north]])
+            _, sigma, east, north, per_s, scale_sigma = motion_args(cfg, dt_s, displacement_en)
+            normals = self._normals(state.shape[1])
+            if self._rows == 4:
+                step = normals * sigma + np.array([[east], [north]])
+            else:  # each particle's own odometry scale, then its random walk (the kernel's)
+                scale = state[4]
+                step = normals * sigma + np.array([[east], [north]]) * scale
+                walked = scale * (1.0 + scale_sigma * normals[0, ::-1])
+                np.maximum(np.minimum(walked, 2.0), 0.5, out=scale)
             position += step
             if dt_s > 0:  # should odometry drop out, the random walk carries on from here
                 np.multiply(step, per_s, out=velocity)

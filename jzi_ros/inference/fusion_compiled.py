@@ -47,7 +47,8 @@ class CompiledStep:
                                   config.max_speed_mps, filt._low_span, filt._coarse_span],
                                  np.float64)
         self.codes = np.ascontiguousarray(np.stack([codes.row_code, codes.col_code]), np.int64)
-        self.drawn = np.empty((4, drawn))
+        rows = state_rows(config)
+        self.drawn = np.empty((rows, drawn))
         self.likelihood = np.empty(n + drawn)
         self.coarse = np.empty(n + drawn, np.int64)
         self.hist = np.empty(filt._coarse_cells)
@@ -57,7 +58,8 @@ class CompiledStep:
         self.generator = kernel.generator_handle(filt.rng)
         # the frame's new particles, weights and coarse cells: two sets used in turn (the
         # one the filter does not hold), so a frame writes into memory the last frames warmed
-        self.outputs = [(np.empty((4, n)), np.empty(n), np.empty(n, np.int64)) for _ in "ab"]
+        self.outputs = [(np.empty((rows, n)), np.empty(n), np.empty(n, np.int64))
+                        for _ in "ab"]
         self.params = np.array([filt._terminal_cells, config.likelihood_exponent, 0.0,
                                 config.reset_nats, config.anywhere_prob, tree.size_m ** 2,
                                 filt._coarse_area, config.proposal_fraction,
@@ -69,7 +71,7 @@ class CompiledStep:
                       filt._modes.moments)
 
     def coarse_cells(self, state: np.ndarray) -> np.ndarray:
-        """Return the coarse cell of every particle of ``state`` (C-ordered ``[4, N]``)."""
+        """Return the coarse cell of every particle of ``state`` (C-ordered ``[rows, N]``)."""
         keys = np.empty(state.shape[1], np.int64)
         self.kernel.coarse_cells(state, self.geometry, self.codes, keys)
         return keys
@@ -95,7 +97,8 @@ class CompiledStep:
         if state is filt._state or weights is filt.weights or keys is filt._coarse:
             state, weights, keys = self.outputs[1]
         if len(weights) != n:  # (a filter always holds config.particles)
-            state, weights, keys = np.empty((4, n)), np.empty(n), np.empty(n, np.int64)
+            state, weights, keys = (np.empty(filt._state.shape), np.empty(n),
+                                    np.empty(n, np.int64))
         summary = np.empty(SUMMARY_SIZE)  # (new every frame: the modes are views of it)
         cusum, occupied, found, count, sigma = self.kernel.frame(
             filt._state, filt.weights, *motion, part.bounds, part.cells, tempered, state,
@@ -108,17 +111,27 @@ class CompiledStep:
 
 
 def motion_args(config, dt_s: float, displacement_en: np.ndarray | None
-                ) -> tuple[bool, float, float, float, float]:
-    """Return the compiled prediction's motion arguments (fusion_kernel._predict)."""
+                ) -> tuple[bool, float, float, float, float, float]:
+    """
+    Return the compiled prediction's motion arguments (fusion_kernel._predict).
+
+    The last: the per-step relative 1-sigma of each particle's odometry scale (0 without the
+    scale state, and for the random walk).
+    """
     dt_s = float(dt_s)
     if displacement_en is None:
         return (True, float(config.accel_sigma_mps2 * dt_s), float(config.max_speed_mps),
-                float(config.max_speed_mps ** 2), dt_s)
+                float(config.max_speed_mps ** 2), dt_s, 0.0)
     d = np.asarray(displacement_en, np.float64).reshape(2, 1)
     sigma = (config.odom_noise_fraction * math.hypot(d[0, 0], d[1, 0])
              + config.odom_noise_mps * dt_s)
     return (False, float(max(sigma, 1e-6)), float(d[0, 0]), float(d[1, 0]),
-            1.0 / dt_s if dt_s > 0 else 0.0)
+            1.0 / dt_s if dt_s > 0 else 0.0, float(config.odom_scale_sigma))
+
+
+def state_rows(config) -> int:
+    """Rows of a particle state: East, North, two velocities, and the odometry scale if used."""
+    return 5 if config.odom_scale_sigma > 0 else 4
 
 
 def kernel_module(kernel: str):

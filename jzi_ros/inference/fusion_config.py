@@ -51,6 +51,11 @@ class FusionConfig:
     accel_sigma_mps2: float = 4.0  # random walk: 1-sigma change of velocity per second
     odom_noise_fraction: float = 0.1  # odometry: 1-sigma per axis, fraction of the distance
     odom_noise_mps: float = 1.0  # odometry: plus this 1-sigma per axis per second
+    # odometry of unknown scale (visual odometry: its height is a guess): each particle
+    # carries a scale of the displacements, starting at 1 and changing by this relative
+    # 1-sigma per odometry step (bounded to [0.5, 2]), so the frames pick the right one.
+    # 0: displacements are taken at their scale (no such state; wheel odometry)
+    odom_scale_sigma: float = 0.0
     max_gap_s: float = 10.0  # a longer gap between frames restarts the filter
     reset_nats: float = 4.0  # CUSUM threshold of the kidnap test (log-likelihood ratio)
     mode_radius_m: float = 150.0  # particles this close to a peak form one mode
@@ -92,6 +97,7 @@ class FusionConfig:
             ("accel_sigma_mps2", self.accel_sigma_mps2 > 0, "> 0 m/s^2"),
             ("odom_noise_fraction", self.odom_noise_fraction >= 0, ">= 0"),
             ("odom_noise_mps", self.odom_noise_mps >= 0, ">= 0 m/s"),
+            ("odom_scale_sigma", 0 <= self.odom_scale_sigma < 0.5, "in [0, 0.5)"),
             ("max_gap_s", self.max_gap_s > 0, "> 0 s"),
             ("reset_nats", self.reset_nats > 0, "> 0"),
             ("mode_radius_m", self.mode_radius_m > 0, "> 0 m"),

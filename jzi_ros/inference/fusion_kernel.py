@@ -62,13 +62,15 @@ _LOAD_SECONDS: float | None = None  # how long load() took, once it has run
 
 @jit
 def _predict(state: np.ndarray, bank: np.ndarray, start: int, walk: bool, a: float, b: float,
-             c: float, d: float, half: float) -> None:
+             c: float, d: float, e: float, half: float) -> None:
     """
-    CellFilter.predict on the state ``[4, n]``, in place, normals from ``bank[:, start:]``.
+    CellFilter.predict on the state ``[4 or 5, n]``, in place, normals from ``bank[:, start:]``.
 
     Random walk (``walk``; a, b, c, d: accel_sigma x dt, max_speed, max_speed^2, dt): each
     velocity plus noise, scaled back to the speed bound, moves its particle. Odometry (a, b,
-    c, d: the noise sigma, the East and North displacement, 1 / dt or 0 to keep velocities).
+    c, d: the noise sigma, the East and North displacement, 1 / dt or 0 to keep velocities;
+    with a fifth row, each particle's odometry scale multiplies the displacement and then
+    changes by ``e`` times the bank's first row read backwards, bounded to [0.5, 2]).
     One branch-free loop per case (the compiler vectorises them; square roots and divisions
     are correctly rounded either way).
     """
@@ -88,7 +90,7 @@ def _predict(state: np.ndarray, bank: np.ndarray, start: int, walk: bool, a: flo
             v_north[j] = vy
             east[j] = max(min(east[j] + vx * d, half), -half)
             north[j] = max(min(north[j] + vy * d, half), -half)
-    else:
+    elif state.shape[0] == 4:
         for j in range(n):
             se = noise_east[j] * a + b
             sn = noise_north[j] * a + c
@@ -97,13 +99,24 @@ def _predict(state: np.ndarray, bank: np.ndarray, start: int, walk: bool, a: flo
             if d > 0:
                 v_east[j] = se * d
                 v_north[j] = sn * d
+    else:  # the odometry scale state (CellFilter.predict's numpy twin: the same operations)
+        scale = state[4]
+        for j in range(n):
+            se = noise_east[j] * a + scale[j] * b
+            sn = noise_north[j] * a + scale[j] * c
+            east[j] = max(min(east[j] + se, half), -half)
+            north[j] = max(min(north[j] + sn, half), -half)
+            if d > 0:
+                v_east[j] = se * d
+                v_north[j] = sn * d
+            scale[j] = max(min(scale[j] * (1.0 + e * noise_east[n - 1 - j]), 2.0), 0.5)
 
 
 @jit
 def predict(state: np.ndarray, bank: np.ndarray, start: int, walk: bool, a: float, b: float,
-            c: float, d: float, half: float) -> None:
+            c: float, d: float, e: float, half: float) -> None:
     """Move the particles as CellFilter.predict does (a frame without a measurement)."""
-    _predict(state, bank, start, walk, a, b, c, d, half)
+    _predict(state, bank, start, walk, a, b, c, d, e, half)
 
 
 @jit
@@ -129,7 +142,8 @@ def _terminal(east: float, north: float, geometry: np.ndarray, codes: np.ndarray
 
 @jit
 def advance(state: np.ndarray, weights: np.ndarray, bank: np.ndarray, start: int, walk: bool,
-            a: float, b: float, c: float, d: float, uniforms: np.ndarray, disc: np.ndarray,
+            a: float, b: float, c: float, d: float, e: float, uniforms: np.ndarray,
+            disc: np.ndarray,
             disc_start: int, bounds: np.ndarray, cells: np.ndarray, density: np.ndarray,
             cumulative: np.ndarray, high_corner: np.ndarray, low_corner: np.ndarray,
             geometry: np.ndarray, codes: np.ndarray, drawn: np.ndarray,
@@ -138,15 +152,16 @@ def advance(state: np.ndarray, weights: np.ndarray, bank: np.ndarray, start: int
     Predict, draw from the measurement, look up every state's likelihood and coarse cell.
 
     ``geometry``: terminal cell side (East, North signs), metres -> terminal (col, row) scale
-    and offset, the root's half side, max_speed, low_span, coarse_span. ``drawn`` ``[4, m]``:
-    the states drawn with ``uniforms`` ``[4, m]`` (CellFilter._draw). ``likelihood`` and
+    and offset, the root's half side, max_speed, low_span, coarse_span. ``drawn`` ``[4, m]``
+    (a fifth row: odometry scale 1): the states drawn with ``uniforms`` ``[4, m]``
+    (CellFilter._draw). ``likelihood`` and
     ``coarse`` ``[n + m]``: the cloud's, then the draws'. Returns the evidence
     ``weights @ likelihood[:n]`` (summed in index order).
     """
     n, m = state.shape[1], uniforms.shape[1]
     half, max_speed = geometry[6], geometry[7]
     low_span, coarse_span = np.intp(geometry[8]), np.intp(geometry[9])
-    _predict(state, bank, start, walk, a, b, c, d, half)
+    _predict(state, bank, start, walk, a, b, c, d, e, half)
     total, last = cumulative[cumulative.shape[0] - 1], cumulative.shape[0] - 1
     for j in range(m):
         run = min(_search_right(cumulative, uniforms[0, j] * total), last)
@@ -158,6 +173,9 @@ def advance(state: np.ndarray, weights: np.ndarray, bank: np.ndarray, start: int
                        + uniforms[3, j] * geometry[1])
         drawn[2, j] = disc[0, disc_start + j] * max_speed
         drawn[3, j] = disc[1, disc_start + j] * max_speed
+    for row in range(4, drawn.shape[0]):
+        for j in range(m):
+            drawn[row, j] = 1.0
     evidence = 0.0
     for j in range(n):
         terminal = _terminal(state[0, j], state[1, j], geometry, codes)
@@ -173,7 +191,7 @@ def advance(state: np.ndarray, weights: np.ndarray, bank: np.ndarray, start: int
 
 @jit
 def frame(state: np.ndarray, weights: np.ndarray, walk: bool, a: float, b: float, c: float,
-          d: float, bounds: np.ndarray, cells: np.ndarray, density: np.ndarray,
+          d: float, e: float, bounds: np.ndarray, cells: np.ndarray, density: np.ndarray,
           out_state: np.ndarray, out_weights: np.ndarray, out_coarse: np.ndarray,
           summary: np.ndarray, cumulative: np.ndarray, generator: np.ndarray, bank: np.ndarray,
           uniforms: np.ndarray, disc: np.ndarray, high_corner: np.ndarray,
@@ -211,7 +229,7 @@ def frame(state: np.ndarray, weights: np.ndarray, walk: bool, a: float, b: float
         for j in range(m):
             uniforms[row, j] = next_double(generator[1], generator[2])
     disc_start = integers(generator, disc.shape[1] - m + 1)
-    z_filter = advance(state, weights, bank, start, walk, a, b, c, d, uniforms, disc,
+    z_filter = advance(state, weights, bank, start, walk, a, b, c, d, e, uniforms, disc,
                        disc_start, bounds, cells, density, cumulative, high_corner, low_corner,
                        geometry, codes, drawn, likelihood, coarse)
     z_uniform = cumulative[cumulative.shape[0] - 1] / params[0]
@@ -266,7 +284,7 @@ def update(state: np.ndarray, drawn: np.ndarray, coarse: np.ndarray, likelihood:
         else:
             copies = 1
         for _ in range(copies):
-            for row in range(4):
+            for row in range(state.shape[0]):
                 out_state[row, k] = state[row, i] if i < n else drawn[row, i - n]
             lik, cell = likelihood[i], coarse[i]
             cloud = hist[cell]
@@ -320,19 +338,20 @@ def _warm_up() -> None:
     bank = np.zeros((2, 64))
     random = np.random.default_rng(0)  # (alive while the kernels use its state's address)
     generator = generator_handle(random)
-    predict(state, bank, 0, True, 1.0, 1.0, 1.0, 1.0, 1.0)
-    predict(state, bank, 0, False, 1.0, 0.0, 0.0, 1.0, 1.0)
+    predict(state, bank, 0, True, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0)
+    predict(state, bank, 0, False, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0)
     geometry = np.array([1.0, -1.0, 1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
     codes = np.zeros((2, 3), np.int64)
     drawn = np.zeros((4, m))
     likelihood, coarse = np.zeros(n + m), np.zeros(n + m, np.int64)
-    advance(state, weights, bank, 0, True, 1.0, 1.0, 1.0, 1.0, np.zeros((4, m)), bank, 0,
+    advance(state, weights, bank, 0, True, 1.0, 1.0, 1.0, 1.0, 0.0, np.zeros((4, m)), bank, 0,
             np.zeros(1, np.int64), np.ones(1, np.int64), np.ones(1), np.ones(1),
             np.zeros((2, 1)), np.zeros((2, 1)), geometry, codes, drawn, likelihood, coarse)
     scratch = (np.zeros((1, 6)), np.zeros(1, np.uint8), np.zeros((1, 6)), np.zeros(1))
     update(state, drawn, coarse, likelihood, weights, 0.5, 1.0, 1.0, 1.0, 1.0, np.zeros(1),
            np.zeros((4, n)), np.zeros(n), np.zeros(n, np.int64), *scratch)
-    frame(state, weights, True, 1.0, 1.0, 1.0, 1.0, np.zeros(1, np.int64), np.ones(1, np.int64),
+    frame(state, weights, True, 1.0, 1.0, 1.0, 1.0, 0.0, np.zeros(1, np.int64),
+          np.ones(1, np.int64),
           np.ones(1), np.zeros((4, n)), np.zeros(n), np.zeros(n, np.int64),
           np.zeros(MAX_MODES * 7 + 4), np.ones(1), generator, bank, np.zeros((4, m)), bank,
           np.zeros((2, 1)), np.zeros((2, 1)), geometry, codes, drawn, likelihood, coarse,

@@ -34,10 +34,10 @@ class PointUpdate:
     """CellFilter's refined-fix update (a mixin: it uses the filter's state and draws)."""
 
     def _draw_point(self, gaussian: PointGaussian, count: int) -> np.ndarray:
-        """``[4, count]`` states drawn from the Gaussian (inside the root), fresh velocities."""
-        out = np.empty((4, count))
+        """``[rows, count]`` states drawn from the Gaussian (inside the root), fresh velocities."""
+        out = np.ones((self._rows, count))  # (odometry scale 1)
         np.clip(gaussian.draw(self._normals(count)), -self.half, self.half, out=out[:2])
-        out[2:] = self._velocities(count)
+        out[2:4] = self._velocities(count)
         return out
 
     def _likelihoods(self, tempered: tuple[Partition, np.ndarray, np.ndarray],
