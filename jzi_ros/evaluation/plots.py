@@ -31,6 +31,7 @@ from matplotlib.patches import Ellipse  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from jzi_ros.evaluation.fusion_replay import LABELS  # noqa: E402
 from jzi_ros.evaluation.metrics import CHI2_2D_1SIGMA, CHI2_2D_2SIGMA, DEFAULT_RECALL_M  # noqa
 from jzi_ros.files import atomic_path  # noqa: E402
 
@@ -166,7 +167,7 @@ def plot_fusion_tracks(result: Any, path: Path, pyramid: Any = None) -> None:
         if track.size == 0:
             continue
         ok = track[:, 2].astype(bool)
-        label = name.replace("_", " ")
+        label = LABELS.get(name, name.replace("_", " "))
         ax.plot(track[:, 0], track[:, 1], color=colour, lw=0.6, alpha=0.35)
         ax.scatter(*track[ok, :2].T, s=5, color=colour, label=f"{label} (FIX)")
         if used:

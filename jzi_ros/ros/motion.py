@@ -232,8 +232,8 @@ def _visual_odometry(node: Any, values: dict[str, Any]) -> Any:
     return VisualOdometry(VisualOdometryConfig(height_m=height_m, hfov_deg=hfov_deg), intrinsics)
 
 
-def _heading_for(node: Any, values: dict[str, Any], fusion: NodeFusion | None, user: str
-                 ) -> "FrameHeading":
+def _heading_for(node: Any, values: dict[str, Any], fusion: NodeFusion | None, user: str,
+                 alternative: str = "") -> "FrameHeading":
     """Return the frames' heading source for ``user``; one JziError line when it has no topic."""
     own = values["frame_heading_source"]
     source = own or values["heading_source"]
@@ -242,7 +242,8 @@ def _heading_for(node: Any, values: dict[str, Any], fusion: NodeFusion | None, u
         which = "frame_heading_source" if own else "heading_source"
         raise JziError(
             f"{user} but fusion.{which} {source} has no fusion.{needs}: set it, or "
-            f"fusion.{which} fixed with fusion.heading_yaw_deg (a gimballed camera)")
+            f"fusion.{which} fixed with fusion.heading_yaw_deg (a gimballed camera)"
+            + (f", or {alternative}" if alternative else ""))
     shared = fusion if source == values["heading_source"] else None
     return FrameHeading(node, values, shared, source)
 
@@ -334,9 +335,9 @@ def frame_heading(node: Any, localizer: Any, fusion: NodeFusion | None) -> Frame
     if fusion is not None and fusion.frame_heading is not None:
         heading = fusion.frame_heading  # visual odometry's: one source, one subscription
     else:
-        heading = _heading_for(node, values, fusion, f"model {localizer.model_path.name} is "
-                               "north-up (frames are rotated by their heading; or use a "
-                               "heading-free model)")
+        name = getattr(getattr(localizer, "model_path", None), "name", "the model")
+        heading = _heading_for(node, values, fusion, f"model {name} is north-up (frames are "
+                               "rotated by their heading)", "use a heading-free model")
     source = heading.source
     node.get_logger().info(
         f"north-up model: frames rotated by the {source} heading"
