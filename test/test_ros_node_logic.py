@@ -576,15 +576,6 @@ def test_a_gimballed_cameras_frames_take_their_own_heading_source(node_module, m
                for _, text, _ in LOGS)
 
 
-def _rgb_message(rgb, stamp_sec):
-    height, width = rgb.shape[:2]
-    return T["sensor_msgs/msg/Image"](
-        header=T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](
-            sec=stamp_sec, nanosec=5), frame_id="cam"),
-        height=height, width=width, encoding="rgb8", is_bigendian=0, step=width * 3,
-        data=np.ascontiguousarray(rgb).reshape(-1))
-
-
 @pytest.mark.slow
 def test_visual_odometry_moves_the_filter_by_the_frames(node_module, monkeypatch):
     """fusion.visual_odometry: no odometry topic, a north-up gimbal; refine.* give the camera."""
@@ -604,7 +595,7 @@ def test_visual_odometry_moves_the_filter_by_the_frames(node_module, monkeypatch
     try:
         camera = node.subscriptions[0].callback
         for i in range(4):
-            camera(_rgb_message(camera_frame(texture, 15.0 * i, 5.0 * i), 30 + i))
+            camera(_view_image(camera_frame(texture, 15.0 * i, 5.0 * i), 30 + i))
             assert _wait(lambda: len(given) == i + 1)
     finally:
         node.close()
