@@ -597,10 +597,17 @@ def test_visual_odometry_moves_the_filter_by_the_frames(node_module, monkeypatch
         for i in range(4):
             camera(_view_image(camera_frame(texture, 15.0 * i, 5.0 * i), 30 + i))
             assert _wait(lambda: len(given) == i + 1)
+        stat = node.updater.tasks["localizer"](StatusWrapper())
     finally:
         node.close()
     assert given[0] is None and all(np.allclose(d, (15.0, 5.0), atol=0.8) for d in given[1:])
     assert (online.visual.matched, online.visual.tried) == (3, 3)
+    assert stat.values["visual odometry"] == "3 of 3 frame pairs matched"
+    # the filter's mean scale of the displacements times the guessed height
+    scale = online.filter.mean_odometry_scale()
+    assert 0.5 <= scale <= 2.0
+    assert stat.values["height above ground, estimated (m)"] == (
+        f"{scale * DOWNWARD_HEIGHT_M:.0f} (refine.nominal_height_m {DOWNWARD_HEIGHT_M:g})")
     assert any("motion: visual odometry (heading fixed)" in text for _, text, _ in LOGS)
     assert not any("70 deg assumed" in text for _, text, _ in LOGS)
 

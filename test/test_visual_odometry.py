@@ -166,8 +166,9 @@ def test_the_filter_finds_the_scale_a_wrong_height_gave_the_displacements(seed):
             error.append(float(np.hypot(*(estimate.mean_en - truth))))
         errors[scale_sigma] = np.mean(error[75:])
         if scale_sigma:
-            scales = cell_filter.odometry_scale @ cell_filter.weights
-        else:
-            assert cell_filter.odometry_scale is None  # no such state for wheel odometry
+            scales = cell_filter.mean_odometry_scale()
+            assert scales == pytest.approx(cell_filter.odometry_scale @ cell_filter.weights)
+        else:  # no such state for wheel odometry
+            assert cell_filter.odometry_scale is None and cell_filter.mean_odometry_scale() is None
     assert scales == pytest.approx(1.25, abs=0.1)  # 1 / 0.8
     assert errors[visual.scale_sigma] < 0.7 * errors[0.0]

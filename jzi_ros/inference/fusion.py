@@ -171,6 +171,13 @@ class CellFilter(PointUpdate):
         """Return each particle's odometry scale ``[N]`` (None without that state)."""
         return self._state[4] if self._rows > 4 else None
 
+    def mean_odometry_scale(self) -> float | None:
+        """Return the belief's mean odometry scale (None without that state or particles)."""
+        state, weights = self._state, self.weights  # (one read each: the node's other thread)
+        if self._rows <= 4 or state.shape[1] == 0 or state.shape[1] != len(weights):
+            return None
+        return float(state[4] @ weights)
+
     def reset(self) -> None:
         """Forget everything; the next measurement initialises the filter."""
         self._state = np.zeros((self._rows, 0))

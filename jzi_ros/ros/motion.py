@@ -159,6 +159,19 @@ class NodeFusion:
             return
         self.online.add_heading(messages.stamp_to_ns(msg.header.stamp), yaw)
 
+    def diagnostics(self) -> dict[str, str]:
+        """Visual odometry's pairs and the height its filter scale implies (when it is on)."""
+        visual = self.online.visual
+        if visual is None:
+            return {}
+        out = {"visual odometry": f"{visual.matched} of {visual.tried} frame pairs matched"}
+        scale = self.online.filter.mean_odometry_scale()
+        if scale is not None:  # displacements were scaled by the guess: the filter corrects it
+            out["height above ground, estimated (m)"] = (
+                f"{scale * visual.config.height_m:.0f} (refine.nominal_height_m "
+                f"{visual.config.height_m:g})")
+        return out
+
     def seeds(self, stamp_ns: int) -> Any:
         """Seeds of the prior-seeded zoom for this frame (None unless ``fusion.seed_beam``)."""
         return self.online.seeds(stamp_ns)

@@ -364,6 +364,8 @@ class LocalizerNode(Node):
         }
         if self.refinement is not None:
             values.update(self.refinement.diagnostics())
+        if self.fusion is not None:
+            values.update(self.fusion.diagnostics())
         for key, value in values.items():
             stat.add(key, value)
         return stat
