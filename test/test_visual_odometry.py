@@ -172,3 +172,26 @@ def test_the_filter_finds_the_scale_a_wrong_height_gave_the_displacements(seed):
             assert cell_filter.odometry_scale is None and cell_filter.mean_odometry_scale() is None
     assert scales == pytest.approx(1.25, abs=0.1)  # 1 / 0.8
     assert errors[visual.scale_sigma] < 0.7 * errors[0.0]
+
+
+def test_a_camera_given_per_frame_size_is_asked_and_unknown_means_the_field_of_view(texture):
+    """The node's CameraInfo: intrinsics_for(height, width), or JziError while none came."""
+    asked = []
+
+    def camera(height, width):
+        asked.append((height, width))
+        if len(asked) == 1:
+            raise JziError("no CameraInfo yet")
+        return Intrinsics.from_hfov(width, height, 2 * HFOV_DEG / 3)  # a narrower lens
+
+    odometry = VisualOdometry(VisualOdometryConfig(height_m=HEIGHT_M, hfov_deg=HFOV_DEG),
+                              camera)
+    frames = [camera_frame(texture, 0.0, 0.0), camera_frame(texture, 18.0, 4.0)]
+    odometry.add_frame(T0, frames[0], 0.0)  # no CameraInfo: the configured field of view
+    step = odometry.add_frame(T0 + 10**9, frames[1], 0.0)
+    assert asked == [SIZE, SIZE] and np.allclose(step, (18.0, 4.0), atol=0.6)
+    odometry.add_frame(T0 + 2 * 10**9, frames[0], 0.0)  # the narrower lens: shorter steps
+    narrow = Intrinsics.from_hfov(SIZE[1], SIZE[0], 2 * HFOV_DEG / 3).fx
+    wide = Intrinsics.from_hfov(SIZE[1], SIZE[0], HFOV_DEG).fx
+    assert np.allclose(odometry.displacement(T0 + 10**9, T0 + 2 * 10**9),
+                       (-18.0 * wide / narrow, -4.0 * wide / narrow), atol=0.6)

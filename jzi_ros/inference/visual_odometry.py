@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 import math
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -148,7 +149,13 @@ class VisualOdometry:
     """
 
     def __init__(self, config: VisualOdometryConfig | None = None,
-                 intrinsics: Intrinsics | None = None) -> None:
+                 intrinsics: Intrinsics | Callable[[int, int], Intrinsics] | None = None
+                 ) -> None:
+        """
+        ``intrinsics``: the frames' camera, or a function of a frame's (height, width) giving
+        it (the node's CameraInfo; a JziError from it means "not known yet"); None, or not
+        known: ``config.hfov_deg``, else the 70 deg guess.
+        """
         self.config = config or VisualOdometryConfig()
         self.intrinsics = intrinsics
         self.guessed = False  # the focal length is the 70 deg guess (say so once)
@@ -162,8 +169,14 @@ class VisualOdometry:
         self._previous = None
 
     def _focal_px(self, width: int, height: int) -> float:
-        if self.intrinsics is not None:
-            return math.sqrt(self.intrinsics.fx * self.intrinsics.fy)
+        camera = self.intrinsics
+        if callable(camera):
+            try:
+                camera = camera(height, width)
+            except JziError:
+                camera = None
+        if camera is not None:
+            return math.sqrt(camera.fx * camera.fy)
         hfov = self.config.hfov_deg
         if hfov is None:
             hfov, self.guessed = GUESS_HFOV_DEG, True

@@ -72,8 +72,9 @@ NODE_PARAMETERS = {
                                "matched) wherever odometry does not cover the interval; needs "
                                "each frame's heading (frame_heading_source, else "
                                "heading_source; fixed for a north-up gimbal); scaled by "
-                               "refine.nominal_height_m and refine.intrinsics / "
-                               "refine.hfov_deg (else a 70 deg guess, warned)"),
+                               "refine.nominal_height_m and refine.intrinsics, CameraInfo "
+                               "(refine.enabled) or refine.hfov_deg (else a 70 deg guess, "
+                               "warned)"),
 }
 # a north-up model's frame takes the heading sample nearest its stamp, if one is this close
 # (an IMU publishes at 50-400 Hz; a heading a second away from the frame is not its heading)
@@ -236,12 +237,17 @@ def _visual_odometry(node: Any, values: dict[str, Any]) -> Any:
         return None
     from jzi_ros.inference.visual_odometry import VisualOdometry, VisualOdometryConfig
 
-    # the camera as refinement knows it: one height and one camera for both
+    # the camera as refinement knows it: one height and one camera for both (with refinement
+    # on, its CameraInfo too)
     height_m, hfov_deg, intrinsics = refinement.camera_parameters(node)
-    if hfov_deg is None and intrinsics is None:
+    refining = getattr(node, "refinement", None)
+    if refining is not None:
+        intrinsics = refining.intrinsics_for
+    elif hfov_deg is None and intrinsics is None:
         node.get_logger().warning(
-            "visual odometry: no camera field of view (refine.intrinsics, refine.hfov_deg): "
-            "70 deg assumed, every displacement is scaled by it")
+            "visual odometry: no camera field of view (refine.intrinsics, refine.hfov_deg, or "
+            "CameraInfo with refine.enabled): 70 deg assumed, every displacement is scaled by "
+            "it")
     return VisualOdometry(VisualOdometryConfig(height_m=height_m, hfov_deg=hfov_deg), intrinsics)
 
 
