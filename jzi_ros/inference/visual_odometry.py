@@ -152,6 +152,8 @@ class VisualOdometry:
                  intrinsics: Intrinsics | Callable[[int, int], Intrinsics] | None = None
                  ) -> None:
         """
+        Match frames with ``config``; scale them by ``intrinsics``.
+
         ``intrinsics``: the frames' camera, or a function of a frame's (height, width) giving
         it (the node's CameraInfo; a JziError from it means "not known yet"); None, or not
         known: ``config.hfov_deg``, else the 70 deg guess.
