@@ -47,6 +47,7 @@ import numpy as np
 from jzi_ros.errors import JziError
 from jzi_ros.inference.camera_pose import Intrinsics
 from jzi_ros.maps.features import to_gray
+from jzi_ros.model.preprocess import resize
 
 GUESS_HFOV_DEG = 70.0  # field of view assumed when neither intrinsics nor hfov_deg are given
 
@@ -197,8 +198,11 @@ class VisualOdometry:
         grey = to_gray(image)
         native = grey.shape
         scale = min(1.0, self.config.match_px / max(native))
-        if scale < 1:
-            grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        if scale < 1:  # (area averaging; large frames are box-halved first, as the encoder's)
+            width = max(1, round(native[1] * scale))
+            height = max(1, round(native[0] * scale))
+            grey = resize(grey, width, height)
+            scale = width / native[1]
         previous, self._previous = self._previous, _Frame(
             stamp_ns, native, grey, compass_deg, self._focal_px(native[1], native[0]) * scale)
         if (previous is None or stamp_ns <= previous.stamp_ns
