@@ -207,6 +207,10 @@ def test_replay_refuses_fusion_with_classical_registration(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "--fusion needs cell probabilities" in err and "classical" in err
     assert "Traceback" not in err
+    code = main(["replay", str(tmp_path / "bag"), "--map", str(tmp_path / "map"),
+                 "--image-topic", "/img", "--gt-topic", "/gt", "--out", str(tmp_path / "r"),
+                 "--method", "classical", "--visual-odometry"])
+    assert code == 2 and "--visual-odometry needs cell probabilities" in capsys.readouterr().err
     # retrieval fuses its softmax over the views, but has no beam to seed
     code = main(["replay", str(tmp_path / "bag"), "--map", str(tmp_path / "map"),
                  "--image-topic", "/img", "--gt-topic", "/gt", "--out", str(tmp_path / "r"),

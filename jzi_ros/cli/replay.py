@@ -124,7 +124,8 @@ def _fusion_options(args: argparse.Namespace):
         return None
     method = getattr(args, "method", "zoom")
     if method == "classical":
-        raise JziError("--fusion needs cell probabilities to fuse: use it with --method zoom, "
+        flag = "--visual-odometry" if args.visual_odometry and not args.fusion else "--fusion"
+        raise JziError(f"{flag} needs cell probabilities to fuse: use it with --method zoom, "
                        "refine or retrieval, not classical (classical registration gives "
                        "none)")
     if method.startswith("retrieval") and args.seed_beam:
