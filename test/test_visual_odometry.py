@@ -16,6 +16,7 @@
 import dataclasses
 import math
 
+import cv2
 import numpy as np
 import pytest
 
@@ -27,8 +28,9 @@ from jzi_ros.inference.fusion import CellFilter
 from jzi_ros.inference.fusion_config import FusionConfig
 from jzi_ros.inference.measurement import Measurement
 from jzi_ros.inference.motion import OnlineFusion
-from jzi_ros.inference.visual_odometry import (filter_config, VisualOdometry,
+from jzi_ros.inference.visual_odometry import (filter_config, ground_shift_px, VisualOdometry,
                                                VisualOdometryConfig)
+from jzi_ros.maps.features import to_gray
 from support import (camera_frame, DOWNWARD_HEIGHT_M, DOWNWARD_HFOV_DEG, DOWNWARD_SIZE,
                      ground_texture, tiny_tree)
 
@@ -195,3 +197,17 @@ def test_a_camera_given_per_frame_size_is_asked_and_unknown_means_the_field_of_v
     wide = Intrinsics.from_hfov(SIZE[1], SIZE[0], HFOV_DEG).fx
     assert np.allclose(odometry.displacement(T0 + 10**9, T0 + 2 * 10**9),
                        (-18.0 * wide / narrow, -4.0 * wide / narrow), atol=0.6)
+
+
+def test_a_fit_that_zooms_the_ground_too_much_is_a_wrong_match_not_a_climb(texture):
+    frame = to_gray(camera_frame(texture, 0.0, 0.0))
+    rows, cols = frame.shape
+    crop_r, crop_c = round(rows / 1.3), round(cols / 1.3)
+    top, left = (rows - crop_r) // 2, (cols - crop_c) // 2
+    zoomed = cv2.resize(frame[top:top + crop_r, left:left + crop_c], (cols, rows))  # 1.3x
+    shift, inliers = ground_shift_px(frame, zoomed, VisualOdometryConfig())  # within 1.5x
+    assert shift is not None and np.allclose(shift, 0.0, atol=1.0)  # (the crop rounds)
+    strict = VisualOdometryConfig(max_scale_change=1.2)
+    assert ground_shift_px(frame, zoomed, strict) == (None, inliers)
+    with pytest.raises(JziError, match="max_scale_change"):
+        VisualOdometryConfig(max_scale_change=1.0)

@@ -54,13 +54,16 @@ GUESS_HFOV_DEG = 70.0  # field of view assumed when neither intrinsics nor hfov_
 
 @dataclass
 class VisualOdometryConfig:
-    """How frames are matched and scaled (``fusion.visual_odometry*`` in the node)."""
+    """How frames are matched and scaled (the node: ``refine.nominal_height_m`` and camera)."""
 
     height_m: float = 250.0  # the camera's height above the ground (flat ground assumed)
     hfov_deg: float | None = None  # horizontal field of view; None: intrinsics, else 70 deg
     match_px: int = 160  # long side of the grey frames that are matched
     corners: int = 100  # Shi-Tomasi corners tracked from the previous frame
     min_inliers: int = 20  # RANSAC inliers a displacement needs
+    # the most the ground's scale may change between two frames (a height change by this
+    # factor); a larger fitted change is a wrong match, not a climb
+    max_scale_change: float = 1.5
     ransac_px: float = 2.0  # RANSAC threshold, pixels at match_px
     max_gap_s: float = 2.0  # frames further apart are not matched
     # the filter's motion noise for these displacements (odom_noise_* of FusionConfig, which
@@ -77,6 +80,7 @@ class VisualOdometryConfig:
         checks = {"height_m": self.height_m > 0, "match_px": self.match_px >= 32,
                   "corners": self.corners >= 8, "min_inliers": self.min_inliers >= 3,
                   "ransac_px": self.ransac_px > 0, "max_gap_s": self.max_gap_s > 0,
+                  "max_scale_change": self.max_scale_change > 1,
                   "noise_fraction": self.noise_fraction >= 0, "noise_mps": self.noise_mps >= 0,
                   "scale_sigma": 0 <= self.scale_sigma < 0.5,
                   "hfov_deg": self.hfov_deg is None or 1 < self.hfov_deg < 170}
@@ -101,7 +105,8 @@ def ground_shift_px(previous: np.ndarray, current: np.ndarray, config: VisualOdo
 
     That is the camera's move in the previous frame's image axes (x right, y down), for a
     camera near nadir. Both are grey images of the same size. ``(None, inliers)`` when too few
-    corners track or the similarity fit has fewer than ``min_inliers`` inliers.
+    corners track, the similarity fit has fewer than ``min_inliers`` inliers, or its scale
+    changes by more than ``max_scale_change``.
     """
     corners = cv2.goodFeaturesToTrack(previous, config.corners, 0.01, 5)
     if corners is None or len(corners) < config.min_inliers:
@@ -116,6 +121,9 @@ def ground_shift_px(previous: np.ndarray, current: np.ndarray, config: VisualOdo
         ransacReprojThreshold=config.ransac_px)
     count = 0 if inliers is None else int(inliers.sum())
     if model is None or count < config.min_inliers:
+        return None, count
+    scale = math.sqrt(abs(float(np.linalg.det(model[:, :2]))))
+    if not 1 / config.max_scale_change <= scale <= config.max_scale_change:
         return None, count
     centre = np.array([previous.shape[1], previous.shape[0]], np.float64) / 2
     # the fit maps previous -> current pixels; its inverse takes current's centre back
