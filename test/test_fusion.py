@@ -293,8 +293,9 @@ def test_bench_filter_alternates_with_the_encoder_and_times_both():
     from jzi_ros.inference.bench_filter import bench_filter
 
     calls = []
-    timing = bench_filter(TREE, frames=6, warmup=2, encode=lambda: calls.append(1))
-    assert len(calls) == 8
+    timing = bench_filter(TREE, frames=6, warmup=2, encode=lambda: calls.append("encode"),
+                          frame=lambda: calls.append("frame"))
+    assert calls == ["encode", "frame"] * 8  # the frame's own localization: after the encoder
     assert timing["terminal_cells"] == TREE.num_actions ** TREE.depth
     assert timing["median"] > 0 and timing["p95"] >= timing["median"]
     assert timing["encoder_median"] >= 0 and "encoder_cpu_median" in timing

@@ -159,6 +159,8 @@ def test_bench_writes_the_json_keys(scene, tmp_path, capsys):
         cells = [f["terminal_cells"] for f in row["fusion_filter"]]
         assert cells == [pyramid.tree.num_actions ** pyramid.tree.depth, 65536]
         assert all(f["median"] > 0 and f["encoder_cpu_median"] > 0 for f in row["fusion_filter"])
+        # also timed right after the encoder alone (a harsher order than the node's)
+        assert all(f["after_encoder_only"]["cpu_median"] > 0 for f in row["fusion_filter"])
         visual = row["visual_odometry"]  # every moved pair of the bench frame matches
         assert visual["median"] > 0 and visual["encoder_cpu_median"] > 0
         assert visual["matched"] == visual["tried"] == 219  # 220 frames, 20 of them warm-up
@@ -172,7 +174,7 @@ def test_bench_writes_the_json_keys(scene, tmp_path, capsys):
     assert "| torch (jit) | cpu | fp32 | 2 |" in printed and "temporal filter" in printed
     assert "visual odometry (fusion.visual_odometry, 640 x 480 frames)" in printed
     assert "frame / encode inside it" in printed and "with the seeded zoom" in printed
-    assert "each filter frame follows one CPU encoder pass" in printed
+    assert "each filter frame follows one timed CPU encoder pass and the frame's own" in printed
     assert "| R@25 m | R@50 m | R@100 m | R@250 m | mean NEES |" in printed
 
 

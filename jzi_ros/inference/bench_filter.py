@@ -77,18 +77,23 @@ def simulated_steps(tree, east: float, north: float, right: bool, rng: np.random
 
 def bench_filter(tree, frames: int = 200, warmup: int = 20, config=None,
                  right_rate: float = 0.5, seed: int = 0,
-                 encode: Callable[[], object] | None = None) -> dict[str, float]:
+                 encode: Callable[[], object] | None = None,
+                 frame: Callable[[], object] | None = None) -> dict[str, float]:
     """
     Time the temporal filter per frame on ``tree``, interleaved with ``encode`` when given.
 
     Each frame: the measurement from the zoom's steps, the filter step and the fused Fix. The
     zooms are simulated (:func:`simulated_steps`) along a track crossing the map at
     15 m/s; simulating them is not timed. With ``encode`` (the ground encoder on one frame)
-    every filter frame follows one encoder pass, as in the node, where the encoder has flushed
-    the caches the filter would find warm in a tight loop; both are timed by wall clock and
-    by thread CPU time (less sensitive to other processes on a busy machine), so the filter's
-    share of the encoder comes from the same run. Returns medians (p95 of the filter's wall
-    time) in ms, the map's size and the kernel that ran (``FusionConfig.kernel`` resolved).
+    every filter frame follows one encoder pass, which flushes the caches the filter would
+    find warm in a tight loop; both are timed by wall clock and by thread CPU time (less
+    sensitive to other processes on a busy machine), so the filter's share of the encoder comes
+    from the same run. ``frame`` (untimed, between the two): the rest of what precedes the
+    filter in the node, the frame's own localization (``Localizer.localize_measured``: encoder,
+    beam search, posterior and the single-frame Fix), so the filter meets the caches as it does
+    there; without it the filter follows the encoder alone (a harsher order than the node's).
+    Returns medians (p95 of the filter's wall time) in ms, the map's size and the kernel that
+    ran (``FusionConfig.kernel`` resolved).
     """
     from jzi_ros.inference.fusion import CellFilter
     from jzi_ros.inference.fusion_config import FusionConfig
@@ -110,6 +115,8 @@ def bench_filter(tree, frames: int = 200, warmup: int = 20, config=None,
         if encode is not None:
             encode()
         encoder_wall, encoder_cpu = time.perf_counter() - wall, time.thread_time() - cpu
+        if frame is not None:
+            frame()
         wall, cpu = time.perf_counter(), time.thread_time()
         measurement = Measurement.from_steps(tree, steps)
         fusion.fix(fusion.step(10**18 + i * 10**9, measurement), 0.0, 100.0)
