@@ -220,9 +220,10 @@ def attach(node: Any, localizer: Any, out_qos: QoSProfile) -> NodeFusion | None:
     fusion = NodeFusion(node, localizer.tree, config, values, out_qos, georef, visual)
     if visual is not None:
         fusion.frame_heading = _heading_for(node, values, fusion, "visual odometry")
-    motion = values["odom_topic"] or ("" if visual is not None else "random walk")
+    motion = values["odom_topic"] or "random walk"
     if visual is not None:
-        motion += (" where it is silent, else " if motion else "") + "visual odometry"
+        motion = (f"{motion} (visual odometry where it is silent)" if values["odom_topic"]
+                  else "visual odometry")
     node.get_logger().info(
         f"fusion on: filtered fix on the fix topic, single-frame fix on "
         f"{values['single_fix_topic']}; motion: {motion} (heading {values['heading_source']})"
@@ -232,7 +233,7 @@ def attach(node: Any, localizer: Any, out_qos: QoSProfile) -> NodeFusion | None:
 
 
 def _visual_odometry(node: Any, values: dict[str, Any]) -> Any:
-    """Return the VisualOdometry ``fusion.visual_odometry*`` ask for, or None when off."""
+    """Return the VisualOdometry ``fusion.visual_odometry`` asks for, or None when off."""
     if not values["visual_odometry"]:
         return None
     from jzi_ros.inference.visual_odometry import VisualOdometry, VisualOdometryConfig
@@ -269,7 +270,7 @@ def _heading_for(node: Any, values: dict[str, Any], fusion: NodeFusion | None, u
 
 class FrameHeading:
     """
-    Each frame's compass heading for a north-up model, from the fusion's heading source.
+    Each frame's compass heading (north-up models, visual odometry), from the heading source.
 
     ``source`` is ``fusion.frame_heading_source`` when set, else ``fusion.heading_source``.
     When it is the fusion's (fusion on) it reads the fusion's own yaw samples (one
