@@ -30,7 +30,7 @@ the node does with ``refine.enabled``), so the report shows what the refined fix
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 import logging
 from pathlib import Path
 import time
@@ -284,10 +284,11 @@ def fusion_summary(result: Any) -> dict[str, Any] | None:
 
 
 def _visual_counts(visual: Any) -> dict[str, Any] | None:
-    """Return how many frame pairs visual odometry matched (None without it)."""
+    """Return how many frame pairs visual odometry matched, and its settings (None without)."""
     if visual is None:
         return None
-    return {"matched": visual.matched, "tried": visual.tried, "guessed_focal": visual.guessed}
+    return {"matched": visual.matched, "tried": visual.tried, "guessed_focal": visual.guessed,
+            "config": asdict(visual.config)}
 
 
 def fitted_words(fit: dict[str, Any]) -> str:
@@ -317,9 +318,13 @@ def fusion_markdown(block: dict[str, Any] | None) -> list[str]:
             f"{fmt(first, '.0f', ' s')} | {fmt(row['filter_ms_median'], '.2f')} |")
     visual = block.get("visual_odometry")
     if visual:
+        cfg = visual.get("config") or {}
         lines += ["", f"Visual odometry matched {visual['matched']} of {visual['tried']} "
                   f"consecutive frame pairs (the rest: random walk)"
-                  + ("; focal length guessed (70 deg)" if visual["guessed_focal"] else "") + "."]
+                  + ("; focal length guessed (70 deg)" if visual["guessed_focal"] else "")
+                  + (f"; scaled by a {cfg['height_m']:g} m height, its filter with motion noise "
+                     f"{cfg['noise_fraction']:g} of the distance + {cfg['noise_mps']:g} m/s "
+                     f"and scale sigma {cfg['scale_sigma']:g} per step" if cfg else "") + "."]
     if block.get("georef_sigma_m"):
         lines += ["", f"Fused FIX covariances hold the map's georeferencing 1-sigma "
                   f"{block['georef_sigma_m']:g} m per axis, added once (refinement.md)."]
