@@ -502,6 +502,32 @@ def test_fusion_on_filters_jzi_fix_and_keeps_the_single_frame_fix(tiny_assets):
         assert node.stop()[0] == 0
 
 
+def test_visual_odometry_moves_the_filter_on_the_real_graph(tiny_assets):
+    """fusion.visual_odometry: a north-up gimbal's frames over textured ground, fused fixes."""
+    from support import camera_frame, DOWNWARD_HEIGHT_M, DOWNWARD_HFOV_DEG, ground_texture
+
+    _, map_dir, model = tiny_assets
+    node = NodeProcess(map_dir, model, "vograph", altitude_m=ALTITUDE, confidence_threshold=0.0,
+                       **{"fusion.enabled": True, "fusion.visual_odometry": True,
+                          "fusion.heading_source": "fixed", "fusion.heading_yaw_deg": 90.0,
+                          "refine.hfov_deg": DOWNWARD_HFOV_DEG,
+                          "refine.nominal_height_m": DOWNWARD_HEIGHT_M})
+    graph = Graph("vograph")
+    texture = ground_texture()
+    try:
+        graph.wait_ready(node)
+        assert "motion: visual odometry (heading fixed)" in node.output
+        for i in range(4):  # frames 1 s apart, 16 m apart
+            stamp = graph.next_stamp()
+            frame = camera_frame(texture, 15.0 * i, 5.0 * i)
+            fused, _ = graph.localize(graph.raw(frame, "rgb8", stamp), node)
+            _check_fix(fused, stamp)  # filtered: NO_FIX until converged, never NaN
+    finally:
+        graph.close()
+        assert node.stop()[0] == 0
+    assert "70 deg assumed" not in node.output and not _error_lines(node.output)
+
+
 def test_a_retrieval_model_localizes_instead_of_the_zoom(tiny_assets):
     from jzi_ros.maps.pyramid import MapPyramid
     from support import save_identity_retrieval
