@@ -109,8 +109,27 @@ def bench_filter(tree, frames: int = 200, warmup: int = 20, config=None,
     zooms = [simulated_steps(tree, e, n, bool(rng.uniform() < right_rate), rng)
              for e, n in track]
     fusion = CellFilter(tree, config or FusionConfig())
-    samples = []  # (filter wall, filter CPU, encoder wall, encoder CPU) seconds
-    for i, steps in enumerate(zooms):
+
+    def filter_frame(i: int) -> None:
+        measurement = Measurement.from_steps(tree, zooms[i])
+        fusion.fix(fusion.step(10**18 + i * 10**9, measurement), 0.0, 100.0)
+
+    return {"terminal_cells": tree.num_actions ** tree.depth, "size_m": tree.size_m,
+            "particles": fusion.config.particles, "kernel": fusion.kernel,
+            **interleaved(filter_frame, total, warmup, encode, frame)}
+
+
+def interleaved(work: Callable[[int], object], total: int, warmup: int,
+                encode: Callable[[], object] | None = None,
+                frame: Callable[[], object] | None = None) -> dict[str, float]:
+    """
+    Time ``work(i)`` for ``i < total``, each after ``encode`` (timed) and ``frame`` (untimed).
+
+    Returns the medians (and p95 of the wall time) in ms of the calls after ``warmup``, by wall
+    clock and thread CPU time, and the encoder's (when given) from the same run.
+    """
+    samples = []  # (work wall, work CPU, encoder wall, encoder CPU) seconds
+    for i in range(total):
         wall, cpu = time.perf_counter(), time.thread_time()
         if encode is not None:
             encode()
@@ -118,16 +137,12 @@ def bench_filter(tree, frames: int = 200, warmup: int = 20, config=None,
         if frame is not None:
             frame()
         wall, cpu = time.perf_counter(), time.thread_time()
-        measurement = Measurement.from_steps(tree, steps)
-        fusion.fix(fusion.step(10**18 + i * 10**9, measurement), 0.0, 100.0)
+        work(i)
         if i >= warmup:
             samples.append((time.perf_counter() - wall, time.thread_time() - cpu, encoder_wall,
                             encoder_cpu))
     ms = 1e3 * np.asarray(samples)
-    out = {"terminal_cells": tree.num_actions ** tree.depth, "size_m": tree.size_m,
-           "particles": fusion.config.particles, "kernel": fusion.kernel,
-           **stats(ms[:, 0].tolist()),
-           "cpu_median": round(float(np.median(ms[:, 1])), 3)}
+    out = {**stats(ms[:, 0].tolist()), "cpu_median": round(float(np.median(ms[:, 1])), 3)}
     if encode is not None:
         out.update(encoder_median=round(float(np.median(ms[:, 2])), 3),
                    encoder_cpu_median=round(float(np.median(ms[:, 3])), 3))
@@ -147,22 +162,8 @@ def bench_visual_odometry(image: np.ndarray, frames: int = 200, warmup: int = 20
 
     moved = np.roll(image, (6, 8), axis=(0, 1))
     odometry = VisualOdometry(VisualOdometryConfig(hfov_deg=70.0))
-    samples = []
-    for i in range(frames + warmup):
-        wall, cpu = time.perf_counter(), time.thread_time()
-        if encode is not None:
-            encode()
-        encoder_wall, encoder_cpu = time.perf_counter() - wall, time.thread_time() - cpu
-        wall, cpu = time.perf_counter(), time.thread_time()
-        odometry.add_frame(10**18 + i * 10**8, moved if i % 2 else image, 0.0)
-        if i >= warmup:
-            samples.append((time.perf_counter() - wall, time.thread_time() - cpu, encoder_wall,
-                            encoder_cpu))
-    ms = 1e3 * np.asarray(samples)
-    out = {**stats(ms[:, 0].tolist()), "cpu_median": round(float(np.median(ms[:, 1])), 3),
-           "matched": odometry.matched, "tried": odometry.tried,
-           "pixels": f"{image.shape[1]} x {image.shape[0]}"}
-    if encode is not None:
-        out.update(encoder_median=round(float(np.median(ms[:, 2])), 3),
-                   encoder_cpu_median=round(float(np.median(ms[:, 3])), 3))
-    return out
+    timing = interleaved(lambda i: odometry.add_frame(10**18 + i * 10**8,
+                                                      moved if i % 2 else image, 0.0),
+                         frames + warmup, warmup, encode)
+    return {**timing, "matched": odometry.matched, "tried": odometry.tried,
+            "pixels": f"{image.shape[1]} x {image.shape[0]}"}

@@ -65,7 +65,6 @@ with the same particles and weights; ``jzi bench`` times it next to the encoder.
 """
 from __future__ import annotations
 
-from functools import partial
 import math
 
 import numpy as np
@@ -73,28 +72,28 @@ import numpy as np
 from jzi_ros.geo import CellTree
 from jzi_ros.inference import seeding
 from jzi_ros.inference.decode import Seeds
-from jzi_ros.inference.fix import Fix, FixStatus, LazyHypotheses
 from jzi_ros.inference.fusion_compiled import (CompiledStep, kernel_module, motion_args,
                                                state_rows)
 from jzi_ros.inference.fusion_config import FusionConfig
+from jzi_ros.inference.fusion_output import FilterOutput
 from jzi_ros.inference.fusion_point import PointUpdate
 from jzi_ros.inference.measurement import (cell_codes, Measurement, Partition,
                                            PointMeasurement, terminal_indices_en)
-from jzi_ros.inference.modes import FilterEstimate, mode_hypotheses, ModeFinder
-from jzi_ros.inference.posterior import fix_covariance
+from jzi_ros.inference.modes import FilterEstimate, ModeFinder
 from jzi_ros.maps.georef import check_georef_sigma_m
 
 # the "no measurement" likelihood: a frame that brings only a refined fix multiplies it into this
 UNIFORM = Measurement(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), 1.0)
 
 
-class CellFilter(PointUpdate):
+class CellFilter(PointUpdate, FilterOutput):
     """
     The particle filter. ``step`` once per frame, in stamp order; not thread-safe.
 
     Built for a small, fixed number of numpy calls per frame (at a few thousand particles the
     per-call overhead, not the arithmetic, is the cost): the state is one ``[4, N]`` array
-    (East, North, and the random walk's velocity) so that resampling is one ``take``; every
+    (East, North, and the random walk's velocity; a fifth row, each particle's odometry scale,
+    when ``odom_scale_sigma`` > 0) so that resampling is one ``take``; every
     point's terminal cell index is computed once (:func:`terminal_indices_en`) and serves the
     likelihood (one lookup into the measurement's runs), the prior and the modes (both from
     the same coarse cells: tree cells of at most 64 x 64 over the root, so their number does
@@ -440,73 +439,6 @@ class CellFilter(PointUpdate):
         weights /= weights.sum()
         self.weights = weights
         self._coarse = coarse
-
-    # --- output ----------------------------------------------------------------------------
-    def _estimate(self, event: str, summary: tuple | None = None) -> FilterEstimate:
-        if not self.initialised:
-            zero = np.zeros(2)
-            return FilterEstimate(False, (), zero, np.eye(2) * self.tree.size_m ** 2 / 12,
-                                  event, 0.0)
-        if self._kernel is not None and self._state.flags.c_contiguous:
-            if summary is None:  # (the compiled frame's: its modes, spread and sigma)
-                summary = self._modes.summary(self._kernel.cell_moments(
-                    self._state, self.weights, self._coarse_keys(), *self._modes.scratch))
-            modes, spread, sigma = summary  # as below
-        else:
-            modes = self._modes(self._state, self.weights, self._coarse_keys())
-            # second moment of the reported modes about the published position (the
-            # heaviest mode's mean): a second mode far away widens it, as the beam spread
-            # does per frame; the diffuse rest (each cluster under MIN_MODE_MASS, e.g. the
-            # anywhere_prob share) does not, or one per cent of mass 2 km away alone would
-            # make a 200 m sigma
-            a = b = c = total = 0.0
-            east, north = modes[0].mean_en.tolist()
-            for mode in modes:
-                (xx, xy), (_, yy) = mode.cov_en.tolist()
-                de, dn = mode.mean_en[0] - east, mode.mean_en[1] - north
-                a += mode.mass * (xx + de * de)
-                b += mode.mass * (xy + de * dn)
-                c += mode.mass * (yy + dn * dn)
-                total += mode.mass
-            a, b, c = a / total, b / total, c / total
-            sigma = math.sqrt(max(0.0, 0.5 * (a + c) + math.hypot(0.5 * (a - c), b)))
-            spread = np.array([[a, b], [b, c]])
-        main = modes[0]
-        converged = main.mass >= self.config.fix_mode_mass and sigma <= self.config.fix_sigma_m
-        refined = self._point_en is not None and math.hypot(
-            *(self._point_en - main.mean_en)) <= self.config.mode_radius_m
-        return FilterEstimate(converged, modes, main.mean_en, spread, event, self.cusum,
-                              self._odometry, refined)
-
-    def fix(self, estimate: FilterEstimate, altitude_m: float, altitude_sigma_m: float,
-            timings_ms: dict[str, float] | None = None) -> Fix:
-        """Return the estimate as a Fix (heaviest mode's mean; NO_FIX until converged)."""
-        tree, cfg = self.tree, self.config
-        timings = dict(timings_ms or {})
-        if not estimate.modes:
-            lat, lon = tree.cell_center(())
-            return Fix.no_fix(f"fusion: {estimate.event or 'no measurement yet'}", lat, lon,
-                              altitude_m, tree.size_m ** 2 / 12, timings)
-        main = estimate.modes[0]
-        east, north = main.mean_en.tolist()
-        lat, lon = tree.to_latlon(east, north)  # the published position: one point
-        hypotheses = LazyHypotheses(len(estimate.modes), partial(
-            mode_hypotheses, tree, self._to_terminal, estimate.modes))
-        if not estimate.converged:
-            reason = (f"fusion: not converged (heaviest of {len(estimate.modes)} modes holds "
-                      f"{main.mass:.2f} of the belief)")
-            return Fix.no_fix(reason, float(lat), float(lon), altitude_m,
-                              tree.size_m ** 2 / 12, timings, hypotheses, main.mass, east, north)
-        scale = cfg.odom_covariance_scale if estimate.odometry else cfg.covariance_scale
-        floor = cfg.sigma_floor_m
-        if estimate.refined:  # the belief is the Gaussian product: not over-dispersed as
-            # the tempered zoom's, and as sharp as the refined fixes allow
-            scale, floor = 1.0, min(floor, cfg.refined_sigma_floor_m)
-        cov = fix_covariance(estimate.cov_en, scale, floor, altitude_sigma_m)
-        cov[0][0] += self.georef_sigma_m ** 2  # the map's offset, once (module docstring)
-        cov[1][1] += self.georef_sigma_m ** 2
-        return Fix(FixStatus.FIX, float(lat), float(lon), altitude_m, cov, main.mass, east,
-                   north, hypotheses, "", timings, georef_sigma_m=self.georef_sigma_m)
 
     # --- prior-seeded zoom -----------------------------------------------------------------
     def seed_cells(self, stamp_ns: int, displacement_en: np.ndarray | None = None,

@@ -194,8 +194,7 @@ class NodeFusion:
         # the Localizer owns altitude and Up variance: the fused fix carries the frame's; a
         # refined fix (refine.enabled) goes into the filter as a point measurement
         return self.online.fuse(stamp_ns, measurement, fix.altitude,
-                                math.sqrt(float(fix.covariance_enu[2][2])), fix,
-                                rgb if self.online.visual is not None else None, compass)
+                                math.sqrt(float(fix.covariance_enu[2][2])), fix, rgb, compass)
 
 
 def attach(node: Any, localizer: Any, out_qos: QoSProfile) -> NodeFusion | None:

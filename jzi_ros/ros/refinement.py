@@ -51,9 +51,7 @@ class NodeRefinement:
         self.node = node
         config = refine_config(values)
         map_dir = node.settings.map_dir
-        self.override = (Intrinsics.parse(values["refine.intrinsics"], "parameter "
-                                          "refine.intrinsics")
-                         if values["refine.intrinsics"] else None)
+        self.override = _given_intrinsics(values)
         self.hfov_deg = config.hfov_deg
         self.topic = values["refine.camera_info_topic"] or camera_info_sibling(
             node.settings.image_topic)
@@ -140,9 +138,13 @@ def camera_parameters(node: Any) -> tuple[float, float | None, Intrinsics | None
     """
     values = _values(node)
     config = refine_config(values)
-    intrinsics = (Intrinsics.parse(values["refine.intrinsics"], "parameter refine.intrinsics")
-                  if values["refine.intrinsics"] else None)
-    return config.nominal_height_m, config.hfov_deg, intrinsics
+    return config.nominal_height_m, config.hfov_deg, _given_intrinsics(values)
+
+
+def _given_intrinsics(values: dict[str, Any]) -> Intrinsics | None:
+    """Return ``refine.intrinsics`` parsed (None when empty)."""
+    text = values["refine.intrinsics"]
+    return Intrinsics.parse(text, "parameter refine.intrinsics") if text else None
 
 
 def attach(node: Any, localizer: Any) -> NodeRefinement | None:
