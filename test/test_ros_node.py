@@ -54,9 +54,9 @@ SHIPPED_PARAMS = Path(__file__).resolve().parents[1] / "config" / "localize.yaml
 class NodeProcess:
     """jzi_localizer as a child process; a reader thread collects its log lines."""
 
-    def __init__(self, map_dir, model, namespace, params_files=(), **params):
+    def __init__(self, map_dir, model, namespace, params_files=(), ros_args=(), **params):
         args = [sys.executable, "-m", "jzi_ros.ros.node", "--ros-args", "-r",
-                f"__ns:=/{namespace}"]
+                f"__ns:=/{namespace}", *ros_args]
         for path in params_files:  # later files win, -p wins over all
             args += ["--params-file", str(path)]
         # single-frame fixes on jzi/fix unless a test turns temporal fusion on

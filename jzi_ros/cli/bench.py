@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 from pathlib import Path
 import tempfile
 import time
@@ -130,9 +131,15 @@ def _samples(args: argparse.Namespace, tree) -> list:
     return [(read_image(s.image), s.latitude, s.longitude, s.heading) for s in rows]
 
 
-def _imagery_frame(map_dir, height_m: float, size: tuple[int, int] = (320, 240),
-                   hfov_deg: float = 70.0):
-    """Return a nadir view of the map imagery at the root centre and its intrinsics."""
+def _imagery_frame(map_dir, height_m: float):
+    """Return a near-nadir 320 x 240 view of the map imagery at the root centre, intrinsics."""
+    images, intrinsics = _imagery_frames(map_dir, height_m, [(0.0, 10.0)])
+    return images[0], intrinsics
+
+
+def _imagery_frames(map_dir, height_m: float, poses: list[tuple[float, float]],
+                    size: tuple[int, int] = (320, 240), hfov_deg: float = 70.0):
+    """Return near-nadir views of the map imagery at (east m, yaw deg) poses, intrinsics."""
     import numpy as np
     import rasterio
 
@@ -145,9 +152,10 @@ def _imagery_frame(map_dir, height_m: float, size: tuple[int, int] = (320, 240),
         t = ds.transform
         source = np.moveaxis(ds.read((1, 2, 3)), 0, -1)
     to_local = np.array([[t.a, t.b, t.c], [t.d, t.e, t.f], [0.0, 0.0, 1.0]])
-    image = render_view(source, to_local, camera, CameraPose(0.0, 0.0, height_m, 10.0, 88.0))
+    images = [render_view(source, to_local, camera, CameraPose(east, 0.0, height_m, yaw, 88.0))
+              for east, yaw in poses]
     K = camera.K()
-    return image, Intrinsics(K[0, 0], K[1, 1], K[0, 2], K[1, 2])
+    return images, Intrinsics(K[0, 0], K[1, 1], K[0, 2], K[1, 2])
 
 
 def _bench_refine(args: argparse.Namespace, localizer, map_dir: Path) -> dict:
@@ -161,6 +169,10 @@ def _bench_refine(args: argparse.Namespace, localizer, map_dir: Path) -> dict:
         raise JziError(f"--refine: map {map_dir} has no imagery; rebuild it with `jzi map "
                        "build`")
     image, intrinsics = _imagery_frame(map_dir, config.nominal_height_m)
+    sequence = None
+    if config.track_frames > 0:  # a straight pass over the centre, 12 m per frame
+        sequence = _imagery_frames(map_dir, config.nominal_height_m, [
+            (12.0 * (i - 25), 10.0 + 4.0 * math.sin(i)) for i in range(50)])[0]
     try:
         classical = ClassicalLocalizer(map_dir, config, intrinsics)
     except JziError as err:
@@ -168,7 +180,7 @@ def _bench_refine(args: argparse.Namespace, localizer, map_dir: Path) -> dict:
         classical = None
     try:
         return bench_refinement(localizer, refiner, classical, image, intrinsics, args.frames,
-                                args.warmup)
+                                args.warmup, sequence)
     finally:
         refiner.close()
 

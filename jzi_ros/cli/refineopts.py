@@ -65,6 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser, method: bool = True) -> None:
                         help="refine: when no cell around the zoom's answer registers, "
                              "register against the map's whole feature index (the classical "
                              "search; tens to hundreds of ms more on those frames)")
+    parser.add_argument("--refine-track", type=int, default=None, metavar="N",
+                        help="refine: frames in sequence (replay, bench) are registered by "
+                             "tracking the last registered frame's map matches (Lucas-Kanade, "
+                             "a few ms instead of tens) for up to N frames in a row before "
+                             "SIFT runs again; 0 (default): SIFT on every frame")
 
 
 def refine_config(args: argparse.Namespace):
@@ -73,7 +78,8 @@ def refine_config(args: argparse.Namespace):
 
     chosen = {"detector": args.detector, "hfov_deg": args.hfov,
               "nominal_height_m": args.nominal_height, "georef_sigma_m": args.georef_sigma_m,
-              "global_fallback": getattr(args, "global_fallback", False) or None}
+              "global_fallback": getattr(args, "global_fallback", False) or None,
+              "track_frames": getattr(args, "refine_track", None)}
     return RefineConfig(**{k: v for k, v in chosen.items() if v is not None})
 
 

@@ -42,6 +42,7 @@ from jzi_ros.geo import CellTree
 from jzi_ros.inference.fix import Fix
 from jzi_ros.inference.messages import compressed_msg_to_rgb, image_msg_to_rgb
 from jzi_ros.inference.motion import FRAME_HEADING_MAX_AGE_S
+from jzi_ros.inference.refine import sequence_options
 
 log = logging.getLogger(__name__)
 
@@ -372,12 +373,14 @@ def _localize_frame(reader: Any, raw: bytes, msgtype: str, to_rgb: Any,
         rgb = to_rgb(msg)
         t1 = time.perf_counter()
         record.decode_ms = (t1 - t0) * 1e3
-        # a north-up model's heading (by keyword: the localizers' common interface)
-        heading = {} if heading_deg is None else {"heading_deg": heading_deg}
+        # a north-up model's heading (by keyword: the localizers' common interface); the
+        # stamp for refinement's tracking between frames (sequence_options)
+        options = {} if heading_deg is None else {"heading_deg": heading_deg}
+        options.update(sequence_options(localizer, record.stamp_ns))
         if measure:
-            record.fix, record.measurement = localizer.localize_measured(rgb, **heading)
+            record.fix, record.measurement = localizer.localize_measured(rgb, **options)
         else:
-            record.fix = localizer.localize(rgb, **heading)
+            record.fix = localizer.localize(rgb, **options)
         record.localize_ms = (time.perf_counter() - t1) * 1e3
     except BadImageError as err:
         record.skip, record.detail = SKIP_BAD_IMAGE, str(err)

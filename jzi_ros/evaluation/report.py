@@ -189,6 +189,8 @@ def refinement_summary(result: ReplayResult, scored: ScoredFrames) -> dict[str, 
             reasons[kind] = reasons.get(kind, 0) + 1
     accepted = np.array(refined, bool) & scored.is_fix
     return {"frames": len(used), "accepted": int(sum(refined)),
+            # of them registered by tracking the previous registration (--refine-track)
+            "tracked": sum("(tracked" in r.fix.refinement for r in used if r.fix.refined),
             "acceptance_rate": row["acceptance_rate"] if used else None,
             "accepted_median_m": row["accepted_median_m"],
             # covariance consistency of the refined fixes alone (the zoom's fixes differ)
@@ -214,6 +216,8 @@ def refinement_markdown(block: dict[str, Any] | None) -> list[str]:
     lines = ["## Refinement", "", "| | value |", "|---|---:|",
              f"| scored frames | {block['frames']} |",
              f"| accepted (refined) | {block['accepted']} ({_pct(block['acceptance_rate'])}) |",
+             *([f"| of them tracked (no SIFT on the frame) | {block['tracked']} |"]
+               if block.get("tracked") else []),
              f"| accepted median error | {fmt(block['accepted_median_m'], '.1f', ' m')} |",
              f"| accepted mean / median NEES (ideal 2 / 1.39) | {_nees(block)} |",
              f"| false acceptances (> {block['false_m']:g} m) | {block['false_acceptances']} "

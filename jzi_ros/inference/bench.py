@@ -225,13 +225,16 @@ def bench_localizer(localizer, image_rgb: np.ndarray, frames: int = 30, warmup: 
 
 
 def bench_refinement(localizer, refiner, classical, image_rgb: np.ndarray, intrinsics,
-                     frames: int = 30, warmup: int = 5) -> dict:
+                     frames: int = 30, warmup: int = 5,
+                     sequence: list[np.ndarray] | None = None) -> dict:
     """
     Time refinement after the zoom's fix, and classical registration, on one frame.
 
     Returns ``{"refine_ms", "refine_cpu_ms", "classical_ms", "refined", "note"}``; the note
     says whether the refinement was accepted (a rejected frame may try several cells, the slow
     path); ``refine_cpu_ms`` is this thread's CPU time (what ``cpu_ms`` is for the encoder).
+    With ``sequence`` (moving frames) and ``track_frames`` set, ``tracked`` holds
+    :func:`bench_tracked_refinement` over it.
     """
     fix = localizer.localize(image_rgb, timing_heading(localizer))
     cpu: list[float] = []
@@ -239,11 +242,43 @@ def bench_refinement(localizer, refiner, classical, image_rgb: np.ndarray, intri
                    cpu)
     out = refiner.refine(image_rgb, fix, intrinsics)
     result = {"refine_ms": stats(refine), "refine_cpu_ms": stats(cpu),
-              "refined": bool(out.refined), "note": out.refinement, "classical_ms": None}
+              "refined": bool(out.refined), "note": out.refinement, "classical_ms": None,
+              "track_frames": refiner.config.track_frames}
     if classical is not None:
         result["classical_ms"] = stats(_time(lambda: classical.localize(image_rgb, intrinsics),
                                              frames, warmup, "cpu"))
+    result["tracked"] = None
+    if sequence and refiner.config.track_frames > 0:
+        result["tracked"] = bench_tracked_refinement(localizer, refiner, sequence, intrinsics)
     return result
+
+
+def bench_tracked_refinement(localizer, refiner, images: list[np.ndarray], intrinsics,
+                             period_ns: int = 10 ** 9) -> dict:
+    """
+    Time refinement over a moving sequence, tracking between SIFT registrations.
+
+    Each frame's zoom fix is computed first (untimed); then the frames are refined in order
+    with stamps ``period_ns`` apart, as replay and the node do. Returns this thread's CPU ms
+    per frame for the tracked frames and the SIFT ones (median, p95), the mean over all
+    frames, and how many were tracked and accepted.
+    """
+    fixes = [localizer.localize(image, timing_heading(localizer)) for image in images]
+    refiner.tracker.reset()
+    tracked: list[float] = []
+    detected: list[float] = []
+    accepted = 0
+    for i, (image, fix) in enumerate(zip(images, fixes)):
+        started = time.thread_time()
+        out = refiner.refine(image, fix, intrinsics, stamp_ns=(i + 1) * period_ns)
+        spent = (time.thread_time() - started) * 1e3
+        accepted += out.refined
+        (tracked if "(tracked" in out.refinement else detected).append(spent)
+    refiner.tracker.reset()
+    return {"frames": len(images), "tracked": len(tracked), "accepted": accepted,
+            "tracked_cpu_ms": stats(tracked) if tracked else None,
+            "detected_cpu_ms": stats(detected) if detected else None,
+            "mean_cpu_ms": round(float(np.mean(tracked + detected)), 3)}
 
 
 def bench_retrieval(retrieval, image_rgb: np.ndarray, frames: int = 30, warmup: int = 5
@@ -373,7 +408,26 @@ def format_table(rows: list[BenchRow]) -> str:
                              f"{f['refine_ms']['median']:.1f} / {f['refine_ms']['p95']:.1f} | "
                              f"{f['refine_ms']['median'] / max(r.encoder_ms['median'], 1e-9):.1f}"
                              f"x | {cpu} | {classical} | {f['note']} |")
+        for r in rows:
+            t = r.refine.get("tracked") if r.refine else None
+            if t and r.cpu_ms:
+                encoder = max(r.cpu_ms["encoder"]["median"], 1e-9)
+                part = [f"refinement over a {t['frames']}-frame moving sequence ({r.backend}, "
+                        f"track_frames {track_frames_of(r)}): {t['tracked']} frames tracked, "
+                        f"{t['accepted']} accepted; thread CPU per frame"]
+                for label, key in (("tracked", "tracked_cpu_ms"), ("SIFT", "detected_cpu_ms")):
+                    if t[key]:
+                        med = t[key]["median"]
+                        part.append(f"{label} {med:.2f} / {t[key]['p95']:.2f} ms (median / p95, "
+                                    f"{med / encoder:.2f}x the encoder)")
+                part.append(f"mean {t['mean_cpu_ms']:.2f} ms ({t['mean_cpu_ms'] / encoder:.2f}x)")
+                lines += ["", part[0] + ": " + ", ".join(part[1:]) + "."]
     return "\n".join(lines)
+
+
+def track_frames_of(row: BenchRow) -> int:
+    """Return the ``track_frames`` a row's tracked refinement ran with."""
+    return int(row.refine.get("track_frames", 0))
 
 
 def format_retrieval(timings: dict[str, dict], rows: list[BenchRow]) -> str:

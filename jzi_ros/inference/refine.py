@@ -52,6 +52,7 @@ import numpy as np
 from jzi_ros.errors import JziError
 from jzi_ros.inference.camera_pose import fit_frame, Intrinsics
 from jzi_ros.inference.fix import Fix, FixStatus
+from jzi_ros.inference.refine_tracking import RegistrationTracker
 from jzi_ros.inference.registration import (frame_features, index_matcher, ratio_matches,
                                             register_whole_map, Registration, solve)
 from jzi_ros.maps.features import detect_features, DETECTORS
@@ -105,6 +106,18 @@ class RefineConfig:
     # the map imagery's georeferencing 1-sigma (metres per axis) added to every refined fix's
     # covariance; None: the map manifest's georef_sigma_m (0 when the map does not know it)
     georef_sigma_m: float | None = None
+    # tracked refinement (refine_tracking.py): frames with a stamp after a registered one are
+    # registered by its inliers tracked with Lucas-Kanade, up to this many in a row before SIFT
+    # runs again (0: SIFT on every frame)
+    track_frames: int = 0
+    track_max_gap_s: float = 2.0  # a longer gap between frames (or a stamp back) detects again
+    track_window_px: int = 11  # Lucas-Kanade window side
+    track_levels: int = 2  # Lucas-Kanade pyramid levels above the frame
+    track_points: int = 200  # at most this many of a registration's inliers are tracked
+    track_check_px: float = 1.0  # forward-backward check: a point tracked back is this close
+    track_equalize: bool = True  # histogram-equalised frames (exposure changes)
+    # a tracked fix's covariance is its inliers' spread times this (fitted, docs/refinement.md)
+    track_covariance_scale: float = 1.5
 
     def __post_init__(self) -> None:
         if self.detector not in DETECTORS:
@@ -125,7 +138,15 @@ class RefineConfig:
                   "guessed_focal_sigma": 0 <= self.guessed_focal_sigma < 0.5,
                   "search_margin_m": self.search_margin_m is None or self.search_margin_m >= 0,
                   "georef_sigma_m": self.georef_sigma_m is None or self.georef_sigma_m >= 0,
-                  "global_fallback": isinstance(self.global_fallback, bool)}
+                  "global_fallback": isinstance(self.global_fallback, bool),
+                  "track_frames": self.track_frames >= 0,
+                  "track_max_gap_s": self.track_max_gap_s > 0,
+                  "track_window_px": 5 <= self.track_window_px <= 101,
+                  "track_levels": 0 <= self.track_levels <= 6,
+                  "track_points": self.track_points >= 8,
+                  "track_check_px": self.track_check_px >= 0,
+                  "track_covariance_scale": self.track_covariance_scale > 0,
+                  "track_equalize": isinstance(self.track_equalize, bool)}
         for name, ok in checks.items():
             value = getattr(self, name)
             if not ok or (isinstance(value, float) and not math.isfinite(value)):
@@ -168,6 +189,7 @@ class Refiner:
                         and level.detector == self.config.detector]
         self._warned_guess = False
         self._matchers: dict[int, object] = {}  # whole-index matchers, built on first use
+        self.tracker = RegistrationTracker(self.config)
 
     @classmethod
     def for_map(cls, map_dir: str | Path, config: RefineConfig | None = None
@@ -210,29 +232,36 @@ class Refiner:
         return 1.5 * self.config.nominal_height_m * half_diag
 
     def register(self, image: np.ndarray, hypotheses: Sequence,
-                 intrinsics: Intrinsics | None = None) -> Registration:
-        """Try the most probable cells (objects with ``path``) until one registration passes."""
+                 intrinsics: Intrinsics | None = None, stamp_ns: int | None = None
+                 ) -> Registration:
+        """
+        Try the most probable cells (objects with ``path``) until one registration passes.
+
+        ``stamp_ns``: the frame's stamp in a sequence (replay, the node); with ``track_frames``
+        a frame after a registered one is first registered by tracking (refine_tracking.py).
+        """
         config = self.config
         image, K = fit_frame(image, self.intrinsics_for(image, intrinsics), config.max_frame_px)
         gsd = config.nominal_height_m / math.sqrt(K.fx * K.fy)
         image, K, gsd = self._shrink_to_index(image, K, gsd)
+        margin = self.search_margin_m(K, image.shape)
+        ranked = sorted(hypotheses, key=lambda h: -h.probability)[:config.top_cells]
+        boxes = self._search_boxes(ranked, margin)
+        reasons = []
+        if self.tracker.enabled and self.tracker.usable(stamp_ns, image.shape, K):
+            # a frame after a registered one: its matches tracked into this frame, no SIFT
+            result = self.tracker.track(image, stamp_ns, boxes)
+            if result.accepted:
+                return result
+            reasons.append(result.reason)
         frame_pts, frame_desc = frame_features(image, config)
         if len(frame_pts) < config.min_inliers:
-            return Registration(False, f"the frame has {len(frame_pts)} features (need "
-                                f"{config.min_inliers}; blank, dark or blurred image?)")
-        margin = self.search_margin_m(K, image.shape)
-        tried: list[tuple[float, float, float, float]] = []
-        reasons, best = [], Registration(False, "no cell to search")
-        ranked = sorted(hypotheses, key=lambda h: -h.probability)[:config.top_cells]
-        for hypothesis in ranked:
-            west, south, east, north = self.tree.cell_bounds_local(hypothesis.path)
-            box = (west - margin, south - margin, east + margin, north + margin)
-            centre = ((west + east) / 2, (south + north) / 2)
-            if any(b[0] + margin <= centre[0] <= b[2] - margin
-                   and b[1] + margin <= centre[1] <= b[3] - margin for b in tried):
-                continue  # this cell was inside an earlier window's core already
-            tried.append(box)
-            result = self._register_window(frame_pts, frame_desc, K, box, gsd)
+            reasons.append(f"the frame has {len(frame_pts)} features (need "
+                           f"{config.min_inliers}; blank, dark or blurred image?)")
+            return Registration(False, "; ".join(reasons))
+        best = Registration(False, "no cell to search")
+        for box in boxes:
+            result = self._register_window(frame_pts, frame_desc, K, box, gsd, image, stamp_ns)
             if result.accepted:
                 return result
             reasons.append(result.reason)
@@ -245,6 +274,18 @@ class Refiner:
             reasons.append(f"whole map: {result.reason}")
         best.reason = "; ".join(dict.fromkeys(reasons)) or best.reason
         return best
+
+    def _search_boxes(self, ranked: Sequence, margin: float) -> list:
+        """Return the windows (west, south, east, north) around the cells, repeats dropped."""
+        boxes = []
+        for hypothesis in ranked:
+            west, south, east, north = self.tree.cell_bounds_local(hypothesis.path)
+            centre = ((west + east) / 2, (south + north) / 2)
+            if any(b[0] + margin <= centre[0] <= b[2] - margin
+                   and b[1] + margin <= centre[1] <= b[3] - margin for b in boxes):
+                continue  # this cell was inside an earlier window's core already
+            boxes.append((west - margin, south - margin, east + margin, north + margin))
+        return boxes
 
     def _register_whole_map(self, frame_pts: np.ndarray, frame_desc: np.ndarray,
                             K: Intrinsics, gsd: float) -> Registration:
@@ -281,7 +322,8 @@ class Refiner:
         return image, K, self.config.nominal_height_m / math.sqrt(K.fx * K.fy)
 
     def _register_window(self, frame_pts: np.ndarray, frame_desc: np.ndarray, K: Intrinsics,
-                         box: tuple[float, float, float, float], gsd: float) -> Registration:
+                         box: tuple[float, float, float, float], gsd: float,
+                         image: np.ndarray, stamp_ns: int | None = None) -> Registration:
         config = self.config
         index = self.index_for(gsd)
         if index is not None:
@@ -295,9 +337,8 @@ class Refiner:
                                     "(textureless imagery or none)")
             qi, ti = ratio_matches(frame_desc, index.descriptors[rows], config.detector,
                                    config.ratio)
-            return solve(frame_pts[qi], index.pixels(self.tree, rows[ti]),
-                         index.pixel_to_local(self.tree), K, config, config.ransac_px,
-                         region=box)
+            return self._solve(frame_pts[qi], index.pixels(self.tree, rows[ti]),
+                               index.pixel_to_local(self.tree), K, box, image, stamp_ns)
         window = self.imagery.read(box, gsd)
         if window.valid.mean() < 0.05:
             return Registration(False, "no map imagery under the searched cells")
@@ -307,8 +348,18 @@ class Refiner:
             return Registration(False, f"the map has {len(map_pts)} features there "
                                 "(textureless imagery)")
         qi, ti = ratio_matches(frame_desc, map_desc, config.detector, config.ratio)
-        return solve(frame_pts[qi], map_pts[ti], window.pixel_to_local(), K, config,
-                     config.ransac_px, region=box)
+        return self._solve(frame_pts[qi], map_pts[ti], window.pixel_to_local(), K, box, image,
+                           stamp_ns)
+
+    def _solve(self, image_pts: np.ndarray, target_pts: np.ndarray, to_ground: np.ndarray,
+               K: Intrinsics, box, image: np.ndarray, stamp_ns: int | None) -> Registration:
+        """Solve one window's matches; an accepted one becomes the tracker's keyframe."""
+        config = self.config
+        result = solve(image_pts, target_pts, to_ground, K, config, config.ransac_px, region=box)
+        if result.accepted:
+            self.tracker.start(image, result, image_pts, target_pts, to_ground,
+                               config.ransac_px, K, stamp_ns)
+        return result
 
     def index_for(self, m_per_px: float):
         """Return the index level nearest a ground sampling, None when none is near enough."""
@@ -318,16 +369,22 @@ class Refiner:
         near = abs(math.log(m_per_px / best.m_per_px)) <= math.log(INDEX_SCALE_TOLERANCE)
         return best if near else None
 
-    def refine(self, image: np.ndarray, fix: Fix, intrinsics: Intrinsics | None = None
-               ) -> Fix:
-        """Return the refined fix, or ``fix`` itself with the reason in ``refinement``."""
+    def refine(self, image: np.ndarray, fix: Fix, intrinsics: Intrinsics | None = None,
+               stamp_ns: int | None = None) -> Fix:
+        """
+        Return the refined fix, or ``fix`` itself with the reason in ``refinement``.
+
+        ``stamp_ns``: the frame's stamp when frames come in sequence (tracking, see
+        :meth:`register`).
+        """
         start = time.perf_counter()
         if not fix.hypotheses:  # the zoom failed outright (a low-confidence NO_FIX has cells)
             why = f" ({fix.reason})" if fix.reason else ""
             return dataclasses.replace(fix, refinement=f"not refined: the zoom gave no cells{why}")
         try:
-            result = self.register(image, fix.hypotheses, intrinsics)
+            result = self.register(image, fix.hypotheses, intrinsics, stamp_ns)
         except cv2.error as err:  # an OpenCV failure must not take the robot down
+            self.tracker.reset()
             result = Registration(False, f"OpenCV error: {str(err).splitlines()[0]}")
         timings = dict(fix.timings_ms)
         elapsed = (time.perf_counter() - start) * 1e3
@@ -417,17 +474,19 @@ class RefiningLocalizer:
         return getattr(self.localizer, "calibration", None)
 
     def localize(self, image_rgb: np.ndarray, intrinsics: Intrinsics | None = None,
-                 **zoom_options) -> Fix:
+                 stamp_ns: int | None = None, **zoom_options) -> Fix:
+        """``stamp_ns``: the frame's stamp in a sequence (:func:`sequence_options`)."""
         return self._refine(image_rgb, self.localizer.localize(image_rgb, **zoom_options),
-                            intrinsics)
+                            intrinsics, stamp_ns)
 
     def localize_measured(self, image_rgb: np.ndarray, intrinsics: Intrinsics | None = None,
-                          **zoom_options):
+                          stamp_ns: int | None = None, **zoom_options):
         """Return ``(refined fix, the zoom's measurement)``: the filter fuses the zoom's cells."""
         fix, measurement = self.localizer.localize_measured(image_rgb, **zoom_options)
-        return self._refine(image_rgb, fix, intrinsics), measurement
+        return self._refine(image_rgb, fix, intrinsics, stamp_ns), measurement
 
-    def _refine(self, image_rgb: np.ndarray, fix: Fix, intrinsics: Intrinsics | None) -> Fix:
+    def _refine(self, image_rgb: np.ndarray, fix: Fix, intrinsics: Intrinsics | None,
+                stamp_ns: int | None = None) -> Fix:
         if self.refiner is None:
             return dataclasses.replace(fix, refinement="not refined: the map has no imagery")
         if intrinsics is None and callable(self.intrinsics):
@@ -437,9 +496,23 @@ class RefiningLocalizer:
                 return dataclasses.replace(fix, refinement=f"not refined: {err}")
         elif intrinsics is None:
             intrinsics = self.intrinsics
-        return self.refiner.refine(image_rgb, fix, intrinsics)
+        return self.refiner.refine(image_rgb, fix, intrinsics, stamp_ns)
 
     def close(self) -> None:
         self.localizer.close()
         if self.refiner is not None:
             self.refiner.close()
+
+
+def sequence_options(localizer, stamp_ns: int) -> dict:
+    """
+    Return the keywords that tell ``localizer`` a frame's place in a sequence.
+
+    Only a refining localizer with tracking uses the stamp (the other localizers treat every
+    frame alone and take no such keyword): replay and the node call this per frame.
+    """
+    refiner = getattr(localizer, "refiner", None)
+    if isinstance(localizer, RefiningLocalizer) and refiner is not None \
+            and refiner.tracker.enabled:
+        return {"stamp_ns": int(stamp_ns)}
+    return {}

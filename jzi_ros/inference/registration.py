@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -36,6 +36,7 @@ from jzi_ros.inference.camera_pose import (GroundPose, Intrinsics, pose_from_hom
 from jzi_ros.inference.posterior import apply_scale_and_floor
 from jzi_ros.maps.features import detect_features
 
+Box = tuple[float, float, float, float]  # west, south, east, north in local metres
 MATCH_CHUNK = 4096  # index rows per GEMM: 2000 frame features x 4096 floats = 33 MB at most
 
 
@@ -161,6 +162,9 @@ class Registration:
     covariance_en: np.ndarray | None = None  # 2x2 m^2, calibrated and floored
     raw_covariance_en: np.ndarray | None = None  # bootstrap spread + focal doubt (calibrated)
     scope: str = ""  # where the match was searched when not around the zoom's cells
+    # which of the matches are inliers (accepted or not, once a homography was fitted): the
+    # tracked refinement (refine_tracking.py) follows the accepted inliers into later frames
+    inlier_mask: np.ndarray | None = None
 
     @property
     def inlier_ratio(self) -> float:
@@ -242,14 +246,14 @@ def _normalise(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def solve(image_pts: np.ndarray, target_pts: np.ndarray, to_ground: np.ndarray,
           intrinsics: Intrinsics, config: Any, threshold: float,
-          region: tuple[float, float, float, float] | None = None) -> Registration:
+          region: Box | Sequence[Box] | None = None) -> Registration:
     """
     Robust homography image -> target, pose, covariance, and the acceptance test.
 
     ``config`` is a :class:`~jzi_ros.inference.refine.RefineConfig` (its thresholds).
     ``to_ground`` maps target coordinates to local metres (identity when the targets already
     are metres); ``threshold`` is MAGSAC's in target units. ``region`` (west, south, east,
-    north) is where the nadir point may lie.
+    north), or several such boxes, is where the nadir point may lie.
     """
     matches = len(image_pts)
     if matches < config.min_inliers:
@@ -261,7 +265,7 @@ def solve(image_pts: np.ndarray, target_pts: np.ndarray, to_ground: np.ndarray,
         return Registration(False, "no homography fits the matches", matches)
     inlier = mask.ravel().astype(bool)
     count = int(inlier.sum())
-    result = Registration(False, "", matches, count)
+    result = Registration(False, "", matches, count, inlier_mask=inlier)
     if count < config.min_inliers:
         result.reason = f"{count} inliers (need {config.min_inliers})"
         return result
@@ -285,9 +289,9 @@ def solve(image_pts: np.ndarray, target_pts: np.ndarray, to_ground: np.ndarray,
          f"tilt {pose.tilt_deg:.0f} deg > {config.max_tilt_deg:g} deg"),
     ]
     if region is not None:
-        west, south, east, north = region
-        checks.append((west <= pose.east_m <= east and south <= pose.north_m <= north,
-                       "nadir point outside the searched cells"))
+        boxes = [region] if np.isscalar(region[0]) else region
+        checks.append((any(w <= pose.east_m <= e and s <= pose.north_m <= n
+                           for w, s, e, n in boxes), "nadir point outside the searched cells"))
     for ok, reason in checks:
         if not ok:
             result.reason = reason

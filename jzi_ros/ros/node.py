@@ -60,6 +60,7 @@ from std_msgs.msg import Header
 
 from jzi_ros.errors import BadImageError, JziError
 from jzi_ros.inference import messages
+from jzi_ros.inference.refine import sequence_options
 from jzi_ros.ros.params import (NODE_NAME, NodeSettings, PARAMETER_NAMES, PARAMETERS, ParamSpec,
                                 REFINE_PARAMETERS)
 from jzi_ros.ros.runtime import (LatestSlot, LogThrottle, NodeStats, RateLimiter,
@@ -305,11 +306,12 @@ class LocalizerNode(Node):
             rgb = self._to_rgb(msg)
             # north-up model: BadImageError (counted, skipped) while no heading is known
             heading = None if self.frame_heading is None else self.frame_heading.at(stamp_ns)
+            sequence = sequence_options(self.localizer, stamp_ns)  # refinement's tracking
             if self.fusion is None:
-                fix = single = self.localizer.localize(rgb, heading_deg=heading)
+                fix = single = self.localizer.localize(rgb, heading_deg=heading, **sequence)
             else:  # fix_topic gets the filtered fix, the cloud this frame's own hypotheses
                 single, measurement = self.localizer.localize_measured(  # seeds: seed_beam only
-                    rgb, heading_deg=heading, seeds=self.fusion.seeds(stamp_ns))
+                    rgb, heading_deg=heading, seeds=self.fusion.seeds(stamp_ns), **sequence)
                 fix = self.fusion.fuse(single, measurement, stamp_ns, s, rgb)
         except BadImageError as err:
             count = self.stats.bad_message(str(err))

@@ -254,6 +254,10 @@ REFINE_PARAMETERS: tuple[ParamSpec, ...] = (
     _p("refine.global_fallback", _R.global_fallback, "When no cell around the zoom's answer "
        "registers, register against the map's whole feature index (the classical search: "
        "tens to hundreds of ms more on such frames)."),
+    _p("refine.track_frames", _R.track_frames, "Between SIFT registrations, register up to "
+       "this many frames in a row by tracking the last registered frame's map matches "
+       "(Lucas-Kanade: a few ms instead of tens; fixes a few metres less accurate, "
+       "docs/refinement.md). 0: SIFT on every frame.", min=0, max=10000),
     _p("refine.min_inliers", _R.min_inliers, "Accept: at least this many homography inliers.",
        min=8, max=100000),
     _p("refine.min_inlier_ratio", _R.min_inlier_ratio, "Accept: inliers / ratio-test matches "

@@ -59,7 +59,7 @@ class NodeRefinement:
         self._camera: tuple[Intrinsics, int, int] | None = None  # K, width, height of CameraInfo
         self.refiner = Refiner.for_map(os.path.expanduser(map_dir), config)
         self.localizer = RefiningLocalizer(localizer, self.refiner, self.intrinsics_for)
-        self.frames = self.refined = 0
+        self.frames = self.refined = self.tracked = 0
         self.last = "no frame yet"
         if self.refiner is None:
             node.get_logger().warning(
@@ -104,12 +104,15 @@ class NodeRefinement:
         """Count a frame's refinement and log its outcome at debug level."""
         self.frames += 1
         self.refined += bool(fix.refined)
+        self.tracked += bool(fix.refined) and "(tracked" in fix.refinement
         self.last = fix.refinement or "not refined"
         self.node.get_logger().debug(self.last)
 
     def diagnostics(self) -> dict[str, str]:
         return {"refinement": self.last,
                 "refined frames": f"{self.refined} of {self.frames}",
+                # refine.track_frames: refined without SIFT, by tracking the last registration
+                "of them tracked": str(self.tracked),
                 "camera info topic": self.topic}
 
 

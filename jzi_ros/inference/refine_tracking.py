@@ -1,0 +1,179 @@
+# Copyright 2026 jzi_ros contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Refinement between detections: a registered frame's map matches followed into the next frames.
+
+SIFT on the frame is most of refinement's cost (docs/refinement.md, "Latency"). A robot's
+consecutive frames see mostly the same ground, so once a frame is registered against the map,
+its inliers (a frame pixel tied to a map feature) are followed into the next frames with
+pyramidal Lucas-Kanade, and the same robust homography, pose, covariance and acceptance test
+(:func:`~jzi_ros.inference.registration.solve`) run on them. Each tracked point stays tied to
+the map feature SIFT matched it to: this is still a registration against the map, not
+odometry, and a tracked fix is exactly as good as its correspondences.
+
+Points are tracked from the registered frame (the keyframe), starting from where they were in
+the previous frame, not from frame to frame: Lucas-Kanade's small errors then do not add up
+over the frames. SIFT runs again (and starts a new keyframe when it registers) when the tracked
+registration fails the acceptance test, after ``track_frames`` tracked frames, after a gap of
+more than ``track_max_gap_s`` or a stamp going backwards, or when the frame's size or camera
+changes. Only a frame with a stamp is tracked (a sequence); without one every frame is
+detected, as before.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from jzi_ros.inference.camera_pose import Intrinsics
+from jzi_ros.inference.registration import Box, Registration, solve
+from jzi_ros.maps.features import to_gray
+
+# Lucas-Kanade's stopping rule: 20 iterations or a step below 0.03 px (OpenCV's default)
+TERM = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03)
+
+
+@dataclass
+class Keyframe:
+    """The last registered frame: its pyramid, its inliers and where they are now."""
+
+    grey: np.ndarray  # the registered frame, grey
+    intrinsics: Intrinsics
+    points: np.ndarray  # float32 [N, 1, 2]: the inliers in the keyframe
+    latest: np.ndarray  # float32 [N, 1, 2]: the same points in the last tracked frame
+    targets: np.ndarray  # [N, 2] the map features they match, in the registration's units
+    to_ground: np.ndarray  # 3x3: those units to local metres
+    threshold: float  # MAGSAC's threshold in those units
+    stamp_ns: int  # the last frame it registered (detected or tracked)
+    tracked: int = 0  # frames tracked since the detection
+
+
+class RegistrationTracker:
+    """Follows a frame's accepted registration into later frames (one caller at a time)."""
+
+    def __init__(self, config) -> None:
+        """``config``: a RefineConfig (track_* fields and the acceptance thresholds)."""
+        self.config = config
+        self.keyframe: Keyframe | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.track_frames > 0
+
+    def _grey(self, image: np.ndarray) -> np.ndarray:
+        grey = to_gray(image)
+        return cv2.equalizeHist(grey) if self.config.track_equalize else grey
+
+    def reset(self) -> None:
+        self.keyframe = None
+
+    def usable(self, stamp_ns: int | None, shape: tuple[int, ...],
+               intrinsics: Intrinsics) -> bool:
+        """Return whether this frame can be tracked from the keyframe (else: forget it)."""
+        kf = self.keyframe
+        if stamp_ns is None:
+            return False  # not part of a sequence
+        if kf is None:
+            return False
+        gap_s = (stamp_ns - kf.stamp_ns) * 1e-9
+        ok = (0 < gap_s <= self.config.track_max_gap_s and kf.tracked < self.config.track_frames
+              and kf.grey.shape == tuple(shape[:2]) and kf.intrinsics == intrinsics)
+        if not ok:
+            self.keyframe = None
+        return ok
+
+    def start(self, image: np.ndarray, result: Registration, image_pts: np.ndarray,
+              target_pts: np.ndarray, to_ground: np.ndarray, threshold: float,
+              intrinsics: Intrinsics, stamp_ns: int | None) -> None:
+        """Make an accepted, detected registration of ``image`` the keyframe."""
+        if not self.enabled or stamp_ns is None:
+            return  # a frame outside any sequence leaves the sequence's keyframe alone
+        self.keyframe = None
+        if result.inlier_mask is None:
+            return
+        inlier = np.flatnonzero(result.inlier_mask)
+        inlier = inlier[spread_out(image_pts[inlier], image.shape, self.config.track_points)]
+        points = np.ascontiguousarray(image_pts[inlier], np.float32).reshape(-1, 1, 2)
+        self.keyframe = Keyframe(self._grey(image), intrinsics, points,
+                                 points.copy(), np.asarray(target_pts)[inlier],
+                                 np.asarray(to_ground, np.float64), float(threshold),
+                                 int(stamp_ns))
+
+    def track(self, image: np.ndarray, stamp_ns: int, regions: list[Box]) -> Registration:
+        """
+        Register ``image`` by the keyframe's points tracked into it (call :meth:`usable` first).
+
+        Accepted: the keyframe keeps the inliers, now at their new places. Rejected: the
+        keyframe is dropped (the caller detects this frame instead).
+        """
+        kf = self.keyframe
+        config = self.config
+        window = (config.track_window_px,) * 2
+        grey = self._grey(image)
+        moved, status, _ = cv2.calcOpticalFlowPyrLK(
+            kf.grey, grey, kf.points, kf.latest.copy(), winSize=window,
+            maxLevel=config.track_levels, criteria=TERM, flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
+        rows, cols = kf.grey.shape
+        xy = moved.reshape(-1, 2)
+        kept = (status.ravel() == 1) & np.all(np.isfinite(xy), axis=1) \
+            & (xy[:, 0] >= 0) & (xy[:, 0] <= cols - 1) & (xy[:, 1] >= 0) & (xy[:, 1] <= rows - 1)
+        if config.track_check_px > 0 and kept.any():
+            # tracked back into the keyframe, a point must land where it started (occluded or
+            # ambiguous points do not)
+            back, status_back, _ = cv2.calcOpticalFlowPyrLK(
+                grey, kf.grey, moved[kept], kf.points[kept].copy(), winSize=window,
+                maxLevel=config.track_levels, criteria=TERM,
+                flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
+            error = np.linalg.norm((back - kf.points[kept]).reshape(-1, 2), axis=1)
+            kept[np.flatnonzero(kept)] = (status_back.ravel() == 1) \
+                & (error <= config.track_check_px)
+        result = solve(xy[kept], kf.targets[kept], kf.to_ground, kf.intrinsics, config,
+                       kf.threshold, region=regions)
+        if not result.accepted:
+            self.keyframe = None
+            result.reason = f"tracked: {result.reason}"
+            return result
+        # Lucas-Kanade's errors are not all in the inliers' spread (exposure, blur, a patch
+        # seen turned or scaled); a scale fitted on flights over real imagery accounts for it
+        scale = config.track_covariance_scale
+        result.covariance_en = result.covariance_en * scale
+        result.raw_covariance_en = result.raw_covariance_en * scale
+        keep = np.flatnonzero(kept)[result.inlier_mask]
+        kf.points, kf.latest, kf.targets = kf.points[keep], moved[keep], kf.targets[keep]
+        kf.stamp_ns = int(stamp_ns)
+        kf.tracked += 1
+        result.scope = f"tracked {kf.tracked} after SIFT"
+        return result
+
+
+def spread_out(points: np.ndarray, shape: tuple[int, ...], count: int) -> np.ndarray:
+    """
+    Return indices of at most ``count`` points, spread over the frame (a 4 x 4 grid in turn).
+
+    Tracking cost grows with the points; a homography is held best by points all over the
+    frame, so each grid cell gives its points in turn until ``count`` are taken.
+    """
+    n = len(points)
+    if n <= count:
+        return np.arange(n)
+    rows, cols = shape[:2]
+    cell = (np.clip((points[:, 1] * 4 // rows), 0, 3) * 4
+            + np.clip((points[:, 0] * 4 // cols), 0, 3)).astype(int)
+    order = np.argsort(cell, kind="stable")
+    first = np.searchsorted(cell[order], np.arange(16))
+    rank = np.empty(n, int)
+    rank[order] = np.arange(n) - first[cell[order]]  # the point's turn within its cell
+    return np.sort(np.lexsort((cell, rank))[:count])

@@ -1,0 +1,244 @@
+# Copyright 2026 jzi_ros contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Tracked refinement: a registered frame's map matches followed into the next frames."""
+from __future__ import annotations
+
+from dataclasses import replace
+import math
+
+import numpy as np
+import pytest
+from test_refine import build, CONFIG, intrinsics, texture, view, zoom_fix
+
+from jzi_ros.errors import JziError
+from jzi_ros.inference.refine import RefineConfig, Refiner, RefiningLocalizer, sequence_options
+from jzi_ros.inference.refine_tracking import spread_out
+from jzi_ros.training.camera import CameraPose
+
+SECOND = 10 ** 9
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """(map dir, source image): test_refine's textured map with imagery and features."""
+    image = texture(800)
+    return build(tmp_path_factory.mktemp("tracking"), image, "map"), image
+
+
+def flight(count: int, step_m: float = 9.0, seed: int = 0) -> list[CameraPose]:
+    """Return a straight pass at 150 m, the heading wobbling a few degrees per frame."""
+    rng = np.random.default_rng(seed)
+    return [CameraPose(-40.0 + step_m * i, 20.0 - 0.5 * step_m * i, 150.0,
+                       heading_deg=20.0 + float(rng.uniform(-3, 3)), pitch_deg=87.0)
+            for i in range(count)]
+
+
+def counting_refiner(map_dir, monkeypatch, **fields) -> tuple[Refiner, list]:
+    """Return a refiner and a list that grows by one per SIFT detection on a frame."""
+    calls: list[int] = []
+    from jzi_ros.inference import refine
+
+    original = refine.frame_features
+    monkeypatch.setattr(refine, "frame_features",
+                        lambda image, config: (calls.append(1), original(image, config))[1])
+    return Refiner.for_map(map_dir, replace(CONFIG, **fields)), calls
+
+
+def test_a_sequence_is_tracked_between_sift_frames_and_stays_accurate(world, monkeypatch):
+    map_dir, image = world
+    refiner, sift = counting_refiner(map_dir, monkeypatch, track_frames=4)
+    poses = flight(10)
+    notes, errors, sigmas = [], [], []
+    for i, pose in enumerate(poses):
+        fix = refiner.refine(view(image, pose), zoom_fix(pose.east_m, pose.north_m),
+                             intrinsics(), stamp_ns=(i + 1) * SECOND)
+        assert fix.refined, (i, fix.refinement)
+        notes.append(fix.refinement)
+        errors.append(math.hypot(fix.east_m - pose.east_m, fix.north_m - pose.north_m))
+        sigmas.append(math.sqrt(fix.covariance_enu[0, 0]))
+    tracked = ["(tracked" in note for note in notes]
+    # SIFT on the first frame, then 4 tracked, SIFT again (track_frames), 4 tracked, SIFT
+    assert tracked == [False, True, True, True, True, False, True, True, True, True]
+    assert len(sift) == 2
+    assert "(tracked 4 after SIFT)" in notes[4], notes[4]
+    assert max(errors) < 3.0, errors
+    # the tracked fixes carry the fitted scale on their covariance: never below the floor's
+    floor = CONFIG.sigma_floor_m * math.sqrt(CONFIG.track_covariance_scale)
+    assert all(s >= floor - 1e-9 for s, t in zip(sigmas, tracked) if t)
+    assert all(np.isfinite(sigmas))
+
+
+def test_without_tracking_or_without_stamps_every_frame_runs_sift(world, monkeypatch):
+    map_dir, image = world
+    poses = flight(4)
+    for fields, stamped in (({"track_frames": 0}, True), ({"track_frames": 5}, False)):
+        refiner, sift = counting_refiner(map_dir, monkeypatch, **fields)
+        for i, pose in enumerate(poses):
+            stamp = {"stamp_ns": (i + 1) * SECOND} if stamped else {}
+            fix = refiner.refine(view(image, pose), zoom_fix(pose.east_m, pose.north_m),
+                                 intrinsics(), **stamp)
+            assert fix.refined and "tracked" not in fix.refinement, fix.refinement
+        assert len(sift) == len(poses)
+        monkeypatch.undo()
+
+
+@pytest.mark.parametrize("case", ["gap", "backwards", "same stamp", "resized"])
+def test_a_break_in_the_sequence_detects_again(world, monkeypatch, case):
+    map_dir, image = world
+    refiner, sift = counting_refiner(map_dir, monkeypatch, track_frames=10)
+    first, second = flight(2)
+    refiner.refine(view(image, first), zoom_fix(first.east_m, first.north_m), intrinsics(),
+                   stamp_ns=10 * SECOND)
+    stamp = {"gap": 13 * SECOND, "backwards": 9 * SECOND, "same stamp": 10 * SECOND,
+             "resized": 11 * SECOND}[case]
+    frame = view(image, second)
+    K = intrinsics()
+    if case == "resized":  # a new camera size: the keyframe's pixels mean nothing here
+        import cv2
+        frame = cv2.resize(frame, (240, 180), interpolation=cv2.INTER_AREA)
+        K = K.scaled(0.75)
+    fix = refiner.refine(frame, zoom_fix(second.east_m, second.north_m), K, stamp_ns=stamp)
+    assert fix.refined and "tracked" not in fix.refinement, fix.refinement
+    assert len(sift) == 2
+
+
+def test_an_unstamped_frame_leaves_the_sequence_alone(world, monkeypatch):
+    map_dir, image = world
+    refiner, sift = counting_refiner(map_dir, monkeypatch, track_frames=10)
+    a, b, c = flight(3)
+    refiner.refine(view(image, a), zoom_fix(a.east_m, a.north_m), intrinsics(),
+                   stamp_ns=SECOND)
+    # e.g. a seeded zoom's extra pass over the frame: registered, but not part of the sequence
+    refiner.refine(view(image, c), zoom_fix(c.east_m, c.north_m), intrinsics())
+    fix = refiner.refine(view(image, b), zoom_fix(b.east_m, b.north_m), intrinsics(),
+                         stamp_ns=2 * SECOND)
+    assert "(tracked 1 after SIFT)" in fix.refinement, fix.refinement
+    assert len(sift) == 2
+
+
+def test_a_frame_tracking_cannot_hold_falls_back_to_sift_or_keeps_the_zoom_fix(
+        world, monkeypatch):
+    map_dir, image = world
+    refiner, sift = counting_refiner(map_dir, monkeypatch, track_frames=10)
+    near = flight(1)[0]
+    far = CameraPose(150.0, -180.0, 150.0, heading_deg=200.0, pitch_deg=88.0)
+    refiner.refine(view(image, near), zoom_fix(near.east_m, near.north_m), intrinsics(),
+                   stamp_ns=SECOND)
+    # somewhere else entirely (the tracks find nothing): SIFT registers it where it is
+    fix = refiner.refine(view(image, far), zoom_fix(far.east_m, far.north_m), intrinsics(),
+                         stamp_ns=2 * SECOND)
+    assert fix.refined and "tracked" not in fix.refinement, fix.refinement
+    assert math.hypot(fix.east_m - far.east_m, fix.north_m - far.north_m) < 3.0
+    # a blank frame after it: neither tracking nor SIFT, the zoom's fix with both reasons
+    zoom = zoom_fix(far.east_m, far.north_m)
+    blank = refiner.refine(np.zeros((240, 320, 3), np.uint8), zoom, intrinsics(),
+                           stamp_ns=3 * SECOND)
+    assert not blank.refined and (blank.east_m, blank.north_m) == (zoom.east_m, zoom.north_m)
+    assert "tracked:" in blank.refinement and "0 features" in blank.refinement, \
+        blank.refinement
+    assert np.all(np.isfinite(blank.covariance_enu))
+    assert len(sift) == 3
+
+
+def test_tracking_keeps_the_acceptance_test_the_nadir_must_be_in_the_searched_cells(
+        world, monkeypatch):
+    map_dir, image = world
+    refiner, sift = counting_refiner(map_dir, monkeypatch, track_frames=10)
+    a, b = flight(2)
+    refiner.refine(view(image, a), zoom_fix(a.east_m, a.north_m), intrinsics(),
+                   stamp_ns=SECOND)
+    # the zoom now says the frame is 500 m away: the tracked pose is outside its cells
+    wrong = zoom_fix(b.east_m + 250.0, b.north_m - 250.0)
+    fix = refiner.refine(view(image, b), wrong, intrinsics(), stamp_ns=2 * SECOND)
+    assert not fix.refined, fix.refinement
+    assert "tracked: nadir point outside the searched cells" in fix.refinement
+
+
+def test_spread_out_takes_each_grid_cell_in_turn():
+    rng = np.random.default_rng(0)
+    crowded = rng.uniform([0, 0], [40, 30], (300, 2))  # all in the top-left cell
+    rest = np.array([[60.0 + 80 * (k % 4), 45.0 + 60 * (k // 4)] for k in range(16)])[1:]
+    points = np.vstack([crowded, rest]).astype(np.float32)
+    chosen = spread_out(points, (240, 320), 40)
+    assert len(chosen) == 40 and len(set(chosen.tolist())) == 40
+    assert set(range(300, 315)) <= set(chosen.tolist())  # every lone point is taken
+    np.testing.assert_array_equal(spread_out(points[:30], (240, 320), 40), np.arange(30))
+
+
+def test_track_options_from_the_cli_and_the_node_parameter():
+    import argparse
+
+    from jzi_ros.cli import refineopts
+    from jzi_ros.ros.params import refine_config
+
+    parser = argparse.ArgumentParser()
+    refineopts.add_arguments(parser)
+    assert refineopts.refine_config(parser.parse_args([])).track_frames == 0
+    assert refineopts.refine_config(parser.parse_args(["--refine-track", "7"])).track_frames == 7
+    assert refine_config({}).track_frames == 0
+    assert refine_config({"refine.track_frames": 3}).track_frames == 3
+    with pytest.raises(JziError, match="refine.track_frames"):
+        refineopts.refine_config(parser.parse_args(["--refine-track", "-1"]))
+    with pytest.raises(JziError, match="refine.track_check_px"):
+        RefineConfig(track_check_px=-1.0)
+
+
+def test_sequence_options_ask_for_the_stamp_only_where_tracking_uses_it(world):
+    map_dir, _ = world
+
+    class Zoom:
+        tree = None
+        backend_name = "zoom"
+
+    assert sequence_options(Zoom(), 5) == {}
+    plain = RefiningLocalizer(Zoom(), Refiner.for_map(map_dir, CONFIG))
+    assert sequence_options(plain, 5) == {}
+    tracking = RefiningLocalizer(Zoom(), Refiner.for_map(map_dir,
+                                                         replace(CONFIG, track_frames=3)))
+    assert sequence_options(tracking, 5) == {"stamp_ns": 5}
+
+
+def test_replay_tracks_between_sift_frames_and_reports_how_many(world, tmp_path, capsys):
+    """``jzi replay --method refine --refine-track N``: stamps make the frames a sequence."""
+    import json
+
+    from support import make_tiny_checkpoint
+    from test_refine import source_to_local, TREE
+
+    from jzi_ros.cli import main as jzi_main
+    from jzi_ros.demo.bag import GT_TOPIC, IMAGE_TOPIC, write_bag
+    from jzi_ros.maps.pyramid import MapPyramid
+    from jzi_ros.training.camera import CameraModel, render_view
+
+    map_dir, image = world
+    ckpt = make_tiny_checkpoint(tmp_path, MapPyramid.open(map_dir))  # a random zoom
+    camera = CameraModel(320, 240, 60.0)
+    poses = [replace(p, altitude_m=200.0) for p in flight(8)]
+    frames = [(1_700_000_000 * SECOND + i * SECOND,
+               render_view(image, source_to_local(), camera, pose),
+               (pose.east_m, pose.north_m, 200.0)) for i, pose in enumerate(poses)]
+    bag = write_bag(tmp_path / "bag", TREE, frames)
+    out = tmp_path / "report"
+    rc = jzi_main.main(["replay", str(bag), "--map", str(map_dir), "--model", str(ckpt),
+                        "--image-topic", IMAGE_TOPIC, "--gt-topic", GT_TOPIC, "--out", str(out),
+                        "--no-progress", "--no-plots", "--backend", "torch", "--method",
+                        "refine", "--hfov", "60", "--nominal-height", "400",
+                        "--refine-track", "3"])
+    assert rc == 0, capsys.readouterr().err
+    block = json.loads((out / "report.json").read_text())["refinement"]
+    # SIFT on frames 1 and 5, tracked 2-4 and 6-8 (the random zoom's cells span the map)
+    assert block["accepted"] == 8 and block["tracked"] == 6, block
+    assert block["accepted_median_m"] < 3.0
+    assert "| of them tracked (no SIFT on the frame) | 6 |" in (out / "report.md").read_text()
