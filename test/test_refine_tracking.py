@@ -23,8 +23,8 @@ import pytest
 from test_refine import build, CONFIG, intrinsics, texture, view, zoom_fix
 
 from jzi_ros.errors import JziError
-from jzi_ros.inference.refine import RefineConfig, Refiner, RefiningLocalizer, sequence_options
-from jzi_ros.inference.refine_tracking import spread_out
+from jzi_ros.inference.refine import RefineConfig, Refiner, RefiningLocalizer
+from jzi_ros.inference.refine_tracking import sequence_options, spread_out
 from jzi_ros.training.camera import CameraPose
 
 SECOND = 10 ** 9
@@ -242,3 +242,57 @@ def test_replay_tracks_between_sift_frames_and_reports_how_many(world, tmp_path,
     assert block["accepted"] == 8 and block["tracked"] == 6, block
     assert block["accepted_median_m"] < 3.0
     assert "| of them tracked (no SIFT on the frame) | 6 |" in (out / "report.md").read_text()
+
+
+def test_async_sift_never_runs_on_the_callers_thread_and_is_deterministic(world, monkeypatch):
+    """``track_async``: SIFT in the background, the next frame tracks from its result."""
+    import threading
+
+    map_dir, image = world
+    threads: list[str] = []
+    from jzi_ros.inference import refine
+
+    original = refine.frame_features
+    monkeypatch.setattr(refine, "frame_features", lambda im, config: (
+        threads.append(threading.current_thread().name), original(im, config))[1])
+    poses = flight(9)
+    runs = []
+    for _ in range(2):
+        refiner = Refiner.for_map(map_dir, replace(CONFIG, track_frames=3, track_async=True))
+        notes, positions = [], []
+        for i, pose in enumerate(poses):
+            fix = refiner.refine(view(image, pose), zoom_fix(pose.east_m, pose.north_m),
+                                 intrinsics(), stamp_ns=(i + 1) * SECOND)
+            notes.append(fix.refinement)
+            positions.append((fix.east_m, fix.north_m))
+            if fix.refined:
+                assert math.hypot(fix.east_m - pose.east_m, fix.north_m - pose.north_m) < 3.0
+        refiner.close()
+        runs.append(positions)
+        # the first frame waits for nothing: the zoom's fix, SIFT started in the background;
+        # then every frame tracked, the keyframe renewed in the background every 3 frames
+        assert "runs in the background" in notes[0] and not notes[0].startswith("refined")
+        assert ["(tracked" in n for n in notes[1:]] == [True] * 8, notes
+        assert [n.split("(tracked ")[1].split(" ")[0] for n in notes[1:]] == \
+            ["1", "2", "3", "1", "2", "3", "1", "2"]
+    assert threads and all(name.startswith("jzi-refine") for name in threads), threads
+    assert len(threads) == 2 * 3  # frames 1, 4 and 7 of each run
+    assert runs[0] == runs[1]  # waiting for the background at the next frame: deterministic
+
+
+def test_async_needs_tracking_and_is_a_cli_flag_and_a_node_parameter():
+    import argparse
+
+    from jzi_ros.cli import refineopts
+    from jzi_ros.ros.params import refine_config
+
+    with pytest.raises(JziError, match="needs refine.track_frames > 0"):
+        RefineConfig(track_async=True)
+    parser = argparse.ArgumentParser()
+    refineopts.add_arguments(parser)
+    config = refineopts.refine_config(parser.parse_args(["--refine-track", "5",
+                                                         "--refine-async"]))
+    assert config.track_async and config.track_frames == 5
+    with pytest.raises(JziError, match="--refine-async needs --refine-track"):
+        refineopts.refine_config(parser.parse_args(["--refine-async"]))
+    assert refine_config({"refine.track_frames": 2, "refine.track_async": True}).track_async

@@ -70,6 +70,10 @@ def add_arguments(parser: argparse.ArgumentParser, method: bool = True) -> None:
                              "tracking the last registered frame's map matches (Lucas-Kanade, "
                              "a few ms instead of tens) for up to N frames in a row before "
                              "SIFT runs again; 0 (default): SIFT on every frame")
+    parser.add_argument("--refine-async", action="store_true",
+                        help="refine, with --refine-track: SIFT runs on a background thread "
+                             "and the next frame tracks from its result, so no frame waits "
+                             "for SIFT (a frame that starts a sequence keeps the zoom's fix)")
 
 
 def refine_config(args: argparse.Namespace):
@@ -79,7 +83,8 @@ def refine_config(args: argparse.Namespace):
     chosen = {"detector": args.detector, "hfov_deg": args.hfov,
               "nominal_height_m": args.nominal_height, "georef_sigma_m": args.georef_sigma_m,
               "global_fallback": getattr(args, "global_fallback", False) or None,
-              "track_frames": getattr(args, "refine_track", None)}
+              "track_frames": getattr(args, "refine_track", None),
+              "track_async": getattr(args, "refine_async", False) or None}
     return RefineConfig(**{k: v for k, v in chosen.items() if v is not None})
 
 

@@ -42,7 +42,7 @@ from jzi_ros.geo import CellTree
 from jzi_ros.inference.fix import Fix
 from jzi_ros.inference.messages import compressed_msg_to_rgb, image_msg_to_rgb
 from jzi_ros.inference.motion import FRAME_HEADING_MAX_AGE_S
-from jzi_ros.inference.refine import sequence_options
+from jzi_ros.inference.refine_tracking import sequence_options
 
 log = logging.getLogger(__name__)
 

@@ -52,7 +52,7 @@ import numpy as np
 from jzi_ros.errors import JziError
 from jzi_ros.inference.camera_pose import fit_frame, Intrinsics
 from jzi_ros.inference.fix import Fix, FixStatus
-from jzi_ros.inference.refine_tracking import RegistrationTracker
+from jzi_ros.inference.refine_tracking import TrackedSequence
 from jzi_ros.inference.registration import (frame_features, index_matcher, ratio_matches,
                                             register_whole_map, Registration, solve)
 from jzi_ros.maps.features import detect_features, DETECTORS
@@ -118,6 +118,9 @@ class RefineConfig:
     track_equalize: bool = True  # histogram-equalised frames (exposure changes)
     # a tracked fix's covariance is its inliers' spread times this (fitted, docs/refinement.md)
     track_covariance_scale: float = 1.5
+    # with track_frames: SIFT runs on a background thread, used from the next frame on, so no
+    # frame waits for it (the frame that starts a sequence keeps the zoom's fix)
+    track_async: bool = False
 
     def __post_init__(self) -> None:
         if self.detector not in DETECTORS:
@@ -138,7 +141,6 @@ class RefineConfig:
                   "guessed_focal_sigma": 0 <= self.guessed_focal_sigma < 0.5,
                   "search_margin_m": self.search_margin_m is None or self.search_margin_m >= 0,
                   "georef_sigma_m": self.georef_sigma_m is None or self.georef_sigma_m >= 0,
-                  "global_fallback": isinstance(self.global_fallback, bool),
                   "track_frames": self.track_frames >= 0,
                   "track_max_gap_s": self.track_max_gap_s > 0,
                   "track_window_px": 5 <= self.track_window_px <= 101,
@@ -146,7 +148,11 @@ class RefineConfig:
                   "track_points": self.track_points >= 8,
                   "track_check_px": self.track_check_px >= 0,
                   "track_covariance_scale": self.track_covariance_scale > 0,
-                  "track_equalize": isinstance(self.track_equalize, bool)}
+                  **{name: isinstance(getattr(self, name), bool)
+                     for name in ("global_fallback", "track_equalize", "track_async")}}
+        if self.track_async and not self.track_frames:
+            raise JziError("refine.track_async needs refine.track_frames > 0 (--refine-async "
+                           "needs --refine-track N): only tracked frames skip SIFT")
         for name, ok in checks.items():
             value = getattr(self, name)
             if not ok or (isinstance(value, float) and not math.isfinite(value)):
@@ -165,7 +171,6 @@ class RefineConfig:
         return dataclasses.replace(guess, focal_sigma=self.guessed_focal_sigma)
 
 
-# --- features and matching ---------------------------------------------------------------
 class Refiner:
     """Registers frames against a map's imagery around the zoom's cells (one caller at a time)."""
 
@@ -189,7 +194,7 @@ class Refiner:
                         and level.detector == self.config.detector]
         self._warned_guess = False
         self._matchers: dict[int, object] = {}  # whole-index matchers, built on first use
-        self.tracker = RegistrationTracker(self.config)
+        self.sequence = TrackedSequence(self.config, self._detect)  # track_frames > 0
 
     @classmethod
     def for_map(cls, map_dir: str | Path, config: RefineConfig | None = None
@@ -238,7 +243,8 @@ class Refiner:
         Try the most probable cells (objects with ``path``) until one registration passes.
 
         ``stamp_ns``: the frame's stamp in a sequence (replay, the node); with ``track_frames``
-        a frame after a registered one is first registered by tracking (refine_tracking.py).
+        a frame after a registered one is first registered by tracking (refine_tracking.py),
+        and with ``track_async`` SIFT never runs on the caller's thread (:class:`TrackedSequence`).
         """
         config = self.config
         image, K = fit_frame(image, self.intrinsics_for(image, intrinsics), config.max_frame_px)
@@ -247,21 +253,21 @@ class Refiner:
         margin = self.search_margin_m(K, image.shape)
         ranked = sorted(hypotheses, key=lambda h: -h.probability)[:config.top_cells]
         boxes = self._search_boxes(ranked, margin)
-        reasons = []
-        if self.tracker.enabled and self.tracker.usable(stamp_ns, image.shape, K):
-            # a frame after a registered one: its matches tracked into this frame, no SIFT
-            result = self.tracker.track(image, stamp_ns, boxes)
-            if result.accepted:
-                return result
-            reasons.append(result.reason)
+        if not self.sequence.enabled or stamp_ns is None:
+            return self._detect(image, boxes, K, gsd)
+        return self.sequence.register(image, boxes, K, gsd, stamp_ns)
+
+    def _detect(self, image: np.ndarray, boxes: list, K: Intrinsics, gsd: float
+                ) -> Registration:
+        """Register by SIFT: the zoom's cells in turn, then the whole map if configured."""
+        config = self.config
         frame_pts, frame_desc = frame_features(image, config)
         if len(frame_pts) < config.min_inliers:
-            reasons.append(f"the frame has {len(frame_pts)} features (need "
-                           f"{config.min_inliers}; blank, dark or blurred image?)")
-            return Registration(False, "; ".join(reasons))
-        best = Registration(False, "no cell to search")
+            return Registration(False, f"the frame has {len(frame_pts)} features (need "
+                                f"{config.min_inliers}; blank, dark or blurred image?)")
+        reasons, best = [], Registration(False, "no cell to search")
         for box in boxes:
-            result = self._register_window(frame_pts, frame_desc, K, box, gsd, image, stamp_ns)
+            result = self._register_window(frame_pts, frame_desc, K, box, gsd)
             if result.accepted:
                 return result
             reasons.append(result.reason)
@@ -270,6 +276,7 @@ class Refiner:
         if config.global_fallback and self.indexes:
             result = self._register_whole_map(frame_pts, frame_desc, K, gsd)
             if result.accepted:
+                result.inlier_mask = None  # searched everywhere: not a keyframe for the cells
                 return result
             reasons.append(f"whole map: {result.reason}")
         best.reason = "; ".join(dict.fromkeys(reasons)) or best.reason
@@ -322,8 +329,7 @@ class Refiner:
         return image, K, self.config.nominal_height_m / math.sqrt(K.fx * K.fy)
 
     def _register_window(self, frame_pts: np.ndarray, frame_desc: np.ndarray, K: Intrinsics,
-                         box: tuple[float, float, float, float], gsd: float,
-                         image: np.ndarray, stamp_ns: int | None = None) -> Registration:
+                         box: tuple[float, float, float, float], gsd: float) -> Registration:
         config = self.config
         index = self.index_for(gsd)
         if index is not None:
@@ -337,8 +343,9 @@ class Refiner:
                                     "(textureless imagery or none)")
             qi, ti = ratio_matches(frame_desc, index.descriptors[rows], config.detector,
                                    config.ratio)
-            return self._solve(frame_pts[qi], index.pixels(self.tree, rows[ti]),
-                               index.pixel_to_local(self.tree), K, box, image, stamp_ns)
+            return solve(frame_pts[qi], index.pixels(self.tree, rows[ti]),
+                         index.pixel_to_local(self.tree), K, config, config.ransac_px,
+                         region=box)
         window = self.imagery.read(box, gsd)
         if window.valid.mean() < 0.05:
             return Registration(False, "no map imagery under the searched cells")
@@ -348,18 +355,8 @@ class Refiner:
             return Registration(False, f"the map has {len(map_pts)} features there "
                                 "(textureless imagery)")
         qi, ti = ratio_matches(frame_desc, map_desc, config.detector, config.ratio)
-        return self._solve(frame_pts[qi], map_pts[ti], window.pixel_to_local(), K, box, image,
-                           stamp_ns)
-
-    def _solve(self, image_pts: np.ndarray, target_pts: np.ndarray, to_ground: np.ndarray,
-               K: Intrinsics, box, image: np.ndarray, stamp_ns: int | None) -> Registration:
-        """Solve one window's matches; an accepted one becomes the tracker's keyframe."""
-        config = self.config
-        result = solve(image_pts, target_pts, to_ground, K, config, config.ransac_px, region=box)
-        if result.accepted:
-            self.tracker.start(image, result, image_pts, target_pts, to_ground,
-                               config.ransac_px, K, stamp_ns)
-        return result
+        return solve(frame_pts[qi], map_pts[ti], window.pixel_to_local(), K, config,
+                     config.ransac_px, region=box)
 
     def index_for(self, m_per_px: float):
         """Return the index level nearest a ground sampling, None when none is near enough."""
@@ -371,12 +368,7 @@ class Refiner:
 
     def refine(self, image: np.ndarray, fix: Fix, intrinsics: Intrinsics | None = None,
                stamp_ns: int | None = None) -> Fix:
-        """
-        Return the refined fix, or ``fix`` itself with the reason in ``refinement``.
-
-        ``stamp_ns``: the frame's stamp when frames come in sequence (tracking, see
-        :meth:`register`).
-        """
+        """Return the refined fix, or ``fix`` with the reason (``stamp_ns``: :meth:`register`)."""
         start = time.perf_counter()
         if not fix.hypotheses:  # the zoom failed outright (a low-confidence NO_FIX has cells)
             why = f" ({fix.reason})" if fix.reason else ""
@@ -384,7 +376,7 @@ class Refiner:
         try:
             result = self.register(image, fix.hypotheses, intrinsics, stamp_ns)
         except cv2.error as err:  # an OpenCV failure must not take the robot down
-            self.tracker.reset()
+            self.sequence.reset()
             result = Registration(False, f"OpenCV error: {str(err).splitlines()[0]}")
         timings = dict(fix.timings_ms)
         elapsed = (time.perf_counter() - start) * 1e3
@@ -396,6 +388,7 @@ class Refiner:
         return refined_fix(fix, result, self.tree, timings, self.georef_sigma_m)
 
     def close(self) -> None:
+        self.sequence.close()
         self.imagery.close()
 
 
@@ -475,7 +468,7 @@ class RefiningLocalizer:
 
     def localize(self, image_rgb: np.ndarray, intrinsics: Intrinsics | None = None,
                  stamp_ns: int | None = None, **zoom_options) -> Fix:
-        """``stamp_ns``: the frame's stamp in a sequence (:func:`sequence_options`)."""
+        """``stamp_ns``: the frame's stamp in a sequence (``refine_tracking.sequence_options``)."""
         return self._refine(image_rgb, self.localizer.localize(image_rgb, **zoom_options),
                             intrinsics, stamp_ns)
 
@@ -502,17 +495,3 @@ class RefiningLocalizer:
         self.localizer.close()
         if self.refiner is not None:
             self.refiner.close()
-
-
-def sequence_options(localizer, stamp_ns: int) -> dict:
-    """
-    Return the keywords that tell ``localizer`` a frame's place in a sequence.
-
-    Only a refining localizer with tracking uses the stamp (the other localizers treat every
-    frame alone and take no such keyword): replay and the node call this per frame.
-    """
-    refiner = getattr(localizer, "refiner", None)
-    if isinstance(localizer, RefiningLocalizer) and refiner is not None \
-            and refiner.tracker.enabled:
-        return {"stamp_ns": int(stamp_ns)}
-    return {}

@@ -34,6 +34,7 @@ detected, as before.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -95,22 +96,22 @@ class RegistrationTracker:
             self.keyframe = None
         return ok
 
-    def start(self, image: np.ndarray, result: Registration, image_pts: np.ndarray,
-              target_pts: np.ndarray, to_ground: np.ndarray, threshold: float,
-              intrinsics: Intrinsics, stamp_ns: int | None) -> None:
+    def start(self, image: np.ndarray, result: Registration, intrinsics: Intrinsics,
+              stamp_ns: int | None) -> None:
         """Make an accepted, detected registration of ``image`` the keyframe."""
         if not self.enabled or stamp_ns is None:
             return  # a frame outside any sequence leaves the sequence's keyframe alone
         self.keyframe = None
-        if result.inlier_mask is None:
+        if not result.accepted or result.inlier_mask is None:
             return
         inlier = np.flatnonzero(result.inlier_mask)
-        inlier = inlier[spread_out(image_pts[inlier], image.shape, self.config.track_points)]
-        points = np.ascontiguousarray(image_pts[inlier], np.float32).reshape(-1, 1, 2)
-        self.keyframe = Keyframe(self._grey(image), intrinsics, points,
-                                 points.copy(), np.asarray(target_pts)[inlier],
-                                 np.asarray(to_ground, np.float64), float(threshold),
-                                 int(stamp_ns))
+        inlier = inlier[spread_out(result.image_pts[inlier], image.shape,
+                                   self.config.track_points)]
+        points = np.ascontiguousarray(result.image_pts[inlier], np.float32).reshape(-1, 1, 2)
+        self.keyframe = Keyframe(self._grey(image), intrinsics, points, points.copy(),
+                                 np.asarray(result.target_pts)[inlier],
+                                 np.asarray(result.to_ground, np.float64),
+                                 float(result.threshold), int(stamp_ns))
 
     def track(self, image: np.ndarray, stamp_ns: int, regions: list[Box]) -> Registration:
         """
@@ -159,6 +160,92 @@ class RegistrationTracker:
         return result
 
 
+class TrackedSequence:
+    """
+    Registers the frames of a sequence: tracked from the keyframe, else by SIFT.
+
+    Synchronous: SIFT on a frame whose tracking fails, its registration the next keyframe.
+    ``track_async``: SIFT runs on a background thread instead (that frame keeps the zoom's
+    fix) and the next frame, after waiting for it, tracks from its result; a keyframe about to
+    expire is renewed the same way from the last frame it tracked. So no frame waits for
+    SIFT unless frames come faster than SIFT runs; waiting at the next frame (not using the
+    result whenever it is ready) keeps replay deterministic.
+    """
+
+    def __init__(self, config, detect: Callable[..., Registration]) -> None:
+        """``detect(image, boxes, intrinsics, gsd)``: the refiner's SIFT registration."""
+        self.config = config
+        self.tracker = RegistrationTracker(config)
+        self._detect = detect
+        self._pool = None  # track_async: one background thread, made on first use
+        self._background = None  # (future, frame, intrinsics, stamp) of the pending SIFT
+
+    @property
+    def enabled(self) -> bool:
+        return self.tracker.enabled
+
+    def register(self, image: np.ndarray, boxes: list[Box], K: Intrinsics, gsd: float,
+                 stamp_ns: int) -> Registration:
+        """Register one frame of the sequence (``boxes``: the zoom's searched cells)."""
+        config = self.config
+        if config.track_async:
+            self._collect()
+        reasons = []
+        if self.tracker.usable(stamp_ns, image.shape, K):
+            # a frame after a registered one: its matches tracked into this frame, no SIFT
+            result = self.tracker.track(image, stamp_ns, boxes)
+            if result.accepted:
+                if config.track_async and self.tracker.keyframe.tracked >= config.track_frames:
+                    self._submit(image, boxes, K, gsd, stamp_ns)
+                return result
+            reasons.append(result.reason)
+        if config.track_async:
+            self._submit(image, boxes, K, gsd, stamp_ns)
+            reasons.append("SIFT on this frame runs in the background (track_async); the "
+                           "next frame is tracked from it")
+            return Registration(False, "; ".join(reasons))
+        result = self._detect(image, boxes, K, gsd)
+        self.tracker.start(image, result, K, stamp_ns)
+        if reasons and not result.accepted:
+            result.reason = "; ".join([*reasons, result.reason])
+        return result
+
+    def _submit(self, image, boxes, K, gsd, stamp_ns) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="jzi-refine")
+        future = self._pool.submit(self._detect, image, boxes, K, gsd)
+        self._background = (future, image, K, stamp_ns)
+
+    def _collect(self) -> None:
+        """Wait for the background registration; an accepted one becomes the keyframe."""
+        if self._background is None:
+            return
+        future, image, K, stamp_ns = self._background
+        self._background = None
+        try:
+            result = future.result()
+        except cv2.error:  # an OpenCV failure there: the sequence starts again
+            self.tracker.reset()
+            return
+        if result.accepted:
+            self.tracker.start(image, result, K, stamp_ns)
+
+    def reset(self) -> None:
+        """Forget the keyframe and any pending background registration."""
+        if self._background is not None:
+            self._background[0].cancel()
+            self._background = None
+        self.tracker.reset()
+
+    def close(self) -> None:
+        self.reset()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
 def spread_out(points: np.ndarray, shape: tuple[int, ...], count: int) -> np.ndarray:
     """
     Return indices of at most ``count`` points, spread over the frame (a 4 x 4 grid in turn).
@@ -177,3 +264,14 @@ def spread_out(points: np.ndarray, shape: tuple[int, ...], count: int) -> np.nda
     rank = np.empty(n, int)
     rank[order] = np.arange(n) - first[cell[order]]  # the point's turn within its cell
     return np.sort(np.lexsort((cell, rank))[:count])
+
+
+def sequence_options(localizer, stamp_ns: int) -> dict:
+    """
+    Return the keywords that tell ``localizer`` a frame's place in a sequence.
+
+    Only a refining localizer whose refiner tracks uses the stamp (the other localizers treat
+    every frame alone and take no such keyword): replay and the node call this per frame.
+    """
+    sequence = getattr(getattr(localizer, "refiner", None), "sequence", None)
+    return {"stamp_ns": int(stamp_ns)} if sequence is not None and sequence.enabled else {}

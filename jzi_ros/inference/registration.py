@@ -162,9 +162,14 @@ class Registration:
     covariance_en: np.ndarray | None = None  # 2x2 m^2, calibrated and floored
     raw_covariance_en: np.ndarray | None = None  # bootstrap spread + focal doubt (calibrated)
     scope: str = ""  # where the match was searched when not around the zoom's cells
-    # which of the matches are inliers (accepted or not, once a homography was fitted): the
-    # tracked refinement (refine_tracking.py) follows the accepted inliers into later frames
+    # which of the matches are inliers (accepted or not, once a homography was fitted), and the
+    # matches themselves (frame pixels, map targets and targets -> local metres): the tracked
+    # refinement (refine_tracking.py) follows an accepted registration's inliers
     inlier_mask: np.ndarray | None = None
+    image_pts: np.ndarray | None = None
+    target_pts: np.ndarray | None = None
+    to_ground: np.ndarray | None = None
+    threshold: float = 0.0  # MAGSAC's, in target units
 
     @property
     def inlier_ratio(self) -> float:
@@ -265,7 +270,8 @@ def solve(image_pts: np.ndarray, target_pts: np.ndarray, to_ground: np.ndarray,
         return Registration(False, "no homography fits the matches", matches)
     inlier = mask.ravel().astype(bool)
     count = int(inlier.sum())
-    result = Registration(False, "", matches, count, inlier_mask=inlier)
+    result = Registration(False, "", matches, count, inlier_mask=inlier, image_pts=image_pts,
+                          target_pts=target_pts, to_ground=to_ground, threshold=threshold)
     if count < config.min_inliers:
         result.reason = f"{count} inliers (need {config.min_inliers})"
         return result

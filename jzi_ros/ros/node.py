@@ -60,7 +60,7 @@ from std_msgs.msg import Header
 
 from jzi_ros.errors import BadImageError, JziError
 from jzi_ros.inference import messages
-from jzi_ros.inference.refine import sequence_options
+from jzi_ros.inference.refine_tracking import sequence_options
 from jzi_ros.ros.params import (NODE_NAME, NodeSettings, PARAMETER_NAMES, PARAMETERS, ParamSpec,
                                 REFINE_PARAMETERS)
 from jzi_ros.ros.runtime import (LatestSlot, LogThrottle, NodeStats, RateLimiter,
