@@ -296,3 +296,26 @@ def test_async_needs_tracking_and_is_a_cli_flag_and_a_node_parameter():
     with pytest.raises(JziError, match="--refine-async needs --refine-track"):
         refineopts.refine_config(parser.parse_args(["--refine-async"]))
     assert refine_config({"refine.track_frames": 2, "refine.track_async": True}).track_async
+
+
+@pytest.mark.parametrize("async_", [False, True], ids=["sync", "async"])
+def test_bench_times_tracked_refinement_over_a_moving_pass(world, tmp_path, capsys, async_):
+    from support import make_tiny_checkpoint
+
+    from jzi_ros.cli import main as jzi_main
+    from jzi_ros.maps.pyramid import MapPyramid
+
+    map_dir, _ = world
+    ckpt = make_tiny_checkpoint(tmp_path, MapPyramid.open(map_dir))
+    args = ["bench", "--map", str(map_dir), "--model", str(ckpt), "--backend", "torch",
+            "--device", "cpu", "--threads", "1", "--frames", "2", "--warmup", "1",
+            "--no-paper-way", "--no-fusion", "--refine", "--hfov", "70", "--nominal-height",
+            "400", "--refine-track", "5"] + (["--refine-async"] if async_ else [])
+    assert jzi_main.main(args) == 0
+    out = capsys.readouterr().out
+    line = next(row for row in out.splitlines() if row.startswith("refinement over a"))
+    assert "50-frame moving sequence" in line and "track_frames 5" in line, line
+    tracked = int(line.split("): ")[1].split(" frames tracked")[0])
+    assert tracked >= 30, line  # most frames of the pass are tracked
+    assert ("SIFT on a background thread" in line) == async_
+    assert ("SIFT " in line.split("thread CPU per frame")[1]) != async_, line
