@@ -207,8 +207,10 @@ def _pose_samples(image_pts: np.ndarray, target_pts: np.ndarray, to_ground: np.n
         np.stack([x, y, one, zero, zero, zero, -u * x, -u * y, -u], axis=1)[:, None],
         np.stack([zero, zero, zero, x, y, one, -v * x, -v * y, -v], axis=1)[:, None]], axis=1)
     blocks = np.einsum("npi,npj->nij", rows, rows).reshape(n, 81)
-    weights = np.stack([np.bincount(rng.integers(0, n, n), minlength=n)
-                        for _ in range(count)]).astype(np.float64)
+    # how often each inlier is drawn in each resample (one draw of count x n: the same stream
+    # as count draws of n), counted by one bincount over resample-offset indices
+    drawn = rng.integers(0, n, (count, n)) + (np.arange(count) * n)[:, None]
+    weights = np.bincount(drawn.ravel(), minlength=count * n).reshape(count, n).astype(np.float64)
     normal = (weights @ blocks).reshape(count, 9, 9)
     _, vectors = np.linalg.eigh(normal)  # ascending: column 0 is the least-squares solution
     H = vectors[:, :, 0].reshape(count, 3, 3)
