@@ -298,6 +298,20 @@ def test_async_needs_tracking_and_is_a_cli_flag_and_a_node_parameter():
     assert refine_config({"refine.track_frames": 2, "refine.track_async": True}).track_async
 
 
+def test_tracking_flags_where_nothing_tracks_are_refused_in_one_line(capsys):
+    from jzi_ros.cli import main as jzi_main
+
+    common = ["--map", "m", "--model", "x", "--refine-track", "5"]
+    assert jzi_main.main(["replay", "bag", "--image-topic", "/i", "--gt-topic", "/g",
+                          "--out", "r", "--method", "classical", *common]) == 2
+    assert "it needs --method refine or retrieval-refine (got --method classical)" in \
+        capsys.readouterr().err
+    assert jzi_main.main(["bench", *common]) == 2
+    assert "--refine-track times refinement's tracking: add --refine" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # independent views: jzi evaluate has no such option
+        jzi_main.main(["evaluate", "manifest.csv", *common])
+
+
 @pytest.mark.parametrize("async_", [False, True], ids=["sync", "async"])
 def test_bench_times_tracked_refinement_over_a_moving_pass(world, tmp_path, capsys, async_):
     from support import make_tiny_checkpoint

@@ -296,6 +296,8 @@ def run(args: argparse.Namespace) -> int:
     if args.retrieval_model is not None and args.preset is not None:
         raise JziError("--retrieval-model needs the map it was trained for: give --map and "
                        "--model instead of --preset")
+    if args.refine_track and not args.refine:
+        raise JziError("--refine-track times refinement's tracking: add --refine")
     if args.frames < 1 or args.warmup < 0:
         raise JziError(f"--frames must be >= 1 and --warmup >= 0, got {args.frames} / "
                        f"{args.warmup}")

@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     from jzi_ros.cli import refineopts
-    refineopts.add_arguments(parser)
+    refineopts.add_arguments(parser, sequence=False)  # independent views: nothing to track
 
 
 def run(args: argparse.Namespace) -> int:

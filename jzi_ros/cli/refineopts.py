@@ -32,7 +32,9 @@ METHODS = ("zoom", "refine", "classical", "retrieval", "retrieval-refine")
 REFINING = ("refine", "retrieval-refine")  # methods whose fixes go through the Refiner
 
 
-def add_arguments(parser: argparse.ArgumentParser, method: bool = True) -> None:
+def add_arguments(parser: argparse.ArgumentParser, method: bool = True,
+                  sequence: bool = True) -> None:
+    """Add the refinement options (``sequence``: the tracking ones, for frames in order)."""
     if method:
         parser.add_argument("--method", choices=METHODS, default="zoom",
                             help="zoom: the policy; refine: zoom + geometric refinement "
@@ -65,6 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser, method: bool = True) -> None:
                         help="refine: when no cell around the zoom's answer registers, "
                              "register against the map's whole feature index (the classical "
                              "search; tens to hundreds of ms more on those frames)")
+    if not sequence:
+        return
     parser.add_argument("--refine-track", type=int, default=None, metavar="N",
                         help="refine: frames in sequence (replay, bench) are registered by "
                              "tracking the last registered frame's map matches (Lucas-Kanade, "
@@ -97,8 +101,16 @@ def intrinsics(args: argparse.Namespace):
     return Intrinsics.parse(args.intrinsics, "--intrinsics")
 
 
+def check_sequence_options(method: str, args: argparse.Namespace) -> None:
+    """Refuse --refine-track where nothing is refined (JziError naming the fix)."""
+    if method not in REFINING and getattr(args, "refine_track", None):
+        raise JziError(f"--refine-track tracks refinement's registrations: it needs --method "
+                       f"{' or '.join(REFINING)} (got --method {method})")
+
+
 def wrap(method: str, zoom, map_dir, args: argparse.Namespace):
     """Return the localizer for ``method``; ``zoom`` makes the zoom Localizer when needed."""
+    check_sequence_options(method, args)
     if method == "classical":
         from jzi_ros.evaluation.classical import ClassicalLocalizer
         return ClassicalLocalizer(map_dir, refine_config(args), intrinsics(args))

@@ -159,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
     from jzi_ros.evaluation.report import write_report
     from jzi_ros.files import refuse_overlap
 
+    refineopts.check_sequence_options(args.method, args)
     options = ReplayOptions(args.image_topic, args.gt_topic, every=args.every,
                             start_s=args.start, duration_s=args.duration, limit=args.limit,
                             gt_tolerance_s=args.gt_tolerance, progress=not args.no_progress,
