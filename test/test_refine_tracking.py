@@ -280,6 +280,22 @@ def test_async_sift_never_runs_on_the_callers_thread_and_is_deterministic(world,
     assert runs[0] == runs[1]  # waiting for the background at the next frame: deterministic
 
 
+def test_an_unstamped_frame_waits_for_the_background_and_keeps_its_result(world):
+    map_dir, image = world
+    refiner = Refiner.for_map(map_dir, replace(CONFIG, track_frames=3, track_async=True))
+    a, b = flight(2)
+    first = refiner.refine(view(image, a), zoom_fix(a.east_m, a.north_m), intrinsics(),
+                           stamp_ns=SECOND)
+    assert "runs in the background" in first.refinement
+    pending = refiner.sequence._background[0]
+    alone = refiner.refine(view(image, b), zoom_fix(b.east_m, b.north_m), intrinsics())
+    assert pending.done() and alone.refined and "tracked" not in alone.refinement
+    fix = refiner.refine(view(image, b), zoom_fix(b.east_m, b.north_m), intrinsics(),
+                         stamp_ns=2 * SECOND)
+    assert "(tracked 1 after SIFT)" in fix.refinement, fix.refinement
+    refiner.close()
+
+
 def test_async_needs_tracking_and_is_a_cli_flag_and_a_node_parameter():
     import argparse
 

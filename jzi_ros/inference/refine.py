@@ -33,8 +33,10 @@ or the zoom's fix is returned unchanged with the reason in :attr:`Fix.refinement
 registration without the zoom (against the map's whole feature index) is the classical
 baseline in :mod:`jzi_ros.evaluation.classical`; ``global_fallback`` runs it after the zoom's
 cells failed, so a frame whose imagery still matches is refined even when the zoom went
-elsewhere (``refined (whole map): ...``). ROS-free: the node passes ``CameraInfo.k``
-through :meth:`Intrinsics.from_matrix`.
+elsewhere (``refined (whole map): ...``). In a sequence (replay, the node: frames with a
+stamp) ``track_frames`` registers the frames between SIFT ones by tracking the last
+registration's matches (:mod:`jzi_ros.inference.refine_tracking`). ROS-free: the node passes
+``CameraInfo.k`` through :meth:`Intrinsics.from_matrix`.
 """
 from __future__ import annotations
 
@@ -254,6 +256,7 @@ class Refiner:
         ranked = sorted(hypotheses, key=lambda h: -h.probability)[:config.top_cells]
         boxes = self._search_boxes(ranked, margin)
         if not self.sequence.enabled or stamp_ns is None:
+            self.sequence.quiet()
             return self._detect(image, boxes, K, gsd)
         return self.sequence.register(image, boxes, K, gsd, stamp_ns)
 

@@ -33,6 +33,7 @@ detected, as before.
 """
 from __future__ import annotations
 
+from concurrent import futures
 from dataclasses import dataclass
 from typing import Callable
 
@@ -211,10 +212,8 @@ class TrackedSequence:
         return result
 
     def _submit(self, image, boxes, K, gsd, stamp_ns) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="jzi-refine")
+            self._pool = futures.ThreadPoolExecutor(1, thread_name_prefix="jzi-refine")
         future = self._pool.submit(self._detect, image, boxes, K, gsd)
         self._background = (future, image, K, stamp_ns)
 
@@ -231,6 +230,16 @@ class TrackedSequence:
             return
         if result.accepted:
             self.tracker.start(image, result, K, stamp_ns)
+
+    def quiet(self) -> None:
+        """
+        Wait until no background registration runs; its result stays for the next frame.
+
+        A frame detected outside the sequence must not share the refiner's imagery reader
+        with it.
+        """
+        if self._background is not None:
+            futures.wait([self._background[0]])
 
     def reset(self) -> None:
         """Forget the keyframe and any pending background registration."""
