@@ -24,7 +24,8 @@ from imagery of the query date (telluric: the other date, ground truth corrected
 dates' measured offset; autzen: the map's own imagery with photometric changes and the demo
 camera's degradation), and refines each frame around its true terminal cell (the zoom's best
 case: no zoom model is trained on these areas, as in ``refine_bench.py``). The same frames
-go through refinement with ``track_frames`` 0 (SIFT on every frame) and the values given.
+go through refinement with ``track_frames`` 0 (SIFT on every frame) and the values given
+(``--set track_async=true``: SIFT in the background).
 Prints per setting: frames accepted, of them tracked, the accepted fixes' median / p90 error,
 false acceptances (> 50 m), mean NEES of the accepted fixes and of the tracked ones (the
 registration's own covariance against the corrected truth) and refinement's thread CPU time
@@ -148,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         name, _, value = item.partition("=")
         kind = type(getattr(RefineConfig(), name))
         fields[name] = value.lower() in ("1", "true") if kind is bool else kind(value)
+    if fields.get("track_async"):
+        print("track_async: the ms columns are the caller's thread (the frame's latency); SIFT "
+              "runs on a background thread\n")
     args.workdir.mkdir(parents=True, exist_ok=True)
     print("| flight | track_frames | accepted | of them tracked | median / p90 m | false > 50 m "
           "| mean NEES (tracked) | ms CPU median / p95 / mean |")
