@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.filter_seeds:
         config = FusionConfig(seed=seed)
         for name, motion in runs.items():
-            own = filter_config(config, motion.config) if name == "visual odometry" else config
+            own = filter_config(config) if name == "visual odometry" else config
             fixes = [fix for fix, _ in run_filter(result.records, result.tree, own, motion)]
             errors = errors_m(result, fixes)
             recall[name].append(errors <= args.radius)

@@ -410,6 +410,36 @@ def test_fit_fusion_picks_from_its_grids_and_calibrates_the_fix_frames():
     assert np.median(nees_2d(_errors(rows), cov)) == pytest.approx(2 * math.log(2), rel=0.05)
 
 
+def test_fit_fusion_fits_visual_odometrys_filter_where_the_replays_have_it():
+    """Steps 20 % short (a wrong height guess): noise and scale state fitted on its filter."""
+    from types import SimpleNamespace
+
+    from jzi_ros.evaluation.fusion_replay import _errors, _runs, fit_fusion, FIT_VISUAL_GRIDS
+
+    results = [_synthetic_result(1), _synthetic_result(2)]
+    for result in results:
+        truth = {r.stamp_ns: np.array([r.gt.east_m, r.gt.north_m]) for r in result.records}
+        result.fusion_visual = SimpleNamespace(
+            displacement=lambda a, b, truth=truth: 0.8 * (truth[b] - truth[a]))
+    grids = {"likelihood_exponent": (0.2,)}
+    fit = fit_fusion(results, FusionConfig(), grids=grids, seeds=2)
+    values = fit["config"]
+    for name, grid in FIT_VISUAL_GRIDS.items():
+        recall = fit["recall_100"][name]
+        assert set(recall) == {f"{v:g}" for v in grid}
+        assert values[name] in grid and recall[f"{values[name]:g}"] == max(recall.values())
+    # the recall it kept is the visual filter's with the fitted values
+    config = FusionConfig(**values)
+    errors = np.hypot(*_errors(_runs(results, config, 2, visual=True)).T)
+    assert np.mean(errors <= 100.0) == pytest.approx(
+        fit["recall_100"]["visual_scale_sigma"][f"{values['visual_scale_sigma']:g}"], abs=1e-4)
+    # without visual odometry in the replays nothing of it is fitted
+    for result in results:
+        result.fusion_visual = None
+    assert "visual_noise_fraction" not in fit_fusion(results, FusionConfig(), grids=grids,
+                                                     seeds=1)["config"]
+
+
 def _tracking(seed=4, frames=40):
     """Return a filter that tracks a flight to within ~40 m, the flight, the zoom's draws."""
     track = _flight(frames + 30)

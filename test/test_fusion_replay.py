@@ -95,7 +95,7 @@ def test_replay_with_visual_odometry_adds_a_filter_moved_by_the_frames(tmp_path,
     visual = report["fusion"]["visual_odometry"]
     assert (visual["matched"], visual["tried"], visual["guessed_focal"]) == (n - 1, n - 1, False)
     assert visual["config"]["height_m"] == pytest.approx(height_m, abs=1e-3)
-    assert visual["config"]["hfov_deg"] == 70.0 and visual["config"]["scale_sigma"] > 0
+    assert visual["config"]["hfov_deg"] == 70.0 and visual["filter"]["scale_sigma"] > 0
     assert report["fusion"]["runs"]["fused_visual"]["all"]["count"] == n
     assert "Visual odometry matched 9 of 9" in (out / "report.md").read_text()
     assert f"scaled by a {height_m:.3f} m height" in (out / "report.md").read_text()

@@ -13,7 +13,6 @@
 # limitations under the License.
 
 """Visual odometry: a downward camera's frame-to-frame motion in East/North metres."""
-import dataclasses
 import math
 
 import cv2
@@ -155,11 +154,10 @@ def test_the_filter_finds_the_scale_a_wrong_height_gave_the_displacements(seed):
         measurement = Measurement.from_steps(tree, simulated_steps(tree, *pos,
                                                                    rng.uniform() < 0.4, rng))
         frames.append((T0 + i * 10**9, measurement, 0.8 * step, pos.copy()))
-    visual = VisualOdometryConfig()
+    shipped = FusionConfig().visual_scale_sigma
     errors, scales = {}, None
-    for scale_sigma in (0.0, visual.scale_sigma):
-        config = filter_config(FusionConfig(seed=seed), dataclasses.replace(
-            visual, scale_sigma=scale_sigma))
+    for scale_sigma in (0.0, shipped):
+        config = filter_config(FusionConfig(seed=seed, visual_scale_sigma=scale_sigma))
         cell_filter = CellFilter(tree, config)
         error = []
         for stamp, measurement, displacement, truth in frames:
@@ -173,7 +171,7 @@ def test_the_filter_finds_the_scale_a_wrong_height_gave_the_displacements(seed):
         else:  # no such state for wheel odometry
             assert cell_filter.odometry_scale is None and cell_filter.mean_odometry_scale() is None
     assert scales == pytest.approx(1.25, abs=0.1)  # 1 / 0.8
-    assert errors[visual.scale_sigma] < 0.7 * errors[0.0]
+    assert errors[shipped] < 0.7 * errors[0.0]
 
 
 def test_a_camera_given_per_frame_size_is_asked_and_unknown_means_the_field_of_view(texture):

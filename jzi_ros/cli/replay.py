@@ -111,8 +111,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "scaled by --nominal-height and --hfov / --intrinsics "
                              "(docs/fusion.md)")
     fusion.add_argument("--fit-fusion", action="store_true",
-                        help="fit the likelihood exponent and the covariance scale on this "
-                             "(validation) bag, use and print them")
+                        help="fit the filter on this (validation) bag, use and print the "
+                             "values (--fusion-config keys): motion noise, likelihood "
+                             "exponent, proposal, FIX gate, covariance scales; with "
+                             "--visual-odometry also its noise and scale state")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--overwrite", action="store_true",

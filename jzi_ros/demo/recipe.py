@@ -207,14 +207,13 @@ def fit_fusion(workdir: Path, seeds: list[int], frames: int = 200) -> dict:
 
     Flies each seed over the demo world (``jzi demo``'s world and map in ``workdir``, made
     first if missing), replays it with the filters and fits the random walk's parameters,
-    the FIX gate and the covariance scale pooled over all flights
-    (fusion_replay.fit_fusion). The result is FusionConfig's default.
+    the FIX gate, the covariance scales and visual odometry's filter noise, pooled over all
+    flights (fusion_replay.fit_fusion). The result is FusionConfig's default.
     """
-    from jzi_ros.demo.bag import GT_TOPIC, IMAGE_TOPIC
     from jzi_ros.demo.flow import shipped_model
-    from jzi_ros.demo.odometry import ODOM_TOPIC
-    from jzi_ros.evaluation.fusion_replay import fit_fusion as fit, FusionOptions
-    from jzi_ros.evaluation.replay import replay_bag, ReplayOptions
+    from jzi_ros.demo.stages import fusion_replay_options
+    from jzi_ros.evaluation.fusion_replay import fit_fusion as fit
+    from jzi_ros.evaluation.replay import replay_bag
     from jzi_ros.inference.fusion_config import FusionConfig
     from jzi_ros.inference.localizer import Localizer, LocalizerConfig
 
@@ -222,10 +221,8 @@ def fit_fusion(workdir: Path, seeds: list[int], frames: int = 200) -> dict:
     bags = validation_bags(workdir, seeds, model, frames)
     localizer = Localizer.from_paths(workdir / "map", model, LocalizerConfig(device="cpu"))
     results = []
-    for seed, bag in zip(seeds, bags):
-        options = ReplayOptions(IMAGE_TOPIC, GT_TOPIC, progress=False,
-                                fusion=FusionOptions(FusionConfig(), ODOM_TOPIC))
-        results.append(replay_bag(bag, localizer, options))
+    for seed, bag in zip(seeds, bags):  # the demo's filters, visual odometry's too
+        results.append(replay_bag(bag, localizer, fusion_replay_options()))
         print(f"validation flight seed {seed}: {len(results[-1].used)} frames")
     return fit(results, FusionConfig())
 

@@ -57,6 +57,27 @@ def make_map(tif: Path, map_dir: Path, tree: CellTree, tile_px: int, progress: b
                   georef_sigma_m=0.0)
 
 
+def fusion_replay_options(progress: bool = False, fusion_config=None):
+    """
+    Return the demo's replay options: the filters next to the single frames.
+
+    A random walk, the bag's odometry, and the frames' own motion (the demo camera: a
+    north-up gimbal, so a fixed heading, at the flight's mean height).
+    """
+    from jzi_ros.evaluation.bag_heading import HeadingOptions
+    from jzi_ros.evaluation.fusion_replay import FusionOptions
+    from jzi_ros.evaluation.replay import ReplayOptions
+    from jzi_ros.inference.fusion_config import FusionConfig
+    from jzi_ros.inference.visual_odometry import VisualOdometryConfig
+
+    flight = FlightSpec()
+    visual = VisualOdometryConfig(height_m=sum(flight.altitude_m) / 2, hfov_deg=flight.hfov_deg)
+    fusion = FusionOptions(fusion_config or FusionConfig(), odom_topic=odometry.ODOM_TOPIC,
+                           visual_odometry=visual)
+    return ReplayOptions(IMAGE_TOPIC, GT_TOPIC, progress=progress, fusion=fusion,
+                         heading=HeadingOptions("fixed", yaw_deg=90.0))
+
+
 def encoder_hash(model: Path) -> str:
     from jzi_ros.model.checkpoint import read_header
 
@@ -99,25 +120,12 @@ def replay(map_dir: Path, model: Path, bag_dir: Path, report_dir: Path,
 
     Returns its summary and the true positions (east/north metres) of the scored frames.
     """
-    from jzi_ros.evaluation.replay import replay_bag, ReplayOptions
+    from jzi_ros.evaluation.replay import replay_bag
     from jzi_ros.evaluation.report import write_report
     from jzi_ros.inference.localizer import Localizer
 
-    from jzi_ros.evaluation.bag_heading import HeadingOptions
-    from jzi_ros.evaluation.fusion_replay import FusionOptions
-    from jzi_ros.inference.fusion_config import FusionConfig
-    from jzi_ros.inference.visual_odometry import VisualOdometryConfig
-
     localizer = Localizer.from_paths(map_dir, model, config or LocalizerConfig(device="cpu"))
-    # temporal fusion next to the single frames: a random walk, the bag's odometry, and the
-    # frames' own motion (the demo camera: a north-up gimbal at the flight's mean height)
-    flight = FlightSpec()
-    visual = VisualOdometryConfig(height_m=sum(flight.altitude_m) / 2, hfov_deg=flight.hfov_deg)
-    fusion = FusionOptions(FusionConfig(), odom_topic=odometry.ODOM_TOPIC,
-                           visual_odometry=visual)
-    options = ReplayOptions(IMAGE_TOPIC, GT_TOPIC, progress=progress, fusion=fusion,
-                            heading=HeadingOptions("fixed", yaw_deg=90.0))
-    result = replay_bag(bag_dir, localizer, options)
+    result = replay_bag(bag_dir, localizer, fusion_replay_options(progress))
     summary = write_report(result, report_dir, localizer.pyramid, overwrite=True)
     truth = np.array([(r.gt.east_m, r.gt.north_m) for r in result.used], np.float64)
     return summary, truth.reshape(-1, 2)

@@ -70,6 +70,9 @@ LABELS = {SINGLE: "single frame", RANDOM_WALK: "fused, random walk",
 FIT_GRIDS = {"accel_sigma_mps2": (1.0, 2.0, 4.0, 6.0, 8.0, 12.0),
              "likelihood_exponent": (0.1, 0.2, 0.3, 0.5, 0.7, 1.0),
              "proposal_fraction": (0.05, 0.1, 0.2)}
+# what it fits for visual odometry's filter when the replays have it, in this order
+FIT_VISUAL_GRIDS = {"visual_noise_fraction": (0.1, 0.15, 0.2, 0.3),
+                    "visual_scale_sigma": (0.0, 0.01, 0.02, 0.03)}
 # FIX gates (fix_mode_mass, fix_sigma_m), stricter first within each mass
 FIT_GATES = tuple((mass, sigma) for mass in (0.9, 0.8, 0.7, 0.6, 0.5, 0.4)
                   for sigma in (75.0, 100.0, 150.0, 250.0))
@@ -204,6 +207,7 @@ def fuse_replay(result: Any, options: FusionOptions, track: OdometryTrack | None
     """
     config = options.config
     result.fusion_track = track
+    result.fusion_visual = visual
     result.fusion_georef_sigma_m = georef_sigma_m
     if options.fit:
         result.fusion_fit = fit_fusion(result, config)
@@ -213,7 +217,7 @@ def fuse_replay(result: Any, options: FusionOptions, track: OdometryTrack | None
     if track is not None:
         runs[ODOMETRY] = track
     if visual is not None:
-        runs[VISUAL] = result.fusion_visual = visual
+        runs[VISUAL] = visual
     # refinement ran on the frames (--method refine): the same filters with the refined fixes
     variants = {"": False}
     if any(getattr(record.fix, "refinement", "") for record in result.records
@@ -223,7 +227,7 @@ def fuse_replay(result: Any, options: FusionOptions, track: OdometryTrack | None
         for name, motion in runs.items():
             result.fused[name + suffix] = [fix for fix, _ in run_filter(
                 result.records, result.tree,
-                filter_config(config, visual.config) if name == VISUAL else config, motion,
+                filter_config(config) if name == VISUAL else config, motion,
                 refined=refined, georef_sigma_m=georef_sigma_m)]
     if seeded is not None:
         result.fused.update(seeded.fixes)
@@ -279,16 +283,19 @@ def fusion_summary(result: Any) -> dict[str, Any] | None:
     config = getattr(result, "fusion_config", None)
     return {"runs": rows, "config": None if config is None else vars(config).copy(),
             "fit": getattr(result, "fusion_fit", None),
-            "visual_odometry": _visual_counts(getattr(result, "fusion_visual", None)),
+            "visual_odometry": _visual_counts(getattr(result, "fusion_visual", None), config),
             "georef_sigma_m": getattr(result, "fusion_georef_sigma_m", 0.0)}
 
 
-def _visual_counts(visual: Any) -> dict[str, Any] | None:
-    """Return how many frame pairs visual odometry matched, and its settings (None without)."""
+def _visual_counts(visual: Any, config: FusionConfig | None) -> dict[str, Any] | None:
+    """Return how many frame pairs visual odometry matched, its settings and its filter's."""
     if visual is None:
         return None
+    noise = {} if config is None else {
+        "noise_fraction": config.visual_noise_fraction, "noise_mps": config.visual_noise_mps,
+        "scale_sigma": config.visual_scale_sigma}
     return {"matched": visual.matched, "tried": visual.tried, "guessed_focal": visual.guessed,
-            "config": asdict(visual.config)}
+            "config": asdict(visual.config), "filter": noise}
 
 
 def fitted_words(fit: dict[str, Any]) -> str:
@@ -319,12 +326,15 @@ def fusion_markdown(block: dict[str, Any] | None) -> list[str]:
     visual = block.get("visual_odometry")
     if visual:
         cfg = visual.get("config") or {}
+        noise = visual.get("filter") or cfg  # reports before the noise moved to FusionConfig
         lines += ["", f"Visual odometry matched {visual['matched']} of {visual['tried']} "
                   f"consecutive frame pairs (the rest: random walk)"
                   + ("; focal length guessed (70 deg)" if visual["guessed_focal"] else "")
-                  + (f"; scaled by a {cfg['height_m']:g} m height, its filter with motion noise "
-                     f"{cfg['noise_fraction']:g} of the distance + {cfg['noise_mps']:g} m/s "
-                     f"and scale sigma {cfg['scale_sigma']:g} per step" if cfg else "") + "."]
+                  + (f"; scaled by a {cfg['height_m']:g} m height" if cfg else "")
+                  + (f", its filter with motion noise {noise['noise_fraction']:g} of the "
+                     f"distance + {noise['noise_mps']:g} m/s and scale sigma "
+                     f"{noise['scale_sigma']:g} per step" if "scale_sigma" in noise else "")
+                  + "."]
     if block.get("georef_sigma_m"):
         lines += ["", f"Fused FIX covariances hold the map's georeferencing 1-sigma "
                   f"{block['georef_sigma_m']:g} m per axis, added once (refinement.md)."]
@@ -337,21 +347,24 @@ def fusion_markdown(block: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def _runs(results: Sequence[Any], config: FusionConfig, seeds: int, odometry: bool = False
-          ) -> list[tuple[Any, Fix, Any]]:
+def _runs(results: Sequence[Any], config: FusionConfig, seeds: int, odometry: bool = False,
+          visual: bool = False) -> list[tuple[Any, Fix, Any]]:
     """
     ``(record, fix, estimate)`` of every scored frame over ``seeds`` filter seeds.
 
-    Random walk, or (``odometry``) each result's ``fusion_track`` (results without one skipped).
+    Random walk, or (``odometry``) each result's ``fusion_track``, or (``visual``) its visual
+    odometry with its filter settings (results without the motion skipped).
     """
     rows = []
     for seed in range(seeds):
         trial = replace(config, seed=config.seed + seed)
         for result in results:
-            track = getattr(result, "fusion_track", None) if odometry else None
-            if odometry and track is None:
+            motion = (getattr(result, "fusion_track", None) if odometry
+                      else getattr(result, "fusion_visual", None) if visual else None)
+            if (odometry or visual) and motion is None:
                 continue
-            runs = run_filter(result.records, result.tree, trial, track)
+            runs = run_filter(result.records, result.tree,
+                              filter_config(trial) if visual else trial, motion)
             rows += [(record, fix, est) for record, (fix, est) in zip(result.records, runs)
                      if record.used]
     return rows
@@ -384,6 +397,8 @@ def fit_fusion(results: Any, config: FusionConfig, grids: dict[str, Sequence[flo
        covariance). ``odom_covariance_scale`` the same way on the odometry filter's FIX
        frames, for the results with odometry (``fusion_track``; kept when none has): its
        belief is far tighter than the random walk's, one scale cannot fit both.
+    4. With visual odometry in the results (``fusion_visual``): ``visual_noise_fraction`` then
+       ``visual_scale_sigma`` (:data:`FIT_VISUAL_GRIDS`), each by its filter's R@100 m as in 1.
     """
     results = results if isinstance(results, (list, tuple)) else [results]
     grids = FIT_GRIDS if grids is None else grids
@@ -434,6 +449,18 @@ def fit_fusion(results: Any, config: FusionConfig, grids: dict[str, Sequence[flo
         fitted["odom_covariance_scale"] = float(fit_covariance_scale(
             _errors(odometry), np.array([est.cov_en for _, _, est in odometry]),
             config.sigma_floor_m, "median"))
+    if any(getattr(r, "fusion_visual", None) is not None for r in results):
+        # 4. visual odometry's motion noise and scale state, on its own filter's R@100 m
+        for name, values in FIT_VISUAL_GRIDS.items():
+            recall[name] = {}
+            for value in values:
+                errors = np.hypot(*_errors(_runs(results, replace(config, **{name: value}),
+                                                 seeds, visual=True)).T)
+                recall[name][f"{value:g}"] = round(float(np.mean(errors <= 100.0)), 4) \
+                    if len(errors) else 0.0
+            best = max(values, key=lambda v: (recall[name][f"{v:g}"], -values.index(v)))
+            config = replace(config, **{name: best})
+            fitted[name] = best
     LOG.info("fusion fit: %s (R@100 %s, gate right-wrong %s)", fitted, recall, score)
     return {"config": fitted, "recall_100": recall, "gate_right_minus_wrong": score,
             "frames": sum(len(r.used) for r in results), "seeds": seeds,

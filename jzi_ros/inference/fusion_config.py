@@ -56,6 +56,13 @@ class FusionConfig:
     # 1-sigma per odometry step (bounded to [0.5, 2]), so the frames pick the right one.
     # 0: displacements are taken at their scale (no such state; wheel odometry)
     odom_scale_sigma: float = 0.0
+    # visual odometry's displacements (--visual-odometry, fusion.visual_odometry) take these
+    # instead of the three odom_* above: a wrong height guess scales every step the same way,
+    # so more noise and a scale state (fitted on the demo's validation flights, docs/fusion.md;
+    # `jzi replay --visual-odometry --fit-fusion` refits them on a validation bag)
+    visual_noise_fraction: float = 0.15
+    visual_noise_mps: float = 1.0
+    visual_scale_sigma: float = 0.02
     max_gap_s: float = 10.0  # a longer gap between frames restarts the filter
     reset_nats: float = 4.0  # CUSUM threshold of the kidnap test (log-likelihood ratio)
     mode_radius_m: float = 150.0  # particles this close to a peak form one mode
@@ -98,6 +105,9 @@ class FusionConfig:
             ("odom_noise_fraction", self.odom_noise_fraction >= 0, ">= 0"),
             ("odom_noise_mps", self.odom_noise_mps >= 0, ">= 0 m/s"),
             ("odom_scale_sigma", 0 <= self.odom_scale_sigma < 0.5, "in [0, 0.5)"),
+            ("visual_noise_fraction", self.visual_noise_fraction >= 0, ">= 0"),
+            ("visual_noise_mps", self.visual_noise_mps >= 0, ">= 0 m/s"),
+            ("visual_scale_sigma", 0 <= self.visual_scale_sigma < 0.5, "in [0, 0.5)"),
             ("max_gap_s", self.max_gap_s > 0, "> 0 s"),
             ("reset_nats", self.reset_nats > 0, "> 0"),
             ("mode_radius_m", self.mode_radius_m > 0, "> 0 m"),

@@ -211,7 +211,7 @@ class OnlineFusion:
         from jzi_ros.inference.visual_odometry import filter_config
 
         if visual is not None and not use_odometry:  # its steps get its own motion noise
-            config = filter_config(config, visual.config)
+            config = filter_config(config)
         self.filter = CellFilter(tree, config, georef_sigma_m)
         self.track = OdometryTrack(heading or HeadingSeries())
         self.use_odometry = bool(use_odometry)

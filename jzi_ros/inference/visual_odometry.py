@@ -66,23 +66,13 @@ class VisualOdometryConfig:
     max_scale_change: float = 1.5
     ransac_px: float = 2.0  # RANSAC threshold, pixels at match_px
     max_gap_s: float = 2.0  # frames further apart are not matched
-    # the filter's motion noise for these displacements (odom_noise_* of FusionConfig, which
-    # odometry uses): 1-sigma per axis, a fraction of the distance plus metres per second.
-    # Larger than odometry's: a wrong height scales every step the same way (fitted on the
-    # demo's validation flights, docs/fusion.md)
-    noise_fraction: float = 0.15
-    noise_mps: float = 1.0
-    # the filter's per-step relative 1-sigma of each particle's scale of these displacements
-    # (FusionConfig.odom_scale_sigma): the frames find the height the guess missed
-    scale_sigma: float = 0.02
+    # (the filter's noise for these displacements: FusionConfig.visual_*, see filter_config)
 
     def __post_init__(self) -> None:
         checks = {"height_m": self.height_m > 0, "match_px": self.match_px >= 32,
                   "corners": self.corners >= 8, "min_inliers": self.min_inliers >= 3,
                   "ransac_px": self.ransac_px > 0, "max_gap_s": self.max_gap_s > 0,
                   "max_scale_change": self.max_scale_change > 1,
-                  "noise_fraction": self.noise_fraction >= 0, "noise_mps": self.noise_mps >= 0,
-                  "scale_sigma": 0 <= self.scale_sigma < 0.5,
                   "hfov_deg": self.hfov_deg is None or 1 < self.hfov_deg < 170}
         for name, ok in checks.items():
             value = getattr(self, name)
@@ -91,11 +81,18 @@ class VisualOdometryConfig:
                                "VisualOdometryConfig in jzi_ros/inference/visual_odometry.py")
 
 
-def filter_config(config, visual: VisualOdometryConfig):
-    """Return the FusionConfig ``config`` with visual odometry's motion noise and scale state."""
-    return dataclasses.replace(config, odom_noise_fraction=visual.noise_fraction,
-                               odom_noise_mps=visual.noise_mps,
-                               odom_scale_sigma=visual.scale_sigma)
+def filter_config(config):
+    """
+    Return the FusionConfig ``config`` for a filter moved by visual odometry.
+
+    Its displacements take ``visual_noise_fraction`` / ``visual_noise_mps`` (1-sigma per axis:
+    a fraction of the distance plus metres per second) and a scale state
+    (``visual_scale_sigma`` per step: the frames find the height the guess missed) in place of
+    odometry's ``odom_*``.
+    """
+    return dataclasses.replace(config, odom_noise_fraction=config.visual_noise_fraction,
+                               odom_noise_mps=config.visual_noise_mps,
+                               odom_scale_sigma=config.visual_scale_sigma)
 
 
 def ground_shift_px(previous: np.ndarray, current: np.ndarray, config: VisualOdometryConfig
