@@ -160,7 +160,7 @@ def _imagery_frames(map_dir, height_m: float, poses: list[tuple[float, float]],
 
 def _bench_refine(args: argparse.Namespace, localizer, map_dir: Path) -> dict:
     from jzi_ros.evaluation.classical import ClassicalLocalizer
-    from jzi_ros.inference.bench import bench_refinement
+    from jzi_ros.inference.bench_refine import bench_refinement
     from jzi_ros.inference.refine import Refiner
 
     config = refineopts.refine_config(args)
@@ -347,6 +347,10 @@ def run(args: argparse.Namespace) -> int:
     if not rows:
         raise JziError("no backend could be timed (see the 'skipped' lines above)")
     print(format_table(rows))
+    if args.refine:
+        from jzi_ros.inference.bench_refine import format_refinement
+
+        print("\n".join(format_refinement(rows)))
     if retrieval:
         timings = {}
         for name, localizer in retrieval.items():
