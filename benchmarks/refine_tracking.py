@@ -77,7 +77,8 @@ def read_local(imagery: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(rgb), np.array([[t.a, t.b, t.c], [t.d, t.e, t.f], [0, 0, 1.0]])
 
 
-def flight_frames(name: str, spec: dict, work: Path, frames: int, seed: int):
+def flight_frames(name: str, spec: dict, work: Path, frames: int, seed: int,
+                  yaw_mode: str = "north"):
     """Return map dir, tree, frames [(image, true east, north, stamp)], intrinsics, guess."""
     tree = CellTree(*spec["tree"], grid=4, depth=3)
     crs = str(rb.DATA / spec["crs"]) if "crs" in spec else None
@@ -89,7 +90,7 @@ def flight_frames(name: str, spec: dict, work: Path, frames: int, seed: int):
         offset = rb.measure_offset(map_dir / "imagery.tif", query_dir / "imagery.tif")
     source, to_local = read_local(query_dir / "imagery.tif")
     flight = FlightSpec(frames=frames, speed_mps=spec["speed"], altitude_m=spec["altitude"],
-                        edge_margin_m=spec["margin"])
+                        edge_margin_m=spec["margin"], yaw_mode=yaw_mode)
     rng = np.random.default_rng(seed)
     poses, stamps = fly(rng, tree.size_m - 2 * spec["margin"], flight)
     K = flight.camera.K()
@@ -139,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--track-frames", type=int, nargs="+", default=[10, 30],
                         help="track_frames values compared with 0 (SIFT on every frame)")
+    parser.add_argument("--yaw-mode", choices=("north", "track"), default="north",
+                        help="the camera held north-up (a gimbal) or looking along the track "
+                             "(turning with the drone)")
     parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
                         help="RefineConfig fields for the tracked rows, e.g. track_points=50")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/refine-tracking"))
@@ -160,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = DATASETS[name]
         for seed in args.seeds:
             map_dir, tree, frames, intrinsics, guess, offset = flight_frames(
-                name, spec, args.workdir, args.frames, seed)
+                name, spec, args.workdir, args.frames, seed, args.yaw_mode)
             for track in [0, *args.track_frames]:
                 config = replace(RefineConfig(), nominal_height_m=guess, max_height_m=4000.0,
                                  track_frames=track)
