@@ -279,7 +279,6 @@ class Refiner:
         if config.global_fallback and self.indexes:
             result = self._register_whole_map(frame_pts, frame_desc, K, gsd)
             if result.accepted:
-                result.inlier_mask = None  # searched everywhere: not a keyframe for the cells
                 return result
             reasons.append(f"whole map: {result.reason}")
         best.reason = "; ".join(dict.fromkeys(reasons)) or best.reason
@@ -348,7 +347,7 @@ class Refiner:
                                    config.ratio)
             return solve(frame_pts[qi], index.pixels(self.tree, rows[ti]),
                          index.pixel_to_local(self.tree), K, config, config.ransac_px,
-                         region=box)
+                         regions=[box])
         window = self.imagery.read(box, gsd)
         if window.valid.mean() < 0.05:
             return Registration(False, "no map imagery under the searched cells")
@@ -359,7 +358,7 @@ class Refiner:
                                 "(textureless imagery)")
         qi, ti = ratio_matches(frame_desc, map_desc, config.detector, config.ratio)
         return solve(frame_pts[qi], map_pts[ti], window.pixel_to_local(), K, config,
-                     config.ransac_px, region=box)
+                     config.ransac_px, regions=[box])
 
     def index_for(self, m_per_px: float):
         """Return the index level nearest a ground sampling, None when none is near enough."""

@@ -103,8 +103,8 @@ class RegistrationTracker:
         if not self.enabled or stamp_ns is None:
             return  # a frame outside any sequence leaves the sequence's keyframe alone
         self.keyframe = None
-        if not result.accepted or result.inlier_mask is None:
-            return
+        if not result.accepted or result.scope:
+            return  # registered elsewhere than around the zoom's cells (whole map): no keyframe
         inlier = np.flatnonzero(result.inlier_mask)
         inlier = inlier[spread_out(result.image_pts[inlier], image.shape,
                                    self.config.track_points)]
@@ -143,7 +143,7 @@ class RegistrationTracker:
             kept[np.flatnonzero(kept)] = (status_back.ravel() == 1) \
                 & (error <= config.track_check_px)
         result = solve(xy[kept], kf.targets[kept], kf.to_ground, kf.intrinsics, config,
-                       kf.threshold, region=regions)
+                       kf.threshold, regions=regions)
         if not result.accepted:
             self.keyframe = None
             result.reason = f"tracked: {result.reason}"

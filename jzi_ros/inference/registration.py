@@ -110,7 +110,7 @@ def register_whole_map(points: np.ndarray, descriptors: np.ndarray, index, match
     qi, ti = ratio_matches(descriptors, None, config.detector, config.ratio, matcher)
     half = tree.size_m / 2
     return solve(points[qi], index.pixels(tree, ti), index.pixel_to_local(tree), intrinsics,
-                 config, config.ransac_px, region=(-half, -half, half, half))
+                 config, config.ransac_px, regions=[(-half, -half, half, half)])
 
 
 def _l2_ratio_matches(query: np.ndarray, train: np.ndarray, ratio: float,
@@ -253,14 +253,14 @@ def _normalise(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def solve(image_pts: np.ndarray, target_pts: np.ndarray, to_ground: np.ndarray,
           intrinsics: Intrinsics, config: Any, threshold: float,
-          region: Box | Sequence[Box] | None = None) -> Registration:
+          regions: Sequence[Box] | None = None) -> Registration:
     """
     Robust homography image -> target, pose, covariance, and the acceptance test.
 
     ``config`` is a :class:`~jzi_ros.inference.refine.RefineConfig` (its thresholds).
     ``to_ground`` maps target coordinates to local metres (identity when the targets already
-    are metres); ``threshold`` is MAGSAC's in target units. ``region`` (west, south, east,
-    north), or several such boxes, is where the nadir point may lie.
+    are metres); ``threshold`` is MAGSAC's in target units. ``regions``: boxes (west, south,
+    east, north) one of which the nadir point must lie in.
     """
     matches = len(image_pts)
     if matches < config.min_inliers:
@@ -296,10 +296,9 @@ def solve(image_pts: np.ndarray, target_pts: np.ndarray, to_ground: np.ndarray,
         (pose.tilt_deg <= config.max_tilt_deg,
          f"tilt {pose.tilt_deg:.0f} deg > {config.max_tilt_deg:g} deg"),
     ]
-    if region is not None:
-        boxes = [region] if np.isscalar(region[0]) else region
+    if regions is not None:
         checks.append((any(w <= pose.east_m <= e and s <= pose.north_m <= n
-                           for w, s, e, n in boxes), "nadir point outside the searched cells"))
+                           for w, s, e, n in regions), "nadir point outside the searched cells"))
     for ok, reason in checks:
         if not ok:
             result.reason = reason
