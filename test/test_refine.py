@@ -536,8 +536,30 @@ def test_batched_poses_equal_one_by_one_and_flag_degenerate_ones():
     assert pose_from_homography(np.zeros((3, 3)), intrinsics()) is None
 
 
+def _dlt_by_svd(src: np.ndarray, dst: np.ndarray, frame_src: np.ndarray,
+                frame_dst: np.ndarray) -> np.ndarray:
+    """Textbook DLT (the design matrix's last right singular vector), Hartley-normalised by
+    the ``frame_*`` points (a resample is solved in the whole set's normalisation)."""
+    def normalise(points):
+        mean = points.mean(axis=0)
+        scale = np.sqrt(2) / np.linalg.norm(points - mean, axis=1).mean()
+        return np.array([[scale, 0, -scale * mean[0]], [0, scale, -scale * mean[1]], [0, 0, 1]])
+
+    t_src, t_dst = normalise(frame_src), normalise(frame_dst)
+    a = cv2.perspectiveTransform(src[None], t_src)[0]
+    b = cv2.perspectiveTransform(dst[None], t_dst)[0]
+    rows = []
+    for (x, y), (u, v) in zip(a, b):
+        rows.append([x, y, 1, 0, 0, 0, -u * x, -u * y, -u])
+        rows.append([0, 0, 0, x, y, 1, -v * x, -v * y, -v])
+    h = np.linalg.svd(np.array(rows))[2][-1].reshape(3, 3)
+    H = np.linalg.inv(t_dst) @ h @ t_src
+    return H / H[2, 2]
+
+
 def test_bootstrap_spread_grows_with_the_inlier_noise():
-    from jzi_ros.inference.registration import _pose_samples
+    from jzi_ros.inference.camera_pose import poses_from_homographies
+    from jzi_ros.inference.registration import _bootstrap_homographies, _resample_weights
 
     pose = CameraPose(10.0, 20.0, 150.0, heading_deg=60.0, pitch_deg=80.0)
     to_image = ground_to_image(CAMERA, pose)
@@ -547,10 +569,23 @@ def test_bootstrap_spread_grows_with_the_inlier_noise():
     spreads = []
     for noise_px in (0.0, 0.5, 2.0):
         noisy = pixels + rng.normal(0, noise_px, pixels.shape) if noise_px else pixels
-        samples = _pose_samples(noisy, ground, np.eye(3), intrinsics(), 24)
-        assert samples.shape == (24, 2)
+        homographies = _bootstrap_homographies(noisy, ground, 24)
+        assert homographies.shape == (24, 3, 3)
+        poses = poses_from_homographies(homographies, intrinsics())
+        assert poses["valid"].all()
+        samples = np.stack([poses["east_m"], poses["north_m"]], axis=1)
         assert np.allclose(samples.mean(axis=0), (10.0, 20.0), atol=0.5 + noise_px)
         spreads.append(float(np.sqrt(np.trace(np.cov(samples.T)))))
+        # each resample's homography is its weighted least-squares (DLT) solution: what an
+        # eigendecomposition of its normal matrix gives, in the same normalised coordinates
+        weights = _resample_weights(len(noisy), 24)
+        for k in (0, 23):
+            drawn = np.repeat(np.arange(len(noisy)), weights[k].astype(int))
+            reference = _dlt_by_svd(noisy[drawn], ground[drawn], noisy, ground)
+            got = homographies[k] / homographies[k][2, 2]
+            np.testing.assert_allclose(cv2.perspectiveTransform(noisy[None], got)[0],
+                                       cv2.perspectiveTransform(noisy[None], reference)[0],
+                                       atol=1e-6)
     assert spreads[0] < 1e-6 < spreads[1] < spreads[2]
 
 

@@ -130,9 +130,14 @@ def pose_from_homography(image_to_ground: np.ndarray, intrinsics: Intrinsics
     degenerate homography.
     """
     poses = poses_from_homographies(np.asarray(image_to_ground, np.float64)[None], intrinsics)
-    if not poses["valid"][0]:
+    return ground_pose(poses, 0)
+
+
+def ground_pose(poses: dict[str, np.ndarray], row: int) -> GroundPose | None:
+    """Return row ``row`` of :func:`poses_from_homographies`' batch (None where degenerate)."""
+    if not poses["valid"][row]:
         return None
-    return GroundPose(*(float(poses[name][0]) for name in POSE_FIELDS))
+    return GroundPose(*(float(poses[name][row]) for name in POSE_FIELDS))
 
 
 POSE_FIELDS = ("east_m", "north_m", "height_m", "heading_deg", "tilt_deg", "skew")
