@@ -538,8 +538,12 @@ def test_batched_poses_equal_one_by_one_and_flag_degenerate_ones():
 
 def _dlt_by_svd(src: np.ndarray, dst: np.ndarray, frame_src: np.ndarray,
                 frame_dst: np.ndarray) -> np.ndarray:
-    """Textbook DLT (the design matrix's last right singular vector), Hartley-normalised by
-    the ``frame_*`` points (a resample is solved in the whole set's normalisation)."""
+    """
+    Textbook DLT: the design matrix's last right singular vector.
+
+    Hartley-normalised by the ``frame_*`` points (a resample is solved in the whole set's
+    normalisation).
+    """
     def normalise(points):
         mean = points.mean(axis=0)
         scale = np.sqrt(2) / np.linalg.norm(points - mean, axis=1).mean()
