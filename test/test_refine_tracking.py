@@ -296,6 +296,53 @@ def test_an_unstamped_frame_waits_for_the_background_and_keeps_its_result(world)
     refiner.close()
 
 
+def test_realtime_async_never_waits_for_sift_and_takes_its_result_up_when_done(
+        world, monkeypatch):
+    """The node's mode: a frame never waits; the keyframe serves until its renewal is in."""
+    import threading
+
+    map_dir, image = world
+    from jzi_ros.inference import refine
+
+    gate = threading.Event()  # closed: the background SIFT is "still running"
+    original = refine.frame_features
+
+    def held(frame, config):
+        assert gate.wait(timeout=30.0), "the test never opened the gate"
+        return original(frame, config)
+
+    monkeypatch.setattr(refine, "frame_features", held)
+    refiner = Refiner.for_map(map_dir, replace(CONFIG, track_frames=2, track_async=True),
+                              realtime=True)
+    poses = flight(7, step_m=3.0)
+    notes = []
+
+    def frame(i):
+        pose = poses[i]
+        fix = refiner.refine(view(image, pose), zoom_fix(pose.east_m, pose.north_m),
+                             intrinsics(), stamp_ns=(i + 1) * SECOND)
+        notes.append(fix.refinement)
+        if fix.refined:
+            assert math.hypot(fix.east_m - pose.east_m, fix.north_m - pose.north_m) < 3.0
+        return fix.refinement
+
+    assert "runs in the background" in frame(0)
+    # SIFT on frame 0 still running: frame 1 does not wait for it (it would block here)
+    assert "still running in the background" in frame(1), notes
+    gate.set()
+    refiner.sequence.quiet()  # SIFT done; its result is taken up by the next frame
+    assert "(tracked 1 after SIFT)" in frame(2), notes
+    gate.clear()
+    assert "(tracked 2 after SIFT)" in frame(3), notes  # and the renewal starts, held
+    # past track_frames while the renewal runs: the old keyframe still serves
+    assert "(tracked 3 after SIFT)" in frame(4), notes
+    gate.set()
+    refiner.sequence.quiet()
+    assert "(tracked 1 after SIFT)" in frame(5), notes  # from the renewed keyframe
+    assert "(tracked 2 after SIFT)" in frame(6), notes
+    refiner.close()
+
+
 def test_async_needs_tracking_and_is_a_cli_flag_and_a_node_parameter():
     import argparse
 

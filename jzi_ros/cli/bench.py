@@ -164,7 +164,7 @@ def _bench_refine(args: argparse.Namespace, localizer, map_dir: Path) -> dict:
     from jzi_ros.inference.refine import Refiner
 
     config = refineopts.refine_config(args)
-    refiner = Refiner.for_map(map_dir, config)
+    refiner = Refiner.for_map(map_dir, config, realtime=True)  # as the node runs it
     if refiner is None:
         raise JziError(f"--refine: map {map_dir} has no imagery; rebuild it with `jzi map "
                        "build`")

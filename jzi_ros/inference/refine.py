@@ -177,13 +177,13 @@ class Refiner:
     """Registers frames against a map's imagery around the zoom's cells (one caller at a time)."""
 
     def __init__(self, imagery, tree, config: RefineConfig | None = None,
-                 index=None, georef_sigma_m: float = 0.0) -> None:
+                 index=None, georef_sigma_m: float = 0.0, realtime: bool = False) -> None:
         """
         ``index``: a FeatureIndex or its levels (maps.imagery.load_index), or None.
 
         ``georef_sigma_m``: the imagery's georeferencing 1-sigma (metres per axis) added to
         every refined covariance (:meth:`for_map` reads it from the map, or the config's
-        override).
+        override). ``realtime``: see :class:`TrackedSequence` (the node's, not replay's).
         """
         self.imagery = imagery
         self.tree = tree
@@ -196,11 +196,11 @@ class Refiner:
                         and level.detector == self.config.detector]
         self._warned_guess = False
         self._matchers: dict[int, object] = {}  # whole-index matchers, built on first use
-        self.sequence = TrackedSequence(self.config, self._detect)  # track_frames > 0
+        self.sequence = TrackedSequence(self.config, self._detect, realtime)
 
     @classmethod
-    def for_map(cls, map_dir: str | Path, config: RefineConfig | None = None
-                ) -> "Refiner | None":
+    def for_map(cls, map_dir: str | Path, config: RefineConfig | None = None,
+                realtime: bool = False) -> "Refiner | None":
         """Return a refiner for a map directory, or None (logged once) when it has no imagery."""
         from jzi_ros.maps.imagery import FEATURES, IMAGERY, load_index, MapImagery
         from jzi_ros.maps.pyramid import MapPyramid
@@ -215,7 +215,8 @@ class Refiner:
         index = load_index(features) if features.is_file() else None
         pyramid = MapPyramid.open(map_dir)
         config = config or RefineConfig()
-        return cls(imagery, pyramid.tree, config, index, config.georef_sigma_for(pyramid))
+        return cls(imagery, pyramid.tree, config, index, config.georef_sigma_for(pyramid),
+                   realtime)
 
     def intrinsics_for(self, image: np.ndarray, intrinsics: Intrinsics | None) -> Intrinsics:
         """Return the given intrinsics, else ones from ``hfov_deg`` (or the warned guess)."""

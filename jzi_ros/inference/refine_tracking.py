@@ -83,15 +83,21 @@ class RegistrationTracker:
         self.keyframe = None
 
     def usable(self, stamp_ns: int | None, shape: tuple[int, ...],
-               intrinsics: Intrinsics) -> bool:
-        """Return whether this frame can be tracked from the keyframe (else: forget it)."""
+               intrinsics: Intrinsics, renewing: bool = False) -> bool:
+        """
+        Return whether this frame can be tracked from the keyframe (else: forget it).
+
+        ``renewing``: a registration that will replace the keyframe is on its way, so a
+        keyframe past ``track_frames`` still serves until it arrives.
+        """
         kf = self.keyframe
         if stamp_ns is None:
             return False  # not part of a sequence
         if kf is None:
             return False
         gap_s = (stamp_ns - kf.stamp_ns) * 1e-9
-        ok = (0 < gap_s <= self.config.track_max_gap_s and kf.tracked < self.config.track_frames
+        fresh = kf.tracked < self.config.track_frames or renewing
+        ok = (0 < gap_s <= self.config.track_max_gap_s and fresh
               and kf.grey.shape == tuple(shape[:2]) and kf.intrinsics == intrinsics)
         if not ok:
             self.keyframe = None
@@ -167,15 +173,21 @@ class TrackedSequence:
 
     Synchronous: SIFT on a frame whose tracking fails, its registration the next keyframe.
     ``track_async``: SIFT runs on a background thread instead (that frame keeps the zoom's
-    fix) and the next frame, after waiting for it, tracks from its result; a keyframe about to
-    expire is renewed the same way from the last frame it tracked. So no frame waits for
-    SIFT unless frames come faster than SIFT runs; waiting at the next frame (not using the
-    result whenever it is ready) keeps replay deterministic.
+    fix) and a later frame tracks from its result; a keyframe about to expire is renewed the
+    same way from the last frame it tracked. Which frame takes the result up:
+
+    - not ``realtime`` (replay, the bench's default): the next frame, waiting for it if SIFT
+      is still running, so a replay gives the same fixes however fast the machine is;
+    - ``realtime`` (the node): the first frame after SIFT has finished; no frame ever waits.
+      Until then the frames are tracked from the keyframe they had (past ``track_frames`` if
+      it is being renewed), or keep the zoom's fix.
     """
 
-    def __init__(self, config, detect: Callable[..., Registration]) -> None:
+    def __init__(self, config, detect: Callable[..., Registration],
+                 realtime: bool = False) -> None:
         """``detect(image, boxes, intrinsics, gsd)``: the refiner's SIFT registration."""
         self.config = config
+        self.realtime = bool(realtime)
         self.tracker = RegistrationTracker(config)
         self._detect = detect
         self._pool = None  # track_async: one background thread, made on first use
@@ -190,20 +202,26 @@ class TrackedSequence:
         """Register one frame of the sequence (``boxes``: the zoom's searched cells)."""
         config = self.config
         if config.track_async:
-            self._collect()
+            self._collect(wait=not self.realtime)
+        pending = self._background is not None  # realtime: SIFT still running
         reasons = []
-        if self.tracker.usable(stamp_ns, image.shape, K):
+        if self.tracker.usable(stamp_ns, image.shape, K, renewing=pending):
             # a frame after a registered one: its matches tracked into this frame, no SIFT
             result = self.tracker.track(image, stamp_ns, boxes)
             if result.accepted:
-                if config.track_async and self.tracker.keyframe.tracked >= config.track_frames:
+                if (config.track_async and not pending
+                        and self.tracker.keyframe.tracked >= config.track_frames):
                     self._submit(image, boxes, K, gsd, stamp_ns)
                 return result
             reasons.append(result.reason)
         if config.track_async:
-            self._submit(image, boxes, K, gsd, stamp_ns)
-            reasons.append("SIFT on this frame runs in the background (track_async); the "
-                           "next frame is tracked from it")
+            if pending:
+                reasons.append("SIFT on an earlier frame is still running in the background "
+                               "(track_async, real time): this frame keeps the zoom's fix")
+            else:
+                self._submit(image, boxes, K, gsd, stamp_ns)
+                reasons.append("SIFT on this frame runs in the background (track_async); a "
+                               "later frame is tracked from it")
             return Registration(False, "; ".join(reasons))
         result = self._detect(image, boxes, K, gsd)
         self.tracker.start(image, result, K, stamp_ns)
@@ -217,11 +235,17 @@ class TrackedSequence:
         future = self._pool.submit(self._detect, image, boxes, K, gsd)
         self._background = (future, image, K, stamp_ns)
 
-    def _collect(self) -> None:
-        """Wait for the background registration; an accepted one becomes the keyframe."""
+    def _collect(self, wait: bool = True) -> None:
+        """
+        Take up the background registration; an accepted one becomes the keyframe.
+
+        ``wait``: wait for it if it is still running; else leave a running one pending.
+        """
         if self._background is None:
             return
         future, image, K, stamp_ns = self._background
+        if not wait and not future.done():
+            return
         self._background = None
         try:
             result = future.result()

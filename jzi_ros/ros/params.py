@@ -259,8 +259,9 @@ REFINE_PARAMETERS: tuple[ParamSpec, ...] = (
        "(Lucas-Kanade: a few ms instead of tens; fixes a few metres less accurate, "
        "docs/refinement.md). 0: SIFT on every frame.", min=0, max=10000),
     _p("refine.track_async", _R.track_async, "With refine.track_frames: SIFT runs on a "
-       "background thread and the next frame tracks from its result, so no frame waits for "
-       "SIFT (the frame that starts a sequence keeps the zoom's fix; one more CPU core busy)."),
+       "background thread and the first frame after it finishes tracks from its result; no "
+       "frame waits for SIFT (until then frames track from the last keyframe or keep the "
+       "zoom's fix; one more CPU core busy)."),
     _p("refine.min_inliers", _R.min_inliers, "Accept: at least this many homography inliers.",
        min=8, max=100000),
     _p("refine.min_inlier_ratio", _R.min_inlier_ratio, "Accept: inliers / ratio-test matches "

@@ -57,7 +57,8 @@ class NodeRefinement:
             node.settings.image_topic)
         self._lock = threading.Lock()
         self._camera: tuple[Intrinsics, int, int] | None = None  # K, width, height of CameraInfo
-        self.refiner = Refiner.for_map(os.path.expanduser(map_dir), config)
+        # a live camera: with refine.track_async no frame waits for background SIFT
+        self.refiner = Refiner.for_map(os.path.expanduser(map_dir), config, realtime=True)
         self.localizer = RefiningLocalizer(localizer, self.refiner, self.intrinsics_for)
         self.frames = self.refined = self.tracked = 0
         self.last = "no frame yet"
