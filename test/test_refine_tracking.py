@@ -343,6 +343,41 @@ def test_realtime_async_never_waits_for_sift_and_takes_its_result_up_when_done(
     refiner.close()
 
 
+def test_a_registration_taken_up_late_starts_its_points_where_the_map_puts_them_now(world):
+    """Real time: SIFT's result is of an older frame; its points start in the latest one."""
+    import cv2
+
+    map_dir, image = world
+    refiner = Refiner.for_map(map_dir, replace(CONFIG, track_frames=5))
+    poses = flight(3)
+    results = [refiner.register(view(image, pose), zoom_fix(pose.east_m, pose.north_m).hypotheses,
+                                intrinsics(), stamp_ns=(i + 1) * SECOND)
+               for i, pose in enumerate(poses)]
+    assert [r.accepted for r in results] == [True] * 3 and "tracked 2" in results[2].scope
+    tracker = refiner.sequence.tracker
+    # frame 0's registration arrives now (as from the background): frames 1-2 came since
+    tracker.start(view(image, poses[0]), results[0], intrinsics(), SECOND)
+    kf = tracker.keyframe
+    metres = cv2.perspectiveTransform(kf.targets.reshape(-1, 1, 2).astype(np.float64),
+                                      kf.to_ground)
+    # where frame 2's own SIFT registration (a fresh refiner) puts those map points
+    fresh = Refiner.for_map(map_dir, CONFIG)
+    alone = fresh.register(view(image, poses[2]),
+                           zoom_fix(poses[2].east_m, poses[2].north_m).hypotheses, intrinsics())
+    fresh.close()
+    assert alone.accepted and not alone.scope
+    to_pixels = np.linalg.inv(alone.to_ground @ alone.homography)
+    truth = cv2.perspectiveTransform(metres, to_pixels).reshape(-1, 2)
+    predicted = np.linalg.norm(kf.latest.reshape(-1, 2) - truth, axis=1)
+    unmoved = np.linalg.norm(kf.points.reshape(-1, 2) - truth, axis=1)
+    assert np.median(predicted) < 1.0 < 10.0 < np.median(unmoved), (predicted, unmoved)
+    # without a later frame the points start where they were
+    tracker.reset()
+    tracker.start(view(image, poses[0]), results[0], intrinsics(), SECOND)
+    assert np.array_equal(tracker.keyframe.latest, tracker.keyframe.points)
+    refiner.close()
+
+
 def test_async_needs_tracking_and_is_a_cli_flag_and_a_node_parameter():
     import argparse
 

@@ -60,6 +60,7 @@ class Keyframe:
     to_ground: np.ndarray  # 3x3: those units to local metres
     threshold: float  # MAGSAC's threshold in those units
     stamp_ns: int  # the last frame it registered (detected or tracked)
+    to_metres: np.ndarray  # 3x3: that frame's pixels -> local metres (its registration)
     tracked: int = 0  # frames tracked since the detection
 
 
@@ -108,17 +109,27 @@ class RegistrationTracker:
         """Make an accepted, detected registration of ``image`` the keyframe."""
         if not self.enabled or stamp_ns is None:
             return  # a frame outside any sequence leaves the sequence's keyframe alone
-        self.keyframe = None
+        previous, self.keyframe = self.keyframe, None
         if not result.accepted or result.scope:
             return  # registered elsewhere than around the zoom's cells (whole map): no keyframe
         inlier = np.flatnonzero(result.inlier_mask)
         inlier = inlier[spread_out(result.image_pts[inlier], image.shape,
                                    self.config.track_points)]
         points = np.ascontiguousarray(result.image_pts[inlier], np.float32).reshape(-1, 1, 2)
-        self.keyframe = Keyframe(self._grey(image), intrinsics, points, points.copy(),
-                                 np.asarray(result.target_pts)[inlier],
-                                 np.asarray(result.to_ground, np.float64),
-                                 float(result.threshold), int(stamp_ns))
+        targets = np.asarray(result.target_pts)[inlier]
+        to_ground = np.asarray(result.to_ground, np.float64)
+        latest = points.copy()
+        if previous is not None and previous.stamp_ns > stamp_ns:
+            # the registration is of an older frame (background SIFT taken up later, in real
+            # time): frames have moved on, so start each point where the map puts it in the
+            # last frame the previous keyframe registered
+            guess = cv2.perspectiveTransform(targets.reshape(-1, 1, 2).astype(np.float64),
+                                             np.linalg.inv(previous.to_metres) @ to_ground)
+            if np.all(np.isfinite(guess)):
+                latest = guess.astype(np.float32)
+        self.keyframe = Keyframe(self._grey(image), intrinsics, points, latest, targets,
+                                 to_ground, float(result.threshold), int(stamp_ns),
+                                 to_ground @ result.homography)
 
     def track(self, image: np.ndarray, stamp_ns: int, regions: list[Box]) -> Registration:
         """
@@ -162,6 +173,7 @@ class RegistrationTracker:
         keep = np.flatnonzero(kept)[result.inlier_mask]
         kf.points, kf.latest, kf.targets = kf.points[keep], moved[keep], kf.targets[keep]
         kf.stamp_ns = int(stamp_ns)
+        kf.to_metres = kf.to_ground @ result.homography
         kf.tracked += 1
         result.scope = f"tracked {kf.tracked} after SIFT"
         return result

@@ -171,6 +171,7 @@ class Registration:
     target_pts: np.ndarray | None = None
     to_ground: np.ndarray | None = None
     threshold: float = 0.0  # MAGSAC's, in target units
+    homography: np.ndarray | None = None  # the robust fit, frame pixels -> targets
 
     @property
     def inlier_ratio(self) -> float:
@@ -295,7 +296,8 @@ def solve(image_pts: np.ndarray, target_pts: np.ndarray, to_ground: np.ndarray,
     inlier = mask.ravel().astype(bool)
     count = int(inlier.sum())
     result = Registration(False, "", matches, count, inlier_mask=inlier, image_pts=image_pts,
-                          target_pts=target_pts, to_ground=to_ground, threshold=threshold)
+                          target_pts=target_pts, to_ground=to_ground, threshold=threshold,
+                          homography=H)
     if count < config.min_inliers:
         result.reason = f"{count} inliers (need {config.min_inliers})"
         return result
