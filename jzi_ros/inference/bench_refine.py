@@ -133,7 +133,8 @@ def format_refinement(rows: list[BenchRow]) -> list[str]:
         t = r.refine.get("tracked") if r.refine else None
         if t and r.cpu_ms:
             encoder = max(r.cpu_ms["encoder"]["median"], 1e-9)
-            how = ("SIFT on a background thread, a frame every 100 ms" if t["async"]
+            how = ("SIFT on a background thread, never waited for (as in the node), a "
+                   "frame every 100 ms" if t["async"]
                    else "SIFT on the frame's thread")
             wall = t["wall_ms"]
             part = [f"refinement over a {t['frames']}-frame moving sequence ({r.backend}, "
