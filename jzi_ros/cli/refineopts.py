@@ -76,8 +76,10 @@ def add_arguments(parser: argparse.ArgumentParser, method: bool = True,
                              "SIFT runs again; 0 (default): SIFT on every frame")
     parser.add_argument("--refine-async", action="store_true",
                         help="refine, with --refine-track: SIFT runs on a background thread "
-                             "and the next frame tracks from its result, so no frame waits "
-                             "for SIFT (a frame that starts a sequence keeps the zoom's fix)")
+                             "and a later frame tracks from its result (a frame that starts a "
+                             "sequence keeps the zoom's fix); replay: the next frame, waiting "
+                             "if SIFT still runs (deterministic); bench: the first frame after "
+                             "it finished, never waiting (as the node)")
 
 
 def refine_config(args: argparse.Namespace):
