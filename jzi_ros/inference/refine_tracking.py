@@ -188,11 +188,11 @@ class TrackedSequence:
     fix) and a later frame tracks from its result; a keyframe about to expire is renewed the
     same way from the last frame it tracked. Which frame takes the result up:
 
-    - not ``realtime`` (replay, the bench's default): the next frame, waiting for it if SIFT
-      is still running, so a replay gives the same fixes however fast the machine is;
-    - ``realtime`` (the node): the first frame after SIFT has finished; no frame ever waits.
-      Until then the frames are tracked from the keyframe they had (past ``track_frames`` if
-      it is being renewed), or keep the zoom's fix.
+    - not ``realtime`` (replay): the next frame, waiting for it if SIFT is still running, so
+      a replay gives the same fixes however fast the machine is;
+    - ``realtime`` (the node, ``jzi bench``): the first frame after SIFT has finished; no frame
+      ever waits. Until then the frames are tracked from the keyframe they had (past
+      ``track_frames`` if it is being renewed), or keep the zoom's fix.
     """
 
     def __init__(self, config, detect: Callable[..., Registration],
