@@ -30,14 +30,13 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
-import math
 from pathlib import Path
 import sys
 
 import cv2
 import torch
 
-from jzi_ros.cli.bench import _imagery_frames
+from jzi_ros.cli.bench import moving_pass
 from jzi_ros.inference.bench_refine import bench_tracked_refinement
 from jzi_ros.inference.localizer import Localizer, LocalizerConfig
 from jzi_ros.inference.refine import RefineConfig, Refiner
@@ -60,8 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     localizer = Localizer.from_paths(args.map, args.model,
                                      LocalizerConfig(device="cpu", backend="torch"))
     localizer.warmup(1)
-    images, K = _imagery_frames(args.map, config.nominal_height_m, [
-        (12.0 * (i - 25), 10.0 + 4.0 * math.sin(i)) for i in range(50)])
+    images, K = moving_pass(args.map, config.nominal_height_m)
     print("| camera | background SIFT | refinement ms median / p95 / max | refined | tracked "
           "| encoder in the same frames ms median |")
     print("|---|---|---:|---:|---:|---:|")

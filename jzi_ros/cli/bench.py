@@ -137,6 +137,12 @@ def _imagery_frame(map_dir, height_m: float):
     return images[0], intrinsics
 
 
+def moving_pass(map_dir, height_m: float, frames: int = 50):
+    """Return a straight pass over the map's centre (12 m per frame, yaw +-4 deg), intrinsics."""
+    return _imagery_frames(map_dir, height_m, [
+        (12.0 * (i - frames // 2), 10.0 + 4.0 * math.sin(i)) for i in range(frames)])
+
+
 def _imagery_frames(map_dir, height_m: float, poses: list[tuple[float, float]],
                     size: tuple[int, int] = (320, 240), hfov_deg: float = 70.0):
     """Return near-nadir views of the map imagery at (east m, yaw deg) poses, intrinsics."""
@@ -169,10 +175,7 @@ def _bench_refine(args: argparse.Namespace, localizer, map_dir: Path) -> dict:
         raise JziError(f"--refine: map {map_dir} has no imagery; rebuild it with `jzi map "
                        "build`")
     image, intrinsics = _imagery_frame(map_dir, config.nominal_height_m)
-    sequence = None
-    if config.track_frames > 0:  # a straight pass over the centre, 12 m per frame
-        sequence = _imagery_frames(map_dir, config.nominal_height_m, [
-            (12.0 * (i - 25), 10.0 + 4.0 * math.sin(i)) for i in range(50)])[0]
+    sequence = moving_pass(map_dir, config.nominal_height_m)[0] if config.track_frames else None
     try:
         classical = ClassicalLocalizer(map_dir, config, intrinsics)
     except JziError as err:

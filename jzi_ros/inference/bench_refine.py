@@ -138,7 +138,7 @@ def format_refinement(rows: list[BenchRow]) -> list[str]:
                    else "SIFT on the frame's thread")
             wall = t["wall_ms"]
             part = [f"refinement over a {t['frames']}-frame moving sequence ({r.backend}, "
-                    f"track_frames {track_frames_of(r)}, {how}): {t['tracked']} frames "
+                    f"track_frames {r.refine['track_frames']}, {how}): {t['tracked']} frames "
                     f"tracked, {t['accepted']} accepted; latency per frame "
                     f"{wall['median']:.2f} / {wall['p95']:.2f} ms (median / p95; mean "
                     f"{t['mean_wall_ms']:.2f} ms, "
@@ -160,8 +160,3 @@ def format_refinement(rows: list[BenchRow]) -> list[str]:
                              f"{tracked['median'] / max(inside['median'], 1e-9):.2f}x / "
                              f"{tracked['p95'] / max(inside['p95'], 1e-9):.2f}x.")
     return lines
-
-
-def track_frames_of(row: BenchRow) -> int:
-    """Return the ``track_frames`` a row's tracked refinement ran with."""
-    return int(row.refine.get("track_frames", 0))

@@ -120,8 +120,8 @@ class RefineConfig:
     track_equalize: bool = True  # histogram-equalised frames (exposure changes)
     # a tracked fix's covariance is its inliers' spread times this (fitted, docs/refinement.md)
     track_covariance_scale: float = 1.5
-    # with track_frames: SIFT runs on a background thread, used from the next frame on, so no
-    # frame waits for it (the frame that starts a sequence keeps the zoom's fix)
+    # with track_frames: SIFT runs on a background thread and a later frame tracks from its
+    # result (the frame that starts a sequence keeps the zoom's fix; TrackedSequence)
     track_async: bool = False
 
     def __post_init__(self) -> None:

@@ -309,7 +309,8 @@ def solve(image_pts: np.ndarray, target_pts: np.ndarray, to_ground: np.ndarray,
     # first, the covariance the others
     batch = np.concatenate([H[None], _bootstrap_homographies(
         image_pts[inlier], target_pts[inlier], config.bootstrap, H)])
-    poses = poses_from_homographies(to_ground @ batch, intrinsics)
+    grounded = to_ground @ batch  # frame pixels -> local metres
+    poses = poses_from_homographies(grounded, intrinsics)
     pose = ground_pose(poses, 0)
     result.pose = pose
     if pose is None:
@@ -339,7 +340,7 @@ def solve(image_pts: np.ndarray, target_pts: np.ndarray, to_ground: np.ndarray,
         return result
     centred = samples - samples.mean(axis=0)
     spread = centred.T @ centred / max(len(samples) - 1, 1)  # np.cov's, without its checks
-    focal = _focal_spread(to_ground @ H, intrinsics)
+    focal = _focal_spread(grounded[0], intrinsics)
     if focal is None:
         result.reason = ("no camera pose within the guessed focal length's doubt (give the "
                          "camera's intrinsics)")
