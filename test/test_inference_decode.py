@@ -120,8 +120,11 @@ def _reference_beam(model, ground, table, tree, beam):
     return frames
 
 
-def test_optimised_search_equals_the_uncached_reference(tmp_path):
-    """The lean decoder (and its frozen trace) gives the reference's paths and log-probs."""
+@pytest.mark.parametrize("beam, cpu_graph", [
+    (1, "eager"), (4, "eager"), (4, "jit"), (16, "jit"),
+    pytest.param(4, "aoti", marks=pytest.mark.slow)])
+def test_optimised_search_equals_the_uncached_reference(tmp_path, beam, cpu_graph):
+    """The lean decoder (traced or compiled ahead of time) gives the reference's paths."""
     from jzi_ros.inference.backends import BackendSpec
     from jzi_ros.inference.backends.torch_backend import TorchBackend
     from jzi_ros.inference.decode import PAD_LOG_PROB
@@ -129,24 +132,28 @@ def test_optimised_search_equals_the_uncached_reference(tmp_path):
 
     tree, model, ground, table = _setup(tmp_path, depth=3, frames=8)
     save_checkpoint(tmp_path / "m.safetensors", model, {"source": "test"})
-    for beam, cpu_graph in ((1, "eager"), (4, "eager"), (4, "jit"), (16, "jit")):
-        reference = _reference_beam(model, ground, table, tree, beam)
-        backend = TorchBackend(BackendSpec(str(tmp_path / "m.safetensors"), table.numpy(),
-                                           tree.grid, tree.depth, beam, cpu_graph=cpu_graph))
-        paths, log_probs = backend.decode(ground.numpy())
-        step_paths, step_log_probs, steps = backend.decode_steps(ground.numpy())
-        assert np.array_equal(step_paths, paths)
-        assert np.allclose(step_log_probs, log_probs, atol=1e-5)
-        for frame, (ref_paths, ref_lp, ref_root, ref_steps) in enumerate(reference):
-            assert np.array_equal(paths[frame], ref_paths)
-            assert np.allclose(log_probs[frame], ref_lp, atol=1e-5)
-            got = steps[frame]
-            assert np.allclose(got.root_lp, ref_root.numpy(), atol=1e-5)
-            for level, rows in enumerate(ref_steps):
-                valid = got.prefix_lp[level] > PAD_LOG_PROB / 2
-                assert valid.sum() == len(rows)
-                for i, (index, score, child_lp) in enumerate(rows):
-                    assert got.prefix_index[level][i] == index
-                    assert abs(got.prefix_lp[level][i] - score) < 1e-5
-                    assert np.allclose(got.step_lp[level][i], child_lp.numpy(), atol=1e-5)
-        backend.close()
+    reference = _reference_beam(model, ground, table, tree, beam)
+    backend = TorchBackend(BackendSpec(str(tmp_path / "m.safetensors"), table.numpy(),
+                                       tree.grid, tree.depth, beam, cpu_graph=cpu_graph,
+                                       export_dir=str(tmp_path / "exports")))
+    paths, log_probs = backend.decode(ground.numpy())
+    step_paths, step_log_probs, steps = backend.decode_steps(ground.numpy())
+    packages = sorted(p.name.rsplit("-", 1)[0] for p in tmp_path.glob("exports/aoti/*.pt2"))
+    # aoti: both searches compiled (not fallen back to the trace); other modes compile none
+    assert packages == (["beam-decoder", "beam-decoder-with-steps"] if cpu_graph == "aoti"
+                        else [])
+    assert np.array_equal(step_paths, paths)
+    assert np.allclose(step_log_probs, log_probs, atol=1e-5)
+    for frame, (ref_paths, ref_lp, ref_root, ref_steps) in enumerate(reference):
+        assert np.array_equal(paths[frame], ref_paths)
+        assert np.allclose(log_probs[frame], ref_lp, atol=1e-5)
+        got = steps[frame]
+        assert np.allclose(got.root_lp, ref_root.numpy(), atol=1e-5)
+        for level, rows in enumerate(ref_steps):
+            valid = got.prefix_lp[level] > PAD_LOG_PROB / 2
+            assert valid.sum() == len(rows)
+            for i, (index, score, child_lp) in enumerate(rows):
+                assert got.prefix_index[level][i] == index
+                assert abs(got.prefix_lp[level][i] - score) < 1e-5
+                assert np.allclose(got.step_lp[level][i], child_lp.numpy(), atol=1e-5)
+    backend.close()

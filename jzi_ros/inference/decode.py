@@ -87,6 +87,12 @@ class BeamSearch(nn.Module):
         self.level_offsets = tuple(offsets)
         self.num_views = total
 
+    def extra_repr(self) -> str:
+        # in repr(): what a compiled search depends on besides weights (its cache key)
+        return (f"actions={self.num_actions}, depth={self.depth}, beam_width={self.beam_width}"
+                f", with_steps={self.with_steps}, seeds={self.num_seeds}, "
+                f"seed_level={self.seed_level}")
+
     def forward(self, ground: torch.Tensor, view_table: torch.Tensor,
                 seeds: torch.Tensor | None = None) -> tuple:
         if self.num_seeds:

@@ -76,9 +76,10 @@ class LocalizerConfig:
     force_engine_update: bool = False  # rebuild TensorRT engines even if cached
     max_workspace_size: int = 1 << 30  # TensorRT builder workspace, bytes
     cuda_graph: bool = True  # torch on CUDA: capture encoder/decoder in CUDA graphs
-    # torch on CPU: "jit" traces + freezes encoder and beam search (same results, ~1.5x
-    # faster, a second at start-up), "compile" torch.compile (faster still, minutes of
-    # start-up), "eager" neither
+    # torch on CPU (backends/cpu_graph.py): "jit" traces + freezes encoder and beam search
+    # (same results, ~1.5x faster, a second at start-up), "aoti" compiles them ahead of time
+    # (~2x faster than jit, same results; a minute per graph once, then cached), "compile"
+    # torch.compile, "eager" neither
     cpu_graph: str = "jit"
     warmup_frames: int = 1  # grey frames run by from_paths so the first real one is fast
     threads: int = DEFAULT_THREADS  # torch/OpenCV CPU threads (process-wide); 0: all cores
@@ -376,9 +377,10 @@ class Localizer:
         """
         size = self.model_config.encoder.image_size
         grey = np.full((size, 2 * size, 3), 128, np.uint8)
-        for frame in range(frames):
+        # at least one frame through each search (a graph may take a while to build)
+        for frame in range(max(frames, 2) if frames else 0):
             # not localize(): a uniform frame skips inference there; any heading will do.
-            # The first one also runs the search that returns each step (temporal fusion).
+            # The first one runs the search that returns each step (temporal fusion).
             self.posteriors([grey], [0.0], steps_out=[] if frame == 0 else None)
 
     def fix_from_posterior(self, posterior: Posterior, timings: dict[str, float]) -> Fix:

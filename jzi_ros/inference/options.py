@@ -85,8 +85,11 @@ def _options() -> list[tuple[tuple[str, ...], dict[str, Any]]]:
                                           "help": "altitude reported with every fix, metres"}),
         (("--cpu-graph",), {"choices": CPU_GRAPHS,
                             "help": "torch on CPU: jit traces and freezes the networks (same "
-                                    "results, faster), compile uses torch.compile (faster "
-                                    "still, minutes of start-up), eager runs them as written"}),
+                                    "results, faster; default), aoti compiles them ahead of "
+                                    "time (fastest, the same results; about a minute per "
+                                    "graph the first time, then cached in EXPORT_DIR/aoti or "
+                                    "~/.cache/jzi_ros/aoti), compile uses torch.compile, "
+                                    "eager runs them as written"}),
         (("--max-image-side",), {"type": int, "help": "larger images are subsampled first"}),
         (("--export-dir",), {"help": "ONNX/engine folder of the onnxruntime/tensorrt backends "
                                      "(default: $XDG_CACHE_HOME/jzi_ros/exports/<model "

@@ -167,12 +167,13 @@ class RetrievalLocalizer:
             return name, lambda pixels: torch.from_numpy(session(pixels.numpy())).to(
                 self.device)
         if self.device.type == "cpu" and config.cpu_graph != "eager":
-            from jzi_ros.inference.backends.torch_backend import CpuGraph
+            from jzi_ros.inference.backends.cpu_graph import aoti_cache_root, CpuGraph
             from jzi_ros.inference.export import EncoderGraph
 
             # traced and frozen (or compiled) per input shape, as the zoom's encoder on a CPU
             graph = CpuGraph(EncoderGraph(self.model, "encode_frames"), config.cpu_graph,
-                             "retrieval frame encoder")
+                             "retrieval frame encoder",
+                             cache_dir=aoti_cache_root(config.export_dir))
             return f"torch-{config.cpu_graph}", graph
         return "torch", lambda pixels: self.model.encode_frames(pixels.to(self.device)).float()
 

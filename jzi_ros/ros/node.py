@@ -101,7 +101,8 @@ def localizer_config(settings: NodeSettings) -> Any:
         device=settings.device, precision="auto" if settings.enable_fp16 else "fp32",
         export_dir=os.path.expanduser(settings.export_dir) if settings.export_dir else None,
         force_engine_update=settings.force_engine_update,
-        max_workspace_size=settings.max_workspace_size, threads=settings.threads)
+        max_workspace_size=settings.max_workspace_size, cpu_graph=settings.cpu_graph,
+        threads=settings.threads)
 
 
 def ros_message_types() -> messages.MessageTypes:

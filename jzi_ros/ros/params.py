@@ -39,7 +39,7 @@ from typing import Any, Mapping
 from jzi_ros.config import reject_unknown
 from jzi_ros.errors import JziError
 from jzi_ros.inference.messages import COVARIANCE_TYPES
-from jzi_ros.inference.options import BACKENDS, POSITION_MODES
+from jzi_ros.inference.options import BACKENDS, CPU_GRAPHS, POSITION_MODES
 from jzi_ros.inference.refine import RefineConfig
 from jzi_ros.maps.features import DETECTORS
 from jzi_ros.threads import DEFAULT_THREADS
@@ -82,8 +82,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _p("device", "auto", "Torch device: auto, cpu, cuda or cuda:N."),
     _p("export_dir", "", "Folder of the ONNX export (jzi export) where TensorRT engines are "
        "also cached, keyed by GPU, TensorRT version, precision and shapes; it plays the role of "
-       "Isaac ROS' model_file_path + engine_file_path. Empty: beside the checkpoint "
-       "(site.safetensors -> site.onnx/)."),
+       "Isaac ROS' model_file_path + engine_file_path. Empty: the user cache "
+       "($XDG_CACHE_HOME/jzi_ros/exports/<model hash>/)."),
     _p("force_engine_update", False, "Rebuild the TensorRT engine even if a cached one fits."),
     _p("enable_fp16", True, "FP16 on CUDA (TensorRT engine / torch); false: FP32 everywhere. "
        "CPU always runs FP32."),
@@ -125,6 +125,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _p("hypotheses_topic", "jzi/hypotheses", "PointCloud2 output topic."),
     _p("map_frame_id", "jzi_map", "Frame of the pose and hypotheses: local ENU, origin at the "
        "map's root centre."),
+    _p("cpu_graph", "jit", "How the torch backend runs on a CPU: 'jit' traces the encoder and "
+       "beam search (a second at start-up), 'aoti' compiles them ahead of time (about a minute "
+       "per graph at the first start on a machine, cached in export_dir/aoti or "
+       "~/.cache/jzi_ros/aoti; then "
+       "~2x faster frames, the same fixes; docs/localizer.md), 'compile' torch.compile, "
+       "'eager' neither.", choices=CPU_GRAPHS),
     _p("threads", DEFAULT_THREADS, "CPU threads of torch and OpenCV in the node's process (0: "
        "all cores; slower when other nodes share the cores, see docs/benchmarks.md).",
        min=0, max=1024),
@@ -165,6 +171,7 @@ class NodeSettings:
     publish_hypotheses: bool
     hypotheses_topic: str
     map_frame_id: str
+    cpu_graph: str
     threads: int
 
     @classmethod

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 PRECISIONS = ("fp32", "fp16")
-CPU_GRAPHS = ("eager", "jit", "compile")  # how the torch backend runs on the CPU
+CPU_GRAPHS = ("eager", "jit", "compile", "aoti")  # how the torch backend runs on the CPU
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class BackendSpec:
     force_engine_update: bool = False
     max_workspace_size: int = 1 << 30  # bytes TensorRT may use while building
     cuda_graph: bool = True  # torch on CUDA: replay captured graphs instead of eager calls
-    cpu_graph: str = "jit"  # torch on CPU: eager, jit (traced + frozen) or compile (inductor)
+    cpu_graph: str = "jit"  # torch on CPU: eager, jit, compile or aoti (backends/cpu_graph.py)
     threads: int = 0  # CPU threads of a runtime with its own pool (ONNX Runtime); 0: its own
 
 

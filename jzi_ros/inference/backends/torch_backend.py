@@ -22,16 +22,15 @@ and replayed, with static input buffers the next frame is copied into. A graph t
 capture (an op that syncs the host) falls back to eager execution with a warning.
 
 On CPU a frame is per-op overhead bound too (the demo model's beam search is ~400 tiny ops):
-``cpu_graph`` ``jit`` (default) traces the encoder and the beam search once per input shape
-with TorchScript and freezes them (a second at start-up, the same paths and log-probabilities,
-~1.5x faster); ``compile`` uses ``torch.compile`` (inductor, C++ codegen: faster still, but a
-minute or more of start-up, so opt-in); ``eager`` runs the modules as they are.
+``cpu_graph`` runs the encoder and each beam search as one graph per input shape
+(:mod:`jzi_ros.inference.backends.cpu_graph`: ``jit`` by default, ``aoti`` fastest once
+compiled, ``compile``, ``eager``). The searches take the map's view table as an input, as the
+ONNX decoder does, so a compiled search serves every map with the same tree.
 """
 from __future__ import annotations
 
 import logging
 from typing import Callable
-import warnings
 
 import numpy as np
 import torch
@@ -39,6 +38,7 @@ from torch import nn
 
 from jzi_ros.errors import JziError
 from jzi_ros.inference.backends.base import Backend, BackendSpec, CPU_GRAPHS
+from jzi_ros.inference.backends.cpu_graph import aoti_cache_root, CpuGraph, module_identity
 from jzi_ros.inference.decode import BeamSearch, BeamSteps
 
 LOG = logging.getLogger(__name__)
@@ -97,18 +97,6 @@ class _Graphed:
         return graph, static_in, static_out
 
 
-class _OnTable(nn.Module):
-    """A search module with the map's view table bound: ``(ground, *more) -> outputs``."""
-
-    def __init__(self, search: nn.Module, table: torch.Tensor) -> None:
-        super().__init__()
-        self.search = search
-        self.register_buffer("table", table, persistent=False)
-
-    def forward(self, ground: torch.Tensor, *more: torch.Tensor):
-        return self.search(ground, self.table, *more)
-
-
 class _Encoder(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -116,42 +104,6 @@ class _Encoder(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model.encode_ground(pixels)
-
-
-class CpuGraph:
-    """A module run as a frozen TorchScript trace (per input shape) or via torch.compile."""
-
-    def __init__(self, module: nn.Module, mode: str, what: str) -> None:
-        self.module = module.eval()
-        self.mode = mode
-        self.what = what
-        self.graphs: dict[tuple, Callable] = {}
-        self.failed = False
-
-    def __call__(self, *inputs: torch.Tensor):
-        if self.failed:
-            return self.module(*inputs)
-        key = tuple((tuple(x.shape), x.dtype) for x in inputs)
-        if key not in self.graphs:
-            try:
-                self.graphs[key] = self._build(inputs)
-            except Exception as err:  # a model TorchScript cannot trace: run it eagerly
-                LOG.warning("%s of the %s failed (%s); running it eagerly", self.mode,
-                            self.what, str(err).splitlines()[0])
-                self.failed = True
-                return self.module(*inputs)
-        return self.graphs[key](*inputs)
-
-    def _build(self, inputs: tuple[torch.Tensor, ...]) -> Callable:
-        if self.mode == "compile":
-            compiled = torch.compile(self.module, dynamic=False)
-            compiled(*inputs)  # compile now, not on the first camera frame
-            return compiled
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            traced = torch.jit.trace(self.module, tuple(x.clone() for x in inputs),
-                                     check_trace=False)
-            return torch.jit.freeze(traced.eval())
 
 
 class TorchBackend(Backend):
@@ -189,11 +141,20 @@ class TorchBackend(Backend):
             self._encode = _Graphed(self._encode_eager, "ground encoder")
             self._decode = _Graphed(self._decode_eager, "beam decoder")
         elif device.type == "cpu" and spec.cpu_graph != "eager":
-            self._encode = CpuGraph(_Encoder(self.model), spec.cpu_graph, "ground encoder")
-            self._decode = CpuGraph(_OnTable(self.search, self.table), spec.cpu_graph,
-                                    "beam decoder")
-            self._steps = CpuGraph(_OnTable(self.step_search, self.table), spec.cpu_graph,
-                                   "beam decoder with steps")
+            # aoti: one hash of the weights keys every package (not one per graph)
+            self._identity = (module_identity(self.model) if spec.cpu_graph == "aoti"
+                              else None)
+            self._aoti_dir = aoti_cache_root(spec.export_dir)
+            self._encode = self._on_cpu(_Encoder(self.model), "ground encoder", table=False)
+            self._decode = self._on_cpu(self.search, "beam decoder")
+            self._steps = self._on_cpu(self.step_search, "beam decoder with steps")
+
+    def _on_cpu(self, module: nn.Module, what: str, table: bool = True) -> Callable:
+        """Run ``module`` as a CPU graph; a search gets the view table as an input."""
+        graph = CpuGraph(module, self.cpu_graph, what, self._identity, self._aoti_dir)
+        if not table:
+            return graph
+        return lambda ground, *more: graph(ground, self.table, *more)
 
     @torch.inference_mode()
     def _encode_eager(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -237,11 +198,12 @@ class TorchBackend(Backend):
         """Return the seeded search for ``count`` seeds at ``level`` (built once, reused)."""
         key = (count, level)
         if key not in self._seeded_searches:
-            search = _OnTable(BeamSearch(self.model, self.grid, self.depth, self.beam_width,
-                                         seeds=count, seed_level=level), self.table)
+            search = BeamSearch(self.model, self.grid, self.depth, self.beam_width,
+                                seeds=count, seed_level=level)
             self._seeded_searches[key] = (
-                CpuGraph(search, self.cpu_graph, "seeded beam decoder")
-                if self.device == "cpu" and self.cpu_graph != "eager" else search)
+                self._on_cpu(search, "seeded beam decoder")
+                if self.device == "cpu" and self.cpu_graph != "eager"
+                else lambda ground, seeds: search(ground, self.table, seeds))
         return self._seeded_searches[key]
 
     def close(self) -> None:

@@ -1,0 +1,175 @@
+# Copyright 2026 jzi_ros contributors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+How the torch backend runs a module on the CPU (``cpu_graph``), one graph per input shape.
+
+On a CPU the demo-sized encoder and beam search are bound by per-op overhead (the beam search
+is ~400 tiny ops), not by arithmetic, so the cure is running fewer, fused calls:
+
+- ``jit``: a frozen TorchScript trace (a second at start-up; the default).
+- ``compile``: ``torch.compile`` (inductor's C++ kernels, Python in between; tens of seconds
+  at every start-up, a cache cuts that).
+- ``aoti``: AOTInductor, inductor's kernels and a C++ wrapper compiled once into a ``.pt2``
+  package (about a minute per graph on a 2-core machine) and cached on disk: later start-ups
+  load it in milliseconds. The fastest on a CPU (docs/localizer.md "CPU graphs").
+  The package's cache key pins everything the compiled code depends on (weights, module
+  structure and settings, input shapes and dtypes, torch version, the CPU's instruction set,
+  the thread count inductor parallelised for); a damaged package is rebuilt.
+
+A graph that fails to build falls back with a warning: ``aoti`` to ``jit``, ``jit`` and
+``compile`` to the eager module, so a robot never loses its localizer to a toolchain problem.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+import platform
+import re
+import time
+from typing import Callable
+import warnings
+
+import torch
+from torch import nn
+
+from jzi_ros.files import atomic_open
+
+LOG = logging.getLogger(__name__)
+
+AOTI_FORMAT = "jzi-aoti/1"
+# inductor's inference setting on a CPU: weights as constants, packed once for oneDNN
+# (~10 % faster encoder and beam search than without, same results within 1e-6)
+AOTI_OPTIONS = {"freezing": True}
+# a fallback chain: what a mode that fails to build runs instead
+FALLBACK = {"aoti": "jit", "jit": "eager", "compile": "eager"}
+
+
+def aoti_cache_root(export_dir: str | os.PathLike | None = None) -> Path:
+    """``<export_dir>/aoti`` when given, else ``$XDG_CACHE_HOME/jzi_ros/aoti``."""
+    if export_dir:
+        return Path(export_dir) / "aoti"
+    from jzi_ros.inference.export import export_cache_root
+
+    return export_cache_root().parent / "aoti"
+
+
+def module_identity(module: nn.Module) -> str:
+    """Return a hash of every parameter and buffer of ``module`` (what a package bakes in)."""
+    digest = hashlib.sha256()
+    tensors = dict(module.named_parameters())
+    tensors.update(module.named_buffers())
+    for name in sorted(tensors):
+        value = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(value.shape)}:{value.dtype}".encode())
+        digest.update(value.view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def aoti_key(module: nn.Module, inputs: tuple[torch.Tensor, ...], identity: str) -> str:
+    """Return the cache key of one AOTInductor package (see the module docstring)."""
+    description = {
+        "format": AOTI_FORMAT,
+        "identity": identity,
+        "options": AOTI_OPTIONS,
+        "module": repr(module),
+        "inputs": [[list(x.shape), str(x.dtype)] for x in inputs],
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "isa": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+    }
+    return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:24]
+
+
+class CpuGraph:
+    """
+    A module run per ``mode`` (``jit``, ``compile`` or ``aoti``), built once per input shape.
+
+    ``identity`` (``aoti``): a string that pins the module's weights, e.g. a checkpoint's
+    weights hash (hashed from the module itself when omitted); ``cache_dir``: where packages
+    live (:func:`aoti_cache_root` when omitted).
+    """
+
+    def __init__(self, module: nn.Module, mode: str, what: str, identity: str | None = None,
+                 cache_dir: str | os.PathLike | None = None) -> None:
+        self.module = module.eval()
+        self.mode = mode
+        self.what = what
+        self.identity = identity
+        self.cache_dir = Path(cache_dir) if cache_dir else aoti_cache_root()
+        self.graphs: dict[tuple, Callable] = {}
+
+    def __call__(self, *inputs: torch.Tensor):
+        key = tuple((tuple(x.shape), x.dtype) for x in inputs)
+        if key not in self.graphs:
+            self.graphs[key] = self._build_or_fall_back(self.mode, inputs)
+        return self.graphs[key](*inputs)
+
+    def _build_or_fall_back(self, mode: str, inputs: tuple[torch.Tensor, ...]) -> Callable:
+        if mode == "eager":
+            return self.module
+        try:
+            return {"jit": self._trace, "compile": self._compile, "aoti": self._aoti}[mode](
+                inputs)
+        except Exception as err:  # a model the toolchain cannot take: a slower way still runs
+            LOG.warning("%s of the %s failed (%s); running it with %s instead", mode, self.what,
+                        str(err).strip().splitlines()[0] if str(err).strip() else
+                        type(err).__name__, FALLBACK[mode])
+            return self._build_or_fall_back(FALLBACK[mode], inputs)
+
+    def _trace(self, inputs: tuple[torch.Tensor, ...]) -> Callable:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            traced = torch.jit.trace(self.module, tuple(x.clone() for x in inputs),
+                                     check_trace=False)
+            return torch.jit.freeze(traced.eval())
+
+    def _compile(self, inputs: tuple[torch.Tensor, ...]) -> Callable:
+        compiled = torch.compile(self.module, dynamic=False)
+        compiled(*inputs)  # compile now, not on the first camera frame
+        return compiled
+
+    def package_path(self, inputs: tuple[torch.Tensor, ...]) -> Path:
+        """Where the AOTInductor package for these inputs is (or will be) cached."""
+        if self.identity is None:
+            self.identity = module_identity(self.module)
+        slug = re.sub(r"[^a-z0-9]+", "-", self.what.lower()).strip("-")
+        return self.cache_dir / f"{slug}-{aoti_key(self.module, inputs, self.identity)}.pt2"
+
+    def _aoti(self, inputs: tuple[torch.Tensor, ...]) -> Callable:
+        from torch._inductor import aoti_compile_and_package, aoti_load_package
+
+        path = self.package_path(inputs)
+        if path.is_file():
+            try:
+                return aoti_load_package(str(path))
+            except Exception as err:  # truncated or foreign file: build it again
+                LOG.warning("AOTInductor package %s does not load (%s); rebuilding it", path,
+                            str(err).strip().splitlines()[0] if str(err).strip() else
+                            type(err).__name__)
+        LOG.warning("compiling the %s ahead of time (AOTInductor, about a minute, once per "
+                    "model, input shape and machine; cached as %s)", self.what, path)
+        start = time.perf_counter()
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.export.export(self.module, tuple(x.clone() for x in inputs))
+            with atomic_open(path, "wb") as handle:
+                aoti_compile_and_package(program, package_path=handle,
+                                         inductor_configs=dict(AOTI_OPTIONS))
+        LOG.info("compiled the %s in %.0f s", self.what, time.perf_counter() - start)
+        return aoti_load_package(str(path))
