@@ -66,6 +66,8 @@ def test_a_package_is_compiled_once_then_loaded_and_gives_the_modules_outputs(
     assert second.package_path((torch.randn(5, 8),)) != packages[0]
     assert CpuGraph(module, "aoti", "tiny net", identity="other weights",
                     cache_dir=tmp_path).package_path((x,)) != packages[0]
+    assert CpuGraph(module, "aoti", "tiny net", cache_dir=tmp_path,
+                    freeze=True).package_path((x,)) != packages[0]
 
 
 @pytest.mark.slow

@@ -173,7 +173,7 @@ class RetrievalLocalizer:
             # traced and frozen (or compiled) per input shape, as the zoom's encoder on a CPU
             graph = CpuGraph(EncoderGraph(self.model, "encode_frames"), config.cpu_graph,
                              "retrieval frame encoder",
-                             cache_dir=aoti_cache_root(config.export_dir))
+                             cache_dir=aoti_cache_root(config.export_dir), freeze=True)
             return f"torch-{config.cpu_graph}", graph
         return "torch", lambda pixels: self.model.encode_frames(pixels.to(self.device)).float()
 

@@ -52,9 +52,6 @@ from jzi_ros.files import atomic_open
 LOG = logging.getLogger(__name__)
 
 AOTI_FORMAT = "jzi-aoti/1"
-# inductor's inference setting on a CPU: weights as constants, packed once for oneDNN
-# (~10 % faster encoder and beam search than without, same results within 1e-6)
-AOTI_OPTIONS = {"freezing": True}
 # a fallback chain: what a mode that fails to build runs instead
 FALLBACK = {"aoti": "jit", "jit": "eager", "compile": "eager"}
 
@@ -80,12 +77,13 @@ def module_identity(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def aoti_key(module: nn.Module, inputs: tuple[torch.Tensor, ...], identity: str) -> str:
+def aoti_key(module: nn.Module, inputs: tuple[torch.Tensor, ...], identity: str,
+             options: dict) -> str:
     """Return the cache key of one AOTInductor package (see the module docstring)."""
     description = {
         "format": AOTI_FORMAT,
         "identity": identity,
-        "options": AOTI_OPTIONS,
+        "options": options,
         "module": repr(module),
         "inputs": [[list(x.shape), str(x.dtype)] for x in inputs],
         "torch": torch.__version__,
@@ -102,16 +100,20 @@ class CpuGraph:
 
     ``identity`` (``aoti``): a string that pins the module's weights, e.g. a checkpoint's
     weights hash (hashed from the module itself when omitted); ``cache_dir``: where packages
-    live (:func:`aoti_cache_root` when omitted).
+    live (:func:`aoti_cache_root` when omitted). ``freeze`` (``aoti``): inductor's freezing,
+    weights as constants pre-packed for oneDNN: the demo ResNet encoder runs 1.8x faster with
+    it, the beam search (8-row matrix products) 1.9x slower, so encoders take it and searches
+    do not (docs/localizer.md "CPU graphs").
     """
 
     def __init__(self, module: nn.Module, mode: str, what: str, identity: str | None = None,
-                 cache_dir: str | os.PathLike | None = None) -> None:
+                 cache_dir: str | os.PathLike | None = None, freeze: bool = False) -> None:
         self.module = module.eval()
         self.mode = mode
         self.what = what
         self.identity = identity
         self.cache_dir = Path(cache_dir) if cache_dir else aoti_cache_root()
+        self.aoti_options = {"freezing": bool(freeze)}
         self.graphs: dict[tuple, Callable] = {}
 
     def __call__(self, *inputs: torch.Tensor):
@@ -149,7 +151,8 @@ class CpuGraph:
         if self.identity is None:
             self.identity = module_identity(self.module)
         slug = re.sub(r"[^a-z0-9]+", "-", self.what.lower()).strip("-")
-        return self.cache_dir / f"{slug}-{aoti_key(self.module, inputs, self.identity)}.pt2"
+        key = aoti_key(self.module, inputs, self.identity, self.aoti_options)
+        return self.cache_dir / f"{slug}-{key}.pt2"
 
     def _aoti(self, inputs: tuple[torch.Tensor, ...]) -> Callable:
         from torch._inductor import aoti_compile_and_package, aoti_load_package
@@ -170,6 +173,6 @@ class CpuGraph:
             program = torch.export.export(self.module, tuple(x.clone() for x in inputs))
             with atomic_open(path, "wb") as handle:
                 aoti_compile_and_package(program, package_path=handle,
-                                         inductor_configs=dict(AOTI_OPTIONS))
+                                         inductor_configs=dict(self.aoti_options))
         LOG.info("compiled the %s in %.0f s", self.what, time.perf_counter() - start)
         return aoti_load_package(str(path))

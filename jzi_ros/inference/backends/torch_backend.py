@@ -145,14 +145,15 @@ class TorchBackend(Backend):
             self._identity = (module_identity(self.model) if spec.cpu_graph == "aoti"
                               else None)
             self._aoti_dir = aoti_cache_root(spec.export_dir)
-            self._encode = self._on_cpu(_Encoder(self.model), "ground encoder", table=False)
+            self._encode = self._on_cpu(_Encoder(self.model), "ground encoder", encoder=True)
             self._decode = self._on_cpu(self.search, "beam decoder")
             self._steps = self._on_cpu(self.step_search, "beam decoder with steps")
 
-    def _on_cpu(self, module: nn.Module, what: str, table: bool = True) -> Callable:
+    def _on_cpu(self, module: nn.Module, what: str, encoder: bool = False) -> Callable:
         """Run ``module`` as a CPU graph; a search gets the view table as an input."""
-        graph = CpuGraph(module, self.cpu_graph, what, self._identity, self._aoti_dir)
-        if not table:
+        graph = CpuGraph(module, self.cpu_graph, what, self._identity, self._aoti_dir,
+                         freeze=encoder)
+        if encoder:
             return graph
         return lambda ground, *more: graph(ground, self.table, *more)
 
