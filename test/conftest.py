@@ -30,6 +30,7 @@ import fcntl
 import importlib.util
 import os
 import random
+import shutil
 import tempfile
 
 import pytest
@@ -90,6 +91,10 @@ def _missing(marker: str) -> str | None:
     elif marker == "gpu":
         if not _cuda_available():
             return "needs a CUDA GPU (torch.cuda.is_available() is False)"
+    elif marker == "cxx":
+        if not shutil.which(os.environ.get("CXX", "g++")):
+            return ("needs a C++ compiler for AOTInductor (g++, or $CXX; "
+                    "apt install g++)")
     elif marker == "tensorrt":
         if not _has_module("tensorrt"):
             return "needs TensorRT (the tensorrt module is not installed)"
@@ -99,7 +104,7 @@ def _missing(marker: str) -> str | None:
 
 
 def pytest_collection_modifyitems(config, items):
-    reasons = {m: _missing(m) for m in ("ros", "launch", "gpu", "tensorrt")}
+    reasons = {m: _missing(m) for m in ("ros", "launch", "gpu", "tensorrt", "cxx")}
     for item in items:
         for marker, reason in reasons.items():
             if reason and item.get_closest_marker(marker):

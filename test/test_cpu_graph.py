@@ -43,6 +43,7 @@ def _refuse_to_compile(monkeypatch) -> list:
 
 
 @pytest.mark.slow
+@pytest.mark.cxx
 def test_a_package_is_compiled_once_then_loaded_and_gives_the_modules_outputs(
         tmp_path, monkeypatch):
     module, x = _module(), torch.randn(3, 8)
@@ -71,6 +72,7 @@ def test_a_package_is_compiled_once_then_loaded_and_gives_the_modules_outputs(
 
 
 @pytest.mark.slow
+@pytest.mark.cxx
 def test_a_damaged_package_is_rebuilt(tmp_path, caplog):
     module, x = _module(), torch.randn(2, 8)
     path = CpuGraph(module, "aoti", "tiny net", cache_dir=tmp_path).package_path((x,))

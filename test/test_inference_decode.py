@@ -122,7 +122,7 @@ def _reference_beam(model, ground, table, tree, beam):
 
 @pytest.mark.parametrize("beam, cpu_graph", [
     (1, "eager"), (4, "eager"), (4, "jit"), (16, "jit"),
-    pytest.param(4, "aoti", marks=pytest.mark.slow)])
+    pytest.param(4, "aoti", marks=(pytest.mark.slow, pytest.mark.cxx))])
 def test_optimised_search_equals_the_uncached_reference(tmp_path, beam, cpu_graph):
     """The lean decoder (traced or compiled ahead of time) gives the reference's paths."""
     from jzi_ros.inference.backends import BackendSpec
