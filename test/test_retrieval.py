@@ -248,20 +248,26 @@ def test_bench_times_the_retrieval_frame_next_to_the_zoom(tmp_path, capsys):
     assert "timing" not in captured.out and "a zoom model" in captured.err
 
 
-def test_the_traced_cpu_encoder_gives_the_eager_fixes(tmp_path):
+@pytest.mark.parametrize("graph", ["jit", pytest.param(
+    "aoti", marks=(pytest.mark.slow, pytest.mark.cxx))])
+def test_the_traced_cpu_encoder_gives_the_eager_fixes(tmp_path, graph):
     from jzi_ros.inference.localizer import LocalizerConfig
 
     pyramid = make_tiny_map(tmp_path)
     checkpoint = tmp_path / "r.safetensors"
     save_retrieval(checkpoint, tiny_retrieval(pyramid, seed=5))
-    runs = {graph: RetrievalLocalizer(pyramid.path, checkpoint, progress=False,
-                                      config=LocalizerConfig(cpu_graph=graph))
-            for graph in ("eager", "jit")}
+    runs = {mode: RetrievalLocalizer(pyramid.path, checkpoint, progress=False,
+                                     config=LocalizerConfig(cpu_graph=mode,
+                                                            export_dir=str(tmp_path / "x")))
+            for mode in ("eager", graph)}
     assert runs["eager"].backend_name == "retrieval-torch-cpu"
-    assert runs["jit"].backend_name == "retrieval-torch-jit-cpu"
+    assert runs[graph].backend_name == f"retrieval-torch-{graph}-cpu"
+    # aoti: compiled into the export folder (not fallen back to the trace)
+    assert len(list(tmp_path.glob("x/aoti/retrieval-frame-encoder-*.pt2"))) == (
+        graph == "aoti")
     for cell in finest_paths(pyramid.tree):
         view = np.ascontiguousarray(pyramid.view(cell))
-        eager, traced = (runs[graph].localize(view) for graph in ("eager", "jit"))
+        eager, traced = (runs[mode].localize(view) for mode in ("eager", graph))
         assert [h.path for h in traced.hypotheses] == [h.path for h in eager.hypotheses]
         assert traced.confidence == pytest.approx(eager.confidence, rel=1e-4)
 
