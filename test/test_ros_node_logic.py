@@ -201,6 +201,7 @@ class FakeLocalizer:
     tree = CellTree(38.9, -77.03, 1600.0, grid=4, depth=2)
     model_config = SimpleNamespace(heading="none")  # frames as they come: no heading source
     headings: list = []  # the heading_deg of every localize call
+    warmed: list = []  # fix_sigma_m of every warm_seeded call (the seeded search built early)
     closed = 0
 
     def __init__(self, config):
@@ -226,6 +227,9 @@ class FakeLocalizer:
                        np.diag([max(4.0, floor), max(49.0, floor), c.altitude_sigma_m ** 2]),
                        0.8, 5.0, 6.0, hyps)
         return Fix.no_fix("low confidence", 38.9, -77.03, c.altitude_m, 1e8, hypotheses=hyps)
+
+    def warm_seeded(self, fix_sigma_m):
+        FakeLocalizer.warmed.append(fix_sigma_m)
 
     def close(self):
         FakeLocalizer.closed += 1
@@ -638,9 +642,11 @@ def test_a_bad_frame_heading_source_is_refused_in_one_line(node_module, monkeypa
 @pytest.mark.slow
 def test_seed_beam_hands_the_converged_prior_to_the_zoom(node_module):
     FakeNode.overrides.update({"fusion.enabled": True, "fusion.seed_beam": True})
-    FakeLocalizer.seeds_seen = []
+    FakeLocalizer.seeds_seen, FakeLocalizer.warmed = [], []
     node = node_module.LocalizerNode()
     node.setup()
+    # the seeded search is built at start-up, for the filter's confidence scale
+    assert FakeLocalizer.warmed == [node.fusion.online.filter.config.fix_sigma_m]
     try:
         camera = node.subscriptions[0].callback
         fused = node.publishers["jzi/fix"].sent

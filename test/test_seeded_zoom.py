@@ -176,6 +176,34 @@ def test_localizer_seeds_change_the_measurement_not_the_fix(tmp_path, cpu_graph)
     assert len(seeded.mass) > len(plain.mass)
 
 
+def test_the_seeded_search_is_built_at_start_up_not_on_the_first_seeded_frame(
+        tmp_path, monkeypatch):
+    from jzi_ros.inference.backends.cpu_graph import CpuGraph
+    from jzi_ros.inference.fusion_config import FusionConfig
+    from jzi_ros.inference.localizer import Localizer, LocalizerConfig
+    from jzi_ros.inference.seeding import SEED_COUNT, seed_level
+    from support import make_tiny_checkpoint, world_of
+
+    pyramid = make_tiny_map(tmp_path, depth=3)
+    ckpt = make_tiny_checkpoint(tmp_path, pyramid, sharpen=True)
+    localizer = Localizer.from_paths(pyramid.path, ckpt,
+                                     LocalizerConfig(backend="torch", cpu_graph="jit"))
+    sigma = FusionConfig().fix_sigma_m
+    level = seed_level(pyramid.tree, sigma)
+    localizer.warm_seeded(sigma)
+    assert list(localizer.backend._seeded_searches) == [(SEED_COUNT, level)]
+
+    def no_more_graphs(self, mode, inputs):
+        raise AssertionError(f"{self.what} built on a camera frame")
+
+    monkeypatch.setattr(CpuGraph, "_build_or_fall_back", no_more_graphs)
+    cells = np.full(SEED_COUNT, -1, np.int64)
+    cells[:2] = (0, 1)
+    image = world_of(pyramid).ground_image(100.0, -50.0)
+    fix, measurement = localizer.localize_measured(image, seeds=Seeds(level, cells))
+    assert measurement is not None and np.isfinite(fix.latitude)
+
+
 @pytest.mark.slow
 def test_replay_seed_beam_reports_the_seeded_runs_next_to_the_others(tmp_path, capsys):
     from jzi_ros.cli import main as jzi_main

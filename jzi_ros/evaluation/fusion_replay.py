@@ -162,6 +162,7 @@ class SeededRuns:
     def __init__(self, localizer: Any, config: FusionConfig, track: OdometryTrack | None,
                  georef_sigma_m: float = 0.0) -> None:
         self.localizer = localizer
+        localizer.warm_seeded(config.fix_sigma_m)  # build the seeded search before frame 1
         self.track = track
         motions = {RANDOM_WALK: None, **({ODOMETRY: track} if track is not None else {})}
         self.filters = {name + SEEDED: (CellFilter(localizer.tree, config, georef_sigma_m),

@@ -383,6 +383,25 @@ class Localizer:
             # The first one runs the search that returns each step (temporal fusion).
             self.posteriors([grey], [0.0], steps_out=[] if frame == 0 else None)
 
+    def warm_seeded(self, fix_sigma_m: float) -> None:
+        """
+        Build the prior-seeded search now, not on the first frame the filter is confident on.
+
+        Fusion with ``seed_beam`` calls this at start-up: with ``cpu_graph`` aoti a new graph
+        compiles for up to a minute, which must not stall a robot in flight. The seeds' shape
+        (:data:`seeding.SEED_COUNT` cells at the level ``fix_sigma_m`` picks) is all the graph
+        depends on. Backends other than torch take no seeds: nothing to build.
+        """
+        from jzi_ros.inference.decode import Seeds
+        from jzi_ros.inference.seeding import SEED_COUNT, seed_level
+
+        if self.backend.name != "torch" or self.tree.depth < 2:
+            return
+        size = self.model_config.encoder.image_size
+        grey = np.full((size, 2 * size, 3), 128, np.uint8)
+        seeds = Seeds(seed_level(self.tree, fix_sigma_m), np.full(SEED_COUNT, -1, np.int64))
+        self.posteriors([grey], [0.0], steps_out=[], seeds=seeds)
+
     def fix_from_posterior(self, posterior: Posterior, timings: dict[str, float]) -> Fix:
         position, cov, _ = self.estimate(posterior)
         # one projection call for the estimate and every hypothesis (pyproj has call overhead)

@@ -218,6 +218,11 @@ class RetrievalLocalizer:
         """Localize one frame (``intrinsics`` is accepted for the interface and unused)."""
         return self._localize(image_rgb, heading_deg)[0]
 
+    def warm_seeded(self, fix_sigma_m: float) -> None:
+        """Refuse the prior-seeded zoom (``Localizer.warm_seeded``): retrieval has no beam."""
+        raise JziError("retrieval has no beam to seed: turn the prior-seeded zoom "
+                       "(fusion.seed_beam) off")
+
     def localize_measured(self, image_rgb: np.ndarray, heading_deg: float | None = None,
                           seeds=None, **_) -> tuple[Fix, Measurement | None]:
         """
@@ -229,8 +234,7 @@ class RetrievalLocalizer:
         similarities (the fix is then NO_FIX).
         """
         if seeds is not None:
-            raise JziError("retrieval has no beam to seed: turn the prior-seeded zoom "
-                           "(fusion.seed_beam) off")
+            self.warm_seeded(0.0)
         fix, log_probs = self._localize(image_rgb, heading_deg)
         if log_probs is None:
             return fix, None

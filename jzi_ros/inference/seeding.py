@@ -29,6 +29,17 @@ from jzi_ros.inference.decode import Seeds
 from jzi_ros.inference.measurement import terminal_indices_local
 
 
+SEED_COUNT = 9  # the prior's heaviest cell and its 8 neighbours: fixed, so graphs keep shapes
+
+
+def seed_level(tree: Any, fix_sigma_m: float) -> int:
+    """Return the level seeds sit at: the finest below the terminal one with cells >= sigma."""
+    level = 1
+    while level + 1 < tree.depth and tree.cell_side(level + 1) >= fix_sigma_m:
+        level += 1
+    return level
+
+
 def seed_cells(cell_filter: Any, stamp_ns: int, displacement_en: np.ndarray | None = None,
                min_mass: float | None = None) -> Seeds | None:
     """
@@ -51,9 +62,7 @@ def seed_cells(cell_filter: Any, stamp_ns: int, displacement_en: np.ndarray | No
     dt = (int(stamp_ns) - cell_filter.last_stamp_ns) / 1e9
     if dt < 0 or dt > cell_filter.config.max_gap_s:
         return None
-    level = 1
-    while level + 1 < tree.depth and tree.cell_side(level + 1) >= cell_filter.config.fix_sigma_m:
-        level += 1
+    level = seed_level(tree, cell_filter.config.fix_sigma_m)
     step = (cell_filter.velocity * dt if displacement_en is None
             else np.asarray(displacement_en, np.float64).reshape(1, 2))
     points = np.clip(cell_filter.particles + step, -cell_filter.half, cell_filter.half)
@@ -77,6 +86,6 @@ def seed_cells(cell_filter: Any, stamp_ns: int, displacement_en: np.ndarray | No
     north = cell_filter.half - (rows + 0.5) * side
     index = terminal_indices_local(tree, east, north) // tree.num_actions ** (
         tree.depth - level)
-    cells = np.full(9, -1, np.int64)
+    cells = np.full(SEED_COUNT, -1, np.int64)
     cells[:len(index)] = index[np.argsort(-block, kind="stable")]
     return Seeds(level, cells)

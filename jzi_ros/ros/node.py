@@ -245,6 +245,9 @@ class LocalizerNode(Node):
                 and self.fusion.online.filter.config.seed_beam):
             raise JziError(f"{NODE_NAME}: fusion.seed_beam seeds the zoom's beam; retrieval "
                            "has none: turn fusion.seed_beam off")
+        if self.fusion is not None and self.fusion.online.filter.config.seed_beam:
+            # a compiled seeded search is built now, not on the first confident frame
+            self.localizer.warm_seeded(self.fusion.online.filter.config.fix_sigma_m)
         self.frame_heading = motion.frame_heading(self, self.localizer, self.fusion)
         self._start_diagnostics()
 

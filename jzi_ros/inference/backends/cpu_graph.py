@@ -23,10 +23,12 @@ is ~400 tiny ops), not by arithmetic, so the cure is running fewer, fused calls:
   at every start-up, a cache cuts that).
 - ``aoti``: AOTInductor, inductor's kernels and a C++ wrapper compiled once into a ``.pt2``
   package (about a minute per graph on a 2-core machine) and cached on disk: later start-ups
-  load it in milliseconds. The fastest on a CPU (docs/localizer.md "CPU graphs").
+  load it in milliseconds. The fastest torch mode on a CPU (ONNX Runtime is faster
+  still; docs/localizer.md "CPU graphs").
   The package's cache key pins everything the compiled code depends on (weights, module
-  structure and settings, input shapes and dtypes, torch version, the CPU's instruction set,
-  the thread count inductor parallelised for); a damaged package is rebuilt.
+  structure and settings, input shapes and dtypes, torch version, the CPU's model and
+  instruction-set flags, the thread count inductor parallelised for); a damaged package is
+  rebuilt.
 
 A graph that fails to build falls back with a warning: ``aoti`` to ``jit``, ``jit`` and
 ``compile`` to the eager module, so a robot never loses its localizer to a toolchain problem.
@@ -77,6 +79,30 @@ def module_identity(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
+def cpu_signature() -> str:
+    """
+    Return the CPU's model and instruction-set flags (Linux), else what platform knows.
+
+    Inductor compiles for the host (``-march=native``-like flags): a package built on one CPU
+    may use instructions another lacks, even one with the same vector width.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            fields = {}
+            for line in handle:
+                name, _, value = line.partition(":")
+                name = name.strip()
+                if name in ("model name", "flags") and name not in fields:
+                    fields[name] = value.strip()
+                if len(fields) == 2:
+                    break
+        if fields:
+            return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def aoti_key(module: nn.Module, inputs: tuple[torch.Tensor, ...], identity: str,
              options: dict) -> str:
     """Return the cache key of one AOTInductor package (see the module docstring)."""
@@ -89,6 +115,7 @@ def aoti_key(module: nn.Module, inputs: tuple[torch.Tensor, ...], identity: str,
         "torch": torch.__version__,
         "machine": platform.machine(),
         "isa": torch.backends.cpu.get_cpu_capability(),
+        "cpu": cpu_signature(),
         "threads": torch.get_num_threads(),
     }
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:24]
