@@ -78,7 +78,7 @@ class LocalizerConfig:
     cuda_graph: bool = True  # torch on CUDA: capture encoder/decoder in CUDA graphs
     # torch on CPU (backends/cpu_graph.py): "jit" traces + freezes encoder and beam search
     # (same results, ~1.5x faster, a second at start-up), "aoti" compiles them ahead of time
-    # (~2x faster than jit, same results; a minute per graph once, then cached), "compile"
+    # (~1.6x faster than jit, same results; compiled once, ~15 s a graph, then cached), "compile"
     # torch.compile, "eager" neither
     cpu_graph: str = "jit"
     warmup_frames: int = 1  # grey frames run by from_paths so the first real one is fast

@@ -86,8 +86,9 @@ def _options() -> list[tuple[tuple[str, ...], dict[str, Any]]]:
         (("--cpu-graph",), {"choices": CPU_GRAPHS,
                             "help": "torch on CPU: jit traces and freezes the networks (same "
                                     "results, faster; default), aoti compiles them ahead of "
-                                    "time (fastest, the same results; about a minute per "
-                                    "graph the first time, then cached in EXPORT_DIR/aoti or "
+                                    "time (the fastest torch mode, the same results; tens "
+                                    "of seconds per graph the first time, then cached in "
+                                    "EXPORT_DIR/aoti or "
                                     "~/.cache/jzi_ros/aoti), compile uses torch.compile, "
                                     "eager runs them as written"}),
         (("--max-image-side",), {"type": int, "help": "larger images are subsampled first"}),

@@ -126,10 +126,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _p("map_frame_id", "jzi_map", "Frame of the pose and hypotheses: local ENU, origin at the "
        "map's root centre."),
     _p("cpu_graph", "jit", "How the torch backend runs on a CPU: 'jit' traces the encoder and "
-       "beam search (a second at start-up), 'aoti' compiles them ahead of time (about a minute "
+       "beam search (a second at start-up), 'aoti' compiles them ahead of time (tens of seconds "
        "per graph at the first start on a machine, cached in export_dir/aoti or "
-       "~/.cache/jzi_ros/aoti; then "
-       "~2x faster frames, the same fixes; docs/localizer.md), 'compile' torch.compile, "
+       "~/.cache/jzi_ros/aoti; then 1.6x faster frames, the same fixes; docs/localizer.md), "
+       "'compile' torch.compile, "
        "'eager' neither.", choices=CPU_GRAPHS),
     _p("threads", DEFAULT_THREADS, "CPU threads of torch and OpenCV in the node's process (0: "
        "all cores; slower when other nodes share the cores, see docs/benchmarks.md).",

@@ -22,7 +22,7 @@ is ~400 tiny ops), not by arithmetic, so the cure is running fewer, fused calls:
 - ``compile``: ``torch.compile`` (inductor's C++ kernels, Python in between; tens of seconds
   at every start-up, a cache cuts that).
 - ``aoti``: AOTInductor, inductor's kernels and a C++ wrapper compiled once into a ``.pt2``
-  package (about a minute per graph on a 2-core machine) and cached on disk: later start-ups
+  package (~15 s per graph on a 2-core machine) and cached on disk: later start-ups
   load it in milliseconds. The fastest torch mode on a CPU (ONNX Runtime is faster
   still; docs/localizer.md "CPU graphs").
   The package's cache key pins everything the compiled code depends on (weights, module
@@ -192,7 +192,7 @@ class CpuGraph:
                 LOG.warning("AOTInductor package %s does not load (%s); rebuilding it", path,
                             str(err).strip().splitlines()[0] if str(err).strip() else
                             type(err).__name__)
-        LOG.warning("compiling the %s ahead of time (AOTInductor, about a minute, once per "
+        LOG.warning("compiling the %s ahead of time (AOTInductor, tens of seconds, once per "
                     "model, input shape and machine; cached as %s)", self.what, path)
         start = time.perf_counter()
         with torch.no_grad(), warnings.catch_warnings():
