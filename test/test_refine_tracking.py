@@ -431,3 +431,44 @@ def test_bench_times_tracked_refinement_over_a_moving_pass(world, tmp_path, caps
     assert tracked >= 30, line  # most frames of the pass are tracked
     assert ("SIFT on a background thread" in line) == async_
     assert ("SIFT " in line.split("thread CPU per frame")[1]) != async_, line
+
+
+@pytest.mark.parametrize("where", ["foreground", "background"])
+def test_a_failure_inside_refinement_keeps_the_zooms_fix_and_starts_again(
+        world, monkeypatch, caplog, where):
+    """Any exception in a registration (here a numpy one) costs the refinement, not the fix."""
+    import logging
+
+    from jzi_ros.inference import refine
+
+    map_dir, image = world
+    refiner = Refiner.for_map(map_dir, replace(CONFIG, track_frames=3,
+                                               track_async=where == "background"))
+    original = refine.frame_features
+    broken = {"on": True}
+
+    def features(image, config):
+        if broken["on"]:
+            raise np.linalg.LinAlgError("Singular matrix")
+        return original(image, config)
+
+    monkeypatch.setattr(refine, "frame_features", features)
+    poses = flight(4)
+    fixes = []
+    with caplog.at_level(logging.ERROR):
+        for i, pose in enumerate(poses):
+            if i == 2:
+                broken["on"] = False
+            zoom = zoom_fix(pose.east_m, pose.north_m)
+            fix = refiner.refine(view(image, pose), zoom, intrinsics(),
+                                 stamp_ns=(i + 1) * SECOND)
+            fixes.append(fix)
+            if i < 2:  # nothing refined, the zoom's fix as it was
+                assert not fix.refined
+                assert (fix.latitude, fix.longitude) == (zoom.latitude, zoom.longitude)
+    if where == "foreground":
+        assert "refinement failed (LinAlgError: Singular matrix)" in fixes[0].refinement
+    assert "LinAlgError" in caplog.text and "Traceback" in caplog.text
+    # the failure is forgotten: the sequence starts again (in the background: a frame later)
+    assert fixes[-1].refined or fixes[-2].refined, [f.refinement for f in fixes]
+    refiner.close()

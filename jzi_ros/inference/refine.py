@@ -48,13 +48,12 @@ from pathlib import Path
 import time
 from typing import Callable, Sequence
 
-import cv2
 import numpy as np
 
 from jzi_ros.errors import JziError
 from jzi_ros.inference.camera_pose import fit_frame, Intrinsics
 from jzi_ros.inference.fix import Fix, FixStatus
-from jzi_ros.inference.refine_tracking import TrackedSequence
+from jzi_ros.inference.refine_tracking import failure_reason, TrackedSequence
 from jzi_ros.inference.registration import (frame_features, index_matcher, ratio_matches,
                                             register_whole_map, Registration, solve)
 from jzi_ros.maps.features import detect_features, DETECTORS
@@ -378,9 +377,9 @@ class Refiner:
             return dataclasses.replace(fix, refinement=f"not refined: the zoom gave no cells{why}")
         try:
             result = self.register(image, fix.hypotheses, intrinsics, stamp_ns)
-        except cv2.error as err:  # an OpenCV failure must not take the robot down
+        except Exception as err:  # a failure inside must not cost the zoom's fix (logged)
             self.sequence.reset()
-            result = Registration(False, f"OpenCV error: {str(err).splitlines()[0]}")
+            result = Registration(False, failure_reason(err))
         timings = dict(fix.timings_ms)
         elapsed = (time.perf_counter() - start) * 1e3
         timings["refine"] = elapsed

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from concurrent import futures
 from dataclasses import dataclass
+import logging
 from typing import Callable
 
 import cv2
@@ -43,6 +44,8 @@ import numpy as np
 from jzi_ros.inference.camera_pose import Intrinsics
 from jzi_ros.inference.registration import Box, Registration, solve
 from jzi_ros.maps.features import to_gray
+
+LOG = logging.getLogger(__name__)
 
 # Lucas-Kanade's stopping rule: 20 iterations or a step below 0.03 px (OpenCV's default)
 TERM = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03)
@@ -261,7 +264,8 @@ class TrackedSequence:
         self._background = None
         try:
             result = future.result()
-        except cv2.error:  # an OpenCV failure there: the sequence starts again
+        except Exception as err:  # a failure there (logged): the sequence starts again
+            failure_reason(err)
             self.tracker.reset()
             return
         if result.accepted:
@@ -289,6 +293,21 @@ class TrackedSequence:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+
+
+def failure_reason(err: Exception) -> str:
+    """
+    Say in one line why a registration failed (and log the traceback unless it is OpenCV's).
+
+    Refinement must never cost a frame its zoom fix: any failure inside it (an OpenCV error
+    on odd imagery, a numerical corner a test did not meet) keeps the zoom's fix with this
+    reason and starts the sequence again; the traceback goes to the log so a bug stays seen.
+    """
+    first = (str(err).strip().splitlines() or [""])[0]
+    if isinstance(err, cv2.error):
+        return f"OpenCV error: {first}"
+    LOG.error("refinement failed; the zoom's fix is kept", exc_info=err)
+    return f"refinement failed ({type(err).__name__}: {first}); the zoom's fix is kept"
 
 
 def spread_out(points: np.ndarray, shape: tuple[int, ...], count: int) -> np.ndarray:
