@@ -14,6 +14,7 @@
 
 """CpuGraph's ahead-of-time packages: cached, keyed, rebuilt when damaged, never fatal."""
 import logging
+import os
 
 import pytest
 import torch
@@ -47,13 +48,22 @@ def _refuse_to_compile(monkeypatch) -> list:
 def test_a_package_is_compiled_once_then_loaded_and_gives_the_modules_outputs(
         tmp_path, monkeypatch):
     module, x = _module(), torch.randn(3, 8)
+    # older packages of this graph (used at t = 1..4 s) and one of another graph's name
+    stale = [tmp_path / f"tiny-net-{i:024x}.pt2" for i in range(1, 5)]
+    other = tmp_path / f"tiny-net-head-{0:024x}.pt2"
+    for used, path in enumerate([*stale, other], start=1):
+        path.write_bytes(b"old")
+        os.utime(path, (used, used))
     first = CpuGraph(module, "aoti", "tiny net", cache_dir=tmp_path)
     with torch.no_grad():
         expected = module(x)
         assert torch.allclose(first(x), expected, atol=1e-6)
-    packages = list(tmp_path.glob("tiny-net-*.pt2"))
-    assert len(packages) == 1 and packages[0] == first.package_path((x,))
-    assert not [p for p in tmp_path.iterdir() if p.suffix != ".pt2"]  # no temporaries left
+    new = first.package_path((x,))
+    # the new one and the two most recently used old ones are kept; other names untouched
+    assert sorted(tmp_path.iterdir()) == sorted([new, stale[2], stale[3], other])
+    for path in [*stale, other]:
+        path.unlink(missing_ok=True)
+    packages = [new]
 
     # a new process' graph loads the package: compiling again would fail here
     calls = _refuse_to_compile(monkeypatch)

@@ -56,6 +56,12 @@ LOG = logging.getLogger(__name__)
 AOTI_FORMAT = "jzi-aoti/1"
 # a fallback chain: what a mode that fails to build runs instead
 FALLBACK = {"aoti": "jit", "jit": "eager", "compile": "eager"}
+# packages kept per graph name (the most recently used): a paper-size encoder's is ~350 MB
+AOTI_KEEP = 3
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def aoti_cache_root(export_dir: str | os.PathLike | None = None) -> Path:
@@ -157,8 +163,7 @@ class CpuGraph:
                 inputs)
         except Exception as err:  # a model the toolchain cannot take: a slower way still runs
             LOG.warning("%s of the %s failed (%s); running it with %s instead", mode, self.what,
-                        str(err).strip().splitlines()[0] if str(err).strip() else
-                        type(err).__name__, FALLBACK[mode])
+                        _first_line(err), FALLBACK[mode])
             return self._build_or_fall_back(FALLBACK[mode], inputs)
 
     def _trace(self, inputs: tuple[torch.Tensor, ...]) -> Callable:
@@ -177,9 +182,20 @@ class CpuGraph:
         """Where the AOTInductor package for these inputs is (or will be) cached."""
         if self.identity is None:
             self.identity = module_identity(self.module)
-        slug = re.sub(r"[^a-z0-9]+", "-", self.what.lower()).strip("-")
         key = aoti_key(self.module, inputs, self.identity, self.aoti_options)
-        return self.cache_dir / f"{slug}-{key}.pt2"
+        return self.cache_dir / f"{self._slug()}-{key}.pt2"
+
+    def _slug(self) -> str:
+        return re.sub(r"[^a-z0-9]+", "-", self.what.lower()).strip("-")
+
+    def _prune(self) -> None:
+        """Keep the :data:`AOTI_KEEP` most recently used packages of this graph's name."""
+        pattern = re.compile(re.escape(self._slug()) + r"-[0-9a-f]{24}\.pt2")
+        packages = sorted((p for p in self.cache_dir.iterdir() if pattern.fullmatch(p.name)),
+                          key=lambda p: p.stat().st_mtime, reverse=True)
+        for stale in packages[AOTI_KEEP:]:
+            LOG.info("removing the least recently used AOTInductor package %s", stale)
+            stale.unlink(missing_ok=True)
 
     def _aoti(self, inputs: tuple[torch.Tensor, ...]) -> Callable:
         from torch._inductor import aoti_compile_and_package, aoti_load_package
@@ -187,11 +203,12 @@ class CpuGraph:
         path = self.package_path(inputs)
         if path.is_file():
             try:
-                return aoti_load_package(str(path))
+                loaded = aoti_load_package(str(path))
+                os.utime(path)  # used now: the last one pruning removes
+                return loaded
             except Exception as err:  # truncated or foreign file: build it again
                 LOG.warning("AOTInductor package %s does not load (%s); rebuilding it", path,
-                            str(err).strip().splitlines()[0] if str(err).strip() else
-                            type(err).__name__)
+                            _first_line(err))
         LOG.warning("compiling the %s ahead of time (AOTInductor, tens of seconds, once per "
                     "model, input shape and machine; cached as %s)", self.what, path)
         start = time.perf_counter()
@@ -202,4 +219,5 @@ class CpuGraph:
                 aoti_compile_and_package(program, package_path=handle,
                                          inductor_configs=dict(self.aoti_options))
         LOG.info("compiled the %s in %.0f s", self.what, time.perf_counter() - start)
+        self._prune()
         return aoti_load_package(str(path))
