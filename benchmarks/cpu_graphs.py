@@ -26,7 +26,6 @@ another model's weights in the cache, as the encoder and the search meet inside 
 import argparse
 from pathlib import Path
 import sys
-import time
 import warnings
 
 import numpy as np
@@ -34,7 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from jzi_ros.inference.bench import bench_frame  # noqa: E402
+from jzi_ros.inference.bench import bench_frame, round_robin  # noqa: E402
 from jzi_ros.inference.localizer import Localizer, LocalizerConfig  # noqa: E402
 
 BACKENDS = {"torch jit": {"backend": "torch", "cpu_graph": "jit"},
@@ -65,16 +64,8 @@ def main(argv: list[str] | None = None) -> int:
               f"largest log-prob difference {float(np.abs(other_lp - log_probs).max()):.1e}")
         calls[f"{name} encoder"] = lambda b=localizer.backend: b.encode(pixels)
         calls[f"{name} beam search"] = lambda b=localizer.backend: b.decode(ground)
-    samples = {name: [] for name in calls}
-    for round_ in range(args.rounds):
-        for name, call in calls.items():
-            start = time.thread_time()
-            call()
-            if round_ >= args.rounds // 10:
-                samples[name].append((time.thread_time() - start) * 1e3)
-    for name, values in samples.items():
-        print(f"{name:26s} median {np.median(values):.3f} ms, p95 "
-              f"{np.percentile(values, 95):.3f} ms")
+    for name, cpu_ms in round_robin(calls, args.rounds, args.rounds // 10).items():
+        print(f"{name:26s} median {cpu_ms['median']:.3f} ms, p95 {cpu_ms['p95']:.3f} ms")
     print("load average", " ".join(open("/proc/loadavg").read().split()[:3]))
     return 0
 

@@ -28,7 +28,6 @@ from pathlib import Path
 import subprocess
 import sys
 import tempfile
-import time
 import warnings
 
 import numpy as np
@@ -37,6 +36,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from jzi_ros.inference.bench import round_robin  # noqa: E402
 from jzi_ros.inference.decode import BeamSearch  # noqa: E402
 from jzi_ros.maps.pyramid import MapPyramid  # noqa: E402
 from jzi_ros.model.checkpoint import load_checkpoint, read_header  # noqa: E402
@@ -49,6 +49,7 @@ def _old_module(rev: str, path: str, name: str, folder: Path):
     file.write_text(source)
     spec = importlib.util.spec_from_file_location(name, file)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while it is executed
     spec.loader.exec_module(module)
     return module
 
@@ -93,16 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         a, b = calls["old eager, steps=True"](), calls["new jit, steps=True"]()
         diff = max(float((x - y).abs().max()) for x, y in zip(a, b) if x.dtype.is_floating_point)
         print(f"same paths: {torch.equal(a[0], b[0])}; largest log-prob difference {diff:.2g}")
-        samples = {name: [] for name in calls}
-        for round_ in range(args.rounds):
-            for name, call in calls.items():
-                start = time.thread_time()
-                call()
-                if round_ >= args.rounds // 8:
-                    samples[name].append((time.thread_time() - start) * 1e3)
-    for name, values in samples.items():
-        print(f"{name:24s} median {np.median(values):.3f} ms, p95 "
-              f"{np.percentile(values, 95):.3f} ms")
+        timed = round_robin(calls, args.rounds, args.rounds // 8)
+    for name, cpu_ms in timed.items():
+        print(f"{name:24s} median {cpu_ms['median']:.3f} ms, p95 {cpu_ms['p95']:.3f} ms")
     print("load average", " ".join(open("/proc/loadavg").read().split()[:3]))
     return 0
 

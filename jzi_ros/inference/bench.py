@@ -74,6 +74,24 @@ def stats(samples_ms: list[float]) -> dict[str, float]:
             "p95": round(float(np.percentile(values, 95)), 3)}
 
 
+def round_robin(calls: dict[str, Callable[[], object]], rounds: int,
+                warmup: int) -> dict[str, dict[str, float]]:
+    """
+    Call every function once per round, in turn; return each one's thread CPU ms stats.
+
+    Interleaved calls share the machine's load, and each starts with the cache state a frame
+    gives it (another model's weights last). The first ``warmup`` rounds are not counted.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for round_ in range(rounds):
+        for name, call in calls.items():
+            start = time.thread_time()
+            call()
+            if round_ >= warmup:
+                samples[name].append((time.thread_time() - start) * 1e3)
+    return {name: stats(values) for name, values in samples.items()}
+
+
 @dataclass
 class BenchRow:
     backend: str
