@@ -199,3 +199,26 @@ def test_bench_accuracy_is_recall_within_metres_and_passes_the_heading():
     assert [result[f"recall@{d}m"] for d in (25, 50, 100, 250)] == [0.25, 0.5, 0.75, 0.75]
     assert result["median_error_m"] == pytest.approx(64.5, abs=0.01)
     assert seen == [10.0, 20.0, 30.0, 40.0]
+
+
+def test_round_robin_interleaves_the_calls_and_times_each_after_the_warmup():
+    from jzi_ros.inference.bench import round_robin
+
+    order = []
+
+    def busy():  # ~a millisecond of this thread's CPU
+        order.append("busy")
+        np.linalg.svd(np.random.default_rng(0).normal(size=(120, 120)))
+
+    def busy_at_first():  # three times as busy, in the two warm-up rounds only
+        order.append("first")
+        if order.count("first") <= 2:
+            busy(), busy(), busy()
+
+    timed = round_robin({"idle": lambda: order.append("idle"), "busy": busy,
+                         "first": busy_at_first}, 6, 2)
+    assert [name for name in order if name != "busy"][:3] == ["idle", "first", "idle"]
+    assert order.count("idle") == 6 and order.count("first") == 6
+    assert set(timed) == {"idle", "busy", "first"} and set(timed["busy"]) == {"median", "p95"}
+    assert timed["busy"]["median"] > timed["idle"]["median"] >= 0.0
+    assert timed["first"]["p95"] < timed["busy"]["median"]  # the warm-up is not counted
