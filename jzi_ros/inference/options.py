@@ -94,7 +94,8 @@ def _options() -> list[tuple[tuple[str, ...], dict[str, Any]]]:
         (("--max-image-side",), {"type": int, "help": "larger images are subsampled first"}),
         (("--export-dir",), {"help": "ONNX/engine folder of the onnxruntime/tensorrt backends "
                                      "(default: $XDG_CACHE_HOME/jzi_ros/exports/<model "
-                                     "hash>/)"}),
+                                     "hash>/); --cpu-graph aoti keeps its packages in its "
+                                     "aoti/ subfolder"}),
     ]
 
 
