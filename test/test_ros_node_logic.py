@@ -449,6 +449,19 @@ def test_main_exit_codes(node_module, tmp_path):
     assert "beam_width" in [t for lvl, t, _ in LOGS if lvl == "error"][0]
 
 
+def test_cpu_graph_reaches_the_localizer_and_a_wrong_one_is_named(node_module):
+    FakeNode.overrides["cpu_graph"] = "aoti"
+    node = node_module.LocalizerNode()
+    node.setup()
+    node.close()
+    assert FakeLocalizer.config.cpu_graph == "aoti"
+    FakeNode.overrides["cpu_graph"] = "fast"
+    LOGS.clear()
+    assert node_module.main([]) == 1
+    error = [t for lvl, t, _ in LOGS if lvl == "error"][0]
+    assert "cpu_graph" in error and "'fast'" in error and "aoti" in error
+
+
 @pytest.mark.slow
 def test_fusion_puts_the_filtered_fix_on_fix_topic_and_the_single_one_apart(node_module):
     FakeNode.overrides.update({"fusion.enabled": True, "fusion.odom_topic": "odom"})
