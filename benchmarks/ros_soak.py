@@ -22,6 +22,8 @@ own process (as ``ros2 run`` starts it) on the tiny map and model of test/suppor
 ``--map-dir`` / ``--model-file``. DDS stays on this machine (LOCALHOST discovery).
 
     nice -n 10 .venv/bin/python benchmarks/ros_soak.py --duration-s 600 --rate-hz 30
+    .venv/bin/python benchmarks/ros_soak.py --map-dir DEMO/map --model-file MODEL
+        --param cpu_graph:=aoti --param threads:=1 --duration-s 60 --rate-hz 100  (one line)
 """
 from __future__ import annotations
 
@@ -67,6 +69,8 @@ def main() -> int:
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--map-dir", type=Path)
     parser.add_argument("--model-file", type=Path)
+    parser.add_argument("--param", action="append", default=[], metavar="NAME:=VALUE",
+                        help="another node parameter (repeatable), e.g. cpu_graph:=aoti")
     args = parser.parse_args()
 
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -79,7 +83,8 @@ def main() -> int:
 
     node = subprocess.Popen(
         [sys.executable, "-m", "jzi_ros.ros.node", "--ros-args", "-p", f"map_dir:={map_dir}",
-         "-p", f"model_file:={model}", "-p", "backend:=torch", "-p", "device:=cpu"],
+         "-p", f"model_file:={model}", "-p", "backend:=torch", "-p", "device:=cpu",
+         *[part for param in args.param for part in ("-p", param)]],
         stdout=open(tmp / "node.log", "w"), stderr=subprocess.STDOUT,
         env=dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1"))
 
