@@ -375,20 +375,22 @@ class Localizer:
 
         Lazy init, CUDA graph capture and autotuning happen here, not on the first camera frame.
         """
-        size = self.model_config.encoder.image_size
-        grey = np.full((size, 2 * size, 3), 128, np.uint8)
         # at least one frame through each search (a graph may take a while to build)
         for frame in range(max(frames, 2) if frames else 0):
-            # not localize(): a uniform frame skips inference there; any heading will do.
             # The first one runs the search that returns each step (temporal fusion).
-            self.posteriors([grey], [0.0], steps_out=[] if frame == 0 else None)
+            self.posteriors([self._grey_frame()], [0.0], steps_out=[] if frame == 0 else None)
+
+    def _grey_frame(self) -> np.ndarray:
+        """Return a grey frame to warm graphs up with (not localize(): it skips uniform frames)."""
+        size = self.model_config.encoder.image_size
+        return np.full((size, 2 * size, 3), 128, np.uint8)
 
     def warm_seeded(self, fix_sigma_m: float) -> None:
         """
         Build the prior-seeded search now, not on the first frame the filter is confident on.
 
         Fusion with ``seed_beam`` calls this at start-up: with ``cpu_graph`` aoti a new graph
-        compiles for up to a minute, which must not stall a robot in flight. The seeds' shape
+        compiles for tens of seconds, which must not stall a robot in flight. The seeds' shape
         (:data:`seeding.SEED_COUNT` cells at the level ``fix_sigma_m`` picks) is all the graph
         depends on. Backends other than torch take no seeds: nothing to build.
         """
@@ -397,10 +399,8 @@ class Localizer:
 
         if self.backend.name != "torch" or self.tree.depth < 2:
             return
-        size = self.model_config.encoder.image_size
-        grey = np.full((size, 2 * size, 3), 128, np.uint8)
         seeds = Seeds(seed_level(self.tree, fix_sigma_m), np.full(SEED_COUNT, -1, np.int64))
-        self.posteriors([grey], [0.0], steps_out=[], seeds=seeds)
+        self.posteriors([self._grey_frame()], [0.0], steps_out=[], seeds=seeds)
 
     def fix_from_posterior(self, posterior: Posterior, timings: dict[str, float]) -> Fix:
         position, cov, _ = self.estimate(posterior)

@@ -49,6 +49,8 @@ from jzi_ros.model.retrieval import embed_view_rows, finest_view_rows, load_retr
 
 LOG = logging.getLogger(__name__)
 PROGRESS_ABOVE_VIEWS = 512  # show a progress bar when embedding more views than this
+NO_BEAM_TO_SEED = ("retrieval has no beam to seed: turn the prior-seeded zoom "
+                   "(fusion.seed_beam) off")
 # the filter's measurement keeps the most probable views holding this much of the softmax
 # (at most MAX_MEASURED_VIEWS of them); the rest is uniform background. Every view as its own
 # piece made the filter's frame grow with the map: 4,096 views (the paper's map at 156 m)
@@ -169,11 +171,15 @@ class RetrievalLocalizer:
         if self.device.type == "cpu" and config.cpu_graph != "eager":
             from jzi_ros.inference.backends.cpu_graph import aoti_cache_root, CpuGraph
             from jzi_ros.inference.export import EncoderGraph
+            from jzi_ros.inference.retrieval_export import default_retrieval_export_dir
 
-            # traced and frozen (or compiled) per input shape, as the zoom's encoder on a CPU
+            # traced and frozen (or compiled) per input shape, as the zoom's encoder on a CPU;
+            # an aoti package is keyed by the checkpoint's export key (from its header)
             graph = CpuGraph(EncoderGraph(self.model, "encode_frames"), config.cpu_graph,
                              "retrieval frame encoder",
-                             cache_dir=aoti_cache_root(config.export_dir), freeze=True)
+                             default_retrieval_export_dir(self.model_path).name
+                             if config.cpu_graph == "aoti" else None,
+                             aoti_cache_root(config.export_dir), freeze=True)
             return f"torch-{config.cpu_graph}", graph
         return "torch", lambda pixels: self.model.encode_frames(pixels.to(self.device)).float()
 
@@ -220,8 +226,7 @@ class RetrievalLocalizer:
 
     def warm_seeded(self, fix_sigma_m: float) -> None:
         """Refuse the prior-seeded zoom (``Localizer.warm_seeded``): retrieval has no beam."""
-        raise JziError("retrieval has no beam to seed: turn the prior-seeded zoom "
-                       "(fusion.seed_beam) off")
+        raise JziError(NO_BEAM_TO_SEED)
 
     def localize_measured(self, image_rgb: np.ndarray, heading_deg: float | None = None,
                           seeds=None, **_) -> tuple[Fix, Measurement | None]:
@@ -234,7 +239,7 @@ class RetrievalLocalizer:
         similarities (the fix is then NO_FIX).
         """
         if seeds is not None:
-            self.warm_seeded(0.0)
+            raise JziError(NO_BEAM_TO_SEED)
         fix, log_probs = self._localize(image_rgb, heading_deg)
         if log_probs is None:
             return fix, None

@@ -35,6 +35,7 @@ A graph that fails to build falls back with a warning: ``aoti`` to ``jit``, ``ji
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -73,18 +74,7 @@ def aoti_cache_root(export_dir: str | os.PathLike | None = None) -> Path:
     return export_cache_root().parent / "aoti"
 
 
-def module_identity(module: nn.Module) -> str:
-    """Return a hash of every parameter and buffer of ``module`` (what a package bakes in)."""
-    digest = hashlib.sha256()
-    tensors = dict(module.named_parameters())
-    tensors.update(module.named_buffers())
-    for name in sorted(tensors):
-        value = tensors[name].detach().cpu().contiguous()
-        digest.update(f"{name}:{tuple(value.shape)}:{value.dtype}".encode())
-        digest.update(value.view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
+@functools.lru_cache(maxsize=1)
 def cpu_signature() -> str:
     """
     Return the CPU's model and instruction-set flags (Linux), else what platform knows.
@@ -131,8 +121,9 @@ class CpuGraph:
     """
     A module run per ``mode`` (``jit``, ``compile`` or ``aoti``), built once per input shape.
 
-    ``identity`` (``aoti``): a string that pins the module's weights, e.g. a checkpoint's
-    weights hash (hashed from the module itself when omitted); ``cache_dir``: where packages
+    ``identity`` (``aoti``): a string that pins the module's weights and configuration, e.g.
+    a checkpoint's export key (read from its header; when omitted, the module's
+    :func:`~jzi_ros.model.zoom.weights_hash`); ``cache_dir``: where packages
     live (:func:`aoti_cache_root` when omitted). ``freeze`` (``aoti``): inductor's freezing,
     weights as constants pre-packed for oneDNN: the demo ResNet encoder runs 1.8x faster with
     it, the beam search (8-row matrix products) 1.9x slower, so encoders take it and searches
@@ -181,7 +172,9 @@ class CpuGraph:
     def package_path(self, inputs: tuple[torch.Tensor, ...]) -> Path:
         """Where the AOTInductor package for these inputs is (or will be) cached."""
         if self.identity is None:
-            self.identity = module_identity(self.module)
+            from jzi_ros.model.zoom import weights_hash
+
+            self.identity = weights_hash(self.module)
         key = aoti_key(self.module, inputs, self.identity, self.aoti_options)
         return self.cache_dir / f"{self._slug()}-{key}.pt2"
 

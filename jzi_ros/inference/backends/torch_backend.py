@@ -38,7 +38,7 @@ from torch import nn
 
 from jzi_ros.errors import JziError
 from jzi_ros.inference.backends.base import Backend, BackendSpec, CPU_GRAPHS
-from jzi_ros.inference.backends.cpu_graph import aoti_cache_root, CpuGraph, module_identity
+from jzi_ros.inference.backends.cpu_graph import aoti_cache_root, CpuGraph
 from jzi_ros.inference.decode import BeamSearch, BeamSteps
 
 LOG = logging.getLogger(__name__)
@@ -141,9 +141,12 @@ class TorchBackend(Backend):
             self._encode = _Graphed(self._encode_eager, "ground encoder")
             self._decode = _Graphed(self._decode_eager, "beam decoder")
         elif device.type == "cpu" and spec.cpu_graph != "eager":
-            # aoti: one hash of the weights keys every package (not one per graph)
-            self._identity = (module_identity(self.model) if spec.cpu_graph == "aoti"
-                              else None)
+            from jzi_ros.inference.export import default_export_dir
+
+            # the checkpoint's export key (weights hash + config, from its header; loading
+            # checked the hash): no hashing of the weights again, one key for every graph
+            self._identity = (default_export_dir(spec.model_path).name
+                              if spec.cpu_graph == "aoti" else None)
             self._aoti_dir = aoti_cache_root(spec.export_dir)
             self._encode = self._on_cpu(_Encoder(self.model), "ground encoder", encoder=True)
             self._decode = self._on_cpu(self.search, "beam decoder")
